@@ -1,0 +1,76 @@
+"""Every error ferryman raises on purpose derives from :class:`FerrymanError`.
+
+Callers can catch "any ferryman error" with one clause; the CLI turns these into one-line
+messages. Errors carry the data they are about (``PlanError.migrations``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+class FerrymanError(Exception):
+    """Base of every error ferryman raises on purpose."""
+
+
+class MigrationDefinitionError(FerrymanError):
+    """A ``@migration`` class is malformed; ``problems`` lists every problem found."""
+
+    def __init__(self, cls_name: str, problems: Sequence[str]) -> None:
+        self.cls_name = cls_name
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"migration {cls_name} is invalid:\n{lines}")
+
+
+class PlanError(FerrymanError):
+    """The migrations cannot be ordered (unknown store, self-read, two writers, cycle)."""
+
+    def __init__(self, message: str, migrations: Sequence[str] = ()) -> None:
+        self.migrations = list(migrations)
+        super().__init__(message)
+
+
+class StoreError(FerrymanError):
+    """A store operation failed."""
+
+
+class TransientStoreError(StoreError):
+    """A store failure worth retrying (connection lost, timeout, deadlock)."""
+
+
+class TerminalStoreError(StoreError):
+    """A store failure that retrying cannot fix (bad credentials, missing table)."""
+
+
+class DuplicateDataError(StoreError):
+    """``save_all`` hit a unique-key violation; ``__cause__`` is the driver's error."""
+
+    def __init__(self, message: str, records: Sequence[Any] = ()) -> None:
+        self.records = list(records)
+        super().__init__(message)
+
+
+class CardinalityError(FerrymanError):
+    """A match or a transform produced a number of records its cardinality forbids."""
+
+
+class ProgressFormatError(FerrymanError):
+    """A progress file or text is malformed; ``path`` is the JSON path of the problem."""
+
+    def __init__(self, message: str, path: str = "$", source: str | None = None) -> None:
+        self.path = path
+        self.source = source
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}{message} at {path}")
+
+
+class LedgerBusyError(FerrymanError):
+    """Another live run holds the lease on this progress ledger."""
+
+
+class StopRequested(BaseException):
+    """Raised at a record boundary after SIGINT/SIGTERM.
+
+    A ``BaseException`` so that a user's ``except Exception`` cannot swallow the stop.
+    """

@@ -1,0 +1,139 @@
+"""The contract every store honours. Read it before writing your own store.
+
+Rules:
+
+* **Reading.** :meth:`Store.read_page` returns the records that match a filter and whose id is
+  greater than ``after``, in ascending key order, at most ``limit`` of them. This is keyset
+  (cursor) pagination: no OFFSET, so paging costs the same on the last page as on the first and
+  never skips or repeats a row. Composite keys compare as tuples.
+* **Filters** are plain dicts: ``{"code": "A1"}`` is equality, a list/tuple/set/frozenset value
+  means "in", ``{}`` or ``None`` matches everything. A store may also accept its native filter.
+* **Saving.** :meth:`Store.save_all` is all-or-nothing when ``atomic`` is true (the default): on
+  any error nothing of the batch remains. A store that cannot promise this sets ``atomic = False``;
+  ferryman then saves one input record's outputs at a time.
+* **Duplicates.** A unique-key violation raises :class:`~ferryman.errors.DuplicateDataError` with
+  the driver's error as ``__cause__`` (``raise DuplicateDataError(...) from exc``). Other integrity
+  errors (NOT NULL, foreign keys) are not duplicates.
+* **Transient vs terminal.** Raise :class:`~ferryman.errors.TransientStoreError` for failures a
+  retry can fix (lost connection), :class:`~ferryman.errors.TerminalStoreError` for the others.
+* **Threads.** A store may be called from several threads at once (the status server reads
+  counts while a run saves); keep per-call state local.
+* **Journal.** A store with ``supports_journal = True`` writes the given journal entry in the
+  same transaction as the batch, which is how ferryman records progress exactly once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+from ..defaults import DEFAULT_BATCH_SIZE
+from ..ids import normalize_id
+from ..types import Filter, Record, RecordId
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """A progress note committed together with a batch of outputs.
+
+    ``migration`` is the migration identity, ``payload`` an opaque text owned by the ledger.
+    ``seq`` is assigned by the store when the entry is written.
+    """
+
+    migration: str
+    payload: str
+    seq: int | None = None
+
+
+class Store(ABC):
+    """A collection of records of one kind: a table, a collection, a file, a list."""
+
+    atomic: bool = True
+    """True when :meth:`save_all` saves all records or none."""
+
+    supports_journal: bool = False
+    """True when :meth:`save_all` can commit a :class:`JournalEntry` with the batch."""
+
+    def __init__(self, name: str, key: str | Sequence[str] = "id") -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError("a store needs a non-empty string name")
+        self.name = name
+        if isinstance(key, str):
+            self.key: str | tuple[str, ...] = key
+            self.key_fields: tuple[str, ...] = (key,)
+        else:
+            fields = tuple(key)
+            if not fields or not all(isinstance(f, str) for f in fields):
+                raise ValueError(f"store {name!r}: key must be a field name or a tuple of names")
+            self.key = fields if len(fields) > 1 else fields[0]
+            self.key_fields = fields
+
+    # --- ids and descriptions -------------------------------------------------------------
+
+    @property
+    def composite(self) -> bool:
+        return len(self.key_fields) > 1
+
+    def id_of(self, record: Record) -> RecordId:
+        """The record's id in canonical form (int, str, or a tuple for a composite key)."""
+        try:
+            if self.composite:
+                return normalize_id(tuple(record[f] for f in self.key_fields))
+            return normalize_id(record[self.key_fields[0]])
+        except KeyError as exc:
+            raise KeyError(f"record of store {self.name!r} has no key field {exc.args[0]!r}") from None
+
+    def describe(self, record: Record) -> str:
+        """A short human description for failure reports, e.g. ``areas(id=3)``."""
+        parts = ", ".join(f"{f}={record.get(f)!r}" for f in self.key_fields)
+        return f"{self.name}({parts})"
+
+    def key_filter_value(self, record_id: RecordId) -> tuple[Any, ...]:
+        """The id as a tuple of key field values, in ``key_fields`` order."""
+        return record_id if isinstance(record_id, tuple) else (record_id,)
+
+    # --- the part a store implements --------------------------------------------------------
+
+    @abstractmethod
+    def read_page(self, filter: Filter | None, after: RecordId | None, limit: int) -> list[Record]:
+        """Up to ``limit`` records matching ``filter`` with id > ``after``, in key order."""
+
+    @abstractmethod
+    def get_many(self, ids: Sequence[RecordId]) -> list[Record]:
+        """The records with these ids, in key order; missing ids are left out."""
+
+    @abstractmethod
+    def save_all(self, records: list[Record], *, journal: JournalEntry | None = None) -> None:
+        """Save the records (and the journal entry, if supported) in one transaction."""
+
+    def count(self, filter: Filter | None = None) -> int | None:
+        """How many records match, or None where counting is not cheap."""
+        return None
+
+    def read_journal(self) -> list[JournalEntry]:
+        """Journal entries committed with earlier batches, oldest first."""
+        return []
+
+    def delete_journal(self, up_to_seq: int) -> None:
+        """Forget journal entries with ``seq <= up_to_seq`` (the ledger has them now)."""
+
+    def close(self) -> None:
+        """Release connections; the store may be used again afterwards."""
+
+    # --- built on the part above ------------------------------------------------------------
+
+    def scan(self, filter: Filter | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[list[Record]]:
+        """Pages of matching records in key order until the end."""
+        after: RecordId | None = None
+        while True:
+            page = self.read_page(filter, after, batch_size)
+            if not page:
+                return
+            yield page
+            if len(page) < batch_size:
+                return
+            after = self.id_of(page[-1])
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, key={self.key!r})"
