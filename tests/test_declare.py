@@ -1,0 +1,109 @@
+"""@migration checks a class once, fully, and reports every problem with the signature expected."""
+
+from __future__ import annotations
+
+import pytest
+
+from ferryman import Cardinality, Match, MigrationDefinitionError, Retry, migration
+from ferryman.declare import spec_of
+
+
+def test_defaults_are_mjgs():
+    @migration(source="a", dest="b", match=[Match("c")])
+    class M:
+        def match_with_c(self, record, aggregates, store): ...
+        def reduce_from_c(self, aggregates, batch): ...
+        def transform(self, aggregates, record): ...
+
+    spec = spec_of(M)
+    assert (spec.batch_size, spec.save_batch_size) == (512, 512)
+    assert spec.load_retry == spec.save_retry == Retry(times=1, delay=1.0)
+    assert spec.cardinality is Cardinality.ZERO_OR_MORE
+    assert spec.matches[0] == Match("c", Cardinality.ZERO_OR_MORE, 512, 0, Retry(1, 1.0))
+    assert spec.identity == f"{__name__}.test_defaults_are_mjgs.<locals>.M"
+    assert spec.name == "M" and spec.order == 0
+
+
+def test_every_problem_is_reported_at_once():
+    with pytest.raises(MigrationDefinitionError) as info:
+        @migration(source="a", dest="b", match=[Match("area-codes")])
+        class Broken:
+            def transfrom(self, aggregates, record): ...
+            def match_with_area_codes(self, record): ...
+            def reduce_from_zones(self, aggregates, batch): ...
+            @staticmethod
+            def start_reduction(record, aggregates): ...
+
+    problems = info.value.problems
+    text = str(info.value)
+    assert "missing method transform (found 'transfrom': misspelled?)" in text
+    assert "expected: def transform(self, aggregates, record)" in text
+    assert any("match_with_area_codes takes the wrong parameters" in p
+               and "expected: def match_with_area_codes(self, record, aggregates, store)" in p
+               for p in problems)
+    assert any("missing method reduce_from_area_codes" in p for p in problems)
+    assert any("reduce_from_zones has no Match" in p for p in problems)
+    assert any("start_reduction must be a plain instance method" in p for p in problems)
+    assert len(problems) == 5
+
+
+def test_unknown_option_and_bad_values():
+    with pytest.raises(MigrationDefinitionError) as info:
+        @migration(source="a", dest="b", batchsize=3, save_batch_size=0, load_retry=3)
+        class M:
+            def transform(self, aggregates, record): ...
+
+    text = str(info.value)
+    assert "unknown option(s) batchsize" in text
+    assert "save_batch_size must be an int >= 1" in text
+    assert "load_retry must be a Retry" in text
+
+
+def test_source_equal_to_dest_is_rejected():
+    with pytest.raises(MigrationDefinitionError, match="source and dest are the same store 'a'"):
+        @migration(source="a", dest="a")
+        class M:
+            def transform(self, aggregates, record): ...
+
+
+def test_optional_hooks_and_default_arguments_are_accepted():
+    @migration(source="a", dest="b")
+    class M:
+        def transform(self, aggregates, record, extra=None): ...
+        def handle_duplicate(self, *args): ...
+
+    assert spec_of(M).dest == "b"
+
+
+def test_retry_and_match_validate_themselves():
+    with pytest.raises(ValueError, match="Retry.times must be an int >= 0"):
+        Retry(times=-1)
+    with pytest.raises(ValueError, match="Retry.delay"):
+        Retry(delay=-0.5)
+    with pytest.raises(ValueError, match="batch_size must be an int >= 1"):
+        Match("x", batch_size=0)
+
+
+def test_strict_matches_run_first_within_an_order_group():
+    @migration(source="a", dest="b", match=[
+        Match("loose"), Match("later", order=1, cardinality=Cardinality.EXACTLY_ONE),
+        Match("strict", cardinality=Cardinality.ONE_OR_MORE),
+    ])
+    class M:
+        def transform(self, aggregates, record): ...
+        for _n in ("loose", "later", "strict"):
+            exec(f"def match_with_{_n}(self, record, aggregates, store): ...")
+            exec(f"def reduce_from_{_n}(self, aggregates, batch): ...")
+
+    assert [m.store for m in spec_of(M).matches] == ["strict", "loose", "later"]
+
+
+@pytest.mark.parametrize("n", range(4))
+def test_cardinality_truth_tables(n):
+    assert Cardinality.EXACTLY_ONE.allows(n) == (n == 1)
+    assert Cardinality.ONE_OR_MORE.allows(n) == (n >= 1)
+    assert Cardinality.ZERO_OR_ONE.allows(n) == (n <= 1)
+    assert Cardinality.ZERO_OR_MORE.allows(n)
+    assert Cardinality.EXACTLY_ONE.allows_so_far(n) == (n <= 1)
+    assert Cardinality.ZERO_OR_ONE.allows_so_far(n) == (n <= 1)
+    assert Cardinality.ONE_OR_MORE.allows_so_far(n)
