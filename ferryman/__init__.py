@@ -1,0 +1,64 @@
+"""ferryman: move records between datastores without losing or duplicating any.
+
+Declare migrations with :func:`migration`, run them with :class:`MigrationService`, keep the
+progress in a :class:`MigrationProgress` (mjg's JSON) so the next run resumes where this one
+stopped. Every name below is the public API; everything else may move.
+"""
+
+from .declare import Cardinality, Match, MigrationSpec, Retry, migration
+from .errors import (
+    CardinalityError,
+    DuplicateDataError,
+    FerrymanError,
+    LedgerBusyError,
+    MigrationDefinitionError,
+    PlanError,
+    ProgressFormatError,
+    StopRequested,
+    StoreError,
+    TerminalStoreError,
+    TransientStoreError,
+)
+from .events import RunObserver
+from .progress.ledger import Ledger, MemoryLedger
+from .progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
+from .report import MigrationReport, MigrationState, RunResult
+from .service import MigrationService, StoreRegistry
+from .stores import JournalEntry, MemoryStore, SqlStore, Store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Action",
+    "Cardinality",
+    "CardinalityError",
+    "DuplicateDataError",
+    "FailedRecord",
+    "FerrymanError",
+    "JournalEntry",
+    "Ledger",
+    "LedgerBusyError",
+    "Match",
+    "MemoryLedger",
+    "MemoryStore",
+    "MigrationDefinitionError",
+    "MigrationEntry",
+    "MigrationProgress",
+    "MigrationReport",
+    "MigrationService",
+    "MigrationSpec",
+    "MigrationState",
+    "PlanError",
+    "ProgressFormatError",
+    "Retry",
+    "RunObserver",
+    "RunResult",
+    "SqlStore",
+    "StopRequested",
+    "Store",
+    "StoreError",
+    "StoreRegistry",
+    "TerminalStoreError",
+    "TransientStoreError",
+    "migration",
+]

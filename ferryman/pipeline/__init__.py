@@ -1,0 +1,15 @@
+"""One input record's path through a migration, one module per stage, in flow order::
+
+    pages.py      source pages in key order (RETRY ids first), minus succeeded and IGNORE ids
+       |
+    match.py      start_reduction, then for each Match: match_with_* -> one query per distinct
+       |          filter -> reduce_from_* once per page of matches
+    transform.py  transform(aggregates, record) -> outputs, cardinality checked
+       |
+    save.py       outputs of many records per save_all; a failing batch is split in halves until
+       |          the failing records are found; handle_duplicate for a record's duplicate
+    (ledger)      succeeded ids and failed records are recorded by the runner, page by page
+
+``work.py`` holds :class:`Work`, the state of one record in one attempt. ``runner.py`` is the only
+place that calls the stages in this order.
+"""

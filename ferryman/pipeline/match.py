@@ -1,0 +1,107 @@
+"""start_reduction, then each Match: filters grouped by equality, one query per group.
+
+Records whose ``match_with_*`` returns equal filters share one paged query, and
+``reduce_from_*`` is called for each of them once per page of matches (mjg's design, which
+only worked when filter sets implemented equality; dict filters always do here).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Hashable
+
+from ..declare import Match, MigrationSpec
+from ..errors import CardinalityError
+from ..stores.base import Store
+from .work import Phase, Work, live
+
+
+def start_reduction(spec: MigrationSpec, instance: Any, works: list[Work]) -> None:
+    """Call the optional ``start_reduction(record, aggregates)`` for each record."""
+    hook = getattr(instance, "start_reduction", None)
+    if hook is None:
+        return
+    for w in works:
+        try:
+            hook(w.record, w.aggregates)
+        except Exception as exc:
+            w.fail(Phase.START, exc, spec.load_retry)
+
+
+def match_and_reduce(spec: MigrationSpec, instance: Any, works: list[Work], stores: dict[str, Store]) -> None:
+    """Run every Match of the migration, in order, over the records still alive."""
+    for match in spec.matches:
+        alive = live(works)
+        if not alive:
+            return
+        _run_match(spec, instance, match, stores[match.store], alive)
+
+
+def filter_key(flt: Any) -> Hashable:
+    """A hashable key equal for equal filters; "in" values compare as sets."""
+    if isinstance(flt, dict):
+        try:
+            return tuple(sorted((k, _value_key(v)) for k, v in flt.items()))
+        except TypeError:  # unhashable or unorderable values: no sharing, still correct
+            return ("id", id(flt))
+    try:
+        hash(flt)
+        return ("native", flt)
+    except TypeError:
+        return ("id", id(flt))
+
+
+def _value_key(value: Any) -> Hashable:
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ("in", frozenset(value))
+    hash(value)
+    return value
+
+
+def _run_match(spec: MigrationSpec, instance: Any, match: Match, store: Store, works: list[Work]) -> None:
+    match_with: Callable[..., Any] = getattr(instance, match.match_method)
+    groups: dict[Hashable, tuple[Any, list[Work]]] = {}
+    for w in works:
+        try:
+            flt = match_with(w.record, w.aggregates, store)
+        except Exception as exc:
+            w.fail(Phase.MATCH, exc, match.retry)
+            continue
+        if flt is not None:  # None: no match, no query, no reduce, no cardinality check
+            groups.setdefault(filter_key(flt), (flt, []))[1].append(w)
+    reduce_from: Callable[..., Any] = getattr(instance, match.reduce_method)
+    for flt, members in groups.values():
+        _reduce_group(spec, match, store, flt, members, reduce_from)
+
+
+def _reduce_group(
+    spec: MigrationSpec, match: Match, store: Store, flt: Any, members: list[Work],
+    reduce_from: Callable[..., Any],
+) -> None:
+    count = 0
+    try:
+        for page in store.scan(flt, match.batch_size):
+            count += len(page)
+            if not match.cardinality.allows_so_far(count):
+                raise _cardinality_error(spec, match, flt, count, early=True)
+            for w in members:
+                if w.error is None:
+                    try:
+                        reduce_from(w.aggregates, page)
+                    except Exception as exc:
+                        w.fail(Phase.MATCH, exc, match.retry)
+        if not match.cardinality.allows(count):
+            raise _cardinality_error(spec, match, flt, count, early=False)
+    except CardinalityError as exc:
+        for w in live(members):
+            w.fail(Phase.MATCH, exc, None)
+    except Exception as exc:  # the matching store could not be read: retry these records
+        for w in live(members):
+            w.fail(Phase.MATCH, exc, match.retry)
+
+
+def _cardinality_error(spec: MigrationSpec, match: Match, flt: Any, count: int, early: bool) -> CardinalityError:
+    found = f"at least {count}" if early else str(count)
+    return CardinalityError(
+        f"migration {spec.name}: Match({match.store!r}) requires {match.cardinality.value} "
+        f"record(s) per filter, but filter {flt!r} matched {found}"
+    )

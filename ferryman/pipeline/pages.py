@@ -1,0 +1,61 @@
+"""Source pages in key order: the RETRY ids first (by id), then the whole source.
+
+Reading is keyset-paged (``read_page(after=last key)``), so a page costs the same at the end of
+a table as at its start and no row is skipped or read twice. A page that cannot be read after
+the migration's ``load_retry`` is a fatal error for the migration.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator, Sequence, TypeVar
+
+from ..declare import Retry
+from ..stores.base import Store
+from ..types import Record, RecordId
+
+T = TypeVar("T")
+
+
+class SourceUnreadable(Exception):
+    """The source store failed after every retry; ``__cause__`` is the last error."""
+
+
+def with_retry(action: Callable[[], T], retry: Retry, wait: Callable[[float], bool]) -> T:
+    """Run ``action``; on error wait ``retry.delay`` and try again, ``retry.times`` more times.
+
+    ``wait`` returns True when the run was asked to stop, which ends the retries early.
+    """
+    attempt = 0
+    while True:
+        try:
+            return action()
+        except Exception as exc:
+            attempt += 1
+            if attempt > retry.times or wait(retry.delay):
+                raise SourceUnreadable(str(exc)) from exc
+
+
+def source_pages(
+    source: Store, batch_size: int, retry: Retry, wait: Callable[[float], bool]
+) -> Iterator[list[Record]]:
+    """Every record of the source, page by page, in key order."""
+    after: RecordId | None = None
+    while True:
+        page = with_retry(lambda: source.read_page(None, after, batch_size), retry, wait)
+        if not page:
+            return
+        yield page
+        if len(page) < batch_size:
+            return
+        after = source.id_of(page[-1])
+
+
+def pages_by_id(
+    source: Store, ids: Sequence[RecordId], batch_size: int, retry: Retry, wait: Callable[[float], bool]
+) -> Iterator[list[Record]]:
+    """The records with these ids, ``batch_size`` ids per lookup; vanished ids are left out."""
+    for start in range(0, len(ids), batch_size):
+        chunk = list(ids[start:start + batch_size])
+        page = with_retry(lambda: source.get_many(chunk), retry, wait)
+        if page:
+            yield page

@@ -1,0 +1,69 @@
+"""The state of one input record during one attempt of the pipeline."""
+
+from __future__ import annotations
+
+import traceback
+from enum import Enum
+
+
+from ..declare import Retry
+from ..types import Aggregates, Record, RecordId
+
+
+class Phase(str, Enum):
+    """Where in the pipeline a record failed; names the Retry policy that applies."""
+
+    START = "start_reduction"
+    MATCH = "match"
+    TRANSFORM = "transform"
+    SAVE = "save"
+
+
+class Work:
+    """One record in one attempt: fresh aggregates, its outputs, and how it ended.
+
+    A new Work is made for every attempt, so nothing a failed attempt mutated (aggregates,
+    outputs, lists returned by handle_duplicate) leaks into the next one.
+    """
+
+    __slots__ = ("record", "id", "aggregates", "outputs", "phase", "error", "retry", "saved")
+
+    def __init__(self, record: Record, record_id: RecordId) -> None:
+        self.record = record
+        self.id = record_id
+        self.aggregates: Aggregates = {}
+        self.outputs: list[Record] = []
+        self.phase: Phase | None = None
+        self.error: BaseException | None = None
+        self.retry: Retry | None = None
+        self.saved = False
+
+    @property
+    def live(self) -> bool:
+        """Still on its way: neither failed nor saved."""
+        return self.error is None and not self.saved
+
+    def fail(self, phase: Phase, error: BaseException, retry: Retry | None) -> None:
+        """Mark the record failed in ``phase``; ``retry`` None means never retry (deterministic)."""
+        self.phase = phase
+        self.error = error
+        self.retry = retry
+
+    def cause(self) -> str:
+        """The failure's traceback text, as stored in the progress (mjg stored Java's)."""
+        if self.error is None:
+            return ""
+        return "".join(traceback.format_exception(self.error)).rstrip()
+
+
+def live(works: list[Work]) -> list[Work]:
+    return [w for w in works if w.error is None and not w.saved]
+
+
+def describe_error(error: BaseException) -> str:
+    """One line for an error: ``Type: message``."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+__all__ = ["Phase", "Work", "live", "describe_error"]

@@ -1,0 +1,133 @@
+"""What happened to each migration: live counters during a run, the outcome after it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class MigrationState(str, Enum):
+    """Where a migration stands in a run."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    HELD_BACK = "held_back"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass
+class MigrationReport:
+    """Counters and outcome of one migration in one run.
+
+    ``read`` counts source records read, ``skipped`` those already migrated by an earlier run,
+    ``ignored`` those marked IGNORE, ``succeeded``/``failed`` the records this run finished,
+    ``written`` the outputs saved, ``total`` the source size when the store can count it.
+    """
+
+    identity: str
+    name: str
+    source: str
+    dest: str
+    state: MigrationState = MigrationState.PENDING
+    total: int | None = None
+    read: int = 0
+    skipped: int = 0
+    ignored: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    written: int = 0
+    retried: int = 0
+    last_error: str | None = None
+    fatal_error: str | None = None
+    held_back_by: list[str] = field(default_factory=list)
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def done(self) -> int:
+        """Source records dealt with so far (read, whatever became of them)."""
+        return self.read
+
+    @property
+    def elapsed(self) -> float:
+        if self.started_at is None:
+            return 0.0
+        return (self.finished_at or time.time()) - self.started_at
+
+    @property
+    def rate(self) -> float:
+        """Source records per second in this run."""
+        elapsed = self.elapsed
+        return self.read / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds left, when the total is known and the run is moving."""
+        if self.total is None or self.state is not MigrationState.RUNNING or self.rate <= 0:
+            return None
+        return max(self.total - self.read, 0) / self.rate
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = self.state.value
+        data["rate"] = round(self.rate, 3)
+        data["eta"] = None if self.eta is None else round(self.eta, 1)
+        return data
+
+
+@dataclass
+class RunResult:
+    """The outcome of :meth:`MigrationService.run`, one report per selected migration."""
+
+    reports: list[MigrationReport]
+    interrupted: str | None = None
+    """The signal name when the run was stopped early, else None."""
+    callback_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """True when every selected migration completed and every progress save worked."""
+        return (
+            not self.interrupted and not self.callback_errors
+            and all(r.state is MigrationState.COMPLETED for r in self.reports)
+        )
+
+    def report(self, name: str) -> MigrationReport:
+        """The report of a migration, by name or identity."""
+        for r in self.reports:
+            if name in (r.name, r.identity):
+                return r
+        raise KeyError(f"no migration {name!r} in this run")
+
+    def in_state(self, state: MigrationState) -> list[MigrationReport]:
+        return [r for r in self.reports if r.state is state]
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's exit code: 0 all completed, 1 failures or held back, 130 interrupted."""
+        if self.interrupted:
+            return 130
+        return 0 if self.ok else 1
+
+    def summary(self) -> str:
+        """A few lines a person reads at 3 a.m."""
+        lines = []
+        for r in self.reports:
+            line = (
+                f"{r.name}: {r.state.value} - {r.succeeded} migrated, {r.failed} failed, "
+                f"{r.skipped} already done, {r.ignored} ignored, {r.written} written"
+            )
+            if r.held_back_by:
+                line += f" (held back: {', '.join(r.held_back_by)} failed)"
+            if r.fatal_error:
+                line += f"; fatal: {r.fatal_error}"
+            lines.append(line)
+        if self.interrupted:
+            lines.append(f"interrupted by {self.interrupted}; progress saved, run again to resume")
+        for err in self.callback_errors:
+            lines.append(f"progress persistence failed: {err}")
+        return "\n".join(lines)
