@@ -1,0 +1,441 @@
+"""The durable ledger: progress in an SQLite file that survives ``kill -9``.
+
+Cost per checkpoint grows with the batch, not the migration: a checkpoint inserts the page's ids;
+nothing is rewritten, and memory holds one batch of ids, never the whole progress.
+
+Exactly once: when the destination store supports a journal (every SQL store), each batch of
+outputs is committed together with a journal row naming the input ids it came from. A crash
+between that commit and the ledger's own commit leaves the ids in the destination's journal,
+and :meth:`SqliteLedger.recover` folds them back into the ledger before the migration resumes,
+so a record is never written twice nor lost. Journal rows are deleted once the ledger has them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+import uuid
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, Iterable, Iterator, Sequence
+
+from ..errors import FerrymanError
+from ..report import MigrationReport, RunResult
+from ..stores.base import JournalEntry, Store
+from ..types import RecordId
+from .lease import SCHEMA as LEASE_SCHEMA, Lease, current_holder
+from .ledger import Ledger
+from .model import Action, FailedRecord, MigrationEntry, MigrationProgress, ProgressMetadata
+
+SCHEMA_VERSION = "1"
+FLUSH_INTERVAL = 0.5
+"""Seconds between ledger commits when the destination journals its batches."""
+JOURNAL_CLEANUP_EVERY = 32
+"""Ledger commits between two deletions of journal rows the ledger already holds."""
+
+SCHEMA = LEASE_SCHEMA + """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS migration (
+    id INTEGER PRIMARY KEY, identity TEXT NOT NULL UNIQUE,
+    in_progress INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0,
+    report TEXT
+);
+CREATE TABLE IF NOT EXISTS succeeded (
+    migration INTEGER NOT NULL, rid TEXT NOT NULL, PRIMARY KEY (migration, rid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS failed (
+    migration INTEGER NOT NULL, rid TEXT NOT NULL, seq INTEGER NOT NULL,
+    description TEXT NOT NULL, cause TEXT NOT NULL, action TEXT NOT NULL, timestamp TEXT NOT NULL,
+    PRIMARY KEY (migration, rid)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS fatal_error (seq INTEGER PRIMARY KEY, migration TEXT, text TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS run (
+    id INTEGER PRIMARY KEY, job INTEGER NOT NULL, attempt INTEGER NOT NULL,
+    started_at REAL NOT NULL, ended_at REAL, outcome TEXT, pid INTEGER, host TEXT,
+    step TEXT, last_error TEXT, reports TEXT
+);
+"""
+
+
+def encode_id(record_id: RecordId) -> str:
+    """Canonical text of an id; the JSON of it, so types survive (``1`` vs ``"1"``)."""
+    if isinstance(record_id, tuple):
+        return json.dumps(list(record_id), ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(record_id, ensure_ascii=False)
+
+
+def decode_id(text: str) -> RecordId:
+    value = json.loads(text)
+    return tuple(value) if isinstance(value, list) else value
+
+
+def is_ledger_file(path: str | os.PathLike[str]) -> bool:
+    """True for an SQLite file (or a new path not ending in ``.json``)."""
+    path = os.fspath(path)
+    if os.path.exists(path):
+        with open(path, "rb") as fh:
+            return fh.read(16) == b"SQLite format 3\x00"
+    return not path.lower().endswith(".json")
+
+
+class SqliteLedger(Ledger):
+    """Progress in an SQLite file; one run at a time holds its lease."""
+
+    journals = True
+
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+        self.path = os.fspath(path)
+        self.read_only = read_only
+        if read_only and not os.path.exists(self.path):
+            raise FileNotFoundError(f"no progress ledger at {self.path}")
+        if os.path.exists(self.path) and not is_ledger_file(self.path):
+            raise FerrymanError(f"{self.path} is not a ferryman progress ledger (not an SQLite file)")
+        uri = f"file:{self.path}?mode=ro" if read_only else f"file:{self.path}"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None,
+                                        check_same_thread=False)
+            if not read_only:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                self.conn.execute("PRAGMA synchronous=FULL")
+                self.conn.executescript(SCHEMA)
+                self._init_meta()
+            self.uid = self._meta("uid")
+        except sqlite3.DatabaseError as exc:
+            raise FerrymanError(f"cannot open progress ledger {self.path}: {exc}") from exc
+        self.lease: Lease | None = None
+        self.run_id: int | None = None
+        self._ids: dict[str, int] = {}
+        self._ops: list[tuple[str, int, Any]] = []
+        self._maybe_done: set[int] = set()
+        self._ignored: dict[int, set[RecordId]] = {}
+        self._dests: dict[str, Store] = {}
+        self._last_flush = time.monotonic()
+        self._flushes = 0
+        self._reports: Sequence[MigrationReport] = ()
+        self._seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM failed").fetchone()[0]
+
+    # --- schema and small helpers ---------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One explicit transaction (the connection autocommits otherwise: one fsync a row)."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def _init_meta(self) -> None:
+        with self._tx():
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('uid', ?)", (uuid.uuid4().hex,))
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            self.conn.execute(
+                "INSERT OR IGNORE INTO meta VALUES ('timestamp', ?)", (datetime.now().isoformat(),)
+            )
+
+    def _meta(self, key: str) -> str:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise FerrymanError(f"{self.path} is not a ferryman progress ledger (no {key})")
+        return str(row[0])
+
+    def _mid(self, identity: str) -> int:
+        mid = self._ids.get(identity)
+        if mid is None:
+            row = self.conn.execute("SELECT id FROM migration WHERE identity = ?", (identity,)).fetchone()
+            if row is None:
+                with self._tx():
+                    mid = self.conn.execute(
+                        "INSERT INTO migration (identity) VALUES (?)", (identity,)
+                    ).lastrowid
+            else:
+                mid = row[0]
+            self._ids[identity] = mid
+        return mid
+
+    def _next_seq(self) -> int:
+        """Order of failed records (first failure first); kept in memory, not MAX() per row."""
+        self._seq += 1
+        return self._seq
+
+    def journal_key(self, identity: str) -> str:
+        return f"{self.uid}:{identity}"
+
+    # --- runs and the lease ------------------------------------------------------------------
+
+    def begin_run(self, reports: Sequence[MigrationReport]) -> None:
+        """Take the lease (or raise LedgerBusyError) and record a new run."""
+        self.lease = Lease(self.path)
+        now = time.time()
+        with self._tx():
+            self.lease.acquire(self.conn)
+            dead = self.lease.previous
+            if dead is not None:
+                self.conn.execute(
+                    "UPDATE run SET outcome = 'died', ended_at = ?, last_error = ? WHERE outcome IS NULL",
+                    (now, f"process {dead.pid} on {dead.host} died without finishing"),
+                )
+            last = self.conn.execute(
+                "SELECT job, attempt, outcome FROM run ORDER BY id DESC LIMIT 1"
+            ).fetchone()
+            if last is None:
+                job, attempt = 1, 1
+            elif last[2] == "completed":
+                job, attempt = last[0] + 1, 1
+            else:
+                job, attempt = last[0], last[1] + 1
+            self.run_id = self.conn.execute(
+                "INSERT INTO run (job, attempt, started_at, pid, host) VALUES (?, ?, ?, ?, ?)",
+                (job, attempt, now, os.getpid(), socket.gethostname()),
+            ).lastrowid
+        self._reports = reports
+        self.lease.start_heartbeat()
+
+    def end_run(self, result: RunResult) -> None:
+        """Record how the run ended and release the lease."""
+        self._flush()
+        if self.run_id is not None:
+            outcome = "completed" if result.ok else ("interrupted" if result.interrupted else "failed")
+            last_error = next((r.last_error for r in reversed(result.reports) if r.last_error), None)
+            if result.callback_errors:
+                last_error = result.callback_errors[-1]
+            with self._tx():
+                self.conn.execute(
+                    "UPDATE run SET ended_at = ?, outcome = ?, last_error = ?, reports = ? WHERE id = ?",
+                    (time.time(), outcome, last_error, _reports_json(result.reports), self.run_id),
+                )
+        if self.lease is not None:
+            self.lease.release(self.conn)
+            self.lease = None
+
+    # --- the Ledger interface ---------------------------------------------------------------
+
+    def start_migration(self, identity: str) -> None:
+        mid = self._mid(identity)
+        with self._tx():
+            self.conn.execute("UPDATE migration SET in_progress = 1, completed = 0 WHERE id = ?", (mid,))
+            if self.run_id is not None:
+                name = next((r.name for r in self._reports if r.identity == identity), identity)
+                self.conn.execute("UPDATE run SET step = ? WHERE id = ?", (name, self.run_id))
+        has_any = self.conn.execute("SELECT 1 FROM succeeded WHERE migration = ? LIMIT 1", (mid,)).fetchone()
+        if has_any:
+            self._maybe_done.add(mid)
+        self._ignored[mid] = {
+            decode_id(r[0]) for r in self.conn.execute(
+                "SELECT rid FROM failed WHERE migration = ? AND action = 'IGNORE'", (mid,))
+        }
+
+    def finish_migration(self, identity: str, completed: bool) -> None:
+        self._flush()
+        self._clean_journal(identity)
+        if completed:
+            with self._tx():
+                self.conn.execute(
+                    "UPDATE migration SET in_progress = 0, completed = 1 WHERE id = ?", (self._mid(identity),)
+                )
+
+    def succeeded_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
+        mid = self._mid(identity)
+        if mid not in self._maybe_done:
+            return set()
+        self._flush()
+        found: set[RecordId] = set()
+        keys = [encode_id(i) for i in ids]
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(decode_id(r[0]) for r in self.conn.execute(
+                f"SELECT rid FROM succeeded WHERE migration = ? AND rid IN ({marks})", (mid, *chunk)))
+        return found
+
+    def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
+        ignored = self._ignored.get(self._mid(identity))
+        return {i for i in ids if i in ignored} if ignored else set()
+
+    def retry_ids(self, identity: str) -> list[RecordId]:
+        self._flush()
+        return [decode_id(r[0]) for r in self.conn.execute(
+            "SELECT rid FROM failed WHERE migration = ? AND action = 'RETRY' ORDER BY seq",
+            (self._mid(identity),))]
+
+    def record(self, identity: str, succeeded: Sequence[RecordId], failed: Sequence[FailedRecord]) -> None:
+        mid = self._mid(identity)
+        if succeeded:
+            self._ops.append(("s", mid, [encode_id(i) for i in succeeded]))
+            self._maybe_done.add(mid)
+        if failed:
+            self._ops.append(("f", mid, [_failed_row(mid, self._next_seq(), f) for f in failed]))
+
+    def record_fatal(self, identity: str, text: str) -> None:
+        self._flush()
+        with self._tx():
+            self.conn.execute("INSERT INTO fatal_error (migration, text) VALUES (?, ?)", (identity, text))
+
+    def journal_for(self, identity: str, ids: Sequence[RecordId]) -> JournalEntry | None:
+        payload = json.dumps([encode_id(i) for i in ids], ensure_ascii=False, separators=(",", ":"))
+        return JournalEntry(self.journal_key(identity), payload)
+
+    def recover(self, identity: str, dest: Store) -> int:
+        if not dest.supports_journal:
+            return 0
+        self._dests[identity] = dest
+        key = self.journal_key(identity)
+        entries = dest.read_journal(key)
+        if not entries:
+            return 0
+        ids = [rid for e in entries for rid in json.loads(e.payload)]
+        self._ops.append(("s", self._mid(identity), ids))
+        self._maybe_done.add(self._mid(identity))
+        self._flush()
+        dest.delete_journal(key)
+        return len(ids)
+
+    def checkpoint(self, urgent: bool = True) -> None:
+        if urgent or time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
+            self._flush()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        """Commit everything recorded so far in one transaction."""
+        if self.read_only:
+            return
+        ops, self._ops = self._ops, []
+        self._last_flush = time.monotonic()
+        if not ops and self.run_id is None:
+            return
+        with self._tx():
+            for kind, mid, rows in ops:
+                if kind == "s":
+                    params = [(mid, rid) for rid in rows]
+                    self.conn.executemany("DELETE FROM failed WHERE migration = ? AND rid = ?", params)
+                    self.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)", params)
+                else:
+                    self.conn.executemany("DELETE FROM succeeded WHERE migration = ? AND rid = ?",
+                                          [(mid, row[1]) for row in rows])
+                    self.conn.executemany(_UPSERT_FAILED, rows)
+            self._write_reports()
+        if ops:
+            self._flushes += 1
+            if self._flushes % JOURNAL_CLEANUP_EVERY == 0:
+                for identity in list(self._dests):
+                    self._clean_journal(identity)
+
+    def _write_reports(self) -> None:
+        for report in self._reports:
+            mid = self._ids.get(report.identity)
+            if mid is not None:
+                self.conn.execute("UPDATE migration SET report = ? WHERE id = ?",
+                                  (json.dumps(report.to_dict()), mid))
+        if self.run_id is not None:
+            last_error = next((r.last_error for r in reversed(self._reports) if r.last_error), None)
+            self.conn.execute("UPDATE run SET last_error = ?, reports = ? WHERE id = ?",
+                              (last_error, _reports_json(self._reports), self.run_id))
+
+    def _clean_journal(self, identity: str) -> None:
+        dest = self._dests.get(identity)
+        if dest is not None:
+            dest.delete_journal(self.journal_key(identity))
+
+    # --- reading the whole progress -------------------------------------------------------------
+
+    def identities(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT identity FROM migration ORDER BY id")]
+
+    def iter_succeeded(self, identity: str) -> Iterator[RecordId]:
+        mid = self._mid(identity)
+        for (rid,) in self.conn.execute("SELECT rid FROM succeeded WHERE migration = ?", (mid,)):
+            yield decode_id(rid)
+
+    def failed_records(self, identity: str) -> list[FailedRecord]:
+        mid = self._mid(identity)
+        return [
+            FailedRecord(decode_id(rid), d, c, Action(a), datetime.fromisoformat(t))
+            for rid, d, c, a, t in self.conn.execute(
+                "SELECT rid, description, cause, action, timestamp FROM failed "
+                "WHERE migration = ? ORDER BY seq", (mid,))
+        ]
+
+    def metadata(self) -> ProgressMetadata:
+        rows = self.conn.execute("SELECT identity, in_progress, completed FROM migration ORDER BY id").fetchall()
+        return ProgressMetadata(
+            datetime.fromisoformat(self._meta("timestamp")),
+            [i for i, _, c in rows if c], [i for i, p, c in rows if p and not c],
+        )
+
+    def fatal_errors(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT text FROM fatal_error ORDER BY seq")]
+
+    def progress(self) -> MigrationProgress:
+        """The whole progress as a MigrationProgress (memory grows with it: for export/callbacks)."""
+        self._flush()
+        migrations = {}
+        for identity in self.identities():
+            entry = MigrationEntry(identity)
+            entry.succeeded = dict.fromkeys(self.iter_succeeded(identity))
+            entry.failed = {f.id: f for f in self.failed_records(identity)}
+            migrations[identity] = entry
+        return MigrationProgress(self.metadata(), migrations, self.fatal_errors())
+
+    def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:
+        """Set the action of failed records (all of the migration's when ``ids`` is None)."""
+        mid = self._mid(identity)
+        with self._tx():
+            if ids is None:
+                return self.conn.execute(
+                    "UPDATE failed SET action = ? WHERE migration = ? AND action != ?",
+                    (action.value, mid, action.value)).rowcount
+            return sum(self.conn.execute(
+                "UPDATE failed SET action = ? WHERE migration = ? AND rid = ? AND action != ?",
+                (action.value, mid, encode_id(i), action.value)).rowcount for i in ids)
+
+    def import_progress(self, progress: MigrationProgress) -> None:
+        """Replace this ledger's content with ``progress`` (refused while a run holds it)."""
+        with self._tx():
+            holder = current_holder(self.conn)
+            if holder is not None and holder.alive(time.time()):
+                from ..errors import LedgerBusyError
+                raise LedgerBusyError(f"progress ledger {self.path} is in use by pid {holder.pid}")
+            for table in ("succeeded", "failed", "fatal_error", "migration"):
+                self.conn.execute(f"DELETE FROM {table}")
+            self._ids.clear()
+            self.conn.execute("UPDATE meta SET value = ? WHERE key = 'timestamp'",
+                              (progress.metadata.timestamp.isoformat(),))
+            for identity, entry in progress.migrations.items():
+                mid = self.conn.execute(
+                    "INSERT INTO migration (identity, in_progress, completed) VALUES (?, ?, ?)",
+                    (identity, identity in progress.metadata.in_progress,
+                     identity in progress.metadata.completed)).lastrowid
+                self.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)",
+                                      ((mid, encode_id(i)) for i in entry.succeeded))
+                self.conn.executemany(_UPSERT_FAILED, (_failed_row(mid, self._next_seq(), f)
+                                                       for f in entry.failed.values()))
+            self.conn.executemany("INSERT INTO fatal_error (migration, text) VALUES (NULL, ?)",
+                                  ((t,) for t in progress.fatal_errors))
+
+    def close(self) -> None:
+        try:
+            self._flush()
+        finally:
+            self.conn.close()
+
+
+_UPSERT_FAILED = (
+    "INSERT INTO failed VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (migration, rid) DO UPDATE SET description = excluded.description, "
+    "cause = excluded.cause, action = excluded.action, timestamp = excluded.timestamp"
+)
+
+
+def _failed_row(mid: int, seq: int, record: FailedRecord) -> tuple[Any, ...]:
+    return (mid, encode_id(record.id), seq, record.description, record.cause,
+            Action(record.action).value, record.timestamp.isoformat())
+
+
+def _reports_json(reports: Sequence[MigrationReport]) -> str:
+    return json.dumps([r.to_dict() for r in reports])

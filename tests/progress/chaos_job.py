@@ -1,0 +1,30 @@
+"""A migration run as its own process, for the crash tests: SQLite -> SQLite, durable ledger.
+
+usage: python chaos_job.py SRC_URL DST_URL LEDGER_PATH [BATCH]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from ferryman import MigrationService, SqlStore, migration
+
+
+@migration(source="src", dest="dst", batch_size=int(sys.argv[4]) if len(sys.argv) > 4 else 256)
+class CopyUpper:
+    def transform(self, aggregates, record):
+        return [{"id": record["id"], "name": record["name"].upper(), "n": record["n"] * 2}]
+
+
+def main() -> int:
+    src_url, dst_url, ledger = sys.argv[1:4]
+    service = MigrationService(
+        [SqlStore("src", src_url, "src"), SqlStore("dst", dst_url, "dst")], [CopyUpper], ledger=ledger
+    )
+    result = service.run()
+    print(result.summary(), flush=True)
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
