@@ -1,0 +1,146 @@
+"""Shared fixtures.
+
+Database servers come from the environment (``bash scripts/test.sh`` sets both
+to servers it found or started itself):
+
+    FERRYMAN_TEST_PG_URL     default postgresql+psycopg://postgres@127.0.0.1:5432/test
+    FERRYMAN_TEST_MYSQL_URL  default mysql+pymysql://root@127.0.0.1:3306/test
+
+An unreachable server makes the tests that need it fail (never skip).
+Every test that asks for ``postgres_url`` / ``mysql_url`` gets a brand-new
+empty database (``ft_<hex>``) on that server, dropped after the test.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import threading
+import weakref
+from collections import defaultdict
+
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+
+import helpers
+
+# --- engines opened by tests, per database name ---------------------------
+# Tests create their own engines on the URL they are given; to drop the
+# database cleanly afterwards we dispose those engines' pools first.  Every
+# Engine that opens a connection is recorded here by database name.
+_engines_by_db: dict[str, weakref.WeakSet] = defaultdict(weakref.WeakSet)
+_engines_lock = threading.Lock()
+
+
+@event.listens_for(Engine, "engine_connect")
+def _track_engine(conn) -> None:
+    name = conn.engine.url.database
+    if name and name.startswith("ft_"):
+        with _engines_lock:
+            _engines_by_db[name].add(conn.engine)
+
+
+def _dispose_engines_for(name: str) -> None:
+    with _engines_lock:
+        engines = list(_engines_by_db.pop(name, ()))
+    for eng in engines:
+        eng.dispose()
+
+
+# --- simple fixtures ------------------------------------------------------
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path}/db.sqlite"
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free at the time of the call.
+
+    For several ports at once use ``helpers.free_ports(n)``.
+    """
+    return helpers.free_port()
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    path = "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else shutil.which("chromium")
+    if not path:
+        pytest.fail(
+            "Chromium not found (/usr/bin/chromium or `chromium` on PATH). "
+            "Install Debian's package `chromium`, or run the tests via `bash scripts/test.sh`, "
+            "which installs it.",
+            pytrace=False,
+        )
+    return path
+
+
+# --- database servers -----------------------------------------------------
+
+
+def _server_url(env_var: str, default: str, what: str) -> str:
+    url = os.environ.get(env_var) or default
+    try:
+        helpers.probe(url)
+        return url
+    except helpers.ServerUnreachable as exc:
+        problem = str(exc)
+    # outside the except block, so the report shows only this message
+    pytest.fail(
+        f"{what} server not reachable at {helpers.redact(url)} ({env_var}): {problem}\n"
+        f"Run the tests via `bash scripts/test.sh` (it starts its own servers when needed), "
+        f"or point {env_var} at a running server.",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    return _server_url("FERRYMAN_TEST_PG_URL", helpers.DEFAULT_PG_URL, "PostgreSQL")
+
+
+@pytest.fixture(scope="session")
+def mysql_server_url() -> str:
+    return _server_url("FERRYMAN_TEST_MYSQL_URL", helpers.DEFAULT_MYSQL_URL, "MySQL/MariaDB")
+
+
+@pytest.fixture(scope="session")
+def _postgres_admin(postgres_server_url):
+    eng = helpers.admin_engine(postgres_server_url, pool_size=1, max_overflow=2)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def _mysql_admin(mysql_server_url):
+    eng = helpers.admin_engine(mysql_server_url, pool_size=1, max_overflow=2, pool_pre_ping=True)
+    yield eng
+    eng.dispose()
+
+
+def _fresh_database(admin, server_url: str):
+    name = f"ft_{secrets.token_hex(6)}"
+    with admin.connect() as conn:
+        helpers.create_database(conn, name)
+    try:
+        yield make_url(server_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        _dispose_engines_for(name)
+        with admin.connect() as conn:
+            helpers.drop_database(conn, name)
+
+
+@pytest.fixture
+def postgres_url(_postgres_admin, postgres_server_url):
+    """URL of a new, empty PostgreSQL database, dropped after the test."""
+    yield from _fresh_database(_postgres_admin, postgres_server_url)
+
+
+@pytest.fixture
+def mysql_url(_mysql_admin, mysql_server_url):
+    """URL of a new, empty MySQL/MariaDB database, dropped after the test."""
+    yield from _fresh_database(_mysql_admin, mysql_server_url)
