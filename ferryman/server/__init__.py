@@ -1,0 +1,24 @@
+"""The status server: ``GET /migrate/result`` (the seed's API), progress, metrics, a dashboard.
+
+``create_app(source)`` builds the Starlette app over a :class:`StatusSource`:
+:class:`LedgerStatusSource` for ``ferryman serve --progress PATH`` (a process of its own that
+watches a ledger across runs) or :class:`LiveStatusSource` for ``ferryman run --serve`` (an
+observer of the run in this process). :class:`BackgroundServer` runs it in a thread beside a
+run; :func:`serve_forever` runs it in the foreground. Loopback (127.0.0.1) by default.
+"""
+
+from .app import create_app
+from .background import BackgroundServer, serve_forever
+from .sources import LedgerStatusSource, LiveStatusSource, StatusSource
+from .status import Status, StatusSnapshot
+
+__all__ = [
+    "BackgroundServer",
+    "LedgerStatusSource",
+    "LiveStatusSource",
+    "Status",
+    "StatusSnapshot",
+    "StatusSource",
+    "create_app",
+    "serve_forever",
+]

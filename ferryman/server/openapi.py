@@ -1,0 +1,178 @@
+"""``GET /openapi.json``: an OpenAPI 3.1 document for every route of :mod:`ferryman.server.app`.
+
+Written by hand next to the code it describes; ``tests/server/test_app.py`` checks that every
+route is documented (and nothing else), and that real responses validate against the schemas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .status import MIGRATION_STATES, Status
+
+NULLABLE_STRING: dict[str, Any] = {"type": ["string", "null"]}
+COUNT: dict[str, Any] = {"type": "integer", "minimum": 0}
+SECONDS: dict[str, Any] = {"type": ["number", "null"], "description": "Unix time in seconds"}
+
+RESULT_PROPERTIES: dict[str, Any] = {
+    "status": {
+        "type": "string", "enum": [s.value for s in Status],
+        "description": (
+            "running: a run is active and its process alive; completed: the run this server "
+            "watched finished with nothing left to do; migrated: the progress shows a successful "
+            "completion by a run this server did not watch; failed: the last run ended with "
+            "failed records or a fatal error, was interrupted, or its process died; pending: no "
+            "run has ever started on this progress (keep polling, as for running)."
+        ),
+    },
+    "step": {**NULLABLE_STRING, "description": "The migration running now, or the last one that ran."},
+    "last_err": {**NULLABLE_STRING, "description": "The last error as one line; null when none."},
+    "try_count": {**COUNT, "description": "Attempts made for the current job (1 for the first run); "
+                  "0 before any run and for an mjg JSON progress, which keeps no run history."},
+}
+
+MIGRATION: dict[str, Any] = {
+    "type": "object",
+    "required": ["identity", "name", "source", "dest", "state", "total", "read", "skipped",
+                 "ignored", "succeeded", "failed", "written", "rate", "eta", "last_error"],
+    "properties": {
+        "identity": {"type": "string", "description": "module.Class of the migration"},
+        "name": {"type": "string"},
+        "source": NULLABLE_STRING,
+        "dest": NULLABLE_STRING,
+        "state": {"type": "string", "enum": list(MIGRATION_STATES)},
+        "total": {"type": ["integer", "null"], "description": "Source records, where countable"},
+        "read": COUNT, "skipped": COUNT, "ignored": COUNT, "succeeded": COUNT, "failed": COUNT,
+        "written": {"type": ["integer", "null"], "minimum": 0,
+                    "description": "Outputs saved; null where unknown (mjg JSON progress)"},
+        "retried": COUNT,
+        "rate": {"type": "number", "description": "Source records per second in this run"},
+        "eta": {"type": ["number", "null"], "description": "Seconds left, when known"},
+        "last_error": NULLABLE_STRING,
+        "fatal_error": NULLABLE_STRING,
+        "held_back_by": {"type": "array", "items": {"type": "string"}},
+        "started_at": SECONDS,
+        "finished_at": SECONDS,
+    },
+}
+
+TOTALS: dict[str, Any] = {
+    "type": "object",
+    "required": ["migrations", "completed", "total", "read", "skipped", "ignored", "succeeded",
+                 "failed", "written", "rate", "eta"],
+    "properties": {
+        "migrations": COUNT, "completed": COUNT,
+        "total": {"type": ["integer", "null"], "description": "null when a source cannot count"},
+        "read": COUNT, "skipped": COUNT, "ignored": COUNT, "succeeded": COUNT, "failed": COUNT,
+        "written": COUNT,
+        "rate": {"type": "number"},
+        "eta": {"type": ["number", "null"]},
+    },
+}
+
+RUN: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "job", "attempt", "started_at", "ended_at", "outcome", "last_error"],
+    "properties": {
+        "id": {"type": "integer"},
+        "job": {"type": "integer", "description": "Runs of one job count attempts 1, 2, 3..."},
+        "attempt": {"type": "integer", "minimum": 1},
+        "started_at": {"type": "number", "description": "Unix time in seconds"},
+        "ended_at": SECONDS,
+        "outcome": {"type": ["string", "null"],
+                    "enum": ["completed", "failed", "interrupted", "died", None],
+                    "description": "null while the run is alive"},
+        "pid": {"type": ["integer", "null"]},
+        "host": NULLABLE_STRING,
+        "step": NULLABLE_STRING,
+        "last_error": NULLABLE_STRING,
+    },
+}
+
+FAILED_RECORD: dict[str, Any] = {
+    "type": "object",
+    "required": ["migration", "id", "description", "cause", "action"],
+    "properties": {
+        "migration": {"type": "string"},
+        "id": {"type": ["integer", "string", "array"], "items": {"type": ["integer", "string"]},
+               "description": "The record id; an array for a composite id"},
+        "description": {"type": "string"},
+        "cause": {"type": "string", "description": "The full cause (a traceback)"},
+        "action": {"type": "string", "enum": ["RETRY", "IGNORE"]},
+        "timestamp": NULLABLE_STRING,
+    },
+}
+
+PROGRESS: dict[str, Any] = {
+    "type": "object",
+    "required": [*RESULT_PROPERTIES, "updated_at", "totals", "migrations", "runs",
+                 "failed_records", "failed_total"],
+    "properties": {
+        **RESULT_PROPERTIES,
+        "updated_at": {"type": "number", "description": "When the snapshot was taken (Unix time)"},
+        "totals": {"$ref": "#/components/schemas/Totals"},
+        "migrations": {"type": "array", "items": {"$ref": "#/components/schemas/Migration"}},
+        "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"},
+                 "description": "Run history, newest first"},
+        "failed_records": {"type": "array", "items": {"$ref": "#/components/schemas/FailedRecord"},
+                           "description": "The first few failed records"},
+        "failed_total": COUNT,
+    },
+}
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}}
+
+
+def _text(media_type: str, description: str) -> dict[str, Any]:
+    return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+SERVER_ERROR = _json("Error", "The server itself failed (e.g. the progress cannot be read)")
+
+
+def _get(summary: str, responses: dict[str, Any], tag: str = "status") -> dict[str, Any]:
+    return {"get": {"summary": summary, "tags": [tag], "responses": responses}}
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of the status server."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "ferryman status API", "version": version,
+            "description": "Status, progress and metrics of a ferryman migration job. "
+                           "Served on loopback by default; read-only.",
+        },
+        "paths": {
+            "/migrate/result": _get("The job's status, step, last error and attempts", {
+                "200": _json("Result", "The status now"), "500": SERVER_ERROR}),
+            "/migrate/progress": _get("Per migration counts, totals, rate, ETA, runs, failures", {
+                "200": _json("Progress", "The progress now"), "500": SERVER_ERROR}),
+            "/metrics": _get("Prometheus metrics", {"200": _text(
+                "text/plain", "Text exposition format 0.0.4; ferryman_up is 0 (and the only "
+                "metric) when the progress cannot be read")}, "metrics"),
+            "/openapi.json": _get("This document", {"200": {
+                "description": "OpenAPI 3.1", "content": {"application/json": {
+                    "schema": {"type": "object"}}}}}, "meta"),
+            "/": _get("The live dashboard", {"200": _text("text/html", "The dashboard page")},
+                      "dashboard"),
+            "/static/dashboard.js": _get("The dashboard's script", {
+                "200": _text("text/javascript", "JavaScript")}, "dashboard"),
+            "/static/dashboard.css": _get("The dashboard's style sheet", {
+                "200": _text("text/css", "CSS")}, "dashboard"),
+        },
+        "components": {"schemas": {
+            "Result": {"type": "object", "required": list(RESULT_PROPERTIES),
+                       "additionalProperties": False, "properties": RESULT_PROPERTIES},
+            "Progress": PROGRESS,
+            "Totals": TOTALS,
+            "Migration": MIGRATION,
+            "Run": RUN,
+            "FailedRecord": FAILED_RECORD,
+            "Error": {"type": "object", "required": ["error"],
+                      "properties": {"error": {"type": "string"}}},
+        }},
+    }
