@@ -111,12 +111,17 @@ class Store(ABC):
         """How many records match, or None where counting is not cheap."""
         return None
 
-    def read_journal(self) -> list[JournalEntry]:
-        """Journal entries committed with earlier batches, oldest first."""
+    def read_journal(self, migration: str | None = None) -> list[JournalEntry]:
+        """Journal entries committed with earlier batches, oldest first; only ``migration``'s if given."""
         return []
 
-    def delete_journal(self, up_to_seq: int) -> None:
-        """Forget journal entries with ``seq <= up_to_seq`` (the ledger has them now)."""
+    def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None) -> None:
+        """Forget journal entries the ledger now holds.
+
+        Only ``migration``'s entries (None: every migration's), and only those with
+        ``seq <= up_to_seq`` (None: any seq). Stores on one database may share one journal
+        table, so a ledger names its own migration.
+        """
 
     def close(self) -> None:
         """Release connections; the store may be used again afterwards."""

@@ -1,0 +1,53 @@
+"""WHERE clauses: dict filters, the keyset "after this key" condition, and id lookups."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import ColumnElement, Table, and_, or_, true, tuple_
+from sqlalchemy.sql import ClauseElement
+
+from ..common import IN_TYPES
+
+
+def filter_clause(table: Table, filter: Mapping[str, Any] | ClauseElement | None, label: str) -> ColumnElement[bool]:
+    """A dict filter as SQL; a SQLAlchemy clause passes through as the native filter.
+
+    Raises:
+        ValueError: the filter names a column the table does not have.
+    """
+    if filter is None:
+        return true()
+    if isinstance(filter, ClauseElement):
+        return filter  # type: ignore[return-value]
+    if not isinstance(filter, Mapping):
+        raise TypeError(f"{label}: a filter is a dict or a SQLAlchemy clause, not {type(filter).__name__}")
+    terms = []
+    for field, value in filter.items():
+        column = table.c.get(field)
+        if column is None:
+            raise ValueError(
+                f"{label}: filter names unknown column {field!r}; the table has {', '.join(table.c.keys())}"
+            )
+        # An empty list becomes SQLAlchemy's "empty IN", which matches nothing on every database.
+        terms.append(column.in_(list(value)) if isinstance(value, IN_TYPES) else column == value)
+    return and_(true(), *terms)
+
+
+def after_clause(columns: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnElement[bool]:
+    """``key > values`` in tuple order, expanded as ``(a > x) OR (a = x AND b > y)``.
+
+    Row-value comparison ``(a, b) > (x, y)`` is not understood (or not indexed) everywhere; the
+    expanded form is.
+    """
+    terms = [
+        and_(*(columns[j] == values[j] for j in range(i)), columns[i] > values[i]) for i in range(len(columns))
+    ]
+    return or_(*terms)
+
+
+def ids_clause(columns: Sequence[ColumnElement[Any]], ids: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:
+    """Key in ``ids`` (each id a tuple of key values); a tuple IN for a composite key."""
+    if len(columns) == 1:
+        return columns[0].in_([i[0] for i in ids])
+    return tuple_(*columns).in_(ids)

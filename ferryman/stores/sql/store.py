@@ -1,0 +1,272 @@
+"""SqlStore: a table in SQLite, PostgreSQL or MariaDB/MySQL, through SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from contextlib import AbstractContextManager
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import URL, ColumnElement, Engine, MetaData, Table, func, make_url, select
+from sqlalchemy.sql import ClauseElement
+
+from ...errors import StoreError, TerminalStoreError
+from ...types import Filter, Record, RecordId
+from ..base import JournalEntry, Store
+from ..common import OnConflict, check_on_conflict, describe_values
+from .clauses import after_clause, filter_clause, ids_clause
+from .driver_errors import map_errors
+from .engines import acquire_engine, release_engine
+from .inserts import InsertBatch, inserter_for
+from .journal import append_entry, create_journal, delete_entries, journal_exists, journal_table, read_entries
+
+IDS_PER_QUERY = 500
+"""``get_many`` asks for at most this many ids per SELECT, far below every driver's parameter limit."""
+
+
+class SqlStore(Store):
+    """One table, read in key order with keyset pagination and written in one transaction per batch.
+
+    Args:
+        name: the registry name.
+        url_or_engine: a database URL (the engine is built with sensible options and shared with
+            every other store on the same URL in this process) or your own ``Engine``.
+        table: a table name, reflected on first use (so building a store never connects), or a
+            ``sqlalchemy.Table``.
+        key: the key column, or a tuple of columns for a composite key. It must be the table's
+            primary key or a unique key for ``on_conflict`` other than ``"error"``.
+        on_conflict: ``"error"`` raises DuplicateDataError; ``"update"`` upserts the given
+            columns (``INSERT ... ON CONFLICT (key) DO UPDATE`` / ``ON DUPLICATE KEY UPDATE``);
+            ``"ignore"`` keeps the stored row. On MySQL both apply to a clash on any unique key.
+        schema: the schema (PostgreSQL) or database (MySQL) of a table given by name.
+        create_engine_kwargs: extra ``create_engine`` options, for a URL only.
+
+    A native filter is a SQLAlchemy clause, e.g. ``store.table.c.n > 3``.
+
+    Engines made from URLs are released by :meth:`close`; the last store on an engine disposes of
+    it. Closing is optional: an unclosed store keeps its pooled connections until the process ends.
+    """
+
+    supports_journal = True
+
+    def __init__(
+        self,
+        name: str,
+        url_or_engine: str | URL | Engine,
+        table: str | Table,
+        key: str | Sequence[str] = "id",
+        *,
+        on_conflict: OnConflict = "error",
+        schema: str | None = None,
+        create_engine_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(name, key)
+        self.on_conflict = check_on_conflict(on_conflict)
+        self._lock = threading.RLock()
+        self._owns_engine = not isinstance(url_or_engine, Engine)
+        if isinstance(url_or_engine, Engine):
+            if create_engine_kwargs:
+                raise ValueError(f"store {name!r}: create_engine_kwargs only applies to a URL, not to an Engine")
+            self.url, self.dialect = url_or_engine.url, url_or_engine.dialect.name
+        else:
+            self.url = make_url(url_or_engine)
+            self.dialect = self.url.get_backend_name()
+        self._insert = inserter_for(self.dialect, self.on_conflict)
+        self._engine_options = dict(create_engine_kwargs or {})
+        self._table: Table | None = table if isinstance(table, Table) else None
+        self._table_arg = table if isinstance(table, str) else table.name
+        self._schema = table.schema if isinstance(table, Table) else schema
+        self.table_name = f"{self._schema}.{self._table_arg}" if self._schema else self._table_arg
+        self._label = f"store {name!r} ({self.url.render_as_string(hide_password=True)}, table {self.table_name})"
+        self._journal = journal_table(self._schema)
+        self._journal_ready = False
+        if self._table is not None:
+            self._check_key(self._table)
+        # Building the engine now reports a missing driver or a bad option at once; it does not connect.
+        self._engine: Engine | None = (
+            url_or_engine if isinstance(url_or_engine, Engine) else acquire_engine(self.url, self._engine_options)
+        )
+
+    # --- engine and table -----------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        """The engine (acquired again after :meth:`close`)."""
+        with self._lock:
+            if self._engine is None:
+                self._engine = acquire_engine(self.url, self._engine_options)
+            return self._engine
+
+    @property
+    def table(self) -> Table:
+        """The table, reflected from the database on first use."""
+        if self._table is None:
+            with self._lock:
+                if self._table is None:
+                    with self._errors():
+                        table = Table(self._table_arg, MetaData(), schema=self._schema, autoload_with=self.engine)
+                    self._check_key(table)
+                    self._table = table
+        return self._table
+
+    def close(self) -> None:
+        with self._lock:
+            if self._owns_engine and self._engine is not None:
+                release_engine(self._engine)
+                self._engine = None
+
+    def _check_key(self, table: Table) -> None:
+        missing = [f for f in self.key_fields if f not in table.c]
+        if missing:
+            raise TerminalStoreError(
+                f"{self._label}: key column {', '.join(map(repr, missing))} is not in the table; "
+                f"it has {', '.join(table.c.keys())}"
+            )
+
+    def _errors(self, records: list[Record] | None = None) -> AbstractContextManager[None]:
+        explain = None if records is None else (lambda: self._explain_duplicate(records))
+        return map_errors(self._label, self.dialect, explain)
+
+    def _key_columns(self) -> list[ColumnElement[Any]]:
+        return [self.table.c[f] for f in self.key_fields]
+
+    def _key_values(self, record_id: RecordId | list[Any]) -> tuple[Any, ...]:
+        values = tuple(record_id) if isinstance(record_id, (tuple, list)) else (record_id,)
+        if len(values) != len(self.key_fields):
+            raise ValueError(f"{self._label}: id {record_id!r} does not fit key {self.key!r}")
+        return values
+
+    # --- reading --------------------------------------------------------------------------
+
+    def read_page(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int) -> list[Record]:
+        if limit < 1:
+            raise ValueError(f"{self._label}: limit must be at least 1, not {limit}")
+        columns = self._key_columns()
+        query = select(self.table).where(filter_clause(self.table, filter, self._label))
+        if after is not None:
+            query = query.where(after_clause(columns, self._key_values(after)))
+        query = query.order_by(*columns).limit(limit)
+        with self._errors(), self.engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+
+    def get_many(self, ids: Sequence[RecordId]) -> list[Record]:
+        wanted = list(dict.fromkeys(self._key_values(i) for i in ids))
+        columns = self._key_columns()
+        records: list[Record] = []
+        with self._errors(), self.engine.connect() as conn:
+            for start in range(0, len(wanted), IDS_PER_QUERY):
+                query = select(self.table).where(ids_clause(columns, wanted[start : start + IDS_PER_QUERY]))
+                records.extend(dict(row._mapping) for row in conn.execute(query))
+        return sorted(records, key=self.id_of)
+
+    def count(self, filter: Filter | ClauseElement | None = None) -> int:
+        query = select(func.count()).select_from(self.table).where(filter_clause(self.table, filter, self._label))
+        with self._errors(), self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    # --- writing --------------------------------------------------------------------------
+
+    def save_all(self, records: list[Record], *, journal: JournalEntry | None = None) -> None:
+        """Insert the records (and the journal entry) in one transaction."""
+        if not records and journal is None:
+            return
+        rows = self._rows_to_insert(records)
+        if journal is not None:
+            self._ensure_journal()
+        with self._errors(rows), self.engine.begin() as conn:
+            for batch in self._insert_batches(rows):
+                self._insert(conn, batch)
+            if journal is not None:
+                append_entry(conn, self._journal, journal)
+
+    def _rows_to_insert(self, records: Sequence[Record]) -> list[Record]:
+        columns = set(self.table.c.keys())
+        rows: list[Record] = []
+        for record in records:
+            unknown = [f for f in record if f not in columns]
+            if unknown:
+                raise TerminalStoreError(
+                    f"{self._label}: {self.describe(record)} has fields the table lacks: {', '.join(unknown)}"
+                )
+            rows.append(dict(record))
+        return _merged_per_key(rows, self.key_fields) if self.on_conflict == "update" else rows
+
+    def _insert_batches(self, rows: list[Record]) -> list[InsertBatch]:
+        # One statement per set of fields: a record may leave out columns that have defaults.
+        groups: dict[frozenset[str], list[Record]] = {}
+        for row in rows:
+            groups.setdefault(frozenset(row), []).append(row)
+        return [InsertBatch(self.table, group, self.key_fields, self.on_conflict) for group in groups.values()]
+
+    def _explain_duplicate(self, rows: list[Record]) -> tuple[str, list[Record]]:
+        """Which records clash on the key: repeated in the batch, or already stored.
+
+        Databases do not all say which row failed (SQLite names only the column), so ask.
+        Empty when the clash is on another unique column, or when upserting.
+        """
+        if self.on_conflict != "error":
+            return "", []
+        ids = [_id_or_none(self, row) for row in rows]
+        counts = Counter(i for i in ids if i is not None)
+        try:
+            stored = {self.id_of(r) for r in self.get_many(list(counts))}
+        except StoreError:
+            stored = set()
+        clashing = [(i, row) for i, row in zip(ids, rows) if i is not None and (counts[i] > 1 or i in stored)]
+        if not clashing:
+            return "", []
+        first_id = clashing[0][0]
+        return describe_values(self.key_fields, self._key_values(first_id)), [row for _, row in clashing]
+
+    # --- journal --------------------------------------------------------------------------
+
+    def _ensure_journal(self) -> None:
+        if not self._journal_ready:
+            with self._errors():
+                create_journal(self.engine, self._journal)
+            self._journal_ready = True
+
+    def _journal_missing(self) -> bool:
+        return not self._journal_ready and not journal_exists(self.engine, self._journal)
+
+    def read_journal(self, migration: str | None = None) -> list[JournalEntry]:
+        with self._errors():
+            if self._journal_missing():
+                return []
+            with self.engine.connect() as conn:
+                return read_entries(conn, self._journal, migration)
+
+    def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None) -> None:
+        with self._errors():
+            if self._journal_missing():
+                return
+            with self.engine.begin() as conn:
+                delete_entries(conn, self._journal, migration, up_to_seq)
+
+    def __repr__(self) -> str:
+        url = self.url.render_as_string(hide_password=True)
+        return f"SqlStore({self.name!r}, {url!r}, table={self.table_name!r}, key={self.key!r})"
+
+
+
+def _id_or_none(store: Store, record: Record) -> RecordId | None:
+    try:
+        return store.id_of(record)
+    except (KeyError, ValueError):
+        return None  # no key yet: the database assigns it
+
+
+def _merged_per_key(rows: list[Record], key: tuple[str, ...]) -> list[Record]:
+    """One row per key, later fields winning, as MemoryStore merges an upsert batch.
+
+    PostgreSQL refuses to update one row twice in a statement, so repeats are merged first.
+    """
+    merged: dict[tuple[Any, ...], Record] = {}
+    keyless: list[Record] = []
+    for row in rows:
+        values = tuple(row.get(f) for f in key)
+        if None in values:
+            keyless.append(row)
+        else:
+            merged[values] = {**merged.get(values, {}), **row}
+    return keyless + list(merged.values())

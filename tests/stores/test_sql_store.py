@@ -1,0 +1,331 @@
+"""SqlStore: the store contract on SQLite, PostgreSQL and MariaDB, plus SQL-only behaviour."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Callable, Iterable, Iterator
+
+import psycopg
+import pymysql  # type: ignore[import-untyped]
+import pytest
+from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, exc as sa_exc, text
+from sqlalchemy.pool import NullPool
+
+from ferryman.errors import DuplicateDataError, StoreError, TerminalStoreError, TransientStoreError
+from ferryman.stores import JournalEntry, SqlStore
+from ferryman.stores.common import OnConflict
+from ferryman.stores.sql.driver_errors import classify
+from ferryman.testing import INT_KEY, Layout, StoreContract, StoreFactory, create_test_table
+from ferryman.types import Record
+
+DATABASES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
+
+
+@pytest.fixture
+def sql_factory() -> Iterator[Callable[[str], StoreFactory]]:
+    """Builds a ``make_store`` for a database URL and closes its stores afterwards.
+
+    Every test gets a fresh database (``tests/conftest.py``), so nothing needs dropping.
+    """
+    stores: list[SqlStore] = []
+    ddl_engines: list[Engine] = []
+
+    def for_url(url: str) -> StoreFactory:
+        ddl = create_engine(url, poolclass=NullPool)
+        ddl_engines.append(ddl)
+
+        def make(
+            layout: Layout = INT_KEY,
+            rows: Iterable[Record] = (),
+            *,
+            name: str = "items",
+            on_conflict: OnConflict = "error",
+        ) -> SqlStore:
+            table = create_test_table(ddl, f"{name}_{len(stores)}", layout)
+            store = SqlStore(name, url, table.name, key=layout.key, on_conflict=on_conflict)
+            stores.append(store)
+            rows = list(rows)
+            if rows:
+                store.save_all(rows)
+            return store
+
+        return make
+
+    yield for_url
+    for store in stores:
+        store.close()
+    for ddl in ddl_engines:
+        ddl.dispose()
+
+
+class SqlContract(StoreContract):
+    """The contract for SqlStore; subclasses name the database fixture."""
+
+    database: str
+    enforces_required_fields = True
+
+    @pytest.fixture
+    def make_store(self, request: pytest.FixtureRequest) -> StoreFactory:
+        url: str = request.getfixturevalue(DATABASES[self.database])  # first, so it is dropped last
+        factory: Callable[[str], StoreFactory] = request.getfixturevalue("sql_factory")
+        return factory(url)
+
+
+class TestSqliteStore(SqlContract):
+    database = "sqlite"
+
+
+class TestPostgresStore(SqlContract):
+    database = "postgresql"
+
+
+class TestMariaDbStore(SqlContract):
+    database = "mariadb"
+    upsert_checks_other_unique_keys = False  # ON DUPLICATE KEY UPDATE fires on any unique key
+
+
+# --- SQL-only behaviour, on every database ------------------------------------------------
+
+
+@pytest.fixture(params=list(DATABASES))
+def db_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue(DATABASES[request.param])
+    return url
+
+
+@pytest.fixture
+def make_store(db_url: str, sql_factory: Callable[[str], StoreFactory]) -> StoreFactory:
+    return sql_factory(db_url)
+
+
+def test_duplicate_cause_is_the_drivers_integrity_error(make_store: StoreFactory) -> None:
+    store = make_store(INT_KEY, INT_KEY.rows(range(3)))
+    assert isinstance(store, SqlStore)
+    with pytest.raises(DuplicateDataError) as caught:
+        store.save_all([INT_KEY.row(1)])
+    assert isinstance(caught.value.__cause__, store.engine.dialect.loaded_dbapi.IntegrityError)
+    assert str(caught.value).startswith(f"store 'items' ({store.url}, table {store.table_name}): duplicate key (id)=(1): ")
+
+
+def test_unknown_filter_column_is_a_value_error(make_store: StoreFactory) -> None:
+    store = make_store(INT_KEY, INT_KEY.rows(range(3)))
+    with pytest.raises(ValueError, match=r"store 'items' .*unknown column 'colour'"):
+        store.read_page({"colour": "red"}, None, 10)
+    with pytest.raises(ValueError, match="unknown column 'colour'"):
+        store.count({"colour": "red"})
+
+
+def test_sqlalchemy_clause_is_the_native_filter(make_store: StoreFactory) -> None:
+    store = make_store(INT_KEY, INT_KEY.rows(range(10)))
+    assert isinstance(store, SqlStore)
+    n = store.table.c.n
+    assert [r["id"] for r in store.read_page((n > 0) & (store.table.c.id < 6), 1, 10)] == [2, 4, 5]
+    assert store.count(n == 0) == 4
+
+
+def test_record_with_a_field_the_table_lacks_is_terminal(make_store: StoreFactory) -> None:
+    store = make_store(INT_KEY)
+    with pytest.raises(TerminalStoreError, match="fields the table lacks: colour"):
+        store.save_all([{**INT_KEY.row(1), "colour": "red"}])
+
+
+def test_missing_table_is_terminal_and_named(db_url: str) -> None:
+    store = SqlStore("ghosts", db_url, "no_such_table")
+    try:
+        with pytest.raises(TerminalStoreError, match=r"store 'ghosts' .*table 'no_such_table' does not exist"):
+            store.read_page(None, None, 10)
+    finally:
+        store.close()
+
+
+def test_key_column_missing_from_the_table(make_store: StoreFactory, db_url: str) -> None:
+    table_name = make_store(INT_KEY).table_name  # type: ignore[attr-defined]
+    store = SqlStore("items", db_url, table_name, key="uid")
+    try:
+        with pytest.raises(TerminalStoreError, match=r"key column 'uid' is not in the table; it has id, code"):
+            store.read_page(None, None, 10)
+    finally:
+        store.close()
+
+
+def test_a_table_object_is_used_as_given(db_url: str) -> None:
+    engine = create_engine(db_url, poolclass=NullPool)
+    table = create_test_table(engine, "given")
+    with pytest.raises(TerminalStoreError, match="key column 'uid'"):
+        SqlStore("items", engine, table, key="uid")  # checked at once: no reflection needed
+    store = SqlStore("items", engine, table)
+    try:
+        store.save_all(INT_KEY.rows(range(3)))
+        assert store.table is table
+        assert store.count() == 3
+    finally:
+        engine.dispose()
+
+
+def test_foreign_key_violation_is_terminal_not_duplicate(db_url: str) -> None:
+    engine = create_engine(db_url, poolclass=NullPool)
+    metadata = MetaData()
+    parents = Table("parents", metadata, Column("id", Integer, primary_key=True, autoincrement=False))
+    Table(
+        "children",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("parent_id", Integer, ForeignKey(parents.c.id), nullable=False),
+    )
+    metadata.create_all(engine)
+    engine.dispose()
+    store = SqlStore("children", db_url, "children")
+    try:
+        with pytest.raises(StoreError) as caught:
+            store.save_all([{"id": 1, "parent_id": 42}])
+        assert type(caught.value) is TerminalStoreError
+    finally:
+        store.close()
+
+
+def test_journal_table_is_shared_by_the_stores_of_a_database(make_store: StoreFactory) -> None:
+    first, second = make_store(INT_KEY), make_store(INT_KEY)
+    first.save_all([INT_KEY.row(1)], journal=JournalEntry("m1", "a"))
+    second.save_all([INT_KEY.row(1)], journal=JournalEntry("m2", "b"))
+    assert [e.migration for e in first.read_journal()] == ["m1", "m2"]
+
+
+def test_journal_payload_may_be_longer_than_64_kib(make_store: StoreFactory) -> None:
+    store = make_store(INT_KEY)
+    payload = "x" * 200_000
+    store.save_all([INT_KEY.row(1)], journal=JournalEntry("m", payload))
+    assert store.read_journal()[0].payload == payload
+
+
+# --- one database at a time ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:1/nowhere",
+        "mysql+pymysql://root:s3cret-pw@127.0.0.1:1/nowhere",
+    ],
+)
+def test_unreachable_server_is_transient_and_the_password_stays_hidden(url: str) -> None:
+    store = SqlStore("far", url, "far_table")  # building a store never connects
+    try:
+        with pytest.raises(TransientStoreError) as caught:
+            store.read_page(None, None, 1)
+        message = str(caught.value)
+        assert message.startswith("store 'far' (") and "***" in message
+        assert "s3cret-pw" not in message and "\n" not in message
+    finally:
+        store.close()
+
+
+def test_missing_postgres_database_is_terminal(postgres_url: str) -> None:
+    store = SqlStore("items", postgres_url + "_missing", "items")
+    try:
+        with pytest.raises(TerminalStoreError, match="does not exist"):
+            store.count()
+    finally:
+        store.close()
+
+
+def test_sqlite_engines_get_wal_and_foreign_keys(sqlite_url: str) -> None:
+    store = SqlStore("items", sqlite_url, "items")
+    try:
+        with store.engine.connect() as conn:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
+    finally:
+        store.close()
+
+
+def test_stores_on_one_url_share_an_engine_until_the_last_closes(sqlite_url: str) -> None:
+    first, second = SqlStore("a", sqlite_url, "a"), SqlStore("b", sqlite_url, "b")
+    shared = first.engine
+    assert second.engine is shared
+    other_options = SqlStore("c", sqlite_url, "c", create_engine_kwargs={"echo": False})
+    assert other_options.engine is not shared
+    other_options.close()
+    first.close()
+    assert second.engine is shared
+    second.close()
+    third = SqlStore("c", sqlite_url, "c")
+    assert third.engine is not shared
+    third.close()
+    assert first.engine is not shared  # a closed store works again, on a fresh engine
+    first.close()
+
+
+def test_in_memory_sqlite_is_one_database_for_every_store() -> None:
+    writer = SqlStore("items", "sqlite://", "items")
+    try:
+        create_test_table(writer.engine, "items")
+        writer.save_all(INT_KEY.rows(range(3)))
+        reader = SqlStore("again", "sqlite://", "items")
+        assert reader.count() == 3
+        reader.close()
+    finally:
+        writer.close()
+
+
+def test_locked_sqlite_database_is_transient(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url, connect_args={"timeout": 0})  # no busy wait
+    create_test_table(engine, "items")
+    blocker = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    store = SqlStore("items", engine, "items")
+    try:
+        with pytest.raises(TransientStoreError, match="database is locked"):
+            store.save_all([INT_KEY.row(1)])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        engine.dispose()
+
+
+def test_on_conflict_needs_a_known_upsert() -> None:
+    with pytest.raises(ValueError, match="not supported on oracle"):
+        SqlStore("items", "oracle+oracledb://u@h/db", "items", on_conflict="update")
+
+
+def _wrapped(orig: BaseException, wrapper: type[sa_exc.DBAPIError] = sa_exc.OperationalError) -> sa_exc.DBAPIError:
+    return wrapper("INSERT ...", {}, orig)
+
+
+@pytest.mark.parametrize(
+    ("error", "dialect", "kind"),
+    [
+        (_wrapped(sqlite3.IntegrityError("UNIQUE constraint failed: t.id"), sa_exc.IntegrityError), "sqlite", "duplicate"),
+        (_wrapped(sqlite3.IntegrityError("NOT NULL constraint failed: t.name"), sa_exc.IntegrityError), "sqlite", "terminal"),
+        (_wrapped(sqlite3.IntegrityError("FOREIGN KEY constraint failed"), sa_exc.IntegrityError), "sqlite", "terminal"),
+        (_wrapped(sqlite3.OperationalError("database is locked")), "sqlite", "transient"),
+        (_wrapped(sqlite3.OperationalError("no such table: t")), "sqlite", "terminal"),
+        (_wrapped(psycopg.errors.UniqueViolation("dup"), sa_exc.IntegrityError), "postgresql", "duplicate"),
+        (_wrapped(psycopg.errors.NotNullViolation("null"), sa_exc.IntegrityError), "postgresql", "terminal"),
+        (_wrapped(psycopg.errors.CheckViolation("check"), sa_exc.IntegrityError), "postgresql", "terminal"),
+        (_wrapped(psycopg.errors.DeadlockDetected("deadlock")), "postgresql", "transient"),
+        (_wrapped(psycopg.errors.SerializationFailure("retry")), "postgresql", "transient"),
+        (_wrapped(psycopg.errors.AdminShutdown("bye")), "postgresql", "transient"),
+        (_wrapped(psycopg.errors.UndefinedTable("no t"), sa_exc.ProgrammingError), "postgresql", "terminal"),
+        (_wrapped(psycopg.OperationalError("connection failed: Connection refused")), "postgresql", "transient"),
+        (_wrapped(psycopg.OperationalError('FATAL: password authentication failed for user "u"')), "postgresql", "terminal"),
+        (_wrapped(pymysql.err.IntegrityError(1062, "Duplicate entry '1' for key 'PRIMARY'"), sa_exc.IntegrityError), "mysql", "duplicate"),
+        (_wrapped(pymysql.err.IntegrityError(1048, "Column 'name' cannot be null"), sa_exc.IntegrityError), "mysql", "terminal"),
+        (_wrapped(pymysql.err.IntegrityError(1452, "Cannot add or update a child row"), sa_exc.IntegrityError), "mysql", "terminal"),
+        (_wrapped(pymysql.err.OperationalError(1213, "Deadlock found")), "mariadb", "transient"),
+        (_wrapped(pymysql.err.OperationalError(2013, "Lost connection")), "mysql", "transient"),
+        (_wrapped(pymysql.err.OperationalError(1045, "Access denied")), "mysql", "terminal"),
+        (_wrapped(pymysql.err.ProgrammingError(1146, "Table 't' doesn't exist"), sa_exc.ProgrammingError), "mysql", "terminal"),
+        (sa_exc.DisconnectionError("gone"), "postgresql", "transient"),
+        (sa_exc.NoSuchTableError("t"), "sqlite", "terminal"),
+    ],
+    ids=lambda value: value if isinstance(value, str) else None,
+)
+def test_error_classification(error: Exception, dialect: str, kind: str) -> None:
+    assert classify(error, dialect) == kind
+
+
+def test_invalidated_connection_is_transient() -> None:
+    error = sa_exc.DBAPIError("SELECT 1", {}, sqlite3.DatabaseError("boom"), connection_invalidated=True)
+    assert classify(error, "sqlite") == "transient"
