@@ -166,20 +166,20 @@ class _Run:
 
     def execute(self) -> RunResult:
         observers = self.service.observers
-        self.ledger.begin_run(self.result.reports)
-        observers.run_started(self.result.reports)
-        try:
-            with stop_on_signals(self.stop):
+        with stop_on_signals(self.stop):  # first: a signal from here on stops the run gently
+            try:
+                self.ledger.begin_run(self.result.reports)
+                observers.run_started(self.result.reports)
                 self._run_steps()
-        except StopRequested as exc:
-            self.stop.request(str(exc))
-            for report in self.result.reports:
-                if report.state is MigrationState.RUNNING:
-                    report.state = MigrationState.INTERRUPTED
-        finally:
-            self.result.interrupted = self.stop.reason
-            self._persist(force=True)
-            self.ledger.end_run(self.result)
+            except StopRequested as exc:
+                self.stop.request(str(exc))
+                for report in self.result.reports:
+                    if report.state is MigrationState.RUNNING:
+                        report.state = MigrationState.INTERRUPTED
+            finally:
+                self.result.interrupted = self.stop.reason
+                self._persist(force=True)
+                self.ledger.end_run(self.result)
         if self.result.interrupted:
             log.warning("run interrupted by %s; progress saved", self.result.interrupted)
         observers.run_finished(self.result)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
+from itertools import islice
 from json.encoder import encode_basestring  # json.dumps's C escaper, without its per-call setup
 from typing import Any, NoReturn
 
@@ -94,35 +95,53 @@ def _failed_record(record: FailedRecord) -> str:
     )
 
 
-def _entry(key: str, entry: MigrationEntry) -> str:
-    return (
-        f"    {_string(key)} : {{\n"
-        f'      "fqcn" : {_string(entry.fqcn)},\n'
-        f'      "succeededRecordIds" : {_array(map(_id, entry.succeeded))},\n'
-        f'      "failedRecords" : {_array(map(_failed_record, entry.failed.values()))}\n'
-        "    }"
-    )
+def _array_chunks(items: Iterable[str], chunk: int = 10_000) -> Iterator[str]:
+    """``_array`` as pieces, so a million ids never sit in one string."""
+    iterator = iter(items)
+    first = list(islice(iterator, chunk))
+    if not first:
+        yield "[ ]"
+        return
+    yield "[ " + ", ".join(first)
+    while batch := list(islice(iterator, chunk)):
+        yield ", " + ", ".join(batch)
+    yield " ]"
 
 
-def dumps(progress: MigrationProgress) -> str:
-    """The mjg JSON text of ``progress``, as Jackson's pretty printer lays it out."""
-    metadata = progress.metadata
-    if progress.migrations:
-        entries = ",\n".join(_entry(key, entry) for key, entry in progress.migrations.items())
-        migrations = "{\n" + entries + "\n  }"
-    else:
-        migrations = "{ }"
-    return (
+EntryParts = tuple[str, str, Iterable[RecordId], Iterable[FailedRecord]]
+"""One migration to write: its key, ``fqcn``, succeeded ids and failed records."""
+
+
+def iter_json(
+    metadata: ProgressMetadata, entries: Iterable[EntryParts], fatal_errors: Iterable[str]
+) -> Iterator[str]:
+    """The mjg JSON text in pieces: lets a large ledger be exported in bounded memory."""
+    yield (
         "{\n"
         '  "metadata" : {\n'
         f'    "timestamp" : {_string(format_timestamp(metadata.timestamp))},\n'
         f'    "completedMigrationFQCNs" : {_array(map(_string, metadata.completed))},\n'
         f'    "inProgressMigrationFQCNs" : {_array(map(_string, metadata.in_progress))}\n'
         "  },\n"
-        f'  "migrationProgress" : {migrations},\n'
-        f'  "fatalErrors" : {_array(map(_string, progress.fatal_errors))}\n'
-        "}"
+        '  "migrationProgress" : '
     )
+    opened = False
+    for key, fqcn, ids, failed in entries:
+        yield ",\n" if opened else "{\n"
+        opened = True
+        yield f'    {_string(key)} : {{\n      "fqcn" : {_string(fqcn)},\n      "succeededRecordIds" : '
+        yield from _array_chunks(map(_id, ids))
+        yield ',\n      "failedRecords" : '
+        yield from _array_chunks(map(_failed_record, failed), chunk=1000)
+        yield "\n    }"
+    yield "\n  },\n" if opened else "{ },\n"
+    yield f'  "fatalErrors" : {_array(map(_string, fatal_errors))}\n}}'
+
+
+def dumps(progress: MigrationProgress) -> str:
+    """The mjg JSON text of ``progress``, as Jackson's pretty printer lays it out."""
+    entries = ((k, e.fqcn, e.succeeded, e.failed.values()) for k, e in progress.migrations.items())
+    return "".join(iter_json(progress.metadata, entries, progress.fatal_errors))
 
 
 # --- reading ------------------------------------------------------------------------------
@@ -156,14 +175,14 @@ def loads(text: str, source: str | None = None) -> MigrationProgress:
         raise ProgressFormatError("invalid JSON: nested too deeply", "$", source) from None
     except ValueError as exc:  # NaN/Infinity, or an integer beyond Python's digit limit
         raise ProgressFormatError(f"invalid JSON: {exc}", "$", source) from None
-    return _Reader(source).progress(document)
+    return Reader(source).progress(document)
 
 
 def _key_path(path: str, key: str) -> str:
     return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
 
 
-class _Reader:
+class Reader:
     """Walks a parsed document, building the model and naming the path of any problem."""
 
     def __init__(self, source: str | None) -> None:

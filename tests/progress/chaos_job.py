@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import sys
 
-from ferryman import MigrationService, SqlStore, migration
+from ferryman import MigrationService, RunObserver, SqlStore, migration
+
+
+class SayRunning(RunObserver):
+    """Tells the test the run has begun (a signal before that kills the process outright)."""
+
+    def run_started(self, reports):
+        print("running", flush=True)
 
 
 @migration(source="src", dest="dst", batch_size=int(sys.argv[4]) if len(sys.argv) > 4 else 256)
@@ -19,7 +26,8 @@ class CopyUpper:
 def main() -> int:
     src_url, dst_url, ledger = sys.argv[1:4]
     service = MigrationService(
-        [SqlStore("src", src_url, "src"), SqlStore("dst", dst_url, "dst")], [CopyUpper], ledger=ledger
+        [SqlStore("src", src_url, "src"), SqlStore("dst", dst_url, "dst")], [CopyUpper], ledger=ledger,
+        observers=[SayRunning()],
     )
     result = service.run()
     print(result.summary(), flush=True)

@@ -75,7 +75,7 @@ def test_hard_kills_never_lose_or_duplicate_a_record(tmp_path, sig):
         job.send_signal(sig)
         out, err = job.communicate(timeout=60)
         kills += 1
-        if sig == signal.SIGTERM:
+        if sig == signal.SIGTERM and "running" in out:  # once running, a SIGTERM stops gently
             assert job.returncode in (130, 0), err
     final = start_job(tmp_path)
     out, err = final.communicate(timeout=300)
