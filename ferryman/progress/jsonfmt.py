@@ -178,7 +178,7 @@ def loads(text: str, source: str | None = None) -> MigrationProgress:
     return Reader(source).progress(document)
 
 
-def _key_path(path: str, key: str) -> str:
+def key_path(path: str, key: str) -> str:
     return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
 
 
@@ -214,7 +214,7 @@ class Reader:
         fatal += self.strings(document.get("fataLErrors"), "$.fataLErrors")
         migrations_path = "$.migrationProgress"
         migrations = {
-            key: self.entry(key, value, _key_path(migrations_path, key))
+            key: self.entry(key, value, key_path(migrations_path, key))
             for key, value in self.as_object(document.get("migrationProgress"), migrations_path).items()
         }
         return MigrationProgress(self.metadata(document.get("metadata")), migrations, fatal)
@@ -277,7 +277,7 @@ class Reader:
             parts = list(value.values()) if isinstance(value, dict) else value
             for index, part in enumerate(parts):
                 if not is_key_part(part):
-                    where = f"{path}[{index}]" if keys is None else _key_path(path, keys[index])
+                    where = f"{path}[{index}]" if keys is None else key_path(path, keys[index])
                     self.fail(f"invalid part of a composite record id: {_show(part)}", where)
             return tuple(parts)
         self.fail(

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..errors import FerrymanError
+from ..errors import FerrymanError, LedgerBusyError
 from ..report import MigrationReport, RunResult
 from ..stores.base import JournalEntry, Store
 from ..types import RecordId
@@ -352,14 +352,16 @@ class SqliteLedger(Ledger):
         for (rid,) in self.conn.execute("SELECT rid FROM succeeded WHERE migration = ?", (mid,)):
             yield decode_id(rid)
 
-    def failed_records(self, identity: str) -> list[FailedRecord]:
+    def iter_failed(self, identity: str) -> Iterator[FailedRecord]:
         mid = self._mid(identity)
-        return [
-            FailedRecord(decode_id(rid), d, c, Action(a), datetime.fromisoformat(t))
-            for rid, d, c, a, t in self.conn.execute(
-                "SELECT rid, description, cause, action, timestamp FROM failed "
-                "WHERE migration = ? ORDER BY seq", (mid,))
-        ]
+        for rid, d, c, a, t in self.conn.execute(
+            "SELECT rid, description, cause, action, timestamp FROM failed "
+            "WHERE migration = ? ORDER BY seq", (mid,)
+        ):
+            yield FailedRecord(decode_id(rid), d, c, Action(a), datetime.fromisoformat(t))
+
+    def failed_records(self, identity: str) -> list[FailedRecord]:
+        return list(self.iter_failed(identity))
 
     def metadata(self) -> ProgressMetadata:
         rows = self.conn.execute("SELECT identity, in_progress, completed FROM migration ORDER BY id").fetchall()
@@ -378,7 +380,7 @@ class SqliteLedger(Ledger):
         for identity in self.identities():
             entry = MigrationEntry(identity)
             entry.succeeded = dict.fromkeys(self.iter_succeeded(identity))
-            entry.failed = {f.id: f for f in self.failed_records(identity)}
+            entry.failed = {f.id: f for f in self.iter_failed(identity)}
             migrations[identity] = entry
         return MigrationProgress(self.metadata(), migrations, self.fatal_errors())
 
@@ -394,29 +396,31 @@ class SqliteLedger(Ledger):
                 "UPDATE failed SET action = ? WHERE migration = ? AND rid = ? AND action != ?",
                 (action.value, mid, encode_id(i), action.value)).rowcount for i in ids)
 
-    def import_progress(self, progress: MigrationProgress) -> None:
-        """Replace this ledger's content with ``progress`` (refused while a run holds it)."""
+    @contextmanager
+    def replacing(self) -> Iterator[LedgerImport]:
+        """Replace the whole content in one transaction (refused while a run holds the lease)."""
         with self._tx():
             holder = current_holder(self.conn)
             if holder is not None and holder.alive(time.time()):
-                from ..errors import LedgerBusyError
-                raise LedgerBusyError(f"progress ledger {self.path} is in use by pid {holder.pid}")
+                raise LedgerBusyError(
+                    f"progress ledger {self.path} is in use by pid {holder.pid} on {holder.host}; "
+                    "wait for that run to end"
+                )
             for table in ("succeeded", "failed", "fatal_error", "migration"):
                 self.conn.execute(f"DELETE FROM {table}")
             self._ids.clear()
-            self.conn.execute("UPDATE meta SET value = ? WHERE key = 'timestamp'",
-                              (progress.metadata.timestamp.isoformat(),))
+            load = LedgerImport(self)
+            yield load
+            load.finish()
+
+    def import_progress(self, progress: MigrationProgress) -> None:
+        """Replace this ledger's content with ``progress``."""
+        with self.replacing() as load:
+            load.metadata(progress.metadata)
             for identity, entry in progress.migrations.items():
-                mid = self.conn.execute(
-                    "INSERT INTO migration (identity, in_progress, completed) VALUES (?, ?, ?)",
-                    (identity, identity in progress.metadata.in_progress,
-                     identity in progress.metadata.completed)).lastrowid
-                self.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)",
-                                      ((mid, encode_id(i)) for i in entry.succeeded))
-                self.conn.executemany(_UPSERT_FAILED, (_failed_row(mid, self._next_seq(), f)
-                                                       for f in entry.failed.values()))
-            self.conn.executemany("INSERT INTO fatal_error (migration, text) VALUES (NULL, ?)",
-                                  ((t,) for t in progress.fatal_errors))
+                load.succeeded(identity, entry.succeeded)
+                load.failed(identity, entry.failed.values())
+            load.fatal_errors(progress.fatal_errors)
 
     def close(self) -> None:
         try:
@@ -425,10 +429,66 @@ class SqliteLedger(Ledger):
             self.conn.close()
 
 
-_UPSERT_FAILED = (
-    "INSERT INTO failed VALUES (?, ?, ?, ?, ?, ?, ?) "
-    "ON CONFLICT (migration, rid) DO UPDATE SET description = excluded.description, "
+class LedgerImport:
+    """Writes imported progress into a ledger inside :meth:`SqliteLedger.replacing`.
+
+    Calls may come in any order and in pieces (a streaming reader sends ids in chunks); an id
+    both succeeded and failed ends up succeeded, as when a run saves it.
+    """
+
+    def __init__(self, ledger: SqliteLedger) -> None:
+        self.ledger = ledger
+        self._metadata: ProgressMetadata | None = None
+
+    def metadata(self, metadata: ProgressMetadata) -> None:
+        self._metadata = metadata
+        self.ledger.conn.execute("UPDATE meta SET value = ? WHERE key = 'timestamp'",
+                                 (metadata.timestamp.isoformat(),))
+
+    def succeeded(self, identity: str, ids: Iterable[RecordId]) -> None:
+        mid = self._migration(identity)
+        params = [(mid, encode_id(i)) for i in ids]
+        self.ledger.conn.executemany("DELETE FROM failed WHERE migration = ? AND rid = ?", params)
+        self.ledger.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)", params)
+
+    def failed(self, identity: str, records: Iterable[FailedRecord]) -> None:
+        mid = self._migration(identity)
+        self.ledger.conn.executemany(
+            _IMPORT_FAILED, (_failed_row(mid, self.ledger._next_seq(), f) for f in records)
+        )
+
+    def fatal_errors(self, texts: Iterable[str]) -> None:
+        self.ledger.conn.executemany("INSERT INTO fatal_error (migration, text) VALUES (NULL, ?)",
+                                     ((t,) for t in texts))
+
+    def _migration(self, identity: str) -> int:
+        row = self.ledger.conn.execute("SELECT id FROM migration WHERE identity = ?", (identity,)).fetchone()
+        if row:
+            return int(row[0])
+        return int(self.ledger.conn.execute(
+            "INSERT INTO migration (identity) VALUES (?)", (identity,)).lastrowid)
+
+    def finish(self) -> None:
+        metadata = self._metadata
+        if metadata is None:
+            return
+        for identity in dict.fromkeys([*metadata.in_progress, *metadata.completed]):
+            self._migration(identity)
+        conn = self.ledger.conn
+        conn.executemany("UPDATE migration SET in_progress = 1 WHERE identity = ?",
+                         ((i,) for i in metadata.in_progress))
+        conn.executemany("UPDATE migration SET completed = 1, in_progress = 0 WHERE identity = ?",
+                         ((i,) for i in metadata.completed))
+
+
+_FAILED_CONFLICT = (
+    " ON CONFLICT (migration, rid) DO UPDATE SET description = excluded.description, "
     "cause = excluded.cause, action = excluded.action, timestamp = excluded.timestamp"
+)
+_UPSERT_FAILED = "INSERT INTO failed VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)" + _FAILED_CONFLICT
+_IMPORT_FAILED = (  # a succeeded id wins over a failed entry for it
+    "INSERT INTO failed SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS "
+    "(SELECT 1 FROM succeeded WHERE migration = ?1 AND rid = ?2)" + _FAILED_CONFLICT
 )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+from collections.abc import Iterable
 
 from ..errors import ProgressFormatError
 
@@ -21,7 +22,11 @@ def save_text_atomically(path: str | os.PathLike[str], text: str) -> None:
         OSError: one line naming ``path`` (its type follows the errno, e.g. ``PermissionError``);
             the old file is then untouched and no temporary file remains.
     """
-    data = text.encode("utf-8")
+    save_chunks_atomically(path, (text,))
+
+
+def save_chunks_atomically(path: str | os.PathLike[str], chunks: Iterable[str]) -> None:
+    """:func:`save_text_atomically` for text made piece by piece (memory: one piece)."""
     target = os.path.realpath(path)  # through a symlink, replace the file it points to
     directory = os.path.dirname(target)
     temp = os.path.join(directory, f".{os.path.basename(target)}.{secrets.token_hex(6)}.tmp")
@@ -31,7 +36,8 @@ def save_text_atomically(path: str | os.PathLike[str], text: str) -> None:
         created = True
         with os.fdopen(fd, "wb") as out:
             _keep_mode(target, temp)
-            out.write(data)
+            for chunk in chunks:
+                out.write(chunk.encode("utf-8"))
             out.flush()
             os.fsync(out.fileno())
         os.replace(temp, target)
