@@ -54,7 +54,7 @@ def _instantiate(migration: Any) -> tuple[MigrationSpec, Any]:
         return spec, migration()
     except Exception as exc:
         raise MigrationDefinitionError(
-            spec.identity, [f"could not be created with {spec.cls.__qualname__}(): {exc!r}"]
+            spec.identity, [f"could not be created with {spec.cls.__name__}(): {type(exc).__name__}: {exc}"]
         ) from exc
 
 
