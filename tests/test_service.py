@@ -99,11 +99,12 @@ JOB = textwrap.dedent("""
     class Ready(RunObserver):
         def page_done(self, report):
             print("page", flush=True)
+            time.sleep(0.3)  # the test's signals land here, while the run is still going
 
     @migration(source="src", dest="dst", batch_size=10)
     class Slow:
         def transform(self, aggregates, record):
-            time.sleep(0.02)
+            time.sleep(0.01)
             return [dict(record)]
 
     service = MigrationService(
