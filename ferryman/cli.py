@@ -1,0 +1,386 @@
+"""The ``ferryman`` command: a thin click shell over :mod:`ferryman.commands`.
+
+Each command parses its arguments, calls one function of ``commands``, and prints the result.
+Errors become one line on stderr, ``ferryman: error: <message>``, and a non-zero exit
+(``--debug`` prints the traceback instead). ``ferryman run`` exits 0 when every selected
+migration completed, 1 when records failed or migrations were held back, 2 for usage,
+definition, plan or connection errors before any work, 130 when interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import traceback
+from typing import Any, Callable, TypeVar
+
+import click
+
+from . import __version__, commands, console
+from .errors import FerrymanError, MigrationDefinitionError, PlanError
+from .progress.model import Action
+from .target import TargetError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+# --- errors, logging, shared options -------------------------------------------------------------
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """2 for what the user must fix before anything can run, else the error's own code or 1."""
+    if isinstance(exc, (TargetError, MigrationDefinitionError, PlanError)):
+        return 2
+    return int(getattr(exc, "exit_code", 1))
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(f"ferryman: {record.levelname.lower()}: {record.getMessage()}\n")
+            sys.stderr.flush()
+        except Exception:  # pragma: no cover - logging must never break a run
+            self.handleError(record)
+
+
+def _setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("ferryman")
+    for handler in list(logger.handlers):
+        if isinstance(handler, _StderrHandler):
+            logger.removeHandler(handler)
+    logger.addHandler(_StderrHandler())
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    logger.propagate = False
+
+
+def _set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        ctx.meta["ferryman.debug"] = True
+
+
+debug_option = click.option(
+    "--debug", is_flag=True, expose_value=False, is_eager=True, callback=_set_debug,
+    help="On an error, print the full traceback instead of one line.",
+)
+
+
+def progress_option(required: bool, help: str) -> Callable[[F], F]:
+    return click.option(
+        "--progress", "progress", metavar="PATH", required=required,
+        type=click.Path(dir_okay=False), help=help,
+    )
+
+
+LEDGER_HELP = "Progress ledger: *.json = mjg JSON file, anything else = SQLite ledger."
+
+
+def _expected(exc: BaseException) -> bool:
+    """Errors that explain themselves: ferryman's own, files, databases."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    return isinstance(exc, (FerrymanError, OSError, SQLAlchemyError))
+
+
+class FerrymanGroup(click.Group):
+    """A click group that turns every error into one line and the right exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("ferryman: interrupted", err=True)
+            ctx.exit(130)
+        except Exception as exc:
+            if ctx.meta.get("ferryman.debug") or os.environ.get("FERRYMAN_DEBUG"):
+                click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+            else:
+                hint = "" if _expected(exc) else " (a bug? --debug shows the traceback)"
+                click.echo(f"ferryman: error: {commands.one_line(exc)}{hint}", err=True)
+            ctx.exit(exit_code_for(exc))
+
+
+@click.group(cls=FerrymanGroup, context_settings=CONTEXT)
+@debug_option
+@click.option("-v", "--verbose", is_flag=True, help="Log more (INFO level) on stderr.")
+@click.version_option(__version__, prog_name="ferryman")
+def cli(verbose: bool) -> None:
+    """ferryman: move records between datastores without losing or duplicating any.
+
+    A TARGET is a Python file (path/to/migrations.py) or an importable module
+    (pkg.migrations) defining module-level `stores` and `migrations`, or a `service`.
+
+    \b
+    Start with the demo:
+      ferryman demo
+    """
+    _setup_logging(verbose)
+
+
+# --- demo -------------------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="Run a real migration on sample data, with the dashboard.")
+@click.option("--rows", type=click.IntRange(min=100), default=300_000, show_default=True,
+              help="Orders to generate (customers and products scale with it).")
+@click.option("--dir", "directory", type=click.Path(file_okay=False), default="ferryman-demo",
+              show_default=True, help="Where the sample databases and progress go (reused if there).")
+@click.option("--port", type=click.IntRange(0, 65535), default=commands.DEFAULT_PORT, show_default=True,
+              help="Port of the live dashboard (on 127.0.0.1).")
+@click.option("--no-serve", is_flag=True, help="Run the migrations without the dashboard, then exit.")
+@debug_option
+def demo(rows: int, directory: str, port: int, no_serve: bool) -> None:
+    """Run a real migration on sample SQLite data, with the live dashboard.
+
+    Creates a source database (customers, products, orders) and a destination in --dir,
+    runs the example migrations with a progress ledger, serves the dashboard, and tells
+    you what to try next. A few records fail on purpose.
+
+    \b
+    Examples:
+      ferryman demo
+      ferryman demo --rows 20000 --dir /tmp/demo --no-serve
+    """
+    from .demo import run_demo
+
+    code = run_demo(rows=rows, directory=directory, port=None if no_serve else port, echo=click.echo)
+    click.get_current_context().exit(code)
+
+
+# --- run and plan -------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="Run the migrations of TARGET (resumes).")
+@click.argument("target")
+@progress_option(False, f"{LEDGER_HELP} Default: the service's own ledger, else "
+                        f"./{commands.DEFAULT_PROGRESS}.")
+@click.option("--only", multiple=True, metavar="NAME", help="Run only this migration (name or identity); repeatable.")
+@click.option("--serve", metavar="HOST:PORT", help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")
+@click.option("--max-tries", type=click.IntRange(min=1), default=commands.DEFAULT_MAX_TRIES, show_default=True,
+              help="Attempts in all: a run that ends with failures is started again after --retry-delay.")
+@click.option("--retry-delay", type=click.FloatRange(min=0), default=commands.DEFAULT_RETRY_DELAY,
+              show_default=True, metavar="SECONDS", help="Pause between two attempts.")
+@click.option("--dry-run", is_flag=True, help="Read and transform, but save nothing and write no progress.")
+@click.option("--bar/--no-bar", "bar", default=None,
+              help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
+@debug_option
+def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None, max_tries: int,
+        retry_delay: float, dry_run: bool, bar: bool | None) -> None:
+    """Run the migrations of TARGET, resuming where the progress ledger left off.
+
+    Exit codes: 0 every selected migration completed; 1 records failed or migrations
+    were held back (the progress is saved: fix, then run again); 2 usage, definition,
+    plan or connection error before any work; 130 interrupted (Ctrl-C / SIGTERM; the
+    progress is saved).
+
+    \b
+    Examples:
+      ferryman run migrations.py
+      ferryman run pkg.migrations --progress progress.db --only order_lines
+      ferryman run migrations.py --serve 127.0.0.1:8765 --max-tries 3 --retry-delay 60
+      ferryman run migrations.py --dry-run
+    """
+    display = console.ConsoleProgress(sys.stdout, fancy=bar)
+    try:
+        outcome = commands.run(
+            target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
+            retry_delay=retry_delay, dry_run=dry_run, observers=[display], echo=click.echo,
+        )
+    finally:
+        display.close()
+    click.echo(outcome.dry_run_summary() if outcome.dry_run else outcome.result.summary())
+    if outcome.attempts > 1:
+        click.echo(f"attempts: {outcome.attempts} of {max_tries}")
+    click.get_current_context().exit(outcome.exit_code)
+
+
+@cli.command(context_settings=CONTEXT, short_help="Show the run order of TARGET, and why.")
+@click.argument("target")
+@debug_option
+def plan(target: str) -> None:
+    """Show the order the migrations of TARGET run in, and why.
+
+    \b
+    Example:
+      ferryman plan migrations.py
+    """
+    for line in commands.plan(target):
+        click.echo(line)
+
+
+# --- serve and status --------------------------------------------------------------------------------
+
+
+@cli.command(context_settings=CONTEXT, short_help="Serve the status API and dashboard for a ledger.")
+@progress_option(True, f"{LEDGER_HELP} It may not exist yet: the server waits for the first run.")
+@click.option("--host", default=commands.DEFAULT_HOST, show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=commands.DEFAULT_PORT, show_default=True)
+@debug_option
+def serve(progress: str, host: str, port: int) -> None:
+    """Serve the status API and dashboard for a progress ledger, across runs, until Ctrl-C.
+
+    \b
+    Example:
+      ferryman serve --progress progress.db --port 8765
+      curl http://127.0.0.1:8765/migrate/result
+    """
+    commands.serve(progress, host, port, echo=click.echo)
+
+
+@cli.command(context_settings=CONTEXT, short_help="Show where a migration stands.")
+@progress_option(False, LEDGER_HELP)
+@click.option("--url", metavar="URL", help="A running status server, e.g. http://127.0.0.1:8765.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON.")
+@debug_option
+def status(progress: str | None, url: str | None, as_json: bool) -> None:
+    """Show where a migration stands, from a progress ledger or a status server.
+
+    \b
+    Examples:
+      ferryman status --progress progress.db
+      ferryman status --url http://127.0.0.1:8765
+    """
+    snapshot = commands.status(progress=progress, url=url)
+    click.echo(json.dumps(snapshot, indent=2, default=str) if as_json else console.format_status(snapshot))
+
+
+# --- failed records ----------------------------------------------------------------------------------
+
+
+@cli.group(context_settings=CONTEXT, short_help="List failed records; mark them IGNORE or RETRY.")
+def failed() -> None:
+    """List failed records, and mark them IGNORE or RETRY for the next run.
+
+    \b
+    Examples:
+      ferryman failed list --progress progress.db
+      ferryman failed ignore --progress progress.db --migration order_lines 17 42
+      ferryman failed retry --progress progress.db --all
+    """
+
+
+def _selection_options(f: F) -> F:
+    f = click.option("--grep", metavar="TEXT", help="Only records whose description or cause contains TEXT (any case).")(f)
+    f = click.option("--migration", metavar="NAME", help="Only this migration (name or identity).")(f)
+    return progress_option(True, LEDGER_HELP)(f)
+
+
+@failed.command("list", context_settings=CONTEXT)
+@_selection_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per record.")
+@debug_option
+def failed_list(progress: str, migration: str | None, grep: str | None, as_json: bool) -> None:
+    """List failed records: id, migration, action, description, cause.
+
+    \b
+    Examples:
+      ferryman failed list --progress progress.db
+      ferryman failed list --progress progress.json --migration order_lines --grep quantity
+    """
+    rows = commands.failed_list(progress, migration=migration, grep=grep)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2, default=str))
+    else:
+        click.echo(console.format_failed(rows))
+
+
+def _set_action(action: Action) -> Callable[..., None]:
+    verb = "ignored" if action is Action.IGNORE else "marked for retry"
+
+    def command(progress: str, migration: str | None, grep: str | None, all_: bool, ids: tuple[str, ...]) -> None:
+        changed = commands.failed_set_action(
+            progress, action, ids=[commands.parse_id(i) for i in ids], all=all_, grep=grep, migration=migration,
+        )
+        total = sum(changed.values())
+        detail = ", ".join(f"{name} {n}" for name, n in changed.items() if n)
+        click.echo(f"{verb} {total} failed record(s)" + (f" ({detail})" if detail else "")
+                   + ("" if total else f"; none changed (already {action.value}, or none selected)"))
+
+    return command
+
+
+_SET_HELP = """{doc}
+
+Choose records by ID (ints as ints, other text as strings, composite ids as JSON arrays
+such as '[1,"a"]'; put `--` before ids starting with '-'), or --all, or --grep TEXT.
+An id that failed in several migrations needs --migration. An SQLite ledger is refused
+while a run holds it; change a .json progress only while no run uses it.
+
+\b
+Examples:
+  ferryman failed {verb} --progress progress.db --migration order_lines 17 42
+  ferryman failed {verb} --progress progress.db --grep "negative quantity"
+  ferryman failed {verb} --progress progress.json --all
+"""
+
+for _action, _verb, _doc in (
+    (Action.IGNORE, "ignore", "Mark failed records IGNORE: the next runs leave them alone."),
+    (Action.RETRY, "retry", "Mark failed records RETRY: the next run tries them again first."),
+):
+    _cmd = _set_action(_action)
+    _cmd = click.argument("ids", nargs=-1, metavar="[ID]...")(_cmd)
+    _cmd = click.option("--all", "all_", is_flag=True, help="Every failed record (of --migration, if given).")(_cmd)
+    _cmd = _selection_options(_cmd)
+    _cmd = debug_option(_cmd)
+    failed.command(_verb, context_settings=CONTEXT, help=_SET_HELP.format(doc=_doc, verb=_verb))(_cmd)
+
+
+# --- progress export / import -------------------------------------------------------------------------
+
+
+@cli.group("progress", context_settings=CONTEXT, short_help="Export or import a ledger as mjg JSON.")
+def progress_group() -> None:
+    """Move a progress ledger to and from mjg's JSON format.
+
+    \b
+    Examples:
+      ferryman progress export --progress progress.db --out progress.json
+      ferryman progress import --progress progress.db progress.json
+    """
+
+
+@progress_group.command("export", context_settings=CONTEXT)
+@progress_option(True, LEDGER_HELP)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), metavar="FILE.json",
+              help="Where to write the mjg JSON (replaced atomically).")
+@debug_option
+def progress_export(progress: str, out: str) -> None:
+    """Write a progress ledger as mjg JSON (readable by Java mjg).
+
+    \b
+    Example:
+      ferryman progress export --progress progress.db --out progress.json
+    """
+    counts = commands.progress_export(progress, out)
+    click.echo(f"exported {counts} to {out}")
+
+
+@progress_group.command("import", context_settings=CONTEXT)
+@progress_option(True, "The SQLite ledger to replace (created if missing).")
+@click.argument("file", type=click.Path(dir_okay=False), metavar="FILE.json")
+@debug_option
+def progress_import(progress: str, file: str) -> None:
+    """Replace an SQLite ledger's content with mjg JSON (e.g. from Java mjg).
+
+    \b
+    Example:
+      ferryman progress import --progress progress.db progress.json
+    """
+    counts = commands.progress_import(progress, file)
+    click.echo(f"imported {counts} into {progress}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The console script ``ferryman`` (and ``python -m ferryman``)."""
+    cli.main(args=argv, prog_name="ferryman")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

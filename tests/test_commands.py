@@ -1,0 +1,466 @@
+"""The library verbs behind the CLI, called from Python on real stores and real ledger files."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from datetime import datetime
+
+import pytest
+
+from ferryman import (
+    Action, FailedRecord, LedgerBusyError, MemoryStore, MigrationDefinitionError, MigrationEntry,
+    MigrationProgress, MigrationService, PlanError, ProgressFormatError, Retry, SqlStore, migration,
+)
+from ferryman import commands, console
+from ferryman.commands import CommandError, cause_summary, format_id, one_line, parse_id
+from ferryman.progress.sqlite_ledger import SqliteLedger
+from ferryman.report import RunResult
+
+NO_RETRY = Retry(times=0, delay=0)
+
+
+def snapshot(path) -> tuple[bytes, int] | None:
+    """Bytes and mtime of a file (None when missing), to prove that nothing changed."""
+    if not os.path.exists(path):
+        return None
+    with open(path, "rb") as fh:
+        return fh.read(), os.stat(path).st_mtime_ns
+
+
+def make_service(n: int = 20, bad: set[int] | frozenset[int] = frozenset(), calls: list[int] | None = None,
+                 dst: MemoryStore | None = None):
+    @migration(source="src", dest="dst", batch_size=5, save_retry=NO_RETRY, name="copy")
+    class Copy:
+        def transform(self, aggregates, record):
+            if calls is not None:
+                calls.append(record["id"])
+            if record["id"] in bad:
+                raise ValueError(f"bad record {record['id']}\nsecond line")
+            return [{"id": record["id"], "v": record["v"] * 2}]
+
+    src = MemoryStore("src", records=[{"id": i, "v": i} for i in range(1, n + 1)])
+    dst = dst if dst is not None else MemoryStore("dst")
+    return MigrationService([src, dst], [Copy]), dst
+
+
+# --- ids, causes, messages -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, value", [
+    ("17", 17), ("-3", -3), ("abc", "abc"), ('"17"', "17"), ("1.5", "1.5"), ("true", "true"),
+    ('[1,"a"]', (1, "a")), ("12345678901234567890123", 12345678901234567890123), ("", ""),
+])
+def test_ids_typed_on_the_command_line(text, value):
+    parsed = parse_id(text)
+    assert parsed == value and type(parsed) is type(value)
+
+
+@pytest.mark.parametrize("value", [17, "abc", "17", (1, "a"), ("x", 2, "3"), -4, "[1]"])
+def test_format_id_is_the_inverse_of_parse_id(value):
+    assert parse_id(format_id(value)) == value
+
+
+def test_a_bad_composite_id_is_a_usage_error():
+    with pytest.raises(CommandError) as info:
+        parse_id("[1, 2.5]")
+    assert info.value.exit_code == 2
+
+
+def test_cause_summary_picks_the_exception_line():
+    python = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    raise X\nValueError: bad\n"
+    assert cause_summary(python) == "ValueError: bad"
+    chained = python + "\nThe above exception was the direct cause of the following exception:\n\n" \
+        "Traceback (most recent call last):\n  File \"y.py\", line 2\nferryman.errors.DuplicateDataError: dup\n"
+    assert cause_summary(chained) == "ferryman.errors.DuplicateDataError: dup"
+    java = "java.lang.IllegalStateException: boom\n\tat a.b.C.d(C.java:1)\n"
+    assert cause_summary(java) == "java.lang.IllegalStateException: boom"
+    assert cause_summary("") == ""
+
+
+def test_one_line_messages():
+    err = MigrationDefinitionError("m.X", ["missing method transform", "bad option"])
+    assert one_line(err) == "migration m.X is invalid: missing method transform; bad option"
+    assert one_line(FileNotFoundError(2, "No such file or directory", "/x/p.db")) == "No such file or directory: /x/p.db"
+    assert one_line(RuntimeError("a\n  b")) == "RuntimeError: a; b"
+    assert one_line(PlanError("cycle")) == "cycle"
+    from sqlalchemy.exc import OperationalError
+
+    text = one_line(OperationalError("SELECT 1", {}, sqlite3.OperationalError("unable to open database file")))
+    assert text == "database error: unable to open database file"
+
+
+# --- run ----------------------------------------------------------------------------------------
+
+
+def test_run_then_resume_on_a_json_ledger(tmp_path):
+    progress = tmp_path / "p.json"
+    service, dst = make_service()
+    outcome = commands.run(service, progress=progress)
+    assert outcome.exit_code == 0 and outcome.attempts == 1
+    assert len(dst.records()) == 20
+    saved = MigrationProgress.load(progress)
+    (entry,) = saved.migrations.values()
+    assert sorted(entry.succeeded) == list(range(1, 21))
+    calls: list[int] = []
+    service, _ = make_service(calls=calls, dst=dst)
+    outcome = commands.run(service, progress=progress)
+    assert outcome.exit_code == 0 and calls == []  # everything was done already
+    assert outcome.result.reports[0].skipped == 20
+
+
+def test_failures_then_ignore_then_run_again(tmp_path):
+    progress = str(tmp_path / "p.json")
+    service, dst = make_service(bad={3, 11})
+    outcome = commands.run(service, progress=progress)
+    assert outcome.exit_code == 1
+    rows = commands.failed_list(progress)
+    assert [(r.record.id, r.name, r.record.action) for r in rows] == [
+        (3, "Copy", Action.RETRY), (11, "Copy", Action.RETRY)]
+    assert rows[0].cause == "ValueError: bad record 3"
+    assert commands.failed_set_action(progress, "IGNORE", ids=[3, 11]) == {"Copy": 2}
+    service, _ = make_service(bad={3, 11}, dst=dst)
+    outcome = commands.run(service, progress=progress)
+    assert outcome.exit_code == 0
+    assert outcome.result.reports[0].ignored == 2
+    assert [r.record.action for r in commands.failed_list(progress)] == [Action.IGNORE] * 2
+
+
+def test_max_tries_runs_again_until_it_completes(tmp_path):
+    attempts: list[int] = []
+
+    @migration(source="src", dest="dst", save_retry=NO_RETRY)
+    class Flaky:
+        def transform(self, aggregates, record):
+            if record["id"] == 2:
+                attempts.append(1)
+                if len(attempts) < 3:
+                    raise ConnectionError(f"try {len(attempts)}")
+            return [dict(record)]
+
+    src = MemoryStore("src", records=[{"id": i} for i in range(1, 6)])
+    dst = MemoryStore("dst")
+    lines: list[str] = []
+    outcome = commands.run(MigrationService([src, dst], [Flaky]), progress=tmp_path / "p.json",
+                           max_tries=3, retry_delay=0, echo=lines.append)
+    assert outcome.exit_code == 0 and outcome.attempts == 3 and len(attempts) == 3
+    assert len(dst.records()) == 5
+    assert sum("trying again" in line for line in lines) == 2
+
+
+def test_max_tries_gives_up_with_exit_1(tmp_path):
+    service, _ = make_service(bad={1})
+    outcome = commands.run(service, progress=tmp_path / "p.json", max_tries=2, retry_delay=0)
+    assert outcome.exit_code == 1 and outcome.attempts == 2
+
+
+def test_dry_run_saves_nothing_and_writes_no_progress(tmp_path):
+    progress = tmp_path / "p.json"
+    service, dst = make_service(bad={4})
+    outcome = commands.run(service, progress=progress, dry_run=True)
+    assert outcome.dry_run and outcome.would_write == {"copy": 19}
+    assert dst.records() == [] and not progress.exists()
+    text = outcome.dry_run_summary()
+    assert "copy: would write 19 record(s) to dst (20 read, 0 already done, 0 ignored, 1 would fail)" in text
+
+
+def test_dry_run_skips_what_the_progress_says_is_done(tmp_path):
+    progress = tmp_path / "p.json"
+    service, dst = make_service(n=10)
+    commands.run(service, progress=progress)
+    before = snapshot(progress)
+    service, _ = make_service(n=12, dst=dst)
+    outcome = commands.run(service, progress=progress, dry_run=True)
+    assert outcome.would_write == {"copy": 2}
+    assert snapshot(progress) == before
+
+
+def test_unknown_only_is_a_plan_error(tmp_path):
+    service, _ = make_service()
+    with pytest.raises(PlanError, match="unknown migration"):
+        commands.run(service, progress=tmp_path / "p.json", only=["nope"])
+    assert not (tmp_path / "p.json").exists()
+
+
+def test_an_unreadable_store_stops_the_run_before_any_work(tmp_path):
+    @migration(source="src", dest="dst")
+    class Copy:
+        def transform(self, aggregates, record):
+            return [record]
+
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    sqlite3.connect(tmp_path / "db.sqlite").executescript("CREATE TABLE src (id INTEGER PRIMARY KEY);")
+    service = MigrationService([SqlStore("src", url, "src"), SqlStore("dst", url, "missing_table")], [Copy])
+    with pytest.raises(CommandError) as info:
+        commands.run(service, progress=tmp_path / "p.db")
+    assert info.value.exit_code == 2 and "store 'dst' cannot be read" in str(info.value)
+    assert "missing_table" in str(info.value)
+    assert not (tmp_path / "p.db").exists()
+
+
+def test_a_malformed_json_progress_changes_nothing(tmp_path):
+    progress = tmp_path / "p.json"
+    progress.write_text('{"metadata": [}')
+    before = snapshot(progress)
+    service, dst = make_service()
+    with pytest.raises(CommandError) as info:
+        commands.run(service, progress=progress)
+    assert info.value.exit_code == 2 and "p.json" in str(info.value)
+    assert snapshot(progress) == before and dst.records() == []
+
+
+def test_a_progress_in_a_missing_directory(tmp_path):
+    service, _ = make_service()
+    with pytest.raises(CommandError, match="does not exist") as info:
+        commands.run(service, progress=tmp_path / "nowhere" / "p.db")
+    assert info.value.exit_code == 2
+
+
+def test_bad_arguments():
+    service, _ = make_service()
+    with pytest.raises(CommandError):
+        commands.run(service, max_tries=0)
+    with pytest.raises(CommandError):
+        commands.run(service, retry_delay=-1)
+    assert commands.parse_host_port("127.0.0.1:80") == ("127.0.0.1", 80)
+    assert commands.parse_host_port(":81") == ("127.0.0.1", 81)
+    assert commands.parse_host_port("82") == ("127.0.0.1", 82)
+    assert commands.parse_host_port("[::1]:83") == ("::1", 83)
+    with pytest.raises(CommandError):
+        commands.parse_host_port("host:port")
+
+
+def test_a_taken_port_is_refused_before_anything(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        service, dst = make_service()
+        with pytest.raises(CommandError, match=f"cannot serve on 127.0.0.1:{port}") as info:
+            commands.run(service, progress=tmp_path / "p.db", serve=f"127.0.0.1:{port}")
+        assert info.value.exit_code == 2
+    assert not (tmp_path / "p.db").exists() and dst.records() == []
+
+
+def test_plan_explains_the_order(tmp_path):
+    service, _ = make_service()
+    (line,) = commands.plan(service)
+    assert line == "1. [order 0] copy: src -> dst; no dependency"
+
+
+# --- failed records on both kinds of ledger ---------------------------------------------------------
+
+
+def sample_progress() -> MigrationProgress:
+    when = datetime(2025, 8, 29, 0, 33, 52)
+    cause = "Traceback (most recent call last):\n  File \"m.py\", line 3\nValueError: negative quantity\n"
+    orders = MigrationEntry("shop.CopyOrders", {1: None, 2: None}, {
+        17: FailedRecord(17, "orders(id=17)", cause, Action.RETRY, when),
+        (1, "a"): FailedRecord((1, "a"), "orders(id=(1, 'a'))", "KeyError: 'x'", Action.RETRY, when),
+        "x9": FailedRecord("x9", "orders(id='x9')", "DuplicateDataError: UNIQUE constraint failed", Action.IGNORE, when),
+    })
+    customers = MigrationEntry("shop.CopyCustomers", {5: None}, {
+        17: FailedRecord(17, "customers(id=17)", "DuplicateDataError: UNIQUE constraint failed: email", Action.RETRY, when),
+    })
+    progress = MigrationProgress(migrations={"shop.CopyOrders": orders, "shop.CopyCustomers": customers})
+    progress.metadata.completed = []
+    return progress
+
+
+@pytest.fixture(params=["json", "sqlite"])
+def ledger_path(request, tmp_path) -> str:
+    if request.param == "json":
+        path = str(tmp_path / "progress.json")
+        sample_progress().save(path)
+    else:
+        path = str(tmp_path / "progress.db")
+        commands.progress_import(path, _json_file(tmp_path))
+    return path
+
+
+def _json_file(tmp_path) -> str:
+    path = str(tmp_path / "sample.json")
+    sample_progress().save(path)
+    return path
+
+
+def test_failed_list_everything(ledger_path):
+    rows = commands.failed_list(ledger_path)
+    assert [(r.name, r.record.id, r.record.action.value) for r in rows] == [
+        ("CopyOrders", 17, "RETRY"), ("CopyOrders", (1, "a"), "RETRY"), ("CopyOrders", "x9", "IGNORE"),
+        ("CopyCustomers", 17, "RETRY"),
+    ]
+    assert rows[0].cause == "ValueError: negative quantity"
+    text = console.format_failed(rows)
+    assert text.splitlines()[0].split() == ["ID", "MIGRATION", "ACTION", "DESCRIPTION", "CAUSE"]
+    assert '[1,"a"]' in text and "4 failed record(s), 1 marked IGNORE" in text
+
+
+def test_failed_list_filters(ledger_path):
+    assert [r.record.id for r in commands.failed_list(ledger_path, migration="CopyCustomers")] == [17]
+    assert [r.record.id for r in commands.failed_list(ledger_path, migration="shop.CopyCustomers")] == [17]
+    assert [r.record.id for r in commands.failed_list(ledger_path, grep="unique")] == ["x9", 17]
+    with pytest.raises(CommandError, match="no migration 'Nope'.*CopyOrders, CopyCustomers"):
+        commands.failed_list(ledger_path, migration="Nope")
+
+
+def test_ignore_and_retry_by_id(ledger_path):
+    changed = commands.failed_set_action(ledger_path, Action.IGNORE, ids=[17, (1, "a")], migration="CopyOrders")
+    assert changed == {"CopyOrders": 2}
+    actions = {(r.name, r.record.id): r.record.action.value for r in commands.failed_list(ledger_path)}
+    assert actions == {("CopyOrders", 17): "IGNORE", ("CopyOrders", (1, "a")): "IGNORE",
+                       ("CopyOrders", "x9"): "IGNORE", ("CopyCustomers", 17): "RETRY"}
+    assert commands.failed_set_action(ledger_path, "RETRY", ids=["x9"]) == {"CopyOrders": 1}
+    assert commands.failed_set_action(ledger_path, "RETRY", ids=["x9"]) == {"CopyOrders": 0}
+
+
+def test_ignore_all_and_grep(ledger_path):
+    assert commands.failed_set_action(ledger_path, "IGNORE", grep="UNIQUE") == {"CopyOrders": 0, "CopyCustomers": 1}
+    assert commands.failed_set_action(ledger_path, "IGNORE", all=True) == {"CopyOrders": 2, "CopyCustomers": 0}
+    assert {r.record.action for r in commands.failed_list(ledger_path)} == {Action.IGNORE}
+    assert commands.failed_set_action(ledger_path, "RETRY", all=True, migration="CopyCustomers") == {"CopyCustomers": 1}
+
+
+def test_bad_selections_change_nothing(ledger_path):
+    before = snapshot(ledger_path)
+    with pytest.raises(CommandError, match="exactly one") as info:
+        commands.failed_set_action(ledger_path, "IGNORE")
+    assert info.value.exit_code == 2
+    with pytest.raises(CommandError, match="exactly one"):
+        commands.failed_set_action(ledger_path, "IGNORE", ids=[17], all=True)
+    with pytest.raises(CommandError, match="not a failed record.*: 99, nope"):
+        commands.failed_set_action(ledger_path, "IGNORE", ids=[(1, "a"), 99, "nope"], migration="CopyOrders")
+    with pytest.raises(CommandError, match="id 17 failed in several migrations.*--migration"):
+        commands.failed_set_action(ledger_path, "IGNORE", ids=[17])
+    assert snapshot(ledger_path) == before
+
+
+def test_a_missing_progress_file(tmp_path):
+    for path in (tmp_path / "nope.db", tmp_path / "nope.json"):
+        with pytest.raises(FileNotFoundError) as info:
+            commands.failed_list(path)
+        assert one_line(info.value) == f"no progress file: {path}"
+        assert not path.exists()
+    with pytest.raises(CommandError, match="is a directory"):
+        commands.failed_list(tmp_path)
+
+
+def test_a_malformed_progress_file(tmp_path):
+    path = tmp_path / "p.json"
+    path.write_text('{"migrationProgress": {"a": {"succeededRecordIds": [1.5]}}}')
+    before = snapshot(path)
+    with pytest.raises(ProgressFormatError) as info:
+        commands.failed_set_action(path, "IGNORE", all=True)
+    assert "$.migrationProgress" in one_line(info.value) and "\n" not in one_line(info.value)
+    assert snapshot(path) == before
+
+
+def test_a_live_run_holds_the_ledger(tmp_path):
+    path = str(tmp_path / "p.db")
+    commands.progress_import(path, _json_file(tmp_path))
+    other = tmp_path / "other.json"
+    MigrationProgress().save(other)
+    run = SqliteLedger(path)
+    run.begin_run([])
+    try:
+        before = {r.record.id: r.record.action for r in commands.failed_list(path)}  # reading is fine
+        with pytest.raises(LedgerBusyError, match="in use by a live run"):
+            commands.failed_set_action(path, "IGNORE", all=True)
+        with pytest.raises(LedgerBusyError):
+            commands.progress_import(path, other)
+        with pytest.raises(LedgerBusyError):
+            commands.progress_export(path, tmp_path / "out.json")
+        assert {r.record.id: r.record.action for r in commands.failed_list(path)} == before
+        assert not (tmp_path / "out.json").exists()
+    finally:
+        run.end_run(RunResult([]))
+        run.close()
+    assert commands.failed_set_action(path, "IGNORE", all=True) == {"CopyOrders": 2, "CopyCustomers": 1}
+
+
+# --- export and import ---------------------------------------------------------------------------------
+
+
+def test_export_then_import_round_trip(tmp_path):
+    db = str(tmp_path / "p.db")
+    counts = commands.progress_import(db, _json_file(tmp_path))
+    assert (counts.migrations, counts.succeeded, counts.failed) == (2, 3, 4)
+    assert str(counts) == "2 migration(s), 3 succeeded and 4 failed record(s)"
+    out = tmp_path / "out.json"
+    assert commands.progress_export(db, out) == counts
+    assert MigrationProgress.load(out).migrations == sample_progress().migrations
+    again = tmp_path / "again.db"
+    commands.progress_import(again, out)
+    assert commands.failed_list(again)[0].record.id == 17
+
+
+def test_export_from_json_and_refusals(tmp_path):
+    src = _json_file(tmp_path)
+    commands.progress_export(src, tmp_path / "copy.json")
+    assert MigrationProgress.load(tmp_path / "copy.json") == MigrationProgress.load(src)
+    with pytest.raises(CommandError, match="the progress file itself"):
+        commands.progress_export(src, src)
+    with pytest.raises(CommandError, match="import goes into an SQLite ledger"):
+        commands.progress_import(tmp_path / "x.json", src)
+
+
+def test_import_of_a_malformed_file_changes_nothing(tmp_path):
+    db = str(tmp_path / "p.db")
+    commands.progress_import(db, _json_file(tmp_path))
+    before = commands.failed_list(db)
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    with pytest.raises(ProgressFormatError):
+        commands.progress_import(db, bad)
+    assert [r.record for r in commands.failed_list(db)] == [r.record for r in before]
+    with pytest.raises(ProgressFormatError):
+        commands.progress_import(tmp_path / "new.db", bad)
+    assert not [p for p in os.listdir(tmp_path) if p.startswith("new.db")]  # not even an empty ledger
+    with pytest.raises(FileNotFoundError):
+        commands.progress_import(tmp_path / "new.db", tmp_path / "missing.json")
+    assert not (tmp_path / "new.db").exists()
+
+
+# --- status ------------------------------------------------------------------------------------------
+
+
+def test_status_of_a_progress_file(tmp_path):
+    progress = str(tmp_path / "p.json")
+    service, _ = make_service(bad={2})
+    commands.run(service, progress=progress)
+    snap = commands.status(progress=progress)
+    assert snap["result"]["status"] == "failed"
+    text = console.format_status(snap)
+    assert text.startswith("status: failed")
+    assert "MIGRATION" in text and "Copy" in text
+    with pytest.raises(FileNotFoundError):
+        commands.status(progress=tmp_path / "missing.db")
+    with pytest.raises(CommandError):
+        commands.status()
+
+
+def test_status_of_an_unreachable_server():
+    with pytest.raises(CommandError, match="cannot reach http://127.0.0.1:9/migrate/result"):
+        commands.status(url="http://127.0.0.1:9", timeout=2)
+
+
+def test_format_status_tolerates_missing_parts():
+    assert console.format_status({}) == "no status to show"
+    text = console.format_status({"result": {"status": "running", "step": "a", "last_err": None, "try_count": 2},
+                                   "progress": {"migrations": [{"name": "a", "state": "running", "read": 5}]}})
+    assert text.splitlines()[0] == "status: running   step: a   tries: 2   last error: -"
+    assert text.splitlines()[1].split() == ["MIGRATION", "STATE", "READ"]
+    assert json.dumps(text)  # plain text
+
+
+def test_dry_run_store_reads_through(tmp_path):
+    inner = MemoryStore("s", records=[{"id": 1}, {"id": 2}])
+    proxy = commands.DryRunStore(inner)
+    assert proxy.read_page(None, None, 10) == inner.read_page(None, None, 10)
+    assert proxy.get_many([2]) == [{"id": 2}] and proxy.count() == 2
+    proxy.save_all([{"id": 3}, {"id": 4}])
+    assert proxy.saved == 2 and inner.count() == 2
+    assert proxy.describe({"id": 1}) == "s(id=1)"
