@@ -221,3 +221,39 @@ def test_retry_records_are_rerun_by_id_first_and_removed_when_they_succeed():
     assert list(entry.failed) == [6, 99]  # IGNORE kept, vanished RETRY kept
     report = result.reports[0]
     assert (report.skipped, report.ignored, report.succeeded) == (3, 1, 3)  # 5: done in the retry pass
+
+
+def test_equality_filters_on_one_field_are_answered_by_one_query():
+    reads = []
+
+    class CountingStore(MemoryStore):
+        def read_page(self, filter, after, limit):
+            reads.append(filter)
+            return super().read_page(filter, after, limit)
+
+    @migration(source="src", dest="dst",
+               match=[Match("products", cardinality=Cardinality.EXACTLY_ONE, batch_size=3)])
+    class Price:
+        def match_with_products(self, record, aggregates, store):
+            return {"sku": f"p{record['id'] % 5}"}
+
+        def reduce_from_products(self, aggregates, batch):
+            aggregates.setdefault("prices", []).extend(p["price"] for p in batch)
+
+        def transform(self, aggregates, record):
+            return [{"id": record["id"], "price": aggregates["prices"]}]
+
+    products = CountingStore("products", "id", records=[
+        {"id": i, "sku": f"p{i}", "price": i * 10} for i in range(4)  # p4 has no product
+    ] + [{"id": 9, "sku": "p3", "price": 99}])  # p3 has two: EXACTLY_ONE violated
+    dst = MemoryStore("dst")
+    progress = MigrationProgress()
+    result = run([Price], numbers(10), products, dst, progress=progress)
+    assert len(reads) == 2  # one page of 3, one of 2: for ten records and five filters
+    assert {r["id"]: r["price"] for r in dst.records()} == {
+        1: [10], 2: [20], 5: [0], 6: [10], 7: [20], 10: [0]}
+    failed = {f.id: f.cause for _, f in progress.failed_records()}
+    assert sorted(failed) == [3, 4, 8, 9]
+    assert "filter {'sku': 'p3'} matched at least 2" in failed[3]
+    assert "filter {'sku': 'p4'} matched 0" in failed[4]
+    assert result.reports[0].failed == 4

@@ -1,8 +1,11 @@
-"""start_reduction, then each Match: filters grouped by equality, one query per group.
+"""start_reduction, then each Match: filters grouped by equality, as few queries as possible.
 
 Records whose ``match_with_*`` returns equal filters share one paged query, and
 ``reduce_from_*`` is called for each of them once per page of matches (mjg's design, which
-only worked when filter sets implemented equality; dict filters always do here).
+only worked when filter sets implemented equality; dict filters always do here). When a page's
+filters are all equalities on one field and the store compares like Python
+(:meth:`Store.can_match_in`), one ``{field: [values]}`` query serves them all and each record's
+reduce receives its share of every page.
 """
 
 from __future__ import annotations
@@ -69,8 +72,69 @@ def _run_match(spec: MigrationSpec, instance: Any, match: Match, store: Store, w
         if flt is not None:  # None: no match, no query, no reduce, no cardinality check
             groups.setdefault(filter_key(flt), (flt, []))[1].append(w)
     reduce_from: Callable[..., Any] = getattr(instance, match.reduce_method)
+    field = _shared_equality_field(groups)
+    if field is not None:
+        by_value = {flt[field]: members for flt, members in groups.values()}
+        if store.can_match_in(field, list(by_value)):
+            _reduce_by_value(spec, match, store, field, by_value, reduce_from)
+            return
     for flt, members in groups.values():
         _reduce_group(spec, match, store, flt, members, reduce_from)
+
+
+def _shared_equality_field(groups: dict[Hashable, tuple[Any, list[Work]]]) -> str | None:
+    """The field when every filter is ``{field: scalar}`` on the same field (and there are two+)."""
+    if len(groups) < 2:
+        return None
+    field = None
+    for flt, _ in groups.values():
+        if not isinstance(flt, dict) or len(flt) != 1:
+            return None
+        (name, value), = flt.items()
+        if (field is not None and name != field) or isinstance(value, (list, tuple, set, frozenset, dict)):
+            return None
+        field = name
+    return field
+
+
+def _reduce_by_value(
+    spec: MigrationSpec, match: Match, store: Store, field: str, by_value: dict[Any, list[Work]],
+    reduce_from: Callable[..., Any],
+) -> None:
+    counts = dict.fromkeys(by_value, 0)
+    try:
+        for page in store.scan({field: list(by_value)}, match.batch_size):
+            shares: dict[Any, list[Any]] = {}
+            for record in page:
+                shares.setdefault(record[field], []).append(record)
+            for value, share in shares.items():
+                members = by_value[value]
+                counts[value] += len(share)
+                if not match.cardinality.allows_so_far(counts[value]):
+                    _fail_cardinality(spec, match, {field: value}, counts[value], members, early=True)
+                    continue
+                for w in members:
+                    if w.error is None:
+                        try:
+                            reduce_from(w.aggregates, share)
+                        except Exception as exc:
+                            w.fail(Phase.MATCH, exc, match.retry)
+    except Exception as exc:  # the matching store could not be read: retry these records
+        for members in by_value.values():
+            for w in live(members):
+                w.fail(Phase.MATCH, exc, match.retry)
+        return
+    for value, members in by_value.items():
+        if not match.cardinality.allows(counts[value]):
+            _fail_cardinality(spec, match, {field: value}, counts[value], members, early=False)
+
+
+def _fail_cardinality(
+    spec: MigrationSpec, match: Match, flt: Any, count: int, members: list[Work], early: bool
+) -> None:
+    error = _cardinality_error(spec, match, flt, count, early)
+    for w in live(members):
+        w.fail(Phase.MATCH, error, None)
 
 
 def _reduce_group(

@@ -107,6 +107,17 @@ class Store(ABC):
     def save_all(self, records: list[Record], *, journal: JournalEntry | None = None) -> None:
         """Save the records (and the journal entry, if supported) in one transaction."""
 
+    def can_match_in(self, field: str, values: Sequence[Any]) -> bool:
+        """True when ``read_page({field: values}, ...)`` returns exactly the records whose
+        ``field`` equals one of ``values`` by Python ``==``.
+
+        Then ferryman answers many records' equality filters on ``field`` with one query and
+        hands each record its share (a page of 512 orders needs one product query, not 512).
+        Say False where the store compares otherwise (case-insensitive collations, type
+        coercion), and ferryman runs one query per distinct filter.
+        """
+        return False
+
     def count(self, filter: Filter | None = None) -> int | None:
         """How many records match, or None where counting is not cheap."""
         return None

@@ -87,6 +87,9 @@ class MemoryStore(Store):
             found = sorted(i for i in wanted if i in self._rows)
             return [copy.deepcopy(self._rows[i]) for i in found]
 
+    def can_match_in(self, field: str, values: Sequence[Any]) -> bool:
+        return True  # "in" here is Python's own ==
+
     def count(self, filter: Filter | Callable[[Record], bool] | None = None) -> int:
         matches = _matcher(filter)
         with self._lock:
