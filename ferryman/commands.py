@@ -311,7 +311,7 @@ def _attempts(
                 raise CommandError(one_line(exc), 2) from exc
             raise
         finally:
-            _detach(service, tracker)
+            service.remove_observer(tracker)
         if result.ok or result.interrupted or attempt >= max_tries:
             return RunOutcome(result, attempt)
         echo(result.summary())
@@ -343,15 +343,7 @@ def _attached(service: MigrationService, observers: Sequence[RunObserver]) -> It
         yield
     finally:
         for observer in observers:
-            _detach(service, observer)
-
-
-def _detach(service: MigrationService, observer: RunObserver) -> None:
-    # MigrationService has add_observer but no way to remove one yet; a service reused by
-    # several commands in one process would otherwise report to stale observers.
-    members = getattr(service.observers, "_observers", None)
-    if isinstance(members, list) and observer in members:
-        members.remove(observer)
+            service.remove_observer(observer)
 
 
 @contextmanager
@@ -453,9 +445,7 @@ def _dry_run(
         raise CommandError(one_line(exc), 2) from exc
     _preflight(service, {name for s in steps for name in (*s.spec.reads, s.spec.dest)})
     proxies = {name: DryRunStore(store) if name in dests else store for name, store in service.stores.items()}
-    instances = getattr(service, "_instances", None)
-    migrations = list(instances.values()) if isinstance(instances, dict) else [s.cls for s in service.specs]
-    dry = MigrationService(list(proxies.values()), migrations, observers=observers)
+    dry = MigrationService(list(proxies.values()), service.migrations, observers=observers)
     ledger = MemoryLedger(existing)
     echo("dry run: reading and transforming, saving nothing")
     result = dry.run(ledger, only=only)

@@ -40,6 +40,10 @@ class Observers(RunObserver):
     def add(self, observer: RunObserver) -> None:
         self._observers.append(observer)
 
+    def remove(self, observer: RunObserver) -> None:
+        if observer in self._observers:
+            self._observers.remove(observer)
+
     def _emit(self, event: str, *args: object) -> None:
         for observer in list(self._observers):
             try:

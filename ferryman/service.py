@@ -125,6 +125,14 @@ class MigrationService:
     def add_observer(self, observer: RunObserver) -> None:
         self.observers.add(observer)
 
+    def remove_observer(self, observer: RunObserver) -> None:
+        self.observers.remove(observer)
+
+    @property
+    def migrations(self) -> list[Any]:
+        """The migration instances, in plan order."""
+        return [self._instances[s.spec.identity] for s in self._steps]
+
     # --- run ----------------------------------------------------------------------------------
 
     def run(
