@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 
+from hypothesis import given, settings, strategies as st
+
 from ferryman import MemoryStore, MigrationProgress, MigrationService, Retry, migration
 
 
 class CountingStore(MemoryStore):
     def __init__(self, *args, atomic=True, **kwargs):
+        self.calls: list[int] = []
         super().__init__(*args, **kwargs)
         self.atomic = atomic
-        self.calls: list[int] = []
+        self.calls.clear()  # the seed records are not the migration's saves
 
     def save_all(self, records, **kwargs):
         self.calls.append(len(records))
@@ -66,3 +69,27 @@ def test_a_record_with_many_outputs_is_never_split():
     src = MemoryStore("src", records=[{"id": i} for i in range(6)])
     assert MigrationService([src, dst], [Fan], checkpoint_interval=0).run().ok
     assert dst.calls == [3, 3, 4, 5, 6]  # (1+2), 3, 4, 5, 6 outputs: whole records per save
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(1, 300),
+    batch=st.integers(1, 64),
+    taken=st.sets(st.integers(0, 299), max_size=12),
+)
+def test_bisection_fails_exactly_the_culprits_and_saves_everything_else_once(n, batch, taken):
+    @migration(source="src", dest="dst", save_batch_size=batch, save_retry=Retry(times=0, delay=0))
+    class CopyBatch:
+        def transform(self, aggregates, record):
+            return [{"id": record["id"], "copy": True}]
+
+    taken = {t for t in taken if t < n}
+    dst = CountingStore("dst", records=[{"id": t, "copy": False} for t in taken])
+    src = MemoryStore("src", records=[{"id": i} for i in range(n)])
+    progress = MigrationProgress()
+    result = MigrationService([src, dst], [CopyBatch], checkpoint_interval=0).run(progress)
+    assert {f.id for _, f in progress.failed_records()} == taken
+    copies = [r["id"] for r in dst.records() if r["copy"]]
+    assert copies == [i for i in range(n) if i not in taken]  # each good record exactly once
+    assert result.reports[0].succeeded == n - len(taken)
+    assert len(dst.calls) <= math.ceil(n / batch) + 2 * len(taken) * (math.ceil(math.log2(batch)) + 1)
