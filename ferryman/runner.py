@@ -60,7 +60,9 @@ class MigrationRunner:
             journal_for=(lambda ids: ledger.journal_for(spec.identity, ids)) if ledger.journals else None,
             should_stop=lambda: stop.requested,
         )
-        self._failed_in_retry_pass: set[RecordId] = set()
+        self._retried: dict[RecordId, bool] = {}
+        """Ids the retry pass handled (True: migrated); the main pass skips them, so the ledger
+        never needs to look up ids this run recorded itself (keyset paging reads each id once)."""
 
     def run(self) -> MigrationReport:
         spec, report = self.spec, self.report
@@ -127,12 +129,16 @@ class MigrationRunner:
         ids = [id_of(r) for r in records]
         done = self.ledger.succeeded_among(identity, ids)
         ignored = self.ledger.ignored_among(identity, ids)
-        skip = done | ignored
+        retried = self._retried
         if main_pass:
+            if retried:
+                done |= {i for i in ids if retried.get(i)}
             report.read += len(records)
             report.skipped += len(done)
             report.ignored += len(ignored)
-            skip |= self._failed_in_retry_pass
+        skip = done | ignored
+        if main_pass and retried:
+            skip |= retried.keys()
         todo = [(i, r) for i, r in zip(ids, records) if i not in skip] if skip else list(zip(ids, records))
         succeeded: list[RecordId] = []
         failures: list[FailedRecord] = []
@@ -145,7 +151,8 @@ class MigrationRunner:
             report.failed += len(failures)
             report.written = self.saver.written
             if not main_pass:
-                self._failed_in_retry_pass.update(f.id for f in failures)
+                retried.update(dict.fromkeys(succeeded, True))
+                retried.update((f.id, False) for f in failures)
             for failure in failures:
                 self.observer.record_failed(report, failure)
             self.checkpoint(urgent=not self.saver.journaled)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
 import socket
 import sqlite3
 import time
@@ -62,13 +63,20 @@ CREATE TABLE IF NOT EXISTS run (
 
 def encode_id(record_id: RecordId) -> str:
     """Canonical text of an id; the JSON of it, so types survive (``1`` vs ``"1"``)."""
-    if isinstance(record_id, tuple):
-        return json.dumps(list(record_id), ensure_ascii=False, separators=(",", ":"))
-    return json.dumps(record_id, ensure_ascii=False)
+    kind = type(record_id)
+    if kind is int:
+        return int.__repr__(record_id)  # type: ignore[arg-type]
+    if kind is str:
+        return _json_string(record_id)
+    return json.dumps(list(record_id), ensure_ascii=False, separators=(",", ":"))  # type: ignore[arg-type]
 
 
 def decode_id(text: str) -> RecordId:
-    value = json.loads(text)
+    return _as_id(json.loads(text))
+
+
+def _as_id(value: Any) -> RecordId:
+    """A JSON value back as an id: arrays are composite ids (tuples)."""
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -110,6 +118,8 @@ class SqliteLedger(Ledger):
         self._ids: dict[str, int] = {}
         self._ops: list[tuple[str, int, Any]] = []
         self._maybe_done: set[int] = set()
+        """Migrations whose earlier runs left succeeded ids (a fresh one needs no lookups)."""
+        self._has_failed: set[int] = set()
         self._ignored: dict[int, set[RecordId]] = {}
         self._dests: dict[str, Store] = {}
         self._last_flush = time.monotonic()
@@ -225,6 +235,8 @@ class SqliteLedger(Ledger):
         has_any = self.conn.execute("SELECT 1 FROM succeeded WHERE migration = ? LIMIT 1", (mid,)).fetchone()
         if has_any:
             self._maybe_done.add(mid)
+        if self.conn.execute("SELECT 1 FROM failed WHERE migration = ? LIMIT 1", (mid,)).fetchone():
+            self._has_failed.add(mid)
         self._ignored[mid] = {
             decode_id(r[0]) for r in self.conn.execute(
                 "SELECT rid FROM failed WHERE migration = ? AND action = 'IGNORE'", (mid,))
@@ -267,9 +279,9 @@ class SqliteLedger(Ledger):
         mid = self._mid(identity)
         if succeeded:
             self._ops.append(("s", mid, [encode_id(i) for i in succeeded]))
-            self._maybe_done.add(mid)
         if failed:
             self._ops.append(("f", mid, [_failed_row(mid, self._next_seq(), f) for f in failed]))
+            self._has_failed.add(mid)
 
     def record_fatal(self, identity: str, text: str) -> None:
         self._flush()
@@ -277,8 +289,8 @@ class SqliteLedger(Ledger):
             self.conn.execute("INSERT INTO fatal_error (migration, text) VALUES (?, ?)", (identity, text))
 
     def journal_for(self, identity: str, ids: Sequence[RecordId]) -> JournalEntry | None:
-        payload = json.dumps([encode_id(i) for i in ids], ensure_ascii=False, separators=(",", ":"))
-        return JournalEntry(self.journal_key(identity), payload)
+        """The batch's input ids as a JSON array (ids keep their JSON types)."""
+        return JournalEntry(self.journal_key(identity), "[" + ",".join(map(encode_id, ids)) + "]")
 
     def recover(self, identity: str, dest: Store) -> int:
         if not dest.supports_journal:
@@ -288,7 +300,7 @@ class SqliteLedger(Ledger):
         entries = dest.read_journal(key)
         if not entries:
             return 0
-        ids = [rid for e in entries for rid in json.loads(e.payload)]
+        ids = [encode_id(_as_id(v)) for e in entries for v in json.loads(e.payload)]
         self._ops.append(("s", self._mid(identity), ids))
         self._maybe_done.add(self._mid(identity))
         self._flush()
@@ -313,7 +325,8 @@ class SqliteLedger(Ledger):
             for kind, mid, rows in ops:
                 if kind == "s":
                     params = [(mid, rid) for rid in rows]
-                    self.conn.executemany("DELETE FROM failed WHERE migration = ? AND rid = ?", params)
+                    if mid in self._has_failed:  # a success clears the record's failure
+                        self.conn.executemany("DELETE FROM failed WHERE migration = ? AND rid = ?", params)
                     self.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)", params)
                 else:
                     self.conn.executemany("DELETE FROM succeeded WHERE migration = ? AND rid = ?",
