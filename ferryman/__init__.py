@@ -28,6 +28,16 @@ from .stores import JournalEntry, MemoryStore, SqlStore, Store
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str) -> object:
+    """``ferryman.MongoStore`` on first use, so pymongo is needed only by those who use it."""
+    if name == "MongoStore":
+        from .stores import MongoStore
+
+        return MongoStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "Action",
     "Cardinality",
@@ -48,6 +58,7 @@ __all__ = [
     "MigrationService",
     "MigrationSpec",
     "MigrationState",
+    "MongoStore",
     "PlanError",
     "ProgressFormatError",
     "Retry",

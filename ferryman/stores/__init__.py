@@ -1,7 +1,20 @@
-"""The built-in stores and the contract they share (see :mod:`ferryman.stores.base`)."""
+"""The built-in stores and the contract they share (see :mod:`ferryman.stores.base`).
+
+``MongoStore`` is imported on first use, so ``pymongo`` is needed only by those who use it.
+"""
+
+from typing import Any
 
 from .base import JournalEntry, Store
 from .memory import MemoryStore
 from .sql import SqlStore
 
-__all__ = ["JournalEntry", "MemoryStore", "SqlStore", "Store"]
+__all__ = ["JournalEntry", "MemoryStore", "MongoStore", "SqlStore", "Store"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "MongoStore":
+        from .mongo import MongoStore
+
+        return MongoStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -2,7 +2,8 @@
 
 M1 pivots stations x indicators, M2 copies stations, M3 averages measurements per
 station-indicator using M1's and M2's outputs. ``make_stores`` builds the same stores in memory
-or as SQLite tables, so every scenario runs on both.
+or as tables in any SQL database, so every scenario runs on each (``test_mjg_suite.py``: memory
+and SQLite; ``test_mjg_suite_servers.py``: PostgreSQL and MariaDB).
 """
 
 from __future__ import annotations
@@ -155,7 +156,8 @@ STORE_NAMES = ["indicators", "stations", "measurements", "station_indicators", "
 
 
 def make_stores(kind: str, url: str | None = None) -> list:
-    """The six stores, seeded, in memory (``kind="memory"``) or in SQLite at ``url``."""
+    """The six stores, seeded: in memory (``kind="memory"``), else as tables in the database at
+    ``url`` (any SQLAlchemy URL: SQLite, PostgreSQL, MariaDB; the database must be empty)."""
     if kind == "memory":
         uniques = {"stations2": [("code",)], "station_indicators2": [("station_code", "indicator_code")]}
         return [MemoryStore(n, "id", records=SEED.get(n, ()), unique=uniques.get(n, ()))

@@ -1,4 +1,11 @@
-"""SqlStore and its parts: engines, clauses, inserts per dialect, driver error mapping, journal."""
+"""SqlStore and its parts, one concern per module.
+
+``store.py`` (the Store), ``clauses.py`` (filters, keyset conditions), ``inserts.py`` (the
+per-dialect insert registry), ``postgres.py`` / ``mysql.py`` / ``sqlite.py`` (what each database
+does its own way: COPY, multi-row INSERTs, sessions, reflected types), ``types.py`` (faithful
+column types), ``dialects.py`` (the per-dialect registries besides inserting), ``engines.py``
+(shared engines), ``driver_errors.py`` (driver errors to ferryman errors), ``journal.py``.
+"""
 
 from .store import SqlStore
 

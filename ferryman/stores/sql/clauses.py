@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import ColumnElement, Table, and_, or_, true, tuple_
+from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, true, tuple_
 from sqlalchemy.sql import ClauseElement
 
 from ..common import IN_TYPES
@@ -34,16 +34,27 @@ def filter_clause(table: Table, filter: Mapping[str, Any] | ClauseElement | None
     return and_(true(), *terms)
 
 
-def after_clause(columns: Sequence[ColumnElement[Any]], values: Sequence[Any]) -> ColumnElement[bool]:
-    """``key > values`` in tuple order, expanded as ``(a > x) OR (a = x AND b > y)``.
+def after_clause(
+    columns: Sequence[ColumnElement[Any]], values: Sequence[Any], dialect: str = ""
+) -> ColumnElement[bool]:
+    """``key > values`` in tuple order, in the form each database answers from the key's index.
 
-    Row-value comparison ``(a, b) > (x, y)`` is not understood (or not indexed) everywhere; the
-    expanded form is.
+    One column: ``a > x``. PostgreSQL compares row values, ``(a, b) > (x, y)``, as an index range.
+    Elsewhere row values are not understood (SQLite before 3.15) or not used as a range
+    (MariaDB), so the comparison is expanded as ``a >= x AND (a > x OR (a = x AND b > y))``; the
+    leading ``a >= x`` keeps the index range on the first column.
     """
+    if len(columns) == 1:
+        single: ColumnElement[bool] = columns[0] > values[0]
+        return single
+    if dialect == "postgresql":
+        bound = [bindparam(None, v, type_=c.type) for c, v in zip(columns, values)]
+        row_value: ColumnElement[bool] = tuple_(*columns) > tuple_(*bound)
+        return row_value
     terms = [
         and_(*(columns[j] == values[j] for j in range(i)), columns[i] > values[i]) for i in range(len(columns))
     ]
-    return or_(*terms)
+    return and_(columns[0] >= values[0], or_(*terms))
 
 
 def ids_clause(columns: Sequence[ColumnElement[Any]], ids: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:

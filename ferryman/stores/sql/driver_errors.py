@@ -20,7 +20,10 @@ TransientStoreError:
 * PostgreSQL: no sqlstate (the server never answered: refused, unreachable, timed out) unless
   the server turned us away (role or database missing, authentication); class 08; 40001,
   40P01, 55P03, 53300, 57P01-57P03
-* MySQL/MariaDB: errno 1040, 1205, 1213, 2002, 2003, 2006, 2013, 2055
+* MySQL/MariaDB: errno 1040 (too many connections), 1053 (server shutting down), 1158-1161
+  (network read/write), 1205 (lock wait timeout), 1213 (deadlock), 1317 (query interrupted),
+  1927 (connection killed), 2002, 2003 (cannot connect), 2006 (server gone), 2013 (connection
+  lost), 2055, 4031 (disconnected by the server)
 
 TerminalStoreError: everything else, e.g. NOT NULL / foreign-key / CHECK violations,
 ProgrammingError, NoSuchTableError, access denied, unknown database.
@@ -40,7 +43,7 @@ Kind = Literal["duplicate", "transient", "terminal"]
 _PG_TRANSIENT = {"40001", "40P01", "55P03", "53300", "57P01", "57P02", "57P03"}
 _PG_REFUSED = ("does not exist", "authentication failed", "no pg_hba.conf entry", "permission denied")
 _MYSQL_DUPLICATE = {1062, 1586}
-_MYSQL_TRANSIENT = {1040, 1205, 1213, 2002, 2003, 2006, 2013, 2055}
+_MYSQL_TRANSIENT = {1040, 1053, 1158, 1159, 1160, 1161, 1205, 1213, 1317, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
 
 
 def classify(error: BaseException, dialect: str) -> Kind:

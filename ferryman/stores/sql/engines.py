@@ -3,7 +3,9 @@
 A migration often declares many stores on one database; sharing one engine gives them one
 connection pool instead of one each. Engines are counted by their users and disposed when the
 last store using them closes, so short-lived stores (tests) do not leak connections or files.
-Engines passed in by the caller are never cached or disposed here.
+Engines passed in by the caller are never cached or disposed here, nor given the per-dialect
+session setup (``dialects.SESSION_SETUP``: UTC sessions on MySQL) and defaults (a connect timeout
+on PostgreSQL) that engines built here get.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any, Mapping
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy.pool import StaticPool
+
+from .dialects import ENGINE_OPTIONS, SESSION_SETUP
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for another one's lock before "database is locked"."""
@@ -57,15 +61,23 @@ def release_engine(engine: Engine) -> None:
 
 
 def _create(url: URL, options: Mapping[str, Any]) -> Engine:
+    backend = url.get_backend_name()
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    if url.get_backend_name() == "sqlite" and _is_sqlite_memory(url):
+    if backend == "sqlite" and _is_sqlite_memory(url):
         # One connection for everyone: with a pool, each connection would get its own empty
         # database. Fine for tests and demos; use a file when several threads write.
         kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+    defaults = ENGINE_OPTIONS.get(backend)
+    if defaults is not None:
+        kwargs.update(defaults(url, dict(options)))  # merges the caller's connect_args
+        options = {k: v for k, v in options.items() if k != "connect_args"}
     kwargs.update(options)
     engine = create_engine(url, **kwargs)
-    if url.get_backend_name() == "sqlite":
+    if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas(file=not _is_sqlite_memory(url)))
+    setup = SESSION_SETUP.get(backend)
+    if setup is not None:
+        event.listen(engine, "connect", lambda dbapi_connection, record: setup(dbapi_connection))
     return engine
 
 

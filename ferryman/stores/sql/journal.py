@@ -64,3 +64,9 @@ def delete_entries(conn: Connection, table: Table, migration: str | None, up_to_
     if up_to_seq is not None:
         statement = statement.where(table.c.seq <= up_to_seq)
     conn.execute(statement)
+
+
+def has_entry(conn: Connection, table: Table, entry: JournalEntry) -> bool:
+    """True when an entry with this migration and payload is stored (a commit that landed)."""
+    query = select(table.c.seq).where(table.c.migration == entry.migration, table.c.payload == entry.payload)
+    return conn.execute(query.limit(1)).first() is not None

@@ -2,23 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import Counter
 from contextlib import AbstractContextManager
 from typing import Any, Mapping, Sequence
 
 from sqlalchemy import URL, ColumnElement, Engine, MetaData, Table, func, make_url, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
 
-from ...errors import StoreError, TerminalStoreError
+from ...errors import StoreError, TerminalStoreError, TransientStoreError
 from ...types import Filter, Record, RecordId
 from ..base import JournalEntry, Store
 from ..common import OnConflict, check_on_conflict, describe_values
 from .clauses import after_clause, filter_clause, ids_clause
-from .driver_errors import map_errors
+from .dialects import adapt_reflected_table
+from .driver_errors import classify, map_errors
 from .engines import acquire_engine, release_engine
-from .inserts import InsertBatch, inserter_for
-from .journal import append_entry, create_journal, delete_entries, journal_exists, journal_table, read_entries
+from .inserts import FastPathRefused, InsertBatch, inserter_for
+from .journal import (
+    append_entry,
+    create_journal,
+    delete_entries,
+    has_entry,
+    journal_exists,
+    journal_table,
+    read_entries,
+)
+
+log = logging.getLogger("ferryman")
 
 IDS_PER_QUERY = 500
 """``get_many`` asks for at most this many ids per SELECT, far below every driver's parameter limit."""
@@ -42,6 +55,16 @@ class SqlStore(Store):
         create_engine_kwargs: extra ``create_engine`` options, for a URL only.
 
     A native filter is a SQLAlchemy clause, e.g. ``store.table.c.n > 3``.
+
+    Per database (``docs/stores.md`` has the details): PostgreSQL saves plain batches with
+    ``COPY`` (``postgres.py``), MariaDB/MySQL with multi-row INSERTs (``mysql.py``). A reflected
+    table's types are made faithful (``types.py``): JSON columns give dicts and lists on every
+    database, MySQL's BOOL gives bool, aware datetimes keep their instant.
+
+    A lost connection while committing leaves the outcome unknown; a batch saved with a journal
+    entry then asks the database whether that entry (and so the batch) was committed, and
+    reports success if it was. When the database cannot be asked yet, the next ``save_all`` of
+    the same journal entry asks first, so the engine's retry of that batch does not save it twice.
 
     Engines made from URLs are released by :meth:`close`; the last store on an engine disposes of
     it. Closing is optional: an unclosed store keeps its pooled connections until the process ends.
@@ -80,6 +103,7 @@ class SqlStore(Store):
         self._label = f"store {name!r} ({self.url.render_as_string(hide_password=True)}, table {self.table_name})"
         self._journal = journal_table(self._schema)
         self._journal_ready = False
+        self._in_doubt: set[tuple[str, str]] = set()  # journal entries whose commit was cut off
         if self._table is not None:
             self._check_key(self._table)
         # Building the engine now reports a missing driver or a bad option at once; it does not connect.
@@ -103,8 +127,9 @@ class SqlStore(Store):
         if self._table is None:
             with self._lock:
                 if self._table is None:
-                    with self._errors():
-                        table = Table(self._table_arg, MetaData(), schema=self._schema, autoload_with=self.engine)
+                    with self._errors(), self.engine.connect() as conn:
+                        table = Table(self._table_arg, MetaData(), schema=self._schema, autoload_with=conn)
+                        adapt_reflected_table(table, conn)
                     self._check_key(table)
                     self._table = table
         return self._table
@@ -144,10 +169,12 @@ class SqlStore(Store):
         columns = self._key_columns()
         query = select(self.table).where(filter_clause(self.table, filter, self._label))
         if after is not None:
-            query = query.where(after_clause(columns, self._key_values(after)))
+            query = query.where(after_clause(columns, self._key_values(after), self.dialect))
+        # One LIMITed query: the drivers' default (client-side) cursors hold at most ``limit``
+        # rows, so memory stays bounded however large the table is.
         query = query.order_by(*columns).limit(limit)
         with self._errors(), self.engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+            return _as_dicts(conn.execute(query))
 
     def get_many(self, ids: Sequence[RecordId]) -> list[Record]:
         wanted = list(dict.fromkeys(self._key_values(i) for i in ids))
@@ -156,7 +183,7 @@ class SqlStore(Store):
         with self._errors(), self.engine.connect() as conn:
             for start in range(0, len(wanted), IDS_PER_QUERY):
                 query = select(self.table).where(ids_clause(columns, wanted[start : start + IDS_PER_QUERY]))
-                records.extend(dict(row._mapping) for row in conn.execute(query))
+                records.extend(_as_dicts(conn.execute(query)))
         return sorted(records, key=self.id_of)
 
     def count(self, filter: Filter | ClauseElement | None = None) -> int:
@@ -173,30 +200,91 @@ class SqlStore(Store):
         rows = self._rows_to_insert(records)
         if journal is not None:
             self._ensure_journal()
-        with self._errors(rows), self.engine.begin() as conn:
-            for batch in self._insert_batches(rows):
-                self._insert(conn, batch)
-            if journal is not None:
-                append_entry(conn, self._journal, journal)
+            if self._committed_before(journal):
+                return
+        with self._errors(rows):
+            fast = True
+            while True:
+                try:
+                    self._write(rows, journal, fast)
+                    return
+                except FastPathRefused as refused:
+                    # Nothing was committed; send the batch again, more plainly.
+                    fast = refused.retry_fast
+                    log.debug("%s: %s; saving the batch again%s", self._label, refused,
+                              " with text COPY" if fast else " with INSERT")
+
+    def _write(self, rows: list[Record], journal: JournalEntry | None, fast: bool) -> None:
+        committing = False
+        try:
+            with self.engine.connect() as conn, conn.begin() as transaction:
+                for batch in self._insert_batches(rows, fast):
+                    self._insert(conn, batch)
+                if journal is not None:
+                    append_entry(conn, self._journal, journal)
+                committing = True
+                transaction.commit()
+        except sa_exc.DBAPIError as error:
+            if not (committing and journal is not None and classify(error, self.dialect) == "transient"):
+                raise
+            if not self._commit_landed(journal, error):
+                raise
+
+    def _commit_landed(self, journal: JournalEntry, error: BaseException) -> bool:
+        """After a commit cut off by a lost connection: did it land? Asks the journal."""
+        try:
+            with self.engine.connect() as conn:
+                landed = has_entry(conn, self._journal, journal)
+        except sa_exc.SQLAlchemyError:
+            self._in_doubt.add((journal.migration, journal.payload))
+            log.warning("%s: lost the connection while committing; the outcome is checked on the "
+                        "next attempt", self._label)
+            return False
+        if landed:
+            log.warning("%s: lost the connection while committing, but the batch was committed",
+                        self._label)
+        return landed
+
+    def _committed_before(self, journal: JournalEntry) -> bool:
+        """True if an earlier attempt with this very entry was committed after all."""
+        key = (journal.migration, journal.payload)
+        if key not in self._in_doubt:
+            return False
+        with self._errors(), self.engine.connect() as conn:
+            landed = has_entry(conn, self._journal, journal)
+        self._in_doubt.discard(key)
+        return landed
 
     def _rows_to_insert(self, records: Sequence[Record]) -> list[Record]:
-        columns = set(self.table.c.keys())
-        rows: list[Record] = []
+        columns = self._column_names()
         for record in records:
-            unknown = [f for f in record if f not in columns]
-            if unknown:
+            if not columns.issuperset(record.keys()):
+                unknown = [f for f in record if f not in columns]
                 raise TerminalStoreError(
                     f"{self._label}: {self.describe(record)} has fields the table lacks: {', '.join(unknown)}"
                 )
-            rows.append(dict(record))
+        # The records are only read from here on (upserts merge into new dicts): no copies needed.
+        rows = list(records)
         return _merged_per_key(rows, self.key_fields) if self.on_conflict == "update" else rows
 
-    def _insert_batches(self, rows: list[Record]) -> list[InsertBatch]:
+    def _column_names(self) -> frozenset[str]:
+        table = self.table
+        names = table.info.get("ferryman_columns")
+        if names is None:
+            names = table.info["ferryman_columns"] = frozenset(table.c.keys())
+        return names
+
+    def _insert_batches(self, rows: list[Record], fast: bool = True) -> list[InsertBatch]:
         # One statement per set of fields: a record may leave out columns that have defaults.
+        if not rows:
+            return []
+        first = rows[0].keys()
+        if all(row.keys() == first for row in rows):
+            return [InsertBatch(self.table, rows, self.key_fields, self.on_conflict, fast)]
         groups: dict[frozenset[str], list[Record]] = {}
         for row in rows:
             groups.setdefault(frozenset(row), []).append(row)
-        return [InsertBatch(self.table, group, self.key_fields, self.on_conflict) for group in groups.values()]
+        return [InsertBatch(self.table, group, self.key_fields, self.on_conflict, fast) for group in groups.values()]
 
     def _explain_duplicate(self, rows: list[Record]) -> tuple[str, list[Record]]:
         """Which records clash on the key: repeated in the batch, or already stored.
@@ -237,16 +325,47 @@ class SqlStore(Store):
                 return read_entries(conn, self._journal, migration)
 
     def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None) -> None:
-        with self._errors():
-            if self._journal_missing():
-                return
-            with self.engine.begin() as conn:
-                delete_entries(conn, self._journal, migration, up_to_seq)
+        """Forget entries the ledger holds; best effort while the database is unreachable.
+
+        A transient failure is logged, not raised: the entries stay until the next cleanup, and
+        folding them into the ledger again changes nothing. A migration is not failed for it.
+        """
+        try:
+            with self._errors():
+                if self._journal_missing():
+                    return
+                with self.engine.begin() as conn:
+                    delete_entries(conn, self._journal, migration, up_to_seq)
+        except TransientStoreError as exc:
+            log.warning("journal cleanup postponed: %s", exc)
 
     def __repr__(self) -> str:
         url = self.url.render_as_string(hide_password=True)
         return f"SqlStore({self.name!r}, {url!r}, table={self.table_name!r}, key={self.key!r})"
 
+
+def _as_dicts(result: Any) -> list[Record]:
+    """The result's rows as dicts, in one fetch.
+
+    When no column needs SQLAlchemy's result processing (PostgreSQL and SQLite tables of plain
+    types), the driver's tuples are read directly: SQLAlchemy's Row objects would double the cost
+    per row of a page. Otherwise (MySQL's adapted types, JSON on SQLite, custom types) the rows go
+    through SQLAlchemy as usual.
+    """
+    keys = list(result.keys())
+    processors = getattr(getattr(result, "_metadata", None), "_processors", None)
+    cursor = getattr(result, "cursor", None)
+    if processors is not None and cursor is not None and not any(processors) and _plain_fetch(result):
+        rows = cursor.fetchall()
+        result.close()
+        return [dict(zip(keys, row)) for row in rows]
+    return [dict(zip(keys, row)) for row in result.all()]
+
+
+def _plain_fetch(result: Any) -> bool:
+    from sqlalchemy.engine.cursor import _DEFAULT_FETCH
+
+    return getattr(result, "cursor_strategy", None) is _DEFAULT_FETCH
 
 
 def _id_or_none(store: Store, record: Record) -> RecordId | None:

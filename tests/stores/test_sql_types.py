@@ -1,0 +1,479 @@
+"""SqlStore keeps values and their Python types, both ways, on SQLite, PostgreSQL and MariaDB.
+
+The type matrix (what goes in, what comes out) is the table in ``docs/stores.md``; each row of it
+is checked here on every database where the type exists, through every write path: PostgreSQL's
+binary and text COPY, INSERT (a lone record), and the upsert statement. Also here: the bulk paths
+themselves (COPY used, multi-row INSERT on MariaDB), their fallbacks, and bounded page reads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any, Callable, Iterator
+
+import pytest
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.pool import NullPool
+
+from ferryman import Cardinality, MigrationService, Retry, migration
+from ferryman.errors import DuplicateDataError, StoreError, TerminalStoreError
+from ferryman.progress.files import open_ledger
+from ferryman.stores import JournalEntry, MemoryStore, SqlStore
+from ferryman.stores.sql import postgres as pg_module
+from ferryman.stores.sql import store as store_module
+from ferryman.types import Record
+
+DATABASES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
+
+TYPED_DDL = {
+    "postgresql": """CREATE TABLE typed (
+        id bigint PRIMARY KEY, amount numeric(30, 10), at_tz timestamptz, at_local timestamp,
+        day date, doc jsonb, doc2 json, raw bytea, uid uuid, flag boolean, big bigint, label text)""",
+    "mariadb": """CREATE TABLE typed (
+        id bigint PRIMARY KEY, amount decimal(30, 10), at_tz timestamp(6) NULL, at_local datetime(6),
+        day date, doc json, doc2 json, raw longblob, uid uuid, flag boolean, big bigint,
+        label varchar(100))""",
+    "sqlite": """CREATE TABLE typed (
+        id INTEGER PRIMARY KEY, at_local DATETIME, day DATE, doc JSON, doc2 JSON, raw BLOB,
+        uid TEXT, flag BOOLEAN, big BIGINT, label TEXT)""",
+}
+"""One column per type; SQLite has no decimal, no time zone and no uuid type."""
+
+PLUS_TWO = timezone(timedelta(hours=2))
+
+
+def typed_row(i: int) -> Record:
+    return {
+        "id": i,
+        "amount": Decimal("12345678901234567890.0123456789") + i,
+        "at_tz": datetime(2024, 2, 29, 23, 59, 58, 123456, tzinfo=PLUS_TWO) + timedelta(minutes=i),
+        "at_local": datetime(1999, 12, 31, 23, 59, 59, 999999) - timedelta(days=i),
+        "day": date(2024, 1, 1) + timedelta(days=i),
+        "doc": {"list": [1, 2.5, "x", None, True], "nested": {"i": i}, "text": "ünïcødé"},
+        "doc2": [i, "two", {"three": 3}],
+        "raw": bytes(range(256)) + bytes([i % 256]),
+        "uid": uuid.UUID(int=i * 7919 + 1),
+        "flag": i % 2 == 0,
+        "big": 2**62 + i,
+        "label": f"label {i}",
+    }
+
+
+def columns_of(database: str) -> set[str]:
+    absent = {"sqlite": {"amount", "at_tz"}}.get(database, set())
+    return set(typed_row(0)) - absent
+
+
+def row_for(database: str, i: int) -> Record:
+    row = typed_row(i)
+    return {k: v for k, v in row.items() if k in columns_of(database)}
+
+
+def expected_back(database: str, row: Record) -> Record:
+    """What the database gives back for ``row`` (differences from the input are the rules)."""
+    out = dict(row)
+    if database == "sqlite":
+        out["uid"] = str(row["uid"])  # a UUID goes into a text column as its str
+    return out
+
+
+def assert_same_values(got: Record, want: Record) -> None:
+    assert set(got) == set(want)
+    for name, value in want.items():
+        assert got[name] == value, name
+        assert type(got[name]) is type(value) or (
+            isinstance(value, datetime) and isinstance(got[name], datetime)
+        ), f"{name}: {type(got[name]).__name__} instead of {type(value).__name__}"
+        if isinstance(value, datetime):  # aware stays aware, naive stays naive
+            assert (got[name].tzinfo is None) == (value.tzinfo is None), name
+
+
+@pytest.fixture(params=list(DATABASES))
+def database(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def db_url(database: str, request: pytest.FixtureRequest) -> str:
+    return str(request.getfixturevalue(DATABASES[database]))
+
+
+@pytest.fixture
+def run_ddl(db_url: str) -> Iterator[Callable[[str], None]]:
+    engine = create_engine(db_url, poolclass=NullPool)
+
+    def run(statement: str) -> None:
+        with engine.begin() as conn:
+            conn.execute(text(statement))
+
+    yield run
+    engine.dispose()
+
+
+@pytest.fixture
+def stores() -> Iterator[list[SqlStore]]:
+    """Closes the SqlStores a test appends."""
+    opened: list[SqlStore] = []
+    yield opened
+    for store in opened:
+        store.close()
+
+
+@pytest.fixture
+def typed(database: str, db_url: str, run_ddl: Callable[[str], None], stores: list[SqlStore]) -> SqlStore:
+    run_ddl(TYPED_DDL[database])
+    store = SqlStore("typed", db_url, "typed")
+    stores.append(store)
+    return store
+
+
+# --- the type matrix ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["bulk", "single", "upsert"])
+def test_every_type_reads_back_equal_and_of_the_same_type(
+    database: str, db_url: str, typed: SqlStore, stores: list[SqlStore], path: str
+) -> None:
+    rows = [row_for(database, i) for i in range(20)]
+    if path == "bulk":  # COPY on PostgreSQL, a multi-row INSERT on MariaDB
+        typed.save_all(rows)
+    elif path == "single":
+        for row in rows:
+            typed.save_all([row])
+    else:
+        upsert = SqlStore("typed", db_url, "typed", on_conflict="update")
+        stores.append(upsert)
+        upsert.save_all(rows)
+        upsert.save_all(rows)  # idempotent
+    for got, row in zip(typed.read_page(None, None, 100), rows, strict=True):
+        assert_same_values(got, expected_back(database, row))
+    assert [r["id"] for r in typed.get_many([19, 3])] == [3, 19]
+    assert_same_values(typed.get_many([7])[0], expected_back(database, rows[7]))
+
+
+def test_big_integers_keep_every_digit(typed: SqlStore, database: str) -> None:
+    values = [2**62, 2**63 - 1, -(2**63), 0]
+    typed.save_all([{"id": i, "big": v} for i, v in enumerate(values, 1)])
+    assert [r["big"] for r in typed.read_page(None, None, 10)] == values
+    assert typed.get_many([2**63 - 1]) == []  # an id that is not there, no overflow
+    typed.save_all([{"id": 2**63 - 1, "big": 1}])
+    assert typed.id_of(typed.get_many([2**63 - 1])[0]) == 2**63 - 1
+
+
+def test_aware_datetime_in_a_column_without_time_zone_is_stored_as_utc(typed: SqlStore) -> None:
+    typed.save_all([{"id": 1, "at_local": datetime(2024, 6, 1, 12, 0, tzinfo=PLUS_TWO)}])
+    assert typed.get_many([1])[0]["at_local"] == datetime(2024, 6, 1, 10, 0)
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"])  # SQLite has no such type
+def test_timestamp_with_time_zone_keeps_the_instant(typed: SqlStore, database: str) -> None:
+    instant = datetime(2024, 6, 1, 12, 0, 0, 1, tzinfo=PLUS_TWO)
+    typed.save_all([{"id": 1, "at_tz": instant}, {"id": 2, "at_tz": datetime(2024, 6, 1, 12, 0)}])
+    first, second = typed.read_page(None, None, 10)
+    assert first["at_tz"] == instant and first["at_tz"].utcoffset() is not None
+    assert second["at_tz"].utcoffset() is not None  # a naive value is taken as UTC (PG: session zone)
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"])  # SQLite has no decimal type
+def test_decimal_keeps_precision_and_scale(typed: SqlStore, database: str) -> None:
+    values = [Decimal("0.0000000001"), Decimal("-99999999999999999999.9999999999"), Decimal("1.5")]
+    typed.save_all([{"id": i, "amount": v} for i, v in enumerate(values)])
+    got = [r["amount"] for r in typed.read_page(None, None, 10)]
+    assert got == values and all(isinstance(v, Decimal) for v in got)
+    assert str(got[2]) == "1.5000000000"  # the column's scale
+
+
+def test_json_scalars_lists_and_nesting(typed: SqlStore) -> None:
+    docs = [{"a": {"b": [1, {"c": None}]}}, [], {}, ["x", 1, 2.5, False]]
+    typed.save_all([{"id": i, "doc": d} for i, d in enumerate(docs)])
+    assert [r["doc"] for r in typed.read_page(None, None, 10)] == docs
+
+
+def test_booleans_are_bools(typed: SqlStore) -> None:
+    typed.save_all([{"id": 1, "flag": True}, {"id": 2, "flag": False}, {"id": 3, "flag": None}])
+    flags = [r["flag"] for r in typed.read_page(None, None, 10)]
+    assert flags == [True, False, None] and [type(f) for f in flags[:2]] == [bool, bool]
+
+
+# --- UUID keys ----------------------------------------------------------------------------
+
+UUID_KEY_DDL = {
+    "postgresql": "CREATE TABLE things (id uuid PRIMARY KEY, name text NOT NULL)",
+    "mariadb": "CREATE TABLE things (id uuid PRIMARY KEY, name varchar(100) NOT NULL)",
+    "sqlite": "CREATE TABLE things (id TEXT PRIMARY KEY, name TEXT NOT NULL)",
+}
+
+
+@pytest.fixture
+def things(database: str, db_url: str, run_ddl: Callable[[str], None], stores: list[SqlStore]) -> SqlStore:
+    run_ddl(UUID_KEY_DDL[database])
+    store = SqlStore("things", db_url, "things")
+    stores.append(store)
+    return store
+
+
+def test_uuid_key_is_a_str_id_and_str_ids_find_the_rows(things: SqlStore) -> None:
+    keys = [uuid.UUID(int=n * 104729 + 17) for n in range(30)]
+    things.save_all([{"id": k, "name": f"n{i}"} for i, k in enumerate(keys)])
+    pages = list(things.scan(batch_size=7))
+    ids = [things.id_of(r) for page in pages for r in page]
+    assert sorted(ids) == sorted(str(k) for k in keys) and len(set(ids)) == 30
+    assert all(type(i) is str for i in ids)
+    # Paging continues after a str id; get_many takes str ids (as read back from a progress file).
+    assert [things.id_of(r) for r in things.read_page(None, ids[9], 5)] == ids[10:15]
+    assert [things.id_of(r) for r in things.get_many([ids[3], str(uuid.UUID(int=1)), ids[0]])] == sorted(
+        [ids[0], ids[3]], key=lambda i: ids.index(i)
+    )
+    with pytest.raises(DuplicateDataError):
+        things.save_all([{"id": ids[4], "name": "again"}])
+
+
+def test_uuid_primary_key_round_trips_through_the_progress(
+    things: SqlStore, tmp_path: Any, stores: list[SqlStore]
+) -> None:
+    keys = [uuid.UUID(int=n * 7 + 3) for n in range(12)]
+    things.save_all([{"id": k, "name": f"n{i}"} for i, k in enumerate(keys)])
+    out = MemoryStore("out", "id")
+    broken = {str(keys[5])}
+
+    @migration(source="things", dest="out", cardinality=Cardinality.EXACTLY_ONE, batch_size=4,
+               save_retry=Retry(times=0, delay=0), load_retry=Retry(times=0, delay=0))
+    class CopyThings:
+        def transform(self, aggregates: Any, record: Record) -> list[Record]:
+            if str(record["id"]) in broken:
+                raise RuntimeError("not yet")
+            return [{"id": str(record["id"]), "name": record["name"]}]
+
+    ledger_path = tmp_path / "run.db"
+    first = MigrationService([things, out], [CopyThings], ledger=ledger_path).run()
+    assert first.report("CopyThings").failed == 1
+    progress = open_ledger(ledger_path).progress()
+    entry = progress.migrations[f"{CopyThings.__module__}.{CopyThings.__qualname__}"]
+    assert set(entry.failed) == broken and len(entry.succeeded) == 11
+    assert all(type(i) is str for i in entry.succeeded)
+
+    broken.clear()  # the retry fetches the failed record by its str id
+    second = MigrationService([things, out], [CopyThings], ledger=ledger_path).run()
+    assert second.ok, second.summary()
+    report = second.report("CopyThings")
+    assert (report.succeeded, report.failed) == (1, 0)  # only the failed one ran again
+    assert sorted(r["id"] for r in out.records()) == sorted(str(k) for k in keys)
+
+
+# --- PostgreSQL: COPY ---------------------------------------------------------------------
+
+INT_DDL = "CREATE TABLE items (id bigint PRIMARY KEY, code text UNIQUE, n integer, name text NOT NULL)"
+
+
+@pytest.fixture
+def pg_items(postgres_url: str, stores: list[SqlStore]) -> SqlStore:
+    engine = create_engine(postgres_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text(INT_DDL))
+    engine.dispose()
+    store = SqlStore("items", postgres_url, "items")
+    stores.append(store)
+    return store
+
+
+@pytest.fixture
+def copy_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
+    """(binary?, rows) for every COPY the stores run."""
+    calls: list[tuple[bool, int]] = []
+    real = pg_module.copy_rows
+
+    def spy(conn: Any, batch: Any) -> None:
+        plan = pg_module._plan(conn, batch.table, batch.columns)
+        calls.append((plan.binary and plan.binary_statement is not None, len(batch.rows)))
+        real(conn, batch)
+
+    monkeypatch.setattr(pg_module, "copy_rows", spy)
+    return calls
+
+
+def items(ids: range | list[int]) -> list[Record]:
+    return [{"id": i, "code": f"c{i}", "n": i % 3, "name": f"name {i}"} for i in ids]
+
+
+def test_plain_batches_go_through_binary_copy(pg_items: SqlStore, copy_calls: list[tuple[bool, int]]) -> None:
+    pg_items.save_all(items(range(100)))
+    pg_items.save_all(items(range(100, 103)))  # a small batch uses INSERT
+    assert copy_calls == [(True, 100)]
+    assert pg_items.count() == 103
+
+
+def test_copy_commits_with_the_journal_entry_or_not_at_all(
+    pg_items: SqlStore, copy_calls: list[tuple[bool, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg_items.save_all(items(range(20)), journal=JournalEntry("m", "first"))
+    assert [e.payload for e in pg_items.read_journal()] == ["first"]
+
+    def failing_append(conn: Any, table: Any, entry: JournalEntry) -> None:
+        conn.execute(text("SELECT 1 / 0"))  # the journal insert fails after the COPY
+
+    monkeypatch.setattr(store_module, "append_entry", failing_append)
+    with pytest.raises(StoreError):
+        pg_items.save_all(items(range(20, 40)), journal=JournalEntry("m", "second"))
+    assert len(copy_calls) == 2
+    assert pg_items.count() == 20  # the second COPY was rolled back with the journal insert
+
+
+def test_copy_unique_violation_is_a_duplicate_and_saves_nothing(
+    pg_items: SqlStore, copy_calls: list[tuple[bool, int]]
+) -> None:
+    import psycopg
+
+    pg_items.save_all(items(range(10)))
+    with pytest.raises(DuplicateDataError) as caught:
+        pg_items.save_all(items(range(10, 30)) + items([4]), journal=JournalEntry("m", "x"))
+    assert isinstance(caught.value.__cause__, psycopg.errors.UniqueViolation)
+    assert "(id)=(4)" in str(caught.value) and "\n" not in str(caught.value)
+    assert [r["id"] for r in caught.value.records] == [4]
+    assert copy_calls[-1] == (True, 21)
+    assert pg_items.count() == 10 and pg_items.read_journal() == []
+    with pytest.raises(DuplicateDataError):  # a clash on another unique column, also by COPY
+        pg_items.save_all([{**r, "id": r["id"] + 1000} for r in items(range(20))])
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [({"name": None}, "null value"), ({"n": "not a number"}, "invalid input syntax")],
+)
+def test_copy_errors_that_are_not_duplicates_are_terminal(
+    pg_items: SqlStore, bad: Record, message: str
+) -> None:
+    rows = items(range(20))
+    rows[13] = {**rows[13], **bad}
+    with pytest.raises(StoreError, match=message) as caught:
+        pg_items.save_all(rows)
+    assert type(caught.value) is TerminalStoreError
+    assert pg_items.count() == 0
+
+
+def test_values_copy_cannot_send_are_saved_as_insert_would(
+    pg_items: SqlStore, copy_calls: list[tuple[bool, int]]
+) -> None:
+    # Floats for an integer column: binary COPY refuses them, text COPY too ("3.0"); INSERT casts.
+    rows = [{**r, "n": float(r["n"])} for r in items(range(20))]
+    pg_items.save_all(rows)
+    assert [r["n"] for r in pg_items.read_page(None, None, 3)] == [0, 1, 2]
+    # Ints as text for an integer column: binary refuses, text COPY takes them (and stays chosen).
+    pg_items.save_all([{**r, "n": str(r["n"])} for r in items(range(20, 40))])
+    pg_items.save_all([{**r, "n": str(r["n"])} for r in items(range(40, 60))])
+    assert pg_items.count() == 60
+    assert copy_calls[-1] == (False, 20)
+
+
+@pytest.mark.parametrize("database", ["postgresql"])
+def test_copy_takes_json_and_uuid_as_text(typed: SqlStore, database: str, copy_calls: list[tuple[bool, int]]) -> None:
+    rows = [row_for(database, i) for i in range(20)]
+    typed.save_all(rows)
+    assert copy_calls == [(False, 20)]  # json columns have no binary form psycopg writes
+    assert_same_values(typed.get_many([5])[0], rows[5])
+
+
+# --- MariaDB: multi-row INSERT ------------------------------------------------------------
+
+
+def test_mariadb_sends_a_batch_as_multi_row_inserts(mysql_url: str, stores: list[SqlStore]) -> None:
+    engine = create_engine(mysql_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text(INT_DDL.replace("code text", "code varchar(40)")))
+    engine.dispose()
+    store = SqlStore("items", mysql_url, "items")
+    stores.append(store)
+    statements: list[str] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            statements.append(statement)
+
+    def com_insert() -> int:
+        with store.engine.connect() as conn:
+            return int(conn.execute(text("SHOW GLOBAL STATUS LIKE 'Com_insert'")).one()[1])
+
+    try:
+        before = com_insert()
+        store.save_all(items(range(2000)), journal=JournalEntry("m", "p"))
+        sent = com_insert() - before
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    assert store.count() == 2000
+    # 2000 rows and the journal entry: one executemany that PyMySQL folds into a few statements
+    # (up to 1 MB each), plus the journal's INSERT; other sessions may add a few of their own.
+    assert len(statements) == 2
+    assert sent < 20, f"{sent} INSERT statements for one batch"
+
+
+# --- bounded reads ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"])
+def test_a_page_fetches_only_limit_rows_from_the_server(db_url: str, stores: list[SqlStore]) -> None:
+    engine = create_engine(db_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE big (id bigint PRIMARY KEY, pad varchar(200))"))
+    engine.dispose()
+    store = SqlStore("big", db_url, "big")
+    stores.append(store)
+    store.save_all([{"id": i, "pad": "x" * 200} for i in range(20_000)])
+    seen: list[tuple[str, int]] = []
+
+    @event.listens_for(store.engine, "after_cursor_execute")
+    def count_rows(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if "FROM big" in statement:
+            seen.append((statement, cursor.rowcount))
+
+    try:
+        page = store.read_page(None, 15_000, 100)
+    finally:
+        event.remove(store.engine, "after_cursor_execute", count_rows)
+    assert [r["id"] for r in page] == list(range(15_001, 15_101))
+    ((statement, fetched),) = seen
+    assert "LIMIT" in statement.upper() and fetched == 100  # the driver received 100 rows, no more
+
+
+def test_postgres_composite_pages_compare_row_values(postgres_url: str, stores: list[SqlStore]) -> None:
+    engine = create_engine(postgres_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE pairs (a int, b text, PRIMARY KEY (a, b))"))
+    engine.dispose()
+    store = SqlStore("pairs", postgres_url, "pairs", key=("a", "b"))
+    stores.append(store)
+    rows = [{"a": a, "b": b} for a in range(50) for b in ("x", "y", "z")]
+    store.save_all(list(reversed(rows)))
+    statements: list[str] = []
+
+    def record(*args: Any) -> None:
+        statements.append(args[2])
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        pages = list(store.scan(batch_size=7))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+    assert [r for page in pages for r in page] == rows
+    assert "(pairs.a, pairs.b) >" in statements[1]  # an index range, not an OR of terms
+
+
+def test_bulk_foreign_key_violation_is_terminal_not_duplicate(
+    database: str, run_ddl: Callable[[str], None], db_url: str, stores: list[SqlStore]
+) -> None:
+    """Through each database's bulk path (COPY, multi-row INSERT), not only single rows."""
+    run_ddl("CREATE TABLE parents (id bigint PRIMARY KEY)")
+    run_ddl("CREATE TABLE children (id bigint PRIMARY KEY, parent_id bigint NOT NULL REFERENCES parents (id))")
+    parents, children = SqlStore("parents", db_url, "parents"), SqlStore("children", db_url, "children")
+    stores.extend([parents, children])
+    parents.save_all([{"id": i} for i in range(10)])
+    batch = [{"id": i, "parent_id": i % 10} for i in range(40)]
+    batch[33] = {"id": 33, "parent_id": 999}
+    with pytest.raises(StoreError) as caught:
+        children.save_all(batch)
+    assert type(caught.value) is TerminalStoreError
+    assert children.count() == 0
+    del batch[33]
+    children.save_all(batch)
+    assert children.count() == 39
