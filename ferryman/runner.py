@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping
 from .declare import MigrationSpec
 from .events import RunObserver
 from .pipeline.match import match_and_reduce, start_reduction
-from .pipeline.pages import SourceUnreadable, pages_by_id, source_pages
+from .pipeline.pages import SourceUnreadable, pages_by_id, source_pages, with_retry
 from .pipeline.save import Saver
 from .pipeline.transform import transform
 from .pipeline.work import Phase, Work, describe_error
@@ -69,10 +69,10 @@ class MigrationRunner:
         report.state = MigrationState.RUNNING
         report.started_at = time.time()
         self.ledger.start_migration(spec.identity)
-        self.ledger.recover(spec.identity, self.stores[spec.dest])
         report.total = self._count_source()
         self.observer.migration_started(report)
         try:
+            self._recover_journal()
             self._retry_previous_failures()
             for page in source_pages(self.source, spec.batch_size, spec.load_retry, self.stop.wait):
                 if self.stop.requested:
@@ -80,9 +80,7 @@ class MigrationRunner:
                 self._run_page(page, main_pass=True)
         except SourceUnreadable as exc:
             cause = exc.__cause__ or exc
-            report.fatal_error = report.last_error = (
-                f"source {spec.source!r} unreadable: {describe_error(cause)}"
-            )
+            report.fatal_error = report.last_error = f"{exc.args[0]}: {describe_error(cause)}"
             self.ledger.record_fatal(
                 spec.identity, "".join(traceback.format_exception(cause)).rstrip()
             )
@@ -98,6 +96,12 @@ class MigrationRunner:
         if self.stop.requested:
             return MigrationState.INTERRUPTED
         return MigrationState.COMPLETED
+
+    def _recover_journal(self) -> None:
+        """Fold back batches a crash left saved but unrecorded; without it, no safe resume."""
+        dest = self.stores[self.spec.dest]
+        with_retry(lambda: self.ledger.recover(self.spec.identity, dest), self.spec.load_retry,
+                   self.stop.wait, f"destination {dest.name!r} journal unreadable")
 
     def _count_source(self) -> int | None:
         try:

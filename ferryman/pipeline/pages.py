@@ -17,10 +17,15 @@ T = TypeVar("T")
 
 
 class SourceUnreadable(Exception):
-    """The source store failed after every retry; ``__cause__`` is the last error."""
+    """A store the migration cannot do without failed after every retry (a fatal error).
+
+    ``args[0]`` says what could not be read; ``__cause__`` is the last error.
+    """
 
 
-def with_retry(action: Callable[[], T], retry: Retry, wait: Callable[[float], bool]) -> T:
+def with_retry(
+    action: Callable[[], T], retry: Retry, wait: Callable[[float], bool], what: str
+) -> T:
     """Run ``action``; on error wait ``retry.delay`` and try again, ``retry.times`` more times.
 
     ``wait`` returns True when the run was asked to stop, which ends the retries early.
@@ -32,7 +37,7 @@ def with_retry(action: Callable[[], T], retry: Retry, wait: Callable[[float], bo
         except Exception as exc:
             attempt += 1
             if attempt > retry.times or wait(retry.delay):
-                raise SourceUnreadable(str(exc)) from exc
+                raise SourceUnreadable(what) from exc
 
 
 def source_pages(
@@ -41,7 +46,8 @@ def source_pages(
     """Every record of the source, page by page, in key order."""
     after: RecordId | None = None
     while True:
-        page = with_retry(lambda: source.read_page(None, after, batch_size), retry, wait)
+        page = with_retry(lambda: source.read_page(None, after, batch_size), retry, wait,
+                          f"source {source.name!r} unreadable")
         if not page:
             return
         yield page
@@ -56,6 +62,6 @@ def pages_by_id(
     """The records with these ids, ``batch_size`` ids per lookup; vanished ids are left out."""
     for start in range(0, len(ids), batch_size):
         chunk = list(ids[start:start + batch_size])
-        page = with_retry(lambda: source.get_many(chunk), retry, wait)
+        page = with_retry(lambda: source.get_many(chunk), retry, wait, f"source {source.name!r} unreadable")
         if page:
             yield page

@@ -13,6 +13,7 @@ so a record is never written twice nor lost. Journal rows are deleted once the l
 from __future__ import annotations
 
 import json
+import logging
 import os
 from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
 import socket
@@ -23,13 +24,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..errors import FerrymanError, LedgerBusyError
+from ..errors import FerrymanError, LedgerBusyError, StoreError
 from ..report import MigrationReport, RunResult
 from ..stores.base import JournalEntry, Store
 from ..types import RecordId
 from .lease import SCHEMA as LEASE_SCHEMA, Lease, current_holder
 from .ledger import Ledger
 from .model import Action, FailedRecord, MigrationEntry, MigrationProgress, ProgressMetadata
+
+log = logging.getLogger("ferryman")
 
 SCHEMA_VERSION = "1"
 FLUSH_INTERVAL = 0.5
@@ -351,9 +354,14 @@ class SqliteLedger(Ledger):
                               (last_error, _reports_json(self._reports), self.run_id))
 
     def _clean_journal(self, identity: str) -> None:
+        """Drop journal rows the ledger now holds; if the store is down, try again later
+        (the rows stay correct to fold back, only the journal grows meanwhile)."""
         dest = self._dests.get(identity)
         if dest is not None:
-            dest.delete_journal(self.journal_key(identity))
+            try:
+                dest.delete_journal(self.journal_key(identity))
+            except StoreError as exc:
+                log.warning("could not clean the journal of %s yet: %s", dest.name, exc)
 
     # --- reading the whole progress -------------------------------------------------------------
 

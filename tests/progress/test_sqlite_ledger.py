@@ -208,3 +208,25 @@ def test_memory_store_destination_records_every_page(tmp_path):
     assert dst.read_journal(service.ledger.journal_key(service.plan()[0])) == []
     service.ledger.close()
     assert succeeded_ids(tmp_path / "m.db") == list(range(30))
+
+
+def test_an_unreadable_journal_is_fatal_not_a_guess(tmp_path):
+    from ferryman import MigrationState, TransientStoreError
+
+    class Down(MemoryStore):
+        def read_journal(self, migration=None):
+            raise TransientStoreError("store 'dst': connection refused")
+
+    @migration(source="src", dest="dst", load_retry=Retry(times=1, delay=0))
+    class CopyAll:
+        def transform(self, aggregates, record):
+            return [dict(record)]
+
+    src = MemoryStore("src", records=[{"id": i} for i in range(5)])
+    dst = Down("dst")
+    service = MigrationService([src, dst], [CopyAll], ledger=tmp_path / "l.db", checkpoint_interval=0)
+    report = service.run().reports[0]
+    assert report.state is MigrationState.FAILED
+    assert report.fatal_error == (
+        "destination 'dst' journal unreadable: TransientStoreError: store 'dst': connection refused")
+    assert dst.records() == []
