@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..declare import MigrationSpec
+from ..declare import Cardinality, MigrationSpec
 from ..errors import CardinalityError
 from .work import Phase, Work, live
 
@@ -28,7 +28,7 @@ def transform(spec: MigrationSpec, instance: Any, works: list[Work]) -> None:
                     f"got {type(outputs).__name__}"), None)
                 continue
             outputs = list(outputs)
-        if not cardinality.allows(len(outputs)):
+        if cardinality is not Cardinality.ZERO_OR_MORE and not cardinality.allows(len(outputs)):
             w.fail(Phase.TRANSFORM, CardinalityError(
                 f"migration {spec.name}: transform must return {cardinality.value} record(s), "
                 f"returned {len(outputs)}"), None)

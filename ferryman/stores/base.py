@@ -80,7 +80,9 @@ class Store(ABC):
         try:
             if self.composite:
                 return normalize_id(tuple(record[f] for f in self.key_fields))
-            return normalize_id(record[self.key_fields[0]])
+            value = record[self.key_fields[0]]
+            kind = type(value)
+            return value if kind is int or kind is str else normalize_id(value)  # hot path first
         except KeyError as exc:
             raise KeyError(f"record of store {self.name!r} has no key field {exc.args[0]!r}") from None
 
