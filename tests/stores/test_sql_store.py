@@ -329,3 +329,21 @@ def test_error_classification(error: Exception, dialect: str, kind: str) -> None
 def test_invalidated_connection_is_transient() -> None:
     error = sa_exc.DBAPIError("SELECT 1", {}, sqlite3.DatabaseError("boom"), connection_invalidated=True)
     assert classify(error, "sqlite") == "transient"
+
+
+def test_can_match_in_only_where_the_database_compares_like_python(sqlite_url, mysql_url):
+    import sqlalchemy as sa
+
+    from ferryman import SqlStore
+
+    for url in (sqlite_url, mysql_url):
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE items (id INTEGER PRIMARY KEY, code VARCHAR(20), n FLOAT)")
+        engine.dispose()
+    sqlite_items, mysql_items = SqlStore("a", sqlite_url, "items"), SqlStore("b", mysql_url, "items")
+    assert sqlite_items.can_match_in("id", [1, 2]) and mysql_items.can_match_in("id", [1, 2])
+    assert not sqlite_items.can_match_in("id", [1, "2"])  # SQLite would coerce "2"; Python would not
+    assert sqlite_items.can_match_in("code", ["a", "B"])
+    assert not mysql_items.can_match_in("code", ["a", "B"])  # MariaDB's collation ignores case
+    assert not sqlite_items.can_match_in("n", [1.5]) and not sqlite_items.can_match_in("nope", [1])

@@ -186,6 +186,24 @@ class SqlStore(Store):
                 records.extend(_as_dicts(conn.execute(query)))
         return sorted(records, key=self.id_of)
 
+    def can_match_in(self, field: str, values: Sequence[Any]) -> bool:
+        """Integer columns always compare like Python; text columns only with the binary
+        comparison of SQLite and PostgreSQL's default collation (MySQL's ignore case)."""
+        column = self.table.c.get(field)
+        if column is None:
+            return False
+        sql_type = getattr(column.type, "impl_instance", column.type)  # through our TypeDecorators
+        try:
+            kind = sql_type.python_type
+        except NotImplementedError:
+            return False
+        if kind is str:
+            if self.dialect not in ("sqlite", "postgresql") or getattr(sql_type, "collation", None):
+                return False
+        elif kind is not int:
+            return False
+        return all(type(v) is kind for v in values)
+
     def count(self, filter: Filter | ClauseElement | None = None) -> int:
         query = select(func.count()).select_from(self.table).where(filter_clause(self.table, filter, self._label))
         with self._errors(), self.engine.connect() as conn:
