@@ -11,8 +11,8 @@ override the ``make_store`` fixture; the subclass inherits every contract test::
             return make
 
 A :class:`Layout` describes the test data: its key, its unique fields, its rows and, for SQL
-stores, its columns (:func:`create_test_table` builds the table). Tests that depend on an
-optional feature (journal, counting, atomicity, upsert) skip when the store does not offer it.
+stores, its columns (:func:`create_test_table` builds the table). A store that lacks an optional
+feature (journal, counting, atomicity) lists the tests of it in ``not_applicable``.
 """
 
 from __future__ import annotations
@@ -139,13 +139,22 @@ def shuffled(rows: list[Record], seed: int = 7) -> list[Record]:
 
 
 class StoreContract:
-    """Contract tests; subclasses override :meth:`make_store`."""
+    """Contract tests; subclasses override :meth:`make_store`.
 
-    enforces_required_fields = False
-    """True when saving a record without a required (NOT NULL) field fails, as in SQL."""
+    A test that cannot apply to a store (a store without a schema has no required fields) is
+    listed in the subclass's ``not_applicable`` with the reason, and is then not collected at
+    all: the suite never skips, so every test that runs can fail.
+    """
 
-    upsert_checks_other_unique_keys = True
-    """False where an upsert also resolves a clash on another unique field (MySQL)."""
+    not_applicable: ClassVar[Mapping[str, str]] = {}
+    """Test name -> why it does not apply to this store."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for name in cls.not_applicable:
+            if not name.startswith("test_") or not hasattr(StoreContract, name):
+                raise TypeError(f"{cls.__name__}.not_applicable names no contract test: {name!r}")
+            setattr(cls, name, None)  # pytest collects only callables
 
     @pytest.fixture
     def make_store(self) -> StoreFactory:
@@ -302,12 +311,11 @@ class StoreContract:
 
     # --- duplicates and atomicity ---------------------------------------------------------
 
-    def _skip_unless_atomic(self, store: Store) -> None:
-        if not store.atomic:
-            pytest.skip(f"{type(store).__name__} does not promise atomic batches")
+    def _require_atomic(self, store: Store) -> None:
+        assert store.atomic, f"{type(store).__name__} is not atomic: list the test in not_applicable"
 
     def test_batch_with_a_stored_key_saves_nothing(self, store: Store) -> None:
-        self._skip_unless_atomic(store)
+        self._require_atomic(store)
         batch = [INT_KEY.row(10), INT_KEY.row(11), {**INT_KEY.row(3), "name": "again"}, INT_KEY.row(12)]
         with pytest.raises(DuplicateDataError) as caught:
             store.save_all(batch)
@@ -323,22 +331,20 @@ class StoreContract:
 
     def test_duplicate_within_a_batch_saves_nothing(self, make_store: StoreFactory) -> None:
         store = make_store(INT_KEY)
-        self._skip_unless_atomic(store)
+        self._require_atomic(store)
         with pytest.raises(DuplicateDataError) as caught:
             store.save_all([INT_KEY.row(1), INT_KEY.row(2), {**INT_KEY.row(1), "code": "other"}])
         assert caught.value.__cause__ is not None
         assert store.read_page(None, None, 10) == []
 
     def test_duplicate_in_a_unique_field_saves_nothing(self, store: Store) -> None:
-        self._skip_unless_atomic(store)
+        self._require_atomic(store)
         with pytest.raises(DuplicateDataError) as caught:
             store.save_all([INT_KEY.row(21), {**INT_KEY.row(20), "code": "c0003"}])
         assert caught.value.__cause__ is not None
         assert ids_of(store, store.read_page(None, None, 100)) == list(TEN)
 
     def test_missing_required_field_is_not_a_duplicate(self, store: Store) -> None:
-        if not self.enforces_required_fields:
-            pytest.skip("this store has no required fields")
         row = INT_KEY.row(30)
         del row["name"]
         with pytest.raises(StoreError) as caught:
@@ -373,8 +379,6 @@ class StoreContract:
     def test_upsert_still_rejects_a_clash_on_another_unique_field(
         self, make_store: StoreFactory, on_conflict: OnConflict
     ) -> None:
-        if not self.upsert_checks_other_unique_keys:
-            pytest.skip("this store's upsert also resolves clashes on other unique keys")
         store = make_store(INT_KEY, INT_KEY.rows(range(3)), on_conflict=on_conflict)
         with pytest.raises(DuplicateDataError):
             store.save_all([{**INT_KEY.row(7), "code": "c0002"}])
@@ -384,8 +388,7 @@ class StoreContract:
 
     def _journal_store(self, make_store: StoreFactory, rows: Iterable[Record] = ()) -> Store:
         store = make_store(INT_KEY, rows)
-        if not store.supports_journal:
-            pytest.skip(f"{type(store).__name__} has no journal")
+        assert store.supports_journal, f"{type(store).__name__} has no journal: list the test in not_applicable"
         return store
 
     def test_journal_entry_is_committed_with_the_batch(self, make_store: StoreFactory) -> None:
@@ -445,8 +448,7 @@ class StoreContract:
     # --- count ----------------------------------------------------------------------------
 
     def test_count_with_filter(self, store: Store) -> None:
-        if store.count() is None:
-            pytest.skip(f"{type(store).__name__} does not count")
+        assert store.count() is not None, f"{type(store).__name__} does not count: list the test in not_applicable"
         assert store.count() == 10
         assert store.count({}) == 10
         assert store.count({"n": 1}) == 3
