@@ -257,3 +257,31 @@ def test_equality_filters_on_one_field_are_answered_by_one_query():
     assert "filter {'sku': 'p3'} matched at least 2" in failed[3]
     assert "filter {'sku': 'p4'} matched 0" in failed[4]
     assert result.reports[0].failed == 4
+
+
+def test_no_match_fails_a_strict_cardinality_instead_of_bypassing_it():
+    @migration(source="src", dest="dst", match=[
+        Match("groups", cardinality=Cardinality.EXACTLY_ONE), Match("extra")])
+    class Strict:
+        def match_with_groups(self, record, aggregates, store):
+            return None if record["id"] == 2 else {"id": 1}
+
+        def reduce_from_groups(self, aggregates, batch):
+            pass
+
+        def match_with_extra(self, record, aggregates, store):
+            return None  # ZERO_OR_MORE: no match is fine, and no query is made
+
+        def reduce_from_extra(self, aggregates, batch):
+            raise AssertionError("no reduce without a match")
+
+        def transform(self, aggregates, record):
+            return [{"id": record["id"]}]
+
+    progress = MigrationProgress()
+    dst = MemoryStore("dst")
+    run([Strict], numbers(3), MemoryStore("groups", records=[{"id": 1}]), MemoryStore("extra"), dst,
+        progress=progress)
+    assert [r["id"] for r in dst.records()] == [1, 3]
+    (_, failed), = progress.failed_records()
+    assert failed.id == 2 and "match_with_groups returned None (no match)" in failed.cause

@@ -69,8 +69,12 @@ def _run_match(spec: MigrationSpec, instance: Any, match: Match, store: Store, w
         except Exception as exc:
             w.fail(Phase.MATCH, exc, match.retry)
             continue
-        if flt is not None:  # None: no match, no query, no reduce, no cardinality check
+        if flt is not None:
             groups.setdefault(filter_key(flt), (flt, []))[1].append(w)
+        elif match.cardinality.strict:  # None: no match, which a strict cardinality forbids
+            w.fail(Phase.MATCH, CardinalityError(
+                f"migration {spec.name}: {match.match_method} returned None (no match), but "
+                f"Match({match.store!r}) requires {match.cardinality.value} record(s)"), None)
     reduce_from: Callable[..., Any] = getattr(instance, match.reduce_method)
     field = _shared_equality_field(groups)
     if field is not None:
