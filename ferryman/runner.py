@@ -3,8 +3,10 @@
 For each page of input records: drop those already migrated or marked IGNORE, then
 start_reduction -> match and reduce -> transform -> save, then record the page's successes and
 failures in the ledger and checkpoint. Records that fail in a phase with retries left are run
-again through the whole pipeline with fresh aggregates after the phase's delay, together, so a
-transient outage costs one pause per page, not one per record.
+again through the whole pipeline with fresh aggregates after the phase's delay: after the main
+pass, all together, when only some records of a page failed (so a few bad records cost one pause
+per migration, not one per page); at once, after the pause, when the whole page failed (an
+outage, which the next pages would meet too).
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ class MigrationRunner:
             journal_for=(lambda ids: ledger.journal_for(spec.identity, ids)) if ledger.journals else None,
             should_stop=lambda: stop.requested,
         )
+        self._attempts: dict[tuple[RecordId, Phase], int] = {}
+        self._deferred: dict[RecordId, float] = {}
+        """Ids to run again after the main pass, with the pause their failure asks for."""
         self._retried: dict[RecordId, bool] = {}
         """Ids the retry pass handled (True: migrated); the main pass skips them, so the ledger
         never needs to look up ids this run recorded itself (keyset paging reads each id once)."""
@@ -78,6 +83,7 @@ class MigrationRunner:
                 if self.stop.requested:
                     break
                 self._run_page(page, main_pass=True)
+            self._retry_deferred()
         except SourceUnreadable as exc:
             cause = exc.__cause__ or exc
             report.fatal_error = report.last_error = f"{exc.args[0]}: {describe_error(cause)}"
@@ -141,8 +147,8 @@ class MigrationRunner:
             report.skipped += len(done)
             report.ignored += len(ignored)
         skip = done | ignored
-        if main_pass and retried:
-            skip |= retried.keys()
+        if main_pass and (retried or self._deferred):
+            skip |= retried.keys() | self._deferred.keys()
         todo = [(i, r) for i, r in zip(ids, records) if i not in skip] if skip else list(zip(ids, records))
         succeeded: list[RecordId] = []
         failures: list[FailedRecord] = []
@@ -165,7 +171,6 @@ class MigrationRunner:
     def _migrate(
         self, todo: list[tuple[RecordId, Record]], succeeded: list[RecordId], failures: list[FailedRecord]
     ) -> None:
-        attempts: dict[tuple[RecordId, Phase], int] = {}
         pending: Iterable[tuple[RecordId, Record]] = todo
         while True:
             works = [Work(record, record_id) for record_id, record in pending]
@@ -176,10 +181,33 @@ class MigrationRunner:
                 self.saver.save(works)
             finally:
                 succeeded.extend(w.id for w in works if w.saved)
-            again, delay = self._sort_failures(works, attempts, failures)
-            if not again or self.stop.wait(delay):
+            again, delay = self._sort_failures(works, self._attempts, failures)
+            if not again:
+                return
+            if len(again) < len(works):  # some records failed, not everything: retry them later
+                for record_id, _ in again:
+                    self._deferred[record_id] = max(delay, self._deferred.get(record_id, 0.0))
+                return
+            if self.stop.wait(delay):  # everything failed (an outage): pause, then this page again
                 return  # records not retried because of a stop stay unrecorded: re-run next time
             pending = again
+
+    def _retry_deferred(self) -> None:
+        """Run the records whose failure a retry may fix, after one pause for all of them.
+
+        Retrying them inside the main pass would pause every page that has one failing record:
+        with 1% of records failing, a 1M-row migration would sleep for half an hour.
+        """
+        while self._deferred and not self.stop.requested:
+            delay = max(self._deferred.values())
+            ids = list(self._deferred)
+            self._deferred.clear()
+            if self.stop.wait(delay):
+                return  # unrecorded: re-run next time
+            for page in pages_by_id(self.source, ids, self.spec.batch_size, self.spec.load_retry, self.stop.wait):
+                if self.stop.requested:
+                    return
+                self._run_page(page, main_pass=False)
 
     def _sort_failures(
         self, works: list[Work], attempts: dict[tuple[RecordId, Phase], int], failures: list[FailedRecord]

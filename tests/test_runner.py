@@ -285,3 +285,21 @@ def test_no_match_fails_a_strict_cardinality_instead_of_bypassing_it():
     assert [r["id"] for r in dst.records()] == [1, 3]
     (_, failed), = progress.failed_records()
     assert failed.id == 2 and "match_with_groups returned None (no match)" in failed.cause
+
+
+def test_a_few_failing_records_are_retried_after_the_main_pass_not_page_by_page():
+    calls = []
+
+    @migration(source="src", dest="dst", batch_size=5, save_retry=Retry(times=1, delay=0.01))
+    class SometimesFlaky:
+        def transform(self, aggregates, record):
+            calls.append(record["id"])
+            if record["id"] % 10 == 3 and calls.count(record["id"]) == 1:
+                raise TimeoutError("flaky")
+            return [{"id": record["id"]}]
+
+    dst = MemoryStore("dst")
+    result = run([SometimesFlaky], numbers(50), dst)
+    assert result.ok and len(dst.records()) == 50
+    assert calls[:50] == list(range(1, 51))  # every first attempt before any retry
+    assert sorted(calls[50:]) == [3, 13, 23, 33, 43]  # then the five retries together
