@@ -31,6 +31,9 @@ from .journal import (
     read_entries,
 )
 
+EXPLAIN_DUPLICATES_UP_TO = 16
+"""Largest batch whose duplicate error names the clashing records (one extra query)."""
+
 log = logging.getLogger("ferryman")
 
 IDS_PER_QUERY = 500
@@ -220,7 +223,9 @@ class SqlStore(Store):
             self._ensure_journal()
             if self._committed_before(journal):
                 return
-        with self._errors(rows):
+        # Naming the clashing records costs a lookup; a big failing batch is about to be split
+        # in halves by the engine anyway, so only small batches get it.
+        with self._errors(rows if len(rows) <= EXPLAIN_DUPLICATES_UP_TO else None):
             fast = True
             while True:
                 try:
