@@ -369,7 +369,9 @@ def test_run_serve_answers_while_running_and_stops_with_the_process(tmp_path):
                 body = get_json(f"{base}/migrate/result")
             except (urllib.error.URLError, ConnectionError):
                 return None
-            return body if body["status"] == "running" else None
+            # "running" with step null is right for the instant between the run's start and
+            # its first migration's; wait for the step
+            return body if body["status"] == "running" and body["step"] else None
 
         body = wait_for(running, 30, "status running")
         assert body["step"] == "copy_items" and body["try_count"] == 1
