@@ -14,7 +14,6 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
 import urllib.error
 import urllib.request
 
@@ -116,14 +115,6 @@ def files_state(directory) -> dict[str, tuple[bytes, int]]:
     return state
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture
@@ -373,7 +364,7 @@ def test_run_serve_answers_while_running_and_stops_with_the_process(tmp_path):
             # its first migration's; wait for the step
             return body if body["status"] == "running" and body["step"] else None
 
-        body = wait_for(running, 30, "status running")
+        body = helpers.poll_until(running, 30, "status running")
         assert body["step"] == "copy_items" and body["try_count"] == 1
         status = ferryman("status", "--url", base, cwd=tmp_path)
         assert status.returncode == 0 and status.stdout.startswith("status: running")
@@ -419,7 +410,7 @@ def test_serve_watches_a_ledger(tmp_path):
             except (urllib.error.URLError, ConnectionError):
                 return None
 
-        assert wait_for(answer, 30, "the server")["status"] == "migrated"
+        assert helpers.poll_until(answer, 30, "the server")["status"] == "migrated"
         status = ferryman("status", "--url", f"127.0.0.1:{port}", cwd=tmp_path)
         assert status.stdout.startswith("status: migrated")
         proc.send_signal(signal.SIGINT)
@@ -440,7 +431,7 @@ def test_a_signal_stops_the_run_with_130_and_the_progress_saved(tmp_path, sig):
     progress = str(tmp_path / "p.db")
     proc = start("run", target, "--progress", "p.db", cwd=tmp_path)
     try:
-        wait_for(lambda: ledger_rows(progress, "SELECT count(*) FROM succeeded")[0][0] >= 20
+        helpers.poll_until(lambda: ledger_rows(progress, "SELECT count(*) FROM succeeded")[0][0] >= 20
                  if ledger_rows(progress, "SELECT count(*) FROM succeeded") else False, 60, "some progress")
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
@@ -487,7 +478,7 @@ def test_a_ledger_in_use_is_refused(tmp_path):
     MigrationProgress().save(other)
     proc = start("run", target, "--progress", "p.db", cwd=tmp_path)
     try:
-        wait_for(lambda: ledger_rows(progress, "SELECT count(*) FROM failed") == [(1,)], 60, "the failure")
+        helpers.poll_until(lambda: ledger_rows(progress, "SELECT count(*) FROM failed") == [(1,)], 60, "the failure")
         second = ferryman("run", target, "--progress", "p.db", cwd=tmp_path)
         assert second.returncode == 2 and "in use by pid" in one_error_line(second.stderr)
         for args in (["failed", "ignore", "--progress", "p.db", "--all"],

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import poll_until
+
 from ferryman import (
     Action, FailedRecord, FerrymanError, MemoryLedger, MemoryStore, MigrationProgress,
     MigrationService, Retry, SqlStore, migration,
@@ -75,14 +77,6 @@ def run_once(ledger: Path, **kw):
         svc.ledger.close()
 
 
-def wait_for(predicate, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 # --- SQLite ledger ------------------------------------------------------------------------------
@@ -177,7 +171,7 @@ def test_running_while_the_run_is_alive_then_completed(tmp_path):
     thread = threading.Thread(target=svc.run)
     thread.start()
     try:
-        snap = wait_for(lambda: (s := source.snapshot()).status == "running" and s.migrations
+        snap = poll_until(lambda: (s := source.snapshot()).status == "running" and s.migrations
                         and s.migrations[0]["read"] > 0 and s, what="running")
         assert snap.step == "Copy" and snap.try_count == 1 and snap.last_err is None
         assert snap.migrations[0]["state"] == "running" and snap.runs[0]["outcome"] is None
@@ -211,7 +205,7 @@ def test_a_run_whose_process_was_killed_is_failed_not_running(tmp_path):
     args = [sys.executable, "-c", SLOW_JOB, str(ledger)]
     job = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        snap = wait_for(lambda: (s := source.snapshot()).status == "running"
+        snap = poll_until(lambda: (s := source.snapshot()).status == "running"
                         and s.migrations and s.migrations[0]["read"] > 0 and s, what="running")
         assert snap.step == "Slow" and snap.try_count == 1
         assert snap.runs[0]["pid"] == job.pid
@@ -334,7 +328,7 @@ def test_live_source_follows_one_run(tmp_path, kind):
     seen: list[StatusSnapshot] = []
     thread = threading.Thread(target=svc.run)
     thread.start()
-    seen.append(wait_for(lambda: (s := live.snapshot()).status == "running" and s.migrations
+    seen.append(poll_until(lambda: (s := live.snapshot()).status == "running" and s.migrations
                          and s.migrations[0]["read"] > 0 and s, what="running"))
     thread.join(60)
     failed = live.snapshot()
