@@ -21,7 +21,7 @@ import itertools
 import random
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol
 
 import pytest
 from sqlalchemy import BigInteger, Column, Engine, Integer, MetaData, String, Table
