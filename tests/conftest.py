@@ -144,3 +144,12 @@ def postgres_url(_postgres_admin, postgres_server_url):
 def mysql_url(_mysql_admin, mysql_server_url):
     """URL of a new, empty MySQL/MariaDB database, dropped after the test."""
     yield from _fresh_database(_mysql_admin, mysql_server_url)
+
+
+@pytest.fixture
+def stores():
+    """A list a test appends its stores to; each is closed after the test."""
+    opened = []
+    yield opened
+    for store in opened:
+        store.close()

@@ -116,13 +116,8 @@ def _reduce_by_value(
                 counts[value] += len(share)
                 if not match.cardinality.allows_so_far(counts[value]):
                     _fail_cardinality(spec, match, {field: value}, counts[value], members, early=True)
-                    continue
-                for w in members:
-                    if w.error is None:
-                        try:
-                            reduce_from(w.aggregates, share)
-                        except Exception as exc:
-                            w.fail(Phase.MATCH, exc, match.retry)
+                else:
+                    _reduce_members(match, members, share, reduce_from)
     except Exception as exc:  # the matching store could not be read: retry these records
         for members in by_value.values():
             for w in live(members):
@@ -150,21 +145,25 @@ def _reduce_group(
         for page in store.scan(flt, match.batch_size):
             count += len(page)
             if not match.cardinality.allows_so_far(count):
-                raise _cardinality_error(spec, match, flt, count, early=True)
-            for w in members:
-                if w.error is None:
-                    try:
-                        reduce_from(w.aggregates, page)
-                    except Exception as exc:
-                        w.fail(Phase.MATCH, exc, match.retry)
-        if not match.cardinality.allows(count):
-            raise _cardinality_error(spec, match, flt, count, early=False)
-    except CardinalityError as exc:
-        for w in live(members):
-            w.fail(Phase.MATCH, exc, None)
+                _fail_cardinality(spec, match, flt, count, members, early=True)
+                return
+            _reduce_members(match, members, page, reduce_from)
     except Exception as exc:  # the matching store could not be read: retry these records
         for w in live(members):
             w.fail(Phase.MATCH, exc, match.retry)
+        return
+    if not match.cardinality.allows(count):
+        _fail_cardinality(spec, match, flt, count, members, early=False)
+
+
+def _reduce_members(match: Match, members: list[Work], batch: list[Any], reduce_from: Callable[..., Any]) -> None:
+    """``reduce_from_*`` for each member still alive; one that raises fails alone."""
+    for w in members:
+        if w.error is None:
+            try:
+                reduce_from(w.aggregates, batch)
+            except Exception as exc:
+                w.fail(Phase.MATCH, exc, match.retry)
 
 
 def _cardinality_error(spec: MigrationSpec, match: Match, flt: Any, count: int, early: bool) -> CardinalityError:

@@ -136,13 +136,6 @@ def private_pg_url(private_pg: PrivatePostgres) -> Iterator[str]:
 # --- shared helpers -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def stores() -> Iterator[list[SqlStore]]:
-    opened: list[SqlStore] = []
-    yield opened
-    for store in opened:
-        store.close()
-
 
 def make_items(url: str, stores: list[SqlStore], ddl: str = ITEMS_DDL) -> SqlStore:
     engine = create_engine(url, poolclass=NullPool)

@@ -112,14 +112,6 @@ def run_ddl(db_url: str) -> Iterator[Callable[[str], None]]:
     engine.dispose()
 
 
-@pytest.fixture
-def stores() -> Iterator[list[SqlStore]]:
-    """Closes the SqlStores a test appends."""
-    opened: list[SqlStore] = []
-    yield opened
-    for store in opened:
-        store.close()
-
 
 @pytest.fixture
 def typed(database: str, db_url: str, run_ddl: Callable[[str], None], stores: list[SqlStore]) -> SqlStore:
