@@ -1,11 +1,15 @@
 """A migration run as its own process, for the crash tests: SQLite -> SQLite, durable ledger.
 
 usage: python chaos_job.py SRC_URL DST_URL LEDGER_PATH [BATCH]
+
+CHAOS_JOB_DELAY=SECONDS in the environment slows each record down (a run that must outlive a test).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import time
 
 from ferryman import MigrationService, RunObserver, SqlStore, migration
 
@@ -19,7 +23,11 @@ class SayRunning(RunObserver):
 
 @migration(source="src", dest="dst", batch_size=int(sys.argv[4]) if len(sys.argv) > 4 else 256)
 class CopyUpper:
+    delay = float(os.environ.get("CHAOS_JOB_DELAY", "0"))
+
     def transform(self, aggregates, record):
+        if self.delay:
+            time.sleep(self.delay)
         return [{"id": record["id"], "name": record["name"].upper(), "n": record["n"] * 2}]
 
 

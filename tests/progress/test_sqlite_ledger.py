@@ -52,11 +52,13 @@ def succeeded_ids(ledger_path: Path) -> list[int]:
         ledger.close()
 
 
-def start_job(tmp_path: Path, batch: int = 256) -> subprocess.Popen:
+def start_job(tmp_path: Path, batch: int = 256, delay: float = 0) -> subprocess.Popen:
+    """The chaos job as a process; ``delay`` seconds per record keep it running for a while."""
     return subprocess.Popen(
         [sys.executable, str(JOB), f"sqlite:///{tmp_path}/src.db", f"sqlite:///{tmp_path}/dst.db",
          str(tmp_path / "run.db"), str(batch)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "CHAOS_JOB_DELAY": str(delay)},
     )
 
 
@@ -141,7 +143,7 @@ def test_runs_and_attempts_are_recorded(tmp_path):
 
 def test_a_second_run_is_refused_while_the_first_is_alive_and_recovers_after_a_kill(tmp_path):
     make_source(tmp_path, 20_000)
-    holder = start_job(tmp_path, batch=16)
+    holder = start_job(tmp_path, batch=16, delay=0.005)  # 100 s: the second job finds it alive
     deadline = time.time() + 30
     while time.time() < deadline:  # wait until the job holds the lease
         conn = sqlite3.connect(tmp_path / "run.db") if (tmp_path / "run.db").exists() else None
@@ -230,3 +232,241 @@ def test_an_unreadable_journal_is_fatal_not_a_guess(tmp_path):
     assert report.fatal_error == (
         "destination 'dst' journal unreadable: TransientStoreError: store 'dst': connection refused")
     assert dst.records() == []
+
+
+# --- successes logged one row per page, folded into the per-id table on resume ----------------
+
+from ferryman.progress.exchange import export_json  # noqa: E402
+from ferryman.progress.sqlite_ledger import encode_id, encode_ids  # noqa: E402
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+MIGRATION = "m.Copy"
+
+
+def rows(path: Path, sql: str) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
+def keys(ids) -> list[str]:
+    """Ids as their canonical texts, sorted: equal lists mean the same ids, each as often."""
+    return sorted(map(encode_id, ids))
+
+
+def test_a_run_logs_one_row_per_page_and_the_next_start_folds_them(tmp_path):
+    ledger = SqliteLedger(tmp_path / "l.db")
+    ledger.start_migration(MIGRATION)
+    for start in range(0, 1000, 100):
+        ledger.record(MIGRATION, list(range(start, start + 100)), [])
+    ledger.checkpoint()
+    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded_log") == [(10,)]
+    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded") == [(0,)]
+    assert ledger.succeeded_among(MIGRATION, [1, 2]) == set()  # a fresh migration looks nothing up
+    ledger.finish_migration(MIGRATION, completed=False)
+    ledger.close()
+    assert succeeded_ids(tmp_path / "l.db") == list(range(1000))
+
+    again = SqliteLedger(tmp_path / "l.db")
+    again.start_migration(MIGRATION)
+    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded_log") == [(0,)]
+    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded") == [(1000,)]
+    assert again.succeeded_among(MIGRATION, [5, 999, 1000, "5"]) == {5, 999}
+    again.record(MIGRATION, [1000, 1001], [])
+    again.close()
+    assert succeeded_ids(tmp_path / "l.db") == list(range(1002))
+
+
+def test_export_lists_the_folded_and_the_logged_ids_once_each(tmp_path):
+    ids = [1, -7, 2**64 + 3, "x", 'q"\\uote', "é\x00\n\u2028", ("a", 1), (2**70, "b")]
+    ledger = SqliteLedger(tmp_path / "l.db")
+    ledger.start_migration(MIGRATION)
+    ledger.record(MIGRATION, ids[:4], [FailedRecord("bad", "d", "c")])
+    ledger.close()
+    ledger = SqliteLedger(tmp_path / "l.db")
+    ledger.start_migration(MIGRATION)  # folds the first run's page
+    ledger.record(MIGRATION, ids[4:], [])
+    ledger.close()
+    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded") == [(4,)]
+    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded_log") == [(1,)]
+
+    reader = SqliteLedger(tmp_path / "l.db", read_only=True)
+    assert keys(reader.iter_succeeded(MIGRATION)) == keys(ids)
+    assert set(reader.progress().migrations[MIGRATION].succeeded) == set(ids)
+    export_json(reader, tmp_path / "out.json")
+    reader.close()
+    back = MigrationProgress.load(tmp_path / "out.json").migrations[MIGRATION]
+    assert keys(back.succeeded) == keys(ids) and list(back.failed) == ["bad"]
+
+
+def test_a_failure_after_a_logged_success_wins_as_it_does_per_id(tmp_path):
+    ledger = SqliteLedger(tmp_path / "l.db")
+    ledger.start_migration(MIGRATION)
+    ledger.record(MIGRATION, [1, 2, 3], [])
+    ledger.checkpoint()
+    ledger.record(MIGRATION, [], [FailedRecord(2, "d", "c")])
+    ledger.checkpoint()
+    assert sorted(ledger.iter_succeeded(MIGRATION)) == [1, 3]
+    ledger.close()
+    ledger = SqliteLedger(tmp_path / "l.db")
+    ledger.start_migration(MIGRATION)
+    assert ledger.succeeded_among(MIGRATION, [1, 2, 3]) == {1, 3}
+    assert [f.id for f in ledger.iter_failed(MIGRATION)] == [2]
+    ledger.record(MIGRATION, [2], [])  # retried, and migrated now: the failure goes
+    ledger.close()
+    assert succeeded_ids(tmp_path / "l.db") == [1, 2, 3]
+    assert rows(tmp_path / "l.db", "SELECT count(*) FROM failed") == [(0,)]
+
+
+def test_replacing_the_content_clears_the_log(tmp_path):
+    ledger = SqliteLedger(tmp_path / "l.db")
+    ledger.start_migration(MIGRATION)
+    ledger.record(MIGRATION, [1, 2, 3], [])
+    ledger.checkpoint()
+    progress = MigrationProgress()
+    progress.entry(MIGRATION).mark_succeeded([7])
+    ledger.import_progress(progress)
+    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded_log") == [(0,)]
+    assert list(ledger.iter_succeeded(MIGRATION)) == [7]
+    ledger.start_migration(MIGRATION)
+    assert ledger.succeeded_among(MIGRATION, [1, 7]) == {7}
+    ledger.close()
+
+
+def test_a_ledger_file_from_before_the_log_still_opens(tmp_path):
+    path = tmp_path / "v1.db"
+    ledger = SqliteLedger(path)
+    ledger.start_migration(MIGRATION)
+    ledger.close()
+    conn = sqlite3.connect(path)  # what version 1 wrote: ids one row each, no log table
+    conn.executescript(f"""
+        DROP TABLE succeeded_log;
+        INSERT INTO succeeded SELECT id, '1' FROM migration;
+        INSERT INTO succeeded SELECT id, '"two"' FROM migration;
+        UPDATE meta SET value = '1' WHERE key = 'schema';
+    """)
+    conn.close()
+    reader = SqliteLedger(path, read_only=True)
+    assert sorted(map(str, reader.iter_succeeded(MIGRATION))) == ["1", "two"]
+    reader.close()
+    assert rows(path, "SELECT name FROM sqlite_master WHERE name = 'succeeded_log'") == []
+
+    ledger = SqliteLedger(path)
+    ledger.start_migration(MIGRATION)
+    assert ledger.succeeded_among(MIGRATION, [1, "two", 3]) == {1, "two"}
+    ledger.record(MIGRATION, [3], [])
+    ledger.close()
+    assert rows(path, "SELECT value FROM meta WHERE key = 'schema'") == [("2",)]
+    reader = SqliteLedger(path, read_only=True)
+    assert keys(reader.iter_succeeded(MIGRATION)) == keys([1, "two", 3])
+    reader.close()
+
+
+def test_record_reuses_the_journal_text_only_when_it_is_the_same_ids(tmp_path):
+    ledger = SqliteLedger(tmp_path / "l.db")
+    ledger.start_migration(MIGRATION)
+    first = ledger.journal_for(MIGRATION, [1, 2])
+    batch = [3, "4"]
+    second = ledger.journal_for(MIGRATION, batch)
+    batch[0] = 99  # the caller's list changing afterwards changes nothing
+    ledger.record(MIGRATION, [1, 2, 3, "4"], [])  # both batches saved
+    ledger.journal_for(MIGRATION, [5, 6, 7])
+    ledger.record(MIGRATION, [5, 7], [])  # one record of the batch failed
+    ledger.checkpoint()
+    assert first.payload == "[1,2]" and second.payload == '[3,"4"]'
+    assert rows(tmp_path / "l.db", "SELECT ids FROM succeeded_log ORDER BY seq") == [('[1,2,3,"4"]',), ("[5,7]",)]
+    ledger.close()
+
+
+_key_part = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.text(st.characters(blacklist_categories=("Cs",)), max_size=6),  # quotes, \, controls, unicode
+)
+_record_id = st.one_of(_key_part, st.tuples(_key_part), st.tuples(_key_part, _key_part))
+
+
+@given(st.lists(_record_id, max_size=20))
+def test_encode_ids_writes_what_encode_id_writes(ids):
+    assert encode_ids(ids) == "[" + ",".join(map(encode_id, ids)) + "]"
+    assert encode_ids(tuple(ids)) == encode_ids(iter(ids)) == encode_ids(ids)
+
+
+_page = st.lists(st.tuples(st.integers(0, 24), st.booleans()), max_size=8)  # (id index, migrated?)
+_run = st.tuples(st.lists(st.tuples(_page, st.booleans()), max_size=6), st.booleans())  # (pages, killed?)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(universe=st.lists(_record_id, min_size=25, max_size=25, unique_by=encode_id), runs=st.lists(_run, max_size=5))
+def test_runs_kills_and_resumes_never_lose_nor_repeat_a_success(tmp_path_factory, universe, runs):
+    """Runs as the runner does them: each id once per run, what the ledger says is done
+    skipped, successes journaled; a killed run loses what it did not commit, but its journal."""
+    path = tmp_path_factory.mktemp("ledger") / "l.db"
+    dest = MemoryStore("dst")
+    succeeded: dict[str, object] = {}  # what the ledger must hold, by canonical text
+    failed: set[str] = set()
+
+    def check(ledger):
+        got = list(ledger.iter_succeeded(MIGRATION))
+        assert keys(got) == sorted(succeeded)  # each id once, types intact
+        assert keys(f.id for f in ledger.iter_failed(MIGRATION)) == sorted(failed)
+        assert keys(ledger.progress().migrations[MIGRATION].succeeded) == sorted(succeeded)
+
+    for pages, killed in [*runs, ([], False)]:  # a last run that only resumes
+        ledger = SqliteLedger(path)
+        ledger.start_migration(MIGRATION)
+        ledger.recover(MIGRATION, dest)
+        done_before = set(succeeded)
+        seen: set[str] = set()
+        pending: list[tuple[list, list]] = []
+        for page, commit in pages:
+            ids = list({encode_id(universe[i]): universe[i] for i, _ in page if encode_id(universe[i]) not in seen}.values())
+            seen.update(map(encode_id, ids))
+            done = ledger.succeeded_among(MIGRATION, ids)
+            assert keys(done) == sorted(k for k in map(encode_id, ids) if k in done_before)
+            commit_if_flushed(ledger, pending, succeeded, failed)  # a lookup commits failures first
+            outcome = {encode_id(universe[i]): ok for i, ok in page}
+            todo = [i for i in ids if i not in done]
+            ok = [i for i in todo if outcome[encode_id(i)]]
+            bad = [FailedRecord(i, "d", "c") for i in todo if not outcome[encode_id(i)]]
+            if ok:
+                dest.save_all([], journal=ledger.journal_for(MIGRATION, ok))
+            ledger.record(MIGRATION, ok, bad)
+            pending.append((ok, [f.id for f in bad]))
+            if commit:
+                ledger.checkpoint()
+                commit_if_flushed(ledger, pending, succeeded, failed)
+        if killed:  # what was not committed is lost; the journal keeps the saved batches
+            ledger._ops.clear()
+            ledger.conn.close()
+            for ok_ids, _ in pending:
+                apply(succeeded, failed, ok_ids, [])
+        else:
+            ledger.finish_migration(MIGRATION, completed=False)
+            for ok_ids, bad_ids in pending:
+                apply(succeeded, failed, ok_ids, bad_ids)
+            check(ledger)
+            ledger.close()
+            reader = SqliteLedger(path, read_only=True)
+            check(reader)
+            reader.close()
+    assert rows(path, "SELECT count(*) FROM succeeded_log") == [(0,)]  # the last start folded all
+
+
+def commit_if_flushed(ledger: SqliteLedger, pending: list, succeeded: dict, failed: set) -> None:
+    if not ledger._ops:
+        for ok_ids, bad_ids in pending:
+            apply(succeeded, failed, ok_ids, bad_ids)
+        pending.clear()
+
+
+def apply(succeeded: dict, failed: set, ok_ids: list, bad_ids: list) -> None:
+    for i in ok_ids:
+        succeeded[encode_id(i)] = i
+        failed.discard(encode_id(i))
+    for i in bad_ids:
+        succeeded.pop(encode_id(i), None)
+        failed.add(encode_id(i))
