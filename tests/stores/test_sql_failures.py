@@ -295,6 +295,62 @@ def test_connection_killed_mid_insert_is_transient_and_nothing_is_saved(
     assert store.count() == 3
 
 
+def _alive(url: str, conn_id: int) -> bool:
+    admin = helpers.admin_engine(url, poolclass=NullPool)
+    try:
+        with admin.connect() as conn:
+            if helpers.backend(url) == "postgresql":
+                query = "SELECT count(*) FROM pg_stat_activity WHERE pid = :id"
+            else:
+                query = "SELECT count(*) FROM information_schema.processlist WHERE id = :id"
+            return bool(conn.execute(text(query), {"id": conn_id}).scalar_one())
+    finally:
+        admin.dispose()
+
+
+def test_a_pooled_connection_killed_while_idle_is_replaced_unnoticed(
+    server_url: str, stores: list[SqlStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No ping before handing out a connection returned moments ago, unless the server closed it."""
+    store = make_items(server_url, stores)
+    store.save_all(rows(range(3)))
+    dialect = store.engine.dialect
+    pings: list[Any] = []
+    real_ping = dialect.do_ping
+
+    def counting_ping(dbapi_connection: Any) -> bool:
+        pings.append(dbapi_connection)
+        return real_ping(dbapi_connection)
+
+    monkeypatch.setattr(dialect, "do_ping", counting_ping)
+    for _ in range(5):
+        assert store.count() == 3
+    assert pings == []  # the pooled connection came back a moment ago and the server sent nothing
+    with store.engine.connect() as conn:
+        killed = connection_id(conn.connection.driver_connection)
+    kill_backend(server_url, killed)
+    wait_until(lambda: not _alive(server_url, killed), 10)
+    time.sleep(0.05)  # the socket's end reaches us
+    assert store.count() == 3  # no error: the dead connection was noticed, pinged and replaced
+    assert len(pings) == 1
+    with store.engine.connect() as conn:
+        assert connection_id(conn.connection.driver_connection) != killed
+
+
+def test_a_connection_idle_for_long_is_pinged(
+    server_url: str, stores: list[SqlStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ferryman.stores.sql import engines
+
+    store = make_items(server_url, stores)
+    assert store.count() == 0
+    pings: list[Any] = []
+    monkeypatch.setattr(store.engine.dialect, "do_ping", lambda dbapi_connection: pings.append(1) or True)
+    monkeypatch.setattr(engines, "MAX_UNCHECKED_IDLE", 0.0)
+    assert store.count() == 0 and store.read_page(None, None, 10) == []
+    assert len(pings) == 2
+
+
 def test_connection_killed_mid_copy_is_transient(
     postgres_url: str, stores: list[SqlStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from typing import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import psycopg
 import pymysql  # type: ignore[import-untyped]
@@ -14,6 +15,7 @@ from sqlalchemy.pool import NullPool
 from ferryman.errors import DuplicateDataError, StoreError, TerminalStoreError, TransientStoreError
 from ferryman.stores import JournalEntry, SqlStore
 from ferryman.stores.common import OnConflict
+from ferryman.stores.sql import driver as driver_module
 from ferryman.stores.sql.driver_errors import classify
 from ferryman.testing import INT_KEY, Layout, StoreContract, StoreFactory, create_test_table
 from ferryman.types import Record
@@ -129,6 +131,75 @@ def test_record_with_a_field_the_table_lacks_is_terminal(make_store: StoreFactor
     store = make_store(INT_KEY)
     with pytest.raises(TerminalStoreError, match="fields the table lacks: colour"):
         store.save_all([{**INT_KEY.row(1), "colour": "red"}])
+
+
+def test_the_first_record_with_unknown_fields_is_named_whatever_its_field_set(make_store: StoreFactory) -> None:
+    store = make_store(INT_KEY)
+    batch = [INT_KEY.row(1), {"id": 2, "name": "two"}, {"id": 3, "name": "three", "colour": "red"},
+             {**INT_KEY.row(4), "size": 4}]
+    with pytest.raises(TerminalStoreError, match=r": items\(id=3\) has fields the table lacks: colour$"):
+        store.save_all(batch)
+    assert store.count() == 0
+
+
+def test_a_batch_of_several_field_sets_saves_every_record(make_store: StoreFactory) -> None:
+    store = make_store(INT_KEY)
+    batch = [INT_KEY.row(i) if i % 3 else {"id": i, "name": f"only {i}"} for i in range(40)]
+    store.save_all(batch, journal=JournalEntry("m", "p"))
+    assert store.read_page(None, None, 100) == [{"code": None, "n": None, **r} for r in batch]
+    assert [e.payload for e in store.read_journal("m")] == ["p"]
+
+
+def test_later_pages_read_the_same_as_the_first_reads_of_a_store(make_store: StoreFactory) -> None:
+    """The first read of each shape goes through SQLAlchemy, later ones straight to the driver."""
+    store = make_store(INT_KEY, INT_KEY.rows(range(30)))
+    first, later = [store.read_page(None, None, 7) for _ in range(2)]
+    assert first == later == INT_KEY.rows(range(7))
+    first, later = [store.read_page(None, 6, 7) for _ in range(2)]
+    assert first == later == INT_KEY.rows(range(7, 14))
+    assert [[type(v) for v in r.values()] for r in first] == [[type(v) for v in r.values()] for r in later]
+    assert store.read_page(None, 29, 7) == []
+
+
+def test_postgres_page_reads_leave_pooled_connections_as_they_were(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads run in autocommit (no BEGIN/ROLLBACK round trips) unless the session sets
+    transaction options, and give the pool back a connection in a transaction-per-batch state."""
+    ddl = create_engine(postgres_url, poolclass=NullPool)
+    create_test_table(ddl, "items", INT_KEY)
+    ddl.dispose()
+    in_autocommit: list[bool] = []
+    real = driver_module.alone_in_autocommit
+
+    @contextmanager
+    def spy(raw: Any, driver: str) -> Iterator[None]:
+        with real(raw, driver):
+            in_autocommit.append(raw.autocommit)
+            yield
+
+    monkeypatch.setattr(driver_module, "alone_in_autocommit", spy)
+    for options, autocommit in (({}, True), ({"isolation_level": "REPEATABLE READ"}, False)):
+        in_autocommit.clear()
+        engine = create_engine(postgres_url, **options)  # type: ignore[arg-type]
+        store = SqlStore("items", engine, "items")
+        try:
+            store.save_all(INT_KEY.rows(range(20)), journal=JournalEntry("m", "p"))
+            for _ in range(3):
+                assert store.read_page(None, 3, 5) == INT_KEY.rows(range(4, 9))
+            assert in_autocommit == [autocommit] * 2  # the first read goes through SQLAlchemy
+            with engine.connect() as conn:
+                raw = conn.connection.driver_connection
+                assert raw is not None and raw.autocommit is False
+            with pytest.raises(DuplicateDataError):  # still one transaction: nothing of it stays
+                store.save_all(INT_KEY.rows(range(20, 40)) + [INT_KEY.row(3)], journal=JournalEntry("m", "q"))
+            assert store.count() == 20 and [e.payload for e in store.read_journal("m")] == ["p"]
+            store.delete_journal("m")
+            with engine.begin() as conn:
+                conn.execute(text("DELETE FROM items"))
+        finally:
+            store.close()
+            engine.dispose()
 
 
 def test_missing_table_is_terminal_and_named(db_url: str) -> None:

@@ -145,6 +145,26 @@ def test_every_type_reads_back_equal_and_of_the_same_type(
     assert_same_values(typed.get_many([7])[0], expected_back(database, rows[7]))
 
 
+@pytest.mark.parametrize("database", ["postgresql", "mariadb"])
+@pytest.mark.parametrize("on_conflict", ["error", "update"])
+def test_plain_python_values_still_get_the_column_types_processing(
+    db_url: str, typed: SqlStore, stores: list[SqlStore], on_conflict: str
+) -> None:
+    """Every value is a str, int, bool or None, so the bulk paths skip SQLAlchemy's processing
+    where it would change nothing; JSON columns must still get a JSON document, UUIDs a UUID."""
+    store = SqlStore("typed", db_url, "typed", on_conflict=on_conflict)  # type: ignore[arg-type]
+    stores.append(store)
+    rows = [{"id": i, "doc": f"text {i}", "doc2": i, "flag": i % 2 == 0, "uid": str(uuid.UUID(int=i)),
+             "label": None if i == 3 else f"l{i}", "big": 2**62 + i} for i in range(20)]
+    store.save_all(rows)
+    back = typed.read_page(None, None, 100)
+    assert [r["doc"] for r in back] == [f"text {i}" for i in range(20)]
+    assert [r["doc2"] for r in back] == list(range(20))
+    assert [r["flag"] for r in back] == [i % 2 == 0 for i in range(20)] and type(back[0]["flag"]) is bool
+    assert [r["uid"] for r in back] == [uuid.UUID(int=i) for i in range(20)]
+    assert [(r["label"], r["big"]) for r in back] == [(row["label"], row["big"]) for row in rows]
+
+
 def test_big_integers_keep_every_digit(typed: SqlStore, database: str) -> None:
     values = [2**62, 2**63 - 1, -(2**63), 0]
     typed.save_all([{"id": i, "big": v} for i, v in enumerate(values, 1)])

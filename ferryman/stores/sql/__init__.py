@@ -4,7 +4,8 @@
 per-dialect insert registry), ``postgres.py`` / ``mysql.py`` / ``sqlite.py`` (what each database
 does its own way: COPY, multi-row INSERTs, sessions, reflected types), ``types.py`` (faithful
 column types), ``dialects.py`` (the per-dialect registries besides inserting), ``engines.py``
-(shared engines), ``driver_errors.py`` (driver errors to ferryman errors), ``journal.py``.
+(shared engines), ``driver_errors.py`` (driver errors to ferryman errors), ``driver.py`` (hot
+statements compiled once and run on the DBAPI cursor), ``journal.py``.
 """
 
 from .store import SqlStore

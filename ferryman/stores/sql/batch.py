@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import chain
+from operator import itemgetter
 from typing import Any, Callable
 
 from sqlalchemy import Connection, Table
@@ -61,3 +63,23 @@ def on_conflict_statement(make_insert: Callable[[Table], Any], batch: InsertBatc
     if batch.on_conflict == "ignore" or not updates:
         return statement.on_conflict_do_nothing(index_elements=list(batch.key))
     return statement.on_conflict_do_update(index_elements=list(batch.key), set_=updates)
+
+
+DRIVER_NATIVE = frozenset({int, str, float, bytes, bool, type(None)})
+"""Value types that SQLite's and MySQL's drivers take as they are."""
+
+
+def value_tuples(batch: InsertBatch) -> list[tuple[Any, ...]]:
+    """The rows as tuples in ``batch.columns`` order, for a driver's ``executemany``.
+
+    Built with ``map``/``itemgetter``: no Python code runs per row.
+    """
+    columns = batch.columns
+    if len(columns) == 1:
+        return [(row[columns[0]],) for row in batch.rows]
+    return list(map(itemgetter(*columns), batch.rows))
+
+
+def all_native(rows: list[tuple[Any, ...]]) -> bool:
+    """True when every value is of a :data:`DRIVER_NATIVE` type (checked at C speed)."""
+    return DRIVER_NATIVE.issuperset(map(type, chain.from_iterable(rows)))

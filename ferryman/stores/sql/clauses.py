@@ -34,22 +34,26 @@ def filter_clause(table: Table, filter: Mapping[str, Any] | ClauseElement | None
     return and_(true(), *terms)
 
 
-def after_clause(
-    columns: Sequence[ColumnElement[Any]], values: Sequence[Any], dialect: str = ""
-) -> ColumnElement[bool]:
-    """``key > values`` in tuple order, in the form each database answers from the key's index.
+def after_param(i: int) -> str:
+    """The name of the bound value of the ``i``-th key column in :func:`after_clause`."""
+    return f"after_{i}"
 
+
+def after_clause(columns: Sequence[ColumnElement[Any]], dialect: str = "") -> ColumnElement[bool]:
+    """``key > (:after_0, ...)`` in tuple order, in the form each database answers from the key's index.
+
+    The values are bound by name (:func:`after_param`), so one statement serves every page.
     One column: ``a > x``. PostgreSQL compares row values, ``(a, b) > (x, y)``, as an index range.
     Elsewhere row values are not understood (SQLite before 3.15) or not used as a range
     (MariaDB), so the comparison is expanded as ``a >= x AND (a > x OR (a = x AND b > y))``; the
     leading ``a >= x`` keeps the index range on the first column.
     """
+    values = [bindparam(after_param(i), type_=c.type) for i, c in enumerate(columns)]
     if len(columns) == 1:
         single: ColumnElement[bool] = columns[0] > values[0]
         return single
     if dialect == "postgresql":
-        bound = [bindparam(None, v, type_=c.type) for c, v in zip(columns, values)]
-        row_value: ColumnElement[bool] = tuple_(*columns) > tuple_(*bound)
+        row_value: ColumnElement[bool] = tuple_(*columns) > tuple_(*values)
         return row_value
     terms = [
         and_(*(columns[j] == values[j] for j in range(i)), columns[i] > values[i]) for i in range(len(columns))

@@ -34,6 +34,7 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Literal
 
+from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
 from ...errors import DuplicateDataError, TerminalStoreError, TransientStoreError
@@ -146,3 +147,16 @@ def _driver_message(orig: BaseException) -> str:
     if len(orig.args) == 2 and isinstance(orig.args[0], int):
         return f"({orig.args[0]}) {orig.args[1]}"
     return str(orig)
+
+
+def driver_error(conn: Connection, exc: BaseException, statement: str) -> sa_exc.DBAPIError:
+    """A driver error from work done on ``conn``'s DBAPI connection, wrapped as SQLAlchemy wraps
+    the errors of ``conn.execute`` (so :func:`map_errors` sees the same); a dead connection is
+    invalidated first, so the pool replaces it."""
+    invalidated = conn.dialect.is_disconnect(exc, conn.connection.driver_connection, None)  # type: ignore[arg-type]
+    if invalidated:
+        conn.invalidate(exc)
+    return sa_exc.DBAPIError.instance(  # type: ignore[return-value]
+        statement, None, exc, conn.dialect.loaded_dbapi.Error,  # type: ignore[arg-type]
+        hide_parameters=True, connection_invalidated=invalidated, dialect=conn.dialect,
+    )

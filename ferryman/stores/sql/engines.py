@@ -10,17 +10,26 @@ on PostgreSQL) that engines built here get.
 
 from __future__ import annotations
 
+import select
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import StaticPool
 
 from .dialects import ENGINE_OPTIONS, SESSION_SETUP
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for another one's lock before "database is locked"."""
+
+MAX_UNCHECKED_IDLE = 1.0
+"""Seconds a pooled server connection may have been idle and be handed out without a ping,
+when its socket shows no sign of the server having closed it (see ``_ping_when_in_doubt``)."""
+
+_RETURNED_AT = "ferryman_returned_at"
 
 
 @dataclass
@@ -62,7 +71,7 @@ def release_engine(engine: Engine) -> None:
 
 def _create(url: URL, options: Mapping[str, Any]) -> Engine:
     backend = url.get_backend_name()
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {}
     if backend == "sqlite" and _is_sqlite_memory(url):
         # One connection for everyone: with a pool, each connection would get its own empty
         # database. Fine for tests and demos; use a file when several threads write.
@@ -75,10 +84,59 @@ def _create(url: URL, options: Mapping[str, Any]) -> Engine:
     engine = create_engine(url, **kwargs)
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas(file=not _is_sqlite_memory(url)))
+    elif "pool_pre_ping" not in options:  # a server connection can die while pooled; a file cannot
+        _ping_when_in_doubt(engine)
     setup = SESSION_SETUP.get(backend)
     if setup is not None:
         event.listen(engine, "connect", lambda dbapi_connection, record: setup(dbapi_connection))
     return engine
+
+
+def _ping_when_in_doubt(engine: Engine) -> None:
+    """SQLAlchemy's ``pool_pre_ping``, without its round trip where it cannot find anything.
+
+    A migration hands each pooled connection out again within milliseconds, so most pings test a
+    connection that worked a moment ago. A server that ends a connection meanwhile (a kill, a
+    restart, an idle timeout) closes its socket, which shows at once as input on our end; only
+    then, or when the connection has been idle for :data:`MAX_UNCHECKED_IDLE` seconds (a silently
+    dropped connection shows nothing), is it pinged, and replaced if dead as pre-ping would.
+    """
+    dialect = engine.dialect
+
+    def on_checkin(dbapi_connection: Any, record: Any) -> None:
+        record.info[_RETURNED_AT] = time.monotonic()
+
+    def on_checkout(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        returned_at = record.info.get(_RETURNED_AT)
+        if returned_at is None:
+            return  # just connected: pre-ping skips it too
+        if time.monotonic() - returned_at < MAX_UNCHECKED_IDLE and not _has_input(dbapi_connection):
+            return
+        try:
+            dialect.do_ping(dbapi_connection)
+        except dialect.loaded_dbapi.Error as exc:
+            if dialect.is_disconnect(exc, dbapi_connection, None):
+                raise sa_exc.InvalidatePoolError() from exc  # the pool reconnects, as after pre-ping
+            raise
+
+    event.listen(engine, "checkin", on_checkin)
+    event.listen(engine, "checkout", on_checkout)
+
+
+def _has_input(dbapi_connection: Any) -> bool:
+    """True when an idle connection's socket has something to read (or cannot be checked)."""
+    try:
+        sock = getattr(dbapi_connection, "_sock", None)  # PyMySQL's socket; psycopg has fileno()
+        fd = sock.fileno() if sock is not None else dbapi_connection.fileno()
+        if fd < 0:
+            return True
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(fd, select.POLLIN | select.POLLPRI)
+            return bool(poller.poll(0))
+        return bool(select.select([fd], [], [], 0)[0])
+    except Exception:  # closed, or a driver without a socket we know: ping
+        return True
 
 
 def _is_sqlite_memory(url: URL) -> bool:

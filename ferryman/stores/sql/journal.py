@@ -7,12 +7,15 @@ rely on "everything up to seq N" meaning the same thing before and after a delet
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, Text, delete, insert, inspect, select
+from sqlalchemy import (
+    Column, Connection, Engine, Integer, MetaData, String, Table, Text, bindparam, delete, insert, inspect, select,
+)
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable
 
 from ..base import JournalEntry
+from .driver import DriverStatement
 
 JOURNAL_TABLE = "ferryman_journal"
 
@@ -47,7 +50,18 @@ def journal_exists(engine: Engine, table: Table) -> bool:
 
 
 def append_entry(conn: Connection, table: Table, entry: JournalEntry) -> None:
-    conn.execute(insert(table).values(migration=entry.migration, payload=entry.payload))
+    """One INSERT per saved batch, so its SQL is compiled once per table and dialect."""
+    cache_key = f"ferryman_append_{conn.dialect.name}"
+    statement = table.info.get(cache_key)
+    if statement is None:
+        # inline(): no RETURNING of the new seq, which nobody reads here.
+        plain = insert(table).inline().values(migration=bindparam("migration"), payload=bindparam("payload"))
+        statement = table.info[cache_key] = DriverStatement.compile(plain, conn) or plain
+    values = {"migration": entry.migration, "payload": entry.payload}
+    if isinstance(statement, DriverStatement):
+        conn.exec_driver_sql(statement.sql, statement.params(values))  # type: ignore[arg-type]
+    else:
+        conn.execute(statement, values)
 
 
 def read_entries(conn: Connection, table: Table, migration: str | None) -> list[JournalEntry]:

@@ -20,15 +20,16 @@ naive timestamp columns, ...), exactly as an INSERT would send them.
 from __future__ import annotations
 
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy import URL, Connection, Table
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
 
 from .batch import FastPathRefused, InsertBatch, on_conflict_statement
+from .driver_errors import driver_error
 from .types import NaiveUtcDateTime, is_naive_timestamp
 
 COPY_MIN_ROWS = 8
@@ -94,13 +95,7 @@ def copy_rows(conn: Connection, batch: InsertBatch) -> None:
             if binary:
                 plan.binary = False
             raise FastPathRefused(f"COPY refused the batch: {exc}", retry_fast=binary) from exc
-        invalidated = conn.dialect.is_disconnect(exc, raw, None)
-        if invalidated:
-            conn.invalidate(exc)
-        raise sa_exc.DBAPIError.instance(
-            statement, None, exc, conn.dialect.loaded_dbapi.Error,
-            hide_parameters=True, connection_invalidated=invalidated, dialect=conn.dialect,
-        ) from exc
+        raise driver_error(conn, exc, statement) from exc
 
 
 def _refused(exc: BaseException, sqlstate: str, binary: bool) -> bool:
@@ -167,6 +162,30 @@ def _row_values(columns: list[str], processors: list[Any]) -> Callable[[dict[str
         return out
 
     return values
+
+
+@contextmanager
+def alone_in_autocommit(raw: Any, driver: str) -> Iterator[None]:
+    """On psycopg, runs the block's one statement in autocommit, so with no BEGIN before it and
+    no ROLLBACK after it: two round trips fewer. PostgreSQL gives a lone statement a transaction
+    of its own, the same as BEGIN would, as long as the session asks for nothing that BEGIN would
+    add (an isolation level, read only, deferrable): otherwise nothing changes.
+    """
+    switch = (
+        driver == "psycopg"
+        and not raw.autocommit
+        and raw.isolation_level is None
+        and raw.read_only is None
+        and raw.deferrable is None
+        and raw.info.transaction_status.name == "IDLE"
+    )
+    if switch:
+        raw.autocommit = True
+    try:
+        yield
+    finally:
+        if switch and not raw.closed:
+            raw.autocommit = False
 
 
 def adapt_table(table: Table, conn: Connection) -> None:

@@ -99,6 +99,22 @@ class TinyIntBool(TypeDecorator[bool]):
         return None if value is None else bool(value)
 
 
+KEEP_DRIVER_VALUES = (NaiveUtcDateTime, UtcTimestamp, TextAcceptingUuid, UuidAsText, TinyIntBool)
+"""The types above change only values a driver cannot take (datetimes, UUIDs, bools) and leave
+str, int, float, bytes and None as they are; a bool becomes the int the driver would send."""
+
+
+def sends_natives_unchanged(column_type: TypeEngine[Any], dialect: Any) -> bool:
+    """True when SQLAlchemy would send str, int, float, bytes, bool and None values of this type
+    to the driver unchanged (no bind processing, or only :data:`KEEP_DRIVER_VALUES`')."""
+    if column_type._cached_bind_processor(dialect) is None:
+        return True
+    return (
+        isinstance(column_type, KEEP_DRIVER_VALUES)
+        and column_type.impl_instance._cached_bind_processor(dialect) is None
+    )
+
+
 def is_naive_timestamp(column_type: TypeEngine[Any]) -> bool:
     """A date-and-time type that stores no time zone."""
     return isinstance(column_type, DateTime) and not getattr(column_type, "timezone", False)

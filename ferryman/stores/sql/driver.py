@@ -1,0 +1,133 @@
+"""Hot statements compiled once and sent to the driver as SQL: page reads, the journal insert.
+
+A migration repeats a few statements hundreds of times with new values. Through SQLAlchemy each
+call pays for a compiled-cache lookup, parameter processing, a Result and Row objects, often more
+than the database takes to answer a page. So a statement whose parameters and result columns need
+no SQLAlchemy processing is compiled once (:class:`DriverStatement`); pages are then read on the
+DBAPI cursor, the journal row inserted with ``exec_driver_sql``. One that needs processing
+(MySQL's adapted types, JSON, custom types) keeps going through SQLAlchemy, so what is read and
+written never depends on the path taken.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from ...types import Record
+from .driver_errors import driver_error
+from .postgres import alone_in_autocommit
+
+
+@dataclass(frozen=True)
+class DriverStatement:
+    """SQL in the driver's paramstyle, and how to lay out values for it."""
+
+    sql: str
+    compiled: SQLCompiler
+    extracted: Sequence[BindParameter[Any]] | None = None
+    """The literal values of the statement that ``compiled`` (maybe cached) was used for."""
+
+    @classmethod
+    def of(cls, compiled: SQLCompiler, sql: str | None = None,
+           extracted: Sequence[BindParameter[Any]] | None = None) -> DriverStatement | None:
+        """``compiled`` (sent as ``sql`` when given) if its parameters go to the driver as they are."""
+        if compiled._bind_processors or compiled.literal_execute_params or compiled.post_compile_params:
+            return None  # values need processing, or the SQL depends on them (IN lists)
+        if compiled.escaped_bind_names:
+            return None
+        return cls(compiled.string if sql is None else sql, compiled, extracted)
+
+    @classmethod
+    def compile(cls, statement: Executable, conn: Connection) -> DriverStatement | None:
+        """``statement`` compiled for ``conn``'s dialect, unless it needs SQLAlchemy at each run."""
+        if conn.get_execution_options().get("schema_translate_map"):
+            return None  # applied by SQLAlchemy when it executes, not when it compiles
+        return cls.of(statement.compile(dialect=conn.dialect))  # type: ignore[arg-type]
+
+    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+        # Adds the statement's own literals (e.g. SQLite's OFFSET 0).
+        merged = self.compiled.construct_params(dict(values), extracted_parameters=self.extracted)
+        order = self.compiled.positiontup
+        return tuple(merged[name] for name in order) if self.compiled.positional and order else merged
+
+
+class PageQuery:
+    """One page SELECT of a store, reused for every page.
+
+    The first run goes through SQLAlchemy; if neither its parameters nor its result columns need
+    processing, later runs send the same SQL to the driver and zip its tuples into dicts.
+    """
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._keys: list[str] = []
+        self._driver: DriverStatement | None = None
+
+    def read(self, conn: Connection, values: Mapping[str, Any]) -> list[Record]:
+        driver = self._driver
+        if driver is not None:
+            keys = self._keys
+            return [dict(zip(keys, row)) for row in fetch_all(conn, driver, values)]
+        result = conn.execute(self.statement, dict(values))
+        if unprocessed(result):
+            context = result.context
+            self._keys = list(result.keys())
+            self._driver = DriverStatement.of(
+                context.compiled, context.statement, context.extracted_parameters  # type: ignore[arg-type]
+            )
+        return as_dicts(result)
+
+
+def fetch_all(conn: Connection, statement: DriverStatement, values: Mapping[str, Any]) -> list[Any]:
+    """The rows of a lone SELECT, as the driver's tuples, from ``conn``'s DBAPI cursor.
+
+    SQLAlchemy's execution events do not see it; driver errors are raised as SQLAlchemy raises them.
+    """
+    raw: Any = conn.connection.driver_connection
+    params = statement.params(values)
+    try:
+        with alone_in_autocommit(raw, conn.dialect.driver):
+            cursor = raw.cursor()
+            try:
+                cursor.execute(statement.sql, params)
+                return cursor.fetchall()  # type: ignore[no-any-return]
+            finally:
+                cursor.close()
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise driver_error(conn, exc, statement.sql) from exc
+
+
+def unprocessed(result: CursorResult[Any]) -> bool:
+    """True when no column of ``result`` needs SQLAlchemy's result processing."""
+    from sqlalchemy.engine.cursor import _DEFAULT_FETCH
+
+    processors = getattr(getattr(result, "_metadata", None), "_processors", None)
+    return (
+        processors is not None
+        and getattr(result, "cursor", None) is not None
+        and not any(processors)
+        and getattr(result, "cursor_strategy", None) is _DEFAULT_FETCH
+    )
+
+
+def as_dicts(result: CursorResult[Any]) -> list[Record]:
+    """The result's rows as dicts, in one fetch.
+
+    When no column needs SQLAlchemy's result processing (PostgreSQL and SQLite tables of plain
+    types), the driver's tuples are read directly: SQLAlchemy's Row objects would double the cost
+    per row of a page. Otherwise (MySQL's adapted types, JSON on SQLite, custom types) the rows go
+    through SQLAlchemy as usual.
+    """
+    keys = list(result.keys())
+    if unprocessed(result):
+        rows = result.cursor.fetchall()
+        result.close()
+        return [dict(zip(keys, row)) for row in rows]
+    return [dict(zip(keys, row)) for row in result.all()]
