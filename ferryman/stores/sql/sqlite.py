@@ -1,38 +1,81 @@
 """SQLite: ``INSERT ... ON CONFLICT`` and the reflected types that need help (see ``types.py``).
 
+A batch saved with ``on_conflict="error"`` whose values are all of the driver's own types goes
+straight to sqlite3's ``executemany``: SQLAlchemy's per-row parameter processing would cost more
+than the insert itself. The values are still those SQLAlchemy would send: the bind processors of
+the columns whose types change such values (JSON to its text, Numeric and REAL to float, Boolean
+to int, ...) are applied first, column by column; a value they refuse sends the batch through
+SQLAlchemy, which raises the same error as always. Other columns' values go as they are.
+
 The engine options (WAL, busy timeout, foreign keys) are set in ``engines.py``.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Callable
+
 from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import sqlite
 
-from .batch import InsertBatch, on_conflict_statement
-from .types import NaiveUtcDateTime, TextAcceptingUuid, is_naive_timestamp, is_text
+from .batch import InsertBatch, all_native, on_conflict_statement, value_tuples
+from .types import NaiveUtcDateTime, TextAcceptingUuid, is_naive_timestamp, is_text, sends_natives_unchanged
 
 
-_DRIVER_NATIVE = frozenset({int, str, float, bytes, bool, type(None)})
-"""Values sqlite3 stores as they are, with no type processing by SQLAlchemy."""
+@dataclass(frozen=True)
+class _DriverInsert:
+    """The INSERT of one column set as sqlite3 takes it; cached in ``table.info``."""
+
+    sql: str
+    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
+    """(position, bind processor) of the columns whose types change native values."""
+
+    def values(self, rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        """``rows`` as SQLAlchemy would send them (raises what a bind processor raises)."""
+        if not self.processors:
+            return rows
+        columns: list[Any] = list(zip(*rows))
+        for i, process in self.processors:
+            columns[i] = map(process, columns[i])
+        return list(zip(*columns))
 
 
 def insert_sqlite(conn: Connection, batch: InsertBatch) -> None:
-    if batch.fast and batch.on_conflict == "error":
-        columns = batch.columns
-        rows = [tuple(row[c] for c in columns) for row in batch.rows]
-        if all(type(v) in _DRIVER_NATIVE for row in rows for v in row):
-            # Straight to sqlite3's executemany: SQLAlchemy's per-row parameter processing
-            # would cost more than the insert itself, and these values need none.
-            conn.exec_driver_sql(_plain_insert(conn, batch.table, columns), rows)
-            return
+    if batch.fast and batch.on_conflict == "error" and not conn.get_execution_options().get("schema_translate_map"):
+        plan = _driver_insert(conn, batch.table, batch.columns)
+        if plan is not None:
+            rows = value_tuples(batch)
+            if all_native(rows):
+                try:
+                    rows = plan.values(rows)
+                except Exception:  # noqa: BLE001 - SQLAlchemy's path raises it as a StatementError
+                    pass
+                else:
+                    conn.exec_driver_sql(plan.sql, rows)
+                    return
     conn.execute(on_conflict_statement(sqlite.insert, batch), batch.rows)
 
 
-def _plain_insert(conn: Connection, table: Table, columns: list[str]) -> str:
-    quote = conn.dialect.identifier_preparer
-    names = ", ".join(quote.quote(table.c[c].name) for c in columns)
-    marks = ", ".join("?" * len(columns))
-    return f"INSERT INTO {quote.format_table(table)} ({names}) VALUES ({marks})"
+def _driver_insert(conn: Connection, table: Table, columns: list[str]) -> _DriverInsert | None:
+    plans: dict[tuple[Any, ...], _DriverInsert | None] = table.info.setdefault("ferryman_sqlite_inserts", {})
+    key = (tuple(columns), conn.dialect)
+    if key not in plans:
+        plans[key] = _make_driver_insert(conn, table, columns)
+    return plans[key]
+
+
+def _make_driver_insert(conn: Connection, table: Table, columns: list[str]) -> _DriverInsert | None:
+    """None when SQLAlchemy's INSERT has other parameters than the batch's values (a client-side
+    default fills an absent column) or renames them."""
+    compiled = sqlite.insert(table).compile(dialect=conn.dialect, column_keys=columns, for_executemany=True)
+    if list(compiled.positiontup or ()) != columns or compiled.escaped_bind_names:
+        return None
+    processors = tuple(
+        (i, table.c[c].type._cached_bind_processor(conn.dialect))
+        for i, c in enumerate(columns)
+        if not sends_natives_unchanged(table.c[c].type, conn.dialect)
+    )
+    return _DriverInsert(compiled.string, processors)  # type: ignore[arg-type]
 
 
 def adapt_table(table: Table, conn: Connection) -> None:
