@@ -26,11 +26,16 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any, Iterator, Sequence
 
 from ..defaults import DEFAULT_BATCH_SIZE
 from ..ids import normalize_id
 from ..types import Filter, Record, RecordId
+
+
+_PLAIN_ID_TYPES = frozenset({int, str})
+"""Key value types that are ids as they are (bool is not: it becomes an int)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,18 @@ class Store(ABC):
             return value if kind is int or kind is str else normalize_id(value)  # hot path first
         except KeyError as exc:
             raise KeyError(f"record of store {self.name!r} has no key field {exc.args[0]!r}") from None
+
+    def ids_of(self, records: Sequence[Record]) -> list[RecordId]:
+        """The ids of many records, as :meth:`id_of` gives them; one pass in C for the usual
+        int or str single-field keys."""
+        if not self.composite:
+            try:
+                ids = list(map(itemgetter(self.key_fields[0]), records))
+            except KeyError:
+                ids = None  # id_of names the field
+            if ids is not None and set(map(type, ids)) <= _PLAIN_ID_TYPES:
+                return ids
+        return [self.id_of(r) for r in records]
 
     def describe(self, record: Record) -> str:
         """A short human description for failure reports, e.g. ``areas(id=3)``."""
