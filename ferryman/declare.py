@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import re
 from dataclasses import dataclass, field
 from enum import Enum
@@ -34,15 +35,15 @@ class Cardinality(str, Enum):
     ZERO_OR_ONE = "ZERO_OR_ONE"
     ZERO_OR_MORE = "ZERO_OR_MORE"
 
+    @property
+    def bounds(self) -> tuple[int, float]:
+        """The least and most records allowed (``inf`` for no most)."""
+        return _BOUNDS[self.value]
+
     def allows(self, n: int) -> bool:
         """True when a final count of ``n`` conforms."""
-        if self is Cardinality.EXACTLY_ONE:
-            return n == 1
-        if self is Cardinality.ONE_OR_MORE:
-            return n >= 1
-        if self is Cardinality.ZERO_OR_ONE:
-            return n <= 1
-        return True
+        low, high = _BOUNDS[self.value]
+        return low <= n <= high
 
     def allows_so_far(self, n: int) -> bool:
         """False as soon as a running count of ``n`` can no longer conform (fail early)."""
@@ -52,6 +53,11 @@ class Cardinality(str, Enum):
     def strict(self) -> bool:
         """True for cardinalities that need at least one record."""
         return self in (Cardinality.EXACTLY_ONE, Cardinality.ONE_OR_MORE)
+
+
+_BOUNDS: dict[str, tuple[int, float]] = {
+    "EXACTLY_ONE": (1, 1), "ONE_OR_MORE": (1, math.inf), "ZERO_OR_ONE": (0, 1), "ZERO_OR_MORE": (0, math.inf),
+}
 
 
 @dataclass(frozen=True)

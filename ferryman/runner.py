@@ -15,13 +15,14 @@ import logging
 import time
 import traceback
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping
+from itertools import compress
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .declare import MigrationSpec
 from .events import RunObserver
 from .pipeline.match import match_and_reduce, start_reduction
 from .pipeline.pages import SourceUnreadable, pages_by_id, source_pages, with_retry
-from .pipeline.save import Saver
+from .pipeline.save import PendingSave, Saver
 from .pipeline.transform import transform
 from .pipeline.work import Phase, Work, describe_error
 from .progress.ledger import Ledger
@@ -79,10 +80,8 @@ class MigrationRunner:
         try:
             self._recover_journal()
             self._retry_previous_failures()
-            for page in source_pages(self.source, spec.batch_size, spec.load_retry, self.stop.wait):
-                if self.stop.requested:
-                    break
-                self._run_page(page, main_pass=True)
+            self._run_pages(source_pages(self.source, spec.batch_size, spec.load_retry, self.stop.wait),
+                            main_pass=True)
             self._retry_deferred()
         except SourceUnreadable as exc:
             cause = exc.__cause__ or exc
@@ -91,6 +90,7 @@ class MigrationRunner:
                 spec.identity, "".join(traceback.format_exception(cause)).rstrip()
             )
         finally:
+            self.saver.close()
             report.finished_at = time.time()
             report.state = self._final_state()
             self.ledger.finish_migration(spec.identity, report.state is MigrationState.COMPLETED)
@@ -122,23 +122,49 @@ class MigrationRunner:
             return
         log.info("%s: retrying %d failed record(s) first", self.spec.name, len(ids))
         found = 0
-        for page in pages_by_id(self.source, ids, self.spec.batch_size, self.spec.load_retry, self.stop.wait):
-            if self.stop.requested:
-                return
-            found += len(page)
-            self._run_page(page, main_pass=False)
+
+        def counted(pages: Iterable[list[Record]]) -> Iterator[list[Record]]:
+            nonlocal found
+            for page in pages:
+                found += len(page)
+                yield page
+
+        self._run_pages(counted(self._pages_by_id(ids)), main_pass=False)
+        if self.stop.requested:
+            return
         if found < len(ids):
             log.warning(
                 "%s: %d failed record(s) marked RETRY are no longer in %s; their entries are kept",
                 self.spec.name, len(ids) - found, self.spec.source,
             )
 
-    def _run_page(self, records: list[Record], main_pass: bool) -> None:
-        identity, report = self.spec.identity, self.report
-        id_of = self.source.id_of
-        ids = [id_of(r) for r in records]
-        done = self.ledger.succeeded_among(identity, ids)
-        ignored = self.ledger.ignored_among(identity, ids)
+    def _run_pages(self, pages: Iterable[list[Record]], main_pass: bool) -> None:
+        """Pages through the pipeline, two at a time: while the writer thread saves page n,
+        page n+1 is matched and transformed here; then page n is settled and recorded.
+
+        Page n+1's save starts only after page n is recorded, so no batch is in flight while
+        the ledger checkpoints (and clears the destination's journal of what it holds)."""
+        in_flight: _Page | None = None
+        try:
+            for records in pages:
+                if self.stop.requested:
+                    break
+                page = self._prepare(records, main_pass)
+                if in_flight is not None:
+                    done, in_flight = in_flight, None
+                    self._complete(done)
+                page.pending = self.saver.start(page.works)
+                in_flight = page
+        finally:  # even when stopped at once: what was saved is recorded
+            if in_flight is not None:
+                self._complete(in_flight)
+
+    def _prepare(self, records: list[Record], main_pass: bool) -> _Page:
+        """Drop what is done or ignored, then run the page through match and transform."""
+        report = self.report
+        ids = self.source.ids_of(records)
+        done = self.ledger.succeeded_among(self.spec.identity, ids)
+        ignored = self.ledger.ignored_among(self.spec.identity, ids)
         retried = self._retried
         if main_pass:
             if retried:
@@ -149,48 +175,64 @@ class MigrationRunner:
         skip = done | ignored
         if main_pass and (retried or self._deferred):
             skip |= retried.keys() | self._deferred.keys()
-        todo = [(i, r) for i, r in zip(ids, records) if i not in skip] if skip else list(zip(ids, records))
-        succeeded: list[RecordId] = []
-        failures: list[FailedRecord] = []
-        try:
-            if todo:
-                self._migrate(todo, succeeded, failures)
-        finally:  # even when stopped at once: what was saved is recorded
-            self.ledger.record(identity, succeeded, failures)
-            report.succeeded += len(succeeded)
-            report.failed += len(failures)
-            report.written = self.saver.written
-            if not main_pass:
-                retried.update(dict.fromkeys(succeeded, True))
-                retried.update((f.id, False) for f in failures)
-            for failure in failures:
-                self.observer.record_failed(report, failure)
-            self.checkpoint(urgent=not self.saver.journaled)
-            self.observer.page_done(report)
+        todo = zip(ids, records)
+        return _Page(main_pass, self._attempt(compress(todo, [i not in skip for i in ids]) if skip else todo))
 
-    def _migrate(
-        self, todo: list[tuple[RecordId, Record]], succeeded: list[RecordId], failures: list[FailedRecord]
-    ) -> None:
-        pending: Iterable[tuple[RecordId, Record]] = todo
-        while True:
-            works = [Work(record, record_id) for record_id, record in pending]
+    def _attempt(self, todo: Iterable[tuple[RecordId, Record]]) -> list[Work]:
+        """One attempt, up to the save: fresh aggregates, so nothing of an earlier one leaks."""
+        works = [Work(record, record_id) for record_id, record in todo]
+        if works:
+            start_reduction(self.spec, self.instance, works)
+            match_and_reduce(self.spec, self.instance, works, self.stores)
+            transform(self.spec, self.instance, works)
+        return works
+
+    def _complete(self, page: _Page) -> None:
+        """Settle the page's save, run what a retry may fix, record it all in the ledger."""
+        try:
             try:
-                start_reduction(self.spec, self.instance, works)
-                match_and_reduce(self.spec, self.instance, works, self.stores)
-                transform(self.spec, self.instance, works)
-                self.saver.save(works)
+                if page.pending is not None:
+                    self.saver.finish(page.pending)
             finally:
-                succeeded.extend(w.id for w in works if w.saved)
-            again, delay = self._sort_failures(works, self._attempts, failures)
-            if not again:
-                return
-            if len(again) < len(works):  # some records failed, not everything: retry them later
-                for record_id, _ in again:
-                    self._deferred[record_id] = max(delay, self._deferred.get(record_id, 0.0))
-                return
-            if self.stop.wait(delay):  # everything failed (an outage): pause, then this page again
-                return  # records not retried because of a stop stay unrecorded: re-run next time
-            pending = again
+                page.succeeded.extend([w.id for w in page.works if w.saved])
+            again = self._next_attempt(page.works, page.failures)
+            while again:
+                works = self._attempt(again)
+                try:
+                    self.saver.save(works)
+                finally:
+                    page.succeeded.extend([w.id for w in works if w.saved])
+                again = self._next_attempt(works, page.failures)
+        finally:
+            self._record(page)
+
+    def _record(self, page: _Page) -> None:
+        report, succeeded, failures = self.report, page.succeeded, page.failures
+        self.ledger.record(self.spec.identity, succeeded, failures)
+        report.succeeded += len(succeeded)
+        report.failed += len(failures)
+        report.written = self.saver.written
+        if not page.main_pass:
+            self._retried.update(dict.fromkeys(succeeded, True))
+            self._retried.update((f.id, False) for f in failures)
+        for failure in failures:
+            self.observer.record_failed(report, failure)
+        self.checkpoint(urgent=not self.saver.journaled)
+        self.observer.page_done(report)
+
+    def _next_attempt(self, works: list[Work], failures: list[FailedRecord]) -> list[tuple[RecordId, Record]]:
+        """The records to run again at once (after the pause), if the whole attempt failed;
+        when only some failed, they are deferred until after the main pass."""
+        again, delay = self._sort_failures(works, self._attempts, failures)
+        if not again:
+            return []
+        if len(again) < len(works):  # some records failed, not everything: retry them later
+            for record_id, _ in again:
+                self._deferred[record_id] = max(delay, self._deferred.get(record_id, 0.0))
+            return []
+        if self.stop.wait(delay):  # everything failed (an outage): pause, then this page again
+            return []  # records not retried because of a stop stay unrecorded: re-run next time
+        return again
 
     def _retry_deferred(self) -> None:
         """Run the records whose failure a retry may fix, after one pause for all of them.
@@ -204,10 +246,10 @@ class MigrationRunner:
             self._deferred.clear()
             if self.stop.wait(delay):
                 return  # unrecorded: re-run next time
-            for page in pages_by_id(self.source, ids, self.spec.batch_size, self.spec.load_retry, self.stop.wait):
-                if self.stop.requested:
-                    return
-                self._run_page(page, main_pass=False)
+            self._run_pages(self._pages_by_id(ids), main_pass=False)
+
+    def _pages_by_id(self, ids: list[RecordId]) -> Iterator[list[Record]]:
+        return pages_by_id(self.source, ids, self.spec.batch_size, self.spec.load_retry, self.stop.wait)
 
     def _sort_failures(
         self, works: list[Work], attempts: dict[tuple[RecordId, Phase], int], failures: list[FailedRecord]
@@ -237,3 +279,16 @@ class MigrationRunner:
             return self.source.describe(record)
         except Exception as exc:
             return f"{self.spec.source}(<describe failed: {describe_error(exc)}>)"
+
+
+class _Page:
+    """One page on its way: the current attempt's works, its save, and what to record."""
+
+    __slots__ = ("main_pass", "works", "pending", "succeeded", "failures")
+
+    def __init__(self, main_pass: bool, works: list[Work]) -> None:
+        self.main_pass = main_pass
+        self.works = works
+        self.pending: PendingSave | None = None
+        self.succeeded: list[RecordId] = []
+        self.failures: list[FailedRecord] = []

@@ -11,6 +11,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from .declare import MigrationSpec, spec_of
 from .errors import MigrationDefinitionError, PlanError, StopRequested
 from .events import Observers, RunObserver
+from .pipeline.interpreter import tuned_for_pipeline
 from .plan import PlanStep, build_plan, dependants
 from .progress.files import open_ledger
 from .progress.ledger import Ledger, MemoryLedger
@@ -178,7 +179,8 @@ class _Run:
             try:
                 self.ledger.begin_run(self.result.reports)
                 observers.run_started(self.result.reports)
-                self._run_steps()
+                with tuned_for_pipeline():
+                    self._run_steps()
             except StopRequested as exc:
                 self.stop.request(str(exc))
                 for report in self.result.reports:

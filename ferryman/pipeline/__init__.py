@@ -11,5 +11,7 @@
     (ledger)      succeeded ids and failed records are recorded by the runner, page by page
 
 ``work.py`` holds :class:`Work`, the state of one record in one attempt. ``runner.py`` is the only
-place that calls the stages in this order.
+place that calls the stages in this order; it overlaps them across pages: the writer thread saves
+page n while page n+1 is read, matched and transformed.
+``interpreter.py`` tunes CPython (GIL switch interval, frozen old objects) for a run's length.
 """

@@ -6,17 +6,24 @@ record is never half-saved (mjg split one record over several transactions). Whe
 fails it is split in halves, each saved on its own, until the failing records stand alone:
 a bad record costs O(log n) extra saves and never blames its neighbours. A lone record's
 duplicate goes to ``handle_duplicate``. Stores that are not atomic get one record per batch.
+
+Saving overlaps with the next page: :meth:`Saver.start` hands a page's batches to one writer
+thread and returns at once, so the runner reads, matches and transforms the next page while the
+database works (a COPY and a commit are mostly waiting on the server); :meth:`Saver.finish` waits
+for them and does everything else in the caller's thread: marking records saved, bisecting a
+failed batch, ``handle_duplicate``. User code never runs on the writer thread.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Mapping
 
 from ..declare import MigrationSpec
 from ..errors import DuplicateDataError, TerminalStoreError, TransientStoreError
 from ..stores.base import JournalEntry, Store
-from ..types import RecordId
-from .work import Phase, Work, live
+from ..types import Record, RecordId
+from .work import Phase, Work
 
 JournalFor = Callable[[list[RecordId]], "JournalEntry | None"]
 
@@ -42,6 +49,7 @@ class Saver:
         self.journal_for = journal_for if dest.supports_journal else None
         self.should_stop = should_stop
         self.written = 0
+        self._writer: ThreadPoolExecutor | None = None
 
     @property
     def journaled(self) -> bool:
@@ -50,49 +58,106 @@ class Saver:
 
     def save(self, works: list[Work]) -> None:
         """Save every live record's outputs; each ends saved or failed (or untouched on stop)."""
-        for batch in self._batches(live(works)):
-            if self.should_stop():
-                return
-            self._save_batch(batch)
+        self.finish(self.start(works))
 
-    def _batches(self, works: list[Work]) -> Iterator[list[Work]]:
+    def start(self, works: list[Work]) -> "PendingSave":
+        """Begin saving in the writer thread; :meth:`finish` must follow (before the next start)."""
+        batches = list(self._batches(works))
+        if not batches:
+            return PendingSave([], None)
+        journals = [self._journal(batch) for batch, _ in batches]
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferryman-writer")
+        return PendingSave(batches, self._writer.submit(self._first_attempts, batches, journals))
+
+    def finish(self, pending: "PendingSave") -> None:
+        """Wait for the writer, then settle each batch: saved, or split to find its culprits."""
+        if pending.future is None:
+            return
+        # Batches the writer did not try (a stop was requested) have no outcome: left untouched.
+        for (works, outputs), error in zip(pending.batches, pending.future.result()):
+            if error is None:
+                self._saved(works, outputs)
+            else:
+                self._settle_failure(works, error)
+
+    def close(self) -> None:
+        """Stop the writer thread (after the batch it is saving, if any)."""
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def _first_attempts(
+        self, batches: list[tuple[list[Work], list[Record]]], journals: list["JournalEntry | None"]
+    ) -> list[Exception | None]:
+        """Runs on the writer thread: one ``save_all`` per batch until a stop; only store code
+        runs here. The outcome of each batch tried: None (saved) or the error."""
+        outcomes: list[Exception | None] = []
+        for (_, outputs), journal in zip(batches, journals):
+            if self.should_stop():
+                break
+            try:
+                self._save_all(outputs, journal)
+                outcomes.append(None)
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _batches(self, works: list[Work]) -> Iterator[tuple[list[Work], list[Record]]]:
+        """The live records in batches of whole records, each with its outputs."""
         limit = self.spec.save_batch_size if self.dest.atomic else 1
         batch: list[Work] = []
-        size = 0
+        outputs: list[Record] = []
         for w in works:
+            if w.error is not None or w.saved:
+                continue
             if not w.outputs:
                 w.saved = True  # nothing to write: migrated
                 continue
-            if batch and size + len(w.outputs) > limit:
-                yield batch
-                batch, size = [], 0
+            if batch and len(outputs) + len(w.outputs) > limit:
+                yield batch, outputs
+                batch, outputs = [], []
             batch.append(w)
-            size += len(w.outputs)
+            outputs += w.outputs
         if batch:
-            yield batch
+            yield batch, outputs
 
-    def _write(self, works: list[Work], outputs: list[dict[str, Any]]) -> None:
-        if self.journal_for is not None:
-            self.dest.save_all(outputs, journal=self.journal_for([w.id for w in works]))
+    @staticmethod
+    def _outputs(works: list[Work]) -> list[Record]:
+        return [o for w in works for o in w.outputs] if len(works) > 1 else list(works[0].outputs)
+
+    def _journal(self, works: list[Work]) -> "JournalEntry | None":
+        return None if self.journal_for is None else self.journal_for([w.id for w in works])
+
+    def _save_all(self, outputs: list[Record], journal: "JournalEntry | None") -> None:
+        if journal is not None:
+            self.dest.save_all(outputs, journal=journal)
         else:
             self.dest.save_all(outputs)
+
+    def _saved(self, works: list[Work], outputs: list[Record]) -> None:
         self.written += len(outputs)
         for w in works:
             w.saved = True
 
+    def _write(self, works: list[Work], outputs: list[Record]) -> None:
+        self._save_all(outputs, self._journal(works))
+        self._saved(works, outputs)
+
     def _save_batch(self, works: list[Work]) -> None:
-        outputs = [o for w in works for o in w.outputs] if len(works) > 1 else works[0].outputs
         try:
-            self._write(works, outputs)
-            return
-        except TransientStoreError as exc:  # not about any record: retry them all later
-            for w in works:
-                w.fail(Phase.SAVE, exc, self.spec.save_retry)
-            return
+            self._write(works, self._outputs(works))
         except Exception as exc:
-            if len(works) == 1:
-                self._save_alone(works[0], exc)
-                return
+            self._settle_failure(works, exc)
+
+    def _settle_failure(self, works: list[Work], error: Exception) -> None:
+        if isinstance(error, TransientStoreError):  # not about any record: retry them all later
+            for w in works:
+                w.fail(Phase.SAVE, error, self.spec.save_retry)
+            return
+        if len(works) == 1:
+            self._save_alone(works[0], error)
+            return
         half = len(works) // 2
         for part in (works[:half], works[half:]):
             if self.should_stop():
@@ -125,3 +190,14 @@ class Saver:
     def _fail(self, work: Work, error: Exception) -> None:
         deterministic = isinstance(error, (DuplicateDataError, TerminalStoreError))
         work.fail(Phase.SAVE, error, None if deterministic else self.spec.save_retry)
+
+
+class PendingSave:
+    """A page's batches handed to the writer thread, and the future of their outcomes."""
+
+    __slots__ = ("batches", "future")
+
+    def __init__(self, batches: list[tuple[list[Work], list[Record]]],
+                 future: "Future[list[Exception | None]] | None") -> None:
+        self.batches = batches
+        self.future = future

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import traceback
 from enum import Enum
+from typing import Sequence
 
 
 from ..declare import Retry
@@ -32,7 +33,7 @@ class Work:
         self.record = record
         self.id = record_id
         self.aggregates: Aggregates = {}
-        self.outputs: list[Record] = []
+        self.outputs: Sequence[Record] = ()
         self.phase: Phase | None = None
         self.error: BaseException | None = None
         self.retry: Retry | None = None

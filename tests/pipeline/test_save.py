@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 
 from hypothesis import given, settings, strategies as st
 
@@ -93,3 +94,30 @@ def test_bisection_fails_exactly_the_culprits_and_saves_everything_else_once(n, 
     assert copies == [i for i in range(n) if i not in taken]  # each good record exactly once
     assert result.reports[0].succeeded == n - len(taken)
     assert len(dst.calls) <= math.ceil(n / batch) + 2 * len(taken) * (math.ceil(math.log2(batch)) + 1)
+
+
+def test_user_code_runs_on_the_callers_thread_and_saves_on_the_writer():
+    seen: dict[str, set[str]] = {"transform": set(), "save_all": set(), "handle_duplicate": set()}
+
+    class WatchedStore(MemoryStore):
+        def save_all(self, records, **kwargs):
+            seen["save_all"].add(threading.current_thread().name)
+            super().save_all(records, **kwargs)
+
+    @migration(source="src", dest="dst", batch_size=10, save_batch_size=4, save_retry=Retry(times=0, delay=0))
+    class Watched:
+        def transform(self, aggregates, record):
+            seen["transform"].add(threading.current_thread().name)
+            return [{"id": record["id"]}]
+
+        def handle_duplicate(self, error, record, outputs, source, dest, registry):
+            seen["handle_duplicate"].add(threading.current_thread().name)
+            return []
+
+    dst = WatchedStore("dst", records=[{"id": 7}])
+    src = MemoryStore("src", records=[{"id": i} for i in range(40)])
+    result = MigrationService([src, dst], [Watched], checkpoint_interval=0).run()
+    assert result.ok and result.reports[0].succeeded == 40
+    main = threading.main_thread().name
+    assert seen["transform"] == {main} and seen["handle_duplicate"] == {main}
+    assert any(name.startswith("ferryman-writer") for name in seen["save_all"])
