@@ -187,7 +187,7 @@ def child(impl: str, scenario: str, url: str, sqlite_path: str, work: str, batch
         import ferryman.stores.sql  # noqa: F401
     run = run_ferryman if impl == "ferryman" else run_handwritten
     args = (scenario, url, Path(sqlite_path), Path(work), batch_size)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     if profile:
         import cProfile
         import pstats
@@ -202,7 +202,8 @@ def child(impl: str, scenario: str, url: str, sqlite_path: str, work: str, batch
         written = run(*args)
         elapsed = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"rows": written, "seconds": elapsed, "peak_rss_mib": peak_kib / 1024}))
+    cpu = time.process_time() - cpu_start  # every thread's: shows whether a run waited or worked
+    print(json.dumps({"rows": written, "seconds": elapsed, "cpu_seconds": cpu, "peak_rss_mib": peak_kib / 1024}))
 
 
 # --- the parent: setup, alternation, report -----------------------------------------------
@@ -214,6 +215,7 @@ class Measurement:
     impl: str
     rows: int
     seconds: float
+    cpu_seconds: float
     peak_rss_mib: float
 
     @property
@@ -235,7 +237,7 @@ def measure(impl: str, scenario: str, url: str, sqlite_path: Path, work: Path, b
     if profile:
         print(done.stderr)
     data = json.loads(done.stdout.strip().splitlines()[-1])
-    return Measurement(scenario, impl, data["rows"], data["seconds"], data["peak_rss_mib"])
+    return Measurement(scenario, impl, data["rows"], data["seconds"], data["cpu_seconds"], data["peak_rss_mib"])
 
 
 def admin_connect(url: str) -> Any:
@@ -293,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
                         results.append(m)
                         fingerprints[(scenario, impl)] = dest_fingerprint(url)
                         print(f"  run {rep + 1}: {scenario:<12} {impl:<11} {m.rate:>10,.0f} rows/s "
-                              f"{m.seconds:6.2f}s  peak RSS {m.peak_rss_mib:6.1f} MiB", flush=True)
+                              f"{m.seconds:6.2f}s  CPU {m.cpu_seconds:6.2f}s  peak RSS {m.peak_rss_mib:6.1f} MiB", flush=True)
             for scenario in scenarios:
                 a, b = fingerprints[(scenario, "ferryman")], fingerprints[(scenario, "handwritten")]
                 if a != b or a[0] != args.rows:
@@ -312,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(results: list[Measurement], scenarios: list[str], args: Any) -> None:
     print(f"\n{args.rows:,} rows, {args.repeat} runs each (medians); ferryman batch_size={args.batch_size}, "
           f"durable ledger; hand-written: fetchmany({FETCH}) + one binary COPY")
-    print(f"{'scenario':<12} {'implementation':<15} {'rows/s':>10} {'seconds':>8} {'peak RSS MiB':>13}")
+    print(f"{'scenario':<12} {'implementation':<15} {'rows/s':>10} {'seconds':>8} {'CPU s':>7} {'peak RSS MiB':>13}")
     for scenario in scenarios:
         rates: dict[str, float] = {}
         for impl in IMPLEMENTATIONS:
@@ -320,6 +322,7 @@ def report(results: list[Measurement], scenarios: list[str], args: Any) -> None:
             rate = statistics.median(m.rate for m in ms)
             rates[impl] = rate
             print(f"{scenario:<12} {impl:<15} {rate:>10,.0f} {statistics.median(m.seconds for m in ms):>8.2f} "
+                  f"{statistics.median(m.cpu_seconds for m in ms):>7.2f} "
                   f"{statistics.median(m.peak_rss_mib for m in ms):>13.1f}")
         print(f"{scenario:<12} {'ferryman / hand-written':<27} {rates['ferryman'] / rates['handwritten']:.2f}x  "
               f"(target >= 0.70x)")

@@ -106,3 +106,15 @@ def test_a_missing_row_fails_the_check(tmp_path: Path) -> None:
     conn.close()
     check = wl.verify(job, {})
     assert not check.ok and check.rows == 499
+
+
+def test_the_postgres_benchmark_runs_both_scenarios_and_checks_the_tables(postgres_server_url):
+    """``python -m bench.postgres`` at a tiny size: both implementations must write equal tables."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.postgres", "--rows", "3000", "--repeat", "1", "--url", postgres_server_url],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for scenario in ("sqlite-to-pg", "pg-to-pg"):
+        assert f"{scenario:<12} ferryman / hand-written" in proc.stdout
+    assert proc.stdout.count("CPU") >= 4  # every measurement reports its CPU time
