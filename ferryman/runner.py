@@ -272,6 +272,8 @@ class MigrationRunner:
                     id=w.id, description=self._describe(w.record), cause=w.cause(),
                     action=Action.RETRY, timestamp=datetime.now(),
                 ))
+        for w in works:  # the causes are text now
+            w.forget_traceback()
         return again, delay
 
     def _describe(self, record: Record) -> str:

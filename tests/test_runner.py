@@ -303,3 +303,32 @@ def test_a_few_failing_records_are_retried_after_the_main_pass_not_page_by_page(
     assert result.ok and len(dst.records()) == 50
     assert calls[:50] == list(range(1, 51))  # every first attempt before any retry
     assert sorted(calls[50:]) == [3, 13, 23, 33, 43]  # then the five retries together
+
+
+def test_failures_leave_no_reference_cycles_behind():
+    """Collections are rare during a run (pipeline/interpreter.py), so a failure's traceback must
+    not hold its page in a cycle: memory would grow with the failures until the next one."""
+    import gc
+
+    n = 5_000
+    src = MemoryStore("src", records=[{"id": i, "v": i} for i in range(n)])
+    dst = MemoryStore("dst", records=[{"id": i, "v": -1} for i in range(0, n, 500)])  # duplicates
+
+    @migration(source="src", dest="dst", save_retry=Retry(times=1, delay=0))
+    class Flaky:
+        def transform(self, aggregates, record):
+            if record["id"] % 100 == 7:
+                raise ValueError("bad record")
+            return [dict(record)]
+
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        report = MigrationService([src, dst], [Flaky]).run().reports[0]
+        gc.collect()
+        left = [type(o).__name__ for o in gc.garbage]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert report.failed == n // 100 + n // 500 and report.succeeded == n - report.failed
+    assert left == []

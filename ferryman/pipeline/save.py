@@ -96,12 +96,17 @@ class Saver:
         for (_, outputs), journal in zip(batches, journals):
             if self.should_stop():
                 break
-            try:
-                self._save_all(outputs, journal)
-                outcomes.append(None)
-            except Exception as exc:
-                outcomes.append(exc)
+            outcomes.append(self._attempt(outputs, journal))
         return outcomes
+
+    def _attempt(self, outputs: list[Record], journal: "JournalEntry | None") -> Exception | None:
+        # A function of its own: the error's traceback then holds this frame, not the outcomes
+        # list holding the error (a cycle that would keep the page alive until a collection).
+        try:
+            self._save_all(outputs, journal)
+            return None
+        except Exception as exc:
+            return exc
 
     def _batches(self, works: list[Work]) -> Iterator[tuple[list[Work], list[Record]]]:
         """The live records in batches of whole records, each with its outputs."""
@@ -158,6 +163,9 @@ class Saver:
         if len(works) == 1:
             self._save_alone(works[0], error)
             return
+        # The halves find the culprits and keep their own errors; this one's traceback would only
+        # keep the writer's frames, and through them the page, alive in a reference cycle.
+        error.__traceback__ = None
         half = len(works) // 2
         for part in (works[:half], works[half:]):
             if self.should_stop():

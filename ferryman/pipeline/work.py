@@ -50,6 +50,15 @@ class Work:
         self.error = error
         self.retry = retry
 
+    def forget_traceback(self) -> None:
+        """Drop the error's tracebacks (and its causes') once they are text: their frames hold
+        the page's records in a reference cycle that only a garbage collection would free."""
+        error, seen = self.error, set()
+        while error is not None and id(error) not in seen:
+            seen.add(id(error))
+            error.__traceback__ = None
+            error = error.__cause__ or error.__context__
+
     def cause(self) -> str:
         """The failure's traceback text, as stored in the progress (mjg stored Java's)."""
         if self.error is None:
