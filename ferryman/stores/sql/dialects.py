@@ -18,11 +18,11 @@ TABLE_ADAPTERS: dict[str, TableAdapter] = {
 }
 """Per dialect: how a freshly reflected table's column types are made faithful (``types.py``)."""
 
-SESSION_SETUP: dict[str, Callable[[Any], None]] = {
-    "mysql": mysql.on_connect,
-    "mariadb": mysql.on_connect,
+SESSION_SETUP: dict[str, tuple[str, ...]] = {
+    "mysql": mysql.SESSION_SETUP,
+    "mariadb": mysql.SESSION_SETUP,
 }
-"""Per dialect: run on each new DBAPI connection of an engine ferryman builds."""
+"""Per dialect: statements run on each new DBAPI connection of an engine ferryman builds."""
 
 ENGINE_OPTIONS: dict[str, Callable[[URL, dict[str, Any]], dict[str, Any]]] = {
     "postgresql": postgres.engine_options,

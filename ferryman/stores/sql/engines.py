@@ -14,7 +14,7 @@ import select
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from sqlalchemy import URL, Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
@@ -83,12 +83,12 @@ def _create(url: URL, options: Mapping[str, Any]) -> Engine:
     kwargs.update(options)
     engine = create_engine(url, **kwargs)
     if backend == "sqlite":
-        event.listen(engine, "connect", _sqlite_pragmas(file=not _is_sqlite_memory(url)))
+        event.listen(engine, "connect", _run_on_connect(_sqlite_pragmas(file=not _is_sqlite_memory(url))))
     elif "pool_pre_ping" not in options:  # a server connection can die while pooled; a file cannot
         _ping_when_in_doubt(engine)
     setup = SESSION_SETUP.get(backend)
-    if setup is not None:
-        event.listen(engine, "connect", lambda dbapi_connection, record: setup(dbapi_connection))
+    if setup:
+        event.listen(engine, "connect", _run_on_connect(setup))
     return engine
 
 
@@ -143,17 +143,22 @@ def _is_sqlite_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
-def _sqlite_pragmas(file: bool) -> Any:
-    """A connect listener: WAL lets readers run beside a writer; NORMAL sync is safe with WAL."""
+def _sqlite_pragmas(file: bool) -> list[str]:
+    """WAL lets readers run beside a writer; NORMAL sync is safe with WAL."""
     pragmas = [f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}", "PRAGMA foreign_keys = ON"]
     if file:
         pragmas += ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"]
+    return pragmas
+
+
+def _run_on_connect(statements: Sequence[str]) -> Any:
+    """A connect listener running ``statements`` on each new DBAPI connection."""
 
     def on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         cursor = dbapi_connection.cursor()
         try:
-            for pragma in pragmas:
-                cursor.execute(pragma)
+            for statement in statements:
+                cursor.execute(statement)
         finally:
             cursor.close()
 

@@ -80,15 +80,6 @@ def _driver_sql(conn: Connection, batch: InsertBatch) -> tuple[str, bool] | None
     return cache[key]
 
 
-def on_connect(dbapi_connection: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        for statement in SESSION_SETUP:
-            cursor.execute(statement)
-    finally:
-        cursor.close()
-
-
 def adapt_table(table: Table, conn: Connection) -> None:
     """Replace the reflected types that would lose information (see ``types.py``)."""
     json_columns = _mariadb_json_columns(table, conn) if getattr(conn.dialect, "is_mariadb", False) else set()
