@@ -17,13 +17,17 @@ failed batch, ``handle_duplicate``. User code never runs on the writer thread.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from operator import attrgetter, itemgetter
 from typing import Any, Callable, Iterator, Mapping
 
 from ..declare import MigrationSpec
 from ..errors import DuplicateDataError, TerminalStoreError, TransientStoreError
 from ..stores.base import JournalEntry, Store
 from ..types import Record, RecordId
-from .work import Phase, Work
+from .work import Phase, Work, live
+
+_OUTPUTS = attrgetter("outputs")
+_FIRST = itemgetter(0)
 
 JournalFor = Callable[[list[RecordId]], "JournalEntry | None"]
 
@@ -111,11 +115,16 @@ class Saver:
     def _batches(self, works: list[Work]) -> Iterator[tuple[list[Work], list[Record]]]:
         """The live records in batches of whole records, each with its outputs."""
         limit = self.spec.save_batch_size if self.dest.atomic else 1
+        todo = live(works)
+        outputs_of = list(map(_OUTPUTS, todo))
+        if set(map(len, outputs_of)) == {1}:  # one output each (the usual case): slices will do
+            firsts = list(map(_FIRST, outputs_of))
+            for start in range(0, len(todo), limit):
+                yield todo[start:start + limit], firsts[start:start + limit]
+            return
         batch: list[Work] = []
         outputs: list[Record] = []
-        for w in works:
-            if w.error is not None or w.saved:
-                continue
+        for w in todo:
             if not w.outputs:
                 w.saved = True  # nothing to write: migrated
                 continue
