@@ -38,6 +38,7 @@ from ferryman.errors import StoreError, TerminalStoreError, TransientStoreError
 from ferryman.progress.files import open_ledger
 from ferryman.report import RunResult
 from ferryman.stores import JournalEntry, SqlStore
+from ferryman.stores.sql import journal as journal_module
 from ferryman.stores.sql import postgres as pg_module
 from ferryman.stores.sql import store as store_module
 from ferryman.types import Record
@@ -388,14 +389,28 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
         store.save_all([], journal=JournalEntry("warm-up", ""))  # the journal table exists now
         dialect = store.engine.dialect
         real = dialect.do_commit
+        real_insert_and_commit = journal_module.insert_and_commit
+
+        def once() -> None:
+            monkeypatch.setattr(dialect, "do_commit", real)
+            monkeypatch.setattr(journal_module, "insert_and_commit", real_insert_and_commit)
 
         def do_commit(dbapi_connection: Any) -> None:
-            monkeypatch.setattr(dialect, "do_commit", real)  # once
+            once()
             if lands:
                 real(dbapi_connection)
             raise _lost_connection(dbapi_connection)
 
+        def insert_and_commit(conn: Any, table: Any, values: dict[str, str]) -> bool:
+            """PostgreSQL commits with the batch's journal entry, in the same round trip."""
+            once()
+            if lands:
+                real_insert_and_commit(conn, table, values)
+            lost = _lost_connection(conn.connection)
+            raise sa_exc.OperationalError("COMMIT", {}, lost, connection_invalidated=True)
+
         monkeypatch.setattr(dialect, "do_commit", do_commit)
+        monkeypatch.setattr(journal_module, "insert_and_commit", insert_and_commit)
 
     return cut
 

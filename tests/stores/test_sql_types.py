@@ -322,7 +322,7 @@ def test_copy_commits_with_the_journal_entry_or_not_at_all(
     pg_items.save_all(items(range(20)), journal=JournalEntry("m", "first"))
     assert [e.payload for e in pg_items.read_journal()] == ["first"]
 
-    def failing_append(conn: Any, table: Any, entry: JournalEntry) -> None:
+    def failing_append(conn: Any, table: Any, entry: JournalEntry, **options: Any) -> None:
         conn.execute(text("SELECT 1 / 0"))  # the journal insert fails after the COPY
 
     monkeypatch.setattr(store_module, "append_entry", failing_append)

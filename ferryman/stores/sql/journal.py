@@ -16,6 +16,7 @@ from sqlalchemy.schema import CreateTable
 
 from ..base import JournalEntry
 from .driver import DriverStatement
+from .postgres import insert_and_commit
 
 JOURNAL_TABLE = "ferryman_journal"
 
@@ -49,19 +50,26 @@ def journal_exists(engine: Engine, table: Table) -> bool:
     return inspect(engine).has_table(table.name, schema=table.schema)
 
 
-def append_entry(conn: Connection, table: Table, entry: JournalEntry) -> None:
-    """One INSERT per saved batch, so its SQL is compiled once per table and dialect."""
+def append_entry(conn: Connection, table: Table, entry: JournalEntry, *, commit: bool = False) -> bool:
+    """One INSERT per saved batch, so its SQL is compiled once per table and dialect.
+
+    With ``commit``, the last statement of the batch's transaction: on PostgreSQL the INSERT and
+    the COMMIT then go to the server together. True when the transaction was committed here.
+    """
+    values = {"migration": entry.migration, "payload": entry.payload}
+    if commit and conn.dialect.name == "postgresql" and insert_and_commit(conn, table, values):
+        return True
     cache_key = f"ferryman_append_{conn.dialect.name}"
     statement = table.info.get(cache_key)
     if statement is None:
         # inline(): no RETURNING of the new seq, which nobody reads here.
         plain = insert(table).inline().values(migration=bindparam("migration"), payload=bindparam("payload"))
         statement = table.info[cache_key] = DriverStatement.compile(plain, conn) or plain
-    values = {"migration": entry.migration, "payload": entry.payload}
     if isinstance(statement, DriverStatement):
         conn.exec_driver_sql(statement.sql, statement.params(values))  # type: ignore[arg-type]
     else:
         conn.execute(statement, values)
+    return False
 
 
 def read_entries(conn: Connection, table: Table, migration: str | None) -> list[JournalEntry]:

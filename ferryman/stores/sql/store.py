@@ -260,9 +260,9 @@ class SqlStore(Store):
                 for rows in groups:
                     self._insert(conn, InsertBatch(self.table, rows, self.key_fields, self.on_conflict, fast))
                 if journal is not None:
-                    append_entry(conn, self._journal, journal)
-                committing = True
-                transaction.commit()
+                    committing = True  # from here a lost connection leaves the outcome in doubt
+                    append_entry(conn, self._journal, journal, commit=True)
+                transaction.commit()  # nothing left to do if the entry's INSERT committed it
         except sa_exc.DBAPIError as error:
             if not (committing and journal is not None and classify(error, self.dialect) == "transient"):
                 raise
