@@ -23,8 +23,8 @@ from .events import RunObserver
 from .pipeline.match import match_and_reduce, start_reduction
 from .pipeline.pages import SourceUnreadable, pages_by_id, source_pages, with_retry
 from .pipeline.save import PendingSave, Saver
-from .pipeline.transform import transform
-from .pipeline.work import Phase, Work, describe_error
+from .pipeline.transform import transform, transform_records
+from .pipeline.work import Attempt, Phase, Work, describe_error
 from .progress.ledger import Ledger
 from .progress.model import Action, FailedRecord
 from .report import MigrationReport, MigrationState
@@ -63,6 +63,8 @@ class MigrationRunner:
             journal_for=(lambda ids: ledger.journal_for(spec.identity, ids)) if ledger.journals else None,
             should_stop=lambda: stop.requested,
         )
+        self._by_column = getattr(instance, "start_reduction", None) is None and not spec.matches
+        """No matching: records need no Work each on their way (see :class:`Attempt`)."""
         self._attempts: dict[tuple[RecordId, Phase], int] = {}
         self._deferred: dict[RecordId, float] = {}
         """Ids to run again after the main pass, with the pause their failure asks for."""
@@ -153,7 +155,7 @@ class MigrationRunner:
                 if in_flight is not None:
                     done, in_flight = in_flight, None
                     self._complete(done)
-                page.pending = self.saver.start(page.works)
+                page.pending = self.saver.start(page.attempt)
                 in_flight = page
         finally:  # even when stopped at once: what was saved is recorded
             if in_flight is not None:
@@ -175,34 +177,39 @@ class MigrationRunner:
         skip = done | ignored
         if main_pass and (retried or self._deferred):
             skip |= retried.keys() | self._deferred.keys()
-        todo = zip(ids, records)
-        return _Page(main_pass, self._attempt(compress(todo, [i not in skip for i in ids]) if skip else todo))
+        if skip:
+            kept = [i not in skip for i in ids]
+            ids, records = list(compress(ids, kept)), list(compress(records, kept))
+        return _Page(main_pass, self._attempt(ids, records))
 
-    def _attempt(self, todo: Iterable[tuple[RecordId, Record]]) -> list[Work]:
+    def _attempt(self, ids: list[RecordId], records: list[Record]) -> Attempt:
         """One attempt, up to the save: fresh aggregates, so nothing of an earlier one leaks."""
-        works = [Work(record, record_id) for record_id, record in todo]
+        if self._by_column:
+            return transform_records(self.spec, self.instance, ids, records)
+        works = [Work(record, record_id) for record_id, record in zip(ids, records)]
         if works:
             start_reduction(self.spec, self.instance, works)
             match_and_reduce(self.spec, self.instance, works, self.stores)
             transform(self.spec, self.instance, works)
-        return works
+        return Attempt.of_works(works)
 
     def _complete(self, page: _Page) -> None:
         """Settle the page's save, run what a retry may fix, record it all in the ledger."""
+        attempt, pending = page.attempt, page.pending
         try:
-            try:
-                if page.pending is not None:
-                    self.saver.finish(page.pending)
-            finally:
-                page.succeeded.extend([w.id for w in page.works if w.saved])
-            again = self._next_attempt(page.works, page.failures)
-            while again:
-                works = self._attempt(again)
-                try:
-                    self.saver.save(works)
-                finally:
-                    page.succeeded.extend([w.id for w in works if w.saved])
-                again = self._next_attempt(works, page.failures)
+            while True:
+                failed = attempt.failed
+                if pending is not None:
+                    try:
+                        self.saver.finish(pending)
+                    finally:
+                        page.succeeded += pending.succeeded
+                    failed = failed + pending.failed
+                again = self._next_attempt(failed, attempt.size, page.failures)
+                if not again:
+                    break
+                attempt = self._attempt([w.id for w in again], [w.record for w in again])
+                pending = self.saver.start(attempt)
         finally:
             self._record(page)
 
@@ -220,15 +227,15 @@ class MigrationRunner:
         self.checkpoint(urgent=not self.saver.journaled)
         self.observer.page_done(report)
 
-    def _next_attempt(self, works: list[Work], failures: list[FailedRecord]) -> list[tuple[RecordId, Record]]:
-        """The records to run again at once (after the pause), if the whole attempt failed;
-        when only some failed, they are deferred until after the main pass."""
-        again, delay = self._sort_failures(works, self._attempts, failures)
+    def _next_attempt(self, failed: list[Work], size: int, failures: list[FailedRecord]) -> list[Work]:
+        """The failed records to run again at once (after the pause), if the whole attempt of
+        ``size`` records failed; when only some failed, they are deferred until after the main pass."""
+        again, delay = self._sort_failures(failed, self._attempts, failures)
         if not again:
             return []
-        if len(again) < len(works):  # some records failed, not everything: retry them later
-            for record_id, _ in again:
-                self._deferred[record_id] = max(delay, self._deferred.get(record_id, 0.0))
+        if len(again) < size:  # some records failed, not everything: retry them later
+            for w in again:
+                self._deferred[w.id] = max(delay, self._deferred.get(w.id, 0.0))
             return []
         if self.stop.wait(delay):  # everything failed (an outage): pause, then this page again
             return []  # records not retried because of a stop stay unrecorded: re-run next time
@@ -252,18 +259,17 @@ class MigrationRunner:
         return pages_by_id(self.source, ids, self.spec.batch_size, self.spec.load_retry, self.stop.wait)
 
     def _sort_failures(
-        self, works: list[Work], attempts: dict[tuple[RecordId, Phase], int], failures: list[FailedRecord]
-    ) -> tuple[list[tuple[RecordId, Record]], float]:
-        """Split failed works into those to run again (with the pause) and final failures."""
-        again: list[tuple[RecordId, Record]] = []
+        self, failed: list[Work], attempts: dict[tuple[RecordId, Phase], int], failures: list[FailedRecord]
+    ) -> tuple[list[Work], float]:
+        """Split failed records into those to run again (with the pause) and final failures."""
+        again: list[Work] = []
         delay = 0.0
-        failed = [w for w in works if w.error is not None]  # one C-speed pass: usually empty
         for w in failed:
             self.report.last_error = f"{self._describe(w.record)}: {describe_error(w.error)}"
             key = (w.id, w.phase)
             attempts[key] = attempts.get(key, 0) + 1
             if w.retry is not None and attempts[key] <= w.retry.times:
-                again.append((w.id, w.record))
+                again.append(w)
                 delay = max(delay, w.retry.delay)
                 self.report.retried += 1
             else:
@@ -283,13 +289,13 @@ class MigrationRunner:
 
 
 class _Page:
-    """One page on its way: the current attempt's works, its save, and what to record."""
+    """One page on its way: its first attempt, that attempt's save, and what to record."""
 
-    __slots__ = ("main_pass", "works", "pending", "succeeded", "failures")
+    __slots__ = ("main_pass", "attempt", "pending", "succeeded", "failures")
 
-    def __init__(self, main_pass: bool, works: list[Work]) -> None:
+    def __init__(self, main_pass: bool, attempt: Attempt) -> None:
         self.main_pass = main_pass
-        self.works = works
+        self.attempt = attempt
         self.pending: PendingSave | None = None
         self.succeeded: list[RecordId] = []
         self.failures: list[FailedRecord] = []

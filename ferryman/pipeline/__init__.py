@@ -10,7 +10,9 @@
        |          the failing records are found; handle_duplicate for a record's duplicate
     (ledger)      succeeded ids and failed records are recorded by the runner, page by page
 
-``work.py`` holds :class:`Work`, the state of one record in one attempt. ``runner.py`` is the only
+``work.py`` holds :class:`Work`, the state of one record in one attempt, and :class:`Attempt`,
+the same for many records by column: a migration with no matching makes no Work for a record
+unless it fails. ``runner.py`` is the only
 place that calls the stages in this order; it overlaps them across pages: the writer thread saves
 page n while page n+1 is read, matched and transformed.
 ``interpreter.py`` tunes CPython (GIL switch interval, frozen old objects) for a run's length.

@@ -7,8 +7,8 @@ fails it is split in halves, each saved on its own, until the failing records st
 a bad record costs O(log n) extra saves and never blames its neighbours. A lone record's
 duplicate goes to ``handle_duplicate``. Stores that are not atomic get one record per batch.
 
-Saving overlaps with the next page: :meth:`Saver.start` hands a page's batches to one writer
-thread and returns at once, so the runner reads, matches and transforms the next page while the
+Saving overlaps with the next page: :meth:`Saver.start` hands an attempt's batches (see
+:class:`~.work.Attempt`) to one writer thread and returns at once, so the runner reads, matches and transforms the next page while the
 database works (a COPY and a commit are mostly waiting on the server); :meth:`Saver.finish` waits
 for them and does everything else in the caller's thread: marking records saved, bisecting a
 failed batch, ``handle_duplicate``. User code never runs on the writer thread.
@@ -17,19 +17,23 @@ failed batch, ``handle_duplicate``. User code never runs on the writer thread.
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from operator import attrgetter, itemgetter
-from typing import Any, Callable, Iterator, Mapping
+from operator import itemgetter
+from typing import Any, Callable, Mapping, Union
 
 from ..declare import MigrationSpec
 from ..errors import DuplicateDataError, TerminalStoreError, TransientStoreError
 from ..stores.base import JournalEntry, Store
 from ..types import Record, RecordId
-from .work import Phase, Work, live
+from .work import Attempt, Phase, Work
 
-_OUTPUTS = attrgetter("outputs")
 _FIRST = itemgetter(0)
 
-JournalFor = Callable[[list[RecordId]], "JournalEntry | None"]
+Positions = Union[range, list[int]]
+"""Where a batch's records are in its attempt: a run of positions, or a list of them."""
+Batch = tuple[Positions, list[Record]]
+"""One ``save_all``: its records' positions and their outputs."""
+
+JournalFor = Callable[[list[RecordId]], Union[JournalEntry, None]]
 
 
 class Saver:
@@ -60,30 +64,35 @@ class Saver:
         """True when every batch is committed with a journal entry of its input ids."""
         return self.journal_for is not None
 
-    def save(self, works: list[Work]) -> None:
-        """Save every live record's outputs; each ends saved or failed (or untouched on stop)."""
-        self.finish(self.start(works))
-
-    def start(self, works: list[Work]) -> "PendingSave":
+    def start(self, attempt: Attempt) -> PendingSave:
         """Begin saving in the writer thread; :meth:`finish` must follow (before the next start)."""
-        batches = list(self._batches(works))
-        if not batches:
-            return PendingSave([], None)
-        journals = [self._journal(batch) for batch, _ in batches]
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferryman-writer")
-        return PendingSave(batches, self._writer.submit(self._first_attempts, batches, journals))
+        batches, nothing_to_write = self._batches(attempt)
+        pending = PendingSave(attempt, batches)
+        pending.succeeded += nothing_to_write  # no outputs: migrated as it is
+        if batches:
+            journals = [self._journal(_picked(attempt.ids, positions)) for positions, _ in batches]
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferryman-writer")
+            pending.future = self._writer.submit(self._first_attempts, batches, journals)
+        return pending
 
-    def finish(self, pending: "PendingSave") -> None:
-        """Wait for the writer, then settle each batch: saved, or split to find its culprits."""
+    def finish(self, pending: PendingSave) -> None:
+        """Wait for the writer, then settle each batch: saved, or split to find its culprits.
+
+        ``pending.succeeded`` and ``pending.failed`` grow batch by batch as they are settled."""
         if pending.future is None:
             return
+        ids = pending.attempt.ids
         # Batches the writer did not try (a stop was requested) have no outcome: left untouched.
-        for (works, outputs), error in zip(pending.batches, pending.future.result()):
+        for (positions, outputs), error in zip(pending.batches, pending.future.result()):
             if error is None:
-                self._saved(works, outputs)
-            else:
-                self._settle_failure(works, error)
+                self.written += len(outputs)
+                pending.succeeded += _picked(ids, positions)
+                continue
+            works = [pending.attempt.work(p) for p in positions]
+            self._settle_failure(works, error)
+            pending.succeeded += [w.id for w in works if w.saved]
+            pending.failed += [w for w in works if w.error is not None]
 
     def close(self) -> None:
         """Stop the writer thread (after the batch it is saving, if any)."""
@@ -91,9 +100,7 @@ class Saver:
             self._writer.shutdown(wait=True)
             self._writer = None
 
-    def _first_attempts(
-        self, batches: list[tuple[list[Work], list[Record]]], journals: list["JournalEntry | None"]
-    ) -> list[Exception | None]:
+    def _first_attempts(self, batches: list[Batch], journals: list[JournalEntry | None]) -> list[Exception | None]:
         """Runs on the writer thread: one ``save_all`` per batch until a stop; only store code
         runs here. The outcome of each batch tried: None (saved) or the error."""
         outcomes: list[Exception | None] = []
@@ -103,7 +110,7 @@ class Saver:
             outcomes.append(self._attempt(outputs, journal))
         return outcomes
 
-    def _attempt(self, outputs: list[Record], journal: "JournalEntry | None") -> Exception | None:
+    def _attempt(self, outputs: list[Record], journal: JournalEntry | None) -> Exception | None:
         # A function of its own: the error's traceback then holds this frame, not the outcomes
         # list holding the error (a cycle that would keep the page alive until a collection).
         try:
@@ -112,38 +119,40 @@ class Saver:
         except Exception as exc:
             return exc
 
-    def _batches(self, works: list[Work]) -> Iterator[tuple[list[Work], list[Record]]]:
-        """The live records in batches of whole records, each with its outputs."""
+    def _batches(self, attempt: Attempt) -> tuple[list[Batch], list[RecordId]]:
+        """The records' outputs in batches of whole records, and the ids of records with none."""
         limit = self.spec.save_batch_size if self.dest.atomic else 1
-        todo = live(works)
-        outputs_of = list(map(_OUTPUTS, todo))
+        outputs_of = attempt.outputs
         if set(map(len, outputs_of)) == {1}:  # one output each (the usual case): slices will do
             firsts = list(map(_FIRST, outputs_of))
-            for start in range(0, len(todo), limit):
-                yield todo[start:start + limit], firsts[start:start + limit]
-            return
-        batch: list[Work] = []
+            count = len(firsts)
+            return [(range(start, min(start + limit, count)), firsts[start:start + limit])
+                    for start in range(0, count, limit)], []
+        batches: list[Batch] = []
+        nothing: list[RecordId] = []
+        positions: list[int] = []
         outputs: list[Record] = []
-        for w in todo:
-            if not w.outputs:
-                w.saved = True  # nothing to write: migrated
+        for position, outs in enumerate(outputs_of):
+            if not outs:
+                nothing.append(attempt.ids[position])
                 continue
-            if batch and len(outputs) + len(w.outputs) > limit:
-                yield batch, outputs
-                batch, outputs = [], []
-            batch.append(w)
-            outputs += w.outputs
-        if batch:
-            yield batch, outputs
+            if positions and len(outputs) + len(outs) > limit:
+                batches.append((positions, outputs))
+                positions, outputs = [], []
+            positions.append(position)
+            outputs += outs
+        if positions:
+            batches.append((positions, outputs))
+        return batches, nothing
 
     @staticmethod
     def _outputs(works: list[Work]) -> list[Record]:
         return [o for w in works for o in w.outputs] if len(works) > 1 else list(works[0].outputs)
 
-    def _journal(self, works: list[Work]) -> "JournalEntry | None":
-        return None if self.journal_for is None else self.journal_for([w.id for w in works])
+    def _journal(self, ids: list[RecordId]) -> JournalEntry | None:
+        return None if self.journal_for is None else self.journal_for(ids)
 
-    def _save_all(self, outputs: list[Record], journal: "JournalEntry | None") -> None:
+    def _save_all(self, outputs: list[Record], journal: JournalEntry | None) -> None:
         if journal is not None:
             self.dest.save_all(outputs, journal=journal)
         else:
@@ -155,7 +164,7 @@ class Saver:
             w.saved = True
 
     def _write(self, works: list[Work], outputs: list[Record]) -> None:
-        self._save_all(outputs, self._journal(works))
+        self._save_all(outputs, self._journal([w.id for w in works]))
         self._saved(works, outputs)
 
     def _save_batch(self, works: list[Work]) -> None:
@@ -210,11 +219,21 @@ class Saver:
 
 
 class PendingSave:
-    """A page's batches handed to the writer thread, and the future of their outcomes."""
+    """An attempt's batches handed to the writer thread, and what became of its records so far."""
 
-    __slots__ = ("batches", "future")
+    __slots__ = ("attempt", "batches", "future", "succeeded", "failed")
 
-    def __init__(self, batches: list[tuple[list[Work], list[Record]]],
-                 future: "Future[list[Exception | None]] | None") -> None:
+    def __init__(self, attempt: Attempt, batches: list[Batch]) -> None:
+        self.attempt = attempt
         self.batches = batches
-        self.future = future
+        self.future: Future[list[Exception | None]] | None = None
+        self.succeeded: list[RecordId] = []
+        self.failed: list[Work] = []
+        """Records the save failed, each a Work of its own (the attempt's earlier failures are
+        in ``attempt.failed``)."""
+
+
+def _picked(items: list[RecordId], positions: Positions) -> list[RecordId]:
+    if type(positions) is range:
+        return items[positions.start:positions.stop]
+    return [items[p] for p in positions]

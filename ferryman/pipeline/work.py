@@ -1,4 +1,4 @@
-"""The state of one input record during one attempt of the pipeline."""
+"""The state of input records during one attempt of the pipeline: a Work per record, or by column."""
 
 from __future__ import annotations
 
@@ -39,11 +39,6 @@ class Work:
         self.retry: Retry | None = None
         self.saved = False
 
-    @property
-    def live(self) -> bool:
-        """Still on its way: neither failed nor saved."""
-        return self.error is None and not self.saved
-
     def fail(self, phase: Phase, error: BaseException, retry: Retry | None) -> None:
         """Mark the record failed in ``phase``; ``retry`` None means never retry (deterministic)."""
         self.phase = phase
@@ -66,6 +61,40 @@ class Work:
         return "".join(traceback.format_exception(self.error)).rstrip()
 
 
+class Attempt:
+    """One attempt at some records, by column: the records that reached the save (``ids``,
+    ``records`` and their ``outputs``, by position) and the Works of those that failed before it.
+
+    Columns, not a Work per record: a copy of a million rows would otherwise make a million Works
+    and free them a page later, a fifth of the caller's CPU time (measured). A record gets a Work
+    only where it is handled on its own: when it fails, or when its batch is split to find one.
+    """
+
+    __slots__ = ("ids", "records", "outputs", "failed", "size")
+
+    def __init__(self, ids: list[RecordId], records: list[Record], outputs: list[Sequence[Record]],
+                 failed: list[Work], size: int) -> None:
+        self.ids = ids
+        self.records = records
+        self.outputs = outputs
+        self.failed = failed
+        self.size = size
+        """How many records were attempted: those that reached the save and those that failed."""
+
+    @classmethod
+    def of_works(cls, works: list[Work]) -> Attempt:
+        """The attempt that ``works`` (matched and transformed one by one) add up to."""
+        ok = [w for w in works if w.error is None]
+        failed = [w for w in works if w.error is not None] if len(ok) < len(works) else []
+        return cls([w.id for w in ok], [w.record for w in ok], [w.outputs for w in ok], failed, len(works))
+
+    def work(self, position: int) -> Work:
+        """The record at ``position`` as a Work of its own, outputs included."""
+        w = Work(self.records[position], self.ids[position])
+        w.outputs = self.outputs[position]
+        return w
+
+
 def live(works: list[Work]) -> list[Work]:
     return [w for w in works if w.error is None and not w.saved]
 
@@ -76,4 +105,4 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-__all__ = ["Phase", "Work", "live", "describe_error"]
+__all__ = ["Attempt", "Phase", "Work", "live", "describe_error"]
