@@ -8,10 +8,11 @@ a bad record costs O(log n) extra saves and never blames its neighbours. A lone 
 duplicate goes to ``handle_duplicate``. Stores that are not atomic get one record per batch.
 
 Saving overlaps with the next page: :meth:`Saver.start` hands an attempt's batches (see
-:class:`~.work.Attempt`) to one writer thread and returns at once, so the runner reads, matches and transforms the next page while the
-database works (a COPY and a commit are mostly waiting on the server); :meth:`Saver.finish` waits
-for them and does everything else in the caller's thread: marking records saved, bisecting a
-failed batch, ``handle_duplicate``. User code never runs on the writer thread.
+:class:`~.work.Attempt`) to one writer thread and returns at once, so the runner reads, matches
+and transforms the next page while the database works (a COPY and a commit are mostly waiting on
+the server); :meth:`Saver.finish` waits for them and does everything else in the caller's thread:
+noting what was saved, bisecting a failed batch, ``handle_duplicate``. User code never runs on the
+writer thread.
 """
 
 from __future__ import annotations
