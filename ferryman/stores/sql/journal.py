@@ -50,15 +50,15 @@ def journal_exists(engine: Engine, table: Table) -> bool:
     return inspect(engine).has_table(table.name, schema=table.schema)
 
 
-def append_entry(conn: Connection, table: Table, entry: JournalEntry, *, commit: bool = False) -> bool:
+def append_entry(conn: Connection, table: Table, entry: JournalEntry, *, commit: bool = False) -> None:
     """One INSERT per saved batch, so its SQL is compiled once per table and dialect.
 
-    With ``commit``, the last statement of the batch's transaction: on PostgreSQL the INSERT and
-    the COMMIT then go to the server together. True when the transaction was committed here.
+    With ``commit``, the last statement of the batch's transaction: on psycopg the INSERT and the
+    COMMIT then go to the server together (elsewhere the caller's commit follows as usual).
     """
     values = {"migration": entry.migration, "payload": entry.payload}
     if commit and conn.dialect.name == "postgresql" and insert_and_commit(conn, table, values):
-        return True
+        return
     cache_key = f"ferryman_append_{conn.dialect.name}"
     statement = table.info.get(cache_key)
     if statement is None:
@@ -69,7 +69,6 @@ def append_entry(conn: Connection, table: Table, entry: JournalEntry, *, commit:
         conn.exec_driver_sql(statement.sql, statement.params(values))  # type: ignore[arg-type]
     else:
         conn.execute(statement, values)
-    return False
 
 
 def read_entries(conn: Connection, table: Table, migration: str | None) -> list[JournalEntry]:
