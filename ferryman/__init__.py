@@ -24,7 +24,7 @@ from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
 from .report import MigrationReport, MigrationState, RunResult
 from .service import MigrationService, StoreRegistry
-from .stores import JournalEntry, MemoryStore, SqlStore, Store
+from .stores import JournalEntry, MemoryStore, PendingWrite, SqlStore, Store
 
 __version__ = "0.1.0"
 
@@ -59,6 +59,7 @@ __all__ = [
     "MigrationSpec",
     "MigrationState",
     "MongoStore",
+    "PendingWrite",
     "PlanError",
     "ProgressFormatError",
     "Retry",

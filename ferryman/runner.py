@@ -92,7 +92,6 @@ class MigrationRunner:
                 spec.identity, "".join(traceback.format_exception(cause)).rstrip()
             )
         finally:
-            self.saver.close()
             report.finished_at = time.time()
             report.state = self._final_state()
             self.ledger.finish_migration(spec.identity, report.state is MigrationState.COMPLETED)
@@ -141,8 +140,8 @@ class MigrationRunner:
             )
 
     def _run_pages(self, pages: Iterable[list[Record]], main_pass: bool) -> None:
-        """Pages through the pipeline, two at a time: while the writer thread saves page n,
-        page n+1 is matched and transformed here; then page n is settled and recorded.
+        """Pages through the pipeline, two at a time: while the database saves page n, page n+1
+        is read, matched and transformed; then page n is settled and recorded.
 
         Page n+1's save starts only after page n is recorded, so no batch is in flight while
         the ledger checkpoints (and clears the destination's journal of what it holds)."""

@@ -13,7 +13,7 @@
 ``work.py`` holds :class:`Work`, the state of one record in one attempt, and :class:`Attempt`,
 the same for many records by column: a migration with no matching makes no Work for a record
 unless it fails. ``runner.py`` is the only
-place that calls the stages in this order; it overlaps them across pages: the writer thread saves
-page n while page n+1 is read, matched and transformed.
-``interpreter.py`` tunes CPython (GIL switch interval, frozen old objects) for a run's length.
+place that calls the stages in this order; it overlaps them across pages: the database saves
+page n while page n+1 is read, matched and transformed (``Store.begin_save_all``).
+``interpreter.py`` tunes CPython's garbage collector for a run's length.
 """

@@ -7,23 +7,23 @@ fails it is split in halves, each saved on its own, until the failing records st
 a bad record costs O(log n) extra saves and never blames its neighbours. A lone record's
 duplicate goes to ``handle_duplicate``. Stores that are not atomic get one record per batch.
 
-Saving overlaps with the next page: :meth:`Saver.start` hands an attempt's batches (see
-:class:`~.work.Attempt`) to one writer thread and returns at once, so the runner reads, matches
-and transforms the next page while the database works (a COPY and a commit are mostly waiting on
-the server); :meth:`Saver.finish` waits for them and does everything else in the caller's thread:
-noting what was saved, bisecting a failed batch, ``handle_duplicate``. User code never runs on the
-writer thread.
+Saving overlaps with the next page: :meth:`Saver.start` begins an attempt's batches (see
+:class:`~.work.Attempt`) with ``Store.begin_save_all``, one after the other, and returns while
+the last may still be on its way (PostgreSQL commits a COPY on its own), so the runner reads,
+matches and transforms the next page while the database works; :meth:`Saver.finish` waits for it
+and settles every batch: noting what was saved, bisecting a failed batch, ``handle_duplicate``.
+All of it runs on the caller's thread: a writer thread would fight the reading thread for the
+GIL at every row a driver hands over.
 """
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from operator import itemgetter
 from typing import Any, Callable, Mapping, Union
 
 from ..declare import MigrationSpec
 from ..errors import DuplicateDataError, TerminalStoreError, TransientStoreError
-from ..stores.base import JournalEntry, Store
+from ..stores.base import JournalEntry, PendingWrite, Store
 from ..types import Record, RecordId
 from .work import Attempt, Phase, Work
 
@@ -58,7 +58,6 @@ class Saver:
         self.journal_for = journal_for if dest.supports_journal else None
         self.should_stop = should_stop
         self.written = 0
-        self._writer: ThreadPoolExecutor | None = None
 
     @property
     def journaled(self) -> bool:
@@ -66,26 +65,27 @@ class Saver:
         return self.journal_for is not None
 
     def start(self, attempt: Attempt) -> PendingSave:
-        """Begin saving in the writer thread; :meth:`finish` must follow (before the next start)."""
+        """Begin saving the attempt's batches; :meth:`finish` must follow (before the next start).
+
+        Each batch waits for the one before (a store takes one write at a time); the last one may
+        still be on its way when this returns."""
         batches, nothing_to_write = self._batches(attempt)
         pending = PendingSave(attempt, batches)
         pending.succeeded += nothing_to_write  # no outputs: migrated as it is
-        if batches:
-            journals = [self._journal(_picked(attempt.ids, positions)) for positions, _ in batches]
-            if self._writer is None:
-                self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ferryman-writer")
-            pending.future = self._writer.submit(self._first_attempts, batches, journals)
+        for positions, outputs in batches:
+            if self.should_stop():
+                break  # the batches not begun have no outcome: left untouched
+            pending.settle_write()
+            pending.write = self._begin_batch(outputs, self._journal(_picked(attempt.ids, positions)))
         return pending
 
     def finish(self, pending: PendingSave) -> None:
-        """Wait for the writer, then settle each batch: saved, or split to find its culprits.
+        """Wait for the last batch, then settle each: saved, or split to find its culprits.
 
         ``pending.succeeded`` and ``pending.failed`` grow batch by batch as they are settled."""
-        if pending.future is None:
-            return
+        pending.settle_write()
         ids = pending.attempt.ids
-        # Batches the writer did not try (a stop was requested) have no outcome: left untouched.
-        for (positions, outputs), error in zip(pending.batches, pending.future.result()):
+        for (positions, outputs), error in zip(pending.batches, pending.outcomes):
             if error is None:
                 self.written += len(outputs)
                 pending.succeeded += _picked(ids, positions)
@@ -94,31 +94,6 @@ class Saver:
             self._settle_failure(works, error)
             pending.succeeded += [w.id for w in works if w.saved]
             pending.failed += [w for w in works if w.error is not None]
-
-    def close(self) -> None:
-        """Stop the writer thread (after the batch it is saving, if any)."""
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
-
-    def _first_attempts(self, batches: list[Batch], journals: list[JournalEntry | None]) -> list[Exception | None]:
-        """Runs on the writer thread: one ``save_all`` per batch until a stop; only store code
-        runs here. The outcome of each batch tried: None (saved) or the error."""
-        outcomes: list[Exception | None] = []
-        for (_, outputs), journal in zip(batches, journals):
-            if self.should_stop():
-                break
-            outcomes.append(self._attempt(outputs, journal))
-        return outcomes
-
-    def _attempt(self, outputs: list[Record], journal: JournalEntry | None) -> Exception | None:
-        # A function of its own: the error's traceback then holds this frame, not the outcomes
-        # list holding the error (a cycle that would keep the page alive until a collection).
-        try:
-            self._save_all(outputs, journal)
-            return None
-        except Exception as exc:
-            return exc
 
     def _batches(self, attempt: Attempt) -> tuple[list[Batch], list[RecordId]]:
         """The records' outputs in batches of whole records, and the ids of records with none."""
@@ -153,11 +128,17 @@ class Saver:
     def _journal(self, ids: list[RecordId]) -> JournalEntry | None:
         return None if self.journal_for is None else self.journal_for(ids)
 
-    def _save_all(self, outputs: list[Record], journal: JournalEntry | None) -> None:
+    def _begin_batch(self, outputs: list[Record], journal: JournalEntry | None) -> PendingWrite | Exception:
+        """The batch begun, or the error that stopped it."""
+        try:
+            return self._begin(outputs, journal)
+        except Exception as exc:
+            return exc
+
+    def _begin(self, outputs: list[Record], journal: JournalEntry | None) -> PendingWrite:
         if journal is not None:
-            self.dest.save_all(outputs, journal=journal)
-        else:
-            self.dest.save_all(outputs)
+            return self.dest.begin_save_all(outputs, journal=journal)
+        return self.dest.begin_save_all(outputs)
 
     def _saved(self, works: list[Work], outputs: list[Record]) -> None:
         self.written += len(outputs)
@@ -165,7 +146,7 @@ class Saver:
             w.saved = True
 
     def _write(self, works: list[Work], outputs: list[Record]) -> None:
-        self._save_all(outputs, self._journal([w.id for w in works]))
+        self._begin(outputs, self._journal([w.id for w in works])).wait()
         self._saved(works, outputs)
 
     def _save_batch(self, works: list[Work]) -> None:
@@ -220,18 +201,37 @@ class Saver:
 
 
 class PendingSave:
-    """An attempt's batches handed to the writer thread, and what became of its records so far."""
+    """An attempt's batches as begun by :meth:`Saver.start`, and what became of its records so far."""
 
-    __slots__ = ("attempt", "batches", "future", "succeeded", "failed")
+    __slots__ = ("attempt", "batches", "outcomes", "write", "succeeded", "failed")
 
     def __init__(self, attempt: Attempt, batches: list[Batch]) -> None:
         self.attempt = attempt
         self.batches = batches
-        self.future: Future[list[Exception | None]] | None = None
+        self.outcomes: list[Exception | None] = []
+        """Of each batch begun, in order: None (saved) or its error."""
+        self.write: PendingWrite | Exception | None = None
+        """The last batch begun (or the error that stopped it), until its outcome is noted."""
         self.succeeded: list[RecordId] = []
         self.failed: list[Work] = []
         """Records the save failed, each a Work of its own (the attempt's earlier failures are
         in ``attempt.failed``)."""
+
+    def settle_write(self) -> None:
+        """Wait for the batch in flight, if any, and note its outcome."""
+        write, self.write = self.write, None
+        if write is not None:
+            self.outcomes.append(write if isinstance(write, Exception) else _outcome(write))
+
+
+def _outcome(write: PendingWrite) -> Exception | None:
+    # A function of its own: the error's traceback then holds this frame, not one holding the
+    # page (a cycle that would keep the page alive until a collection).
+    try:
+        write.wait()
+        return None
+    except Exception as exc:
+        return exc
 
 
 def _picked(items: list[RecordId], positions: Positions) -> list[RecordId]:

@@ -5,11 +5,11 @@
 
 from typing import Any
 
-from .base import JournalEntry, Store
+from .base import JournalEntry, PendingWrite, Store
 from .memory import MemoryStore
 from .sql import SqlStore
 
-__all__ = ["JournalEntry", "MemoryStore", "MongoStore", "SqlStore", "Store"]
+__all__ = ["JournalEntry", "MemoryStore", "MongoStore", "PendingWrite", "SqlStore", "Store"]
 
 
 def __getattr__(name: str) -> Any:

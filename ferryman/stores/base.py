@@ -16,6 +16,10 @@ Rules:
   errors (NOT NULL, foreign keys) are not duplicates.
 * **Transient vs terminal.** Raise :class:`~ferryman.errors.TransientStoreError` for failures a
   retry can fix (lost connection), :class:`~ferryman.errors.TerminalStoreError` for the others.
+* **Saving ahead.** :meth:`Store.begin_save_all` may send a batch and return before it is
+  committed, so the engine reads and transforms the next page meanwhile; the
+  :class:`PendingWrite` it returns tells the outcome. The engine waits for one before it begins
+  the next on the same store. The default saves at once.
 * **Threads.** A store may be called from several threads at once (the status server reads
   counts while a run saves); keep per-call state local.
 * **Journal.** A store with ``supports_journal = True`` writes the given journal entry in the
@@ -49,6 +53,20 @@ class JournalEntry:
     migration: str
     payload: str
     seq: int | None = None
+
+
+class PendingWrite:
+    """A batch begun by :meth:`Store.begin_save_all`; :meth:`wait` ends it."""
+
+    def wait(self) -> None:
+        """Return once the batch is committed; raise what ``save_all`` would have raised.
+
+        Call it exactly once; a write that is never waited for may or may not be committed
+        (the journal entry tells which)."""
+
+
+SAVED = PendingWrite()
+"""A write already committed: waiting for it returns at once."""
 
 
 class Store(ABC):
@@ -125,6 +143,18 @@ class Store(ABC):
     @abstractmethod
     def save_all(self, records: list[Record], *, journal: JournalEntry | None = None) -> None:
         """Save the records (and the journal entry, if supported) in one transaction."""
+
+    def begin_save_all(self, records: list[Record], *, journal: JournalEntry | None = None) -> PendingWrite:
+        """Begin :meth:`save_all`; the returned write's :meth:`~PendingWrite.wait` ends it.
+
+        A store whose database works on its own once it has the batch (PostgreSQL's COPY) sends
+        it and returns, and the engine's next page is read and transformed meanwhile. Errors are
+        raised here or by ``wait``, whichever first knows. This default saves at once."""
+        if journal is None:
+            self.save_all(records)  # stores without a journal need not take the keyword
+        else:
+            self.save_all(records, journal=journal)
+        return SAVED
 
     def can_match_in(self, field: str, values: Sequence[Any]) -> bool:
         """True when ``read_page({field: values}, ...)`` returns exactly the records whose

@@ -1,32 +1,29 @@
-"""The run's CPython settings apply only while it lasts."""
+"""The run's garbage collector settings apply only while it lasts."""
 
 from __future__ import annotations
 
 import gc
-import sys
 
-from ferryman.pipeline.interpreter import GEN0_THRESHOLD, SWITCH_INTERVAL, tuned_for_pipeline
+from ferryman.pipeline.interpreter import GEN0_THRESHOLD, tuned_for_pipeline
 
 
 def test_settings_apply_inside_and_are_restored_after():
-    switch, thresholds = sys.getswitchinterval(), gc.get_threshold()
+    thresholds = gc.get_threshold()
     with tuned_for_pipeline():
-        assert sys.getswitchinterval() == min(switch, SWITCH_INTERVAL)
         assert gc.get_threshold()[0] == max(thresholds[0], GEN0_THRESHOLD)
         assert gc.get_freeze_count() > 0
-    assert sys.getswitchinterval() == switch
     assert gc.get_threshold() == thresholds
     assert gc.get_freeze_count() == 0
 
 
 def test_settings_come_back_after_an_error():
-    switch, thresholds = sys.getswitchinterval(), gc.get_threshold()
+    thresholds = gc.get_threshold()
     try:
         with tuned_for_pipeline():
             raise KeyError("boom")
     except KeyError:
         pass
-    assert (sys.getswitchinterval(), gc.get_threshold(), gc.get_freeze_count()) == (switch, thresholds, 0)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (thresholds, 0)
 
 
 def test_an_applications_own_gc_choices_are_kept():

@@ -7,7 +7,7 @@ import threading
 
 from hypothesis import given, settings, strategies as st
 
-from ferryman import MemoryStore, MigrationProgress, MigrationService, Retry, migration
+from ferryman import MemoryStore, MigrationProgress, MigrationService, PendingWrite, Retry, TerminalStoreError, migration
 
 
 class CountingStore(MemoryStore):
@@ -96,7 +96,7 @@ def test_bisection_fails_exactly_the_culprits_and_saves_everything_else_once(n, 
     assert len(dst.calls) <= math.ceil(n / batch) + 2 * len(taken) * (math.ceil(math.log2(batch)) + 1)
 
 
-def test_user_code_runs_on_the_callers_thread_and_saves_on_the_writer():
+def test_everything_runs_on_the_callers_thread():
     seen: dict[str, set[str]] = {"transform": set(), "save_all": set(), "handle_duplicate": set()}
 
     class WatchedStore(MemoryStore):
@@ -119,5 +119,71 @@ def test_user_code_runs_on_the_callers_thread_and_saves_on_the_writer():
     result = MigrationService([src, dst], [Watched], checkpoint_interval=0).run()
     assert result.ok and result.reports[0].succeeded == 40
     main = threading.main_thread().name
-    assert seen["transform"] == {main} and seen["handle_duplicate"] == {main}
-    assert any(name.startswith("ferryman-writer") for name in seen["save_all"])
+    assert seen == {"transform": {main}, "save_all": {main}, "handle_duplicate": {main}}
+
+
+class AheadStore(MemoryStore):
+    """Saves when a write is waited for, as a database committing on its own would; logs the order."""
+
+    def __init__(self, *args, log, fail_ids=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.log, self.fail_ids, self.in_flight = log, set(fail_ids), 0
+
+    def begin_save_all(self, records, *, journal=None):
+        store = self
+        assert self.in_flight == 0, "a store is given one write at a time"
+        self.in_flight += 1
+        self.log.append(("begin", [r["id"] for r in records]))
+
+        class Write(PendingWrite):
+            def wait(self):
+                store.in_flight -= 1
+                store.log.append(("wait", [r["id"] for r in records]))
+                if store.fail_ids & {r["id"] for r in records}:
+                    raise TerminalStoreError("the batch did not commit")
+                store.save_all(records)
+
+        return Write()
+
+
+def test_a_page_is_saved_while_the_next_is_transformed_and_one_write_at_a_time():
+    log: list[tuple[str, list[int]]] = []
+
+    @migration(source="src", dest="dst", batch_size=4, save_batch_size=2)
+    class Ahead:
+        def transform(self, aggregates, record):
+            log.append(("transform", [record["id"]]))
+            return [{"id": record["id"]}]
+
+    dst = AheadStore("dst", log=log)
+    src = MemoryStore("src", records=[{"id": i} for i in range(8)])
+    result = MigrationService([src, dst], [Ahead], checkpoint_interval=0).run()
+    assert result.ok and sorted(r["id"] for r in dst.records()) == list(range(8))
+    assert log == [
+        *[("transform", [i]) for i in range(4)],
+        ("begin", [0, 1]), ("wait", [0, 1]), ("begin", [2, 3]),  # a page's batches one after the other
+        *[("transform", [i]) for i in range(4, 8)],  # the next page while [2, 3] is on its way
+        ("wait", [2, 3]),
+        ("begin", [4, 5]), ("wait", [4, 5]), ("begin", [6, 7]), ("wait", [6, 7]),
+    ]
+
+
+def test_a_write_that_fails_when_waited_for_is_split_like_any_other():
+    log: list[tuple[str, list[int]]] = []
+
+    @migration(source="src", dest="dst", batch_size=4, save_batch_size=4,
+               save_retry=Retry(times=1, delay=0))
+    class Ahead:
+        def transform(self, aggregates, record):
+            return [{"id": record["id"]}]
+
+    dst = AheadStore("dst", log=log, fail_ids={2})
+    src = MemoryStore("src", records=[{"id": i} for i in range(8)])
+    progress = MigrationProgress()
+    result = MigrationService([src, dst], [Ahead], checkpoint_interval=0).run(progress)
+    assert sorted(r["id"] for r in dst.records()) == [0, 1, 3, 4, 5, 6, 7]
+    assert [f.id for _, f in progress.failed_records()] == [2]
+    assert result.reports[0].failed == 1 and "did not commit" in result.reports[0].last_error
+    assert [ids for step, ids in log if step == "begin"][:6] == [
+        [0, 1, 2, 3], [0, 1], [2, 3], [2], [3], [4, 5, 6, 7],
+    ]  # the failed batch is split down to its culprit before the next page's batch begins

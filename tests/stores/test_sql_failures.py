@@ -39,7 +39,7 @@ from ferryman.progress.files import open_ledger
 from ferryman.report import RunResult
 from ferryman.stores import JournalEntry, SqlStore
 from ferryman.stores.sql import journal as journal_module
-from ferryman.stores.sql import postgres as pg_module
+from ferryman.stores.sql import postgres_copy as copy_module
 from ferryman.stores.sql import store as store_module
 from ferryman.types import Record
 
@@ -356,18 +356,18 @@ def test_connection_killed_mid_copy_is_transient(
     postgres_url: str, stores: list[SqlStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = make_items(postgres_url, stores)
-    real = pg_module.copy_rows
+    real = copy_module.send_rows
 
-    def killed_copy(conn: Any, batch: Any) -> None:
-        kill_backend(postgres_url, connection_id(conn.connection.driver_connection))
-        real(conn, batch)
+    def killed_copy(raw: Any, *args: Any) -> None:
+        kill_backend(postgres_url, connection_id(raw))
+        real(raw, *args)
 
-    monkeypatch.setattr(pg_module, "copy_rows", killed_copy)
+    monkeypatch.setattr(copy_module, "send_rows", killed_copy)
     with pytest.raises(StoreError) as caught:
         store.save_all(rows(range(100)), journal=JournalEntry("m", "p"))
     assert type(caught.value) is TransientStoreError
     assert isinstance(caught.value.__cause__, psycopg.OperationalError)
-    monkeypatch.setattr(pg_module, "copy_rows", real)
+    monkeypatch.setattr(copy_module, "send_rows", real)
     assert store.count() == 0
     store.save_all(rows(range(100)), journal=JournalEntry("m", "p"))
     assert store.count() == 100
@@ -390,10 +390,15 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
         dialect = store.engine.dialect
         real = dialect.do_commit
         real_insert_and_commit = journal_module.insert_and_commit
+        real_finish = copy_module.CopyInFlight.finish
+        copy_writer = copy_module._copy_writer_class()
+        real_end_copy = copy_writer.finish
 
         def once() -> None:
             monkeypatch.setattr(dialect, "do_commit", real)
             monkeypatch.setattr(journal_module, "insert_and_commit", real_insert_and_commit)
+            monkeypatch.setattr(copy_module.CopyInFlight, "finish", real_finish)
+            monkeypatch.setattr(copy_writer, "finish", real_end_copy)
 
         def do_commit(dbapi_connection: Any) -> None:
             once()
@@ -409,8 +414,24 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
             lost = _lost_connection(conn.connection)
             raise sa_exc.OperationalError("COMMIT", {}, lost, connection_invalidated=True)
 
+        def end_copy(self: Any, exc: BaseException | None = None) -> None:
+            """A batch sent by COPY commits unless its end says the COPY failed."""
+            real_end_copy(self, exc if lands else RuntimeError("cut"))
+
+        def finish(self: copy_module.CopyInFlight) -> None:
+            """The outcome of a COPY's query never reaches us."""
+            once()
+            try:
+                real_finish(self)
+            except sa_exc.DBAPIError:
+                assert not lands  # the COPY's own end cancelled it
+            lost = psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
+            raise sa_exc.OperationalError("COPY", {}, lost, connection_invalidated=True)
+
         monkeypatch.setattr(dialect, "do_commit", do_commit)
         monkeypatch.setattr(journal_module, "insert_and_commit", insert_and_commit)
+        monkeypatch.setattr(copy_writer, "finish", end_copy)
+        monkeypatch.setattr(copy_module.CopyInFlight, "finish", finish)
 
     return cut
 

@@ -21,7 +21,7 @@ from ferryman import Cardinality, MigrationService, Retry, migration
 from ferryman.errors import DuplicateDataError, StoreError, TerminalStoreError
 from ferryman.progress.files import open_ledger
 from ferryman.stores import JournalEntry, MemoryStore, SqlStore
-from ferryman.stores.sql import postgres as pg_module
+from ferryman.stores.sql import postgres_copy as copy_module
 from ferryman.stores.sql import store as store_module
 from ferryman.types import Record
 
@@ -294,14 +294,13 @@ def pg_items(postgres_url: str, stores: list[SqlStore]) -> SqlStore:
 def copy_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[bool, int]]:
     """(binary?, rows) for every COPY the stores run."""
     calls: list[tuple[bool, int]] = []
-    real = pg_module.copy_rows
+    real = copy_module.send_rows
 
-    def spy(conn: Any, batch: Any) -> None:
-        plan = pg_module._plan(conn, batch.table, batch.columns)
-        calls.append((plan.binary and plan.binary_statement is not None, len(batch.rows)))
-        real(conn, batch)
+    def spy(raw: Any, link: Any, plan: Any, rows: list[Record]) -> None:
+        calls.append((plan.use_binary, len(rows)))
+        real(raw, link, plan, rows)
 
-    monkeypatch.setattr(pg_module, "copy_rows", spy)
+    monkeypatch.setattr(copy_module, "send_rows", spy)
     return calls
 
 
@@ -322,14 +321,15 @@ def test_copy_commits_with_the_journal_entry_or_not_at_all(
     pg_items.save_all(items(range(20)), journal=JournalEntry("m", "first"))
     assert [e.payload for e in pg_items.read_journal()] == ["first"]
 
-    def failing_append(conn: Any, table: Any, entry: JournalEntry, **options: Any) -> None:
-        conn.execute(text("SELECT 1 / 0"))  # the journal insert fails after the COPY
+    def failing_insert(*args: Any) -> str:
+        return "INSERT INTO no_such_table VALUES (1)"  # the journal insert fails after the COPY
 
-    monkeypatch.setattr(store_module, "append_entry", failing_append)
-    with pytest.raises(StoreError):
+    monkeypatch.setattr(store_module, "journal_insert", failing_insert)
+    with pytest.raises(TerminalStoreError, match="no_such_table"):
         pg_items.save_all(items(range(20, 40)), journal=JournalEntry("m", "second"))
-    assert len(copy_calls) == 2
+    assert copy_calls == [(True, 20), (True, 20), (False, 20)]  # binary, then text: both refused
     assert pg_items.count() == 20  # the second COPY was rolled back with the journal insert
+    assert [e.payload for e in pg_items.read_journal()] == ["first"]
 
 
 def test_copy_unique_violation_is_a_duplicate_and_saves_nothing(

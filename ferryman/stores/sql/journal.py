@@ -56,7 +56,7 @@ def append_entry(conn: Connection, table: Table, entry: JournalEntry, *, commit:
     With ``commit``, the last statement of the batch's transaction: on psycopg the INSERT and the
     COMMIT then go to the server together (elsewhere the caller's commit follows as usual).
     """
-    values = {"migration": entry.migration, "payload": entry.payload}
+    values = journal_values(entry)
     if commit and conn.dialect.name == "postgresql" and insert_and_commit(conn, table, values):
         return
     cache_key = f"ferryman_append_{conn.dialect.name}"
@@ -69,6 +69,11 @@ def append_entry(conn: Connection, table: Table, entry: JournalEntry, *, commit:
         conn.exec_driver_sql(statement.sql, statement.params(values))  # type: ignore[arg-type]
     else:
         conn.execute(statement, values)
+
+
+def journal_values(entry: JournalEntry) -> dict[str, str]:
+    """The journal row's values (``seq`` is the database's)."""
+    return {"migration": entry.migration, "payload": entry.payload}
 
 
 def read_entries(conn: Connection, table: Table, migration: str | None) -> list[JournalEntry]:

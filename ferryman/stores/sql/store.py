@@ -16,7 +16,7 @@ from sqlalchemy.sql import ClauseElement
 
 from ...errors import StoreError, TerminalStoreError, TransientStoreError
 from ...types import Filter, Record, RecordId
-from ..base import JournalEntry, Store
+from ..base import SAVED, JournalEntry, PendingWrite, Store
 from ..common import OnConflict, check_on_conflict, describe_values
 from .clauses import after_clause, after_param, filter_clause, ids_clause
 from .dialects import adapt_reflected_table
@@ -24,8 +24,11 @@ from .driver import PageQuery, as_dicts
 from .driver_errors import classify, map_errors
 from .engines import acquire_engine, release_engine
 from .inserts import FastPathRefused, InsertBatch, inserter_for
+from .postgres import journal_insert
+from .postgres_copy import COPY_MIN_ROWS, CopyInFlight, can_stream, start_copy
 from .journal import (
     append_entry,
+    journal_values,
     create_journal,
     delete_entries,
     has_entry,
@@ -232,26 +235,57 @@ class SqlStore(Store):
 
     def save_all(self, records: list[Record], *, journal: JournalEntry | None = None) -> None:
         """Insert the records (and the journal entry) in one transaction."""
+        self.begin_save_all(records, journal=journal).wait()
+
+    def begin_save_all(self, records: list[Record], *, journal: JournalEntry | None = None) -> PendingWrite:
+        """:meth:`save_all`, except that on PostgreSQL a plain batch is sent with COPY and
+        committed by the server while the caller goes on (``postgres_copy.py``)."""
         if not records and journal is None:
-            return
+            return SAVED
         rows, groups = self._rows_to_insert(records)
         if journal is not None:
             self._ensure_journal()
             if self._committed_before(journal):
-                return
+                return SAVED
+        return self._begin(rows, groups, journal, fast=True)
+
+    def _begin(self, rows: list[Record], groups: list[list[Record]], journal: JournalEntry | None,
+               fast: bool) -> PendingWrite:
         # Naming the clashing records costs a lookup; a big failing batch is about to be split
         # in halves by the engine anyway, so only small batches get it.
         with self._errors(rows if len(rows) <= EXPLAIN_DUPLICATES_UP_TO else None):
-            fast = True
             while True:
                 try:
+                    if fast and self._copies(rows):
+                        flight = self._start_copy(groups, journal)
+                        if flight is not None:
+                            return _CopyWrite(self, rows, groups, journal, flight)
                     self._write(groups, journal, fast)
-                    return
+                    return SAVED
                 except FastPathRefused as refused:
                     # Nothing was committed; send the batch again, more plainly.
                     fast = refused.retry_fast
-                    log.debug("%s: %s; saving the batch again%s", self._label, refused,
-                              " with text COPY" if fast else " with INSERT")
+                    self._log_refusal(refused)
+
+    def _copies(self, rows: list[Record]) -> bool:
+        return self.dialect == "postgresql" and self.on_conflict == "error" and len(rows) >= COPY_MIN_ROWS
+
+    def _start_copy(self, groups: list[list[Record]], journal: JournalEntry | None) -> CopyInFlight | None:
+        """The batch sent by COPY on a connection of its own; None if the session cannot stream."""
+        conn = self.engine.connect()
+        try:
+            if not can_stream(conn):
+                conn.close()
+                return None
+            statement = None if journal is None else journal_insert(conn, self._journal, journal_values(journal))
+        except BaseException:
+            conn.close()
+            raise
+        return start_copy(conn, self.table, groups, statement)
+
+    def _log_refusal(self, refused: FastPathRefused) -> None:
+        log.debug("%s: %s; saving the batch again%s", self._label, refused,
+                  " with text COPY" if refused.retry_fast else " with INSERT")
 
     def _write(self, groups: list[list[Record]], journal: JournalEntry | None, fast: bool) -> None:
         committing = False
@@ -264,10 +298,12 @@ class SqlStore(Store):
                     append_entry(conn, self._journal, journal, commit=True)
                 transaction.commit()  # nothing left to do if the entry's INSERT committed it
         except sa_exc.DBAPIError as error:
-            if not (committing and journal is not None and classify(error, self.dialect) == "transient"):
+            if not (committing and self._landed(error, journal)):
                 raise
-            if not self._commit_landed(journal, error):
-                raise
+
+    def _landed(self, error: sa_exc.DBAPIError, journal: JournalEntry | None) -> bool:
+        """After an error that may have cut the batch's commit off: was it committed after all?"""
+        return journal is not None and classify(error, self.dialect) == "transient" and self._commit_landed(journal, error)
 
     def _commit_landed(self, journal: JournalEntry, error: BaseException) -> bool:
         """After a commit cut off by a lost connection: did it land? Asks the journal."""
@@ -378,6 +414,30 @@ class SqlStore(Store):
         return f"SqlStore({self.name!r}, {url!r}, table={self.table_name!r}, key={self.key!r})"
 
 
+class _CopyWrite(PendingWrite):
+    """A batch sent by COPY: waiting reads its outcome, and sends it again (text COPY, then
+    INSERT) if COPY refused a value."""
+
+    def __init__(self, store: SqlStore, rows: list[Record], groups: list[list[Record]],
+                 journal: JournalEntry | None, flight: CopyInFlight) -> None:
+        self._store, self._rows, self._groups, self._journal, self._flight = store, rows, groups, journal, flight
+
+    def wait(self) -> None:
+        store = self._store
+        with store._errors(self._rows if len(self._rows) <= EXPLAIN_DUPLICATES_UP_TO else None):
+            try:
+                self._flight.finish()
+                return
+            except FastPathRefused as refused:
+                store._log_refusal(refused)
+                fast = refused.retry_fast
+            except sa_exc.DBAPIError as error:
+                if store._landed(error, self._journal):
+                    return
+                raise
+        store._begin(self._rows, self._groups, self._journal, fast).wait()
+
+
 def _id_or_none(store: Store, record: Record) -> RecordId | None:
     try:
         return store.id_of(record)
@@ -391,12 +451,13 @@ _KEYS = methodcaller("keys")
 def _by_fields(rows: list[Record]) -> list[list[Record]]:
     """The rows grouped by their set of fields, the groups in order of first appearance.
 
-    One transform usually makes every row of a batch, so all have the first row's fields: that
-    is checked in one pass at C speed, with no Python code run per row.
+    One transform usually makes every row of a batch, so all have the first row's fields, even
+    in the same order: that is checked in one pass at C speed, with no Python code run per row.
     """
     if not rows:
         return []
-    if all(map(eq, repeat(rows[0].keys()), map(_KEYS, rows))):
+    first = list(rows[0])
+    if all(map(eq, repeat(first), map(list, rows))) or all(map(eq, repeat(rows[0].keys()), map(_KEYS, rows))):
         return [rows]
     groups: dict[frozenset[str], list[Record]] = {}
     for row in rows:
