@@ -309,6 +309,23 @@ class StoreContract:
             list(pool.map(store.save_all, batches))
         assert ids_of(store, [r for p in scan_pages(store, batch_size=64) for r in p]) == list(range(400))
 
+    def test_a_begun_batch_is_saved_once_waited_for_and_reading_goes_on_meanwhile(
+        self, make_store: StoreFactory
+    ) -> None:
+        store = make_store(INT_KEY, INT_KEY.rows(TEN))
+        write = store.begin_save_all(INT_KEY.rows(range(10, 40)))  # enough rows for bulk paths
+        assert ids_of(store, store.read_page(None, 5, 3)) == [6, 7, 8]
+        write.wait()
+        assert ids_of(store, [r for p in scan_pages(store, batch_size=64) for r in p]) == list(range(40))
+
+    def test_a_begun_batch_with_a_stored_key_saves_nothing(self, store: Store) -> None:
+        self._require_atomic(store)
+        batch = [*INT_KEY.rows(range(10, 21)), {**INT_KEY.row(3), "name": "again"}]  # COPY-sized
+        with pytest.raises(DuplicateDataError) as caught:
+            store.begin_save_all(batch).wait()  # raised by either, whichever knows first
+        assert ids_of(store, caught.value.records) == [3]
+        assert store.read_page(None, None, 100) == INT_KEY.rows(TEN)
+
     # --- duplicates and atomicity ---------------------------------------------------------
 
     def _require_atomic(self, store: Store) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 from ferryman import Cardinality, MigrationService, Retry, migration
-from ferryman.errors import DuplicateDataError, StoreError, TerminalStoreError
+from ferryman.errors import DuplicateDataError, StopRequested, StoreError, TerminalStoreError
 from ferryman.progress.files import open_ledger
 from ferryman.stores import JournalEntry, MemoryStore, SqlStore
 from ferryman.stores.sql import postgres_copy as copy_module
@@ -376,6 +376,71 @@ def test_values_copy_cannot_send_are_saved_as_insert_would(
     pg_items.save_all([{**r, "n": str(r["n"])} for r in items(range(40, 60))])
     assert pg_items.count() == 60
     assert copy_calls[-1] == (False, 20)
+
+
+def test_a_copy_is_committed_by_the_server_while_the_caller_reads(
+    pg_items: SqlStore, copy_calls: list[tuple[bool, int]]
+) -> None:
+    write = pg_items.begin_save_all(items(range(20)), journal=JournalEntry("m", "p"))
+    assert copy_calls == [(True, 20)]  # sent: the rows are on their way
+    assert pg_items.read_page(None, None, 5) in ([], items(range(5)))  # on another connection
+    write.wait()
+    assert pg_items.count() == 20 and [e.payload for e in pg_items.read_journal()] == ["p"]
+
+
+def test_rows_of_two_field_sets_go_as_two_copies_in_one_transaction(
+    pg_items: SqlStore, copy_calls: list[tuple[bool, int]]
+) -> None:
+    rows = items(range(10)) + [{k: v for k, v in r.items() if k != "n"} for r in items(range(10, 20))]
+    pg_items.save_all(rows, journal=JournalEntry("m", "p"))
+    assert copy_calls == [(True, 10), (True, 10)]
+    assert [r["n"] for r in pg_items.read_page(None, 7, 4)] == [2, 0, None, None]
+    with pytest.raises(DuplicateDataError):  # the second COPY fails: the first is rolled back too
+        pg_items.save_all(items(range(20, 30)) + [{"id": 5, "code": "x", "name": "y"}] * 9)
+    assert pg_items.count() == 20
+
+
+def test_an_interrupted_copy_commits_nothing_and_its_connection_is_dropped(
+    pg_items: SqlStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = copy_module.send_rows
+
+    class Interrupted(list):  # type: ignore[type-arg]
+        def __iter__(self) -> Iterator[Record]:
+            yield from self[:5]
+            raise StopRequested("stop now")  # a second Ctrl-C, in the middle of the rows
+
+    connects: list[Any] = []
+    pg_items.save_all(items(range(100, 120)))  # a pooled connection exists
+    event.listen(pg_items.engine, "connect", lambda *args: connects.append(1))
+    monkeypatch.setattr(copy_module, "send_rows", lambda raw, link, plan, rows: real(raw, link, plan, Interrupted(rows)))
+    with pytest.raises(StopRequested):
+        pg_items.save_all(items(range(20)), journal=JournalEntry("m", "p"))
+    monkeypatch.setattr(copy_module, "send_rows", real)
+    pg_items.save_all(items(range(20)), journal=JournalEntry("m", "p"))
+    assert pg_items.count() == 40 and len(pg_items.read_journal()) == 1
+    assert connects == [1]  # the half-way connection was not put back in the pool
+
+
+def test_a_duplicate_found_by_copy_keeps_the_connection(pg_items: SqlStore) -> None:
+    pg_items.save_all(items(range(20)))
+    connects: list[Any] = []
+    event.listen(pg_items.engine, "connect", lambda *args: connects.append(1))
+    for _ in range(3):
+        with pytest.raises(DuplicateDataError):
+            pg_items.save_all(items(range(15, 40)))
+    pg_items.save_all(items(range(20, 40)))
+    assert connects == [] and pg_items.count() == 40
+
+
+def test_a_session_with_an_isolation_level_saves_by_insert(
+    postgres_url: str, pg_items: SqlStore, stores: list[SqlStore], copy_calls: list[tuple[bool, int]]
+) -> None:
+    """Sent as one query, COPY and the journal row would not run at the level psycopg's BEGIN sets."""
+    store = SqlStore("items", postgres_url, "items", create_engine_kwargs={"isolation_level": "SERIALIZABLE"})
+    stores.append(store)
+    store.save_all(items(range(20)), journal=JournalEntry("m", "p"))
+    assert copy_calls == [] and store.count() == 20 and len(store.read_journal()) == 1
 
 
 @pytest.mark.parametrize("database", ["postgresql"])
