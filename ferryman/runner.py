@@ -154,6 +154,7 @@ class MigrationRunner:
                 if in_flight is not None:
                     done, in_flight = in_flight, None
                     self._complete(done)
+                    del done  # freed now, while its memory is in cache, not after the next read
                 page.pending = self.saver.start(page.attempt)
                 in_flight = page
         finally:  # even when stopped at once: what was saved is recorded
