@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from ferryman import Cardinality, MemoryStore, MigrationProgress, MigrationService, Retry, migration
 
-BEHAVIOURS = ("one", "two", "none", "empty", "tuple", "dict", "raise", "raise-once")
+BEHAVIOURS = ("one", "two", "none", "empty", "tuple", "dict", "raise", "raise-once", "stop")
 
 
 def outputs_for(behaviour: str, record: dict[str, Any], calls: Counter[int]) -> Any:
@@ -17,6 +17,8 @@ def outputs_for(behaviour: str, record: dict[str, Any], calls: Counter[int]) -> 
     calls[rid] += 1
     if behaviour == "raise" or (behaviour == "raise-once" and calls[rid] == 1):
         raise ValueError(f"bad record {rid}")
+    if behaviour == "stop":
+        raise StopIteration  # a next() on an empty iterator, say: it must not end the page
     return {
         "one": [{"id": rid}],
         "raise-once": [{"id": rid}],
@@ -69,5 +71,5 @@ def test_records_without_matching_go_by_column_exactly_as_one_work_each(
     assert succeeded.isdisjoint(failed) and len(succeeded) + len(failed) == len(behaviours)
     assert {i for i in saved if i >= 0} == {i for i in succeeded if behaviours[i] not in ("none", "empty")}
     for i, behaviour in enumerate(behaviours):
-        if behaviour in ("raise", "dict"):
+        if behaviour in ("raise", "dict", "stop"):
             assert i in failed

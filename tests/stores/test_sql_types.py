@@ -321,8 +321,8 @@ def test_copy_commits_with_the_journal_entry_or_not_at_all(
     pg_items.save_all(items(range(20)), journal=JournalEntry("m", "first"))
     assert [e.payload for e in pg_items.read_journal()] == ["first"]
 
-    def failing_insert(*args: Any) -> str:
-        return "INSERT INTO no_such_table VALUES (1)"  # the journal insert fails after the COPY
+    def failing_insert(*args: Any) -> bytes:
+        return b"INSERT INTO no_such_table VALUES (1)"  # the journal insert fails after the COPY
 
     monkeypatch.setattr(store_module, "journal_insert", failing_insert)
     with pytest.raises(TerminalStoreError, match="no_such_table"):

@@ -22,20 +22,21 @@ def insert_postgresql(conn: Connection, batch: InsertBatch) -> None:
     conn.execute(on_conflict_statement(postgresql.insert, batch), batch.rows)
 
 
-def journal_insert(conn: Connection, table: Table, values: dict[str, str]) -> str:
-    """``INSERT INTO table (...) VALUES (...)`` with ``values`` as quoted literals, to send in one
-    query with other statements."""
-    from psycopg import sql
-
+def journal_insert(conn: Connection, table: Table, values: dict[str, str]) -> bytes:
+    """``INSERT INTO table (...) VALUES (...)`` with ``values`` as literals quoted by libpq, to
+    send in one query with other statements."""
     raw: Any = conn.connection.driver_connection
-    template = table.info.get("ferryman_journal_insert")
-    if template is None:
+    encoding = raw.info.encoding
+    prefix = table.info.get("ferryman_journal_insert")
+    if prefix is None:
         preparer = conn.dialect.identifier_preparer
         names = ", ".join(preparer.quote(name) for name in values)
-        slots = ", ".join("{}" for _ in values)
-        template = table.info["ferryman_journal_insert"] = sql.SQL(
-            f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ({slots})")
-    return template.format(*map(sql.Literal, values.values())).as_string(raw)
+        prefix = table.info["ferryman_journal_insert"] = f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ("
+    from psycopg.pq import Escaping
+
+    escape = Escaping(raw.pgconn).escape_literal
+    literals = b", ".join(escape(value.encode(encoding)) for value in values.values())
+    return prefix.encode(encoding) + literals + b")"
 
 
 def insert_and_commit(conn: Connection, table: Table, values: dict[str, str]) -> bool:
@@ -47,12 +48,12 @@ def insert_and_commit(conn: Connection, table: Table, values: dict[str, str]) ->
     raw: Any = conn.connection.driver_connection
     if conn.dialect.driver != "psycopg" or raw.autocommit or conn.get_execution_options().get("schema_translate_map"):
         return False
-    statement = f"{journal_insert(conn, table, values)}; COMMIT"
+    statement = journal_insert(conn, table, values) + b"; COMMIT"
     try:
         with raw.cursor() as cursor:
-            cursor.execute(statement.encode(raw.info.encoding))
+            cursor.execute(statement)
     except conn.dialect.loaded_dbapi.Error as exc:
-        raise driver_error(conn, exc, statement) from exc
+        raise driver_error(conn, exc, statement.decode(raw.info.encoding)) from exc
     return True
 
 

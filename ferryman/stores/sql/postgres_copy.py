@@ -81,7 +81,7 @@ def can_stream(conn: Connection) -> bool:
 class CopyInFlight:
     """A batch sent by :func:`start_copy`; :meth:`finish` reads its outcome (once)."""
 
-    def __init__(self, conn: Connection, plans: list[_CopyPlan], query: str) -> None:
+    def __init__(self, conn: Connection, plans: list[_CopyPlan], query: bytes) -> None:
         self.conn = conn
         self._plans = plans
         self._query = query
@@ -105,14 +105,14 @@ class CopyInFlight:
 
     def _send(self, groups: list[list[Record]]) -> None:
         link = self._link
-        link.send(self._query.encode(self._raw.info.encoding))
+        link.send(self._query)
         for plan, rows in zip(self._plans, groups):
             results = link.results(until_copy=True)
             if not results or results[-1].status != _COPY_IN:
                 self._check(results)  # the server refused the COPY
                 from psycopg import InterfaceError
 
-                raise InterfaceError(f"COPY did not start: {self._query}")
+                raise InterfaceError(f"COPY did not start: {self._statement}")
             send_rows(self._raw, link, plan, rows)
 
     def _guarded(self, step: Callable[[], None], keep: bool = False) -> None:
@@ -128,12 +128,17 @@ class CopyInFlight:
             except self.conn.dialect.loaded_dbapi.Error as exc:
                 if _refused(exc, any(p.use_binary for p in self._plans)):
                     raise self._refusal("refused the batch", exc) from exc
-                raise driver_error(self.conn, exc, self._query) from exc
+                raise driver_error(self.conn, exc, self._statement) from exc
         finally:
             if not (done and keep):
                 if not done and self.conn.connection.dbapi_connection is not None and not self._link.idle:
                     self.conn.invalidate()  # left half-way: no one else may use it
                 self.conn.close()
+
+    @property
+    def _statement(self) -> str:
+        """The query as text, for error reports."""
+        return self._query.decode(self._raw.info.encoding, "replace")
 
     def _check(self, results: list[Any]) -> None:
         """Raise the server's error, if one of the results is one."""
@@ -152,7 +157,7 @@ class CopyInFlight:
 
 
 def start_copy(conn: Connection, table: Table, groups: list[list[Record]],
-               journal: str | None) -> CopyInFlight:
+               journal: bytes | None) -> CopyInFlight:
     """Send ``groups`` (rows of one field set each) with a COPY each, then the ``journal``
     statement if any, all as one query. ``conn`` is the batch's own: it is closed by
     :meth:`CopyInFlight.finish`, or here when this raises.
@@ -163,8 +168,9 @@ def start_copy(conn: Connection, table: Table, groups: list[list[Record]],
             unless the connection was lost after the rows were sent.
     """
     plans = [_plan(conn, table, list(rows[0])) for rows in groups]
-    statements = [p.binary_statement if p.use_binary else p.statement for p in plans]
-    flight = CopyInFlight(conn, plans, "; ".join([*statements, journal] if journal else statements))
+    encoding = conn.connection.driver_connection.info.encoding
+    statements = [(p.binary_statement if p.use_binary else p.statement).encode(encoding) for p in plans]
+    flight = CopyInFlight(conn, plans, b"; ".join([*statements, journal] if journal else statements))
     flight._guarded(lambda: flight._send(groups), keep=True)
     return flight
 
