@@ -40,6 +40,7 @@ from ferryman.report import RunResult
 from ferryman.stores import JournalEntry, SqlStore
 from ferryman.stores.sql import journal as journal_module
 from ferryman.stores.sql import postgres_copy as copy_module
+from ferryman.stores.sql import postgres_link as link_module
 from ferryman.stores.sql import store as store_module
 from ferryman.types import Record
 
@@ -391,7 +392,7 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
         real = dialect.do_commit
         real_insert_and_commit = journal_module.insert_and_commit
         real_finish = copy_module.CopyInFlight.finish
-        copy_writer = copy_module._copy_writer_class()
+        copy_writer = link_module._copy_writer_class()
         real_end_copy = copy_writer.finish
 
         def once() -> None:

@@ -29,10 +29,8 @@ a custom ``Writer``), on a connection checked out for the batch: nothing else to
 
 from __future__ import annotations
 
-import select
 import struct
 from dataclasses import dataclass
-from functools import cache
 from operator import itemgetter
 from typing import Any, Callable, Sequence
 
@@ -42,6 +40,7 @@ from ...types import Record
 from .batch import FastPathRefused
 from .driver_errors import driver_error
 from .postgres import plain_session
+from .postgres_link import COPY_IN, FATAL_ERROR, Link
 
 COPY_MIN_ROWS = 8
 """Smaller batches use INSERT: starting a COPY costs more than a few single-row inserts."""
@@ -86,7 +85,7 @@ class CopyInFlight:
         self._plans = plans
         self._query = query
         self._raw: Any = conn.connection.driver_connection
-        self._link = _Link(self._raw.pgconn)
+        self._link = Link(self._raw.pgconn)
 
     def finish(self) -> None:
         """Read the batch's outcome; the connection goes back to the pool.
@@ -108,7 +107,7 @@ class CopyInFlight:
         link.send(self._query)
         for plan, rows in zip(self._plans, groups):
             results = link.results(until_copy=True)
-            if not results or results[-1].status != _COPY_IN:
+            if not results or results[-1].status != COPY_IN:
                 self._check(results)  # the server refused the COPY
                 from psycopg import InterfaceError
 
@@ -145,7 +144,7 @@ class CopyInFlight:
         from psycopg.errors import error_from_result
 
         for result in results:
-            if result.status == _FATAL_ERROR:
+            if result.status == FATAL_ERROR:
                 raise error_from_result(result, encoding=self._raw.info.encoding)
 
     def _refusal(self, what: str, exc: BaseException) -> FastPathRefused:
@@ -175,7 +174,7 @@ def start_copy(conn: Connection, table: Table, groups: list[list[Record]],
     return flight
 
 
-def send_rows(raw: Any, link: _Link, plan: _CopyPlan, rows: list[Record]) -> None:
+def send_rows(raw: Any, link: Link, plan: _CopyPlan, rows: list[Record]) -> None:
     """Stream one COPY's rows and end it (with an error, which the server reports, if a row
     could not be written)."""
     from psycopg import Copy
@@ -196,105 +195,6 @@ def _refused(exc: BaseException, binary: bool) -> bool:
     if not sqlstate:  # raised by psycopg itself: a value it cannot adapt, unless the link broke
         return type(exc).__name__ not in ("OperationalError", "InterfaceError")
     return binary or sqlstate.startswith("22") or sqlstate == "42804"
-
-
-# --- the wire ---------------------------------------------------------------------------------
-
-_COPY_IN = 4  # psycopg.pq.ExecStatus.COPY_IN
-_FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR
-_IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
-
-
-class _Link:
-    """Non-blocking libpq calls on one connection, waiting on its socket when libpq says so."""
-
-    def __init__(self, pgconn: Any) -> None:
-        self.pgconn = pgconn
-        self.lost: Exception | None = None
-        """The error that cut a COPY's end off: the server may have had all of it and committed,
-        so it is raised when the outcome is asked for, where the journal is asked."""
-
-    @property
-    def idle(self) -> bool:
-        """True when the server waits for the next query (every result read, none pending)."""
-        return self.pgconn.transaction_status == _IDLE
-
-    def send(self, query: bytes) -> None:
-        self.pgconn.send_query(query)
-        self.flush()
-
-    def flush(self) -> None:
-        """Hand everything queued to the socket; read meanwhile, so the server never blocks
-        on a full socket of its own."""
-        pgconn = self.pgconn
-        while pgconn.flush():
-            if self.wait(write=True):
-                pgconn.consume_input()
-
-    def results(self, until_copy: bool = False) -> list[Any]:
-        """Every result of the query (or those up to the next COPY's go-ahead)."""
-        pgconn = self.pgconn
-        out = []
-        while True:
-            pgconn.consume_input()
-            while pgconn.is_busy():
-                self.wait(write=False)
-                pgconn.consume_input()
-            result = pgconn.get_result()
-            if result is None:
-                return out
-            out.append(result)
-            if until_copy and result.status == _COPY_IN:
-                return out
-
-    def copy_writer(self) -> Any:
-        return _copy_writer_class()(self)
-
-    def wait(self, write: bool) -> bool:
-        """Wait until the socket is readable (or writable, with ``write``); True if readable."""
-        fd = self.pgconn.socket
-        if _poll is None:  # Windows
-            readable, _, _ = select.select([fd], [fd] if write else [], [])
-            return bool(readable)
-        poller = _poll()
-        poller.register(fd, select.POLLIN | (select.POLLOUT if write else 0))
-        return any(events & select.POLLIN for _, events in poller.poll())
-
-
-
-_poll = getattr(select, "poll", None)
-
-
-@cache
-def _copy_writer_class() -> type:
-    """psycopg's ``Writer`` base, imported when first needed (psycopg is an optional dependency)."""
-    from psycopg.copy import Writer
-
-    class LinkWriter(Writer):
-        """Hands COPY data to libpq on a :class:`_Link`."""
-
-        def __init__(self, link: _Link) -> None:
-            self.link = link
-
-        def write(self, data: Any) -> None:
-            link = self.link
-            while link.pgconn.put_copy_data(data) == 0:
-                link.wait(write=True)
-            link.flush()
-
-        def finish(self, exc: BaseException | None = None) -> None:
-            link = self.link
-            message = f"ferryman: {type(exc).__name__}: {exc}".encode() if exc else None
-            try:
-                while link.pgconn.put_copy_end(message) == 0:
-                    link.wait(write=True)
-                link.flush()
-            except Exception as lost:
-                if exc is not None:
-                    raise  # the COPY was being cancelled: nothing can commit
-                link.lost = lost  # the next read fails too, unless this was the last COPY
-
-    return LinkWriter
 
 
 # --- plans ------------------------------------------------------------------------------------

@@ -24,18 +24,18 @@ from .driver import PageQuery, as_dicts
 from .driver_errors import classify, map_errors
 from .engines import acquire_engine, release_engine
 from .inserts import FastPathRefused, InsertBatch, inserter_for
-from .postgres import journal_insert
-from .postgres_copy import COPY_MIN_ROWS, CopyInFlight, can_stream, start_copy
 from .journal import (
     append_entry,
-    journal_values,
     create_journal,
     delete_entries,
     has_entry,
     journal_exists,
     journal_table,
+    journal_values,
     read_entries,
 )
+from .postgres import journal_insert
+from .postgres_copy import COPY_MIN_ROWS, CopyInFlight, can_stream, start_copy
 
 EXPLAIN_DUPLICATES_UP_TO = 16
 """Largest batch whose duplicate error names the clashing records (one extra query)."""
@@ -251,9 +251,7 @@ class SqlStore(Store):
 
     def _begin(self, rows: list[Record], groups: list[list[Record]], journal: JournalEntry | None,
                fast: bool) -> PendingWrite:
-        # Naming the clashing records costs a lookup; a big failing batch is about to be split
-        # in halves by the engine anyway, so only small batches get it.
-        with self._errors(rows if len(rows) <= EXPLAIN_DUPLICATES_UP_TO else None):
+        with self._batch_errors(rows):
             while True:
                 try:
                     if fast and self._copies(rows):
@@ -266,6 +264,11 @@ class SqlStore(Store):
                     # Nothing was committed; send the batch again, more plainly.
                     fast = refused.retry_fast
                     self._log_refusal(refused)
+
+    def _batch_errors(self, rows: list[Record]) -> AbstractContextManager[None]:
+        # Naming the clashing records costs a lookup; a big failing batch is about to be split
+        # in halves by the engine anyway, so only small batches get it.
+        return self._errors(rows if len(rows) <= EXPLAIN_DUPLICATES_UP_TO else None)
 
     def _copies(self, rows: list[Record]) -> bool:
         return self.dialect == "postgresql" and self.on_conflict == "error" and len(rows) >= COPY_MIN_ROWS
@@ -424,7 +427,7 @@ class _CopyWrite(PendingWrite):
 
     def wait(self) -> None:
         store = self._store
-        with store._errors(self._rows if len(self._rows) <= EXPLAIN_DUPLICATES_UP_TO else None):
+        with store._batch_errors(self._rows):
             try:
                 self._flight.finish()
                 return
