@@ -43,17 +43,30 @@ def with_retry(
 def source_pages(
     source: Store, batch_size: int, retry: Retry, wait: Callable[[float], bool]
 ) -> Iterator[list[Record]]:
-    """Every record of the source, page by page, in key order."""
+    """Every record of the source, page by page, in key order (``Store.read_pages``, which may
+    read ahead); a failed read starts again after the last page read, ``retry`` allowing."""
     after: RecordId | None = None
-    while True:
-        page = with_retry(lambda: source.read_page(None, after, batch_size), retry, wait,
-                          f"source {source.name!r} unreadable")
-        if not page:
-            return
-        yield page
-        if len(page) < batch_size:
-            return
-        after = source.id_of(page[-1])
+    failures = 0
+    pages = source.read_pages(None, after, batch_size)
+    try:
+        while True:
+            try:
+                page = next(pages, None)
+            except Exception as exc:
+                failures += 1
+                if failures > retry.times or wait(retry.delay):
+                    raise SourceUnreadable(f"source {source.name!r} unreadable") from exc
+                pages = source.read_pages(None, after, batch_size)
+                continue
+            if page is None:
+                return
+            failures = 0
+            yield page
+            after = source.id_of(page[-1])
+    finally:
+        close = getattr(pages, "close", None)  # a generator's: ends a read-ahead
+        if close is not None:
+            close()
 
 
 def pages_by_id(

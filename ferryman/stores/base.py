@@ -190,13 +190,19 @@ class Store(ABC):
 
     def scan(self, filter: Filter | None = None, batch_size: int = DEFAULT_BATCH_SIZE) -> Iterator[list[Record]]:
         """Pages of matching records in key order until the end."""
-        after: RecordId | None = None
+        return self.read_pages(filter, None, batch_size)
+
+    def read_pages(self, filter: Filter | None, after: RecordId | None, limit: int) -> Iterator[list[Record]]:
+        """:meth:`read_page` after ``after``, then after each page's last key, until the end.
+
+        A store may ask for the next page before this one is consumed (PostgreSQL does), so the
+        database works while the caller does; an error ends the iteration."""
         while True:
-            page = self.read_page(filter, after, batch_size)
+            page = self.read_page(filter, after, limit)
             if not page:
                 return
             yield page
-            if len(page) < batch_size:
+            if len(page) < limit:
                 return
             after = self.id_of(page[-1])
 

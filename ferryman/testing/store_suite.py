@@ -188,6 +188,16 @@ class StoreContract:
     def test_scan_of_an_empty_store_yields_no_page(self, make_store: StoreFactory) -> None:
         assert scan_pages(make_store(INT_KEY)) == []
 
+    def test_read_pages_after_a_key_reads_the_rest_in_key_order(self, make_store: StoreFactory) -> None:
+        store = make_store(INT_KEY, shuffled(INT_KEY.rows(range(40))))
+        pages = list(itertools.islice(store.read_pages(None, 3, 5), 100))
+        assert [len(p) for p in pages] == [5] * 7 + [1]
+        assert [r for page in pages for r in page] == INT_KEY.rows(range(4, 40))
+        pages = store.read_pages(None, None, 4)
+        assert next(pages) == INT_KEY.rows(range(4))
+        getattr(pages, "close", lambda: None)()  # left early: a read-ahead is dropped
+        assert store.read_page(None, 35, 10) == INT_KEY.rows(range(36, 40))
+
     # --- filters --------------------------------------------------------------------------
 
     def test_filter_equality(self, store: Store) -> None:

@@ -35,6 +35,7 @@ from sqlalchemy.pool import NullPool
 import helpers
 from ferryman import Cardinality, MigrationService, Retry, migration
 from ferryman.errors import StoreError, TerminalStoreError, TransientStoreError
+from ferryman.pipeline.pages import source_pages
 from ferryman.progress.files import open_ledger
 from ferryman.report import RunResult
 from ferryman.stores import JournalEntry, SqlStore
@@ -372,6 +373,27 @@ def test_connection_killed_mid_copy_is_transient(
     assert store.count() == 0
     store.save_all(rows(range(100)), journal=JournalEntry("m", "p"))
     assert store.count() == 100
+
+
+def test_a_scan_whose_connection_is_killed_resumes_after_its_last_page(
+    postgres_url: str, stores: list[SqlStore]
+) -> None:
+    """The pipelined scan holds one connection; killed mid-way, the source is read again from
+    the last page handed over: every record once."""
+    store = make_items(postgres_url, stores)
+    store.save_all(rows(range(1, 1001)))
+    database = make_url(postgres_url).database
+    got: list[int] = []
+    for page in source_pages(store, 50, Retry(times=2, delay=0), lambda delay: False):
+        got += [r["id"] for r in page]
+        if len(got) == 300:
+            with psycopg.connect(make_url(postgres_url).set(drivername="postgresql").render_as_string(
+                    hide_password=False), autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = %s AND pid <> pg_backend_pid()", (database,)).fetchone()
+            assert killed is not None and killed[0] >= 1
+    assert got == list(range(1, 1001))
 
 
 def _lost_connection(dbapi_connection: Any) -> Exception:

@@ -17,7 +17,8 @@ from ferryman.stores import JournalEntry, SqlStore
 from ferryman.stores.common import OnConflict
 from ferryman.stores.sql import driver as driver_module
 from ferryman.stores.sql.driver_errors import classify
-from ferryman.testing import INT_KEY, Layout, StoreContract, StoreFactory, create_test_table
+from ferryman.testing import COMPOSITE_KEY, INT_KEY, Layout, StoreContract, StoreFactory, create_test_table
+from ferryman.testing.store_suite import shuffled
 from ferryman.types import Record
 
 DATABASES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
@@ -200,6 +201,35 @@ def test_postgres_page_reads_leave_pooled_connections_as_they_were(
         finally:
             store.close()
             engine.dispose()
+
+
+def test_postgres_scans_send_the_next_page_query_ahead(
+    postgres_url: str, sql_factory: Callable[[str], StoreFactory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After the first pages, an unfiltered scan runs in psycopg's pipeline mode: each page's
+    query is sent before the page before it is handed over. The pages are the same."""
+    import psycopg
+
+    pipelines: list[int] = []
+    real = psycopg.Connection.pipeline
+
+    def counted(self: Any) -> Any:
+        pipelines.append(1)
+        return real(self)
+
+    monkeypatch.setattr(psycopg.Connection, "pipeline", counted)
+    store = sql_factory(postgres_url)(COMPOSITE_KEY, shuffled(COMPOSITE_KEY.rows(range(300))))
+    pages = list(store.read_pages(None, None, 7))
+    assert [r for page in pages for r in page] == COMPOSITE_KEY.rows(range(300)) and pipelines == [1]
+    assert [len(p) for p in pages] == [7] * 42 + [6]
+    assert [r for page in store.read_pages({"n": 1}, None, 7) for r in page] == [
+        r for r in COMPOSITE_KEY.rows(range(300)) if r["n"] == 1]  # filtered: page by page
+    assert pipelines == [1]
+    ahead = store.read_pages(None, COMPOSITE_KEY.id(6), 7)  # starts after a page's last key
+    assert [next(ahead) for _ in range(4)] == pages[1:5]
+    ahead.close()  # type: ignore[attr-defined]  # left while a query was ahead
+    assert store.engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert pipelines == [1, 1]
 
 
 def test_missing_table_is_terminal_and_named(db_url: str) -> None:

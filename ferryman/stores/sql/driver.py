@@ -70,6 +70,12 @@ class PageQuery:
         self._keys: list[str] = []
         self._driver: DriverStatement | None = None
 
+    @property
+    def driver(self) -> tuple[DriverStatement, list[str]] | None:
+        """The SQL the driver runs and the result's column names, once a first run showed that
+        the statement needs no SQLAlchemy processing."""
+        return None if self._driver is None else (self._driver, self._keys)
+
     def read(self, conn: Connection, values: Mapping[str, Any]) -> list[Record]:
         driver = self._driver
         if driver is not None:

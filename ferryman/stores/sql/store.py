@@ -8,7 +8,7 @@ from collections import Counter
 from contextlib import AbstractContextManager
 from itertools import repeat
 from operator import eq, methodcaller
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from sqlalchemy import URL, ColumnElement, Engine, MetaData, Table, bindparam, func, make_url, select
 from sqlalchemy import exc as sa_exc
@@ -20,8 +20,8 @@ from ..base import SAVED, JournalEntry, PendingWrite, Store
 from ..common import OnConflict, check_on_conflict, describe_values
 from .clauses import after_clause, after_param, filter_clause, ids_clause
 from .dialects import adapt_reflected_table
-from .driver import PageQuery, as_dicts
-from .driver_errors import classify, map_errors
+from .driver import DriverStatement, PageQuery, as_dicts
+from .driver_errors import classify, driver_error, map_errors
 from .engines import acquire_engine, release_engine
 from .inserts import FastPathRefused, InsertBatch, inserter_for
 from .journal import (
@@ -34,7 +34,7 @@ from .journal import (
     journal_values,
     read_entries,
 )
-from .postgres import journal_insert
+from .postgres import alone_in_autocommit, journal_insert, plain_session
 from .postgres_copy import COPY_MIN_ROWS, CopyInFlight, can_stream, start_copy
 
 EXPLAIN_DUPLICATES_UP_TO = 16
@@ -184,6 +184,48 @@ class SqlStore(Store):
         # rows, so memory stays bounded however large the table is.
         with self._errors(), self.engine.connect() as conn:
             return query.read(conn, values)
+
+    def read_pages(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int) -> Iterator[list[Record]]:
+        """Pages in key order; on PostgreSQL (psycopg) an unfiltered scan sends each page's query
+        as soon as the page before it is read (psycopg's pipeline mode; each query is still a
+        transaction of its own), so the server runs it while the caller works on that page."""
+        pages = super().read_pages(filter, after, limit)
+        if filter is not None or self.dialect != "postgresql" or self.engine.dialect.driver != "psycopg":
+            yield from pages
+            return
+        for page in pages:  # the first pages go through SQLAlchemy, which shows the driver's SQL
+            yield page
+            query = self._pages.get(True)
+            if len(page) == limit and query is not None and query.driver is not None:
+                pages.close()
+                yield from self._pipelined_pages(query.driver, self.id_of(page[-1]), limit)
+                return
+
+    def _pipelined_pages(self, driver: tuple[DriverStatement, list[str]], after: RecordId, limit: int
+                         ) -> Iterator[list[Record]]:
+        statement, keys = driver
+        with self._errors(), self.engine.connect() as conn:
+            raw: Any = conn.connection.driver_connection
+            if not plain_session(raw):  # a pipeline would run in one long transaction
+                yield from super().read_pages(None, after, limit)
+                return
+
+            def send(last: RecordId) -> Any:
+                values = {"limit": limit, **{after_param(i): v for i, v in enumerate(self._key_values(last))}}
+                cursor = raw.cursor()
+                cursor.execute(statement.sql, statement.params(values))
+                return cursor
+
+            try:
+                with alone_in_autocommit(raw, "psycopg"), raw.pipeline():
+                    pending = send(after)
+                    while pending is not None:
+                        page = [dict(zip(keys, row)) for row in pending.fetchall()]
+                        pending = send(self.id_of(page[-1])) if len(page) == limit else None
+                        if page:
+                            yield page
+            except conn.dialect.loaded_dbapi.Error as exc:
+                raise driver_error(conn, exc, statement.sql) from exc
 
     def _page_query(self, filter: Filter | ClauseElement | None, after: bool) -> PageQuery:
         """The page SELECT; without a filter (a migration's scan) built once per store and shape."""
