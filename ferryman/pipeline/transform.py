@@ -73,7 +73,8 @@ def _settled(spec: MigrationSpec, ids: list[RecordId], records: list[Record], ou
     failed: list[Work] = []
     kept: list[bool] = []
     for position, out in enumerate(outputs):
-        error, retry = raised.get(position), spec.save_retry
+        error = raised.get(position)
+        retry: Retry | None = spec.save_retry
         if error is None:
             out = _checked(spec, out)
             if isinstance(out, Exception):

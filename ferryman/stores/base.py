@@ -31,7 +31,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Iterator, Sequence
+from typing import Any, Generator, Iterator, Sequence
 
 from ..defaults import DEFAULT_BATCH_SIZE
 from ..ids import normalize_id
@@ -192,7 +192,7 @@ class Store(ABC):
         """Pages of matching records in key order until the end."""
         return self.read_pages(filter, None, batch_size)
 
-    def read_pages(self, filter: Filter | None, after: RecordId | None, limit: int) -> Iterator[list[Record]]:
+    def read_pages(self, filter: Filter | None, after: RecordId | None, limit: int) -> Generator[list[Record], None, None]:
         """:meth:`read_page` after ``after``, then after each page's last key, until the end.
 
         A store may ask for the next page before this one is consumed (PostgreSQL does), so the

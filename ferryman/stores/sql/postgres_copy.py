@@ -69,6 +69,11 @@ class _CopyPlan:
     def use_binary(self) -> bool:
         return self.binary and self.binary_statement is not None
 
+    @property
+    def copy_statement(self) -> str:
+        """The COPY to send now: binary, unless this column set cannot (or no longer may)."""
+        return self.binary_statement if self.binary and self.binary_statement is not None else self.statement
+
 
 def can_stream(conn: Connection) -> bool:
     """True when ``conn`` can take :func:`start_copy`: psycopg, in a :func:`~.postgres.plain_session`."""
@@ -84,8 +89,9 @@ class CopyInFlight:
         self.conn = conn
         self._plans = plans
         self._query = query
-        self._raw: Any = conn.connection.driver_connection
-        self._link = Link(self._raw.pgconn)
+        raw: Any = conn.connection.driver_connection
+        self._raw = raw
+        self._link = Link(raw.pgconn)
 
     def finish(self) -> None:
         """Read the batch's outcome; the connection goes back to the pool.
@@ -167,8 +173,8 @@ def start_copy(conn: Connection, table: Table, groups: list[list[Record]],
             unless the connection was lost after the rows were sent.
     """
     plans = [_plan(conn, table, list(rows[0])) for rows in groups]
-    encoding = conn.connection.driver_connection.info.encoding
-    statements = [(p.binary_statement if p.use_binary else p.statement).encode(encoding) for p in plans]
+    raw: Any = conn.connection.driver_connection
+    statements = [p.copy_statement.encode(raw.info.encoding) for p in plans]
     flight = CopyInFlight(conn, plans, b"; ".join([*statements, journal] if journal else statements))
     flight._guarded(lambda: flight._send(groups), keep=True)
     return flight
@@ -180,7 +186,7 @@ def send_rows(raw: Any, link: Link, plan: _CopyPlan, rows: list[Record]) -> None
     from psycopg import Copy
 
     with raw.cursor() as cursor, Copy(cursor, binary=plan.use_binary, writer=link.copy_writer()) as copy:
-        if plan.use_binary:
+        if plan.use_binary and plan.pg_types is not None:
             copy.set_types(plan.pg_types)
         write, row_values = copy.write_row, plan.row_values
         for row in rows:

@@ -45,7 +45,7 @@ class Link:
     def results(self, until_copy: bool = False) -> list[Any]:
         """Every result of the query (or those up to the next COPY's go-ahead)."""
         pgconn = self.pgconn
-        out = []
+        out: list[Any] = []
         while True:
             pgconn.consume_input()
             while pgconn.is_busy():

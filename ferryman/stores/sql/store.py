@@ -8,7 +8,7 @@ from collections import Counter
 from contextlib import AbstractContextManager
 from itertools import repeat
 from operator import eq, methodcaller
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Generator, Mapping, Sequence
 
 from sqlalchemy import URL, ColumnElement, Engine, MetaData, Table, bindparam, func, make_url, select
 from sqlalchemy import exc as sa_exc
@@ -185,11 +185,12 @@ class SqlStore(Store):
         with self._errors(), self.engine.connect() as conn:
             return query.read(conn, values)
 
-    def read_pages(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int) -> Iterator[list[Record]]:
+    def read_pages(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int
+                   ) -> Generator[list[Record], None, None]:
         """Pages in key order; on PostgreSQL (psycopg) an unfiltered scan sends each page's query
         as soon as the page before it is read (psycopg's pipeline mode; each query is still a
         transaction of its own), so the server runs it while the caller works on that page."""
-        pages = super().read_pages(filter, after, limit)
+        pages = super().read_pages(filter, after, limit)  # type: ignore[arg-type]  # read_page takes clauses
         if filter is not None or self.dialect != "postgresql" or self.engine.dialect.driver != "psycopg":
             yield from pages
             return
@@ -202,7 +203,7 @@ class SqlStore(Store):
                 return
 
     def _pipelined_pages(self, driver: tuple[DriverStatement, list[str]], after: RecordId, limit: int
-                         ) -> Iterator[list[Record]]:
+                         ) -> Generator[list[Record], None, None]:
         statement, keys = driver
         with self._errors(), self.engine.connect() as conn:
             raw: Any = conn.connection.driver_connection
