@@ -72,10 +72,11 @@ def _settled(spec: MigrationSpec, ids: list[RecordId], records: list[Record], ou
     records fail (a raised error is retried, a wrong result is not), in record order."""
     failed: list[Work] = []
     kept: list[bool] = []
+    low, high = spec.cardinality.bounds
     for position, out in enumerate(outputs):
         error = raised.get(position)
         retry: Retry | None = spec.save_retry
-        if error is None:
+        if error is None and (type(out) is not list or not low <= len(out) <= high):
             out = _checked(spec, out)
             if isinstance(out, Exception):
                 error, retry = out, None

@@ -7,7 +7,11 @@ import threading
 
 from hypothesis import given, settings, strategies as st
 
-from ferryman import MemoryStore, MigrationProgress, MigrationService, PendingWrite, Retry, TerminalStoreError, migration
+from sqlalchemy import create_engine, text
+
+from ferryman import (
+    MemoryStore, MigrationProgress, MigrationService, PendingWrite, Retry, SqlStore, TerminalStoreError, migration,
+)
 
 
 class CountingStore(MemoryStore):
@@ -187,3 +191,34 @@ def test_a_write_that_fails_when_waited_for_is_split_like_any_other():
     assert [ids for step, ids in log if step == "begin"][:6] == [
         [0, 1, 2, 3], [0, 1], [2, 3], [2], [3], [4, 5, 6, 7],
     ]  # the failed batch is split down to its culprit before the next page's batch begins
+
+def test_a_duplicate_the_store_names_costs_two_saves_and_one_per_culprit(sqlite_url):
+    """The others of the batch are saved together, each named record alone: no halving."""
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE dst (id INTEGER PRIMARY KEY, copy INTEGER NOT NULL)"))
+        conn.execute(text("INSERT INTO dst VALUES (5, 0), (40, 0)"))
+    engine.dispose()
+    sizes: list[int] = []
+
+    class Counted(SqlStore):
+        def begin_save_all(self, records, *, journal=None):
+            sizes.append(len(records))
+            return super().begin_save_all(records, journal=journal)
+
+    @migration(source="src", dest="dst", batch_size=100, save_batch_size=100, save_retry=Retry(times=0, delay=0))
+    class CopyAll:
+        def transform(self, aggregates, record):
+            return [{"id": record["id"] % 90, "copy": record["id"]}]  # 90..99 repeat 0..9
+
+    dst = Counted("dst", sqlite_url, "dst")
+    src = MemoryStore("src", records=[{"id": i} for i in range(100)])
+    progress = MigrationProgress()
+    result = MigrationService([src, dst], [CopyAll], checkpoint_interval=0).run(progress)
+    failed = sorted(f.id for _, f in progress.failed_records())
+    assert failed == [5, 40, *range(90, 100)]  # stored keys, then the later copy of each repeat
+    assert sizes == [100, 79, *[1] * 21]  # not 100, 50, 50, 25, ...: the rest at once, the 21 named alone
+    stored = {r["id"]: r["copy"] for page in dst.scan(batch_size=1000) for r in page}
+    assert stored[5] == 0 and stored[40] == 0 and all(stored[i] == i for i in range(10) if i != 5)  # first copies
+    assert result.reports[0].succeeded == 88
+    dst.close()
