@@ -6,8 +6,8 @@
        |          filter -> reduce_from_* once per page of matches
     transform.py  transform(aggregates, record) -> outputs, cardinality checked
        |
-    save.py       outputs of many records per save_all; a failing batch is split in halves until
-       |          the failing records are found; handle_duplicate for a record's duplicate
+    save.py       outputs of many records per save_all; a failing batch is split (named duplicates
+       |          apart, else in halves) until the failing records are found; handle_duplicate
     (ledger)      succeeded ids and failed records are recorded by the runner, page by page
 
 ``work.py`` holds :class:`Work`, the state of one record in one attempt, and :class:`Attempt`,

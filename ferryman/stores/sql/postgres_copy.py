@@ -17,7 +17,7 @@ COPY is only an accelerator, never a change in what is accepted:
   cannot adapt a value), the whole batch is sent again as ``INSERT``, which accepts what
   SQLAlchemy's types accept (``batch.FastPathRefused``);
 * a unique violation is a unique violation (SQLSTATE 23505 -> DuplicateDataError), whichever path
-  found it. The engine's bisection then saves halves, and a lone record uses INSERT.
+  found it. The engine then saves the batch in parts, and a lone record uses INSERT.
 
 Values go through the columns' SQLAlchemy bind processors first (JSON to text, the UTC rule for
 naive timestamp columns, ...), exactly as an INSERT would send them.
