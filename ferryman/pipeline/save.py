@@ -138,9 +138,7 @@ class Saver:
             return exc
 
     def _begin(self, outputs: list[Record], journal: JournalEntry | None) -> PendingWrite:
-        if journal is not None:
-            return self.dest.begin_save_all(outputs, journal=journal)
-        return self.dest.begin_save_all(outputs)
+        return self.dest.begin_save_all(outputs, journal=journal)
 
     def _saved(self, works: list[Work], outputs: list[Record]) -> None:
         self.written += len(outputs)

@@ -46,7 +46,7 @@ def insert_and_commit(conn: Connection, table: Table, values: dict[str, str]) ->
     For the journal entry that ends a batch saved by INSERT: a round trip fewer per batch.
     """
     raw: Any = conn.connection.driver_connection
-    if conn.dialect.driver != "psycopg" or raw.autocommit or conn.get_execution_options().get("schema_translate_map"):
+    if not sends_sql_as_is(conn) or raw.autocommit:
         return False
     statement = journal_insert(conn, table, values) + b"; COMMIT"
     try:
@@ -55,6 +55,12 @@ def insert_and_commit(conn: Connection, table: Table, values: dict[str, str]) ->
     except conn.dialect.loaded_dbapi.Error as exc:
         raise driver_error(conn, exc, statement.decode(raw.info.encoding)) from exc
     return True
+
+
+def sends_sql_as_is(conn: Connection) -> bool:
+    """True when SQL written here can go to ``conn``'s driver as it is: psycopg, and no schema
+    translation (SQLAlchemy applies that when it executes, not to raw SQL)."""
+    return conn.dialect.driver == "psycopg" and not conn.get_execution_options().get("schema_translate_map")
 
 
 def plain_session(raw: Any) -> bool:

@@ -39,7 +39,7 @@ from sqlalchemy import Connection, Table
 from ...types import Record
 from .batch import FastPathRefused
 from .driver_errors import driver_error
-from .postgres import plain_session
+from .postgres import plain_session, sends_sql_as_is
 from .postgres_link import COPY_IN, FATAL_ERROR, Link
 
 COPY_MIN_ROWS = 8
@@ -77,9 +77,7 @@ class _CopyPlan:
 
 def can_stream(conn: Connection) -> bool:
     """True when ``conn`` can take :func:`start_copy`: psycopg, in a :func:`~.postgres.plain_session`."""
-    if conn.dialect.driver != "psycopg" or conn.get_execution_options().get("schema_translate_map"):
-        return False
-    return plain_session(conn.connection.driver_connection)
+    return sends_sql_as_is(conn) and plain_session(conn.connection.driver_connection)
 
 
 class CopyInFlight:

@@ -72,7 +72,6 @@ class Link:
         return any(events & select.POLLIN for _, events in poller.poll())
 
 
-
 _poll = getattr(select, "poll", None)
 
 

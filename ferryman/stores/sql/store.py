@@ -177,9 +177,7 @@ class SqlStore(Store):
     def read_page(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int) -> list[Record]:
         if limit < 1:
             raise ValueError(f"{self._label}: limit must be at least 1, not {limit}")
-        values: dict[str, Any] = {"limit": limit}
-        if after is not None:
-            values.update((after_param(i), v) for i, v in enumerate(self._key_values(after)))
+        values = self._page_values(after, limit)
         query = self._page_query(filter, after is not None)
         # One LIMITed query: the drivers' default (client-side) cursors hold at most ``limit``
         # rows, so memory stays bounded however large the table is.
@@ -192,7 +190,7 @@ class SqlStore(Store):
         as soon as the page before it is read (psycopg's pipeline mode; each query is still a
         transaction of its own), so the server runs it while the caller works on that page."""
         pages = super().read_pages(filter, after, limit)  # type: ignore[arg-type]  # read_page takes clauses
-        if filter is not None or self.dialect != "postgresql" or self.engine.dialect.driver != "psycopg":
+        if filter is not None or self.engine.dialect.driver != "psycopg":
             yield from pages
             return
         for page in pages:  # the first pages go through SQLAlchemy, which shows the driver's SQL
@@ -208,26 +206,32 @@ class SqlStore(Store):
         statement, keys = driver
         with self._errors(), self.engine.connect() as conn:
             raw: Any = conn.connection.driver_connection
-            if not plain_session(raw):  # a pipeline would run in one long transaction
-                yield from super().read_pages(None, after, limit)
+            if plain_session(raw):  # else a pipeline would run in one long transaction
+
+                def send(last: RecordId) -> Any:
+                    cursor = raw.cursor()
+                    cursor.execute(statement.sql, statement.params(self._page_values(last, limit)))
+                    return cursor
+
+                try:
+                    with alone_in_autocommit(raw, "psycopg"), raw.pipeline():
+                        pending = send(after)
+                        while pending is not None:
+                            page = [dict(zip(keys, row)) for row in pending.fetchall()]
+                            pending = send(self.id_of(page[-1])) if len(page) == limit else None
+                            if page:
+                                yield page
+                except conn.dialect.loaded_dbapi.Error as exc:
+                    raise driver_error(conn, exc, statement.sql) from exc
                 return
+        yield from super().read_pages(None, after, limit)  # page by page, that connection back in the pool
 
-            def send(last: RecordId) -> Any:
-                values = {"limit": limit, **{after_param(i): v for i, v in enumerate(self._key_values(last))}}
-                cursor = raw.cursor()
-                cursor.execute(statement.sql, statement.params(values))
-                return cursor
-
-            try:
-                with alone_in_autocommit(raw, "psycopg"), raw.pipeline():
-                    pending = send(after)
-                    while pending is not None:
-                        page = [dict(zip(keys, row)) for row in pending.fetchall()]
-                        pending = send(self.id_of(page[-1])) if len(page) == limit else None
-                        if page:
-                            yield page
-            except conn.dialect.loaded_dbapi.Error as exc:
-                raise driver_error(conn, exc, statement.sql) from exc
+    def _page_values(self, after: RecordId | None, limit: int) -> dict[str, Any]:
+        """The bound values of a page SELECT."""
+        values: dict[str, Any] = {"limit": limit}
+        if after is not None:
+            values.update((after_param(i), v) for i, v in enumerate(self._key_values(after)))
+        return values
 
     def _page_query(self, filter: Filter | ClauseElement | None, after: bool) -> PageQuery:
         """The page SELECT; without a filter (a migration's scan) built once per store and shape."""
