@@ -43,6 +43,14 @@ class TerminalStoreError(StoreError):
     """A store failure that retrying cannot fix (bad credentials, missing table)."""
 
 
+class StoreUnusableError(TerminalStoreError):
+    """The store itself cannot be used (missing table or column, no permission).
+
+    No record could succeed, so the migration stops at once with one fatal error instead of
+    failing every record on its own.
+    """
+
+
 class DuplicateDataError(StoreError):
     """``save_all`` hit a unique-key violation; ``__cause__`` is the driver's error."""
 
@@ -67,6 +75,13 @@ class ProgressFormatError(FerrymanError):
 
 class LedgerBusyError(FerrymanError):
     """Another live run holds the lease on this progress ledger."""
+
+
+class LeaseLostError(LedgerBusyError):
+    """This run's lease on the progress ledger was taken by another run.
+
+    The run stops at once and writes nothing more: neither to the destination nor to the ledger.
+    """
 
 
 class StopRequested(BaseException):

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .declare import MigrationSpec
 from .events import RunObserver
+from .errors import StoreUnusableError
 from .pipeline.match import match_and_reduce, start_reduction
 from .pipeline.pages import SourceUnreadable, pages_by_id, source_pages, with_retry
 from .pipeline.save import PendingSave, Saver
@@ -61,7 +62,7 @@ class MigrationRunner:
         self.saver = Saver(
             spec, instance, self.source, stores[spec.dest], stores,
             journal_for=(lambda ids: ledger.journal_for(spec.identity, ids)) if ledger.journals else None,
-            should_stop=lambda: stop.requested,
+            should_stop=lambda: stop.requested, before_write=ledger.assert_held,
         )
         self._by_column = getattr(instance, "start_reduction", None) is None and not spec.matches
         """No matching: records need no Work each on their way (see :class:`Attempt`)."""
@@ -86,16 +87,19 @@ class MigrationRunner:
                             main_pass=True)
             self._retry_deferred()
         except SourceUnreadable as exc:
-            cause = exc.__cause__ or exc
-            report.fatal_error = report.last_error = f"{exc.args[0]}: {describe_error(cause)}"
-            self.ledger.record_fatal(
-                spec.identity, "".join(traceback.format_exception(cause)).rstrip()
-            )
+            self._fatal(exc.args[0], exc.__cause__ or exc)
+        except StoreUnusableError as exc:
+            self._fatal("a store the migration writes or reads is unusable", exc)
         finally:
             report.finished_at = time.time()
             report.state = self._final_state()
             self.ledger.finish_migration(spec.identity, report.state is MigrationState.COMPLETED)
         return report
+
+    def _fatal(self, what: str, cause: BaseException) -> None:
+        """End the migration with one fatal error: ``what`` happened, because of ``cause``."""
+        self.report.fatal_error = self.report.last_error = f"{what}: {describe_error(cause)}"
+        self.ledger.record_fatal(self.spec.identity, "".join(traceback.format_exception(cause)).rstrip())
 
     def _final_state(self) -> MigrationState:
         if self.report.fatal_error or self.report.failed:

@@ -51,6 +51,7 @@ class Saver:
         registry: Mapping[str, Store],
         journal_for: JournalFor | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        before_write: Callable[[], None] = lambda: None,
     ) -> None:
         self.spec = spec
         self.source = source
@@ -59,6 +60,8 @@ class Saver:
         self.handle_duplicate = getattr(instance, "handle_duplicate", None)
         self.journal_for = journal_for if dest.supports_journal else None
         self.should_stop = should_stop
+        self.before_write = before_write
+        """Called before every write; raises to stop all writing (the ledger's lease was lost)."""
         self.written = 0
 
     @property
@@ -78,6 +81,7 @@ class Saver:
             if self.should_stop():
                 break  # the batches not begun have no outcome: left untouched
             pending.settle_write()
+            self.before_write()
             pending.write = self._begin_batch(outputs, self._journal(_picked(attempt.ids, positions)))
         return pending
 
@@ -150,6 +154,7 @@ class Saver:
         self._saved(works, outputs)
 
     def _save_batch(self, works: list[Work]) -> None:
+        self.before_write()
         try:
             self._write(works, self._outputs(works))
         except Exception as exc:
@@ -189,6 +194,7 @@ class Saver:
         if not replacement:  # skip: counts as migrated
             work.saved = True
             return
+        self.before_write()
         try:  # save these instead, once
             self._write([work], replacement)
         except Exception as exc:

@@ -61,6 +61,10 @@ class Ledger(ABC):
     def end_run(self, result: RunResult) -> None:
         """The run ended (a durable ledger records the outcome and releases its lease)."""
 
+    def assert_held(self) -> None:
+        """Raise :class:`~ferryman.errors.LeaseLostError` when this run no longer holds the
+        ledger (another run took it over); called before every write to a destination."""
+
     def checkpoint(self, urgent: bool = True) -> None:
         """Make everything recorded so far durable.
 
