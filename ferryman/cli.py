@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import traceback
 from typing import Any, Callable, TypeVar
@@ -19,8 +20,9 @@ from typing import Any, Callable, TypeVar
 import click
 
 from . import __version__, commands, console
-from .errors import FerrymanError, MigrationDefinitionError, PlanError
+from .errors import FerrymanError, MigrationDefinitionError, PlanError, StopRequested
 from .progress.model import Action
+from .signals import STOP_SIGNALS
 from .target import TargetError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,7 +97,8 @@ class FerrymanGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except KeyboardInterrupt:
+        except (KeyboardInterrupt, StopRequested):
+            _Interrupt.seen = True
             click.echo("ferryman: interrupted", err=True)
             ctx.exit(130)
         except Exception as exc:
@@ -377,9 +380,38 @@ def progress_import(progress: str, file: str) -> None:
     click.echo(f"imported {counts} into {progress}")
 
 
+class _Interrupt:
+    """Whether the process is already on its way out because of a signal or Ctrl-C."""
+
+    seen = False
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    """Outside a run (which stops gently on its own), a stop signal is Ctrl-C; once the
+    process is on its way out, more signals change nothing: one line, exit 130."""
+    if _Interrupt.seen:
+        return
+    _Interrupt.seen = True
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """The console script ``ferryman`` (and ``python -m ferryman``)."""
-    cli.main(args=argv, prog_name="ferryman")
+    """The console script ``ferryman`` (and ``python -m ferryman``).
+
+    A stop signal at any moment ends the process with one line and exit code 130, however
+    many arrive and wherever they land (a run saves its progress first).
+    """
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, _interrupt)
+    try:
+        cli.main(args=argv, prog_name="ferryman")
+    except (KeyboardInterrupt, StopRequested):
+        _Interrupt.seen = True
+        click.echo("ferryman: interrupted", err=True)
+        sys.exit(130)
+    finally:  # the interpreter's shutdown would restore the default handlers, which kill
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, signal.SIG_IGN)
 
 
 if __name__ == "__main__":  # pragma: no cover

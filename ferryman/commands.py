@@ -32,7 +32,7 @@ from .progress.model import Action, FailedRecord, MigrationProgress
 from .progress.sqlite_ledger import SqliteLedger, is_ledger_file
 from .report import RunResult
 from .service import MigrationService
-from .signals import StopFlag, stop_on_signals
+from .signals import STOP_SIGNALS, StopFlag, stop_on_signals
 from .stores.base import JournalEntry, Store
 from .target import Target, load_target
 from .types import Filter, Record, RecordId
@@ -348,7 +348,8 @@ def _attached(service: MigrationService, observers: Sequence[RunObserver]) -> It
 
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
-    """Outside the service's own handling (between attempts, at start), SIGTERM = Ctrl-C."""
+    """Outside the service's own handling (between attempts, at start), SIGTERM and SIGHUP
+    = Ctrl-C."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -356,11 +357,12 @@ def _sigterm_as_interrupt() -> Iterator[None]:
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS if sig != signal.SIGINT}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _preflight(service: MigrationService, names: set[str]) -> None:

@@ -1,8 +1,12 @@
-"""Stop gently on the first SIGINT/SIGTERM, at once on the second, saving progress either way.
+"""Stop gently on the first SIGINT/SIGTERM/SIGHUP, at once on the second, saving progress either way.
 
 The first signal sets a flag that the runner checks at record-batch boundaries and during retry
 pauses; the second raises :class:`~ferryman.errors.StopRequested` (a ``BaseException``, so a
-user's ``except Exception`` cannot swallow it) wherever the main thread is.
+user's ``except Exception`` cannot swallow it) wherever the main thread is — except inside a
+:func:`critical` section (a progress ledger's commit and the bookkeeping that goes with it),
+where it is held until the section ends: a stop that cut a commit from its bookkeeping would
+forget pages the ledger holds, or record them twice. SIGHUP (a dropped SSH session) counts as
+a stop like the others: the progress is saved before the process ends.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from typing import Any, Iterator
 from .errors import StopRequested
 
 log = logging.getLogger("ferryman")
+
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+"""The signals that stop a run (SIGHUP does not exist on Windows)."""
 
 
 class StopFlag:
@@ -39,9 +48,45 @@ class StopFlag:
         return self._event.wait(seconds) if seconds > 0 else self._event.is_set()
 
 
+class _Critical:
+    """How deep the main thread is in critical sections, and a forced stop held meanwhile."""
+
+    depth = 0
+    held: str | None = None
+
+
+@contextmanager
+def critical() -> Iterator[None]:
+    """Hold a forced stop (second signal) until the block ends, then raise it.
+
+    Only the main thread is ever interrupted by a signal, so other threads need no holding.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Critical.depth += 1
+    try:
+        yield
+    finally:
+        _Critical.depth -= 1
+        held = _Critical.held
+        if _Critical.depth == 0 and held is not None:
+            _Critical.held = None
+            raise StopRequested(held)
+
+
+def _force_stop(name: str) -> None:
+    if _Critical.depth:
+        log.warning("%s again: stopping as soon as the progress ledger's commit is done", name)
+        _Critical.held = name
+        return
+    log.warning("%s again: stopping now; progress is being saved", name)
+    raise StopRequested(name)
+
+
 @contextmanager
 def stop_on_signals(flag: StopFlag) -> Iterator[None]:
-    """Route SIGINT/SIGTERM to ``flag`` while the block runs (main thread only)."""
+    """Route SIGINT/SIGTERM/SIGHUP to ``flag`` while the block runs (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -49,15 +94,15 @@ def stop_on_signals(flag: StopFlag) -> Iterator[None]:
     def handler(signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
         if flag.requested:
-            log.warning("%s again: stopping now; progress is being saved", name)
-            raise StopRequested(name)
+            _force_stop(name)
+            return
         log.warning(
             "%s received: stopping at the next record boundary and saving progress "
             "(send it again to stop at once)", name,
         )
         flag.request(name)
 
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
