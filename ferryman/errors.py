@@ -77,6 +77,14 @@ class LedgerBusyError(FerrymanError):
     """Another live run holds the lease on this progress ledger."""
 
 
+class LedgerWriteError(FerrymanError):
+    """The progress ledger could not be written (a full disk, an I/O error).
+
+    The run stops; what the destination already holds is recorded by the next run from the
+    destination's journal, so nothing is written twice.
+    """
+
+
 class LeaseLostError(LedgerBusyError):
     """This run's lease on the progress ledger was taken by another run.
 

@@ -87,12 +87,15 @@ class RunResult:
     interrupted: str | None = None
     """The signal name when the run was stopped early, else None."""
     callback_errors: list[str] = field(default_factory=list)
+    ledger_error: str | None = None
+    """Why the progress ledger could take no more (its lease was taken, a full disk), if so:
+    the run stopped there; the next run records what the destination's journal holds."""
 
     @property
     def ok(self) -> bool:
         """True when every selected migration completed and every progress save worked."""
         return (
-            not self.interrupted and not self.callback_errors
+            not self.interrupted and not self.callback_errors and not self.ledger_error
             and all(r.state is MigrationState.COMPLETED for r in self.reports)
         )
 
@@ -130,4 +133,6 @@ class RunResult:
             lines.append(f"interrupted by {self.interrupted}; progress saved, run again to resume")
         for err in self.callback_errors:
             lines.append(f"progress persistence failed: {err}")
+        if self.ledger_error:
+            lines.append(f"the run stopped: {self.ledger_error}")
         return "\n".join(lines)

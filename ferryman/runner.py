@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .declare import MigrationSpec
 from .events import RunObserver
-from .errors import StoreUnusableError
+from .errors import LeaseLostError, LedgerWriteError, StopRequested, StoreUnusableError
 from .pipeline.match import match_and_reduce, start_reduction
 from .pipeline.pages import SourceUnreadable, pages_by_id, source_pages, with_retry
 from .pipeline.save import PendingSave, Saver
@@ -74,26 +74,43 @@ class MigrationRunner:
         never needs to look up ids this run recorded itself (keyset paging reads each id once)."""
 
     def run(self) -> MigrationReport:
+        """Run the migration to its end, or until it must stop.
+
+        Whatever escapes the migration's own code (an exception, ``SystemExit``, any
+        ``BaseException``) ends it ``failed`` with the cause as its fatal error, never
+        ``completed``; the run goes on with independent migrations. A stop (a second signal,
+        ``KeyboardInterrupt``) and a ledger that cannot take more (lease lost, disk full) end
+        it too and are raised on: the run stops.
+        """
         spec, report = self.spec, self.report
         report.state = MigrationState.RUNNING
         report.started_at = time.time()
         self.ledger.start_migration(spec.identity)
         report.total = self._count_source()
         self.observer.migration_started(report)
+        finished = False
         try:
             self._recover_journal()
             self._retry_previous_failures()
             self._run_pages(source_pages(self.source, spec.batch_size, spec.load_retry, self.stop.wait),
                             main_pass=True)
             self._retry_deferred()
+            finished = True
         except SourceUnreadable as exc:
             self._fatal(exc.args[0], exc.__cause__ or exc)
         except StoreUnusableError as exc:
             self._fatal("a store the migration writes or reads is unusable", exc)
+        except (StopRequested, KeyboardInterrupt):
+            raise
+        except (LeaseLostError, LedgerWriteError) as exc:
+            report.fatal_error = report.last_error = describe_error(exc)
+            raise
+        except BaseException as exc:  # noqa: B036 - the migration's code may raise anything
+            self._fatal(f"migration {spec.name} stopped by an error its code raised", exc)
         finally:
             report.finished_at = time.time()
-            report.state = self._final_state()
-            self.ledger.finish_migration(spec.identity, report.state is MigrationState.COMPLETED)
+            report.state = self._final_state(finished)
+            self._finish()
         return report
 
     def _fatal(self, what: str, cause: BaseException) -> None:
@@ -101,12 +118,21 @@ class MigrationRunner:
         self.report.fatal_error = self.report.last_error = f"{what}: {describe_error(cause)}"
         self.ledger.record_fatal(self.spec.identity, "".join(traceback.format_exception(cause)).rstrip())
 
-    def _final_state(self) -> MigrationState:
+    def _final_state(self, finished: bool) -> MigrationState:
         if self.report.fatal_error or self.report.failed:
             return MigrationState.FAILED
-        if self.stop.requested:
+        if not finished or self.stop.requested:
             return MigrationState.INTERRUPTED
         return MigrationState.COMPLETED
+
+    def _finish(self) -> None:
+        """Tell the ledger how the migration ended; one that cannot record it fails it."""
+        try:
+            self.ledger.finish_migration(self.spec.identity, self.report.state is MigrationState.COMPLETED)
+        except (LeaseLostError, LedgerWriteError) as exc:
+            self.report.state = MigrationState.FAILED
+            self.report.fatal_error = self.report.fatal_error or describe_error(exc)
+            raise
 
     def _recover_journal(self) -> None:
         """Fold back batches a crash left saved but unrecorded; without it, no safe resume."""

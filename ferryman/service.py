@@ -9,7 +9,13 @@ import time
 from typing import Any, Iterable, Mapping, Sequence
 
 from .declare import MigrationSpec, spec_of
-from .errors import MigrationDefinitionError, PlanError, StopRequested
+from .errors import (
+    LeaseLostError,
+    LedgerWriteError,
+    MigrationDefinitionError,
+    PlanError,
+    StopRequested,
+)
 from .events import Observers, RunObserver
 from .pipeline.interpreter import tuned_for_pipeline
 from .plan import PlanStep, build_plan, dependants
@@ -18,7 +24,7 @@ from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import MigrationProgress
 from .report import MigrationReport, MigrationState, RunResult
 from .runner import MigrationRunner
-from .signals import StopFlag, stop_on_signals
+from .signals import StopFlag, critical, stop_on_signals
 from .stores.base import Store
 from .types import ProgressCallback
 
@@ -174,26 +180,45 @@ class _Run:
         self._last_persist = time.monotonic()
 
     def execute(self) -> RunResult:
+        """Run the steps; whatever happens, save the progress and record how the run ended.
+
+        A stop (signal, ``KeyboardInterrupt``) ends the run ``interrupted``; a ledger that can
+        take no more (its lease taken by another run, a full disk) ends it with
+        ``result.ledger_error``. The saving at the end holds a second signal until it is done.
+        """
         observers = self.service.observers
         with stop_on_signals(self.stop):  # first: a signal from here on stops the run gently
+            self.ledger.begin_run(self.result.reports)  # refused (busy, unwritable): nothing done
             try:
-                self.ledger.begin_run(self.result.reports)
                 observers.run_started(self.result.reports)
                 with tuned_for_pipeline():
                     self._run_steps()
-            except StopRequested as exc:
-                self.stop.request(str(exc))
+            except (StopRequested, KeyboardInterrupt) as exc:
+                self.stop.request(str(exc) or type(exc).__name__)
+            except (LeaseLostError, LedgerWriteError) as exc:
+                self.result.ledger_error = str(exc)
+            finally:
                 for report in self.result.reports:
                     if report.state is MigrationState.RUNNING:
                         report.state = MigrationState.INTERRUPTED
-            finally:
                 self.result.interrupted = self.stop.reason
-                self._persist(force=True)
-                self.ledger.end_run(self.result)
+                with critical():
+                    self._end()
         if self.result.interrupted:
             log.warning("run interrupted by %s; progress saved", self.result.interrupted)
+        if self.result.ledger_error:
+            log.error("%s", self.result.ledger_error)
         observers.run_finished(self.result)
         return self.result
+
+    def _end(self) -> None:
+        """The last checkpoint and the run's outcome in the ledger (which may refuse both; the
+        lease is released all the same)."""
+        for step in (lambda: self._persist(force=True), lambda: self.ledger.end_run(self.result)):
+            try:
+                step()
+            except (LeaseLostError, LedgerWriteError) as exc:
+                self.result.ledger_error = self.result.ledger_error or str(exc)
 
     def _run_steps(self) -> None:
         for step in self.steps:

@@ -24,7 +24,11 @@ def transform(spec: MigrationSpec, instance: Any, works: list[Work]) -> None:
             w.fail(Phase.TRANSFORM, exc, spec.save_retry)
             continue
         if type(outputs) is not list or not low <= len(outputs) <= high:
-            outputs = _checked(spec, outputs)
+            try:
+                outputs = _checked(spec, outputs)
+            except Exception as exc:  # a generator the transform returned raised
+                w.fail(Phase.TRANSFORM, exc, spec.save_retry)
+                continue
             if isinstance(outputs, Exception):
                 w.fail(Phase.TRANSFORM, outputs, None)
                 continue
@@ -77,11 +81,15 @@ def _settled(spec: MigrationSpec, ids: list[RecordId], records: list[Record], ou
         error = raised.get(position)
         retry: Retry | None = spec.save_retry
         if error is None and (type(out) is not list or not low <= len(out) <= high):
-            out = _checked(spec, out)
-            if isinstance(out, Exception):
-                error, retry = out, None
+            try:
+                out = _checked(spec, out)
+            except Exception as exc:  # a generator the transform returned raised
+                error = exc
             else:
-                outputs[position] = out
+                if isinstance(out, Exception):
+                    error, retry = out, None
+                else:
+                    outputs[position] = out
         if error is not None:
             failed.append(_failed(ids[position], records[position], error, retry))
         kept.append(error is None)
@@ -97,11 +105,16 @@ def _failed(record_id: RecordId, record: Record, error: Exception, retry: Retry 
 
 
 def _checked(spec: MigrationSpec, outputs: Any) -> list[Record] | Exception:
-    """``outputs`` as a list within the cardinality, or the deterministic error saying why not."""
+    """``outputs`` as a list within the cardinality, or the deterministic error saying why not.
+
+    Any other iterable is read into a list here: what a generator raises meanwhile is raised
+    on, an error of the transform's own (retried like one it raised itself). A string, bytes
+    or a single dict is not a list of records, however iterable.
+    """
     if type(outputs) is not list:
         if outputs is None:
             outputs = []
-        elif isinstance(outputs, dict) or not hasattr(outputs, "__iter__"):
+        elif isinstance(outputs, (dict, str, bytes, bytearray)) or not hasattr(outputs, "__iter__"):
             return TypeError(f"migration {spec.name}: transform must return a list of records, "
                              f"got {type(outputs).__name__}")
         else:

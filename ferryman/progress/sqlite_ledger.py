@@ -37,8 +37,9 @@ from datetime import datetime
 from itertools import repeat
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..errors import FerrymanError, LedgerBusyError, StoreError
+from ..errors import FerrymanError, LedgerBusyError, LedgerWriteError, StoreError
 from ..report import MigrationReport, RunResult
+from ..signals import critical
 from ..stores.base import JournalEntry, Store
 from ..types import RecordId
 from .lease import SCHEMA as LEASE_SCHEMA, Lease, current_holder
@@ -204,14 +205,25 @@ class SqliteLedger(Ledger):
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        """One explicit transaction (the connection autocommits otherwise: one fsync a row)."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """One explicit transaction (the connection autocommits otherwise: one fsync a row).
+
+        A failed write or commit (a full disk, an I/O error) rolls back and raises
+        :class:`LedgerWriteError` naming the file; nothing of the transaction is kept.
+        """
         try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    try:
+                        self.conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the error that made us roll back says more
+                raise
+        except sqlite3.OperationalError as exc:
+            raise LedgerWriteError(f"cannot write progress ledger {self.path}: {exc}") from exc
 
     def _init_meta(self) -> None:
         with self._tx():
@@ -285,21 +297,32 @@ class SqliteLedger(Ledger):
         self.lease.start_heartbeat()
 
     def end_run(self, result: RunResult) -> None:
-        """Record how the run ended and release the lease."""
-        self._flush()
-        if self.run_id is not None:
-            outcome = "completed" if result.ok else ("interrupted" if result.interrupted else "failed")
-            last_error = next((r.last_error for r in reversed(result.reports) if r.last_error), None)
-            if result.callback_errors:
-                last_error = result.callback_errors[-1]
-            with self._tx():
-                self.conn.execute(
-                    "UPDATE run SET ended_at = ?, outcome = ?, last_error = ?, reports = ? WHERE id = ?",
-                    (time.time(), outcome, last_error, _reports_json(result.reports), self.run_id),
-                )
-        if self.lease is not None:
-            self.lease.release(self.conn)
-            self.lease = None
+        """Record how the run ended and release the lease (released even when the ledger
+        cannot record the end: the next run then finds the outcome missing and says so)."""
+        try:
+            self._flush()
+            if self.run_id is not None:
+                outcome = "completed" if result.ok else ("interrupted" if result.interrupted else "failed")
+                last_error = next((r.last_error for r in reversed(result.reports) if r.last_error), None)
+                if result.callback_errors:
+                    last_error = result.callback_errors[-1]
+                if result.ledger_error:
+                    last_error = result.ledger_error
+                with self._tx():
+                    self.conn.execute(
+                        "UPDATE run SET ended_at = ?, outcome = ?, last_error = ?, reports = ? WHERE id = ?",
+                        (time.time(), outcome, last_error, _reports_json(result.reports), self.run_id),
+                    )
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            try:
+                lease.release(self.conn)
+            except sqlite3.Error as exc:  # the heartbeat has stopped: the lease goes stale
+                log.warning("could not release the lease of %s: %s", self.path, exc)
 
     # --- the Ledger interface ---------------------------------------------------------------
 
@@ -323,7 +346,7 @@ class SqliteLedger(Ledger):
         }
 
     def finish_migration(self, identity: str, completed: bool) -> None:
-        self._flush()
+        self._flush()  # raises when it cannot commit: then the journal must stay as it is
         self._clean_journal(identity)
         if completed:
             with self._tx():
@@ -441,23 +464,28 @@ class SqliteLedger(Ledger):
         """Commit everything recorded so far in one transaction."""
         if self.read_only:
             return
-        ops, self._ops = self._ops, []
+        ops = self._ops
         self._last_flush = time.monotonic()
         if not ops and self.run_id is None:
             return
-        with self._tx():
-            for kind, mid, rows in ops:
-                if kind == "s":
-                    text, keys = rows
-                    if keys is not None:  # a success clears the record's failure
-                        self._delete("failed", mid, keys)
-                    self.conn.execute("INSERT INTO succeeded_log (migration, ids) VALUES (?, ?)",
-                                      (mid, text))
-                else:
-                    self.conn.executemany("DELETE FROM succeeded WHERE migration = ? AND rid = ?",
-                                          [(mid, row[1]) for row in rows])
-                    self.conn.executemany(_UPSERT_FAILED, rows)
-            self._write_reports()
+        # The pages stay queued until their commit succeeded (a full disk keeps them for the
+        # next try); a second Ctrl-C waits for the commit and its bookkeeping, so they are
+        # neither forgotten nor written twice.
+        with critical():
+            with self._tx():
+                for kind, mid, rows in ops:
+                    if kind == "s":
+                        text, keys = rows
+                        if keys is not None:  # a success clears the record's failure
+                            self._delete("failed", mid, keys)
+                        self.conn.execute("INSERT INTO succeeded_log (migration, ids) VALUES (?, ?)",
+                                          (mid, text))
+                    else:
+                        self.conn.executemany("DELETE FROM succeeded WHERE migration = ? AND rid = ?",
+                                              [(mid, row[1]) for row in rows])
+                        self.conn.executemany(_UPSERT_FAILED, rows)
+                self._write_reports()
+            self._ops = []
         if ops:
             self._flushes += 1
             if self._flushes % JOURNAL_CLEANUP_EVERY == 0:
