@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import sys
@@ -20,6 +21,7 @@ from typing import Any, Callable, TypeVar
 import click
 
 from . import __version__, commands, console
+from .declare import check_max_failures
 from .errors import FerrymanError, MigrationDefinitionError, PlanError, StopRequested
 from .progress.model import Action
 from .signals import STOP_SIGNALS
@@ -160,6 +162,20 @@ def demo(rows: int, directory: str, port: int, no_serve: bool) -> None:
 # --- run and plan -------------------------------------------------------------------------------
 
 
+def _budget(text: str | None) -> int | float | None:
+    """``--max-failures``: a count, a ratio or ``inf``."""
+    if text is None:
+        return None
+    try:
+        value: int | float = math.inf if text.strip().lower() == "inf" else (
+            float(text) if any(c in text for c in ".eE") else int(text))
+        return check_max_failures(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: give a count (e.g. 100), a ratio between 0 and 1 (e.g. 0.05) or 'inf'",
+            param_hint="--max-failures") from None
+
+
 @cli.command(context_settings=CONTEXT, short_help="Run the migrations of TARGET (resumes).")
 @click.argument("target")
 @progress_option(False, f"{LEDGER_HELP} Default: the service's own ledger, else "
@@ -171,11 +187,15 @@ def demo(rows: int, directory: str, port: int, no_serve: bool) -> None:
 @click.option("--retry-delay", type=click.FloatRange(min=0), default=commands.DEFAULT_RETRY_DELAY,
               show_default=True, metavar="SECONDS", help="Pause between two attempts.")
 @click.option("--dry-run", is_flag=True, help="Read and transform, but save nothing and write no progress.")
+@click.option("--max-failures", metavar="N|RATIO", callback=lambda _c, _p, v: _budget(v),
+              help="Stop a migration once more than N of its records failed in this run (or more than "
+                   "RATIO, e.g. 0.05, of those attempted); 'inf' never stops. Overrides the migrations' "
+                   "own max_failures. Default: each migration's, else stop when its first 1,000 all fail.")
 @click.option("--bar/--no-bar", "bar", default=None,
               help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
 @debug_option
 def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None, max_tries: int,
-        retry_delay: float, dry_run: bool, bar: bool | None) -> None:
+        retry_delay: float, dry_run: bool, max_failures: int | float | None, bar: bool | None) -> None:
     """Run the migrations of TARGET, resuming where the progress ledger left off.
 
     Exit codes: 0 every selected migration completed; 1 records failed or migrations
@@ -194,7 +214,8 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
     try:
         outcome = commands.run(
             target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
-            retry_delay=retry_delay, dry_run=dry_run, observers=[display], echo=click.echo,
+            retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, observers=[display],
+            echo=click.echo,
         )
     finally:
         display.close()

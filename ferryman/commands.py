@@ -220,6 +220,7 @@ def run(
     max_tries: int = DEFAULT_MAX_TRIES,
     retry_delay: float = DEFAULT_RETRY_DELAY,
     dry_run: bool = False,
+    max_failures: int | float | None = None,
     observers: Sequence[RunObserver] = (),
     echo: Echo = _quiet,
 ) -> RunOutcome:
@@ -236,6 +237,8 @@ def run(
             or fatal errors is started again after ``retry_delay`` seconds, on the same ledger.
         dry_run: read and transform but save nothing and write no progress; the outcome says
             how many records each migration would write.
+        max_failures: a failure budget for every migration, over their own (see
+            ``@migration(max_failures=...)``).
         observers: more RunObservers (the CLI adds its progress display here).
         echo: receives the lines a person watching the run wants to see.
 
@@ -249,13 +252,13 @@ def run(
     if retry_delay < 0:
         raise CommandError(f"--retry-delay must be >= 0 seconds, not {retry_delay}", 2)
     with _sigterm_as_interrupt():
-        return _run(target, progress, only, serve, max_tries, retry_delay, dry_run, observers, echo)
+        return _run(target, progress, only, serve, max_tries, retry_delay, dry_run, max_failures, observers, echo)
 
 
 def _run(
     target: str | Target | MigrationService, progress: str | os.PathLike[str] | None,
     only: Sequence[str] | None, serve: str | tuple[str, int] | None, max_tries: int, retry_delay: float,
-    dry_run: bool, observers: Sequence[RunObserver], echo: Echo,
+    dry_run: bool, max_failures: int | float | None, observers: Sequence[RunObserver], echo: Echo,
 ) -> RunOutcome:
     service = _service_of(target)
     steps = service.select(only)
@@ -286,7 +289,7 @@ def _run(
         else:
             source = None
         with _attached(service, observers):
-            return _attempts(service, ledger, only, max_tries, retry_delay, source, echo)
+            return _attempts(service, ledger, only, max_tries, retry_delay, max_failures, source, echo)
     finally:
         if server is not None:
             server.stop()
@@ -296,7 +299,7 @@ def _run(
 
 def _attempts(
     service: MigrationService, ledger: Ledger, only: Sequence[str] | None, max_tries: int,
-    retry_delay: float, source: Any, echo: Echo,
+    retry_delay: float, max_failures: int | float | None, source: Any, echo: Echo,
 ) -> RunOutcome:
     attempt = 1
     while True:
@@ -305,7 +308,7 @@ def _attempts(
         tracker = _WorkTracker()
         service.add_observer(tracker)
         try:
-            result = service.run(ledger, only=only)
+            result = service.run(ledger, only=only, max_failures=max_failures)
         except (FerrymanError, OSError, sqlite3.Error, SQLAlchemyError) as exc:
             if attempt == 1 and not tracker.started:  # e.g. LedgerBusyError: nothing was done
                 raise CommandError(one_line(exc), 2) from exc

@@ -120,6 +120,10 @@ class MigrationSpec:
     load_retry: Retry
     save_retry: Retry
     order: int
+    depends_on: tuple[str, ...] = ()
+    """Names or identities of migrations that must run (and succeed) first."""
+    max_failures: int | float | None = None
+    """The failure budget: see :func:`check_max_failures`."""
 
     @property
     def reads(self) -> frozenset[str]:
@@ -140,8 +144,34 @@ _MATCH_PARAMS = ("record", "aggregates", "store")
 _REDUCE_PARAMS = ("aggregates", "batch")
 _OPTIONS = {
     "source", "dest", "match", "batch_size", "save_batch_size", "cardinality",
-    "load_retry", "save_retry", "order", "name",
+    "load_retry", "save_retry", "order", "name", "depends_on", "max_failures",
 }
+PARAMETER_ALIASES: dict[str, frozenset[str]] = {
+    "record": frozenset({"rec", "row", "item"}),
+    "aggregates": frozenset({"agg", "aggs", "acc"}),
+    "batch": frozenset({"page", "matches"}),
+    "error": frozenset({"err", "exc", "exception"}),
+}
+"""Other names a hook's parameter may have. Hooks are called by position, so a parameter named
+for another one (``def transform(self, record, aggregates)``: swapped) is refused; a name that
+starts with ``_`` says "unused" and is always fine."""
+
+
+def check_max_failures(value: Any) -> int | float | None:
+    """A failure budget: None (the default rule: stop when the first
+    :data:`~ferryman.defaults.DEFAULT_ALL_FAILED_LIMIT` records of a run all failed), an int
+    N >= 0 (stop when more than N records failed in a run), a ratio in (0, 1) (stop when more
+    than that share of the records attempted failed, judged from
+    :data:`~ferryman.defaults.FAILURE_RATIO_MIN_RECORDS` records on) or ``math.inf`` (never)."""
+    if value is None or value == math.inf:
+        return value  # type: ignore[no-any-return]
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and 0 < value < 1:
+        return value
+    raise ValueError(
+        f"max_failures must be None, an int >= 0, a ratio between 0 and 1, or math.inf; got {value!r}"
+    )
 
 
 def _check_positive(what: str, value: Any) -> None:
@@ -178,7 +208,16 @@ def _check_method(cls: type, name: str, params: Sequence[str], required: bool) -
     if not (required_count <= wanted <= len(positional)):
         got = f"def {name}{sig}"
         return f"{name} takes the wrong parameters: {got}; expected: {expected}"
+    misnamed = [(p.name, want) for p, want in zip(positional[1:], params) if not _may_be_called(p.name, want)]
+    if misnamed:
+        given = ", ".join(f"{got!r} where {want!r} is passed" for got, want in misnamed)
+        return (f"{name} names its parameters for what it does not receive ({given}); "
+                f"expected: {expected} (prefix a parameter with _ if it is unused)")
     return None
+
+
+def _may_be_called(given: str, expected: str) -> bool:
+    return given == expected or given.startswith("_") or given in PARAMETER_ALIASES.get(expected, ())
 
 
 def _definition_problems(cls: type, spec_kwargs: dict[str, Any], matches: Sequence[Match]) -> list[str]:
@@ -211,7 +250,7 @@ def _definition_problems(cls: type, spec_kwargs: dict[str, Any], matches: Sequen
 def migration(**options: Any) -> Callable[[T], T]:
     """Declare a migration class: read ``source``, match, transform, save to ``dest``.
 
-    See CONTRACT §3 for every option; the defaults are mjg's (batches of 512, one retry after
+    Every option is described in the README; the defaults are mjg's (batches of 512, one retry after
     one second, cardinality ZERO_OR_MORE). Raises :class:`MigrationDefinitionError` listing
     every problem of the class at once.
     """
@@ -259,6 +298,17 @@ def migration(**options: Any) -> Callable[[T], T]:
                 f"cardinality must be a Cardinality, got {options.get('cardinality')!r}"
             )
             cardinality = Cardinality.ZERO_OR_MORE
+        depends_on = options.get("depends_on", ())
+        if isinstance(depends_on, (str, type)):
+            depends_on = [depends_on]
+        refs = [_migration_ref(d) for d in depends_on] if isinstance(depends_on, (list, tuple)) else [None]
+        if None in refs:
+            problems.append("depends_on must be a list of migration names, identities or @migration classes")
+        try:
+            max_failures = check_max_failures(options.get("max_failures"))
+        except ValueError as exc:
+            problems.append(str(exc))
+            max_failures = None
         display = options.get("name", cls.__name__)
         if not isinstance(display, str) or not display:
             problems.append(f"name must be a non-empty string, got {display!r}")
@@ -279,11 +329,22 @@ def migration(**options: Any) -> Callable[[T], T]:
             dest=options["dest"],
             matches=tuple(m for _, m in ordered),
             cardinality=cardinality,
+            depends_on=tuple(r for r in refs if r is not None),
+            max_failures=max_failures,
             **values,
         )
         return cls
 
     return decorate
+
+
+def _migration_ref(ref: Any) -> str | None:
+    """A ``depends_on`` entry as a name or identity (a class gives its identity)."""
+    if isinstance(ref, str) and ref:
+        return ref
+    if inspect.isclass(ref):
+        return f"{ref.__module__}.{ref.__qualname__}"
+    return None
 
 
 def spec_of(obj: Any) -> MigrationSpec:

@@ -16,3 +16,10 @@ DEFAULT_RETRY_DELAY = 1.0
 
 DEFAULT_ORDER = 0
 """Manual ordering group of a migration or a match; lower runs first."""
+
+DEFAULT_ALL_FAILED_LIMIT = 1_000
+"""A migration whose first this-many records in a run all failed stops (the default failure
+budget): a run where every record fails the same way ends in seconds, not after a million."""
+
+FAILURE_RATIO_MIN_RECORDS = 1_000
+"""A failure budget given as a ratio is judged once a run attempted this many records."""

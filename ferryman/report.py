@@ -48,9 +48,11 @@ class MigrationReport:
     finished_at: float | None = None
 
     @property
-    def done(self) -> int:
-        """Source records dealt with so far (read, whatever became of them)."""
-        return self.read
+    def unfinished(self) -> int:
+        """Records read whose outcome this run did not reach (a stop, a fatal error, failures
+        waiting for their retry): ``read`` is always succeeded + failed + skipped + ignored +
+        unfinished."""
+        return self.read - self.succeeded - self.failed - self.skipped - self.ignored
 
     @property
     def elapsed(self) -> float:
@@ -74,6 +76,7 @@ class MigrationReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = self.state.value
+        data["unfinished"] = self.unfinished
         data["rate"] = round(self.rate, 3)
         data["eta"] = None if self.eta is None else round(self.eta, 1)
         return data
@@ -124,6 +127,8 @@ class RunResult:
                 f"{r.name}: {r.state.value} - {r.succeeded} migrated, {r.failed} failed, "
                 f"{r.skipped} already done, {r.ignored} ignored, {r.written} written"
             )
+            if r.unfinished:
+                line += f", {r.unfinished} unfinished"
             if r.held_back_by:
                 line += f" (held back: {', '.join(r.held_back_by)} failed)"
             if r.fatal_error:

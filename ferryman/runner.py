@@ -19,6 +19,7 @@ from itertools import compress
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from .declare import MigrationSpec
+from .defaults import DEFAULT_ALL_FAILED_LIMIT, FAILURE_RATIO_MIN_RECORDS
 from .events import RunObserver
 from .errors import LeaseLostError, LedgerWriteError, StopRequested, StoreUnusableError
 from .pipeline.match import match_and_reduce, start_reduction
@@ -49,6 +50,7 @@ class MigrationRunner:
         observer: RunObserver,
         stop: StopFlag,
         checkpoint: Callable[..., None],
+        max_failures: int | float | None = None,
     ) -> None:
         self.spec = spec
         self.instance = instance
@@ -59,6 +61,8 @@ class MigrationRunner:
         self.observer = observer
         self.stop = stop
         self.checkpoint = checkpoint
+        self.max_failures = spec.max_failures if max_failures is None else max_failures
+        """The failure budget: the run's (``--max-failures``) over the migration's own."""
         self.saver = Saver(
             spec, instance, self.source, stores[spec.dest], stores,
             journal_for=(lambda ids: ledger.journal_for(spec.identity, ids)) if ledger.journals else None,
@@ -69,8 +73,8 @@ class MigrationRunner:
         self._attempts: dict[tuple[RecordId, Phase], int] = {}
         self._deferred: dict[RecordId, float] = {}
         """Ids to run again after the main pass, with the pause their failure asks for."""
-        self._retried: dict[RecordId, bool] = {}
-        """Ids the retry pass handled (True: migrated); the main pass skips them, so the ledger
+        self._retried: set[RecordId] = set()
+        """Ids the retry passes handled; the main pass skips them, so the ledger
         never needs to look up ids this run recorded itself (keyset paging reads each id once)."""
 
     def run(self) -> MigrationReport:
@@ -98,6 +102,8 @@ class MigrationRunner:
             finished = True
         except SourceUnreadable as exc:
             self._fatal(exc.args[0], exc.__cause__ or exc)
+        except _BudgetExceeded as exc:
+            self._fatal(str(exc))
         except StoreUnusableError as exc:
             self._fatal("a store the migration writes or reads is unusable", exc)
         except (StopRequested, KeyboardInterrupt):
@@ -113,8 +119,12 @@ class MigrationRunner:
             self._finish()
         return report
 
-    def _fatal(self, what: str, cause: BaseException) -> None:
+    def _fatal(self, what: str, cause: BaseException | None = None) -> None:
         """End the migration with one fatal error: ``what`` happened, because of ``cause``."""
+        if cause is None:
+            self.report.fatal_error = self.report.last_error = what
+            self.ledger.record_fatal(self.spec.identity, what)
+            return
         self.report.fatal_error = self.report.last_error = f"{what}: {describe_error(cause)}"
         self.ledger.record_fatal(self.spec.identity, "".join(traceback.format_exception(cause)).rstrip())
 
@@ -158,6 +168,7 @@ class MigrationRunner:
             nonlocal found
             for page in pages:
                 found += len(page)
+                self.report.read += len(page)  # the main pass will not meet them again
                 yield page
 
         self._run_pages(counted(self._pages_by_id(ids)), main_pass=False)
@@ -192,21 +203,23 @@ class MigrationRunner:
                 self._complete(in_flight)
 
     def _prepare(self, records: list[Record], main_pass: bool) -> _Page:
-        """Drop what is done or ignored, then run the page through match and transform."""
+        """Drop what is done or ignored, then run the page through match and transform.
+
+        Every source record this run meets is counted once in ``read``, and ends counted once
+        more: migrated, failed, already done (an earlier run), ignored, or unfinished (a stop).
+        A record the retry pass at the start handled is not met again by the main pass.
+        """
         report = self.report
         ids = self.source.ids_of(records)
         done = self.ledger.succeeded_among(self.spec.identity, ids)
         ignored = self.ledger.ignored_among(self.spec.identity, ids)
-        retried = self._retried
+        retried, deferred = self._retried, self._deferred
+        again = {i for i in ids if i in retried or i in deferred} if main_pass and (retried or deferred) else set()
         if main_pass:
-            if retried:
-                done |= {i for i in ids if retried.get(i)}
-            report.read += len(records)
-            report.skipped += len(done)
-            report.ignored += len(ignored)
-        skip = done | ignored
-        if main_pass and (retried or self._deferred):
-            skip |= retried.keys() | self._deferred.keys()
+            report.read += len(records) - len(again)
+            report.skipped += len(done - again)
+            report.ignored += len(ignored - again)
+        skip = done | ignored | again
         if skip:
             kept = [i not in skip for i in ids]
             ids, records = list(compress(ids, kept)), list(compress(records, kept))
@@ -250,12 +263,31 @@ class MigrationRunner:
         report.failed += len(failures)
         report.written = self.saver.written
         if not page.main_pass:
-            self._retried.update(dict.fromkeys(succeeded, True))
-            self._retried.update((f.id, False) for f in failures)
+            self._retried.update(succeeded)
+            self._retried.update(f.id for f in failures)
         for failure in failures:
             self.observer.record_failed(report, failure)
         self.checkpoint(urgent=not self.saver.journaled)
         self.observer.page_done(report)
+        if failures:
+            self._check_budget()
+
+    def _check_budget(self) -> None:
+        """Stop the migration once its failures exceed the budget (see ``max_failures``)."""
+        report, budget = self.report, self.max_failures
+        failed, attempted = report.failed, report.failed + report.succeeded
+        if budget is None:
+            exceeded = report.succeeded == 0 and failed >= DEFAULT_ALL_FAILED_LIMIT
+            rule = f"the first {failed} records attempted all failed"
+        elif isinstance(budget, float):
+            exceeded = attempted >= FAILURE_RATIO_MIN_RECORDS and failed > budget * attempted
+            rule = f"{failed} of {attempted} records attempted failed, more than max_failures={budget:g}"
+        else:
+            exceeded = failed > budget
+            rule = f"{failed} records failed, more than max_failures={budget}"
+        if exceeded:
+            raise _BudgetExceeded(f"failure budget exceeded: {rule}; the migration stopped (records "
+                                  "not reached are left for the next run): fix the cause, then run again")
 
     def _next_attempt(self, failed: list[Work], size: int, failures: list[FailedRecord]) -> list[Work]:
         """The failed records to run again at once (after the pause), if the whole attempt of
@@ -316,6 +348,10 @@ class MigrationRunner:
             return self.source.describe(record)
         except Exception as exc:
             return f"{self.spec.source}(<describe failed: {describe_error(exc)}>)"
+
+
+class _BudgetExceeded(Exception):
+    """The migration's failures exceeded its failure budget."""
 
 
 class _Page:

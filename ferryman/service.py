@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any, Iterable, Mapping, Sequence
 
-from .declare import MigrationSpec, spec_of
+from .declare import MigrationSpec, check_max_failures, spec_of
 from .errors import (
     LeaseLostError,
     LedgerWriteError,
@@ -147,12 +147,16 @@ class MigrationService:
         progress: MigrationProgress | Ledger | None = None,
         *,
         only: Sequence[str] | None = None,
+        max_failures: int | float | None = None,
     ) -> RunResult:
         """Run the plan (or the ``only`` subset) and return what happened to each migration.
 
         ``progress`` is a :class:`MigrationProgress` (mutated in place, as mjg did), a
         :class:`Ledger`, or None: the service's ``ledger``, else a fresh start in memory.
+        ``max_failures`` is a failure budget for every migration of this run, over their own
+        (see ``@migration(max_failures=...)``).
         """
+        check_max_failures(max_failures)
         steps = self.select(only)
         if isinstance(progress, Ledger):
             ledger = progress
@@ -160,15 +164,17 @@ class MigrationService:
             ledger = self.ledger
         else:
             ledger = MemoryLedger(progress)
-        run = _Run(self, ledger, steps)
+        run = _Run(self, ledger, steps, max_failures)
         return run.execute()
 
 
 class _Run:
     """The state of one call to :meth:`MigrationService.run`."""
 
-    def __init__(self, service: MigrationService, ledger: Ledger, steps: list[PlanStep]) -> None:
+    def __init__(self, service: MigrationService, ledger: Ledger, steps: list[PlanStep],
+                 max_failures: int | float | None = None) -> None:
         self.service = service
+        self.max_failures = max_failures
         self.ledger = ledger
         self.steps = steps
         self.stop = StopFlag()
@@ -230,7 +236,7 @@ class _Run:
                 return
             MigrationRunner(
                 spec, self.service._instances[spec.identity], self.service.stores, self.ledger,
-                report, self.service.observers, self.stop, self._persist,
+                report, self.service.observers, self.stop, self._persist, self.max_failures,
             ).run()
             self._persist(force=True)
             self.service.observers.migration_finished(report)

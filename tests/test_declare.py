@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ferryman import Cardinality, Match, MigrationDefinitionError, Retry, migration
@@ -107,3 +109,49 @@ def test_cardinality_truth_tables(n):
     assert Cardinality.EXACTLY_ONE.allows_so_far(n) == (n <= 1)
     assert Cardinality.ZERO_OR_ONE.allows_so_far(n) == (n <= 1)
     assert Cardinality.ONE_OR_MORE.allows_so_far(n)
+
+
+@pytest.mark.parametrize("signature, fine", [
+    ("def transform(self, aggregates, record)", True),
+    ("def transform(self, aggs, row)", True),
+    ("def transform(self, _aggregates, record)", True),
+    ("def transform(self, record, aggregates)", False),
+    ("def transform(self, data, item)", False),
+    ("def start_reduction(self, aggregates, record)", False),
+    ("def handle_duplicate(self, exc, record, outputs, source, dest, registry)", True),
+])
+def test_parameters_are_checked_by_name(signature, fine):
+    namespace: dict[str, object] = {}
+    exec(f"{signature}:\n    return []", namespace)
+    hook = signature.split("(")[0].split()[-1]
+    cls = type("Swapped", (), {"transform": lambda self, aggregates, record: [], hook: namespace[hook]})
+    if fine:
+        migration(source="a", dest="b")(cls)
+        return
+    with pytest.raises(MigrationDefinitionError) as info:
+        migration(source="a", dest="b")(cls)
+    message = str(info.value)
+    assert "names its parameters for what it does not receive" in message
+    assert f"def {hook}(self, " in message  # the signature expected
+
+
+@pytest.mark.parametrize("value, fine", [
+    (None, True), (0, True), (10, True), (0.05, True), (math.inf, True),
+    (-1, False), (1.5, False), (True, False), ("10", False),
+])
+def test_max_failures_and_depends_on_are_checked(value, fine):
+    cls = type("Budgeted", (), {"transform": lambda self, aggregates, record: []})
+    if fine:
+        assert spec_of(migration(source="a", dest="b", max_failures=value)(cls)).max_failures == value
+        return
+    with pytest.raises(MigrationDefinitionError, match="max_failures must be"):
+        migration(source="a", dest="b", max_failures=value)(cls)
+
+
+def test_depends_on_takes_names_and_classes():
+    first = migration(source="a", dest="b")(type("First", (), {"transform": lambda self, aggregates, record: []}))
+    second = migration(source="c", dest="d", depends_on=[first, "Other"])(
+        type("Second", (), {"transform": lambda self, aggregates, record: []}))
+    assert spec_of(second).depends_on == (f"{first.__module__}.First", "Other")
+    with pytest.raises(MigrationDefinitionError, match="depends_on must be a list"):
+        migration(source="c", dest="d", depends_on=[3])(type("Third", (), {"transform": lambda self, aggregates, record: []}))

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ferryman import Match, PlanError, migration
+from ferryman import Match, PlanError, SqlStore, migration
 from ferryman.declare import spec_of
 from ferryman.plan import build_plan, dependants
 
 
-def make(name, source, dest, matches=(), order=0):
+def make(name, source, dest, matches=(), order=0, **options):
     ns = {"transform": lambda self, aggregates, record: []}
     for m in matches:
         ns[f"match_with_{m}"] = lambda self, record, aggregates, store: None
         ns[f"reduce_from_{m}"] = lambda self, aggregates, batch: None
     cls = type(name, (), ns)
     return spec_of(migration(source=source, dest=dest, match=[Match(m) for m in matches],
-                             order=order)(cls))
+                             order=order, **options)(cls))
 
 
 def names(steps):
@@ -33,7 +35,7 @@ def test_dependency_order_and_stable_ties():
     steps = build_plan(specs, STORES)
     assert names(steps) == ["B", "C", "D", "E", "G"]
     assert steps[3].after == ("C", "D")
-    assert "after C, D" in steps[3].explain()
+    assert "after C (reads 'c', which it writes); after D (reads 'd', which it writes)" in steps[3].explain()
 
 
 def test_order_groups_run_in_ascending_order_even_against_dependencies():
@@ -92,3 +94,62 @@ def test_every_plan_runs_writers_before_readers(specs):
         for store in step.spec.reads:
             assert position.get(store, -1) < i
     assert names(build_plan(list(specs), stores)) == names(steps)  # deterministic
+
+
+def sql_stores(tmp_path, *tables):
+    """Stores named by their (name, file, table) on SQLite files in ``tmp_path``."""
+    return {name: SqlStore(name, f"sqlite:///{tmp_path}/{file}", table) for name, file, table in tables}
+
+
+def test_two_stores_on_one_table_are_one_dataset(tmp_path):
+    stores = sql_stores(tmp_path, ("src", "a.db", "src"), ("out", "b.db", "out"),
+                        ("out_again", "./b.db", "out"), ("report", "c.db", "report"))
+    specs = [make("Report", "out_again", "report"), make("Copy", "src", "out")]
+    steps = build_plan(specs, stores)
+    assert names(steps) == ["Copy", "Report"]
+    assert "after Copy (reads 'out_again', the same data as 'out', which it writes)" in steps[1].explain()
+    failed = next(s.spec for s in steps if s.spec.name == "Copy")
+    assert [s.name for s in dependants(steps, failed)] == ["Report"]
+
+
+def test_datasets_ignore_driver_credentials_and_spelling():
+    a = SqlStore("a", "postgresql+psycopg://u:secret@LocalHost/db", "t")
+    b = SqlStore("b", "postgresql://other@127.0.0.1:5432/db", "t", schema="public")
+    c = SqlStore("c", "postgresql://other@127.0.0.1:5432/db2", "t")
+    d = SqlStore("d", "postgresql://db.example/db", "t", dataset="postgresql://127.0.0.1:5432/db/public.t")
+    assert a.dataset == b.dataset == d.dataset == "postgresql://127.0.0.1:5432/db/public.t"
+    assert c.dataset != a.dataset and "secret" not in a.dataset
+
+
+@pytest.mark.parametrize("specs, fragment", [
+    (lambda: [make("X", "src", "out"), make("Y", "out_again", "out2", ["out"])], None),
+    (lambda: [make("X", "src", "out", ["out_again"])], "reads the store it writes ('out') (store 'out_again'"),
+    (lambda: [make("X", "src", "out"), make("Y", "src", "out_again")], "both write store"),
+])
+def test_plan_errors_see_through_store_names(tmp_path, specs, fragment):
+    stores = sql_stores(tmp_path, ("src", "a.db", "src"), ("out", "b.db", "out"), ("out_again", "b.db", "out"),
+                        ("out2", "c.db", "out2"))
+    if fragment is None:
+        assert names(build_plan(specs(), stores)) == ["X", "Y"]
+        return
+    with pytest.raises(PlanError, match=re.escape(fragment)):
+        build_plan(specs(), stores)
+
+
+def test_depends_on_orders_and_holds_back(tmp_path):
+    first = make("First", "a", "b")
+    specs = [make("Second", "c", "d", depends_on=["First"]), make("Third", "e", "f", depends_on=[first.cls]), first]
+    steps = build_plan(specs, STORES)
+    assert names(steps) == ["First", "Second", "Third"]
+    assert "after First (depends_on)" in steps[1].explain()
+    assert [s.name for s in dependants(steps, first)] == ["Second", "Third"]
+
+
+@pytest.mark.parametrize("specs, fragment", [
+    (lambda: [make("X", "a", "b", depends_on=["Nope"])], "depends on 'Nope', which is not a migration"),
+    (lambda: [make("X", "a", "b", depends_on=["Y"]), make("Y", "c", "d", order=1)], "runs later (order 1)"),
+    (lambda: [make("X", "a", "b", depends_on=["Y"]), make("Y", "c", "d", depends_on=["X"])], "dependency cycle"),
+])
+def test_impossible_depends_on_is_a_plan_error(specs, fragment):
+    with pytest.raises(PlanError, match=re.escape(fragment)):
+        build_plan(specs(), STORES)

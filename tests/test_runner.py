@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from ferryman import (
@@ -220,7 +222,8 @@ def test_retry_records_are_rerun_by_id_first_and_removed_when_they_succeed():
     assert set(entry.succeeded) == {1, 2, 3, 4, 5}
     assert list(entry.failed) == [6, 99]  # IGNORE kept, vanished RETRY kept
     report = result.reports[0]
-    assert (report.skipped, report.ignored, report.succeeded) == (3, 1, 3)  # 5: done in the retry pass
+    # 5 is counted once (migrated, by the retry pass), not also "already done" by the main pass
+    assert (report.read, report.skipped, report.ignored, report.succeeded, report.failed) == (6, 2, 1, 3, 0)
 
 
 def test_equality_filters_on_one_field_are_answered_by_one_query():
@@ -332,3 +335,51 @@ def test_failures_leave_no_reference_cycles_behind():
         gc.garbage.clear()
     assert report.failed == n // 100 + n // 500 and report.succeeded == n - report.failed
     assert left == []
+
+
+def test_a_migration_whose_records_all_fail_stops_after_a_thousand():
+    @migration(source="src", dest="dst", batch_size=100, save_retry=Retry(times=0, delay=0))
+    class Broken:
+        def transform(self, aggregates, record):
+            raise ValueError("the same mistake every time")
+
+    @migration(source="src", dest="other")
+    class Independent:
+        def transform(self, aggregates, record):
+            return [{"id": record["id"]}]
+
+    dst, other = MemoryStore("dst"), MemoryStore("other")
+    result = run([Broken, Independent], numbers(100_000), dst, other)
+    broken, independent = result.reports
+    assert broken.state is MigrationState.FAILED and broken.failed == 1_000
+    assert "failure budget exceeded: the first 1000 records attempted all failed" in broken.fatal_error
+    # stopped at once, not after 100,000: the page read ahead meanwhile is left for the next run
+    assert broken.read == 1_100 and broken.unfinished == 100
+    assert independent.state is MigrationState.COMPLETED and len(other.records()) == 100_000
+    assert result.exit_code == 1
+
+
+@pytest.mark.parametrize("budget, run_budget, failed", [(5, None, 6), (0.5, None, 751), (None, 5, 6), (50, 2, 3)])
+def test_failure_budgets_count_and_ratio(budget, run_budget, failed):
+    @migration(source="src", dest="dst", batch_size=1, max_failures=budget, save_retry=Retry(times=0, delay=0))
+    class HalfBroken:
+        def transform(self, aggregates, record):
+            if record["id"] % 4 != 0:  # three in four fail
+                raise ValueError("odd")
+            return [{"id": record["id"]}]
+
+    service = MigrationService([numbers(4_000), MemoryStore("dst")], [HalfBroken], checkpoint_interval=0)
+    report = service.run(max_failures=run_budget).reports[0]
+    assert report.state is MigrationState.FAILED
+    assert report.failed == failed and "failure budget exceeded" in report.fatal_error
+    assert report.read == report.succeeded + report.failed + report.unfinished and report.unfinished <= 1
+
+
+def test_math_inf_means_no_budget():
+    @migration(source="src", dest="dst", max_failures=math.inf, save_retry=Retry(times=0, delay=0))
+    class Broken:
+        def transform(self, aggregates, record):
+            raise ValueError("always")
+
+    report = run([Broken], numbers(1_500), MemoryStore("dst")).reports[0]
+    assert report.failed == 1_500 and report.fatal_error is None

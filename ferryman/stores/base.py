@@ -92,6 +92,16 @@ class Store(ABC):
             self.key = fields if len(fields) > 1 else fields[0]
             self.key_fields = fields
 
+    @property
+    def dataset(self) -> str:
+        """What the store points at, for planning: two stores with the same dataset are the
+        same data (a migration reading one runs after the migration writing the other).
+
+        The default is the store's own name: a store of its own. Stores over shared systems
+        say where their data lives (SqlStore: the database and table, without credentials).
+        """
+        return f"{type(self).__name__}:{self.name}"
+
     # --- ids and descriptions -------------------------------------------------------------
 
     @property

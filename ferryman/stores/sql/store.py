@@ -23,6 +23,7 @@ from .dialects import adapt_reflected_table
 from .driver import DriverStatement, PageQuery, as_dicts
 from .driver_errors import classify, driver_error, map_errors
 from .engines import acquire_engine, release_engine
+from .identity import sql_dataset
 from .inserts import FastPathRefused, InsertBatch, inserter_for
 from .journal import (
     append_entry,
@@ -63,6 +64,9 @@ class SqlStore(Store):
             ``"ignore"`` keeps the stored row. On MySQL both apply to a clash on any unique key.
         schema: the schema (PostgreSQL) or database (MySQL) of a table given by name.
         create_engine_kwargs: extra ``create_engine`` options, for a URL only.
+        dataset: where the data lives, when the URL cannot tell (two stores with the same
+            dataset are the same data when migrations are ordered); default: the database and
+            table the URL and table name point at.
 
     A native filter is a SQLAlchemy clause, e.g. ``store.table.c.n > 3``.
 
@@ -92,6 +96,7 @@ class SqlStore(Store):
         on_conflict: OnConflict = "error",
         schema: str | None = None,
         create_engine_kwargs: Mapping[str, Any] | None = None,
+        dataset: str | None = None,
     ) -> None:
         super().__init__(name, key)
         self.on_conflict = check_on_conflict(on_conflict)
@@ -111,6 +116,7 @@ class SqlStore(Store):
         self._schema = table.schema if isinstance(table, Table) else schema
         self.table_name = f"{self._schema}.{self._table_arg}" if self._schema else self._table_arg
         self._label = f"store {name!r} ({self.url.render_as_string(hide_password=True)}, table {self.table_name})"
+        self._dataset = dataset or sql_dataset(self.url, self._schema, self._table_arg)
         self._journal = journal_table(self._schema)
         self._journal_ready = False
         self._in_doubt: set[tuple[str, str]] = set()  # journal entries whose commit was cut off
@@ -121,6 +127,11 @@ class SqlStore(Store):
         self._engine: Engine | None = (
             url_or_engine if isinstance(url_or_engine, Engine) else acquire_engine(self.url, self._engine_options)
         )
+
+    @property
+    def dataset(self) -> str:
+        """The database and table this store reads and writes (see :func:`sql_dataset`)."""
+        return self._dataset
 
     # --- engine and table -----------------------------------------------------------------
 
