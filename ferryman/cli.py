@@ -239,6 +239,29 @@ def plan(target: str) -> None:
         click.echo(line)
 
 
+@cli.command(context_settings=CONTEXT, short_help="Forget a migration's progress so it runs again.")
+@click.argument("target")
+@click.option("--migration", "migrations", multiple=True, required=True, metavar="NAME",
+              help="The migration to reset (name or identity); repeatable.")
+@click.option("--with-dependants", is_flag=True,
+              help="Also reset every migration that reads, directly or not, what it writes.")
+@progress_option(False, f"{LEDGER_HELP} Default: the one `ferryman run TARGET` uses.")
+@debug_option
+def reset(target: str, migrations: tuple[str, ...], with_dependants: bool, progress: str | None) -> None:
+    """Forget the progress of a migration of TARGET, so the next run migrates it from the start.
+
+    Its destination still holds what it wrote: empty it first, or let it upsert
+    (on_conflict='update'). Refused while a run holds the progress ledger.
+
+    \b
+    Example:
+      ferryman reset migrations.py --migration revenue --with-dependants
+      ferryman run migrations.py
+    """
+    for line in commands.reset(target, list(migrations), progress=progress, with_dependants=with_dependants):
+        click.echo(line)
+
+
 # --- serve and status --------------------------------------------------------------------------------
 
 

@@ -138,6 +138,39 @@ def plan(target: str | Target | MigrationService) -> list[str]:
     return _service_of(target).explain()
 
 
+def reset(
+    target: str | Target | MigrationService, migrations: Sequence[str], *,
+    progress: str | os.PathLike[str] | None = None, with_dependants: bool = False,
+) -> list[str]:
+    """Forget the progress of ``migrations`` (and their dependants) in the ledger a run of
+    ``target`` would use; one line per migration reset, saying what its destination still holds.
+
+    Raises:
+        CommandError: exit code 2 when there is no such ledger or migration, or a live run
+            holds the ledger; nothing is changed then.
+    """
+    service = _service_of(target)
+    path = _ledger_path(service, progress)
+    if path is not None and not os.path.exists(path):
+        raise CommandError(f"no progress ledger at {path}: nothing to reset", 2)
+    ledger = service.ledger if path is None else _open_ledger(path)
+    try:
+        done = service.reset(migrations, with_dependants=with_dependants, progress=ledger)
+    except (FerrymanError, OSError, sqlite3.Error) as exc:
+        raise CommandError(one_line(exc), 2) from exc
+    finally:
+        if path is not None and ledger is not None:
+            ledger.close()
+    lines = []
+    for spec in done:
+        dest = service.stores[spec.dest]
+        kept = ("" if getattr(dest, "on_conflict", "error") == "update" else
+                f"; its destination {spec.dest!r} still holds what it wrote: empty it, or make it upsert "
+                "(on_conflict='update'), before running again")
+        lines.append(f"reset {spec.name}: the next run migrates it from the start{kept}")
+    return lines
+
+
 def _service_of(target: str | Target | MigrationService) -> MigrationService:
     if isinstance(target, MigrationService):
         return target

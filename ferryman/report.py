@@ -44,6 +44,8 @@ class MigrationReport:
     last_error: str | None = None
     fatal_error: str | None = None
     held_back_by: list[str] = field(default_factory=list)
+    held_back_reason: str | None = None
+    """Why it was held back, when not because ``held_back_by`` failed."""
     started_at: float | None = None
     finished_at: float | None = None
 
@@ -129,7 +131,9 @@ class RunResult:
             )
             if r.unfinished:
                 line += f", {r.unfinished} unfinished"
-            if r.held_back_by:
+            if r.held_back_reason:
+                line += f" (held back: {r.held_back_reason})"
+            elif r.held_back_by:
                 line += f" (held back: {', '.join(r.held_back_by)} failed)"
             if r.fatal_error:
                 line += f"; fatal: {r.fatal_error}"

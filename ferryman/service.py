@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from dataclasses import replace
 import os
 import time
 from typing import Any, Iterable, Mapping, Sequence
@@ -168,6 +169,29 @@ class MigrationService:
         return run.execute()
 
 
+    def reset(self, names: Sequence[str], *, with_dependants: bool = False,
+              progress: Ledger | None = None) -> list[MigrationSpec]:
+        """Forget the progress of these migrations (names or identities), so that the next run
+        migrates them from the start; the migrations reset, in plan order.
+
+        Their destinations still hold what they wrote: the next run meets those records again
+        (empty the destination first, or let it upsert with ``on_conflict="update"``).
+        ``with_dependants`` resets every migration that reads, directly or not, what they
+        write. Refused (:class:`LedgerBusyError`) while a live run holds the ledger.
+        """
+        ledger = progress if progress is not None else self.ledger
+        if ledger is None:
+            raise PlanError("no progress ledger to reset: give the service a ledger, or progress=")
+        chosen = {s.spec.identity for s in self.select(names)}
+        if with_dependants:
+            chosen |= {d.identity for s in self._steps if s.spec.identity in chosen
+                       for d in dependants(self._steps, s.spec)}
+        steps = [s for s in self._steps if s.spec.identity in chosen]
+        for step in steps:
+            ledger.forget(ledger.bind(step.spec.identity, step.writes), self.stores[step.spec.dest])
+        return [s.spec for s in steps]
+
+
 class _Run:
     """The state of one call to :meth:`MigrationService.run`."""
 
@@ -178,6 +202,7 @@ class _Run:
         self.ledger = ledger
         self.steps = steps
         self.stop = StopFlag()
+        self.instances = {s.spec.identity: service._instances[s.spec.identity] for s in steps}
         self.reports = {
             s.spec.identity: MigrationReport(s.spec.identity, s.spec.name, s.spec.source, s.spec.dest)
             for s in steps
@@ -196,6 +221,7 @@ class _Run:
         with stop_on_signals(self.stop):  # first: a signal from here on stops the run gently
             self.ledger.begin_run(self.result.reports)  # refused (busy, unwritable): nothing done
             try:
+                self._bind()
                 observers.run_started(self.result.reports)
                 with tuned_for_pipeline():
                     self._run_steps()
@@ -226,6 +252,24 @@ class _Run:
             except (LeaseLostError, LedgerWriteError) as exc:
                 self.result.ledger_error = self.result.ledger_error or str(exc)
 
+    def _bind(self) -> None:
+        """Key each migration's progress by its identity and destination (see
+        :meth:`Ledger.bind`), and say so when the ledger knows none of this run's migrations."""
+        known = set(self.ledger.lineage())
+        for i, step in enumerate(self.steps):
+            identity = step.spec.identity
+            key = self.ledger.bind(identity, step.writes)
+            if key == identity:
+                continue
+            self.steps[i] = replace(step, spec=replace(step.spec, identity=key))
+            self.instances[key] = self.instances.pop(identity)
+            self.reports[key] = report = self.reports.pop(identity)
+            report.identity = key
+        if known and not known & {s.spec.identity for s in self.steps}:
+            log.warning("progress ledger %s holds the progress of %d other migration(s) (%s) and none of "
+                        "these: is it the right ledger for this target?", getattr(self.ledger, "path", "in use"),
+                        len(known), ", ".join(sorted(k.rsplit(".", 1)[-1] for k in known)[:5]))
+
     def _run_steps(self) -> None:
         for step in self.steps:
             spec = step.spec
@@ -234,22 +278,71 @@ class _Run:
                 continue
             if self.stop.requested:
                 return
+            if not self._inputs_ready(step, report):
+                self._hold_back_dependants(spec, f"reads what {spec.name} writes, which is out of date")
+                continue
             MigrationRunner(
-                spec, self.service._instances[spec.identity], self.service.stores, self.ledger,
+                spec, self.instances[spec.identity], self.service.stores, self.ledger,
                 report, self.service.observers, self.stop, self._persist, self.max_failures,
             ).run()
             self._persist(force=True)
             self.service.observers.migration_finished(report)
             if report.state is MigrationState.FAILED:
-                self._hold_back_dependants(spec)
+                self._hold_back_dependants(spec, f"reads what {spec.name} writes, which failed")
 
-    def _hold_back_dependants(self, failed: MigrationSpec) -> None:
-        for spec in dependants(self.steps, failed):
+    def _hold_back_dependants(self, upstream: MigrationSpec, why: str) -> None:
+        for spec in dependants(self.steps, upstream):
             report = self.reports[spec.identity]
             report.state = MigrationState.HELD_BACK
-            if failed.name not in report.held_back_by:
-                report.held_back_by.append(failed.name)
-            log.warning("%s held back: it reads what %s writes, which failed", spec.name, failed.name)
+            if upstream.name not in report.held_back_by:
+                report.held_back_by.append(upstream.name)
+            log.warning("%s held back: it %s", spec.name, why)
+
+    def _inputs_ready(self, step: PlanStep, report: MigrationReport) -> bool:
+        """Whether the migration may run on what its inputs hold now; True once it is known.
+
+        A migration's inputs are the migrations whose destination it reads (or names in
+        ``depends_on``). When one of them wrote records after this migration last started (a
+        record fixed and retried, an IGNORE lifted), what it wrote then may be out of date:
+        - read as its source only: the new records are new source records, which this run
+          migrates like any other; nothing to do;
+        - matched (reduced), or a ``depends_on``: any output may depend on them. A destination
+          that upserts (``on_conflict="update"``) lets it run again from the start, which
+          rewrites every output; any other destination holds it back (False), with the
+          command that resets it.
+        """
+        key, ledger = step.spec.identity, self.ledger
+        lineage = ledger.lineage()
+        inputs = {k: changes for k, (dest, changes) in lineage.items()
+                  if k != key and (dest in step.reads or k in step.depends_on)}
+        seen = ledger.inputs(key)
+        changed = sorted(k for k, n in inputs.items() if seen is not None and n > seen.get(k, 0))
+        source = self.service.stores[step.spec.source].dataset
+        reduced = [k for k in changed if lineage[k][0] != source or k in step.depends_on]
+        if reduced:
+            names = ", ".join(self._name_of(k) for k in reduced)
+            dest = self.service.stores[step.spec.dest]
+            if getattr(dest, "on_conflict", "error") == "update":
+                log.warning("%s runs again from the start: %s wrote records since it last ran, and it "
+                            "reduces them (its destination %r upserts, so every output is rewritten)",
+                            step.spec.name, names, dest.name)
+                ledger.forget(key, dest)
+            else:
+                report.state = MigrationState.HELD_BACK
+                report.held_back_by = [self._name_of(k) for k in reduced]
+                report.held_back_reason = (
+                    f"{names} wrote records after {step.spec.name} last ran, and {step.spec.name} reduces "
+                    f"them: its results may be out of date. Reset it (ferryman reset TARGET --migration "
+                    f"{step.spec.name}), empty its destination {dest.name!r} or make it upsert "
+                    "(on_conflict='update'), then run again")
+                log.warning("%s held back: %s", step.spec.name, report.held_back_reason)
+                return False
+        ledger.note_inputs(key, inputs)
+        return True
+
+    def _name_of(self, key: str) -> str:
+        step = next((s for s in self.service._steps if s.spec.identity == key), None)
+        return step.spec.name if step is not None else key.rsplit(".", 1)[-1]
 
     def _persist(self, force: bool = False, urgent: bool = True) -> None:
         """Checkpoint the ledger, then call the persistence callbacks (throttled mid-migration)."""

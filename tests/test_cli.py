@@ -128,6 +128,7 @@ def runner(tmp_path, monkeypatch) -> CliRunner:
 VERBS = [
     ["demo"], ["run"], ["plan"], ["serve"], ["status"], ["failed"], ["failed", "list"],
     ["failed", "ignore"], ["failed", "retry"], ["progress"], ["progress", "export"], ["progress", "import"],
+    ["reset"],
 ]
 
 
@@ -142,7 +143,7 @@ def test_every_verb_has_help_with_an_example(runner, verb):
 def test_top_level_help_lists_the_contract_verbs(runner):
     result = runner.invoke(cli, ["--help"])
     assert result.exit_code == 0
-    for verb in ("demo", "run", "plan", "serve", "status", "failed", "progress"):
+    for verb in ("demo", "run", "plan", "serve", "status", "failed", "progress", "reset"):
         assert f"  {verb} " in result.output
 
 

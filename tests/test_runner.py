@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ferryman import (
     Action, Cardinality, Match, MemoryStore, MigrationProgress, MigrationService, MigrationState,
@@ -383,3 +384,44 @@ def test_math_inf_means_no_budget():
 
     report = run([Broken], numbers(1_500), MemoryStore("dst")).reports[0]
     assert report.failed == 1_500 and report.fatal_error is None
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["run", "fix", "ignore", "retry", "break"]), st.integers(1, 12)),
+                min_size=1, max_size=12))
+def test_counters_add_up_over_any_fail_fix_ignore_retry_sequence(tmp_path_factory, steps):
+    """After every run, read = migrated + failed + already done + ignored; every source record
+    is in the destination once or failed, never both."""
+    bad: set[int] = {3, 8}
+
+    @migration(source="src", dest="dst", batch_size=4, save_retry=Retry(times=0, delay=0))
+    class Copy:
+        def transform(self, aggregates, record):
+            if record["id"] in bad:
+                raise ValueError("bad data")
+            return [{"id": record["id"]}]
+
+    from ferryman.progress.sqlite_ledger import SqliteLedger
+
+    path = tmp_path_factory.mktemp("ledger") / "progress.db"
+    src, dst = numbers(12), MemoryStore("dst")
+    identity = f"{Copy.__module__}.{Copy.__qualname__}"
+    for action, record_id in [*steps, ("run", 0)]:
+        ledger = SqliteLedger(path)
+        failed = {f.id: f.action for f in ledger.failed_records(identity)} if identity in ledger.identities() else {}
+        if action == "run":
+            report = MigrationService([src, dst], [Copy], ledger=ledger, checkpoint_interval=0).run().reports[0]
+            assert report.read == report.succeeded + report.failed + report.skipped + report.ignored
+            assert report.read == 12  # each source record once, even the ones the retry pass ran
+            written = [r["id"] for r in dst.records()]
+            assert len(written) == len(set(written))
+            now_failed = {f.id for f in ledger.failed_records(identity)}
+            assert not set(written) & now_failed and set(written) | now_failed == set(range(1, 13))
+        elif action == "fix":
+            bad.discard(record_id)
+        elif action == "break":
+            if record_id not in {r["id"] for r in dst.records()}:
+                bad.add(record_id)
+        elif record_id in failed:
+            ledger.set_action(identity, [record_id], Action.IGNORE if action == "ignore" else Action.RETRY)
+        ledger.close()

@@ -12,6 +12,7 @@ import time
 from typing import Sequence
 
 from ..report import MigrationReport, RunResult
+from ..stores.base import Store
 from .ledger import Ledger, MemoryLedger
 from .model import MigrationProgress
 from .sqlite_ledger import SqliteLedger, is_ledger_file
@@ -43,6 +44,10 @@ class JsonFileLedger(MemoryLedger):
         self.save()
 
     def end_run(self, result: RunResult) -> None:
+        self.save()
+
+    def forget(self, key: str, dest: Store | None = None) -> None:
+        super().forget(key, dest)
         self.save()
 
 

@@ -61,6 +61,30 @@ class Ledger(ABC):
     def end_run(self, result: RunResult) -> None:
         """The run ended (a durable ledger records the outcome and releases its lease)."""
 
+    def bind(self, identity: str, dest: str) -> str:
+        """The key this migration's progress is kept under, for a run that writes ``dest`` (a
+        dataset): its identity; but when the ledger holds that identity's progress for another
+        destination, ``identity@dest``, so the same class writing elsewhere starts afresh there
+        instead of being taken for done. A ledger that cannot tell keeps the identity."""
+        return identity
+
+    def lineage(self) -> dict[str, tuple[str | None, int]]:
+        """Each migration's destination dataset and how many runs wrote records to it, by key
+        (empty where the ledger does not keep them: mjg JSON)."""
+        return {}
+
+    def inputs(self, key: str) -> dict[str, int] | None:
+        """The write counts of the migrations it reads from, as they were when it last started
+        (None: never started, or not kept)."""
+        return None
+
+    def note_inputs(self, key: str, inputs: dict[str, int]) -> None:
+        """Record the write counts of its inputs as the migration starts."""
+
+    def forget(self, key: str, dest: Store | None = None) -> None:
+        """Forget a migration's progress, so that it runs again from the start."""
+        raise NotImplementedError(f"{type(self).__name__} cannot forget a migration's progress")
+
     def assert_held(self) -> None:
         """Raise :class:`~ferryman.errors.LeaseLostError` when this run no longer holds the
         ledger (another run took it over); called before every write to a destination."""
@@ -124,6 +148,9 @@ class MemoryLedger(Ledger):
 
     def record_fatal(self, identity: str, text: str) -> None:
         self._progress.record_fatal(text)
+
+    def forget(self, key: str, dest: Store | None = None) -> None:
+        self._progress.forget(key)
 
     def progress(self) -> MigrationProgress:
         return self._progress

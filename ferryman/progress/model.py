@@ -153,6 +153,12 @@ class MigrationProgress:
         _remove(self.metadata.in_progress, identity)
         _append_new(self.metadata.completed, identity)
 
+    def forget(self, identity: str) -> None:
+        """Drop everything about one migration (its fatal errors are run-level, so they stay)."""
+        self.migrations.pop(identity, None)
+        _remove(self.metadata.in_progress, identity)
+        _remove(self.metadata.completed, identity)
+
     def record_fatal(self, text: str) -> None:
         """Keep a fatal error (a traceback); like mjg, these are never cleared by a run."""
         self.fatal_errors.append(text)

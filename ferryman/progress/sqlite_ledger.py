@@ -48,8 +48,9 @@ from .model import Action, FailedRecord, MigrationEntry, MigrationProgress, Prog
 
 log = logging.getLogger("ferryman")
 
-SCHEMA_VERSION = "2"
-"""2: succeeded ids may also be in ``succeeded_log`` (a version 1 file gets the table on open)."""
+SCHEMA_VERSION = "3"
+"""2: succeeded ids may also be in ``succeeded_log`` (a version 1 file gets the table on open).
+3: each migration's destination dataset, write count and inputs (older files get the columns)."""
 FLUSH_INTERVAL = 0.5
 """Seconds between ledger commits when the destination journals its batches."""
 JOURNAL_CLEANUP_EVERY = 32
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS migration (
     id INTEGER PRIMARY KEY, identity TEXT NOT NULL UNIQUE,
     in_progress INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0,
-    report TEXT
+    report TEXT, dest TEXT, changes INTEGER NOT NULL DEFAULT 0, inputs TEXT
 );
 CREATE TABLE IF NOT EXISTS succeeded (
     migration INTEGER NOT NULL, rid TEXT NOT NULL, PRIMARY KEY (migration, rid)
@@ -177,6 +178,7 @@ class SqliteLedger(Ledger):
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=FULL")
                 self.conn.executescript(SCHEMA)
+                self._add_lineage_columns()
                 self._init_meta()
             self.uid = self._meta("uid")
             self._has_log = not read_only or self.conn.execute(
@@ -196,6 +198,8 @@ class SqliteLedger(Ledger):
         self._dests: dict[str, Store] = {}
         self._last_flush = time.monotonic()
         self._flushes = 0
+        self._changed: set[int] = set()
+        """Migrations whose write count this run already raised (once a run each)."""
         self._journaled: list[tuple[str, Sequence[RecordId], str]] = []
         """Recent journal payloads (identity, ids, text): record() reuses them, not re-encodes."""
         self._reports: Sequence[MigrationReport] = ()
@@ -235,6 +239,13 @@ class SqliteLedger(Ledger):
             self.conn.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('timestamp', ?)", (datetime.now().isoformat(),)
             )
+
+    def _add_lineage_columns(self) -> None:
+        """A ledger written before schema 3 gets the lineage columns (none recorded yet)."""
+        have = {row[1] for row in self.conn.execute("PRAGMA table_info(migration)")}
+        for column, kind in (("dest", "TEXT"), ("changes", "INTEGER NOT NULL DEFAULT 0"), ("inputs", "TEXT")):
+            if column not in have:
+                self.conn.execute(f"ALTER TABLE migration ADD COLUMN {column} {kind}")
 
     def _meta(self, key: str) -> str:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -294,6 +305,7 @@ class SqliteLedger(Ledger):
                 (job, attempt, now, os.getpid(), socket.gethostname()),
             ).lastrowid
         self._reports = reports
+        self._changed.clear()
         self.lease.start_heartbeat()
 
     def end_run(self, result: RunResult) -> None:
@@ -450,6 +462,7 @@ class SqliteLedger(Ledger):
             if mid in self._has_failed:  # a success clears the record's failure
                 self.conn.executemany("DELETE FROM failed WHERE migration = ? AND rid = ?", params)
             self.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)", params)
+            self._count_changes({mid})
         self._maybe_done.add(mid)
         dest.delete_journal(key)
         return len(keys)
@@ -473,6 +486,7 @@ class SqliteLedger(Ledger):
         # neither forgotten nor written twice.
         with critical():
             with self._tx():
+                changed = set()
                 for kind, mid, rows in ops:
                     if kind == "s":
                         text, keys = rows
@@ -480,10 +494,12 @@ class SqliteLedger(Ledger):
                             self._delete("failed", mid, keys)
                         self.conn.execute("INSERT INTO succeeded_log (migration, ids) VALUES (?, ?)",
                                           (mid, text))
+                        changed.add(mid)
                     else:
                         self.conn.executemany("DELETE FROM succeeded WHERE migration = ? AND rid = ?",
                                               [(mid, row[1]) for row in rows])
                         self.conn.executemany(_UPSERT_FAILED, rows)
+                self._count_changes(changed)
                 self._write_reports()
             self._ops = []
         if ops:
@@ -558,6 +574,69 @@ class SqliteLedger(Ledger):
                 dest.delete_journal(self.journal_key(identity))
             except StoreError as exc:
                 log.warning("could not clean the journal of %s yet: %s", dest.name, exc)
+
+    # --- lineage: what each migration writes, how often it wrote, what it read ------------------
+
+    def _count_changes(self, mids: set[int]) -> None:
+        """Raise the write count of migrations that recorded successes, once a run, in the
+        transaction that records them (a crash cannot separate the two)."""
+        for mid in mids - self._changed:
+            self.conn.execute("UPDATE migration SET changes = changes + 1 WHERE id = ?", (mid,))
+        self._changed |= mids
+
+    def bind(self, identity: str, dest: str) -> str:
+        """The key a migration's progress is kept under (see :meth:`Ledger.bind`)."""
+        current = self._dest_of(identity)
+        key = identity if current in (None, dest) else derived_key(identity, dest)
+        if self._dest_of(key) != dest:
+            if key != identity:
+                log.warning("%s has progress in %s for another destination (%s); its progress for %s "
+                            "is kept apart, under %s", identity, self.path, current, dest, key)
+            with self._tx():
+                self.conn.execute("INSERT OR IGNORE INTO migration (identity) VALUES (?)", (key,))
+                self.conn.execute("UPDATE migration SET dest = ? WHERE identity = ?", (dest, key))
+        return key
+
+    def _dest_of(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT dest FROM migration WHERE identity = ?", (key,)).fetchone()
+        return None if row is None else row[0]  # type: ignore[no-any-return]
+
+    def lineage(self) -> dict[str, tuple[str | None, int]]:
+        """Every migration's destination dataset and write count, by key."""
+        return {key: (dest, changes) for key, dest, changes in
+                self.conn.execute("SELECT identity, dest, changes FROM migration ORDER BY id")}
+
+    def inputs(self, key: str) -> dict[str, int] | None:
+        """The write counts of its inputs when the migration last started (None: never)."""
+        row = self.conn.execute("SELECT inputs FROM migration WHERE identity = ?", (key,)).fetchone()
+        return None if row is None or row[0] is None else dict(json.loads(row[0]))
+
+    def note_inputs(self, key: str, inputs: dict[str, int]) -> None:
+        with self._tx():
+            self.conn.execute("UPDATE migration SET inputs = ? WHERE id = ?",
+                              (json.dumps(inputs, sort_keys=True), self._mid(key)))
+
+    def forget(self, key: str, dest: Store | None = None) -> None:
+        """Forget everything about a migration's progress (refused while a live run holds the
+        ledger); its destination journal's entries too, so none is folded back later."""
+        mid = self._mid(key)
+        self._flush()
+        with self._tx():
+            holder = current_holder(self.conn)
+            if holder is not None and holder.owner != getattr(self.lease, "owner", None) and holder.alive(time.time()):
+                raise LedgerBusyError(
+                    f"progress ledger {self.path} is in use by pid {holder.pid} on {holder.host}; "
+                    "wait for that run to end")
+            for table in ("succeeded", "succeeded_log", "failed"):
+                self.conn.execute(f"DELETE FROM {table} WHERE migration = ?", (mid,))
+            self.conn.execute("DELETE FROM fatal_error WHERE migration = ?", (key,))
+            self.conn.execute("UPDATE migration SET in_progress = 0, completed = 0, report = NULL, "
+                              "inputs = NULL WHERE id = ?", (mid,))
+        for cache in (self._maybe_done, self._has_failed):
+            cache.discard(mid)
+        self._ignored.pop(mid, None)
+        if dest is not None and dest.supports_journal:
+            dest.delete_journal(self.journal_key(key))
 
     # --- reading the whole progress -------------------------------------------------------------
 
@@ -734,6 +813,11 @@ _IMPORT_FAILED = (  # a succeeded id wins over a failed entry for it
     "INSERT INTO failed SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS "
     "(SELECT 1 FROM succeeded WHERE migration = ?1 AND rid = ?2)" + _FAILED_CONFLICT
 )
+
+
+def derived_key(identity: str, dest: str) -> str:
+    """The key of a migration class's progress for a second destination: ``identity@dest``."""
+    return f"{identity}@{dest}"
 
 
 def _failed_row(mid: int, seq: int, record: FailedRecord) -> tuple[Any, ...]:
