@@ -77,6 +77,16 @@ class LedgerBusyError(FerrymanError):
     """Another live run holds the lease on this progress ledger."""
 
 
+class LedgerFileError(FerrymanError):
+    """The file named as progress ledger cannot be used, and nothing was written to it: no path
+    at all, not a ferryman ledger, written by a newer ferryman, or damaged.
+
+    ``exit_code`` is the CLI's: 2, nothing was done.
+    """
+
+    exit_code = 2
+
+
 class LeaseLostError(LedgerBusyError):
     """This run's lease on the progress ledger was taken by another run.
 
