@@ -12,8 +12,8 @@ live in :func:`holder_alive` and nowhere else:
   stale limit: ``FERRYMAN_LEASE_STALE_AFTER`` seconds in the environment, default 20.
 - Every acquisition takes the next epoch (epochs never repeat in a file, releases included),
   and the holder keeps its owner token and epoch. A holder that no longer finds both in the
-  lease row has lost the lease and must write nothing more (:class:`LeaseLostError`); the
-  epoch lets a destination refuse the writes of an older one.
+  lease row has lost the lease and must write nothing more (:class:`LeaseLostError`). The
+  epoch is what a destination would compare to refuse the writes of an older holder.
 
 A dead holder's lease is taken over by the next run by itself: no manual repair.
 """
