@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from helpers import poll_until
 
-from ferryman import LedgerFileError, MigrationService, SqlStore
+from ferryman import LedgerFileError, MigrationProgress, MigrationService, SqlStore
 from ferryman.progress.lease import Holder, Lease, Process, current_holder
 from ferryman.progress.sqlite_ledger import SqliteLedger
 
@@ -76,6 +76,7 @@ def setting(tmp_path, postgres_url, monkeypatch):
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")  # no key
     (tmp_path / "lease_target.py").write_text(TARGET.format(dest_url=postgres_url, gate_at=GATE_AT))
+    MigrationProgress().save(tmp_path / "in.json")  # for `progress import`
     processes: list[subprocess.Popen[str]] = []
     yield tmp_path, engine, processes
     for proc in processes:  # a stopped process would keep its database session forever
@@ -250,19 +251,21 @@ def test_a_run_whose_lease_was_taken_over_stops_and_writes_nothing_more(setting)
 # --- (c) files that are not ours ---------------------------------------------------------------
 
 
-READERS = [
+COMMANDS = [
+    ("run", "lease_target.py", "--no-bar"),
     ("status",),
     ("failed", "list"),
     ("failed", "ignore", "--all"),
     ("progress", "export", "--out", "out.json"),
+    ("progress", "import", "in.json"),
     ("serve", "--port", "0"),
 ]
 
 
 def refused_everywhere(directory: Path, engine: sa.Engine, progress: str, expected: str) -> None:
-    """``run`` and every reader refuse ``progress`` in one line containing ``expected``, exit
-    2, before the destination gets a row."""
-    for args in [("run", "lease_target.py", "--no-bar"), *READERS]:
+    """Every command that takes a progress path refuses ``progress`` in one line containing
+    ``expected``, exit 2, before the destination gets a row."""
+    for args in COMMANDS:
         result = ferryman(directory, *args, "--progress", progress)
         assert result.returncode == 2, (args, result.stderr)
         assert expected in one_error_line(result.stderr), (args, result.stderr)
@@ -274,7 +277,7 @@ def test_an_empty_progress_path_is_refused(setting):
     directory, engine, _ = setting
     before = sorted(p.name for p in directory.iterdir())
     refused_everywhere(directory, engine, "", "the progress ledger path is empty")
-    assert sorted(p.name for p in directory.iterdir()) == before
+    assert sorted(p.name for p in directory.iterdir()) == before  # no file made on the way
     with pytest.raises(LedgerFileError, match="path is empty"):
         MigrationService([SqlStore("src", f"sqlite:///{directory}/src.db", "items")], [], ledger="")
 
