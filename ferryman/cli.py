@@ -357,8 +357,8 @@ _SET_HELP = """{doc}
 
 Choose records by ID (ints as ints, other text as strings, composite ids as JSON arrays
 such as '[1,"a"]'; put `--` before ids starting with '-'), or --all, or --grep TEXT.
-An id that failed in several migrations needs --migration. An SQLite ledger is refused
-while a run holds it; change a .json progress only while no run uses it.
+An id that failed in several migrations needs --migration. Refused while a run holds the
+progress (an SQLite ledger or a .json file).
 
 \b
 Examples:

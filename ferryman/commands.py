@@ -15,7 +15,6 @@ import signal
 import socket
 import sqlite3
 import threading
-import time
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -24,12 +23,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from .errors import FerrymanError, LedgerBusyError, MigrationDefinitionError, StoreError
+from .errors import FerrymanError, MigrationDefinitionError, StoreError
 from .events import RunObserver
-from .progress.files import open_ledger
+from .progress.files import json_lease, load_json_progress, open_ledger
+from .progress.lease import LeaseFile, busy_error, live_holder
 from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationProgress
-from .progress.sqlite_ledger import SqliteLedger, is_ledger_file
+from .progress.sqlite_ledger import SqliteLedger, checked_path, is_ledger_file
 from .report import RunResult
 from .service import MigrationService
 from .signals import STOP_SIGNALS, StopFlag, stop_on_signals
@@ -343,8 +343,13 @@ def _attempts(
         try:
             result = service.run(ledger, only=only, max_failures=max_failures)
         except (FerrymanError, OSError, sqlite3.Error, SQLAlchemyError) as exc:
+            error = exc
+            if isinstance(exc, sqlite3.Error):  # only the ledger speaks to sqlite3 itself
+                error = FerrymanError(f"progress ledger {getattr(ledger, 'path', ledger)}: {exc}")
             if attempt == 1 and not tracker.started:  # e.g. LedgerBusyError: nothing was done
-                raise CommandError(one_line(exc), 2) from exc
+                raise CommandError(one_line(error), 2) from exc
+            if error is not exc:
+                raise error from exc
             raise
         finally:
             service.remove_observer(tracker)
@@ -421,7 +426,7 @@ def _ledger_path(service: MigrationService, progress: str | os.PathLike[str] | N
     """The ledger path to open, or None to use the service's own ledger."""
     if progress is None and service.ledger is not None:
         return None
-    path = os.fspath(progress) if progress is not None else DEFAULT_PROGRESS
+    path = checked_path(progress) if progress is not None else DEFAULT_PROGRESS
     _check_parent(path)
     if os.path.isdir(path):
         raise CommandError(f"{path} is a directory, not a progress file", 2)
@@ -495,7 +500,7 @@ def _existing_progress(service: MigrationService, progress: str | os.PathLike[st
     """A copy of what the real run would resume from, so the dry run skips the same records."""
     if progress is None and service.ledger is not None:
         return service.ledger.progress().copy()
-    path = os.fspath(progress) if progress is not None else DEFAULT_PROGRESS
+    path = checked_path(progress) if progress is not None else DEFAULT_PROGRESS
     if not os.path.exists(path):
         return None
     return load_progress(path)
@@ -506,7 +511,7 @@ def _existing_progress(service: MigrationService, progress: str | os.PathLike[st
 
 def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
     """The whole progress at ``path`` (SQLite ledger or mjg JSON), read without changing it."""
-    path = os.fspath(path)
+    path = checked_path(path)
     if not os.path.exists(path):
         raise FileNotFoundError(2, "no progress file", path)
     if is_ledger_file(path):
@@ -515,21 +520,13 @@ def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
             return ledger.progress()
         finally:
             ledger.close()
-    return MigrationProgress.load(path)
+    return load_json_progress(path)
 
 
 def _refuse_if_live(ledger: SqliteLedger, doing: str) -> None:
-    from .progress.lease import current_holder
-
-    try:
-        holder = current_holder(ledger.conn)
-    except sqlite3.Error:
-        return
-    if holder is not None and holder.alive(time.time()):
-        raise LedgerBusyError(
-            f"cannot {doing}: progress ledger {ledger.path} is in use by a live run (pid {holder.pid} "
-            f"on {holder.host}); wait for it to end or stop it"
-        )
+    holder = live_holder(ledger.conn)
+    if holder is not None:
+        raise busy_error(ledger.path, holder, doing)
 
 
 @dataclass
@@ -555,17 +552,35 @@ class FailedRow:
 class _ProgressFile:
     """Failed records of a ledger at a path, SQLite or JSON, behind one small interface."""
 
-    def __init__(self, path: str | os.PathLike[str], *, write: bool) -> None:
-        self.path = os.fspath(path)
+    def __init__(self, path: str, *, write: bool) -> None:
+        """Open the file; to ``write``, only while no live run holds it (a JSON file's lease
+        is held until :meth:`close`, so that no run starts meanwhile)."""
+        self.path = path
         if not os.path.exists(self.path):
             raise FileNotFoundError(2, "no progress file", self.path)
         self.sqlite: SqliteLedger | None = None
         self.progress: MigrationProgress | None = None
+        self.lease: LeaseFile | None = None
         self.changed = 0
+        doing = f"change failed records in {self.path}"
         if is_ledger_file(self.path):
             self.sqlite = SqliteLedger(self.path, read_only=not write)
-        else:
-            self.progress = MigrationProgress.load(self.path)
+            if write:
+                try:
+                    _refuse_if_live(self.sqlite, doing)
+                except BaseException:
+                    self.sqlite.close()
+                    raise
+            return
+        self.progress = load_json_progress(self.path)  # a malformed file: refused, no lock made
+        if write:
+            self.lease = json_lease(self.path)
+            self.lease.acquire(doing, heartbeat=False)
+            try:
+                self.progress = load_json_progress(self.path)  # as the last run left it
+            except BaseException:
+                self.close()
+                raise
 
     def identities(self) -> list[str]:
         if self.sqlite is not None:
@@ -606,15 +621,21 @@ class _ProgressFile:
     def close(self) -> None:
         if self.sqlite is not None:
             self.sqlite.close()
+        if self.lease is not None:
+            self.lease.release()
 
 
 @contextmanager
 def _open_progress(path: str | os.PathLike[str], *, write: bool) -> Iterator[_ProgressFile]:
+    """The progress file at ``path``; a damaged ledger found on the way is named in one line."""
+    path = checked_path(path)
     if os.path.isdir(path):
-        raise CommandError(f"{os.fspath(path)} is a directory, not a progress file")
+        raise CommandError(f"{path} is a directory, not a progress file")
     file = _ProgressFile(path, write=write)
     try:
         yield file
+    except sqlite3.DatabaseError as exc:
+        raise FerrymanError(f"cannot read progress ledger {path}: {exc}") from exc
     finally:
         file.close()
 
@@ -675,8 +696,6 @@ def failed_set_action(
     if chosen != 1:
         raise CommandError("choose the records with IDs, --all or --grep TEXT (exactly one of them)", 2)
     with _open_progress(progress, write=True) as file:
-        if file.sqlite is not None:
-            _refuse_if_live(file.sqlite, f"change failed records in {file.path}")
         rows = _rows(file, migration, grep)
         targets: dict[str, list[RecordId]] = {}
         if ids:
@@ -742,6 +761,7 @@ def _counts_of(progress: MigrationProgress) -> ProgressCounts:
 def progress_export(progress: str | os.PathLike[str], out: str | os.PathLike[str]) -> ProgressCounts:
     """Write the progress at ``progress`` as mjg JSON to ``out`` (atomically, streaming from an
     SQLite ledger in bounded memory). Refused while a live run holds the ledger."""
+    progress, out = checked_path(progress), checked_path(out)
     if os.path.abspath(progress) == os.path.abspath(out):
         raise CommandError("--out is the progress file itself; choose another file", 2)
     _check_parent(os.fspath(out))
@@ -765,7 +785,7 @@ def progress_import(progress: str | os.PathLike[str], source: str | os.PathLike[
     """
     from .progress.exchange import import_json
 
-    path = os.fspath(progress)
+    path = checked_path(progress)
     if path.lower().endswith(".json") or (os.path.exists(path) and not is_ledger_file(path)):
         raise CommandError(
             f"{path} is a JSON progress file; import goes into an SQLite ledger (e.g. progress.db); "
@@ -806,6 +826,7 @@ def status(*, progress: str | os.PathLike[str] | None = None, url: str | None = 
         return {"result": _get_json(f"{base}/migrate/result", timeout),
                 "progress": _get_json(f"{base}/migrate/progress", timeout)}
     assert progress is not None
+    progress = checked_path(progress)
     if not os.path.exists(progress):
         raise FileNotFoundError(2, "no progress file", os.fspath(progress))
     from .server import LedgerStatusSource
@@ -834,7 +855,7 @@ def serve(progress: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int 
     """
     from .server import LedgerStatusSource, create_app, serve_forever
 
-    path = os.fspath(progress)
+    path = checked_path(progress)
     _check_parent(path)
     if os.path.isdir(path):
         raise CommandError(f"{path} is a directory, not a progress file", 2)

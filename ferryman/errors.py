@@ -77,6 +77,15 @@ class LedgerBusyError(FerrymanError):
     """Another live run holds the lease on this progress ledger."""
 
 
+class LedgerFileError(FerrymanError):
+    """The file named as progress ledger cannot be used, and nothing was written to it: no path
+    at all, not a ferryman ledger, written by a newer ferryman, or damaged.
+
+    ``exit_code`` is the CLI's: 2, nothing was done.
+    """
+
+    exit_code = 2
+
 class LedgerWriteError(FerrymanError):
     """The progress ledger could not be written (a full disk, an I/O error).
 

@@ -35,14 +35,16 @@ import uuid
 from contextlib import contextmanager
 from datetime import datetime
 from itertools import repeat
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-from ..errors import FerrymanError, LedgerBusyError, LedgerWriteError, StoreError
+from ..errors import LeaseLostError, LedgerFileError, LedgerWriteError, StoreError
 from ..report import MigrationReport, RunResult
 from ..signals import critical
 from ..stores.base import JournalEntry, Store
 from ..types import RecordId
-from .lease import SCHEMA as LEASE_SCHEMA, Lease, current_holder
+from .lease import SCHEMA as LEASE_SCHEMA, TABLES as LEASE_TABLES, Lease, busy_error, live_holder
+from .lease import upgrade as upgrade_lease
 from .ledger import Ledger
 from .model import Action, FailedRecord, MigrationEntry, MigrationProgress, ProgressMetadata
 
@@ -50,7 +52,9 @@ log = logging.getLogger("ferryman")
 
 SCHEMA_VERSION = "3"
 """2: succeeded ids may also be in ``succeeded_log`` (a version 1 file gets the table on open).
-3: each migration's destination dataset, write count and inputs (older files get the columns)."""
+3: the lease records the holder's process start time and an epoch; each migration its
+destination dataset, write count and inputs (both added to older files on open).
+A file of a newer version is refused: this code cannot know what it would break in it."""
 FLUSH_INTERVAL = 0.5
 """Seconds between ledger commits when the destination journals its batches."""
 JOURNAL_CLEANUP_EVERY = 32
@@ -149,13 +153,81 @@ def _as_id(value: Any) -> RecordId:
     return tuple(value) if isinstance(value, list) else value
 
 
+def checked_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as text; an empty one (an unset shell variable) is refused, not a temporary
+    database that vanishes with the run."""
+    text = os.fspath(path)
+    if not text:
+        raise LedgerFileError("the progress ledger path is empty (an unset shell variable?): "
+                              "name a file, e.g. progress.db")
+    return text
+
+
 def is_ledger_file(path: str | os.PathLike[str]) -> bool:
-    """True for an SQLite file (or a new path not ending in ``.json``)."""
+    """True for an SQLite file, or an empty or new one whose name does not end in ``.json``."""
     path = os.fspath(path)
-    if os.path.exists(path):
+    if os.path.exists(path) and os.path.getsize(path) > 0:
         with open(path, "rb") as fh:
             return fh.read(16) == b"SQLite format 3\x00"
     return not path.lower().endswith(".json")
+
+
+LEDGER_TABLES = frozenset({"meta", "migration", "succeeded", "succeeded_log", "failed", "fatal_error",
+                           "run"}) | LEASE_TABLES
+
+
+def inspect_ledger(conn: sqlite3.Connection, path: str) -> int | None:
+    """The schema version of the ferryman ledger on ``conn``, None when the database is empty;
+    read without writing anything. Anything else raises :class:`LedgerFileError`: another
+    application's database, a ledger of a newer schema, an unreadable file."""
+    try:
+        tables = {name for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!'")}
+        if not tables:
+            return None
+        try:
+            meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
+        except sqlite3.OperationalError:  # a table "meta" of another shape
+            meta = {}
+    except sqlite3.DatabaseError as exc:
+        raise LedgerFileError(f"cannot read progress ledger {path}: {exc}") from exc
+    if "uid" not in meta or "schema" not in meta:
+        raise LedgerFileError(
+            f"{path} is not a ferryman progress ledger (an SQLite database with tables "
+            f"{', '.join(sorted(tables))}); give the progress a file of its own")
+    try:
+        version = int(meta["schema"])
+    except ValueError:
+        raise LedgerFileError(
+            f"progress ledger {path} is damaged: schema version {meta['schema']!r}") from None
+    if version > int(SCHEMA_VERSION):
+        raise LedgerFileError(f"{path} was written by a newer ferryman (ledger schema {version}; "
+                              f"this version reads up to {SCHEMA_VERSION})")
+    foreign = tables - LEDGER_TABLES
+    if foreign:
+        raise LedgerFileError(
+            f"{path} is a ferryman progress ledger holding tables of another application too "
+            f"({', '.join(sorted(foreign))}); give the progress a file of its own")
+    return version
+
+
+def _check_integrity(conn: sqlite3.Connection, path: str) -> None:
+    """Refuse a damaged file (truncated, pages overwritten) before any work relies on it.
+
+    ``PRAGMA quick_check`` reads every page once: a fraction of a second for millions of ids.
+    """
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")
+                    if not row[0].startswith("***")]  # "*** in database main ***": a heading
+    except sqlite3.DatabaseError as exc:
+        raise LedgerFileError(f"cannot read progress ledger {path}: {exc}") from exc
+    if problems != ["ok"]:
+        raise LedgerFileError(f"progress ledger {path} is damaged: {'; '.join(problems)}")
+
+
+def _connect(path: str, read_only: bool) -> sqlite3.Connection:
+    uri = Path(path).resolve().as_uri() + ("?mode=ro" if read_only else "?mode=rwc")
+    return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
 
 
 class SqliteLedger(Ledger):
@@ -164,29 +236,33 @@ class SqliteLedger(Ledger):
     journals = True
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
-        self.path = os.fspath(path)
+        """Open the ledger at ``path``, creating it unless ``read_only``.
+
+        Raises:
+            LedgerFileError: before anything is written, when ``path`` is empty, names another
+                application's database, a ledger of a newer schema, or a damaged file.
+            FileNotFoundError: ``read_only`` and there is no file.
+        """
+        self.path = checked_path(path)
         self.read_only = read_only
         if read_only and not os.path.exists(self.path):
             raise FileNotFoundError(f"no progress ledger at {self.path}")
-        if os.path.exists(self.path) and not is_ledger_file(self.path):
-            raise FerrymanError(f"{self.path} is not a ferryman progress ledger (not an SQLite file)")
-        uri = f"file:{self.path}?mode=ro" if read_only else f"file:{self.path}"
-        try:
-            self.conn = sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None,
-                                        check_same_thread=False)
-            if not read_only:
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                self.conn.execute("PRAGMA synchronous=FULL")
-                self.conn.executescript(SCHEMA)
-                self._add_lineage_columns()
-                self._init_meta()
-            self.uid = self._meta("uid")
-            self._has_log = not read_only or self.conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE name = 'succeeded_log'").fetchone() is not None
-            """False only for a version 1 file opened read-only (it has no log to read)."""
-        except sqlite3.DatabaseError as exc:
-            raise FerrymanError(f"cannot open progress ledger {self.path}: {exc}") from exc
+        if not is_ledger_file(self.path):
+            raise LedgerFileError(f"{self.path} is not a ferryman progress ledger (not an SQLite file)")
         self.lease: Lease | None = None
+        try:
+            self._open()
+            try:
+                self.uid = self._meta("uid")
+                self._has_log = not read_only or self.conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE name = 'succeeded_log'").fetchone() is not None
+                """False only for a version 1 file opened read-only (it has no log to read)."""
+                self._seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM failed").fetchone()[0]
+            except BaseException:
+                self.conn.close()
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise LedgerFileError(f"cannot open progress ledger {self.path}: {exc}") from exc
         self.run_id: int | None = None
         self._ids: dict[str, int] = {}
         self._ops: list[tuple[str, int, Any]] = []
@@ -203,20 +279,64 @@ class SqliteLedger(Ledger):
         self._journaled: list[tuple[str, Sequence[RecordId], str]] = []
         """Recent journal payloads (identity, ids, text): record() reuses them, not re-encodes."""
         self._reports: Sequence[MigrationReport] = ()
-        self._seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM failed").fetchone()[0]
 
     # --- schema and small helpers ---------------------------------------------------------
+
+    def _open(self) -> None:
+        """Connect, once the file proved to be a ledger this code may use (or empty).
+
+        Nothing is written before that: not even the switch to WAL, which changes the file.
+        Creating the tables and the meta rows is one transaction, so a reader never sees a
+        ledger without its meta.
+        """
+        version = None
+        if self.read_only or (os.path.exists(self.path) and os.path.getsize(self.path) > 0):
+            conn = _connect(self.path, read_only=True)
+            try:
+                version = inspect_ledger(conn, self.path)
+                if version is not None:
+                    _check_integrity(conn, self.path)
+                elif self.read_only:
+                    raise LedgerFileError(f"{self.path} holds no progress yet (an empty SQLite file)")
+            except BaseException:
+                conn.close()
+                raise
+            if self.read_only:
+                self.conn = conn
+                return
+            conn.close()
+        self.conn = _connect(self.path, read_only=False)
+        try:
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=FULL")
+            if version == int(SCHEMA_VERSION):
+                return  # nothing to create: no write lock to wait for (a stopped run may hold it)
+            with self._tx():
+                inspect_ledger(self.conn, self.path)  # again, under the write lock
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                upgrade_lease(self.conn)
+                self._add_lineage_columns()
+                self._init_meta()
+        except BaseException:
+            self.conn.close()
+            raise
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
         """One explicit transaction (the connection autocommits otherwise: one fsync a row).
 
-        A failed write or commit (a full disk, an I/O error) rolls back and raises
-        :class:`LedgerWriteError` naming the file; nothing of the transaction is kept.
+        During a run it first checks the run still holds the lease: a run that lost it writes
+        nothing more (:class:`~ferryman.errors.LeaseLostError`). A failed write or commit (a full
+        disk, an I/O error) rolls back and raises :class:`LedgerWriteError` naming the file;
+        nothing of the transaction is kept.
         """
         try:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
+                if self.lease is not None:
+                    self.lease.assert_held(self.conn)
                 yield
                 self.conn.execute("COMMIT")
             except BaseException:
@@ -230,15 +350,14 @@ class SqliteLedger(Ledger):
             raise LedgerWriteError(f"cannot write progress ledger {self.path}: {exc}") from exc
 
     def _init_meta(self) -> None:
-        with self._tx():
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('uid', ?)", (uuid.uuid4().hex,))
-            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            self.conn.execute(
-                "UPDATE meta SET value = ?1 WHERE key = 'schema' AND CAST(value AS INTEGER) < ?1",
-                (SCHEMA_VERSION,))
-            self.conn.execute(
-                "INSERT OR IGNORE INTO meta VALUES ('timestamp', ?)", (datetime.now().isoformat(),)
-            )
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('uid', ?)", (uuid.uuid4().hex,))
+        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+        self.conn.execute(
+            "UPDATE meta SET value = ?1 WHERE key = 'schema' AND CAST(value AS INTEGER) < ?1",
+            (SCHEMA_VERSION,))
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta VALUES ('timestamp', ?)", (datetime.now().isoformat(),)
+        )
 
     def _add_lineage_columns(self) -> None:
         """A ledger written before schema 3 gets the lineage columns (none recorded yet)."""
@@ -250,7 +369,7 @@ class SqliteLedger(Ledger):
     def _meta(self, key: str) -> str:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         if row is None:
-            raise FerrymanError(f"{self.path} is not a ferryman progress ledger (no {key})")
+            raise LedgerFileError(f"{self.path} is not a ferryman progress ledger (no {key})")
         return str(row[0])
 
     def _mid(self, identity: str) -> int:
@@ -281,11 +400,12 @@ class SqliteLedger(Ledger):
 
     def begin_run(self, reports: Sequence[MigrationReport]) -> None:
         """Take the lease (or raise LedgerBusyError) and record a new run."""
-        self.lease = Lease(self.path)
+        lease = Lease(self.path)
+        lease.refuse_if_held(self.conn)
         now = time.time()
         with self._tx():
-            self.lease.acquire(self.conn)
-            dead = self.lease.previous
+            lease.acquire(self.conn)
+            dead = lease.previous
             if dead is not None:
                 self.conn.execute(
                     "UPDATE run SET outcome = 'died', ended_at = ?, last_error = ? WHERE outcome IS NULL",
@@ -304,13 +424,16 @@ class SqliteLedger(Ledger):
                 "INSERT INTO run (job, attempt, started_at, pid, host) VALUES (?, ?, ?, ?, ?)",
                 (job, attempt, now, os.getpid(), socket.gethostname()),
             ).lastrowid
+        self.lease = lease
         self._reports = reports
         self._changed.clear()
-        self.lease.start_heartbeat()
+        lease.start_heartbeat()
 
     def end_run(self, result: RunResult) -> None:
-        """Record how the run ended and release the lease (released even when the ledger
-        cannot record the end: the next run then finds the outcome missing and says so)."""
+        """Record how the run ended and release the lease. A run that lost the lease writes
+        nothing (its outcome must not land over the new holder's) and raises LeaseLostError; a
+        ledger that cannot be written releases the lease all the same (the next run then finds
+        the outcome missing and says so)."""
         try:
             self._flush()
             if self.run_id is not None:
@@ -335,6 +458,11 @@ class SqliteLedger(Ledger):
                 lease.release(self.conn)
             except sqlite3.Error as exc:  # the heartbeat has stopped: the lease goes stale
                 log.warning("could not release the lease of %s: %s", self.path, exc)
+
+    def assert_held(self) -> None:
+        """Raise LeaseLostError when this run's lease was taken over (one indexed SELECT)."""
+        if self.lease is not None:
+            self.lease.assert_held(self.conn)
 
     # --- the Ledger interface ---------------------------------------------------------------
 
@@ -464,7 +592,7 @@ class SqliteLedger(Ledger):
             self.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)", params)
             self._count_changes({mid})
         self._maybe_done.add(mid)
-        dest.delete_journal(key)
+        self._delete_journal(dest, key)
         return len(keys)
 
     def checkpoint(self, urgent: bool = True) -> None:
@@ -479,34 +607,43 @@ class SqliteLedger(Ledger):
             return
         ops = self._ops
         self._last_flush = time.monotonic()
-        if not ops and self.run_id is None:
-            return
+        if not ops and self.lease is None:
+            return  # no run holds the ledger: no run row nor reports to bring up to date
         # The pages stay queued until their commit succeeded (a full disk keeps them for the
         # next try); a second Ctrl-C waits for the commit and its bookkeeping, so they are
         # neither forgotten nor written twice.
         with critical():
-            with self._tx():
-                changed = set()
-                for kind, mid, rows in ops:
-                    if kind == "s":
-                        text, keys = rows
-                        if keys is not None:  # a success clears the record's failure
-                            self._delete("failed", mid, keys)
-                        self.conn.execute("INSERT INTO succeeded_log (migration, ids) VALUES (?, ?)",
-                                          (mid, text))
-                        changed.add(mid)
-                    else:
-                        self.conn.executemany("DELETE FROM succeeded WHERE migration = ? AND rid = ?",
-                                              [(mid, row[1]) for row in rows])
-                        self.conn.executemany(_UPSERT_FAILED, rows)
-                self._count_changes(changed)
-                self._write_reports()
+            try:
+                self._commit(ops)
+            except LeaseLostError:
+                self._ops = []  # never this run's to write: the run that took over folds their journal
+                raise
             self._ops = []
         if ops:
             self._flushes += 1
             if self._flushes % JOURNAL_CLEANUP_EVERY == 0:
                 for identity in list(self._dests):
                     self._clean_journal(identity)
+
+    def _commit(self, ops: list[tuple[str, int, Any]]) -> None:
+        """The queued pages and failures, the write counts and the reports, in one transaction."""
+        with self._tx():
+            changed = set()
+            for kind, mid, rows in ops:
+                if kind == "s":
+                    text, keys = rows
+                    if keys is not None:  # a success clears the record's failure
+                        self._delete("failed", mid, keys)
+                    self.conn.execute("INSERT INTO succeeded_log (migration, ids) VALUES (?, ?)",
+                                      (mid, text))
+                    changed.add(mid)
+                else:
+                    self.conn.executemany("DELETE FROM succeeded WHERE migration = ? AND rid = ?",
+                                          [(mid, row[1]) for row in rows])
+                    self.conn.executemany(_UPSERT_FAILED, rows)
+            self._count_changes(changed)
+            if self.lease is not None:
+                self._write_reports()
 
     def _delete(self, table: str, mid: int, keys: list[str]) -> None:
         """Delete the rows of these encoded ids, LOOKUP_CHUNK ids a statement (fewer VM steps
@@ -571,9 +708,15 @@ class SqliteLedger(Ledger):
         dest = self._dests.get(identity)
         if dest is not None:
             try:
-                dest.delete_journal(self.journal_key(identity))
+                self._delete_journal(dest, self.journal_key(identity))
             except StoreError as exc:
                 log.warning("could not clean the journal of %s yet: %s", dest.name, exc)
+
+    def _delete_journal(self, dest: Store, key: str) -> None:
+        """Delete journal rows the ledger holds; never after the lease was lost: the run that
+        took it over writes its own batches' rows under the same key and needs them."""
+        self.assert_held()
+        dest.delete_journal(key)
 
     # --- lineage: what each migration writes, how often it wrote, what it read ------------------
 
@@ -622,11 +765,9 @@ class SqliteLedger(Ledger):
         mid = self._mid(key)
         self._flush()
         with self._tx():
-            holder = current_holder(self.conn)
-            if holder is not None and holder.owner != getattr(self.lease, "owner", None) and holder.alive(time.time()):
-                raise LedgerBusyError(
-                    f"progress ledger {self.path} is in use by pid {holder.pid} on {holder.host}; "
-                    "wait for that run to end")
+            holder = None if self.lease is not None else live_holder(self.conn)  # a run resets its own
+            if holder is not None:
+                raise busy_error(self.path, holder, "reset a migration")
             for table in ("succeeded", "succeeded_log", "failed"):
                 self.conn.execute(f"DELETE FROM {table} WHERE migration = ?", (mid,))
             self.conn.execute("DELETE FROM fatal_error WHERE migration = ?", (key,))
@@ -636,7 +777,7 @@ class SqliteLedger(Ledger):
             cache.discard(mid)
         self._ignored.pop(mid, None)
         if dest is not None and dest.supports_journal:
-            dest.delete_journal(self.journal_key(key))
+            self._delete_journal(dest, self.journal_key(key))
 
     # --- reading the whole progress -------------------------------------------------------------
 
@@ -716,12 +857,9 @@ class SqliteLedger(Ledger):
     def replacing(self) -> Iterator[LedgerImport]:
         """Replace the whole content in one transaction (refused while a run holds the lease)."""
         with self._tx():
-            holder = current_holder(self.conn)
-            if holder is not None and holder.alive(time.time()):
-                raise LedgerBusyError(
-                    f"progress ledger {self.path} is in use by pid {holder.pid} on {holder.host}; "
-                    "wait for that run to end"
-                )
+            holder = live_holder(self.conn)
+            if holder is not None:
+                raise busy_error(self.path, holder)
             for table in ("succeeded", "succeeded_log", "failed", "fatal_error", "migration"):
                 self.conn.execute(f"DELETE FROM {table}")
             for cache in (self._ids, self._maybe_done, self._has_failed, self._ignored):
@@ -740,10 +878,15 @@ class SqliteLedger(Ledger):
             load.fatal_errors(progress.fatal_errors)
 
     def close(self) -> None:
+        """Write what is pending (unless the lease was lost), release the lease, close."""
         try:
-            self._flush()
+            if self.lease is None or self.lease.lost is None:
+                self._flush()
         finally:
-            self.conn.close()
+            try:
+                self._release()
+            finally:
+                self.conn.close()
 
 
 class LedgerImport:

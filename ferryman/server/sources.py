@@ -21,12 +21,12 @@ import time
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from ..errors import FerrymanError
+from ..errors import FerrymanError, LedgerFileError
 from ..events import RunObserver
 from ..progress.lease import current_holder
 from ..progress.ledger import Ledger
 from ..progress.model import Action, FailedRecord, MigrationProgress
-from ..progress.sqlite_ledger import SqliteLedger, decode_id, is_ledger_file
+from ..progress.sqlite_ledger import SqliteLedger, decode_id, inspect_ledger, is_ledger_file
 from ..report import MigrationReport, RunResult
 from .status import (
     FAILED_RECORDS_SHOWN, RUNS_SHOWN, LedgerView, Status, StatusSnapshot, display_name,
@@ -45,12 +45,15 @@ class StatusSource(Protocol):
 
 
 def read_ledger(path: str) -> LedgerView:
-    """Read the ledger at ``path`` in one read-only transaction."""
+    """Read the ledger at ``path`` in one read-only transaction (an empty file: nothing yet).
+
+    Raises LedgerFileError for a file that is not a ferryman ledger or of a newer schema.
+    """
     conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=5,
                            isolation_level=None, check_same_thread=False)
     try:
         conn.execute("BEGIN")
-        view = _read(conn)
+        view = _read(conn) if inspect_ledger(conn, path) else LedgerView()
         conn.execute("COMMIT")
         return view
     finally:
@@ -137,7 +140,7 @@ class LedgerStatusSource:
         try:
             return read_ledger(self.path) if os.path.exists(self.path) else LedgerView()
         except sqlite3.Error as exc:
-            raise FerrymanError(f"cannot read progress ledger {self.path}: {exc}") from exc
+            raise LedgerFileError(f"cannot read progress ledger {self.path}: {exc}") from exc
 
     def snapshot(self) -> StatusSnapshot:
         kind = self._kind()

@@ -18,7 +18,7 @@ from ferryman import (
     Action, FailedRecord, LedgerBusyError, MemoryStore, MigrationProgress, MigrationService,
     Retry, RunResult, SqlStore, migration,
 )
-from ferryman.progress.sqlite_ledger import SqliteLedger
+from ferryman.progress.sqlite_ledger import SCHEMA_VERSION, SqliteLedger
 
 JOB = Path(__file__).with_name("chaos_job.py")
 
@@ -360,7 +360,7 @@ def test_a_ledger_file_from_before_the_log_still_opens(tmp_path):
     assert ledger.succeeded_among(MIGRATION, [1, "two", 3]) == {1, "two"}
     ledger.record(MIGRATION, [3], [])
     ledger.close()
-    assert rows(path, "SELECT value FROM meta WHERE key = 'schema'") == [("3",)]
+    assert rows(path, "SELECT value FROM meta WHERE key = 'schema'") == [(SCHEMA_VERSION,)]
     reader = SqliteLedger(path, read_only=True)
     assert keys(reader.iter_succeeded(MIGRATION)) == keys([1, "two", 3])
     assert reader.lineage() == {MIGRATION: (None, 1)}  # schema 3's columns, added on open
