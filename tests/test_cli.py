@@ -338,7 +338,7 @@ def test_wrong_or_malformed_progress_files(tmp_path):
 
 def test_unreachable_status_server_is_one_line(tmp_path):
     result = ferryman("status", "--url", f"http://127.0.0.1:{helpers.free_port()}", cwd=tmp_path)
-    assert result.returncode == 1 and "cannot reach" in one_error_line(result.stderr)
+    assert result.returncode == 2 and "cannot reach" in one_error_line(result.stderr)
 
 
 # --- the server beside a run -----------------------------------------------------------------------

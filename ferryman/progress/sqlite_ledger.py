@@ -38,6 +38,7 @@ from itertools import repeat
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..errors import FerrymanError, LedgerBusyError, StoreError
+from ..redact import mask_secrets
 from ..report import MigrationReport, RunResult
 from ..stores.base import JournalEntry, Store
 from ..types import RecordId
@@ -291,7 +292,7 @@ class SqliteLedger(Ledger):
             outcome = "completed" if result.ok else ("interrupted" if result.interrupted else "failed")
             last_error = next((r.last_error for r in reversed(result.reports) if r.last_error), None)
             if result.callback_errors:
-                last_error = result.callback_errors[-1]
+                last_error = mask_secrets(result.callback_errors[-1])  # a user's callback, any text
             with self._tx():
                 self.conn.execute(
                     "UPDATE run SET ended_at = ?, outcome = ?, last_error = ?, reports = ? WHERE id = ?",
@@ -376,7 +377,8 @@ class SqliteLedger(Ledger):
     def record_fatal(self, identity: str, text: str) -> None:
         self._flush()
         with self._tx():
-            self.conn.execute("INSERT INTO fatal_error (migration, text) VALUES (?, ?)", (identity, text))
+            self.conn.execute("INSERT INTO fatal_error (migration, text) VALUES (?, ?)",
+                              (identity, mask_secrets(text)))
 
     def journal_for(self, identity: str, ids: Sequence[RecordId]) -> JournalEntry | None:
         """The batch's input ids as a JSON array (ids keep their JSON types)."""
