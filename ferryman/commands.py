@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -293,8 +294,8 @@ def run(
     """
     if max_tries < 1:
         raise CommandError(f"--max-tries must be at least 1, not {max_tries}", 2)
-    if retry_delay < 0:
-        raise CommandError(f"--retry-delay must be >= 0 seconds, not {retry_delay}", 2)
+    if not 0 <= retry_delay <= threading.TIMEOUT_MAX:  # also NaN
+        raise CommandError(f"--retry-delay must be a number of seconds >= 0, not {retry_delay}", 2)
     with _sigterm_as_interrupt():
         return _run(target, progress, only, serve, max_tries, retry_delay, dry_run, observers, echo)
 
@@ -645,6 +646,8 @@ def _select_migrations(file: _ProgressFile, migration: str | None) -> list[str]:
 
 
 def _rows(file: _ProgressFile, migration: str | None, grep: str | None) -> list[FailedRow]:
+    if grep == "":
+        raise CommandError("--grep needs some text to look for (an empty one would choose every record)", 2)
     names = file.names()
     needle = grep.casefold() if grep else None
     rows = []
@@ -813,9 +816,7 @@ def status(*, progress: str | os.PathLike[str] | None = None, url: str | None = 
     if (progress is None) == (url is None):
         raise CommandError("give either --progress PATH or --url URL", 2)
     if url is not None:
-        base = url.rstrip("/")
-        if not base.startswith(("http://", "https://")):
-            base = "http://" + base
+        base = _status_url(url)
         return {"result": _get_json(f"{base}/migrate/result", timeout),
                 "progress": _get_json(f"{base}/migrate/progress", timeout)}
     assert progress is not None
@@ -825,6 +826,21 @@ def status(*, progress: str | os.PathLike[str] | None = None, url: str | None = 
 
     snapshot = LedgerStatusSource(os.fspath(progress)).snapshot()
     return {"result": snapshot.result(), "progress": snapshot.progress()}
+
+
+def _status_url(url: str) -> str:
+    """``url`` as the base of a status server's API (``http://`` added when it has no scheme)."""
+    base = url.strip().rstrip("/")
+    if "://" not in base:
+        base = "http://" + base
+    try:
+        parts = urllib.parse.urlsplit(base)
+        parts.port  # noqa: B018  # raises for a port that is not a number
+    except ValueError as exc:
+        raise CommandError(f"bad URL {url!r}: {exc}", 2) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CommandError(f"bad URL {url!r}: expected http://HOST:PORT, e.g. http://127.0.0.1:8765", 2)
+    return base
 
 
 def _get_json(url: str, timeout: float) -> Any:

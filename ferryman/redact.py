@@ -21,9 +21,9 @@ _SECRET_NAME = (
 """Names of credential parameters (any case): the exact short ones, and any name ending in a
 long one."""
 
-_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s\"']*:)[^\s\"']*(@)")
-"""``scheme://user:password@``: the password runs to the last ``@`` of the URL (SQLAlchemy allows
-``/`` in it, and an unquoted ``@`` must not leave part of it shown)."""
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s\"']*:)[^@?#\s\"']*(@)")
+"""``scheme://user:password@``: the password runs to the first ``@`` (SQLAlchemy allows ``/`` in it;
+an ``@``, ``?`` or ``#`` in a password must be written ``%40``, ``%3F``, ``%23``)."""
 
 _PARAMETER = re.compile(
     rf"((?<![A-Za-z0-9_.-])(?:{_SECRET_NAME})\s*=\s*)"
