@@ -37,7 +37,7 @@ from .report import RunResult
 from .service import MigrationService
 from .signals import StopFlag, stop_on_signals
 from .stores.base import JournalEntry, Store
-from .target import Target, load_target
+from .target import Target, TargetError, load_target
 from .types import Filter, Record, RecordId
 
 DEFAULT_PROGRESS = "ferryman-progress.db"
@@ -191,7 +191,10 @@ def _service_of(target: str | Target | MigrationService) -> MigrationService:
         return target
     if isinstance(target, str):
         target = load_target(target)
-    return target.build_service()
+    try:
+        return target.build_service()
+    except (TypeError, ValueError) as exc:  # what the TARGET defines is wrong, e.g. `migrations = [int]`
+        raise TargetError(f"TARGET {target.spec}: {exc}") from exc
 
 
 # --- run ----------------------------------------------------------------------------------------
