@@ -198,7 +198,8 @@ def demo(rows: int, directory: str, port: int, no_serve: bool) -> None:
 @click.option("--serve", metavar="HOST:PORT", help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")
 @click.option("--max-tries", type=click.IntRange(min=1), default=commands.DEFAULT_MAX_TRIES, show_default=True,
               help="Attempts in all: a run that ends with failures is started again after --retry-delay.")
-@click.option("--retry-delay", type=click.FloatRange(min=0, max=threading.TIMEOUT_MAX), default=commands.DEFAULT_RETRY_DELAY,
+@click.option("--retry-delay", type=click.FloatRange(min=0, max=threading.TIMEOUT_MAX),
+              default=commands.DEFAULT_RETRY_DELAY,
               show_default=True, metavar="SECONDS", help="Pause between two attempts.")
 @click.option("--dry-run", is_flag=True, help="Read and transform, but save nothing and write no progress.")
 @click.option("--bar/--no-bar", "bar", default=None,

@@ -28,7 +28,7 @@ an ``@``, ``?`` or ``#`` in a password must be written ``%40``, ``%3F``, ``%23``
 _PARAMETER = re.compile(
     rf"((?<![A-Za-z0-9_.-])(?:{_SECRET_NAME})\s*=\s*)"
     rf"(?!{re.escape(MASK)}(?:[\s,)&#;'\"]|$))"  # masked already: keep what follows the mask
-    rf"('[^']*'|\"[^\"]*\"|[^\s&#;'\"]+)",
+    r"""('(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"|[^\s&#;'"]+)""",
     re.IGNORECASE,
 )
 """``password=value`` in a query string (``?``/``&``), a DSN (spaces) or an option string."""

@@ -22,7 +22,15 @@ from typing import Any, NoReturn
 
 from ..errors import ProgressFormatError
 from ..types import RecordId
-from .jsonlimits import MAX_DEPTH, MAX_NUMBER_DIGITS, MAX_STRING_CHARS, number_too_long, string_too_long, too_deep, too_many_digits
+from .jsonlimits import (
+    MAX_DEPTH,
+    MAX_STRING_CHARS,
+    NUMBER_BOUND,
+    number_too_long,
+    string_too_long,
+    too_deep,
+    too_many_digits,
+)
 from .model import (
     Action,
     FailedRecord,
@@ -153,7 +161,6 @@ _TIMESTAMP = re.compile(
 _ACTIONS = {action.value: action for action in Action}
 _METADATA_FIELDS = ("timestamp", "completedMigrationFQCNs", "inProgressMigrationFQCNs")
 _RECORD_FIELDS = ("id", "description", "cause", "action", "timestamp")
-_BIG = 10**MAX_NUMBER_DIGITS
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "an integer", float: "a non-integer number", type(None): "null"}
 
@@ -294,7 +301,8 @@ class Reader:
         ids_path = f"{path}.succeededRecordIds"
         for index, raw in enumerate(self.as_array(fields.get("succeededRecordIds"), ids_path)):
             kind = type(raw)  # plain ints and strs within the limits, the usual case, skip the slower checks
-            plain = (kind is int and -_BIG < raw < _BIG) or (kind is str and len(raw) <= MAX_STRING_CHARS)
+            plain = ((kind is int and -NUMBER_BOUND < raw < NUMBER_BOUND)
+                     or (kind is str and len(raw) <= MAX_STRING_CHARS))
             record_id = raw if plain else self.record_id(raw, f"{ids_path}[{index}]")
             entry.succeeded[record_id] = None
         failed_path = f"{path}.failedRecords"

@@ -115,9 +115,10 @@ def too_deep() -> str:
     return f"arrays or objects nested more than {MAX_DEPTH} deep"
 
 
-_TEN_TO_THE_LIMIT = 10**MAX_NUMBER_DIGITS
+NUMBER_BOUND = 10**MAX_NUMBER_DIGITS
+"""Every int within the digit limit lies strictly between ``-NUMBER_BOUND`` and ``NUMBER_BOUND``."""
 
 
 def too_many_digits(value: int) -> bool:
     """Whether a parsed int has more than :data:`MAX_NUMBER_DIGITS` digits."""
-    return not -_TEN_TO_THE_LIMIT < value < _TEN_TO_THE_LIMIT
+    return not -NUMBER_BOUND < value < NUMBER_BOUND

@@ -389,7 +389,8 @@ def test_a_failing_run_whose_reader_goes_away_keeps_exit_code_1(tmp_path):
     write_target(tmp_path, n=40, delay=0.01, bad=(3,))
     code, first, stderr = head_1(f"{PY} run migrations.py --progress p.db --bar", tmp_path)
     assert code == 1 and stderr == "", stderr
-    assert json.loads(ferryman("status", "--json", "--progress", "p.db", cwd=tmp_path).stdout)["result"]["status"] == "failed"
+    status = json.loads(ferryman("status", "--json", "--progress", "p.db", cwd=tmp_path).stdout)
+    assert status["result"]["status"] == "failed"
 
 
 @pytest.mark.parametrize("args", [["failed", "list"], ["failed", "list", "--json"], ["failed", "list", "--wide"],
