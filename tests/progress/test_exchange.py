@@ -96,6 +96,16 @@ def test_import_keeps_the_limits_of_from_json(tmp_path, text, path, message):
     assert ledger.progress() == sample_progress()
 
 
+def test_a_value_read_whole_is_held_to_a_budget_of_text(tmp_path):
+    """Each string is within the limit, but the metadata as a whole holds more than it may."""
+    names = ", ".join(['"' + "n" * 1_000_000 + '"'] * 17)
+    (tmp_path / "big.json").write_text('{"metadata": {"completedMigrationFQCNs": [' + names + "]}}")
+    ledger = SqliteLedger(tmp_path / "l.db")
+    with pytest.raises(ProgressFormatError, match="a value holding more than 16,000,000 characters") as info:
+        import_json(tmp_path / "big.json", ledger)
+    assert info.value.path == "$.metadata.completedMigrationFQCNs[15]"
+
+
 @pytest.mark.parametrize("split", [1, 2, 3, 7, 64, 4096])
 def test_tokens_split_across_reads_are_read_whole(tmp_path, split, monkeypatch):
     """The limits hold back an open string or number between reads, never cut one."""
