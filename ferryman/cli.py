@@ -2,9 +2,11 @@
 
 Each command parses its arguments, calls one function of ``commands``, and prints the result.
 Errors become one line on stderr, ``ferryman: error: <message>``, and a non-zero exit
-(``--debug`` prints the traceback instead). ``ferryman run`` exits 0 when every selected
-migration completed, 1 when records failed or migrations were held back, 2 for usage,
-definition, plan or connection errors before any work, 130 when interrupted.
+(``--debug`` prints the traceback instead): 2 for bad input that changed nothing (usage, a
+missing or malformed file, an unknown migration or id, definition, plan or connection errors
+before any work), 1 otherwise. ``ferryman run`` exits 0 when every selected migration
+completed, 1 when records failed or migrations were held back, 130 when interrupted. A reader
+that goes away (``| head -1``) changes neither: the rest of the output is dropped.
 """
 
 from __future__ import annotations
@@ -13,8 +15,10 @@ import json
 import logging
 import math
 import os
+import shutil
 import signal
 import sys
+import threading
 import traceback
 from typing import Any, Callable, TypeVar
 
@@ -22,7 +26,7 @@ import click
 
 from . import __version__, commands, console
 from .declare import check_max_failures
-from .errors import FerrymanError, MigrationDefinitionError, PlanError, StopRequested
+from .errors import FerrymanError, MigrationDefinitionError, PlanError, ProgressFormatError, StopRequested
 from .progress.model import Action
 from .signals import STOP_SIGNALS
 from .target import TargetError
@@ -35,11 +39,26 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # --- errors, logging, shared options -------------------------------------------------------------
 
 
+EXIT_CODE = "ferryman.exit_code"
+"""``ctx.meta`` key: the exit code a command has earned before it prints its last output, kept
+when its reader goes away meanwhile."""
+
+
+_BAD_INPUT = (TargetError, MigrationDefinitionError, PlanError, ProgressFormatError, FileNotFoundError,
+              IsADirectoryError, NotADirectoryError)
+"""Errors that name something the user gave wrong (a TARGET, a file, its content)."""
+
+
 def exit_code_for(exc: BaseException) -> int:
     """2 for what the user must fix before anything can run, else the error's own code or 1."""
-    if isinstance(exc, (TargetError, MigrationDefinitionError, PlanError)):
+    if isinstance(exc, _BAD_INPUT):
         return 2
     return int(getattr(exc, "exit_code", 1))
+
+
+def echo(text: str) -> None:
+    """Print a line of text made of data: secrets masked, control characters escaped."""
+    click.echo(console.shown_lines(text))
 
 
 class _StderrHandler(logging.Handler):
@@ -47,7 +66,7 @@ class _StderrHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            sys.stderr.write(f"ferryman: {record.levelname.lower()}: {record.getMessage()}\n")
+            sys.stderr.write(f"ferryman: {record.levelname.lower()}: {console.shown(record.getMessage())}\n")
             sys.stderr.flush()
         except Exception:  # pragma: no cover - logging must never break a run
             self.handleError(record)
@@ -85,30 +104,44 @@ LEDGER_HELP = "Progress ledger: *.json = mjg JSON file, anything else = SQLite l
 
 
 def _expected(exc: BaseException) -> bool:
-    """Errors that explain themselves: ferryman's own, files, databases."""
+    """Errors that explain themselves: ferryman's own, files, databases, drivers. Anything else
+    escaping a command is a bug of ferryman (or of the TARGET's code) and gets the hint."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    return isinstance(exc, (FerrymanError, OSError, SQLAlchemyError))
+    if isinstance(exc, (FerrymanError, OSError, SQLAlchemyError)):
+        return True
+    return type(exc).__module__.split(".")[0] in commands.DRIVER_MODULES
 
 
 class FerrymanGroup(click.Group):
-    """A click group that turns every error into one line and the right exit code."""
+    """A click group that turns every error into one line and the right exit code: the one
+    place where errors meet the terminal."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except click.exceptions.Exit:
+            raise
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            click.echo(f"ferryman: error: {console.shown(exc.format_message())}{where}", err=True)
+            ctx.exit(exc.exit_code)
+        except (click.ClickException, click.Abort):
             raise
         except (KeyboardInterrupt, StopRequested):
             _Interrupt.seen = True
             click.echo("ferryman: interrupted", err=True)
             ctx.exit(130)
+        except BrokenPipeError:  # the reader of stdout went away (`| head -1`): not an error
+            console.discard_output(sys.stdout)
+            ctx.exit(ctx.meta.get(EXIT_CODE, 0))
         except Exception as exc:
             if ctx.meta.get("ferryman.debug") or os.environ.get("FERRYMAN_DEBUG"):
-                click.echo("".join(traceback.format_exception(exc)).rstrip(), err=True)
+                text = "".join(traceback.format_exception(exc)).rstrip()
+                click.echo(console.shown_lines(text), err=True)
             else:
                 hint = "" if _expected(exc) else " (a bug? --debug shows the traceback)"
-                click.echo(f"ferryman: error: {commands.one_line(exc)}{hint}", err=True)
+                click.echo(f"ferryman: error: {console.shown(commands.one_line(exc))}{hint}", err=True)
             ctx.exit(exit_code_for(exc))
 
 
@@ -184,7 +217,8 @@ def _budget(text: str | None) -> int | float | None:
 @click.option("--serve", metavar="HOST:PORT", help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")
 @click.option("--max-tries", type=click.IntRange(min=1), default=commands.DEFAULT_MAX_TRIES, show_default=True,
               help="Attempts in all: a run that ends with failures is started again after --retry-delay.")
-@click.option("--retry-delay", type=click.FloatRange(min=0), default=commands.DEFAULT_RETRY_DELAY,
+@click.option("--retry-delay", type=click.FloatRange(min=0, max=threading.TIMEOUT_MAX),
+              default=commands.DEFAULT_RETRY_DELAY,
               show_default=True, metavar="SECONDS", help="Pause between two attempts.")
 @click.option("--dry-run", is_flag=True, help="Read and transform, but save nothing and write no progress.")
 @click.option("--max-failures", metavar="N|RATIO", callback=lambda _c, _p, v: _budget(v),
@@ -210,19 +244,26 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
       ferryman run migrations.py --serve 127.0.0.1:8765 --max-tries 3 --retry-delay 60
       ferryman run migrations.py --dry-run
     """
-    display = console.ConsoleProgress(sys.stdout, fancy=bar)
+    out = console.PipeSafeStream(sys.stdout)  # the run goes on to its end if the reader goes away
+
+    def say(text: str) -> None:
+        click.echo(console.shown_lines(text), file=out)  # type: ignore[arg-type]  # a text stream
+
+    display = console.ConsoleProgress(out, fancy=bar)  # type: ignore[arg-type]
     try:
         outcome = commands.run(
             target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
             retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, observers=[display],
-            echo=click.echo,
+            echo=say,
         )
     finally:
         display.close()
-    click.echo(outcome.dry_run_summary() if outcome.dry_run else outcome.result.summary())
+    ctx = click.get_current_context()
+    ctx.meta[EXIT_CODE] = outcome.exit_code
+    say(outcome.dry_run_summary() if outcome.dry_run else outcome.result.summary())
     if outcome.attempts > 1:
-        click.echo(f"attempts: {outcome.attempts} of {max_tries}")
-    click.get_current_context().exit(outcome.exit_code)
+        say(f"attempts: {outcome.attempts} of {max_tries}")
+    ctx.exit(outcome.exit_code)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Show the run order of TARGET, and why.")
@@ -236,7 +277,7 @@ def plan(target: str) -> None:
       ferryman plan migrations.py
     """
     for line in commands.plan(target):
-        click.echo(line)
+        echo(line)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Forget a migration's progress so it runs again.")
@@ -278,7 +319,7 @@ def serve(progress: str, host: str, port: int) -> None:
       ferryman serve --progress progress.db --port 8765
       curl http://127.0.0.1:8765/migrate/result
     """
-    commands.serve(progress, host, port, echo=click.echo)
+    commands.serve(progress, host, port, echo=echo)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Show where a migration stands.")
@@ -296,6 +337,7 @@ def status(progress: str | None, url: str | None, as_json: bool) -> None:
     """
     snapshot = commands.status(progress=progress, url=url)
     click.echo(json.dumps(snapshot, indent=2, default=str) if as_json else console.format_status(snapshot))
+    # --json escapes every control and non-ASCII character (ensure_ascii): the text stays exact
 
 
 # --- failed records ----------------------------------------------------------------------------------
@@ -321,21 +363,39 @@ def _selection_options(f: F) -> F:
 
 @failed.command("list", context_settings=CONTEXT)
 @_selection_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON, one object per record.")
+@click.option("--wide", is_flag=True, help="Show descriptions and causes whole, however wide the terminal.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON, one object per record, with the whole stored cause.")
 @debug_option
-def failed_list(progress: str, migration: str | None, grep: str | None, as_json: bool) -> None:
+def failed_list(progress: str, migration: str | None, grep: str | None, wide: bool, as_json: bool) -> None:
     """List failed records: id, migration, action, description, cause.
+
+    The cause is the most telling line of the stored one: the database driver's message when
+    a database refused the record (e.g. 'null value in column "email" ... violates not-null
+    constraint'), else the exception. On a terminal, long descriptions and causes are cut to
+    its width; --wide shows them whole, --json shows everything.
 
     \b
     Examples:
       ferryman failed list --progress progress.db
       ferryman failed list --progress progress.json --migration order_lines --grep quantity
+      ferryman failed list --progress progress.db --json
     """
+    if wide and as_json:
+        raise click.UsageError("--wide and --json do not go together: --json shows everything")
     rows = commands.failed_list(progress, migration=migration, grep=grep)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2, default=str))
     else:
-        click.echo(console.format_failed(rows))
+        click.echo(console.format_failed(rows, width=None if wide else _terminal_width()))
+
+
+def _terminal_width() -> int | None:
+    """The terminal's width when stdout is one (or $COLUMNS is set); None for a pipe or a file,
+    where a line is never cut."""
+    if "COLUMNS" not in os.environ and not sys.stdout.isatty():
+        return None
+    return shutil.get_terminal_size().columns
 
 
 def _set_action(action: Action) -> Callable[..., None]:
@@ -347,8 +407,8 @@ def _set_action(action: Action) -> Callable[..., None]:
         )
         total = sum(changed.values())
         detail = ", ".join(f"{name} {n}" for name, n in changed.items() if n)
-        click.echo(f"{verb} {total} failed record(s)" + (f" ({detail})" if detail else "")
-                   + ("" if total else f"; none changed (already {action.value}, or none selected)"))
+        echo(f"{verb} {total} failed record(s)" + (f" ({detail})" if detail else "")
+             + ("" if total else f"; none changed (already {action.value}, or none selected)"))
 
     return command
 
@@ -406,7 +466,7 @@ def progress_export(progress: str, out: str) -> None:
       ferryman progress export --progress progress.db --out progress.json
     """
     counts = commands.progress_export(progress, out)
-    click.echo(f"exported {counts} to {out}")
+    echo(f"exported {counts} to {out}")
 
 
 @progress_group.command("import", context_settings=CONTEXT)
@@ -421,7 +481,7 @@ def progress_import(progress: str, file: str) -> None:
       ferryman progress import --progress progress.db progress.json
     """
     counts = commands.progress_import(progress, file)
-    click.echo(f"imported {counts} into {progress}")
+    echo(f"imported {counts} into {progress}")
 
 
 class _Interrupt:

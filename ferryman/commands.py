@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,18 +24,20 @@ from typing import Any, Callable, Iterator, Sequence
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from .errors import FerrymanError, MigrationDefinitionError, StoreError
+from .console import CONTROL_CHARACTERS, printable
+from .errors import FerrymanError, LedgerBusyError, MigrationDefinitionError, StoreError
 from .events import RunObserver
 from .progress.files import json_lease, load_json_progress, open_ledger
 from .progress.lease import LeaseFile, busy_error, live_holder
 from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationProgress
 from .progress.sqlite_ledger import SqliteLedger, checked_path, is_ledger_file
+from .redact import mask_secrets
 from .report import RunResult
 from .service import MigrationService
 from .signals import STOP_SIGNALS, StopFlag, stop_on_signals
 from .stores.base import JournalEntry, Store
-from .target import Target, load_target
+from .target import Target, TargetError, load_target
 from .types import Filter, Record, RecordId
 
 DEFAULT_PROGRESS = "ferryman-progress.db"
@@ -67,7 +70,11 @@ class CommandError(FerrymanError):
 
 
 def one_line(exc: BaseException) -> str:
-    """An error as one line of text, for ``ferryman: error: <line>``."""
+    """An error as one line of text, for ``ferryman: error: <line>`` (secrets masked)."""
+    return mask_secrets(_one_line(exc))
+
+
+def _one_line(exc: BaseException) -> str:
     if isinstance(exc, MigrationDefinitionError):
         return f"migration {exc.cls_name} is invalid: " + "; ".join(exc.problems)
     if isinstance(exc, DBAPIError) and exc.orig is not None:
@@ -83,7 +90,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def _join_lines(text: str) -> str:
-    lines = [line.strip().lstrip("- ").strip() for line in text.strip().splitlines()]
+    lines = [line.strip().removeprefix("- ").strip() for line in text.strip().splitlines()]
     return "; ".join(line for line in lines if line).replace(":;", ":")
 
 
@@ -93,7 +100,12 @@ def parse_id(text: str) -> RecordId:
     try:
         value = json.loads(text)
     except ValueError:
+        if text.lstrip().startswith("["):
+            raise CommandError(f"bad composite id {text}: use a JSON array of ints and strings, e.g. "
+                               f"'[1,\"a\"]' (or quote a string id as JSON: '\"[1\"')", 2) from None
         return text
+    except RecursionError:
+        raise CommandError("bad id: nested too deeply", 2) from None
     if isinstance(value, bool) or value is None or isinstance(value, float | dict):
         return text
     if isinstance(value, list):
@@ -104,30 +116,66 @@ def parse_id(text: str) -> RecordId:
 
 
 def format_id(record_id: RecordId) -> str:
-    """An id as typed on the command line (the inverse of :func:`parse_id`)."""
+    """An id as typed on the command line (the inverse of :func:`parse_id`); a string id that
+    holds control characters is written as a JSON string, whose escapes type back as the id."""
     if isinstance(record_id, tuple):
-        return json.dumps(list(record_id), ensure_ascii=False, separators=(",", ":"))
-    if isinstance(record_id, str) and parse_id(record_id) != record_id:
-        return json.dumps(record_id, ensure_ascii=False)
+        return _json_text(list(record_id))
+    if isinstance(record_id, str) and (_needs_quotes(record_id) or printable(record_id) != record_id):
+        return _json_text(record_id)
     return str(record_id)
 
 
-_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(:\s|$)")
+def _needs_quotes(text: str) -> bool:
+    try:
+        return parse_id(text) != text
+    except CommandError:  # "[1," would be refused: quoted, it is a string
+        return True
+
+
+def _json_text(value: object) -> str:
+    """JSON that keeps readable characters as they are and escapes the control ones."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return CONTROL_CHARACTERS.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+
+
+_EXCEPTION_LINE = re.compile(r"^(?P<type>[A-Za-z_][\w.]*)(?::\s(?P<message>.*)|$)")
+_MODULE_PATH = re.compile(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*(?::|$))")
+
+DRIVER_MODULES = frozenset({
+    "psycopg", "psycopg2", "asyncpg", "pg8000", "pymysql", "MySQLdb", "mysql", "mariadb", "sqlite3",
+    "oracledb", "cx_Oracle", "pyodbc", "pymssql", "pymongo", "bson",
+})
+"""Top-level modules of database drivers: their exception's message is the one that says what the
+database refused (a column, a constraint), where the wrappers above it add context."""
 
 
 def cause_summary(cause: str) -> str:
-    """The line of a stored cause a person wants: the exception, not "Traceback (most ...":
+    """The line of a stored cause a person wants, not "Traceback (most recent call last):".
 
-    For a Python traceback, the last ``Type: message`` line (the outermost exception of a
-    chain); for anything else (a Java stack trace), the first line.
+    For a Python traceback: the database driver's message when a driver raised in the chain
+    (``null value in column "email" ... violates not-null constraint (NotNullViolation, in
+    TerminalStoreError)``), else the outermost ``Type: message`` line. For anything else (a Java
+    stack trace), the first line. Module paths of exception types are left out.
     """
     lines = [line for line in cause.strip().splitlines() if line.strip()]
     if not lines:
         return ""
-    if lines[0].startswith("Traceback"):
-        found = [line for line in lines if _EXCEPTION_LINE.match(line) and not line.startswith("Traceback")]
-        return (found or [lines[-1]])[-1].strip()
-    return lines[0].strip()
+    if not lines[0].startswith("Traceback"):
+        return _MODULE_PATH.sub("", lines[0].strip())
+    found = [m for line in lines if not line.startswith(("Traceback", " ")) and (m := _EXCEPTION_LINE.match(line))]
+    if not found:
+        return lines[-1].strip()
+    outer = found[-1]
+    drivers = [m for m in found if m["message"] and m["type"].split(".")[0] in DRIVER_MODULES]
+    if not drivers:
+        return _MODULE_PATH.sub("", outer.group(0).strip())
+    driver = drivers[-1]
+    names = [_short(driver["type"])] + ([] if outer is driver else [f"in {_short(outer['type'])}"])
+    return f"{driver['message'].strip()} ({', '.join(names)})"
+
+
+def _short(type_name: str) -> str:
+    return type_name.rsplit(".", 1)[-1]
 
 
 # --- plan -----------------------------------------------------------------------------------------
@@ -176,7 +224,10 @@ def _service_of(target: str | Target | MigrationService) -> MigrationService:
         return target
     if isinstance(target, str):
         target = load_target(target)
-    return target.build_service()
+    try:
+        return target.build_service()
+    except (TypeError, ValueError) as exc:  # what the TARGET defines is wrong, e.g. `migrations = [int]`
+        raise TargetError(f"TARGET {target.spec}: {exc}") from exc
 
 
 # --- run ----------------------------------------------------------------------------------------
@@ -282,8 +333,8 @@ def run(
     """
     if max_tries < 1:
         raise CommandError(f"--max-tries must be at least 1, not {max_tries}", 2)
-    if retry_delay < 0:
-        raise CommandError(f"--retry-delay must be >= 0 seconds, not {retry_delay}", 2)
+    if not 0 <= retry_delay <= threading.TIMEOUT_MAX:  # also NaN
+        raise CommandError(f"--retry-delay must be a number of seconds >= 0, not {retry_delay}", 2)
     with _sigterm_as_interrupt():
         return _run(target, progress, only, serve, max_tries, retry_delay, dry_run, max_failures, observers, echo)
 
@@ -509,11 +560,15 @@ def _existing_progress(service: MigrationService, progress: str | os.PathLike[st
 # --- reading and changing a progress ledger --------------------------------------------------------
 
 
+def _no_progress_file(path: str | os.PathLike[str]) -> FileNotFoundError:
+    return FileNotFoundError(2, "no progress file", os.fspath(path))
+
+
 def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
     """The whole progress at ``path`` (SQLite ledger or mjg JSON), read without changing it."""
     path = checked_path(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(2, "no progress file", path)
+        raise _no_progress_file(path)
     if is_ledger_file(path):
         ledger = SqliteLedger(path, read_only=True)
         try:
@@ -545,7 +600,7 @@ class FailedRow:
         return {
             "migration": self.name, "identity": self.identity, "id": self.record.id,
             "action": self.record.action.value, "description": self.record.description,
-            "cause": self.cause, "timestamp": self.record.timestamp.isoformat(),
+            "cause": self.cause, "full_cause": self.record.cause, "timestamp": self.record.timestamp.isoformat(),
         }
 
 
@@ -557,7 +612,7 @@ class _ProgressFile:
         is held until :meth:`close`, so that no run starts meanwhile)."""
         self.path = path
         if not os.path.exists(self.path):
-            raise FileNotFoundError(2, "no progress file", self.path)
+            raise _no_progress_file(self.path)
         self.sqlite: SqliteLedger | None = None
         self.progress: MigrationProgress | None = None
         self.lease: LeaseFile | None = None
@@ -630,7 +685,7 @@ def _open_progress(path: str | os.PathLike[str], *, write: bool) -> Iterator[_Pr
     """The progress file at ``path``; a damaged ledger found on the way is named in one line."""
     path = checked_path(path)
     if os.path.isdir(path):
-        raise CommandError(f"{path} is a directory, not a progress file")
+        raise CommandError(f"{os.fspath(path)} is a directory, not a progress file", 2)
     file = _ProgressFile(path, write=write)
     try:
         yield file
@@ -653,6 +708,8 @@ def _select_migrations(file: _ProgressFile, migration: str | None) -> list[str]:
 
 
 def _rows(file: _ProgressFile, migration: str | None, grep: str | None) -> list[FailedRow]:
+    if grep == "":
+        raise CommandError("--grep needs some text to look for (an empty one would choose every record)", 2)
     names = file.names()
     needle = grep.casefold() if grep else None
     rows = []
@@ -707,7 +764,7 @@ def failed_set_action(
                 where = f" of migration {migration}" if migration else ""
                 raise CommandError(
                     f"not a failed record{where} in {file.path}: {', '.join(map(format_id, missing))}"
-                    " (see `ferryman failed list`)"
+                    " (see `ferryman failed list`)", 2,
                 )
             ambiguous = [i for i in ids if len(by_id[i]) > 1]
             if ambiguous:
@@ -820,19 +877,32 @@ def status(*, progress: str | os.PathLike[str] | None = None, url: str | None = 
     if (progress is None) == (url is None):
         raise CommandError("give either --progress PATH or --url URL", 2)
     if url is not None:
-        base = url.rstrip("/")
-        if not base.startswith(("http://", "https://")):
-            base = "http://" + base
+        base = _status_url(url)
         return {"result": _get_json(f"{base}/migrate/result", timeout),
                 "progress": _get_json(f"{base}/migrate/progress", timeout)}
     assert progress is not None
     progress = checked_path(progress)
     if not os.path.exists(progress):
-        raise FileNotFoundError(2, "no progress file", os.fspath(progress))
+        raise _no_progress_file(progress)
     from .server import LedgerStatusSource
 
     snapshot = LedgerStatusSource(os.fspath(progress)).snapshot()
     return {"result": snapshot.result(), "progress": snapshot.progress()}
+
+
+def _status_url(url: str) -> str:
+    """``url`` as the base of a status server's API (``http://`` added when it has no scheme)."""
+    base = url.strip().rstrip("/")
+    if "://" not in base:
+        base = "http://" + base
+    try:
+        parts = urllib.parse.urlsplit(base)
+        parts.port  # noqa: B018  # raises for a port that is not a number
+    except ValueError as exc:
+        raise CommandError(f"bad URL {url!r}: {exc}", 2) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise CommandError(f"bad URL {url!r}: expected http://HOST:PORT, e.g. http://127.0.0.1:8765", 2)
+    return base
 
 
 def _get_json(url: str, timeout: float) -> Any:
@@ -843,7 +913,7 @@ def _get_json(url: str, timeout: float) -> Any:
         raise CommandError(f"{url}: HTTP {exc.code} {exc.reason}") from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise CommandError(f"cannot reach {url}: {reason}") from exc
+        raise CommandError(f"cannot reach {url}: {reason}", 2) from exc
     except ValueError as exc:
         raise CommandError(f"{url} did not answer JSON: {exc}") from exc
 

@@ -7,11 +7,18 @@ migration starts and ends and at most one progress line every ``interval`` secon
 
 :func:`format_failed` and :func:`format_status` render ``ferryman failed list`` and
 ``ferryman status``.
+
+Everything printed that comes from data (ids, names, descriptions, causes, errors) goes through
+:func:`shown`: secrets masked, and every control character made visible (``\x1b``), so that a
+record id or an error message cannot retitle the terminal, plant a hyperlink, move the cursor or
+reverse the text. A reader that goes away (``ferryman run ... | head -1``) costs the output only:
+:class:`PipeSafeStream` drops the rest and the command goes on to its own end and exit code.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 import time
@@ -19,6 +26,7 @@ from typing import IO, TYPE_CHECKING, Any, Sequence
 
 from .events import RunObserver
 from .progress.model import Action
+from .redact import mask_secrets
 from .report import MigrationReport, MigrationState, RunResult
 
 if TYPE_CHECKING:
@@ -26,6 +34,81 @@ if TYPE_CHECKING:
 
 LOG_INTERVAL = 5.0
 """Seconds between two progress lines when the output is not a terminal."""
+
+
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+"""C0 (newlines and tabs too: one value stays on one line), DEL, C1 (CSI, OSC... as one code
+point), the bidirectional marks, embeddings, overrides and isolates, and the line and paragraph
+separators."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character as a visible escape: ``\x1b``, ``\u202e``."""
+    return CONTROL_CHARACTERS.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(text: object) -> str:
+    """A value as the terminal may show it: secrets masked, control characters escaped."""
+    return printable(mask_secrets(str(text)))
+
+
+def shown_lines(text: str) -> str:
+    """:func:`shown` for text of several lines, each kept on its own line."""
+    return "\n".join(shown(line) for line in text.split("\n"))
+
+
+class PipeSafeStream:
+    """A text stream whose reader may go away: after a write meets a closed pipe, the descriptor
+    is pointed at /dev/null (as the Python docs' note on SIGPIPE advises, so that the
+    interpreter's last flush cannot fail either) and everything else written is dropped."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.stream = stream
+        self.reader_gone = False
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                self.stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.reader_gone:
+            try:
+                self.stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def isatty(self) -> bool:
+        return not self.reader_gone and self.stream.isatty()
+
+    def __getattr__(self, name: str) -> Any:  # encoding, errors, fileno... of the stream
+        return getattr(self.stream, name)
+
+    def _drop(self) -> None:
+        self.reader_gone = True
+        discard_output(self.stream)
+
+
+def discard_output(stream: IO[str]) -> None:
+    """Point ``stream``'s descriptor at /dev/null: what is still buffered, and any later write,
+    goes nowhere instead of failing again with a closed pipe."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError, AttributeError):  # not a real file (a test's capture)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def format_duration(seconds: float | None) -> str:
@@ -50,7 +133,7 @@ def progress_line(report: MigrationReport) -> str:
     """One line on a running migration: counts, rate and ETA."""
     percent = f" ({100 * report.read / report.total:.0f}%)" if report.total else ""
     return (
-        f"{report.name}: {format_count(report)} read{percent}, {report.succeeded:,} migrated, "
+        f"{shown(report.name)}: {format_count(report)} read{percent}, {report.succeeded:,} migrated, "
         f"{report.failed:,} failed, {report.rate:,.0f}/s, ETA {format_duration(report.eta)}"
     )
 
@@ -58,12 +141,12 @@ def progress_line(report: MigrationReport) -> str:
 def finished_line(report: MigrationReport) -> str:
     """One line on a migration that ended."""
     line = (
-        f"{report.name}: {report.state.value} in {format_duration(report.elapsed)} - "
+        f"{shown(report.name)}: {report.state.value} in {format_duration(report.elapsed)} - "
         f"{report.succeeded:,} migrated, {report.failed:,} failed, {report.skipped:,} already done, "
         f"{report.ignored:,} ignored, {report.written:,} written"
     )
     if report.fatal_error:
-        line += f"; fatal: {report.fatal_error}"
+        line += f"; fatal: {shown(report.fatal_error)}"
     return line
 
 
@@ -93,7 +176,7 @@ class ConsoleProgress(RunObserver):
 
     def run_started(self, reports: Sequence[MigrationReport]) -> None:
         if not self.fancy:
-            names = ", ".join(r.name for r in reports)
+            names = ", ".join(shown(r.name) for r in reports)
             self._say(f"run started: {len(reports)} migration(s): {names}")
             return
         self._start_bars(reports)
@@ -101,7 +184,7 @@ class ConsoleProgress(RunObserver):
     def migration_started(self, report: MigrationReport) -> None:
         if not self.fancy:
             total = f", {report.total:,} records" if report.total is not None else ""
-            self._say(f"{report.name}: started ({report.source} -> {report.dest}{total})")
+            self._say(f"{shown(report.name)}: started ({shown(report.source)} -> {shown(report.dest)}{total})")
             self._last_line = time.monotonic()
             return
         self._update(report)
@@ -149,7 +232,7 @@ class ConsoleProgress(RunObserver):
         self.close()
         console = Console(file=self.stream, force_terminal=True)
         self._progress = Progress(
-            TextColumn("{task.description}", style="bold"),
+            TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(bar_width=30),
             TextColumn("{task.fields[count]}"),
             TextColumn("[green]{task.fields[ok]} ok[/]  [red]{task.fields[bad]} failed[/]"),
@@ -160,10 +243,10 @@ class ConsoleProgress(RunObserver):
         )
         self._tasks = {}
         self._started = set()
-        width = max((len(r.name) for r in reports), default=0)
+        width = max((len(shown(r.name)) for r in reports), default=0)
         for report in reports:
             self._tasks[report.identity] = self._progress.add_task(
-                report.name.ljust(width), total=report.total, start=False, **self._fields(report)
+                shown(report.name).ljust(width), total=report.total, start=False, **self._fields(report)
             )
         self._progress.start()
 
@@ -171,7 +254,7 @@ class ConsoleProgress(RunObserver):
     def _fields(report: MigrationReport) -> dict[str, Any]:
         state = report.state.value.replace("_", " ")
         if report.held_back_by:
-            state += f" ({', '.join(report.held_back_by)} failed)"
+            state += f" ({', '.join(map(shown, report.held_back_by))} failed)"
         return {
             "count": format_count(report),
             "ok": f"{report.succeeded:,}",
@@ -199,7 +282,8 @@ class ConsoleProgress(RunObserver):
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A plain left-aligned table (numbers right-aligned), as ``ferryman failed list`` prints."""
+    """A plain left-aligned table (numbers right-aligned), as ``ferryman failed list`` prints;
+    every cell is :func:`shown`."""
     cells = [[_cell(v) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
     numeric = [all(isinstance(row[i], int | float) or row[i] is None for row in rows) and bool(rows)
@@ -217,32 +301,48 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:,.1f}"
-    return str(value)
+    return shown(value)
 
 
-def format_failed(rows: Sequence[FailedRow], width: int = 100) -> str:
-    """``ferryman failed list`` output: id, migration, action, description, cause."""
+_FAILED_HEADERS = ("ID", "MIGRATION", "ACTION", "DESCRIPTION", "CAUSE")
+_NARROWEST_CAUSE = 24
+_NARROWEST_DESCRIPTION = 16
+
+
+def format_failed(rows: Sequence[FailedRow], width: int | None = None) -> str:
+    """``ferryman failed list`` output: id, migration, action, description, cause.
+
+    The cause is the most telling line of the stored one (the driver's message first). With a
+    ``width`` (the terminal's), descriptions and causes are cut at their end to fit it; without,
+    they are shown whole.
+    """
     from .commands import format_id
 
     if not rows:
         return "no failed records"
-    table = [
-        (format_id(r.record.id), r.name, r.record.action.value, r.record.description, _clip(r.cause, width))
-        for r in rows
-    ]
+    table = [[shown(format_id(r.record.id)), shown(r.name), r.record.action.value, shown(r.record.description),
+              shown(r.cause)] for r in rows]
+    if width is not None:
+        _fit(table, width)
     ignored = sum(1 for r in rows if r.record.action is Action.IGNORE)
     footer = f"{len(rows)} failed record(s), {ignored} marked IGNORE"
-    return format_table(["ID", "MIGRATION", "ACTION", "DESCRIPTION", "CAUSE"], table) + "\n" + footer
+    return format_table(_FAILED_HEADERS, table) + "\n" + footer
 
 
-def _clip(text: str, width: int) -> str:
-    """``text`` in at most ``width`` characters; the middle goes, since the end of a message
-    (``UNIQUE constraint failed: t.email``) matters as much as its start."""
-    text = re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w*(?::|$))", "", text)  # ferryman.errors.X -> X
-    if len(text) <= width:
-        return text
-    head = width * 2 // 5
-    return text[:head] + "…" + text[len(text) - (width - head - 1):]
+def _fit(table: list[list[str]], width: int) -> None:
+    """Cut the description and cause columns (the last two) so that each line fits ``width``."""
+    fixed = sum(max(len(h), *(len(r[i]) for r in table)) + 2 for i, h in enumerate(_FAILED_HEADERS[:3]))
+    room = max(width - fixed - 2, _NARROWEST_DESCRIPTION + _NARROWEST_CAUSE)
+    widest_description = max(len(_FAILED_HEADERS[3]), *(len(r[3]) for r in table))
+    description = min(widest_description, max(_NARROWEST_DESCRIPTION, room // 3))
+    cause = max(room - description, _NARROWEST_CAUSE)
+    for row in table:
+        row[3], row[4] = clip(row[3], description), clip(row[4], cause)
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, cut at the end: the most telling part comes first."""
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 _STATUS_COLUMNS = [
@@ -283,8 +383,8 @@ def format_status(snapshot: dict[str, Any]) -> str:
         err = result.get("last_err")
         err_text = cause_summary(err if isinstance(err, str) else json.dumps(err)) if err else "-"
         lines.append(
-            f"status: {result.get('status', '-')}   step: {result.get('step') or '-'}   "
-            f"tries: {result.get('try_count', '-')}   last error: {err_text}"
+            f"status: {shown(result.get('status', '-'))}   step: {shown(result.get('step') or '-')}   "
+            f"tries: {shown(result.get('try_count', '-'))}   last error: {shown(err_text)}"
         )
     rows = _migration_rows(snapshot.get("progress"))
     if rows:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from datetime import datetime
 from itertools import compress
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -26,7 +25,7 @@ from .pipeline.match import match_and_reduce, start_reduction
 from .pipeline.pages import SourceUnreadable, pages_by_id, source_pages, with_retry
 from .pipeline.save import PendingSave, Saver
 from .pipeline.transform import transform, transform_records
-from .pipeline.work import Attempt, Phase, Work, describe_error
+from .pipeline.work import Attempt, Phase, Work, describe_error, format_error
 from .progress.ledger import Ledger
 from .progress.model import Action, FailedRecord
 from .report import MigrationReport, MigrationState
@@ -126,7 +125,7 @@ class MigrationRunner:
             self.ledger.record_fatal(self.spec.identity, what)
             return
         self.report.fatal_error = self.report.last_error = f"{what}: {describe_error(cause)}"
-        self.ledger.record_fatal(self.spec.identity, "".join(traceback.format_exception(cause)).rstrip())
+        self.ledger.record_fatal(self.spec.identity, format_error(cause))
 
     def _final_state(self, finished: bool) -> MigrationState:
         if self.report.fatal_error or self.report.failed:

@@ -73,10 +73,25 @@ def test_cause_summary_picks_the_exception_line():
     assert cause_summary(python) == "ValueError: bad"
     chained = python + "\nThe above exception was the direct cause of the following exception:\n\n" \
         "Traceback (most recent call last):\n  File \"y.py\", line 2\nferryman.errors.DuplicateDataError: dup\n"
-    assert cause_summary(chained) == "ferryman.errors.DuplicateDataError: dup"
+    assert cause_summary(chained) == "DuplicateDataError: dup"
     java = "java.lang.IllegalStateException: boom\n\tat a.b.C.d(C.java:1)\n"
-    assert cause_summary(java) == "java.lang.IllegalStateException: boom"
+    assert cause_summary(java) == "IllegalStateException: boom"
     assert cause_summary("") == ""
+
+
+def test_cause_summary_puts_the_drivers_message_first():
+    driver = (
+        "Traceback (most recent call last):\n  File \"s.py\", line 9, in save\n"
+        "psycopg.errors.NotNullViolation: null value in column \"email\" of relation \"users\" violates not-null "
+        "constraint\nDETAIL:  Failing row contains (2, null).\n\n"
+        "The above exception was the direct cause of the following exception:\n\n"
+        "Traceback (most recent call last):\n  File \"t.py\", line 3, in save\n"
+        "ferryman.errors.TerminalStoreError: store 'dst' (sqlite:///x.db, table users): null value in column ...\n"
+    )
+    assert cause_summary(driver) == ('null value in column "email" of relation "users" violates not-null constraint '
+                                     "(NotNullViolation, in TerminalStoreError)")
+    sqlite = "Traceback (most recent call last):\n  File \"a.py\"\nsqlite3.IntegrityError: NOT NULL constraint failed: t.email\n"
+    assert cause_summary(sqlite) == "NOT NULL constraint failed: t.email (IntegrityError)"
 
 
 def test_one_line_messages():

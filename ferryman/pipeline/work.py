@@ -8,6 +8,7 @@ from typing import Sequence
 
 
 from ..declare import Retry
+from ..redact import mask_secrets
 from ..types import Aggregates, Record, RecordId
 
 
@@ -58,7 +59,7 @@ class Work:
         """The failure's traceback text, as stored in the progress (mjg stored Java's)."""
         if self.error is None:
             return ""
-        return "".join(traceback.format_exception(self.error)).rstrip()
+        return format_error(self.error)
 
 
 class Attempt:
@@ -100,9 +101,14 @@ def live(works: list[Work]) -> list[Work]:
 
 
 def describe_error(error: BaseException) -> str:
-    """One line for an error: ``Type: message``."""
-    text = str(error).strip().splitlines()
+    """One line for an error: ``Type: message`` (secrets masked)."""
+    text = mask_secrets(str(error)).strip().splitlines()
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
-__all__ = ["Attempt", "Phase", "Work", "live", "describe_error"]
+def format_error(error: BaseException) -> str:
+    """An error's traceback as the progress stores it (secrets masked, as everywhere)."""
+    return mask_secrets("".join(traceback.format_exception(error)).rstrip())
+
+
+__all__ = ["Attempt", "Phase", "Work", "live", "describe_error", "format_error"]

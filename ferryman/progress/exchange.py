@@ -1,25 +1,31 @@
 """mjg JSON in and out of the SQLite ledger, in memory bounded by a chunk, not the progress.
 
 Export streams ids from the ledger into the Jackson layout piece by piece (atomic file replace);
-import parses the file as a stream of JSON events (ijson) and writes ids in chunks inside one
-ledger transaction, validating every value with the same rules and JSON paths as
-:meth:`MigrationProgress.from_json`.
+import parses the file as a stream of JSON events (ijson's C backend, fed through
+:class:`~ferryman.progress.jsonlimits.LimitedReader`) and writes ids in chunks inside one ledger
+transaction, validating every value with the same rules, limits and JSON paths as
+:meth:`MigrationProgress.from_json`. Memory stays bounded whatever the file holds: no value is
+built whole unless the format makes it small (a failed record, an id, the metadata), and those
+are held to :data:`~ferryman.progress.jsonlimits.MAX_VALUE_CHARS`.
 """
 
 from __future__ import annotations
 
 import os
-from itertools import islice
-from typing import Any, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, Protocol
 
 import ijson
 
 from ..errors import ProgressFormatError
-from .jsonfmt import Reader, iter_json, key_path
-from .sqlite_ledger import LedgerImport, SqliteLedger
+from ..types import RecordId
+from .jsonfmt import Reader, iter_json, key_path, member_path
+from .jsonlimits import MAX_DEPTH, MAX_STRING_CHARS, MAX_VALUE_CHARS, LimitedReader, LimitExceeded, too_deep
+from .model import FailedRecord, ProgressMetadata
+from .sqlite_ledger import SqliteLedger
 from .storage import save_chunks_atomically
 
 CHUNK = 10_000
+"""Ids or failed records written to the ledger at a time (fewer when they hold much text)."""
 
 
 def export_json(ledger: SqliteLedger, path: str | os.PathLike[str]) -> None:
@@ -35,93 +41,184 @@ def import_json(path: str | os.PathLike[str], ledger: SqliteLedger) -> None:
     """Replace the ledger's content with the mjg JSON file at ``path``; all or nothing."""
     source = os.fspath(path)
     with open(source, "rb") as fh, ledger.replacing() as load:
-        try:
-            _Importer(Reader(source), ijson.parse(fh, use_float=False), load).document()
-        except ijson.JSONError as exc:
-            raise ProgressFormatError(f"invalid JSON: {exc}", "$", source) from None
+        _Importer(Reader(source), fh, load).document()
+
+
+def check_stream(fh: BinaryIO, source: str | None) -> None:
+    """Read mjg JSON from ``fh`` only to raise its first :class:`ProgressFormatError`, if any."""
+    _Importer(Reader(source), fh, _Discard()).document()
+
+
+class Sink(Protocol):
+    """Where the importer sends what it read (:class:`~ferryman.progress.sqlite_ledger.LedgerImport`)."""
+
+    def metadata(self, metadata: ProgressMetadata) -> None: ...
+
+    def succeeded(self, identity: str, ids: list[RecordId]) -> None: ...
+
+    def failed(self, identity: str, records: list[FailedRecord]) -> None: ...
+
+    def fatal_errors(self, texts: list[str]) -> None: ...
+
+
+class _Discard:
+    def metadata(self, metadata: ProgressMetadata) -> None:
+        pass
+
+    def succeeded(self, identity: str, ids: list[RecordId]) -> None:
+        pass
+
+    def failed(self, identity: str, records: list[FailedRecord]) -> None:
+        pass
+
+    def fatal_errors(self, texts: list[str]) -> None:
+        pass
 
 
 class _Importer:
-    """A small recursive descent over ijson's events; big arrays never become lists."""
+    """A small recursive descent over ijson's events; big arrays never become lists.
 
-    def __init__(self, reader: Reader, events: Iterator[tuple[str, str, Any]], load: LedgerImport) -> None:
+    Each read of an event names the JSON path of what it expects, so that a syntax error or a
+    broken limit (raised by the reader below the parser) is reported where it is.
+    """
+
+    def __init__(self, reader: Reader, fh: BinaryIO, load: Sink) -> None:
         self.reader = reader
-        self.events = events
+        self.events = ijson.basic_parse(LimitedReader(fh), use_float=False)
         self.load = load
 
-    def next(self) -> tuple[str, Any]:
-        _, event, value = next(self.events)
-        return event, value
+    def next(self, path: str, index: int | None = None) -> tuple[str, Any]:
+        try:
+            return next(self.events)  # type: ignore[no-any-return]
+        except LimitExceeded as exc:
+            self.reader.fail(str(exc), path if index is None else f"{path}[{index}]")
+        except ijson.JSONError as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            self.reader.fail(f"invalid JSON: {detail}", path if index is None else f"{path}[{index}]")
+        except StopIteration:
+            self.reader.fail("invalid JSON: the document ends early", path)
 
-    def value(self, event: str, value: Any) -> Any:
-        """The whole (small) value starting with this event."""
-        if event == "start_map":
-            result = {}
-            while (item := self.next())[0] != "end_map":
-                result[item[1]] = self.value(*self.next())
-            return result
-        if event == "start_array":
+    def value(self, event: str, value: Any, path: str, depth: int, budget: list[int] | None) -> Any:
+        """The whole (small) value starting with this event, at most ``budget[0]`` characters;
+        with no budget, the value is read past and not kept (an unknown field)."""
+        if event == "start_map" or event == "start_array":
+            if depth > MAX_DEPTH:
+                self.reader.fail(too_deep(), path)
+            if event == "start_map":
+                members = {}
+                while (item := self.next(path))[0] != "end_map":
+                    key = item[1]
+                    self.spend(budget, len(key), path)
+                    where = member_path(path, key)
+                    members[key] = self.value(*self.next(where), where, depth + 1, budget)
+                return members if budget is not None else None
             items = []
-            while (item := self.next())[0] != "end_array":
-                items.append(self.value(*item))
-            return items
-        return float(value) if event == "number" and not isinstance(value, int) else value
+            while (item := self.next(path, len(items)))[0] != "end_array":
+                items.append(self.value(*item, f"{path}[{len(items)}]", depth + 1, budget))
+            return items if budget is not None else None
+        if event == "string":
+            self.spend(budget, len(value), path)
+        elif event == "number":
+            self.spend(budget, 8, path)
+            return value if type(value) is int else float(value)
+        return value
+
+    def spend(self, budget: list[int] | None, size: int, path: str) -> None:
+        if budget is None:
+            return
+        budget[0] -= size
+        if budget[0] < 0:
+            self.reader.fail(f"a value holding more than {MAX_VALUE_CHARS:,} characters", path)
+
+    def whole(self, path: str, depth: int) -> Any:
+        """The next value, read whole (held to :data:`MAX_VALUE_CHARS`)."""
+        return self.value(*self.next(path), path, depth, [MAX_VALUE_CHARS])
+
+    def skip(self, path: str, depth: int) -> None:
+        """Read past the next value without keeping it (an unknown field)."""
+        self.value(*self.next(path), path, depth, None)
 
     def members(self, path: str) -> Iterator[str]:
         """The keys of the object that starts now, leaving each value to the caller."""
-        event, _ = self.next()
+        event, _ = self.next(path)
         if event == "null":
             return
         if event != "start_map":
             self.reader.fail("expected an object", path)
-        while (item := self.next())[0] != "end_map":
+        while (item := self.next(path))[0] != "end_map":
             yield item[1]
 
-    def items(self, path: str) -> Iterator[tuple[int, str, Any]]:
-        """``(index, event, value)`` for each item of the array that starts now."""
-        event, _ = self.next()
+    def document(self) -> None:
+        event, _ = self.next("$")
+        if event != "start_map":
+            self.reader.fail("expected an object", "$")
+        while (item := self.next("$"))[0] != "end_map":
+            key = item[1]
+            where = member_path("$", key)
+            if key == "migrationProgress":
+                self.migrations()
+            elif key == "metadata":
+                self.load.metadata(self.reader.metadata(self.whole(where, 2)))
+            elif key in ("fatalErrors", "fataLErrors"):
+                self.chunked("", where, 2, lambda text, path: self.reader.expect(text, str, path),
+                             lambda _identity, texts: self.load.fatal_errors(texts))
+            else:
+                self.skip(where, 2)  # unknown fields are ignored
+        try:
+            extra = next(self.events, None)
+        except ijson.JSONError:
+            extra = True
+        if extra is not None:
+            self.reader.fail("invalid JSON: more text after the document", "$")
+
+    def migrations(self) -> None:
+        for identity in self.members("$.migrationProgress"):
+            path = key_path("$.migrationProgress", self.reader.expect(identity, str, "$.migrationProgress"))
+            for field in self.members(path):
+                if field == "succeededRecordIds":
+                    self.chunked(identity, f"{path}.succeededRecordIds", 4, self.reader.record_id,
+                                 self.load.succeeded, ids=True)
+                elif field == "failedRecords":
+                    self.chunked(identity, f"{path}.failedRecords", 4, self.reader.failed_record,
+                                 self.load.failed)
+                else:
+                    self.skip(member_path(path, field), 4)
+
+    def chunked(self, identity: str, path: str, depth: int, check: Callable[[Any, str], Any],
+                sink: Callable[[str, list[Any]], None], ids: bool = False) -> None:
+        """Each item of the array at ``path``, checked, sent to ``sink`` in bounded chunks.
+
+        ``ids``: the items are record ids, and a plain int or str is one as it is (the reader
+        below the parser already held ints to the digit limit); the usual case, kept fast.
+        """
+        event, _ = self.next(path)
         if event == "null":
             return
         if event != "start_array":
             self.reader.fail("expected an array", path)
+        chunk: list[Any] = []
+        room = MAX_VALUE_CHARS
         index = 0
-        while (item := self.next())[0] != "end_array":
-            yield index, *item
-            index += 1
-
-    def document(self) -> None:
-        event, _ = self.next()
-        if event != "start_map":
-            self.reader.fail("expected an object", "$")
-        while (item := self.next())[0] != "end_map":
-            key = item[1]
-            if key == "migrationProgress":
-                self.migrations()
-            elif key == "metadata":
-                self.load.metadata(self.reader.metadata(self.value(*self.next())))
-            elif key in ("fatalErrors", "fataLErrors"):
-                self.load.fatal_errors(self.reader.strings(self.value(*self.next()), f"$.{key}"))
+        while (item := self.next(path, index))[0] != "end_array":
+            event, value = item
+            kind = type(value)
+            if ids and (kind is int or (kind is str and len(value) <= MAX_STRING_CHARS)):
+                room -= 8 if kind is int else len(value)
+            elif event == "start_map" or event == "start_array":
+                where = f"{path}[{index}]"
+                budget = [MAX_VALUE_CHARS]
+                value = check(self.value(event, value, where, depth + 1, budget), where)
+                room -= MAX_VALUE_CHARS - budget[0]
             else:
-                self.value(*self.next())  # unknown fields are ignored
-
-    def migrations(self) -> None:
-        for identity in self.members("$.migrationProgress"):
-            path = key_path("$.migrationProgress", identity)
-            for field in self.members(path):
-                if field == "succeededRecordIds":
-                    self.chunked(identity, f"{path}.succeededRecordIds", self.reader.record_id,
-                                 self.load.succeeded)
-                elif field == "failedRecords":
-                    self.chunked(identity, f"{path}.failedRecords", self.reader.failed_record,
-                                 self.load.failed)
-                else:
-                    self.value(*self.next())
-
-    def chunked(self, identity: str, path: str, check: Callable[[Any, str], Any],
-                sink: Callable[[str, list[Any]], None]) -> None:
-        values = (check(self.value(event, value), f"{path}[{i}]") for i, event, value in self.items(path))
-        while chunk := list(islice(values, CHUNK)):
+                room -= len(value) if kind is str else 8
+                value = check(value if event != "number" or kind is int else float(value), f"{path}[{index}]")
+            chunk.append(value)
+            index += 1
+            if len(chunk) >= CHUNK or room <= 0:
+                sink(identity, chunk)
+                chunk, room = [], MAX_VALUE_CHARS
+        if chunk:
             sink(identity, chunk)
 
 
-__all__ = ["export_json", "import_json"]
+__all__ = ["check_stream", "export_json", "import_json"]

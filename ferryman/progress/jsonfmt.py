@@ -22,6 +22,15 @@ from typing import Any, NoReturn
 
 from ..errors import ProgressFormatError
 from ..types import RecordId
+from .jsonlimits import (
+    MAX_DEPTH,
+    MAX_STRING_CHARS,
+    NUMBER_BOUND,
+    number_too_long,
+    string_too_long,
+    too_deep,
+    too_many_digits,
+)
 from .model import (
     Action,
     FailedRecord,
@@ -150,36 +159,63 @@ _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,9}))?)?", re.ASCII
 )
 _ACTIONS = {action.value: action for action in Action}
+_METADATA_FIELDS = ("timestamp", "completedMigrationFQCNs", "inProgressMigrationFQCNs")
+_RECORD_FIELDS = ("id", "description", "cause", "action", "timestamp")
 _JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
                int: "an integer", float: "a non-integer number", type(None): "null"}
 
 
+class _Constant(ValueError):
+    """NaN or Infinity, which JSON does not have."""
+
+
 def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not allowed")
+    raise _Constant(f"{name} is not allowed")
 
 
 def _show(value: Any) -> str:
     """A bad value as quoted in an error message, cut short to keep the message one line."""
-    text = repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    try:
+        text = repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    except (RecursionError, ValueError):  # too deep, or an int too long for str()
+        text = f"<{_JSON_TYPES.get(type(value), type(value).__name__)}>"
     return text if len(text) <= 80 else text[:77] + "..."
 
 
 def loads(text: str, source: str | None = None) -> MigrationProgress:
     """Parse mjg progress JSON (pretty or compact); ``source`` names the file in errors."""
+    text = text.removeprefix("\ufeff")
     try:
-        document = json.loads(text.removeprefix("\ufeff"), parse_constant=_reject_constant)
+        document = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         message = f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         raise ProgressFormatError(message, "$", source) from None
-    except RecursionError:
-        raise ProgressFormatError("invalid JSON: nested too deeply", "$", source) from None
-    except ValueError as exc:  # NaN/Infinity, or an integer beyond Python's digit limit
+    except _Constant as exc:
         raise ProgressFormatError(f"invalid JSON: {exc}", "$", source) from None
+    except (RecursionError, ValueError) as exc:  # too deep, or an int with too many digits
+        _raise_stream_error(text, source)  # names the path and the limit
+        raise ProgressFormatError(f"invalid JSON: {exc or 'nested too deeply'}", "$", source) from None
     return Reader(source).progress(document)
+
+
+def _raise_stream_error(text: str, source: str | None) -> None:
+    """Read ``text`` as a stream, which raises the error with its JSON path (json.loads gives none)."""
+    from io import BytesIO
+
+    from .exchange import check_stream
+
+    check_stream(BytesIO(text.encode("utf-8", "surrogatepass")), source)
 
 
 def key_path(path: str, key: str) -> str:
     return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
+
+
+def member_path(path: str, key: str | int) -> str:
+    """``$.a``, ``$["a.b"]`` or ``$[3]``: the path of an object member or an array item."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    return f"{path}.{key}" if key.isidentifier() and key.isascii() else key_path(path, key)
 
 
 class Reader:
@@ -194,7 +230,32 @@ class Reader:
     def expect(self, value: Any, kind: type, path: str) -> Any:
         if type(value) is not kind:
             self.fail(f"expected {_JSON_TYPES[kind]}, got {_JSON_TYPES[type(value)]}", path)
+        if kind is str and len(value) > MAX_STRING_CHARS:
+            self.fail(string_too_long(), path)
         return value
+
+    def ignored(self, fields: dict[str, Any], known: tuple[str, ...], path: str, depth: int) -> None:
+        """Check the unknown members of an object (at ``depth``) against the limits only."""
+        for key, value in fields.items():
+            if key not in known:
+                self.within_limits(value, member_path(path, key), depth + 1)
+
+    def within_limits(self, value: Any, path: str, depth: int) -> None:
+        """Fail if ``value`` (nested ``depth`` deep) breaks a limit anywhere inside: an unknown
+        field is ignored, but a file with a deep structure or a huge value anywhere is malformed."""
+        stack = [(value, path, depth)]
+        while stack:
+            item, where, level = stack.pop()
+            kind = type(item)
+            if kind is str:
+                self.expect(item, str, where)
+            elif kind is int and too_many_digits(item):
+                self.fail(number_too_long(), where)
+            elif kind is list or kind is dict:
+                if level > MAX_DEPTH:
+                    self.fail(too_deep(), where)
+                for key, child in (item.items() if kind is dict else enumerate(item)):
+                    stack.append((child, member_path(where, key), level + 1))
 
     def as_object(self, value: Any, path: str) -> dict[str, Any]:
         return {} if value is None else self.expect(value, dict, path)
@@ -210,17 +271,19 @@ class Reader:
 
     def progress(self, document: Any) -> MigrationProgress:
         document = self.expect(document, dict, "$")
+        self.ignored(document, ("metadata", "migrationProgress", "fatalErrors", "fataLErrors"), "$", 1)
         fatal = self.strings(document.get("fatalErrors"), "$.fatalErrors")
         fatal += self.strings(document.get("fataLErrors"), "$.fataLErrors")
         migrations_path = "$.migrationProgress"
         migrations = {
-            key: self.entry(key, value, key_path(migrations_path, key))
+            self.expect(key, str, migrations_path): self.entry(key, value, key_path(migrations_path, key))
             for key, value in self.as_object(document.get("migrationProgress"), migrations_path).items()
         }
         return MigrationProgress(self.metadata(document.get("metadata")), migrations, fatal)
 
     def metadata(self, value: Any) -> ProgressMetadata:
         fields = self.as_object(value, "$.metadata")
+        self.ignored(fields, _METADATA_FIELDS, "$.metadata", 2)
         raw_time = fields.get("timestamp")
         return ProgressMetadata(
             datetime.now() if raw_time is None else self.timestamp(raw_time, "$.metadata.timestamp"),
@@ -232,12 +295,15 @@ class Reader:
 
     def entry(self, key: str, value: Any, path: str) -> MigrationEntry:
         fields = self.as_object(value, path)
+        self.ignored(fields, ("fqcn", "succeededRecordIds", "failedRecords"), path, 3)
         fqcn = fields.get("fqcn")
         entry = MigrationEntry(key if fqcn is None else self.expect(fqcn, str, f"{path}.fqcn"))
         ids_path = f"{path}.succeededRecordIds"
         for index, raw in enumerate(self.as_array(fields.get("succeededRecordIds"), ids_path)):
-            kind = type(raw)  # plain ints and strs, the usual case, skip the slower checks
-            record_id = raw if kind is int or kind is str else self.record_id(raw, f"{ids_path}[{index}]")
+            kind = type(raw)  # plain ints and strs within the limits, the usual case, skip the slower checks
+            plain = ((kind is int and -NUMBER_BOUND < raw < NUMBER_BOUND)
+                     or (kind is str and len(raw) <= MAX_STRING_CHARS))
+            record_id = raw if plain else self.record_id(raw, f"{ids_path}[{index}]")
             entry.succeeded[record_id] = None
         failed_path = f"{path}.failedRecords"
         for index, raw in enumerate(self.as_array(fields.get("failedRecords"), failed_path)):
@@ -249,6 +315,7 @@ class Reader:
 
     def failed_record(self, value: Any, path: str) -> FailedRecord:
         fields = self.expect(value, dict, path)
+        self.ignored(fields, _RECORD_FIELDS, path, 5)
         if "id" not in fields:
             self.fail("missing record id", f"{path}.id")
         action = fields.get("action")
@@ -269,6 +336,7 @@ class Reader:
     def record_id(self, value: object, path: str) -> RecordId:
         """An id: int, str, or a composite written as an array or (by Jackson) an object."""
         if is_key_part(value):
+            self.id_part(value, path)
             return value
         if isinstance(value, (list, dict)):
             if not value:
@@ -276,15 +344,22 @@ class Reader:
             keys = list(value) if isinstance(value, dict) else None
             parts = list(value.values()) if isinstance(value, dict) else value
             for index, part in enumerate(parts):
+                where = f"{path}[{index}]" if keys is None else key_path(path, keys[index])
                 if not is_key_part(part):
-                    where = f"{path}[{index}]" if keys is None else key_path(path, keys[index])
                     self.fail(f"invalid part of a composite record id: {_show(part)}", where)
+                self.id_part(part, where)
             return tuple(parts)
         self.fail(
             f"invalid record id {_show(value)}: expected an integer, a string, "
             "or an array of those for a composite id",
             path,
         )
+
+    def id_part(self, value: int | str, path: str) -> None:
+        if isinstance(value, str):
+            self.expect(value, str, path)
+        elif too_many_digits(value):
+            self.fail(number_too_long(), path)
 
     def timestamp(self, value: Any, path: str) -> datetime:
         """A Java ``LocalDateTime``: ISO text with 0-9 fraction digits (cut to microseconds), or
@@ -305,5 +380,5 @@ class Reader:
             fields.append(int((fraction or "")[:6].ljust(6, "0")))
         try:
             return datetime(*fields)
-        except ValueError as exc:
+        except (ValueError, OverflowError) as exc:
             self.fail(f"invalid timestamp {_show(value)}: {exc}", path)

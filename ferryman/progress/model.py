@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import Enum
 from typing import TypeGuard
 
+from ..redact import mask_secrets
 from ..types import RecordId
 
 
@@ -160,8 +161,8 @@ class MigrationProgress:
         _remove(self.metadata.completed, identity)
 
     def record_fatal(self, text: str) -> None:
-        """Keep a fatal error (a traceback); like mjg, these are never cleared by a run."""
-        self.fatal_errors.append(text)
+        """Keep a fatal error (a traceback, secrets masked); like mjg, these are never cleared by a run."""
+        self.fatal_errors.append(mask_secrets(text))
 
     # --- failed records ----------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from ..errors import LeaseLostError, LedgerFileError, LedgerWriteError, StoreError
+from ..redact import mask_secrets
 from ..report import MigrationReport, RunResult
 from ..signals import critical
 from ..stores.base import JournalEntry, Store
@@ -440,7 +441,7 @@ class SqliteLedger(Ledger):
                 outcome = "completed" if result.ok else ("interrupted" if result.interrupted else "failed")
                 last_error = next((r.last_error for r in reversed(result.reports) if r.last_error), None)
                 if result.callback_errors:
-                    last_error = result.callback_errors[-1]
+                    last_error = mask_secrets(result.callback_errors[-1])  # a user's callback, any text
                 if result.ledger_error:
                     last_error = result.ledger_error
                 with self._tx():
@@ -539,7 +540,8 @@ class SqliteLedger(Ledger):
     def record_fatal(self, identity: str, text: str) -> None:
         self._flush()
         with self._tx():
-            self.conn.execute("INSERT INTO fatal_error (migration, text) VALUES (?, ?)", (identity, text))
+            self.conn.execute("INSERT INTO fatal_error (migration, text) VALUES (?, ?)",
+                              (identity, mask_secrets(text)))
 
     def journal_for(self, identity: str, ids: Sequence[RecordId]) -> JournalEntry | None:
         """The batch's input ids as a JSON array (ids keep their JSON types)."""

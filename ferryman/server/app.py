@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
+from ..redact import mask_secrets
 from . import metrics
 from .openapi import openapi_document
 from .sources import StatusSource
@@ -57,7 +58,7 @@ def create_app(source: StatusSource) -> Starlette:
         try:
             snap = await run_in_threadpool(source.snapshot)
         except Exception as exc:
-            message = f"cannot read the migration status: {_one_line(exc)}"
+            message = f"cannot read the migration status: {mask_secrets(_one_line(exc))}"
             if last_problem != [message]:
                 log.warning("status server: %s", message, exc_info=log.isEnabledFor(logging.DEBUG))
                 last_problem[:] = [message]

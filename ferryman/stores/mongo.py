@@ -24,12 +24,12 @@ mongomock imitates (transactions above all) has not been run here.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator, Mapping, Sequence
 
 from ..errors import DuplicateDataError, TerminalStoreError, TransientStoreError
+from ..redact import mask_secrets
 from ..types import Filter, Record, RecordId
 from .base import JournalEntry, Store
 from .common import IN_TYPES, OnConflict, check_on_conflict, describe_values
@@ -42,7 +42,6 @@ IDS_PER_QUERY = 500
 JOURNAL_COLLECTION = "ferryman_journal"
 JOURNAL_COUNTER = "ferryman_journal_seq"
 DUPLICATE_CODES = {11000, 11001, 12582}
-_PASSWORD = re.compile(r"(//[^:/@]+:)[^@]*@")
 
 
 def _pymongo() -> Any:
@@ -102,7 +101,7 @@ class MongoStore(Store):
         self._db: Any = None
         self._client: Any = None
         if isinstance(database_or_client_url, str):
-            shown = _PASSWORD.sub(r"\1***@", database_or_client_url)
+            shown = mask_secrets(database_or_client_url)
         elif hasattr(database_or_client_url, "list_collection_names"):  # a Database
             self._db = database_or_client_url
             self._client = database_or_client_url.client

@@ -12,11 +12,13 @@ import pytest
 
 from ferryman import Action, FailedRecord, MigrationProgress, ProgressFormatError
 from ferryman.progress.exchange import export_json, import_json
+from tests.progress.test_jsonfmt import LIMIT_CASES
 from ferryman.progress.sqlite_ledger import SqliteLedger
 
 SCRIPT = """
 import resource, sys
 from ferryman.progress.exchange import export_json, import_json
+from tests.progress.test_jsonfmt import LIMIT_CASES
 from ferryman.progress.sqlite_ledger import SqliteLedger
 verb, ledger_path, json_path = sys.argv[1:]
 ledger = SqliteLedger(ledger_path)
@@ -67,7 +69,11 @@ def test_import_reads_what_from_json_reads(tmp_path):
     ('{"migrationProgress": {"m": {"failedRecords": [{"id": 1, "action": "SKIP"}]}}}', '$.migrationProgress["m"].failedRecords[0].action'),
     ('{"metadata": {"timestamp": "yesterday"}}', "$.metadata.timestamp"),
     ('{"migrationProgress": [1]}', "$.migrationProgress"),
-    ('{"migrationProgress": {"m": {"succeededRecordIds": [1, ', "$"),
+    ('{"migrationProgress": {"m": {"succeededRecordIds": [1, ', '$.migrationProgress["m"].succeededRecordIds[1]'),
+    ('{"migrationProgress": {}} {}', "$"),
+    ('{"migrationProgress": {"m": {"x": [1, }}}', '$.migrationProgress["m"].x[1]'),
+    ("[]", "$"),
+    ("", "$"),
 ])
 def test_malformed_import_names_the_path_and_changes_nothing(tmp_path, text, path):
     ledger = SqliteLedger(tmp_path / "l.db")
@@ -77,6 +83,44 @@ def test_malformed_import_names_the_path_and_changes_nothing(tmp_path, text, pat
         import_json(tmp_path / "bad.json", ledger)
     assert info.value.path == path
     assert ledger.progress() == sample_progress()
+
+
+@pytest.mark.parametrize("text, path, message", LIMIT_CASES)
+def test_import_keeps_the_limits_of_from_json(tmp_path, text, path, message):
+    ledger = SqliteLedger(tmp_path / "l.db")
+    ledger.import_progress(sample_progress())
+    (tmp_path / "bad.json").write_text(text)
+    with pytest.raises(ProgressFormatError) as info:
+        import_json(tmp_path / "bad.json", ledger)
+    assert (info.value.path, message in str(info.value)) == (path, True)
+    assert ledger.progress() == sample_progress()
+
+
+def test_a_value_read_whole_is_held_to_a_budget_of_text(tmp_path):
+    """Each string is within the limit, but the metadata as a whole holds more than it may."""
+    names = ", ".join(['"' + "n" * 1_000_000 + '"'] * 17)
+    (tmp_path / "big.json").write_text('{"metadata": {"completedMigrationFQCNs": [' + names + "]}}")
+    ledger = SqliteLedger(tmp_path / "l.db")
+    with pytest.raises(ProgressFormatError, match="a value holding more than 16,000,000 characters") as info:
+        import_json(tmp_path / "big.json", ledger)
+    assert info.value.path == "$.metadata.completedMigrationFQCNs[15]"
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 7, 64, 4096])
+def test_tokens_split_across_reads_are_read_whole(tmp_path, split, monkeypatch):
+    """The limits hold back an open string or number between reads, never cut one."""
+    import ferryman.progress.jsonlimits as limits
+
+    reads: list[int] = []
+    read = limits.LimitedReader.read
+    monkeypatch.setattr(limits.LimitedReader, "read", lambda self, size: reads.append(1) or read(self, size and split))
+    progress = sample_progress()
+    progress.entry("com.x.M1").mark_succeeded([int("7" * 1000), "x" * 5000, 'q"\\\"uote', -12345])
+    (tmp_path / "in.json").write_text(progress.to_json())
+    ledger = SqliteLedger(tmp_path / "l.db")
+    import_json(tmp_path / "in.json", ledger)
+    assert ledger.progress() == progress
+    assert len(reads) > 1
 
 
 @pytest.mark.slow

@@ -372,11 +372,49 @@ def test_malformed_input_names_the_path(text, path, message):
 
 
 def test_integers_beyond_the_digit_limit_are_a_format_error():
-    with pytest.raises(ProgressFormatError, match="invalid JSON") as caught:
+    with pytest.raises(ProgressFormatError, match="a number longer than 1,000 digits") as caught:
         MigrationProgress.from_json('{"a": ' + "9" * 5000 + "}")
-    assert caught.value.path == "$"
+    assert caught.value.path == "$.a"
 
 
 def test_deep_nesting_is_a_format_error():
-    with pytest.raises(ProgressFormatError, match="nested too deeply"):
-        MigrationProgress.from_json("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ProgressFormatError, match="nested more than 64 deep") as caught:
+        MigrationProgress.from_json('{"x": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    assert caught.value.path == "$.x" + "[0]" * 63
+
+
+LIMIT_CASES = [  # (document, JSON path, message): each breaks one limit, from_json and import alike
+    (with_entry('{"succeededRecordIds": [1, ' + "7" * 1001 + "]}"), M + ".succeededRecordIds[1]",
+     "a number longer than 1,000 digits"),
+    (with_entry('{"succeededRecordIds": [1, -' + "7" * 5000 + "]}"), M + ".succeededRecordIds[1]",
+     "a number longer than 1,000 digits"),
+    (with_entry('{"succeededRecordIds": [[1, ' + "7" * 1001 + "]]}"), M + ".succeededRecordIds[0][1]",
+     "a number longer than 1,000 digits"),
+    ('{"metadata": {"x": ' + "[" * 80 + "]" * 80 + "}}", "$.metadata.x" + "[0]" * 62, "nested more than 64 deep"),
+    (with_entry('{"extra": ' + "{\"a\": " * 70 + "1" + "}" * 70 + "}"), M + ".extra" + ".a" * 61,
+     "nested more than 64 deep"),
+    (with_record('{"id": 3, "cause": "' + "x" * 1_000_001 + '"}'), M + ".failedRecords[2].cause",
+     "a string longer than 1,000,000 characters"),
+    (with_entry('{"succeededRecordIds": ["' + "k" * 1_000_001 + '"]}'), M + ".succeededRecordIds[0]",
+     "a string longer than 1,000,000 characters"),
+    ('{"other": {"a": ' + "1" * 1001 + "}}", "$.other.a", "a number longer than 1,000 digits"),
+    (with_record('{"id": 3, "timestamp": [' + "9" * 30 + ", 1, 1, 0, 0]}"), M + ".failedRecords[2].timestamp",
+     "invalid timestamp"),
+]
+
+
+@pytest.mark.parametrize("text, path, message", LIMIT_CASES)
+def test_limits_name_the_path_and_the_limit(text, path, message):
+    with pytest.raises(ProgressFormatError) as caught:
+        MigrationProgress.from_json(text, source="p.json")
+    assert caught.value.path == path
+    assert message in str(caught.value)
+    assert len(str(caught.value)) < 300
+
+
+def test_values_within_the_limits_are_read():
+    big = int("9" * 1000)
+    text = with_entry('{"succeededRecordIds": [' + str(big) + ', "' + "k" * 1_000_000 + '", ['
+                      + str(-big) + ', "a"]], "extra": ' + "[" * 60 + "]" * 60 + "}")
+    entry = MigrationProgress.from_json(text).migrations["com.x.M1"]
+    assert list(entry.succeeded) == [big, "k" * 1_000_000, (-big, "a")]

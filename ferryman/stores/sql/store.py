@@ -15,6 +15,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
 
 from ...errors import StoreError, TerminalStoreError, TransientStoreError
+from ...redact import mask_secrets
 from ...types import Filter, Record, RecordId
 from ..base import SAVED, JournalEntry, PendingWrite, Store
 from ..common import OnConflict, check_on_conflict, describe_values
@@ -115,7 +116,7 @@ class SqlStore(Store):
         self._table_arg = table if isinstance(table, str) else table.name
         self._schema = table.schema if isinstance(table, Table) else schema
         self.table_name = f"{self._schema}.{self._table_arg}" if self._schema else self._table_arg
-        self._label = f"store {name!r} ({self.url.render_as_string(hide_password=True)}, table {self.table_name})"
+        self._label = f"store {name!r} ({self.shown_url}, table {self.table_name})"
         self._dataset = dataset or sql_dataset(self.url, self._schema, self._table_arg)
         self._journal = journal_table(self._schema)
         self._journal_ready = False
@@ -469,9 +470,13 @@ class SqlStore(Store):
         except TransientStoreError as exc:
             log.warning("journal cleanup postponed: %s", exc)
 
+    @property
+    def shown_url(self) -> str:
+        """The URL with its passwords masked, in every form (``user:***@``, ``?password=***``)."""
+        return mask_secrets(self.url.render_as_string(hide_password=False))
+
     def __repr__(self) -> str:
-        url = self.url.render_as_string(hide_password=True)
-        return f"SqlStore({self.name!r}, {url!r}, table={self.table_name!r}, key={self.key!r})"
+        return f"SqlStore({self.name!r}, {self.shown_url!r}, table={self.table_name!r}, key={self.key!r})"
 
 
 class _CopyWrite(PendingWrite):

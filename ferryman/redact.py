@@ -1,0 +1,59 @@
+"""Secrets out of everything ferryman shows or stores: passwords in URLs and connection strings.
+
+A database URL reaches error messages, tracebacks, store labels, the progress ledger, the status
+API and the terminal. SQLAlchemy hides only the ``user:password@`` form; a password given as a
+query parameter (``?password=...``, common with PostgreSQL and MongoDB) or in a libpq DSN
+(``password=... host=...``) would be shown as it is. :func:`mask_secrets` is the one function
+that every place showing or storing such text calls; it works on free text, since a URL hides
+inside messages and tracebacks, and it is idempotent.
+"""
+
+from __future__ import annotations
+
+import re
+
+MASK = "***"
+
+_SECRET_NAME = (
+    r"[A-Za-z0-9_.-]*(?:password|passwd|secret|token|api[_-]?key)"  # also db_password, aws_session_token
+    r"|pwd|pass"
+)
+"""Names of credential parameters (any case): the exact short ones, and any name ending in a
+long one."""
+
+_USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s\"']*:)[^@?#\s\"']*(@)")
+"""``scheme://user:password@``: the password runs to the first ``@`` (SQLAlchemy allows ``/`` in it;
+an ``@``, ``?`` or ``#`` in a password must be written ``%40``, ``%3F``, ``%23``)."""
+
+_PARAMETER = re.compile(
+    rf"((?<![A-Za-z0-9_.-])(?:{_SECRET_NAME})\s*=\s*)"
+    rf"(?!{re.escape(MASK)}(?:[\s,)&#;'\"]|$))"  # masked already: keep what follows the mask
+    r"""('(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*"|[^\s&#;'"]+)""",
+    re.IGNORECASE,
+)
+"""``password=value`` in a query string (``?``/``&``), a DSN (spaces) or an option string."""
+
+_QUOTED_MEMBER = re.compile(
+    rf"""((['"])(?:{_SECRET_NAME})\2\s*:\s*)(?:(['"])(?:\\.|(?!\3).)*\3|[^\s,}}\]]+)""",
+    re.IGNORECASE,
+)
+"""``'password': 'value'`` in the repr of a dict of connection arguments, or in JSON (which stays
+JSON: a quoted value stays quoted)."""
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with the password of every URL and the value of every credential parameter
+    replaced by ``***``; everything else is kept as it is."""
+    if "=" not in text and "@" not in text and ":" not in text:
+        return text
+    text = _USERINFO.sub(rf"\g<1>{MASK}\g<2>", text)
+    text = _PARAMETER.sub(rf"\g<1>{MASK}", text)
+    return _QUOTED_MEMBER.sub(_mask_member, text)
+
+
+def _mask_member(match: re.Match[str]) -> str:
+    quote = match.group(3) or ""
+    return f"{match.group(1)}{quote}{MASK}{quote}"
+
+
+__all__ = ["MASK", "mask_secrets"]
