@@ -2,7 +2,8 @@
 
 Two kinds of check. Single calls: wrong password, unknown database, server down, a connection
 killed mid-statement, mid-COPY or mid-commit each give the right error class (transient: retry;
-terminal: stop) with a one-line message naming the store and the URL without its password.
+dropped: the database still answers, so the batch is the suspect; unusable: stop) with a
+one-line message naming the store and the URL without its password.
 Whole migrations: a real run (SQLite source -> PostgreSQL or MariaDB, durable ledger, retries)
 while the server is restarted or its connections are killed must end with the destination
 holding exactly the expected rows, each once, and the ledger agreeing.
@@ -34,7 +35,7 @@ from sqlalchemy.pool import NullPool
 
 import helpers
 from ferryman import Cardinality, MigrationService, Retry, migration
-from ferryman.errors import StoreError, TerminalStoreError, TransientStoreError
+from ferryman.errors import ConnectionDroppedError, StoreError, StoreUnusableError, TransientStoreError
 from ferryman.pipeline.pages import source_pages
 from ferryman.progress.files import open_ledger
 from ferryman.report import RunResult
@@ -194,26 +195,26 @@ def connection_id(dbapi_connection: Any) -> int:
 # --- refused logins and unreachable servers -----------------------------------------------
 
 
-def test_wrong_password_on_postgres_is_terminal(private_pg: PrivatePostgres) -> None:
+def test_wrong_password_on_postgres_makes_the_store_unusable(private_pg: PrivatePostgres) -> None:
     url = private_pg.url(password="wrong-" + SECRET)
     store = SqlStore("items", url, "items")
     try:
         with pytest.raises(StoreError) as caught:
             store.count()
-        assert type(caught.value) is TerminalStoreError
+        assert type(caught.value) is StoreUnusableError
         assert "password authentication failed" in str(caught.value)
         assert_one_line_naming(caught.value, "items", url)
     finally:
         store.close()
 
 
-def test_wrong_password_on_mariadb_is_terminal(mysql_url: str) -> None:
+def test_wrong_password_on_mariadb_makes_the_store_unusable(mysql_url: str) -> None:
     url = make_url(mysql_url).set(password="wrong-" + SECRET).render_as_string(hide_password=False)
     store = SqlStore("items", url, "items")
     try:
         with pytest.raises(StoreError) as caught:
             store.count()
-        assert type(caught.value) is TerminalStoreError
+        assert type(caught.value) is StoreUnusableError
         assert "Access denied" in str(caught.value)
         assert_one_line_naming(caught.value, "items", url)
     finally:
@@ -221,14 +222,14 @@ def test_wrong_password_on_mariadb_is_terminal(mysql_url: str) -> None:
 
 
 @pytest.mark.parametrize("what", ["database", "role"])
-def test_unknown_database_or_user_is_terminal(server_url: str, what: str) -> None:
+def test_unknown_database_or_user_makes_the_store_unusable(server_url: str, what: str) -> None:
     url = make_url(server_url)
     url = url.set(database=f"{url.database}_missing") if what == "database" else url.set(username="nobody_here")
     store = SqlStore("items", url.render_as_string(hide_password=False), "items")
     try:
         with pytest.raises(StoreError) as caught:
             store.read_page(None, None, 10)
-        assert type(caught.value) is TerminalStoreError
+        assert type(caught.value) is StoreUnusableError
         assert_one_line_naming(caught.value, "items", url.render_as_string(hide_password=False))
     finally:
         store.close()
@@ -275,7 +276,7 @@ def test_journal_cleanup_while_the_server_is_down_is_postponed(
 # --- connections lost in the middle of a call ---------------------------------------------
 
 
-def test_connection_killed_mid_insert_is_transient_and_nothing_is_saved(
+def test_connection_killed_mid_insert_is_dropped_and_nothing_is_saved(
     server_url: str, stores: list[SqlStore]
 ) -> None:
     store = make_items(server_url, stores)
@@ -291,7 +292,7 @@ def test_connection_killed_mid_insert_is_transient_and_nothing_is_saved(
             store.save_all(rows(range(3)), journal=JournalEntry("m", "p"))
     finally:
         event.remove(store.engine, "before_cursor_execute", kill_before_insert)
-    assert type(caught.value) is TransientStoreError
+    assert type(caught.value) is ConnectionDroppedError
     assert_one_line_naming(caught.value, "items", server_url)
     assert store.count() == 0 and store.read_journal() == []
     store.save_all(rows(range(3)), journal=JournalEntry("m", "p"))  # a retry just works
@@ -354,7 +355,7 @@ def test_a_connection_idle_for_long_is_pinged(
     assert len(pings) == 2
 
 
-def test_connection_killed_mid_copy_is_transient(
+def test_connection_killed_mid_copy_is_dropped(
     postgres_url: str, stores: list[SqlStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = make_items(postgres_url, stores)
@@ -367,7 +368,7 @@ def test_connection_killed_mid_copy_is_transient(
     monkeypatch.setattr(copy_module, "send_rows", killed_copy)
     with pytest.raises(StoreError) as caught:
         store.save_all(rows(range(100)), journal=JournalEntry("m", "p"))
-    assert type(caught.value) is TransientStoreError
+    assert type(caught.value) is ConnectionDroppedError
     assert isinstance(caught.value.__cause__, psycopg.OperationalError)
     monkeypatch.setattr(copy_module, "send_rows", real)
     assert store.count() == 0
@@ -471,14 +472,14 @@ def test_commit_cut_off_after_it_landed_counts_as_saved(
     assert store.count() == 20 and [e.payload for e in store.read_journal("m")] == ["[1,2]"]
 
 
-def test_commit_cut_off_before_it_landed_is_transient(
+def test_commit_cut_off_before_it_landed_is_dropped(
     server_url: str, stores: list[SqlStore], cut_commit: Callable[[SqlStore, bool], None]
 ) -> None:
     store = make_items(server_url, stores)
     cut_commit(store, False)
     with pytest.raises(StoreError) as caught:
         store.save_all(rows(range(20)), journal=JournalEntry("m", "[1,2]"))
-    assert type(caught.value) is TransientStoreError
+    assert type(caught.value) is ConnectionDroppedError
     assert store.count() == 0 and store.read_journal("m") == []
     store.save_all(rows(range(20)), journal=JournalEntry("m", "[1,2]"))
     assert store.count() == 20
