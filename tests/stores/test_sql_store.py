@@ -331,14 +331,21 @@ def test_missing_postgres_database_is_terminal(postgres_url: str) -> None:
         store.close()
 
 
-def test_sqlite_engines_get_wal_and_foreign_keys(sqlite_url: str) -> None:
+def test_sqlite_files_switch_to_wal_when_first_written_and_never_when_read(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url, poolclass=NullPool)
+    create_test_table(engine, "items")
+    engine.dispose()
     store = SqlStore("items", sqlite_url, "items")
     try:
-        with store.engine.connect() as conn:
-            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-            assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        assert store.count() == 0 and store.read_page(None, None, 10) == []
+        with store.engine.connect() as conn:  # the pool's one connection, which has only read
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "delete"
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
+        store.save_all(INT_KEY.rows(range(3)))
+        with store.engine.connect() as conn:  # the same connection, which has written now
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
     finally:
         store.close()
 

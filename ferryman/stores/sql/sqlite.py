@@ -7,7 +7,8 @@ the columns whose types change such values (JSON to its text, Numeric and REAL t
 to int, ...) are applied first, column by column; a value they refuse sends the batch through
 SQLAlchemy, which raises the same error as always. Other columns' values go as they are.
 
-The engine options (WAL, busy timeout, foreign keys) are set in ``engines.py``.
+The engine options (busy timeout, foreign keys; WAL before a connection's first write) are set in
+``engines.py``.
 """
 
 from __future__ import annotations

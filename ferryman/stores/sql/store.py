@@ -22,7 +22,7 @@ from .clauses import after_clause, after_param, filter_clause, ids_clause
 from .dialects import adapt_reflected_table, why_dropped
 from .driver import DriverStatement, PageQuery, as_dicts
 from .driver_errors import classify, driver_error, error_detail, map_errors
-from .engines import acquire_engine, release_engine
+from .engines import acquire_engine, prepare_to_write, release_engine
 from .inserts import FastPathRefused, InsertBatch, inserter_for
 from .journal import (
     append_entry,
@@ -352,6 +352,7 @@ class SqlStore(Store):
         committing = False
         try:
             with self.engine.connect() as conn:
+                prepare_to_write(conn)
                 with conn.begin() as transaction:
                     for rows in groups:
                         self._insert(conn, InsertBatch(self.table, rows, self.key_fields, self.on_conflict, fast))
