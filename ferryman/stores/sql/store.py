@@ -34,7 +34,7 @@ from .journal import (
     journal_values,
     read_entries,
 )
-from .postgres import alone_in_autocommit, journal_insert, plain_session
+from .postgres import alone_in_autocommit, journal_insert, plain_session, quiet_pipeline
 from .postgres_copy import COPY_MIN_ROWS, CopyInFlight, can_stream, start_copy
 
 EXPLAIN_DUPLICATES_UP_TO = 10_000
@@ -213,7 +213,7 @@ class SqlStore(Store):
                     return cursor
 
                 try:
-                    with alone_in_autocommit(raw, "psycopg"), raw.pipeline():
+                    with alone_in_autocommit(raw, "psycopg"), quiet_pipeline(raw):
                         pending = send(after)
                         while pending is not None:
                             page = [dict(zip(keys, row)) for row in pending.fetchall()]
