@@ -38,6 +38,18 @@ def adapt_reflected_table(table: Table, conn: Connection) -> None:
         adapter(table, conn)
 
 
+UNKEPT_VALUES: dict[str, Callable[[list[Record]], tuple[Record, str, str] | None]] = {
+    "sqlite": sqlite.unkept_value,
+}
+"""Per dialect: the first record with a value the database would change without a word instead
+of keeping or refusing it (SQLite stores NaN as NULL), its field, and why."""
+
+
+def unkept_value(dialect: str, rows: list[Record]) -> tuple[Record, str, str] | None:
+    check = UNKEPT_VALUES.get(dialect)
+    return None if check is None else check(rows)
+
+
 DROP_EXPLAINERS: dict[str, Callable[[Connection, list[Record]], str]] = {
     "mysql": mysql.why_dropped,
     "mariadb": mysql.why_dropped,

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, Table, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.types import TIMESTAMP, Uuid
+from sqlalchemy.types import TIMESTAMP, Float, Uuid
 
 from ...types import Record
 from .batch import InsertBatch, all_native, value_tuples
@@ -90,6 +90,8 @@ def adapt_table(table: Table, conn: Connection) -> None:
             column.type = mysql.JSON()
         elif isinstance(kind, mysql.TINYINT) and kind.display_width == 1:
             column.type = TinyIntBool()
+        elif isinstance(kind, Float) and kind.asdecimal:
+            kind.asdecimal = False  # this reflected table's own type: DOUBLE and REAL give float
         elif isinstance(kind, TIMESTAMP):
             column.type = UtcTimestamp()
         elif is_naive_timestamp(kind):

@@ -14,12 +14,12 @@ from sqlalchemy import URL, ColumnElement, Engine, MetaData, Table, bindparam, f
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
 
-from ...errors import StoreError, StoreUnusableError, TransientStoreError
+from ...errors import StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError
 from ...types import Filter, Record, RecordId
 from ..base import SAVED, JournalEntry, PendingWrite, Store
 from ..common import OnConflict, check_on_conflict, describe_values
 from .clauses import after_clause, after_param, filter_clause, ids_clause
-from .dialects import adapt_reflected_table, why_dropped
+from .dialects import adapt_reflected_table, unkept_value, why_dropped
 from .driver import DriverStatement, PageQuery, as_dicts
 from .driver_errors import classify, driver_error, error_detail, map_errors
 from .engines import acquire_engine, prepare_to_write, release_engine
@@ -405,7 +405,9 @@ class SqlStore(Store):
 
         A field the table lacks makes the store unusable for the migration, not the record
         failed: a transform gives its records the same fields, so every record would fail alike
-        (the table misses a column, or the transform names one wrongly)."""
+        (the table misses a column, or the transform names one wrongly). A value the database
+        would silently change (SQLite stores NaN as NULL) fails its batch, so that the engine
+        finds the record and fails it alone."""
         # The records are only read from here on (upserts merge into new dicts): no copies needed.
         rows = list(records)
         groups = _by_fields(rows)
@@ -417,6 +419,13 @@ class SqlStore(Store):
                 raise StoreUnusableError(
                     f"{self._label}: {self.describe(record)} has fields the table lacks: {', '.join(unknown)}"
                 )
+        unkept = unkept_value(self.dialect, rows)
+        if unkept is not None:
+            record, field, why = unkept
+            raise TerminalStoreError(
+                f"{self._label}: {self.describe(record)}: field {field!r} is {record[field]!r}, which the "
+                f"database would not keep: {why}"
+            )
         if self.on_conflict == "update":
             rows = _merged_per_key(rows, self.key_fields)
             groups = _by_fields(rows)
