@@ -141,12 +141,13 @@ def private_pg_url(private_pg: PrivatePostgres) -> Iterator[str]:
 
 
 
-def make_items(url: str, stores: list[SqlStore], ddl: str = ITEMS_DDL) -> SqlStore:
+def make_items(url: str, stores: list[SqlStore], ddl: str = ITEMS_DDL,
+               engine_options: dict[str, Any] | None = None) -> SqlStore:
     engine = create_engine(url, poolclass=NullPool)
     with engine.begin() as conn:
         conn.execute(text(ddl))
     engine.dispose()
-    store = SqlStore("items", url, "items")
+    store = SqlStore("items", url, "items", create_engine_kwargs=engine_options)
     stores.append(store)
     return store
 
@@ -537,15 +538,12 @@ class CopyPeople:
         return [{"id": record["id"], "name": record["name"].upper(), "n": record["n"] * 2}]
 
 
-IDENTITY = f"{CopyPeople.__module__}.{CopyPeople.__qualname__}"
-
-
 def run_through(
-    tmp_path: Path, dest: SqlStore, trouble: Callable[[Callable[[], int]], None]
+    tmp_path: Path, dest: SqlStore, trouble: Callable[[Callable[[], int]], None], copy: type = CopyPeople
 ) -> RunResult:
-    """Run the migration in a thread; ``trouble(progress)`` runs meanwhile in this one."""
+    """Run the migration (``copy``) in a thread; ``trouble(progress)`` runs meanwhile in this one."""
     source = SqlStore("people", source_db(tmp_path), "people")
-    service = MigrationService([source, dest], [CopyPeople], ledger=tmp_path / "run.db")
+    service = MigrationService([source, dest], [copy], ledger=tmp_path / "run.db")
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -578,11 +576,11 @@ def run_through(
     return result
 
 
-def assert_migrated_exactly_once(result: RunResult, dest: SqlStore, ledger_path: Path) -> None:
+def assert_migrated_exactly_once(result: RunResult, dest: SqlStore, ledger_path: Path, copy: type = CopyPeople) -> None:
     assert result.ok, result.summary()
     assert [r for page in dest.scan(batch_size=1000) for r in page] == expected_rows()
     progress = open_ledger(ledger_path, read_only=True).progress()
-    entry = progress.migrations[IDENTITY]
+    entry = progress.migrations[f"{copy.__module__}.{copy.__qualname__}"]
     assert entry.failed == {}
     assert sorted(entry.succeeded) == list(range(1, ROWS + 1))
 
@@ -653,3 +651,57 @@ def test_connections_killed_again_and_again_mid_run_lose_and_double_nothing(
         admin.dispose()
     assert sum(killed) > 0
     assert_migrated_exactly_once(result, dest, tmp_path / "run.db")
+
+
+STOPPED = threading.Event()
+
+
+@migration(source="people", dest="items", batch_size=50, save_batch_size=50,
+           cardinality=Cardinality.EXACTLY_ONE, load_retry=RETRY, save_retry=RETRY)
+class CopyPeopleStoppingTheServer(CopyPeople):
+    """Stops the server between two batches: the next one finds it down, and no batch is in
+    doubt (whose retry would ask the journal before anything else)."""
+
+    server: PrivatePostgres | None = None
+
+    def transform(self, aggregates: Any, record: Record) -> list[Record]:
+        if record["id"] == ROWS // 4 and self.server is not None and not STOPPED.is_set():
+            self.server.stop()
+            STOPPED.set()
+        return super().transform(aggregates, record)
+
+
+def test_an_outage_mid_run_retries_whole_batches_and_splits_none(
+    tmp_path: Path, private_pg: PrivatePostgres, private_pg_url: str, stores: list[SqlStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch that loses its connection makes the store ask whether the database still
+    answers; while it is down, the batch is retried whole later, never split to find a culprit."""
+    # An isolation level makes the store save by INSERT, committed before the next page is read.
+    dest = make_items(private_pg_url, stores, engine_options={"isolation_level": "READ COMMITTED"})
+    batches: list[int] = []
+    begin = dest.begin_save_all
+
+    def counted(records: list[Record], *, journal: JournalEntry | None = None) -> Any:
+        batches.append(len(records))
+        return begin(records, journal=journal)
+
+    monkeypatch.setattr(dest, "begin_save_all", counted)
+    monkeypatch.setattr(CopyPeopleStoppingTheServer, "server", private_pg)
+    STOPPED.clear()
+    tried_while_down: list[int] = []
+
+    def restart_after_three_attempts(written: Callable[[], int]) -> None:
+        wait_until(STOPPED.is_set)
+        at_stop = len(batches)
+        try:
+            wait_until(lambda: len(batches) >= at_stop + 3)
+            tried_while_down.append(len(batches) - at_stop)
+        finally:
+            private_pg._pg_ctl("start")
+
+    result = run_through(tmp_path, dest, restart_after_three_attempts, CopyPeopleStoppingTheServer)
+    assert_migrated_exactly_once(result, dest, tmp_path / "run.db", CopyPeopleStoppingTheServer)
+    assert tried_while_down and result.reports[0].retried >= 3 * 50
+    assert set(batches) == {50}, "a batch was split while the database was down"
+    assert ROWS // 50 + 3 <= len(batches) <= ROWS // 50 + RETRY.times
