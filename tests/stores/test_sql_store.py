@@ -134,6 +134,20 @@ def test_record_with_a_field_the_table_lacks_is_terminal(make_store: StoreFactor
         store.save_all([{**INT_KEY.row(1), "colour": "red"}])
 
 
+def test_a_str_the_driver_cannot_encode_is_terminal_and_named(make_store: StoreFactory) -> None:
+    """Raised by the driver itself, before anything reaches the server (COPY, multi-row INSERT,
+    executemany): about that value, so the engine splits the batch to find its record."""
+    store = make_store(INT_KEY)
+    rows = INT_KEY.rows(range(20))
+    rows[7] = {**rows[7], "name": "half a pair \ud800"}
+    for batch in (rows, rows[7:8]):
+        with pytest.raises(StoreError) as caught:
+            store.save_all(batch)
+        assert type(caught.value) is TerminalStoreError
+        assert str(caught.value).startswith("store 'items' (") and "surrogates not allowed" in str(caught.value)
+    assert store.count() == 0
+
+
 def test_the_first_record_with_unknown_fields_is_named_whatever_its_field_set(make_store: StoreFactory) -> None:
     store = make_store(INT_KEY)
     batch = [INT_KEY.row(1), {"id": 2, "name": "two"}, {"id": 3, "name": "three", "colour": "red"},

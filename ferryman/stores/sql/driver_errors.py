@@ -21,8 +21,8 @@ has one answer:
   timeout, too many connections); a retry can succeed.
 * ``terminal`` -> :class:`TerminalStoreError`: everything else, about the values of some record:
   NOT NULL, foreign key, CHECK, a bad value; also an error the driver raises before or while
-  sending (psycopg refuses a str with a NUL byte; an encoding error). The engine splits the
-  batch so that only the records at fault fail.
+  sending (psycopg refuses a str with a NUL byte; a str that cannot be encoded). The engine
+  splits the batch so that only the records at fault fail.
 
 DuplicateDataError (a unique or primary-key violation, and nothing else; mjg's adapter also
 called NOT NULL and foreign-key violations duplicates):
@@ -185,10 +185,13 @@ def map_errors(
             connection, possibly ``""`` (ConnectionDroppedError).
 
     The driver's error (``sqlite3.IntegrityError``, ``psycopg.errors.UniqueViolation``, ...) is
-    the ``__cause__``.
+    the ``__cause__``. A str the driver cannot encode (or bytes it cannot decode), which the
+    drivers raise as Python's own UnicodeError, is terminal too.
     """
     try:
         yield
+    except UnicodeError as error:
+        raise TerminalStoreError(f"{label}: {' '.join(str(error).split())}") from error
     except sa_exc.SQLAlchemyError as error:
         kind = classify(error, dialect)
         detail = error_detail(error)
