@@ -174,7 +174,8 @@ def prepare_to_write(conn: Connection) -> None:
     info = conn.connection.info
     if info.get(_READY_TO_WRITE):
         return
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    raw: Any = conn.connection.driver_connection
+    cursor = raw.cursor()
     try:
         for statement in statements:
             try:
