@@ -8,6 +8,7 @@ stopped. Every name below is the public API; everything else may move.
 from .declare import Cardinality, Match, MigrationSpec, Retry, migration
 from .errors import (
     CardinalityError,
+    ConnectionDroppedError,
     DuplicateDataError,
     FerrymanError,
     LeaseLostError,
@@ -46,6 +47,7 @@ __all__ = [
     "Action",
     "Cardinality",
     "CardinalityError",
+    "ConnectionDroppedError",
     "DuplicateDataError",
     "FailedRecord",
     "FerrymanError",

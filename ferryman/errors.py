@@ -39,6 +39,16 @@ class TransientStoreError(StoreError):
     """A store failure worth retrying (connection lost, timeout, deadlock)."""
 
 
+class ConnectionDroppedError(TransientStoreError):
+    """A batch's connection was lost, yet the database answers a new one: the batch itself may
+    be the cause (MariaDB drops a connection over a statement larger than max_allowed_packet).
+
+    The engine splits the batch until the record at fault stands alone; a lone record is
+    retried later, as after any transient error (an innocent one may have met a killed
+    connection).
+    """
+
+
 class TerminalStoreError(StoreError):
     """A store failure that retrying cannot fix (bad credentials, missing table)."""
 

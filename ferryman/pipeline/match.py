@@ -6,6 +6,10 @@ only worked when filter sets implemented equality; dict filters always do here).
 filters are all equalities on one field and the store compares like Python
 (:meth:`Store.can_match_in`), one ``{field: [values]}`` query serves them all and each record's
 reduce receives its share of every page.
+
+A matching store that cannot be read fails the records that needed it, with the match's retry;
+one that is unusable (:class:`~ferryman.errors.StoreUnusableError`: no such table, no permission)
+ends the migration instead, as no record could get past it.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from typing import Any, Callable, Hashable
 
 from ..declare import Match, MigrationSpec
-from ..errors import CardinalityError
+from ..errors import CardinalityError, StoreUnusableError
 from ..stores.base import Store
 from .work import Phase, Work, live
 
@@ -118,6 +122,8 @@ def _reduce_by_value(
                     _fail_cardinality(spec, match, {field: value}, counts[value], members, early=True)
                 else:
                     _reduce_members(match, members, share, reduce_from)
+    except StoreUnusableError:
+        raise  # the store, not these records: the runner ends the migration
     except Exception as exc:  # the matching store could not be read: retry these records
         for members in by_value.values():
             for w in live(members):
@@ -148,6 +154,8 @@ def _reduce_group(
                 _fail_cardinality(spec, match, flt, count, members, early=True)
                 return
             _reduce_members(match, members, page, reduce_from)
+    except StoreUnusableError:
+        raise  # the store, not these records: the runner ends the migration
     except Exception as exc:  # the matching store could not be read: retry these records
         for w in live(members):
             w.fail(Phase.MATCH, exc, match.retry)

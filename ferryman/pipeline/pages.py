@@ -2,7 +2,9 @@
 
 Reading is keyset-paged (``read_page(after=last key)``), so a page costs the same at the end of
 a table as at its start and no row is skipped or read twice. A page that cannot be read after
-the migration's ``load_retry`` is a fatal error for the migration.
+the migration's ``load_retry`` is a fatal error for the migration; a store that is unusable
+(:class:`~ferryman.errors.StoreUnusableError`: no such table, no permission) is one at once,
+as retrying cannot change it.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from ..declare import Retry
+from ..errors import StoreUnusableError
 from ..stores.base import Store
 from ..types import Record, RecordId
 
@@ -26,7 +29,8 @@ class SourceUnreadable(Exception):
 def with_retry(
     action: Callable[[], T], retry: Retry, wait: Callable[[float], bool], what: str
 ) -> T:
-    """Run ``action``; on error wait ``retry.delay`` and try again, ``retry.times`` more times.
+    """Run ``action``; on error wait ``retry.delay`` and try again, ``retry.times`` more times
+    (never after a StoreUnusableError, which is raised as it is).
 
     ``wait`` returns True when the run was asked to stop, which ends the retries early.
     """
@@ -34,6 +38,8 @@ def with_retry(
     while True:
         try:
             return action()
+        except StoreUnusableError:
+            raise
         except Exception as exc:
             attempt += 1
             if attempt > retry.times or wait(retry.delay):
@@ -52,6 +58,8 @@ def source_pages(
         while True:
             try:
                 page = next(pages, None)
+            except StoreUnusableError:
+                raise
             except Exception as exc:
                 failures += 1
                 if failures > retry.times or wait(retry.delay):

@@ -2,12 +2,27 @@
 
 A batch (one ``save_all``, one transaction) holds the outputs of whole input records, up to
 ``save_batch_size`` outputs; a record with more outputs than that gets a batch of its own, so a
-record is never half-saved (mjg split one record over several transactions). When a batch
-fails it is split in halves, each saved on its own, until the failing records stand alone:
-a bad record costs O(log n) extra saves and never blames its neighbours. A duplicate whose
-records the store names costs less: the others are saved together, the named ones alone. A lone
-record's duplicate goes to ``handle_duplicate``. Stores that are not atomic get one record per
-batch.
+record is never half-saved (mjg split one record over several transactions). Stores that are
+not atomic get one record per batch.
+
+What a failed batch's error says decides who is blamed (``stores/sql/driver_errors.py`` maps
+the drivers' errors to these classes):
+
+* :class:`~ferryman.errors.StoreUnusableError` (the table or a column is missing, no
+  permission): no record could be saved, so none is blamed. It is raised to the runner, which
+  ends the migration with one fatal error; no further batch is begun, none is split.
+* :class:`~ferryman.errors.TransientStoreError` (an outage, a busy database, a commit whose
+  outcome is unknown): not about any record. The batch's records all fail with ``save_retry``
+  and are run again later; the batch is not split, so an outage costs one failed save per
+  batch, not one per record (and a batch in doubt is retried whole, under its journal entry).
+* :class:`~ferryman.errors.ConnectionDroppedError` (the connection was lost, but the database
+  answers a new one) and any other error (a duplicate, NOT NULL, a value the driver refuses):
+  about some record of the batch. The batch is split in halves, each saved on its own, until
+  the failing records stand alone: a bad record costs O(log n) extra saves and never blames
+  its neighbours. A duplicate whose records the store names costs less: the others are saved
+  together, the named ones alone. A lone record's duplicate goes to ``handle_duplicate``; a
+  lone record whose connection was dropped fails with ``save_retry`` (a connection killed by
+  an operator is not its fault); any other error fails it for good.
 
 Saving overlaps with the next page: :meth:`Saver.start` begins an attempt's batches (see
 :class:`~.work.Attempt`) with ``Store.begin_save_all``, one after the other, and returns while
@@ -24,7 +39,9 @@ from operator import itemgetter
 from typing import Any, Callable, Mapping, Union
 
 from ..declare import MigrationSpec
-from ..errors import DuplicateDataError, TerminalStoreError, TransientStoreError
+from ..errors import (
+    ConnectionDroppedError, DuplicateDataError, StoreUnusableError, TerminalStoreError, TransientStoreError,
+)
 from ..stores.base import JournalEntry, PendingWrite, Store
 from ..types import Record, RecordId
 from .work import Attempt, Phase, Work
@@ -81,6 +98,8 @@ class Saver:
             if self.should_stop():
                 break  # the batches not begun have no outcome: left untouched
             pending.settle_write()
+            if pending.unusable:
+                break  # no batch can be saved: :meth:`finish` raises the error
             self.before_write()
             pending.write = self._begin_batch(outputs, self._journal(_picked(attempt.ids, positions)))
         return pending
@@ -88,7 +107,12 @@ class Saver:
     def finish(self, pending: PendingSave) -> None:
         """Wait for the last batch, then settle each: saved, or split to find its culprits.
 
-        ``pending.succeeded`` and ``pending.failed`` grow batch by batch as they are settled."""
+        ``pending.succeeded`` and ``pending.failed`` grow batch by batch as they are settled.
+
+        Raises:
+            StoreUnusableError: a batch found the destination unusable; the batches settled
+                before it are in ``pending.succeeded``, the others have no outcome.
+        """
         pending.settle_write()
         ids = pending.attempt.ids
         for (positions, outputs), error in zip(pending.batches, pending.outcomes):
@@ -161,8 +185,10 @@ class Saver:
             self._settle_failure(works, exc)
 
     def _settle_failure(self, works: list[Work], error: Exception) -> None:
-        if isinstance(error, TransientStoreError):  # not about any record: retry them all later
-            for w in works:
+        if isinstance(error, StoreUnusableError):
+            raise error  # about the store, not a record: the runner ends the migration
+        if isinstance(error, TransientStoreError) and not isinstance(error, ConnectionDroppedError):
+            for w in works:  # not about any record: retry them all later
                 w.fail(Phase.SAVE, error, self.spec.save_retry)
             return
         if len(works) == 1:
@@ -184,6 +210,8 @@ class Saver:
             replacement = self.handle_duplicate(
                 error, work.record, list(work.outputs), self.source, self.dest, self.registry
             )
+        except StoreUnusableError:
+            raise
         except Exception as exc:
             work.fail(Phase.SAVE, exc, self.spec.save_retry)
             return
@@ -197,6 +225,8 @@ class Saver:
         self.before_write()
         try:  # save these instead, once
             self._write([work], replacement)
+        except StoreUnusableError:
+            raise
         except Exception as exc:
             self._fail(work, exc)
 
@@ -227,6 +257,11 @@ class PendingSave:
         write, self.write = self.write, None
         if write is not None:
             self.outcomes.append(write if isinstance(write, Exception) else _outcome(write))
+
+    @property
+    def unusable(self) -> bool:
+        """True when the last batch settled found the store unusable."""
+        return bool(self.outcomes) and isinstance(self.outcomes[-1], StoreUnusableError)
 
 
 def _parts(works: list[Work], error: Exception) -> list[list[Work]]:

@@ -143,7 +143,7 @@ def test_a_full_ledger_disk_stops_the_run_and_the_next_run_writes_nothing_twice(
     src = make_source(tmp_path, n)
     make_destination(postgres_url)
     ledger = small_disk.path / "progress.db"
-    environ = env(src, postgres_url, FAULT_BATCH=512)
+    environ = env(src, postgres_url, FAULT_BATCH=512, FAULT_DELAY=0.02)  # ledger commits every 0.5 s
 
     first = ferryman("run", str(TARGET), "--progress", str(ledger), "--only", "Copy", cwd=tmp_path,
                      environ=environ)
@@ -151,7 +151,7 @@ def test_a_full_ledger_disk_stops_the_run_and_the_next_run_writes_nothing_twice(
     assert "disk is full" in first.stdout + first.stderr
     assert "Traceback" not in first.stderr
     written = len(destination_ids(postgres_url))
-    assert 0 < written < n, "the disk must fill up mid-run for this test to mean anything"
+    assert 0 < written < n, f"the disk must fill up mid-run for this test to mean anything: {first.stdout}"
     assert completed_migrations(ledger) == []
 
     small_disk.grow()

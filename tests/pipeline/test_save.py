@@ -10,7 +10,8 @@ from hypothesis import given, settings, strategies as st
 from sqlalchemy import create_engine, text
 
 from ferryman import (
-    MemoryStore, MigrationProgress, MigrationService, PendingWrite, Retry, SqlStore, TerminalStoreError, migration,
+    ConnectionDroppedError, Match, MemoryStore, MigrationProgress, MigrationService, PendingWrite, Retry, SqlStore,
+    StoreUnusableError, TerminalStoreError, TransientStoreError, migration,
 )
 
 
@@ -127,11 +128,15 @@ def test_everything_runs_on_the_callers_thread():
 
 
 class AheadStore(MemoryStore):
-    """Saves when a write is waited for, as a database committing on its own would; logs the order."""
+    """Saves when a write is waited for, as a database committing on its own would; logs the order.
 
-    def __init__(self, *args, log, fail_ids=(), **kwargs):
+    A batch holding one of ``fail_ids`` fails with ``error`` (the first ``fail_times`` times)."""
+
+    def __init__(self, *args, log, fail_ids=(), error=TerminalStoreError("the batch did not commit"),
+                 fail_times=math.inf, **kwargs):
         super().__init__(*args, **kwargs)
         self.log, self.fail_ids, self.in_flight = log, set(fail_ids), 0
+        self.error, self.fail_times = error, fail_times
 
     def begin_save_all(self, records, *, journal=None):
         store = self
@@ -143,8 +148,9 @@ class AheadStore(MemoryStore):
             def wait(self):
                 store.in_flight -= 1
                 store.log.append(("wait", [r["id"] for r in records]))
-                if store.fail_ids & {r["id"] for r in records}:
-                    raise TerminalStoreError("the batch did not commit")
+                if store.fail_ids & {r["id"] for r in records} and store.fail_times > 0:
+                    store.fail_times -= 1
+                    raise store.error
                 store.save_all(records)
 
         return Write()
@@ -191,6 +197,107 @@ def test_a_write_that_fails_when_waited_for_is_split_like_any_other():
     assert [ids for step, ids in log if step == "begin"][:6] == [
         [0, 1, 2, 3], [0, 1], [2, 3], [2], [3], [4, 5, 6, 7],
     ]  # the failed batch is split down to its culprit before the next page's batch begins
+
+@migration(source="src", dest="dst", batch_size=4, save_batch_size=4, save_retry=Retry(times=1, delay=0))
+class CopyInFours:
+    def transform(self, aggregates, record):
+        return [{"id": record["id"]}]
+
+
+def run_in_fours(dst, *others, migrations=(CopyInFours,)):
+    src = MemoryStore("src", records=[{"id": i} for i in range(8)])
+    progress = MigrationProgress()
+    result = MigrationService([src, dst, *others], list(migrations), checkpoint_interval=0).run(progress)
+    return result, progress
+
+
+def begun(log):
+    return [ids for step, ids in log if step == "begin"]
+
+
+def test_an_unusable_store_ends_the_migration_without_blaming_or_splitting():
+    log: list[tuple[str, list[int]]] = []
+    dst = AheadStore("dst", log=log, fail_ids={5}, error=StoreUnusableError("store 'dst': no such table"))
+    result, progress = run_in_fours(dst)
+    report = result.reports[0]
+    assert report.fatal_error is not None and "no such table" in report.fatal_error
+    assert (report.succeeded, report.failed, report.retried) == (4, 0, 0)
+    assert begun(log) == [[0, 1, 2, 3], [4, 5, 6, 7]]  # neither split nor retried
+    assert progress.failed_records() == [] and len(progress.fatal_errors) == 1
+    assert sorted(r["id"] for r in dst.records()) == [0, 1, 2, 3]
+
+
+def test_an_unusable_store_stops_a_page_before_its_next_batch():
+    log: list[tuple[str, list[int]]] = []
+
+    @migration(source="src", dest="dst", batch_size=8, save_batch_size=2)
+    class Pairs:
+        def transform(self, aggregates, record):
+            return [{"id": record["id"]}]
+
+    dst = AheadStore("dst", log=log, fail_ids={2}, error=StoreUnusableError("store 'dst': permission denied"))
+    result, _ = run_in_fours(dst, migrations=(Pairs,))
+    assert begun(log) == [[0, 1], [2, 3]] and result.reports[0].succeeded == 2
+
+
+def test_an_unusable_matching_store_ends_the_migration_instead_of_failing_each_record():
+    class GoneStore(MemoryStore):
+        def read_pages(self, filter, after, limit):
+            raise StoreUnusableError("store 'other': relation \"other\" does not exist")
+
+    @migration(source="src", dest="dst", batch_size=4, match=[Match("other")])
+    class Matched:
+        def match_with_other(self, record, aggregates, store):
+            return {"id": record["id"]}
+
+        def reduce_from_other(self, aggregates, batch):
+            pass
+
+        def transform(self, aggregates, record):
+            return [{"id": record["id"]}]
+
+    dst = MemoryStore("dst")
+    result, progress = run_in_fours(dst, GoneStore("other"), migrations=(Matched,))
+    report = result.reports[0]
+    assert report.fatal_error is not None and "does not exist" in report.fatal_error
+    assert (report.failed, report.retried) == (0, 0) and dst.records() == []
+
+
+def test_an_unusable_source_is_fatal_at_once_without_load_retries():
+    reads: list[int] = []
+
+    class GoneSource(MemoryStore):
+        def read_page(self, filter, after, limit):
+            reads.append(1)
+            raise StoreUnusableError("store 'src': no such table: src")
+
+    @migration(source="src", dest="dst", load_retry=Retry(times=3, delay=0))
+    class FromGone:
+        def transform(self, aggregates, record):
+            return [record]
+
+    result = MigrationService([GoneSource("src"), MemoryStore("dst")], [FromGone], checkpoint_interval=0).run()
+    assert "no such table" in result.reports[0].fatal_error and reads == [1]
+
+
+def test_a_dropped_connection_splits_the_batch_and_retries_its_lone_record_later():
+    log: list[tuple[str, list[int]]] = []
+    dropped = ConnectionDroppedError("store 'dst': server has gone away; the database still answers")
+    dst = AheadStore("dst", log=log, fail_ids={2}, error=dropped, fail_times=3)
+    result, progress = run_in_fours(dst)
+    assert begun(log)[:5] == [[0, 1, 2, 3], [0, 1], [2, 3], [2], [3]]  # split down to the suspect
+    assert progress.failed_records() == [] and result.reports[0].retried == 1  # retried, not blamed
+    assert sorted(r["id"] for r in dst.records()) == list(range(8))
+
+
+def test_an_outage_fails_the_whole_batch_for_a_later_retry_without_splitting_it():
+    log: list[tuple[str, list[int]]] = []
+    down = TransientStoreError("store 'dst': connection refused")
+    dst = AheadStore("dst", log=log, fail_ids={2}, error=down, fail_times=1)
+    result, _ = run_in_fours(dst)
+    assert result.ok and begun(log) == [[0, 1, 2, 3], [0, 1, 2, 3], [4, 5, 6, 7]]  # the page again, whole
+    assert result.reports[0].retried == 4
+
 
 def test_a_duplicate_the_store_names_costs_two_saves_and_one_per_culprit(sqlite_url):
     """The others of the batch are saved together, each named record alone: no halving."""

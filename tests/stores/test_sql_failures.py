@@ -2,7 +2,8 @@
 
 Two kinds of check. Single calls: wrong password, unknown database, server down, a connection
 killed mid-statement, mid-COPY or mid-commit each give the right error class (transient: retry;
-terminal: stop) with a one-line message naming the store and the URL without its password.
+dropped: the database still answers, so the batch is the suspect; unusable: stop) with a
+one-line message naming the store and the URL without its password.
 Whole migrations: a real run (SQLite source -> PostgreSQL or MariaDB, durable ledger, retries)
 while the server is restarted or its connections are killed must end with the destination
 holding exactly the expected rows, each once, and the ledger agreeing.
@@ -34,7 +35,7 @@ from sqlalchemy.pool import NullPool
 
 import helpers
 from ferryman import Cardinality, MigrationService, Retry, migration
-from ferryman.errors import StoreError, TerminalStoreError, TransientStoreError
+from ferryman.errors import ConnectionDroppedError, StoreError, StoreUnusableError, TransientStoreError
 from ferryman.pipeline.pages import source_pages
 from ferryman.progress.files import open_ledger
 from ferryman.report import RunResult
@@ -140,12 +141,13 @@ def private_pg_url(private_pg: PrivatePostgres) -> Iterator[str]:
 
 
 
-def make_items(url: str, stores: list[SqlStore], ddl: str = ITEMS_DDL) -> SqlStore:
+def make_items(url: str, stores: list[SqlStore], ddl: str = ITEMS_DDL,
+               engine_options: dict[str, Any] | None = None) -> SqlStore:
     engine = create_engine(url, poolclass=NullPool)
     with engine.begin() as conn:
         conn.execute(text(ddl))
     engine.dispose()
-    store = SqlStore("items", url, "items")
+    store = SqlStore("items", url, "items", create_engine_kwargs=engine_options)
     stores.append(store)
     return store
 
@@ -194,26 +196,26 @@ def connection_id(dbapi_connection: Any) -> int:
 # --- refused logins and unreachable servers -----------------------------------------------
 
 
-def test_wrong_password_on_postgres_is_terminal(private_pg: PrivatePostgres) -> None:
+def test_wrong_password_on_postgres_makes_the_store_unusable(private_pg: PrivatePostgres) -> None:
     url = private_pg.url(password="wrong-" + SECRET)
     store = SqlStore("items", url, "items")
     try:
         with pytest.raises(StoreError) as caught:
             store.count()
-        assert type(caught.value) is TerminalStoreError
+        assert type(caught.value) is StoreUnusableError
         assert "password authentication failed" in str(caught.value)
         assert_one_line_naming(caught.value, "items", url)
     finally:
         store.close()
 
 
-def test_wrong_password_on_mariadb_is_terminal(mysql_url: str) -> None:
+def test_wrong_password_on_mariadb_makes_the_store_unusable(mysql_url: str) -> None:
     url = make_url(mysql_url).set(password="wrong-" + SECRET).render_as_string(hide_password=False)
     store = SqlStore("items", url, "items")
     try:
         with pytest.raises(StoreError) as caught:
             store.count()
-        assert type(caught.value) is TerminalStoreError
+        assert type(caught.value) is StoreUnusableError
         assert "Access denied" in str(caught.value)
         assert_one_line_naming(caught.value, "items", url)
     finally:
@@ -221,14 +223,14 @@ def test_wrong_password_on_mariadb_is_terminal(mysql_url: str) -> None:
 
 
 @pytest.mark.parametrize("what", ["database", "role"])
-def test_unknown_database_or_user_is_terminal(server_url: str, what: str) -> None:
+def test_unknown_database_or_user_makes_the_store_unusable(server_url: str, what: str) -> None:
     url = make_url(server_url)
     url = url.set(database=f"{url.database}_missing") if what == "database" else url.set(username="nobody_here")
     store = SqlStore("items", url.render_as_string(hide_password=False), "items")
     try:
         with pytest.raises(StoreError) as caught:
             store.read_page(None, None, 10)
-        assert type(caught.value) is TerminalStoreError
+        assert type(caught.value) is StoreUnusableError
         assert_one_line_naming(caught.value, "items", url.render_as_string(hide_password=False))
     finally:
         store.close()
@@ -275,7 +277,7 @@ def test_journal_cleanup_while_the_server_is_down_is_postponed(
 # --- connections lost in the middle of a call ---------------------------------------------
 
 
-def test_connection_killed_mid_insert_is_transient_and_nothing_is_saved(
+def test_connection_killed_mid_insert_is_dropped_and_nothing_is_saved(
     server_url: str, stores: list[SqlStore]
 ) -> None:
     store = make_items(server_url, stores)
@@ -291,7 +293,7 @@ def test_connection_killed_mid_insert_is_transient_and_nothing_is_saved(
             store.save_all(rows(range(3)), journal=JournalEntry("m", "p"))
     finally:
         event.remove(store.engine, "before_cursor_execute", kill_before_insert)
-    assert type(caught.value) is TransientStoreError
+    assert type(caught.value) is ConnectionDroppedError
     assert_one_line_naming(caught.value, "items", server_url)
     assert store.count() == 0 and store.read_journal() == []
     store.save_all(rows(range(3)), journal=JournalEntry("m", "p"))  # a retry just works
@@ -354,7 +356,7 @@ def test_a_connection_idle_for_long_is_pinged(
     assert len(pings) == 2
 
 
-def test_connection_killed_mid_copy_is_transient(
+def test_connection_killed_mid_copy_is_dropped(
     postgres_url: str, stores: list[SqlStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store = make_items(postgres_url, stores)
@@ -367,7 +369,7 @@ def test_connection_killed_mid_copy_is_transient(
     monkeypatch.setattr(copy_module, "send_rows", killed_copy)
     with pytest.raises(StoreError) as caught:
         store.save_all(rows(range(100)), journal=JournalEntry("m", "p"))
-    assert type(caught.value) is TransientStoreError
+    assert type(caught.value) is ConnectionDroppedError
     assert isinstance(caught.value.__cause__, psycopg.OperationalError)
     monkeypatch.setattr(copy_module, "send_rows", real)
     assert store.count() == 0
@@ -471,14 +473,14 @@ def test_commit_cut_off_after_it_landed_counts_as_saved(
     assert store.count() == 20 and [e.payload for e in store.read_journal("m")] == ["[1,2]"]
 
 
-def test_commit_cut_off_before_it_landed_is_transient(
+def test_commit_cut_off_before_it_landed_is_dropped(
     server_url: str, stores: list[SqlStore], cut_commit: Callable[[SqlStore, bool], None]
 ) -> None:
     store = make_items(server_url, stores)
     cut_commit(store, False)
     with pytest.raises(StoreError) as caught:
         store.save_all(rows(range(20)), journal=JournalEntry("m", "[1,2]"))
-    assert type(caught.value) is TransientStoreError
+    assert type(caught.value) is ConnectionDroppedError
     assert store.count() == 0 and store.read_journal("m") == []
     store.save_all(rows(range(20)), journal=JournalEntry("m", "[1,2]"))
     assert store.count() == 20
@@ -536,15 +538,12 @@ class CopyPeople:
         return [{"id": record["id"], "name": record["name"].upper(), "n": record["n"] * 2}]
 
 
-IDENTITY = f"{CopyPeople.__module__}.{CopyPeople.__qualname__}"
-
-
 def run_through(
-    tmp_path: Path, dest: SqlStore, trouble: Callable[[Callable[[], int]], None]
+    tmp_path: Path, dest: SqlStore, trouble: Callable[[Callable[[], int]], None], copy: type = CopyPeople
 ) -> RunResult:
-    """Run the migration in a thread; ``trouble(progress)`` runs meanwhile in this one."""
+    """Run the migration (``copy``) in a thread; ``trouble(progress)`` runs meanwhile in this one."""
     source = SqlStore("people", source_db(tmp_path), "people")
-    service = MigrationService([source, dest], [CopyPeople], ledger=tmp_path / "run.db")
+    service = MigrationService([source, dest], [copy], ledger=tmp_path / "run.db")
     outcome: dict[str, Any] = {}
 
     def run() -> None:
@@ -577,11 +576,11 @@ def run_through(
     return result
 
 
-def assert_migrated_exactly_once(result: RunResult, dest: SqlStore, ledger_path: Path) -> None:
+def assert_migrated_exactly_once(result: RunResult, dest: SqlStore, ledger_path: Path, copy: type = CopyPeople) -> None:
     assert result.ok, result.summary()
     assert [r for page in dest.scan(batch_size=1000) for r in page] == expected_rows()
     progress = open_ledger(ledger_path, read_only=True).progress()
-    entry = progress.migrations[IDENTITY]
+    entry = progress.migrations[f"{copy.__module__}.{copy.__qualname__}"]
     assert entry.failed == {}
     assert sorted(entry.succeeded) == list(range(1, ROWS + 1))
 
@@ -652,3 +651,57 @@ def test_connections_killed_again_and_again_mid_run_lose_and_double_nothing(
         admin.dispose()
     assert sum(killed) > 0
     assert_migrated_exactly_once(result, dest, tmp_path / "run.db")
+
+
+STOPPED = threading.Event()
+
+
+@migration(source="people", dest="items", batch_size=50, save_batch_size=50,
+           cardinality=Cardinality.EXACTLY_ONE, load_retry=RETRY, save_retry=RETRY)
+class CopyPeopleStoppingTheServer(CopyPeople):
+    """Stops the server between two batches: the next one finds it down, and no batch is in
+    doubt (whose retry would ask the journal before anything else)."""
+
+    server: PrivatePostgres | None = None
+
+    def transform(self, aggregates: Any, record: Record) -> list[Record]:
+        if record["id"] == ROWS // 4 and self.server is not None and not STOPPED.is_set():
+            self.server.stop()
+            STOPPED.set()
+        return super().transform(aggregates, record)
+
+
+def test_an_outage_mid_run_retries_whole_batches_and_splits_none(
+    tmp_path: Path, private_pg: PrivatePostgres, private_pg_url: str, stores: list[SqlStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch that loses its connection makes the store ask whether the database still
+    answers; while it is down, the batch is retried whole later, never split to find a culprit."""
+    # An isolation level makes the store save by INSERT, committed before the next page is read.
+    dest = make_items(private_pg_url, stores, engine_options={"isolation_level": "READ COMMITTED"})
+    batches: list[int] = []
+    begin = dest.begin_save_all
+
+    def counted(records: list[Record], *, journal: JournalEntry | None = None) -> Any:
+        batches.append(len(records))
+        return begin(records, journal=journal)
+
+    monkeypatch.setattr(dest, "begin_save_all", counted)
+    monkeypatch.setattr(CopyPeopleStoppingTheServer, "server", private_pg)
+    STOPPED.clear()
+    tried_while_down: list[int] = []
+
+    def restart_after_three_attempts(written: Callable[[], int]) -> None:
+        wait_until(STOPPED.is_set)
+        at_stop = len(batches)
+        try:
+            wait_until(lambda: len(batches) >= at_stop + 3)
+            tried_while_down.append(len(batches) - at_stop)
+        finally:
+            private_pg._pg_ctl("start")
+
+    result = run_through(tmp_path, dest, restart_after_three_attempts, CopyPeopleStoppingTheServer)
+    assert_migrated_exactly_once(result, dest, tmp_path / "run.db", CopyPeopleStoppingTheServer)
+    assert tried_while_down and result.reports[0].retried >= 3 * 50
+    assert set(batches) == {50}, "a batch was split while the database was down"
+    assert ROWS // 50 + 3 <= len(batches) <= ROWS // 50 + RETRY.times

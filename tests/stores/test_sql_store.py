@@ -134,6 +134,20 @@ def test_record_with_a_field_the_table_lacks_is_terminal(make_store: StoreFactor
         store.save_all([{**INT_KEY.row(1), "colour": "red"}])
 
 
+def test_a_str_the_driver_cannot_encode_is_terminal_and_named(make_store: StoreFactory) -> None:
+    """Raised by the driver itself, before anything reaches the server (COPY, multi-row INSERT,
+    executemany): about that value, so the engine splits the batch to find its record."""
+    store = make_store(INT_KEY)
+    rows = INT_KEY.rows(range(20))
+    rows[7] = {**rows[7], "name": "half a pair \ud800"}
+    for batch in (rows, rows[7:8]):
+        with pytest.raises(StoreError) as caught:
+            store.save_all(batch)
+        assert type(caught.value) is TerminalStoreError
+        assert str(caught.value).startswith("store 'items' (") and "surrogates not allowed" in str(caught.value)
+    assert store.count() == 0
+
+
 def test_the_first_record_with_unknown_fields_is_named_whatever_its_field_set(make_store: StoreFactory) -> None:
     store = make_store(INT_KEY)
     batch = [INT_KEY.row(1), {"id": 2, "name": "two"}, {"id": 3, "name": "three", "colour": "red"},
@@ -331,14 +345,21 @@ def test_missing_postgres_database_is_terminal(postgres_url: str) -> None:
         store.close()
 
 
-def test_sqlite_engines_get_wal_and_foreign_keys(sqlite_url: str) -> None:
+def test_sqlite_files_switch_to_wal_when_first_written_and_never_when_read(sqlite_url: str) -> None:
+    engine = create_engine(sqlite_url, poolclass=NullPool)
+    create_test_table(engine, "items")
+    engine.dispose()
     store = SqlStore("items", sqlite_url, "items")
     try:
-        with store.engine.connect() as conn:
-            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-            assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        assert store.count() == 0 and store.read_page(None, None, 10) == []
+        with store.engine.connect() as conn:  # the pool's one connection, which has only read
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "delete"
             assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
             assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30_000
+        store.save_all(INT_KEY.rows(range(3)))
+        with store.engine.connect() as conn:  # the same connection, which has written now
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
     finally:
         store.close()
 
@@ -403,25 +424,46 @@ def _wrapped(orig: BaseException, wrapper: type[sa_exc.DBAPIError] = sa_exc.Oper
         (_wrapped(sqlite3.IntegrityError("NOT NULL constraint failed: t.name"), sa_exc.IntegrityError), "sqlite", "terminal"),
         (_wrapped(sqlite3.IntegrityError("FOREIGN KEY constraint failed"), sa_exc.IntegrityError), "sqlite", "terminal"),
         (_wrapped(sqlite3.OperationalError("database is locked")), "sqlite", "transient"),
-        (_wrapped(sqlite3.OperationalError("no such table: t")), "sqlite", "terminal"),
+        (_wrapped(sqlite3.OperationalError("no such table: t")), "sqlite", "unusable"),
+        (_wrapped(sqlite3.OperationalError("table t has no column named x")), "sqlite", "unusable"),
+        (_wrapped(sqlite3.OperationalError("no such column: x")), "sqlite", "unusable"),
+        (_wrapped(sqlite3.OperationalError("attempt to write a readonly database")), "sqlite", "unusable"),
+        (_wrapped(sqlite3.ProgrammingError("Error binding parameter 1: type 'dict' is not supported"),
+                  sa_exc.ProgrammingError), "sqlite", "terminal"),
         (_wrapped(psycopg.errors.UniqueViolation("dup"), sa_exc.IntegrityError), "postgresql", "duplicate"),
         (_wrapped(psycopg.errors.NotNullViolation("null"), sa_exc.IntegrityError), "postgresql", "terminal"),
         (_wrapped(psycopg.errors.CheckViolation("check"), sa_exc.IntegrityError), "postgresql", "terminal"),
         (_wrapped(psycopg.errors.DeadlockDetected("deadlock")), "postgresql", "transient"),
         (_wrapped(psycopg.errors.SerializationFailure("retry")), "postgresql", "transient"),
-        (_wrapped(psycopg.errors.AdminShutdown("bye")), "postgresql", "transient"),
-        (_wrapped(psycopg.errors.UndefinedTable("no t"), sa_exc.ProgrammingError), "postgresql", "terminal"),
-        (_wrapped(psycopg.OperationalError("connection failed: Connection refused")), "postgresql", "transient"),
-        (_wrapped(psycopg.OperationalError('FATAL: password authentication failed for user "u"')), "postgresql", "terminal"),
+        (_wrapped(psycopg.errors.LockNotAvailable("lock")), "postgresql", "transient"),
+        (_wrapped(psycopg.errors.AdminShutdown("bye")), "postgresql", "lost"),
+        (_wrapped(psycopg.errors.UndefinedTable("no t"), sa_exc.ProgrammingError), "postgresql", "unusable"),
+        (_wrapped(psycopg.errors.UndefinedColumn("no c"), sa_exc.ProgrammingError), "postgresql", "unusable"),
+        (_wrapped(psycopg.errors.InsufficientPrivilege("denied"), sa_exc.ProgrammingError), "postgresql", "unusable"),
+        (_wrapped(psycopg.errors.ReadOnlySqlTransaction("ro"), sa_exc.InternalError), "postgresql", "unusable"),
+        (_wrapped(psycopg.errors.InvalidTextRepresentation("bad int"), sa_exc.DataError), "postgresql", "terminal"),
+        (_wrapped(psycopg.OperationalError("connection failed: Connection refused")), "postgresql", "lost"),
+        (_wrapped(psycopg.OperationalError("consuming input failed: server closed the connection")), "postgresql", "lost"),
+        (_wrapped(psycopg.InterfaceError("the connection is closed")), "postgresql", "lost"),
+        # Raised by psycopg before sending: about a value, not the connection.
+        (_wrapped(psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes"), sa_exc.DataError),
+         "postgresql", "terminal"),
+        (_wrapped(psycopg.OperationalError('FATAL: password authentication failed for user "u"')), "postgresql", "unusable"),
         (_wrapped(pymysql.err.IntegrityError(1062, "Duplicate entry '1' for key 'PRIMARY'"), sa_exc.IntegrityError), "mysql", "duplicate"),
         (_wrapped(pymysql.err.IntegrityError(1048, "Column 'name' cannot be null"), sa_exc.IntegrityError), "mysql", "terminal"),
         (_wrapped(pymysql.err.IntegrityError(1452, "Cannot add or update a child row"), sa_exc.IntegrityError), "mysql", "terminal"),
         (_wrapped(pymysql.err.OperationalError(1213, "Deadlock found")), "mariadb", "transient"),
-        (_wrapped(pymysql.err.OperationalError(2013, "Lost connection")), "mysql", "transient"),
-        (_wrapped(pymysql.err.OperationalError(1045, "Access denied")), "mysql", "terminal"),
-        (_wrapped(pymysql.err.ProgrammingError(1146, "Table 't' doesn't exist"), sa_exc.ProgrammingError), "mysql", "terminal"),
-        (sa_exc.DisconnectionError("gone"), "postgresql", "transient"),
-        (sa_exc.NoSuchTableError("t"), "sqlite", "terminal"),
+        (_wrapped(pymysql.err.OperationalError(1205, "Lock wait timeout exceeded")), "mariadb", "transient"),
+        (_wrapped(pymysql.err.OperationalError(2013, "Lost connection")), "mysql", "lost"),
+        (_wrapped(pymysql.err.OperationalError(2006, "MySQL server has gone away")), "mysql", "lost"),
+        (_wrapped(pymysql.err.OperationalError(1045, "Access denied")), "mysql", "unusable"),
+        (_wrapped(pymysql.err.ProgrammingError(1146, "Table 't' doesn't exist"), sa_exc.ProgrammingError), "mysql", "unusable"),
+        (_wrapped(pymysql.err.OperationalError(1054, "Unknown column 'x'")), "mariadb", "unusable"),
+        (_wrapped(pymysql.err.OperationalError(1142, "INSERT command denied")), "mariadb", "unusable"),
+        (_wrapped(pymysql.err.OperationalError(1290, "running with the --read-only option")), "mariadb", "unusable"),
+        (_wrapped(pymysql.err.ProgrammingError("nan can not be used with MySQL"), sa_exc.ProgrammingError), "mariadb", "terminal"),
+        (sa_exc.DisconnectionError("gone"), "postgresql", "lost"),
+        (sa_exc.NoSuchTableError("t"), "sqlite", "unusable"),
     ],
     ids=lambda value: value if isinstance(value, str) else None,
 )
@@ -429,9 +471,9 @@ def test_error_classification(error: Exception, dialect: str, kind: str) -> None
     assert classify(error, dialect) == kind
 
 
-def test_invalidated_connection_is_transient() -> None:
+def test_invalidated_connection_is_lost() -> None:
     error = sa_exc.DBAPIError("SELECT 1", {}, sqlite3.DatabaseError("boom"), connection_invalidated=True)
-    assert classify(error, "sqlite") == "transient"
+    assert classify(error, "sqlite") == "lost"
 
 
 def test_can_match_in_only_where_the_database_compares_like_python(sqlite_url, mysql_url):

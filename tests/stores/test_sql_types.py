@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
 
 from ferryman import Cardinality, MigrationService, Retry, migration
-from ferryman.errors import DuplicateDataError, StopRequested, StoreError, TerminalStoreError
+from ferryman.errors import DuplicateDataError, StopRequested, StoreError, StoreUnusableError, TerminalStoreError
 from ferryman.progress.files import open_ledger
 from ferryman.stores import JournalEntry, MemoryStore, SqlStore
 from ferryman.stores.sql import postgres_copy as copy_module
@@ -30,16 +30,22 @@ DATABASES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "m
 TYPED_DDL = {
     "postgresql": """CREATE TABLE typed (
         id bigint PRIMARY KEY, amount numeric(30, 10), at_tz timestamptz, at_local timestamp,
-        day date, doc jsonb, doc2 json, raw bytea, uid uuid, flag boolean, big bigint, label text)""",
+        day date, doc jsonb, doc2 json, raw bytea, uid uuid, flag boolean, big bigint, label text,
+        small smallint, int32 integer, num numeric(12, 2), real32 real, dbl double precision)""",
     "mariadb": """CREATE TABLE typed (
         id bigint PRIMARY KEY, amount decimal(30, 10), at_tz timestamp(6) NULL, at_local datetime(6),
         day date, doc json, doc2 json, raw longblob, uid uuid, flag boolean, big bigint,
-        label varchar(100))""",
+        label varchar(100), small smallint, int32 int, num decimal(12, 2), real32 float, dbl double,
+        tiny tinyint, bits bit(8))""",
     "sqlite": """CREATE TABLE typed (
         id INTEGER PRIMARY KEY, at_local DATETIME, day DATE, doc JSON, doc2 JSON, raw BLOB,
-        uid TEXT, flag BOOLEAN, big BIGINT, label TEXT)""",
+        uid TEXT, flag BOOLEAN, big BIGINT, label TEXT, small SMALLINT, int32 INTEGER,
+        num NUMERIC(12, 2), real32 REAL, dbl DOUBLE)""",
 }
-"""One column per type; SQLite has no decimal, no time zone and no uuid type."""
+"""One column per type; SQLite has no exact decimal, no time zone and no uuid type; TINYINT
+and BIT are MariaDB's. ``real32`` is single precision (PostgreSQL's REAL, MariaDB's FLOAT)."""
+
+NUMBERS = ("big", "small", "int32", "num", "real32", "dbl", "tiny", "bits")
 
 PLUS_TWO = timezone(timedelta(hours=2))
 
@@ -58,11 +64,18 @@ def typed_row(i: int) -> Record:
         "flag": i % 2 == 0,
         "big": 2**62 + i,
         "label": f"label {i}",
+        "small": -(2**15) + i,
+        "int32": 2**31 - 1 - i,
+        "num": Decimal("1234.25") + i,  # a double holds it exactly: SQLite's NUMERIC stores one
+        "real32": 0.5 + i / 4,  # exact in single precision
+        "dbl": 1 / 3 + i,  # every bit of a double
+        "tiny": i - 100,
+        "bits": (i * 37) % 256,
     }
 
 
 def columns_of(database: str) -> set[str]:
-    absent = {"sqlite": {"amount", "at_tz"}}.get(database, set())
+    absent = {"sqlite": {"amount", "at_tz", "tiny", "bits"}, "postgresql": {"tiny", "bits"}}.get(database, set())
     return set(typed_row(0)) - absent
 
 
@@ -163,6 +176,46 @@ def test_plain_python_values_still_get_the_column_types_processing(
     assert [r["flag"] for r in back] == [i % 2 == 0 for i in range(20)] and type(back[0]["flag"]) is bool
     assert [r["uid"] for r in back] == [uuid.UUID(int=i) for i in range(20)]
     assert [(r["label"], r["big"]) for r in back] == [(row["label"], row["big"]) for row in rows]
+
+
+def test_numbers_through_binary_copy_insert_and_upsert(
+    database: str, db_url: str, typed: SqlStore, stores: list[SqlStore], copy_calls: list[tuple[bool, int]]
+) -> None:
+    """The number columns alone: PostgreSQL sends them by binary COPY (the whole typed row goes
+    by text COPY: JSON has no binary form psycopg writes)."""
+    rows = [{k: v for k, v in row_for(database, i).items() if k in ("id", *NUMBERS)} for i in range(20)]
+    typed.save_all(rows[:12])
+    for row in rows[12:16]:
+        typed.save_all([row])
+    upsert = SqlStore("typed", db_url, "typed", on_conflict="update")
+    stores.append(upsert)
+    upsert.save_all(rows[16:])
+    if database == "postgresql":
+        assert copy_calls == [(True, 12)]
+    for got, row in zip(typed.read_page(None, None, 100), rows, strict=True):
+        assert_same_values({k: got[k] for k in row}, row)
+
+
+KEEPS_NAN_AND_INFINITY = {"postgresql": {"nan", "inf", "-inf"}, "mariadb": set(), "sqlite": {"inf", "-inf"}}
+
+
+def test_nan_and_infinities_are_kept_or_refused_never_changed(typed: SqlStore, database: str) -> None:
+    """Refused: the record fails with a clear cause (SQLite would store NaN as NULL)."""
+    for i, name in enumerate(["nan", "inf", "-inf"]):
+        value = float(name)
+        if name in KEEPS_NAN_AND_INFINITY[database]:
+            typed.save_all([{"id": i, "dbl": value, "real32": value}])
+            got = typed.get_many([i])[0]
+            assert [str(got["dbl"]), str(got["real32"])] == [name, name]
+            continue
+        with pytest.raises(StoreError) as caught:
+            typed.save_all([{"id": 100, "dbl": 1.5}, {"id": i, "dbl": value}])
+        assert type(caught.value) is TerminalStoreError
+        why = "SQLite stores NaN as NULL" if database == "sqlite" else "can not be used with MySQL"
+        assert why in str(caught.value)
+        if database == "sqlite":
+            assert f"typed(id={i}): field 'dbl' is nan" in str(caught.value)
+    assert typed.count() == len(KEEPS_NAN_AND_INFINITY[database])
 
 
 def test_big_integers_keep_every_digit(typed: SqlStore, database: str) -> None:
@@ -325,9 +378,9 @@ def test_copy_commits_with_the_journal_entry_or_not_at_all(
         return b"INSERT INTO no_such_table VALUES (1)"  # the journal insert fails after the COPY
 
     monkeypatch.setattr(store_module, "journal_insert", failing_insert)
-    with pytest.raises(TerminalStoreError, match="no_such_table"):
+    with pytest.raises(StoreUnusableError, match="no_such_table"):
         pg_items.save_all(items(range(20, 40)), journal=JournalEntry("m", "second"))
-    assert copy_calls == [(True, 20), (True, 20), (False, 20)]  # binary, then text: both refused
+    assert copy_calls == [(True, 20), (True, 20)]  # a missing table is not a format: not sent again
     assert pg_items.count() == 20  # the second COPY was rolled back with the journal insert
     assert [e.payload for e in pg_items.read_journal()] == ["first"]
 

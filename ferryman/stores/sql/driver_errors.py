@@ -1,32 +1,63 @@
-"""Driver errors become ferryman errors here, and only here (STYLE habit 10).
+"""Driver errors become ferryman errors here, and only here.
 
-The kind of error decides what a migration does next: a duplicate goes to ``handle_duplicate``,
-a transient error is retried, a terminal one fails the record. So the mapping is deliberately
-narrow: only a unique/primary-key violation is a duplicate (mjg's adapter also called NOT NULL and
-foreign-key violations duplicates), and only connection-level trouble, locks and deadlocks are
-transient. Everything else is terminal.
+The kind of error decides what a migration does next, so the mapping is narrow and each kind
+has one answer:
 
-DuplicateDataError (a unique or primary-key violation, and nothing else):
+* ``duplicate`` -> :class:`DuplicateDataError`: ``handle_duplicate``, or the record fails.
+* ``unusable`` -> :class:`StoreUnusableError`: the store itself cannot be used (a missing table,
+  column or schema, no permission, a read-only database, a refused login). No record could
+  succeed, so the migration ends with one fatal error; no batch is split for it.
+* ``lost`` -> the connection broke or could not be made. Mostly an outage (the server is down or
+  restarting, a connection was killed): :class:`TransientStoreError`, the engine retries later.
+  But a database may also drop a connection over what it was sent (MariaDB/MySQL close it on a
+  statement larger than ``max_allowed_packet``). So when a *save* loses its connection, the
+  store asks the database a cheap question on a new connection (``map_errors``' ``on_lost``):
+  no answer means an outage (:class:`TransientStoreError`, the records are retried later, no
+  split); an answer means the batch is the suspect (:class:`ConnectionDroppedError`): the engine
+  splits it until the record that makes the database hang up stands alone. A batch whose commit
+  outcome is unknown is never split: the store raises a plain TransientStoreError for it, and
+  its retry asks the journal first (``SqlStore._committed_before``).
+* ``transient`` -> :class:`TransientStoreError`: the database is busy (a deadlock, a lock
+  timeout, too many connections); a retry can succeed.
+* ``terminal`` -> :class:`TerminalStoreError`: everything else, about the values of some record:
+  NOT NULL, foreign key, CHECK, a bad value; also an error the driver raises before or while
+  sending (psycopg refuses a str with a NUL byte; a str that cannot be encoded). The engine
+  splits the batch so that only the records at fault fail.
+
+DuplicateDataError (a unique or primary-key violation, and nothing else; mjg's adapter also
+called NOT NULL and foreign-key violations duplicates):
 
 * SQLite: IntegrityError whose message starts "UNIQUE constraint failed" or "PRIMARY KEY"
 * PostgreSQL: sqlstate 23505
 * MySQL/MariaDB: errno 1062 or 1586
 
-TransientStoreError:
+StoreUnusableError:
 
-* any dialect: SQLAlchemy saw a disconnect (``connection_invalidated``), DisconnectionError,
-  a pool TimeoutError
+* any dialect: the table does not exist when reflected (NoSuchTableError)
+* SQLite: "no such table", "no such column", "has no column named", "attempt to write a
+  readonly database", "unable to open database file"
+* PostgreSQL: sqlstate 42P01, 42703, 3F000 (no such table, column, schema), 42501 (permission
+  denied), 25006 (read-only transaction); no sqlstate and turned away at login (no such role or
+  database, authentication failed)
+* MySQL/MariaDB: errno 1146, 1054 (no such table, column), 1142, 1143, 1044, 1045, 1698 (denied),
+  1049 (no such database), 1290, 1036 (read only)
+
+lost (TransientStoreError, or ConnectionDroppedError when a save's database still answers):
+
+* any dialect: SQLAlchemy saw a disconnect (``connection_invalidated``), DisconnectionError
+* PostgreSQL: no sqlstate and an OperationalError or InterfaceError (refused, unreachable,
+  timed out, closed); class 08; 57P01-57P03 (shutting down, restarting)
+* MySQL/MariaDB: errno 1053 (server shutting down), 1158-1161 (network read/write), 1927
+  (connection killed), 2002, 2003 (cannot connect), 2006 (server gone), 2013 (connection lost),
+  2055, 4031 (disconnected by the server)
+
+transient (TransientStoreError):
+
+* any dialect: a pool TimeoutError
 * SQLite: "database is locked", "database table is locked"
-* PostgreSQL: no sqlstate (the server never answered: refused, unreachable, timed out) unless
-  the server turned us away (role or database missing, authentication); class 08; 40001,
-  40P01, 55P03, 53300, 57P01-57P03
-* MySQL/MariaDB: errno 1040 (too many connections), 1053 (server shutting down), 1158-1161
-  (network read/write), 1205 (lock wait timeout), 1213 (deadlock), 1317 (query interrupted),
-  1927 (connection killed), 2002, 2003 (cannot connect), 2006 (server gone), 2013 (connection
-  lost), 2055, 4031 (disconnected by the server)
-
-TerminalStoreError: everything else, e.g. NOT NULL / foreign-key / CHECK violations,
-ProgrammingError, NoSuchTableError, access denied, unknown database.
+* PostgreSQL: 40001, 40P01, 55P03, 53300
+* MySQL/MariaDB: errno 1040 (too many connections), 1205 (lock wait timeout), 1213 (deadlock),
+  1317 (query interrupted)
 """
 
 from __future__ import annotations
@@ -37,28 +68,48 @@ from typing import Any, Callable, Iterator, Literal
 from sqlalchemy import Connection
 from sqlalchemy import exc as sa_exc
 
-from ...errors import DuplicateDataError, TerminalStoreError, TransientStoreError
+from ...errors import (
+    ConnectionDroppedError, DuplicateDataError, StoreUnusableError, TerminalStoreError, TransientStoreError,
+)
 
-Kind = Literal["duplicate", "transient", "terminal"]
+Kind = Literal["duplicate", "unusable", "lost", "transient", "terminal"]
 
-_PG_TRANSIENT = {"40001", "40P01", "55P03", "53300", "57P01", "57P02", "57P03"}
+_PG_UNUSABLE = {"42P01", "42703", "3F000", "42501", "25006"}
+_PG_LOST = {"57P01", "57P02", "57P03"}
+_PG_BUSY = {"40001", "40P01", "55P03", "53300"}
 _PG_REFUSED = ("does not exist", "authentication failed", "no pg_hba.conf entry", "permission denied")
+_CONNECTION_ERRORS = frozenset({"OperationalError", "InterfaceError"})
+"""DBAPI error classes that mean the connection failed, not a value (psycopg raises DataError,
+ProgrammingError, ... for a value it refuses before sending it)."""
+_SQLITE_UNUSABLE = ("no such table", "no such column", "attempt to write a readonly database",
+                    "unable to open database file")
 _MYSQL_DUPLICATE = {1062, 1586}
-_MYSQL_TRANSIENT = {1040, 1053, 1158, 1159, 1160, 1161, 1205, 1213, 1317, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+_MYSQL_UNUSABLE = {1036, 1044, 1045, 1049, 1054, 1142, 1143, 1146, 1290, 1698}
+_MYSQL_LOST = {1053, 1158, 1159, 1160, 1161, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+_MYSQL_BUSY = {1040, 1205, 1213, 1317}
 
 
 def classify(error: BaseException, dialect: str) -> Kind:
     """What kind of failure ``error`` (raised by SQLAlchemy on ``dialect``) is."""
-    if isinstance(error, (sa_exc.DisconnectionError, sa_exc.TimeoutError)):
+    if isinstance(error, sa_exc.NoSuchTableError):
+        return "unusable"
+    if isinstance(error, sa_exc.DisconnectionError):
+        return "lost"
+    if isinstance(error, sa_exc.TimeoutError):
         return "transient"
     if not isinstance(error, sa_exc.DBAPIError):
         return "terminal"
     if error.connection_invalidated:
-        return "transient"
-    by_dialect = _BY_DIALECT.get(dialect)
-    if by_dialect is None or error.orig is None:
+        return "lost"
+    if error.orig is None:
         return "terminal"
-    return by_dialect(error.orig) or "terminal"
+    return driver_kind(error.orig, dialect)
+
+
+def driver_kind(orig: BaseException, dialect: str) -> Kind:
+    """What kind of failure the driver's own error ``orig`` is, on ``dialect``."""
+    by_dialect = _BY_DIALECT.get(dialect)
+    return (by_dialect(orig) if by_dialect is not None else None) or "terminal"
 
 
 def _sqlite(orig: BaseException) -> Kind | None:
@@ -67,6 +118,8 @@ def _sqlite(orig: BaseException) -> Kind | None:
         return "duplicate"
     if message.startswith(("database is locked", "database table is locked")):
         return "transient"
+    if message.startswith(_SQLITE_UNUSABLE) or " has no column named " in message:
+        return "unusable"
     return None
 
 
@@ -75,9 +128,14 @@ def _postgresql(orig: BaseException) -> Kind | None:
     if sqlstate == "23505":
         return "duplicate"
     if sqlstate is None:
-        refused = any(marker in str(orig) for marker in _PG_REFUSED)
-        return None if refused else "transient"
-    if sqlstate.startswith("08") or sqlstate in _PG_TRANSIENT:
+        if any(marker in str(orig) for marker in _PG_REFUSED):
+            return "unusable"  # turned away at login
+        return "lost" if _is_connection_error(orig) else None
+    if sqlstate in _PG_UNUSABLE:
+        return "unusable"
+    if sqlstate.startswith("08") or sqlstate in _PG_LOST:
+        return "lost"
+    if sqlstate in _PG_BUSY:
         return "transient"
     return None
 
@@ -86,9 +144,17 @@ def _mysql(orig: BaseException) -> Kind | None:
     errno = orig.args[0] if orig.args else None
     if errno in _MYSQL_DUPLICATE:
         return "duplicate"
-    if errno in _MYSQL_TRANSIENT:
+    if errno in _MYSQL_UNUSABLE:
+        return "unusable"
+    if errno in _MYSQL_LOST:
+        return "lost"
+    if errno in _MYSQL_BUSY:
         return "transient"
     return None
+
+
+def _is_connection_error(orig: BaseException) -> bool:
+    return any(cls.__name__ in _CONNECTION_ERRORS for cls in type(orig).__mro__)
 
 
 _BY_DIALECT: dict[str, Callable[[BaseException], Kind | None]] = {
@@ -104,6 +170,7 @@ def map_errors(
     label: str,
     dialect: str,
     explain_duplicate: Callable[[], tuple[str, list[Any]]] | None = None,
+    on_lost: Callable[[], str | None] | None = None,
 ) -> Iterator[None]:
     """Turn SQLAlchemy errors raised inside the block into ferryman store errors.
 
@@ -112,26 +179,48 @@ def map_errors(
         dialect: the engine's dialect name, which selects the driver-specific tests.
         explain_duplicate: called after a duplicate; returns the clashing key as text (e.g.
             ``(id)=(3)``, or ``""`` if unknown) and the records involved.
+        on_lost: for a block that sends a batch, called after its connection was lost: asks
+            the database something on a new connection, and returns None if it does not
+            answer (an outage: TransientStoreError), else what may have made it drop the
+            connection, possibly ``""`` (ConnectionDroppedError).
 
     The driver's error (``sqlite3.IntegrityError``, ``psycopg.errors.UniqueViolation``, ...) is
-    the ``__cause__``.
+    the ``__cause__``. A str the driver cannot encode (or bytes it cannot decode), which the
+    drivers raise as Python's own UnicodeError, is terminal too.
     """
     try:
         yield
+    except UnicodeError as error:
+        raise TerminalStoreError(f"{label}: {' '.join(str(error).split())}") from error
     except sa_exc.SQLAlchemyError as error:
         kind = classify(error, dialect)
-        detail = _detail(error)
-        # The driver's own exception (CONTRACT §2); SQLAlchemy's wrapper stays as __context__.
+        detail = error_detail(error)
+        # The driver's own exception; SQLAlchemy's wrapper stays as __context__.
         cause = error.orig if isinstance(error, sa_exc.DBAPIError) else error
         if kind == "duplicate":
             what, records = explain_duplicate() if explain_duplicate else ("", [])
             key = f"duplicate key {what}" if what else "duplicate key"
             raise DuplicateDataError(f"{label}: {key}: {detail}", records) from cause
-        error_class = TransientStoreError if kind == "transient" else TerminalStoreError
+        if kind == "lost" and on_lost is not None:
+            suspect = on_lost()
+            if suspect is not None:
+                because = f": {suspect}" if suspect else ", so what it was sent may be the cause"
+                raise ConnectionDroppedError(
+                    f"{label}: {detail}; the database still answers on a new connection{because}"
+                ) from cause
+        error_class = _ERROR_CLASSES[kind]
         raise error_class(f"{label}: {detail}") from cause
 
 
-def _detail(error: sa_exc.SQLAlchemyError) -> str:
+_ERROR_CLASSES: dict[Kind, type[Exception]] = {
+    "unusable": StoreUnusableError,
+    "lost": TransientStoreError,
+    "transient": TransientStoreError,
+    "terminal": TerminalStoreError,
+}
+
+
+def error_detail(error: sa_exc.SQLAlchemyError) -> str:
     """The driver's own message on one line, without SQLAlchemy's SQL and parameters."""
     if isinstance(error, sa_exc.NoSuchTableError):
         text = f"table {str(error)!r} does not exist"

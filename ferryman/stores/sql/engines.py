@@ -4,8 +4,14 @@ A migration often declares many stores on one database; sharing one engine gives
 connection pool instead of one each. Engines are counted by their users and disposed when the
 last store using them closes, so short-lived stores (tests) do not leak connections or files.
 Engines passed in by the caller are never cached or disposed here, nor given the per-dialect
-session setup (``dialects.SESSION_SETUP``: UTC sessions on MySQL) and defaults (a connect timeout
-on PostgreSQL) that engines built here get.
+session setup (``dialects.SESSION_SETUP``: UTC sessions on MySQL), defaults (a connect timeout
+on PostgreSQL) and SQLite pragmas that engines built here get.
+
+A store that is only read is never changed: SQLite's WAL mode is written into the database file
+(and a WAL database grows -wal and -shm files beside it whenever it is open), so it is switched
+on by :func:`prepare_to_write`, before a connection's first write, and never by a connection
+that only reads. Read-only URLs (``?mode=ro&uri=true``, ``?immutable=1&uri=true``) work as they
+are.
 """
 
 from __future__ import annotations
@@ -13,14 +19,16 @@ from __future__ import annotations
 import select
 import threading
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from sqlalchemy import URL, Engine, create_engine, event, make_url
+from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import StaticPool
 
 from .dialects import ENGINE_OPTIONS, SESSION_SETUP
+from .driver_errors import driver_error
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite writer waits for another one's lock before "database is locked"."""
@@ -29,7 +37,18 @@ MAX_UNCHECKED_IDLE = 1.0
 """Seconds a pooled server connection may have been idle and be handed out without a ping,
 when its socket shows no sign of the server having closed it (see ``_ping_when_in_doubt``)."""
 
+SQLITE_SESSION_PRAGMAS = (f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}", "PRAGMA foreign_keys = ON")
+"""On every SQLite connection: settings of the connection alone, which change no file."""
+
+SQLITE_WRITE_PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
+"""Before a connection's first write to a SQLite file: WAL lets readers run beside the writer
+(and stays on in the file), NORMAL sync is safe with WAL."""
+
 _RETURNED_AT = "ferryman_returned_at"
+_READY_TO_WRITE = "ferryman_ready_to_write"
+
+_write_setup: weakref.WeakKeyDictionary[Engine, Sequence[str]] = weakref.WeakKeyDictionary()
+"""Engines built here whose connections run statements before their first write."""
 
 
 @dataclass
@@ -83,7 +102,9 @@ def _create(url: URL, options: Mapping[str, Any]) -> Engine:
     kwargs.update(options)
     engine = create_engine(url, **kwargs)
     if backend == "sqlite":
-        event.listen(engine, "connect", _run_on_connect(_sqlite_pragmas(file=not _is_sqlite_memory(url))))
+        event.listen(engine, "connect", _run_on_connect(SQLITE_SESSION_PRAGMAS))
+        if not _is_sqlite_memory(url):
+            _write_setup[engine] = SQLITE_WRITE_PRAGMAS
     elif "pool_pre_ping" not in options:  # a server connection can die while pooled; a file cannot
         _ping_when_in_doubt(engine)
     setup = SESSION_SETUP.get(backend)
@@ -143,12 +164,27 @@ def _is_sqlite_memory(url: URL) -> bool:
     return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
 
 
-def _sqlite_pragmas(file: bool) -> list[str]:
-    """WAL lets readers run beside a writer; NORMAL sync is safe with WAL."""
-    pragmas = [f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}", "PRAGMA foreign_keys = ON"]
-    if file:
-        pragmas += ["PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL"]
-    return pragmas
+def prepare_to_write(conn: Connection) -> None:
+    """Run the engine's write setup (:data:`SQLITE_WRITE_PRAGMAS`) on ``conn``'s DBAPI connection
+    before its first write; once per DBAPI connection, and before any transaction is open on it
+    (SQLite cannot switch to WAL inside one). Nothing for other engines."""
+    statements = _write_setup.get(conn.engine)
+    if statements is None:
+        return
+    info = conn.connection.info
+    if info.get(_READY_TO_WRITE):
+        return
+    raw: Any = conn.connection.driver_connection
+    cursor = raw.cursor()
+    try:
+        for statement in statements:
+            try:
+                cursor.execute(statement)
+            except conn.dialect.loaded_dbapi.Error as exc:  # e.g. a read-only database
+                raise driver_error(conn, exc, statement) from exc
+    finally:
+        cursor.close()
+    info[_READY_TO_WRITE] = True
 
 
 def _run_on_connect(statements: Sequence[str]) -> Any:

@@ -18,8 +18,9 @@ from typing import Any
 from sqlalchemy import Connection, Table, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.types import TIMESTAMP, Uuid
+from sqlalchemy.types import TIMESTAMP, Float, Uuid
 
+from ...types import Record
 from .batch import InsertBatch, all_native, value_tuples
 from .types import (
     NaiveUtcDateTime, TextAcceptingUuid, TinyIntBool, UtcTimestamp, UuidAsText, is_naive_timestamp, is_text,
@@ -89,6 +90,8 @@ def adapt_table(table: Table, conn: Connection) -> None:
             column.type = mysql.JSON()
         elif isinstance(kind, mysql.TINYINT) and kind.display_width == 1:
             column.type = TinyIntBool()
+        elif isinstance(kind, Float) and kind.asdecimal:
+            kind.asdecimal = False  # this reflected table's own type: DOUBLE and REAL give float
         elif isinstance(kind, TIMESTAMP):
             column.type = UtcTimestamp()
         elif is_naive_timestamp(kind):
@@ -97,6 +100,22 @@ def adapt_table(table: Table, conn: Connection) -> None:
             column.type = UuidAsText()
         elif is_text(kind):
             column.type = TextAcceptingUuid()
+
+
+def why_dropped(conn: Connection, rows: list[Record]) -> str:
+    """The server closes the connection on a statement larger than its ``max_allowed_packet``
+    (the client sees "server has gone away" or "lost connection"): say so when a record of
+    ``rows`` cannot fit in one."""
+    limit = int(conn.exec_driver_sql("SELECT @@max_allowed_packet").scalar_one())
+    size = max(map(_value_bytes, rows), default=0)
+    if size < limit:
+        return ""
+    return f"a record's values take at least {size} bytes, more than the server's max_allowed_packet ({limit} bytes)"
+
+
+def _value_bytes(row: Record) -> int:
+    """At least the bytes a record's text and binary values take in a statement."""
+    return sum(len(v) for v in row.values() if isinstance(v, (str, bytes, bytearray)))
 
 
 def _mariadb_json_columns(table: Table, conn: Connection) -> set[str]:

@@ -89,6 +89,25 @@ def alone_in_autocommit(raw: Any, driver: str) -> Iterator[None]:
             raw.autocommit = False
 
 
+@contextmanager
+def quiet_pipeline(raw: Any) -> Iterator[None]:
+    """psycopg's pipeline mode for the block. When the block raises (a query failed, the
+    connection was lost, the reader left early), the pipeline is still ended, but what ending it
+    meets ("pipeline aborted", a closed connection) is dropped: the block's own error says what
+    happened, where psycopg's context manager would log the second one to stderr."""
+    pipeline = raw.pipeline()
+    pipeline.__enter__()
+    try:
+        yield
+    except BaseException:
+        try:
+            pipeline.__exit__(None, None, None)
+        except Exception:  # noqa: BLE001 - a consequence of the error being raised
+            pass
+        raise
+    pipeline.__exit__(None, None, None)
+
+
 def adapt_table(table: Table, conn: Connection) -> None:
     """Aware datetimes for ``timestamp without time zone`` columns are stored as UTC."""
     for column in table.columns:

@@ -38,7 +38,7 @@ from sqlalchemy import Connection, Table
 
 from ...types import Record
 from .batch import FastPathRefused
-from .driver_errors import driver_error
+from .driver_errors import driver_error, driver_kind
 from .postgres import plain_session, sends_sql_as_is
 from .postgres_link import COPY_IN, FATAL_ERROR, Link
 
@@ -170,8 +170,16 @@ def start_copy(conn: Connection, table: Table, groups: list[list[Record]],
         sqlalchemy.exc.DBAPIError: the server or the connection failed; nothing was committed
             unless the connection was lost after the rows were sent.
     """
-    plans = [_plan(conn, table, list(rows[0])) for rows in groups]
     raw: Any = conn.connection.driver_connection
+    try:
+        plans = [_plan(conn, table, list(rows[0])) for rows in groups]
+    except conn.dialect.loaded_dbapi.Error as exc:  # the table is gone, the connection lost...
+        error = driver_error(conn, exc, "COPY")
+        conn.close()
+        raise error from exc
+    except BaseException:
+        conn.close()
+        raise
     statements = [p.copy_statement.encode(raw.info.encoding) for p in plans]
     flight = CopyInFlight(conn, plans, b"; ".join([*statements, journal] if journal else statements))
     flight._guarded(lambda: flight._send(groups), keep=True)
@@ -194,10 +202,10 @@ def send_rows(raw: Any, link: Link, plan: _CopyPlan, rows: list[Record]) -> None
 def _refused(exc: BaseException, binary: bool) -> bool:
     """True when plain INSERTs (or text COPY, after binary) might take what COPY did not."""
     sqlstate = getattr(exc, "sqlstate", None) or ""
-    if sqlstate.startswith(("23", "08", "57")):
-        return False  # integrity (same for INSERT), connection, shutdown: not about the format
-    if not sqlstate:  # raised by psycopg itself: a value it cannot adapt, unless the link broke
-        return type(exc).__name__ not in ("OperationalError", "InterfaceError")
+    if sqlstate.startswith(("23", "57")) or driver_kind(exc, "postgresql") != "terminal":
+        return False  # integrity (same for INSERT), cancelled, the connection, the table: not the format
+    if not sqlstate:  # raised by psycopg itself: a value it cannot adapt
+        return True
     return binary or sqlstate.startswith("22") or sqlstate == "42804"
 
 

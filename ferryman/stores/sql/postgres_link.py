@@ -100,8 +100,9 @@ def _copy_writer_class() -> type:
                     link.wait(write=True)
                 link.flush()
             except Exception as lost:
-                if exc is not None:
-                    raise  # the COPY was being cancelled: nothing can commit
-                link.lost = lost  # the next read fails too, unless this was the last COPY
+                # Kept for the outcome, not raised: the next read fails too, unless this was the
+                # last COPY. When the COPY was being cancelled (``exc``), nothing can commit and
+                # ``exc`` is what the caller sees; psycopg would only log this one.
+                link.lost = lost
 
     return LinkWriter

@@ -14,16 +14,16 @@ from sqlalchemy import URL, ColumnElement, Engine, MetaData, Table, bindparam, f
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
 
-from ...errors import StoreError, TerminalStoreError, TransientStoreError
+from ...errors import StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError
 from ...redact import mask_secrets
 from ...types import Filter, Record, RecordId
 from ..base import SAVED, JournalEntry, PendingWrite, Store
 from ..common import OnConflict, check_on_conflict, describe_values
 from .clauses import after_clause, after_param, filter_clause, ids_clause
-from .dialects import adapt_reflected_table
+from .dialects import adapt_reflected_table, unkept_value, why_dropped
 from .driver import DriverStatement, PageQuery, as_dicts
-from .driver_errors import classify, driver_error, map_errors
-from .engines import acquire_engine, release_engine
+from .driver_errors import classify, driver_error, error_detail, map_errors
+from .engines import acquire_engine, prepare_to_write, release_engine
 from .identity import sql_dataset
 from .inserts import FastPathRefused, InsertBatch, inserter_for
 from .journal import (
@@ -36,7 +36,7 @@ from .journal import (
     journal_values,
     read_entries,
 )
-from .postgres import alone_in_autocommit, journal_insert, plain_session
+from .postgres import alone_in_autocommit, journal_insert, plain_session, quiet_pipeline
 from .postgres_copy import COPY_MIN_ROWS, CopyInFlight, can_stream, start_copy
 
 EXPLAIN_DUPLICATES_UP_TO = 10_000
@@ -166,14 +166,13 @@ class SqlStore(Store):
     def _check_key(self, table: Table) -> None:
         missing = [f for f in self.key_fields if f not in table.c]
         if missing:
-            raise TerminalStoreError(
+            raise StoreUnusableError(
                 f"{self._label}: key column {', '.join(map(repr, missing))} is not in the table; "
                 f"it has {', '.join(table.c.keys())}"
             )
 
-    def _errors(self, records: list[Record] | None = None) -> AbstractContextManager[None]:
-        explain = None if records is None else (lambda: self._explain_duplicate(records))
-        return map_errors(self._label, self.dialect, explain)
+    def _errors(self) -> AbstractContextManager[None]:
+        return map_errors(self._label, self.dialect)
 
     def _key_columns(self) -> list[ColumnElement[Any]]:
         return [self.table.c[f] for f in self.key_fields]
@@ -226,7 +225,7 @@ class SqlStore(Store):
                     return cursor
 
                 try:
-                    with alone_in_autocommit(raw, "psycopg"), raw.pipeline():
+                    with alone_in_autocommit(raw, "psycopg"), quiet_pipeline(raw):
                         pending = send(after)
                         while pending is not None:
                             page = [dict(zip(keys, row)) for row in pending.fetchall()]
@@ -326,7 +325,20 @@ class SqlStore(Store):
                     self._log_refusal(refused)
 
     def _batch_errors(self, rows: list[Record]) -> AbstractContextManager[None]:
-        return self._errors(rows if len(rows) <= EXPLAIN_DUPLICATES_UP_TO else None)
+        """Errors of saving ``rows`` mapped: a duplicate names its records (in batches small enough
+        to look them up), a lost connection asks whether the database still answers."""
+        explain = (lambda: self._explain_duplicate(rows)) if len(rows) <= EXPLAIN_DUPLICATES_UP_TO else None
+        return map_errors(self._label, self.dialect, explain, on_lost=lambda: self._still_answers(rows))
+
+    def _still_answers(self, rows: list[Record]) -> str | None:
+        """After saving ``rows`` lost its connection: None when the database does not answer on a
+        new connection either (an outage); else what may have made it drop the connection, or
+        "" (see ``driver_errors``)."""
+        try:
+            with self.engine.connect() as conn:
+                return why_dropped(conn, rows)
+        except Exception:  # noqa: BLE001 - any failure to answer is an answer
+            return None
 
     def _copies(self, rows: list[Record]) -> bool:
         return self.dialect == "postgresql" and self.on_conflict == "error" and len(rows) >= COPY_MIN_ROWS
@@ -351,23 +363,28 @@ class SqlStore(Store):
     def _write(self, groups: list[list[Record]], journal: JournalEntry | None, fast: bool) -> None:
         committing = False
         try:
-            with self.engine.connect() as conn, conn.begin() as transaction:
-                for rows in groups:
-                    self._insert(conn, InsertBatch(self.table, rows, self.key_fields, self.on_conflict, fast))
-                if journal is not None:
-                    committing = True  # from here a lost connection leaves the outcome in doubt
-                    append_entry(conn, self._journal, journal, commit=True)
-                transaction.commit()  # nothing left to do if the entry's INSERT committed it
+            with self.engine.connect() as conn:
+                prepare_to_write(conn)
+                with conn.begin() as transaction:
+                    for rows in groups:
+                        self._insert(conn, InsertBatch(self.table, rows, self.key_fields, self.on_conflict, fast))
+                    if journal is not None:
+                        committing = True  # from here a lost connection leaves the outcome in doubt
+                        append_entry(conn, self._journal, journal, commit=True)
+                    transaction.commit()  # nothing left to do if the entry's INSERT committed it
         except sa_exc.DBAPIError as error:
             if not (committing and self._landed(error, journal)):
                 raise
 
     def _landed(self, error: sa_exc.DBAPIError, journal: JournalEntry | None) -> bool:
-        """After an error that may have cut the batch's commit off: was it committed after all?"""
-        return journal is not None and classify(error, self.dialect) == "transient" and self._commit_landed(journal, error)
+        """After an error that may have cut the batch's commit off: was it committed after all?
 
-    def _commit_landed(self, journal: JournalEntry, error: BaseException) -> bool:
-        """After a commit cut off by a lost connection: did it land? Asks the journal."""
+        Asks the journal. When the database cannot be asked, the outcome is in doubt: raises a
+        plain TransientStoreError (never split: the engine retries the same batch, whose
+        :meth:`_committed_before` asks again), and never a ConnectionDroppedError.
+        """
+        if journal is None or classify(error, self.dialect) != "lost":
+            return False
         try:
             with self.engine.connect() as conn:
                 landed = has_entry(conn, self._journal, journal)
@@ -375,7 +392,10 @@ class SqlStore(Store):
             self._in_doubt.add((journal.migration, journal.payload))
             log.warning("%s: lost the connection while committing; the outcome is checked on the "
                         "next attempt", self._label)
-            return False
+            raise TransientStoreError(
+                f"{self._label}: lost the connection while committing, the outcome is checked before "
+                f"the batch is saved again: {error_detail(error)}"
+            ) from (error.orig or error)
         if landed:
             log.warning("%s: lost the connection while committing, but the batch was committed",
                         self._label)
@@ -393,7 +413,13 @@ class SqlStore(Store):
 
     def _rows_to_insert(self, records: Sequence[Record]) -> tuple[list[Record], list[list[Record]]]:
         """The rows to save, and the same rows grouped by their set of fields (one statement per
-        group: a record may leave out columns that have defaults)."""
+        group: a record may leave out columns that have defaults).
+
+        A field the table lacks makes the store unusable for the migration, not the record
+        failed: a transform gives its records the same fields, so every record would fail alike
+        (the table misses a column, or the transform names one wrongly). A value the database
+        would silently change (SQLite stores NaN as NULL) fails its batch, so that the engine
+        finds the record and fails it alone."""
         # The records are only read from here on (upserts merge into new dicts): no copies needed.
         rows = list(records)
         groups = _by_fields(rows)
@@ -402,9 +428,16 @@ class SqlStore(Store):
             if not columns.issuperset(group[0].keys()):
                 record = group[0]
                 unknown = [f for f in record if f not in columns]
-                raise TerminalStoreError(
+                raise StoreUnusableError(
                     f"{self._label}: {self.describe(record)} has fields the table lacks: {', '.join(unknown)}"
                 )
+        unkept = unkept_value(self.dialect, rows)
+        if unkept is not None:
+            record, field, why = unkept
+            raise TerminalStoreError(
+                f"{self._label}: {self.describe(record)}: field {field!r} is {record[field]!r}, which the "
+                f"database would not keep: {why}"
+            )
         if self.on_conflict == "update":
             rows = _merged_per_key(rows, self.key_fields)
             groups = _by_fields(rows)

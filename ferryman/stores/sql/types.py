@@ -10,6 +10,8 @@ database           column                          read / written as
 MariaDB            ``JSON`` (LONGTEXT + CHECK)     dict/list both ways (reflected as plain LONGTEXT)
 MariaDB/MySQL      ``BOOL`` = ``TINYINT(1)``       ``bool`` (as MySQL's JDBC driver does); any non-zero
                                                    value reads as True
+MariaDB/MySQL      ``DOUBLE``, ``REAL``            ``float``, as the driver reads it (SQLAlchemy's
+                                                   reflection would give ``Decimal``)
 MariaDB/MySQL      ``TIMESTAMP``                   aware UTC ``datetime``; an aware value is stored as
                                                    its instant, a naive one as UTC
 MariaDB            ``UUID``                        ``uuid.UUID`` (the driver gives str); str accepted
