@@ -16,3 +16,11 @@ DEFAULT_RETRY_DELAY = 1.0
 
 DEFAULT_ORDER = 0
 """Manual ordering group of a migration or a match; lower runs first."""
+
+PRELOAD_MAX_RECORDS = 100_000
+"""A matched store with at most this many records (``Store.count()``) is loaded into memory once
+per migration when its ``Match`` leaves ``preload`` to ferryman (``preload=None``)."""
+
+PRELOAD_MAX_MB = 256.0
+"""Memory budget of one preloaded store, in MB (its records as Python objects, estimated while
+loading). A store that outgrows it is not preloaded: its matches are queried page by page."""

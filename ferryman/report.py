@@ -44,6 +44,8 @@ class MigrationReport:
     last_error: str | None = None
     fatal_error: str | None = None
     held_back_by: list[str] = field(default_factory=list)
+    preloaded: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Matched stores read into memory once for this run: ``{"records": n, "mb": estimate}``."""
     started_at: float | None = None
     finished_at: float | None = None
 

@@ -1,21 +1,46 @@
-"""start_reduction, then each Match: filters grouped by equality, as few queries as possible.
+"""start_reduction, then each Match: a page's filters answered with as few reads as possible.
 
-Records whose ``match_with_*`` returns equal filters share one paged query, and
-``reduce_from_*`` is called for each of them once per page of matches (mjg's design, which
-only worked when filter sets implemented equality; dict filters always do here). When a page's
-filters are all equalities on one field and the store compares like Python
-(:meth:`Store.can_match_in`), one ``{field: [values]}`` query serves them all and each record's
-reduce receives its share of every page.
+For each Match, in order (a later ``order`` sees the aggregates of earlier ones), over the records
+still alive: ``match_with_*`` gives each record a filter, and records with equal filters form a
+group that shares every page of matches. The groups are then answered by the first path that can:
+
+1. **Preloaded** (``Match.preload``; ``preload.py``): the store read into memory once per
+   migration, when asked to (True), or automatically (None) when its ``count()`` is at most
+   ``Match.preload_max_records``, within ``Match.preload_max_mb``. It answers every dict filter
+   whose fields the store compares as Python does (:meth:`Store.can_match_in`: no
+   case-insensitive collation, no type coercion); others go on to 2 and 3.
+2. **Set-oriented**: equality filters on the same fields (``{"a": x}``, ``{"a": x, "b": y}``;
+   no None, no lists) go to :meth:`Store.match_pages_in` together; on SQL that is one streamed
+   ``IN`` (or row-value ``IN``) query per page of records.
+3. **Per filter**: anything else (lists, None, ``{}``, native filters) goes filter by filter
+   through :meth:`Store.match_pages`.
+
+Every path hands each group the same pages in the same order (key order, ``Match.batch_size``
+records but the last), so cardinality checks, ``reduce_from_*`` calls (once per page for each
+member), failures and retries are the same whichever answers. A store that cannot be read fails
+the groups it was to answer, with the Match's retry; :class:`StoreUnusableError` ends the
+migration instead.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable
+import logging
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from contextlib import closing
+from typing import Any, TypeVar
 
 from ..declare import Match, MigrationSpec
-from ..errors import CardinalityError
+from ..errors import CardinalityError, StoreUnusableError
+from ..report import MigrationReport
 from ..stores.base import Store
-from .work import Phase, Work, live
+from ..stores.common import IN_TYPES
+from ..types import Record
+from .preload import OverBudget, Preloaded, load
+from .work import Phase, Work, describe_error
+
+log = logging.getLogger("ferryman")
+
+T = TypeVar("T")
 
 
 def start_reduction(spec: MigrationSpec, instance: Any, works: list[Work]) -> None:
@@ -30,17 +55,12 @@ def start_reduction(spec: MigrationSpec, instance: Any, works: list[Work]) -> No
             w.fail(Phase.START, exc, spec.load_retry)
 
 
-def match_and_reduce(spec: MigrationSpec, instance: Any, works: list[Work], stores: dict[str, Store]) -> None:
-    """Run every Match of the migration, in order, over the records still alive."""
-    for match in spec.matches:
-        alive = live(works)
-        if not alive:
-            return
-        _run_match(spec, instance, match, stores[match.store], alive)
-
-
 def filter_key(flt: Any) -> Hashable:
     """A hashable key equal for equal filters; "in" values compare as sets."""
+    if type(flt) is dict and len(flt) == 1:  # the usual {field: value}, first and fast
+        for name, value in flt.items():
+            if type(value) is int or type(value) is str:
+                return (name, value)
     if isinstance(flt, dict):
         try:
             return tuple(sorted((k, _value_key(v)) for k, v in flt.items()))
@@ -54,121 +74,331 @@ def filter_key(flt: Any) -> Hashable:
 
 
 def _value_key(value: Any) -> Hashable:
-    if isinstance(value, (list, tuple, set, frozenset)):
+    if isinstance(value, IN_TYPES):
         return ("in", frozenset(value))
     hash(value)
     return value
 
 
-def _run_match(spec: MigrationSpec, instance: Any, match: Match, store: Store, works: list[Work]) -> None:
-    match_with: Callable[..., Any] = getattr(instance, match.match_method)
-    groups: dict[Hashable, tuple[Any, list[Work]]] = {}
-    for w in works:
-        try:
-            flt = match_with(w.record, w.aggregates, store)
-        except Exception as exc:
-            w.fail(Phase.MATCH, exc, match.retry)
-            continue
-        if flt is not None:
-            groups.setdefault(filter_key(flt), (flt, []))[1].append(w)
-        elif match.cardinality.strict:  # None: no match, which a strict cardinality forbids
-            w.fail(Phase.MATCH, CardinalityError(
-                f"migration {spec.name}: {match.match_method} returned None (no match), but "
-                f"Match({match.store!r}) requires {match.cardinality.value} record(s)"), None)
-    reduce_from: Callable[..., Any] = getattr(instance, match.reduce_method)
-    field = _shared_equality_field(groups)
-    if field is not None:
-        by_value = {flt[field]: members for flt, members in groups.values()}
-        if store.can_match_in(field, list(by_value)):
-            _reduce_by_value(spec, match, store, field, by_value, reduce_from)
-            return
-    for flt, members in groups.values():
-        _reduce_group(spec, match, store, flt, members, reduce_from)
+class _Group:
+    """The records whose filters are equal: they share every page of matches."""
+
+    __slots__ = ("filter", "members", "count", "ended")
+
+    def __init__(self, flt: Any) -> None:
+        self.filter = flt
+        self.members: list[Work] = []
+        self.count = 0
+        self.ended = False
 
 
-def _shared_equality_field(groups: dict[Hashable, tuple[Any, list[Work]]]) -> str | None:
-    """The field when every filter is ``{field: scalar}`` on the same field (and there are two+)."""
-    if len(groups) < 2:
-        return None
-    field = None
-    for flt, _ in groups.values():
-        if not isinstance(flt, dict) or len(flt) != 1:
-            return None
-        (name, value), = flt.items()
-        if (field is not None and name != field) or isinstance(value, (list, tuple, set, frozenset, dict)):
-            return None
-        field = name
-    return field
+class _Reducer:
+    """One Match over one page of records: hands pages to groups, checks cardinality."""
+
+    def __init__(self, spec: MigrationSpec, match: Match, reduce_from: Callable[..., Any]) -> None:
+        self.spec = spec
+        self.match = match
+        self.reduce_from = reduce_from
+
+    def take(self, group: _Group, page: list[Record]) -> bool:
+        """``reduce_from_*`` of ``page`` for each member still alive; False once the group
+        needs no more pages (its cardinality is already violated)."""
+        if group.ended:
+            return False
+        group.count += len(page)
+        if not self.match.cardinality.allows_so_far(group.count):
+            self._fail_cardinality(group, early=True)
+            return False
+        reduce_from, retry = self.reduce_from, self.match.retry
+        for w in group.members:
+            if w.error is None:
+                try:
+                    reduce_from(w.aggregates, page)
+                except Exception as exc:  # this record fails alone
+                    w.fail(Phase.MATCH, exc, retry)
+        return True
+
+    def finish(self, groups: Iterable[_Group]) -> None:
+        """After the last page: a count the cardinality forbids fails the group."""
+        allows = self.match.cardinality.allows
+        for group in groups:
+            if not group.ended and not allows(group.count):
+                self._fail_cardinality(group, early=False)
+
+    def unreadable(self, groups: Iterable[_Group], error: Exception) -> None:
+        """The store failed while answering ``groups``: their records fail, a retry may help."""
+        for group in groups:
+            group.ended = True
+            for w in group.members:
+                if w.error is None:
+                    w.fail(Phase.MATCH, error, self.match.retry)
+
+    def _fail_cardinality(self, group: _Group, early: bool) -> None:
+        group.ended = True
+        found = f"at least {group.count}" if early else str(group.count)
+        error = CardinalityError(
+            f"migration {self.spec.name}: Match({self.match.store!r}) requires "
+            f"{self.match.cardinality.value} record(s) per filter, but filter {group.filter!r} "
+            f"matched {found}"
+        )
+        for w in group.members:
+            if w.error is None:
+                w.fail(Phase.MATCH, error, None)
 
 
-def _reduce_by_value(
-    spec: MigrationSpec, match: Match, store: Store, field: str, by_value: dict[Any, list[Work]],
-    reduce_from: Callable[..., Any],
-) -> None:
-    counts = dict.fromkeys(by_value, 0)
-    try:
-        for page in store.scan({field: list(by_value)}, match.batch_size):
-            shares: dict[Any, list[Any]] = {}
-            for record in page:
-                shares.setdefault(record[field], []).append(record)
-            for value, share in shares.items():
-                members = by_value[value]
-                counts[value] += len(share)
-                if not match.cardinality.allows_so_far(counts[value]):
-                    _fail_cardinality(spec, match, {field: value}, counts[value], members, early=True)
-                else:
-                    _reduce_members(match, members, share, reduce_from)
-    except Exception as exc:  # the matching store could not be read: retry these records
-        for members in by_value.values():
-            for w in live(members):
-                w.fail(Phase.MATCH, exc, match.retry)
-        return
-    for value, members in by_value.items():
-        if not match.cardinality.allows(counts[value]):
-            _fail_cardinality(spec, match, {field: value}, counts[value], members, early=False)
+class Matcher:
+    """The Matches of one migration for the length of a run: runs them page after page, and
+    keeps the stores it preloaded (read once per run, at the first page that needs them)."""
 
+    def __init__(self, spec: MigrationSpec, instance: Any, stores: Mapping[str, Store],
+                 report: MigrationReport | None = None) -> None:
+        self.spec = spec
+        self.instance = instance
+        self.stores = stores
+        self.report = report
+        self._preloads: dict[str, _Preload] = {
+            m.store: _Preload(m, stores[m.store]) for m in spec.matches if m.preload is not False
+        }
 
-def _fail_cardinality(
-    spec: MigrationSpec, match: Match, flt: Any, count: int, members: list[Work], early: bool
-) -> None:
-    error = _cardinality_error(spec, match, flt, count, early)
-    for w in live(members):
-        w.fail(Phase.MATCH, error, None)
-
-
-def _reduce_group(
-    spec: MigrationSpec, match: Match, store: Store, flt: Any, members: list[Work],
-    reduce_from: Callable[..., Any],
-) -> None:
-    count = 0
-    try:
-        for page in store.scan(flt, match.batch_size):
-            count += len(page)
-            if not match.cardinality.allows_so_far(count):
-                _fail_cardinality(spec, match, flt, count, members, early=True)
+    def match_and_reduce(self, works: list[Work]) -> None:
+        """Run every Match of the migration, in order, over the records still alive."""
+        for match in self.spec.matches:
+            alive = [w for w in works if w.error is None and not w.saved]
+            if not alive:
                 return
-            _reduce_members(match, members, page, reduce_from)
-    except Exception as exc:  # the matching store could not be read: retry these records
-        for w in live(members):
-            w.fail(Phase.MATCH, exc, match.retry)
-        return
-    if not match.cardinality.allows(count):
-        _fail_cardinality(spec, match, flt, count, members, early=False)
+            self._run(match, alive)
 
+    def _run(self, match: Match, works: list[Work]) -> None:
+        store = self.stores[match.store]
+        groups = self._groups(match, store, works)
+        if not groups:
+            return
+        reducer = _Reducer(self.spec, match, getattr(self.instance, match.reduce_method))
+        waiting = list(groups)
+        preload = self._preloads.get(match.store)
+        if preload is not None:
+            waiting = self._from_preload(preload, reducer, waiting)
+        waiting = self._by_sets(reducer, store, waiting)
+        for group in waiting:
+            self._by_filter(reducer, store, group)
+        reducer.finish(groups)
 
-def _reduce_members(match: Match, members: list[Work], batch: list[Any], reduce_from: Callable[..., Any]) -> None:
-    """``reduce_from_*`` for each member still alive; one that raises fails alone."""
-    for w in members:
-        if w.error is None:
+    def _groups(self, match: Match, store: Store, works: list[Work]) -> list[_Group]:
+        """``match_with_*`` for each record; records with equal filters share a group."""
+        match_with: Callable[..., Any] = getattr(self.instance, match.match_method)
+        groups: dict[Hashable, _Group] = {}
+        for w in works:
             try:
-                reduce_from(w.aggregates, batch)
+                flt = match_with(w.record, w.aggregates, store)
             except Exception as exc:
                 w.fail(Phase.MATCH, exc, match.retry)
+                continue
+            if flt is None:
+                if match.cardinality.strict:  # None: no match, which a strict cardinality forbids
+                    w.fail(Phase.MATCH, CardinalityError(
+                        f"migration {self.spec.name}: {match.match_method} returned None (no match), but "
+                        f"Match({match.store!r}) requires {match.cardinality.value} record(s)"), None)
+                continue
+            key = filter_key(flt)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(flt)
+            group.members.append(w)
+        return list(groups.values())
+
+    def _from_preload(self, preload: _Preload, reducer: _Reducer, groups: list[_Group]) -> list[_Group]:
+        """Answer what the preloaded store can; the groups left for the store to answer."""
+        table = preload.table_for(groups, self.spec, self.report)
+        if table is None:
+            return groups
+        answerable = preload.answerable(table, groups)
+        if not answerable:
+            return groups
+        batch_size = reducer.match.batch_size
+        for group in answerable:
+            for page in table.pages(group.filter, batch_size):
+                if not reducer.take(group, page):
+                    break
+        chosen = {id(g) for g in answerable}
+        return [g for g in groups if id(g) not in chosen]
+
+    def _by_sets(self, reducer: _Reducer, store: Store, groups: list[_Group]) -> list[_Group]:
+        """Equality filters, by the fields they name, through ``Store.match_pages_in``; the
+        groups left for one query each."""
+        shapes: dict[tuple[str, ...], dict[tuple[Any, ...], list[_Group]]] = {}
+        rest: list[_Group] = []
+        for group in groups:
+            shape = _equality_shape(group.filter)
+            if shape is None:
+                rest.append(group)
+            else:
+                fields, values = shape
+                shapes.setdefault(fields, {}).setdefault(values, []).append(group)
+        match = reducer.match
+        for fields, by_values in shapes.items():
+            if len(by_values) == 1:  # one filter: one query either way
+                rest.extend(*by_values.values())
+                continue
+            slots = list(by_values.values())
+            members = [g for slot in slots for g in slot]
+            try:
+                with closing(_iterator(store.match_pages_in(fields, list(by_values), match.batch_size,
+                                                            match.columns))) as pages:
+                    for i, page in pages:
+                        for group in slots[i]:
+                            reducer.take(group, page)
+            except StoreUnusableError:
+                raise
+            except Exception as exc:  # the matching store could not be read: retry these records
+                reducer.unreadable(members, exc)
+        return rest
+
+    def _by_filter(self, reducer: _Reducer, store: Store, group: _Group) -> None:
+        match = reducer.match
+        try:
+            with closing(_iterator(store.match_pages(group.filter, match.batch_size, match.columns))) as pages:
+                for page in pages:
+                    if not reducer.take(group, page):
+                        return
+        except StoreUnusableError:
+            raise
+        except Exception as exc:  # the matching store could not be read: retry these records
+            reducer.unreadable([group], exc)
 
 
-def _cardinality_error(spec: MigrationSpec, match: Match, flt: Any, count: int, early: bool) -> CardinalityError:
-    found = f"at least {count}" if early else str(count)
-    return CardinalityError(
-        f"migration {spec.name}: Match({match.store!r}) requires {match.cardinality.value} "
-        f"record(s) per filter, but filter {flt!r} matched {found}"
-    )
+def _iterator(items: Iterable[T]) -> Iterator[T]:
+    """``items`` as a generator, whose ``close`` ends a store's read (and its cursor) early."""
+    yield from items
+
+
+def _equality_shape(flt: Any) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
+    """``(fields, values)`` of a filter of plain equalities (sorted by field), or None."""
+    if not isinstance(flt, dict) or not flt:
+        return None
+    if len(flt) == 1:
+        for name, value in flt.items():
+            return ((name,), (value,)) if _plain(value) else None
+    names = tuple(sorted(flt))
+    values = tuple(flt[n] for n in names)
+    return (names, values) if all(map(_plain, values)) else None
+
+
+def _plain(value: Any) -> bool:
+    """A value ``match_pages_in`` takes: hashable, not None, not a list of values."""
+    if value is None or isinstance(value, (*IN_TYPES, dict)):
+        return False
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+class _Preload:
+    """Whether and what one Match's store has preloaded: decided at the first page that needs
+    it, then kept for the run."""
+
+    def __init__(self, match: Match, store: Store) -> None:
+        self.match = match
+        self.store = store
+        self.table: Preloaded | None = None
+        self.declined = False
+        self._small: bool | None = None
+        self._warned: set[str] = set()
+
+    def table_for(self, groups: list[_Group], spec: MigrationSpec, report: MigrationReport | None) -> Preloaded | None:
+        """The preloaded store, loading it now if this page is the first that needs it."""
+        if self.table is not None or self.declined:
+            return self.table
+        if not self._worth_loading(groups):
+            return None
+        match, store = self.match, self.store
+        fields = None
+        if match.columns is not None:
+            named = {n for g in groups if isinstance(g.filter, Mapping) for n in g.filter}
+            fields = tuple(dict.fromkeys([*match.columns, *sorted(named)]))
+        try:
+            self.table = load(store, fields, match.preload_max_mb * 1e6)
+        except OverBudget as over:
+            self._decline(spec, f"it outgrew the memory budget of {match.preload_max_mb:g} MB "
+                                f"(preload_max_mb) at {over.args[0]}", logging.WARNING)
+            return None
+        except StoreUnusableError:
+            raise
+        except Exception as exc:
+            self._decline(spec, f"it could not be read: {describe_error(exc)}", logging.WARNING)
+            return None
+        table = self.table
+        log.info("migration %s: preloaded %s records of store %r (about %.1f MB) in %.2f s",
+                 spec.name, f"{len(table.records):,}", store.name, table.mb, table.seconds)
+        if report is not None:
+            report.preloaded[store.name] = {"records": len(table.records), "mb": round(table.mb, 1)}
+        return table
+
+    def _worth_loading(self, groups: list[_Group]) -> bool:
+        """True when the Match asks for it, or leaves it to ferryman and the store is small; and
+        some filter of this page could be answered from memory."""
+        if self.match.preload is None and self._small is None:
+            try:
+                count = self.store.count()
+            except StoreUnusableError:
+                raise
+            except Exception as exc:  # a preload is an optimisation, never worth failing for
+                log.debug("store %r cannot be counted (%s): not preloaded", self.store.name, describe_error(exc))
+                count = None
+            self._small = count is not None and count <= self.match.preload_max_records
+            if not self._small:
+                self.declined = True
+                return False
+        probe = _Probe(self.store, [g.filter for g in groups])
+        return any(probe.compares(g.filter) for g in groups)
+
+    def answerable(self, table: Preloaded, groups: list[_Group]) -> list[_Group]:
+        """The groups whose filters ``table`` answers as the store would."""
+        probe = _Probe(self.store, [g.filter for g in groups])
+        chosen = [g for g in groups if probe.compares(g.filter) and table.can_answer(g.filter)]
+        if self.match.preload and len(chosen) < len(groups):
+            self._warn_unanswered(probe)
+        return chosen
+
+    def _warn_unanswered(self, probe: _Probe) -> None:
+        for name in probe.refused - self._warned:
+            self._warned.add(name)
+            log.warning("Match(%r, preload=True): store %r does not compare field %r as Python does "
+                        "(a case-insensitive collation, another type); filters on it are queried",
+                        self.match.store, self.store.name, name)
+
+    def _decline(self, spec: MigrationSpec, why: str, level: int) -> None:
+        self.declined = True
+        log.log(level, "migration %s: store %r is not preloaded, %s; its matches are queried page by page",
+                spec.name, self.store.name, why)
+
+
+class _Probe:
+    """Asks the store whether it compares a page's filter values as Python does: once per field
+    for all the page's values, then, for a field refused as a whole, value by value."""
+
+    def __init__(self, store: Store, filters: Iterable[Any]) -> None:
+        self.store = store
+        values: dict[str, list[Any]] = {}
+        for flt in filters:
+            if isinstance(flt, Mapping):
+                for name, value in flt.items():
+                    if isinstance(value, IN_TYPES):
+                        values.setdefault(name, []).extend(value)
+                    else:
+                        values.setdefault(name, []).append(value)
+        self._fields = {name: store.can_match_in(name, found) for name, found in values.items()}
+        self.refused: set[str] = set()
+
+    def compares(self, flt: Any) -> bool:
+        """True for a dict filter whose every value the store compares as Python does."""
+        return isinstance(flt, Mapping) and all(self._compares(name, value) for name, value in flt.items())
+
+    def _compares(self, name: str, value: Any) -> bool:
+        if self._fields.get(name):
+            return True
+        if self.store.can_match_in(name, list(value) if isinstance(value, IN_TYPES) else [value]):
+            return True
+        self.refused.add(name)
+        return False

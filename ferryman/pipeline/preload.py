@@ -1,0 +1,163 @@
+"""A matched store loaded into memory once per migration: the dict a hand-written script joins with.
+
+:func:`load` reads the store once, in key order, into a list, estimating its memory as it goes
+and giving up past the Match's budget. :class:`Preloaded` then answers dict filters from that
+list, through an index per set of fields built on first use: ``{"sku": x}`` is one dict lookup
+instead of a query. The pages it gives are those :meth:`Store.match_pages` would give (key order,
+``batch_size`` records but the last), as long as the store compares the filters' values as Python
+does, which the caller checks with :meth:`Store.can_match_in`. Every record handed out is a
+copy, so a ``reduce_from_*`` that changes its batch cannot change what later records see.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import date, datetime, time as time_of_day, timedelta
+from decimal import Decimal
+from itertools import chain
+from typing import Any, Hashable
+from uuid import UUID
+
+from ..stores.base import Store, match_fields
+from ..stores.common import IN_TYPES
+from ..types import Record
+
+LOAD_PAGE = 10_000
+"""Records per read while loading."""
+
+INDEX_BYTES_PER_RECORD = 100
+"""What an index adds per record (a dict entry and a list slot, on average), in the estimate."""
+
+_IMMUTABLE = frozenset({int, float, str, bytes, bool, type(None), Decimal, datetime, date, time_of_day,
+                        timedelta, UUID})
+"""Value types a record can share with its copies: a shallow copy of such a record is a full one."""
+
+
+class Preloaded:
+    """One store's records in key order, and indexes on the fields its filters name."""
+
+    def __init__(self, store: Store, records: list[Record], fields: tuple[str, ...] | None, size: int,
+                 seconds: float, flat: bool) -> None:
+        self.store = store
+        self.records = records
+        self.fields = fields
+        """The fields each record holds, or None for whole records."""
+        self.bytes = size
+        """Estimated memory of the records and their indexes."""
+        self.seconds = seconds
+        self._copy: Callable[[Record], Record] = dict.copy if flat else copy.deepcopy
+        self._indexes: dict[tuple[str, ...], dict[Hashable, list[int]] | None] = {}
+
+    @property
+    def mb(self) -> float:
+        return self.bytes / 1e6
+
+    def can_answer(self, flt: Any) -> bool:
+        """True for a dict filter on loaded fields whose values (or "in" values) are hashable
+        and whose index could be built; whether the store compares them as Python does is the
+        caller's question."""
+        if not isinstance(flt, Mapping):
+            return False
+        loaded = self.fields
+        for name, value in flt.items():
+            if loaded is not None and name not in loaded:
+                return False
+            try:
+                if isinstance(value, IN_TYPES):
+                    frozenset(value)
+                else:
+                    hash(value)
+            except TypeError:
+                return False
+        equal = tuple(sorted(n for n, v in flt.items() if not isinstance(v, IN_TYPES)))
+        if equal:
+            return self._index(equal) is not None
+        listed = [n for n, v in flt.items() if isinstance(v, IN_TYPES)]
+        return not listed or self._index((listed[0],)) is not None
+
+    def pages(self, flt: Mapping[str, Any], batch_size: int) -> Iterator[list[Record]]:
+        """The pages of records ``flt`` matches, as ``Store.match_pages`` gives them; the filter
+        must be one :meth:`can_answer` accepts."""
+        positions = self._positions(flt)
+        records, copy_of = self.records, self._copy
+        for start in range(0, len(positions), batch_size):
+            yield [copy_of(records[p]) for p in positions[start:start + batch_size]]
+
+    def _positions(self, flt: Mapping[str, Any]) -> Sequence[int]:
+        """Where the matches are in :attr:`records`, ascending (so in key order)."""
+        equal = sorted((n, v) for n, v in flt.items() if not isinstance(v, IN_TYPES))
+        listed = [(n, v) for n, v in flt.items() if isinstance(v, IN_TYPES)]
+        positions: Sequence[int]
+        if equal:
+            index = self._index(tuple(n for n, _ in equal))
+            assert index is not None  # can_answer built it
+            key = equal[0][1] if len(equal) == 1 else tuple(v for _, v in equal)
+            positions = index.get(key, ())
+        elif listed:
+            name, values = listed.pop(0)
+            index = self._index((name,))
+            assert index is not None
+            positions = sorted(set(chain.from_iterable(index.get(v, ()) for v in frozenset(values))))
+        else:
+            return range(len(self.records))
+        if listed:  # the other "in" terms, checked as MemoryStore checks them
+            records = self.records
+            positions = [p for p in positions if all(records[p].get(n) in v for n, v in listed)]
+        return positions
+
+    def _index(self, fields: tuple[str, ...]) -> dict[Hashable, list[int]] | None:
+        """Positions of the records by their values of ``fields`` (one value for one field, a
+        tuple for several); None when a value cannot be a dict key."""
+        if fields in self._indexes:
+            return self._indexes[fields]
+        index: dict[Hashable, list[int]] | None = {}
+        assert index is not None
+        try:
+            if len(fields) == 1:
+                name = fields[0]
+                for position, record in enumerate(self.records):
+                    index.setdefault(record.get(name), []).append(position)
+            else:
+                for position, record in enumerate(self.records):
+                    index.setdefault(tuple([record.get(n) for n in fields]), []).append(position)
+        except TypeError:  # an unhashable value (a JSON list, say): filters on it go to the store
+            index = None
+        else:
+            self.bytes += INDEX_BYTES_PER_RECORD * len(self.records)
+        self._indexes[fields] = index
+        return index
+
+
+class OverBudget(Exception):
+    """The store did not fit in the memory budget; ``args[0]`` says how far loading got."""
+
+
+def load(store: Store, fields: Sequence[str] | None, budget_bytes: float) -> Preloaded:
+    """Read ``store`` once, in key order (only ``fields`` and its key, when given).
+
+    Raises:
+        OverBudget: the records (with one index) outgrew ``budget_bytes``; what was read is dropped.
+    """
+    started = time.perf_counter()
+    kept = None if fields is None else match_fields(store.key_fields, None, fields)
+    records: list[Record] = []
+    size = 0
+    flat = True
+    for page in store.match_pages(None, LOAD_PAGE, fields):
+        for record in page:
+            size += record_size(record) + INDEX_BYTES_PER_RECORD
+            if flat and not _IMMUTABLE.issuperset(map(type, record.values())):
+                flat = False
+        records.extend(page)
+        if size > budget_bytes:
+            raise OverBudget(f"{len(records):,} records read, about {size / 1e6:.1f} MB")
+    return Preloaded(store, records, kept, size - INDEX_BYTES_PER_RECORD * len(records),
+                     time.perf_counter() - started, flat)
+
+
+def record_size(record: Record) -> int:
+    """Bytes a record takes: the dict and its values (shared values are counted each time)."""
+    return sys.getsizeof(record) + sum(map(sys.getsizeof, record.values()))
