@@ -313,12 +313,9 @@ class _Preload:
         if not self._worth_loading(groups):
             return None
         match, store = self.match, self.store
-        fields = None
-        if match.columns is not None:
-            named = {n for g in groups if isinstance(g.filter, Mapping) for n in g.filter}
-            fields = tuple(dict.fromkeys([*match.columns, *sorted(named)]))
+        named = sorted({n for g in groups if isinstance(g.filter, Mapping) for n in g.filter})
         try:
-            self.table = load(store, fields, match.preload_max_mb * 1e6)
+            self.table = load(store, match.columns, named, match.preload_max_mb * 1e6)
         except OverBudget as over:
             self._decline(spec, f"it outgrew the memory budget of {match.preload_max_mb:g} MB "
                                 f"(preload_max_mb) at {over.args[0]}", logging.WARNING)

@@ -39,8 +39,8 @@ _IMMUTABLE = frozenset({int, float, str, bytes, bool, type(None), Decimal, datet
 class Preloaded:
     """One store's records in key order, and indexes on the fields its filters name."""
 
-    def __init__(self, store: Store, records: list[Record], fields: tuple[str, ...] | None, size: int,
-                 seconds: float, flat: bool) -> None:
+    def __init__(self, store: Store, records: list[Record], fields: tuple[str, ...] | None,
+                 handed: tuple[str, ...] | None, size: int, seconds: float, flat: bool) -> None:
         self.store = store
         self.records = records
         self.fields = fields
@@ -48,7 +48,7 @@ class Preloaded:
         self.bytes = size
         """Estimated memory of the records and their indexes."""
         self.seconds = seconds
-        self._copy: Callable[[Record], Record] = dict.copy if flat else copy.deepcopy
+        self._copy = _copier(handed, flat)
         self._indexes: dict[tuple[str, ...], dict[Hashable, list[int]] | None] = {}
 
     @property
@@ -131,18 +131,35 @@ class Preloaded:
         return index
 
 
+def _copier(handed: tuple[str, ...] | None, flat: bool) -> Callable[[Record], Record]:
+    """What a record handed out is: a copy, of the ``handed`` fields only when given (those it
+    has); deep unless every value is immutable."""
+    if handed is None:
+        return dict.copy if flat else copy.deepcopy
+
+    def projected(record: Record) -> Record:
+        return {f: record[f] for f in handed if f in record}
+
+    if flat:
+        return projected
+    return lambda record: copy.deepcopy(projected(record))
+
+
 class OverBudget(Exception):
     """The store did not fit in the memory budget; ``args[0]`` says how far loading got."""
 
 
-def load(store: Store, fields: Sequence[str] | None, budget_bytes: float) -> Preloaded:
-    """Read ``store`` once, in key order (only ``fields`` and its key, when given).
+def load(store: Store, columns: Sequence[str] | None, filter_fields: Sequence[str], budget_bytes: float) -> Preloaded:
+    """Read ``store`` once, in key order: whole records, or with ``columns`` only the key, the
+    columns and the ``filter_fields`` the index needs (records are handed out with the key and
+    the columns, as ``Store.match_pages`` gives them).
 
     Raises:
         OverBudget: the records (with one index) outgrew ``budget_bytes``; what was read is dropped.
     """
     started = time.perf_counter()
-    kept = None if fields is None else match_fields(store.key_fields, None, fields)
+    handed = None if columns is None else match_fields(store.key_fields, columns)
+    fields = None if handed is None else tuple(dict.fromkeys([*handed, *filter_fields]))
     records: list[Record] = []
     size = 0
     flat = True
@@ -154,7 +171,7 @@ def load(store: Store, fields: Sequence[str] | None, budget_bytes: float) -> Pre
         records.extend(page)
         if size > budget_bytes:
             raise OverBudget(f"{len(records):,} records read, about {size / 1e6:.1f} MB")
-    return Preloaded(store, records, kept, size - INDEX_BYTES_PER_RECORD * len(records),
+    return Preloaded(store, records, fields, handed, size - INDEX_BYTES_PER_RECORD * len(records),
                      time.perf_counter() - started, flat)
 
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Callable, Generator, Iterator, Mapping, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 from ..defaults import DEFAULT_BATCH_SIZE
 from ..ids import normalize_id
@@ -209,12 +209,12 @@ class Store(ABC):
         """The records matching ``filter`` in key order, in pages of ``batch_size`` (the last
         one shorter): what ``reduce_from_*`` receives for one filter.
 
-        With ``columns``, each record holds only :func:`match_fields` (those columns, the key
-        and the filter's fields). This default reads :meth:`scan` and projects in Python."""
+        With ``columns``, each record holds only the key and those columns
+        (:func:`match_fields`). This default reads :meth:`scan` and projects in Python."""
         pages = self.scan(filter, batch_size)
         if columns is None:
             return pages
-        keep = match_fields(self.key_fields, filter, columns)
+        keep = match_fields(self.key_fields, columns)
         return (project(page, keep) for page in pages)
 
     def match_pages_in(self, fields: Sequence[str], values: Sequence[tuple[Any, ...]], batch_size: int,
@@ -249,16 +249,10 @@ def keyset_pages(read: Callable[[RecordId | None], list[Record]], id_of: Callabl
         after = id_of(page[-1])
 
 
-def match_fields(key_fields: Sequence[str], filter: Any, columns: Sequence[str]) -> tuple[str, ...]:
-    """The fields of a record a Match with ``columns`` reads: the key, the columns, and the
-    fields ``filter`` names (a dict filter's keys, or the field names of ``match_pages_in``),
-    which ferryman needs to page and to share out the matches."""
-    named: Sequence[str] = ()
-    if isinstance(filter, Mapping):
-        named = list(filter)
-    elif isinstance(filter, (list, tuple)):
-        named = filter
-    return tuple(dict.fromkeys([*key_fields, *columns, *named]))
+def match_fields(key_fields: Sequence[str], columns: Sequence[str]) -> tuple[str, ...]:
+    """The fields of the records a Match with ``columns`` receives: the key (which ferryman
+    pages by) and the columns."""
+    return tuple(dict.fromkeys([*key_fields, *columns]))
 
 
 def project(records: Sequence[Record], fields: Sequence[str]) -> list[Record]:

@@ -95,7 +95,7 @@ class MemoryStore(Store):
         """One pass over the records for all the filters (a dict lookup per record), a page
         handed out as soon as it is full."""
         wanted = {tuple(row): i for i, row in enumerate(values)}
-        keep = None if columns is None else match_fields(self.key_fields, fields, columns)
+        keep = None if columns is None else match_fields(self.key_fields, columns)
         with self._lock:
             rows = [self._rows[i] for i in self._ids]  # stored dicts are replaced, never changed
         pending: dict[int, list[Record]] = {}

@@ -8,7 +8,7 @@ from collections import Counter
 from contextlib import AbstractContextManager
 from itertools import chain, groupby, islice, repeat
 from operator import eq, itemgetter, methodcaller
-from typing import Any, Generator, Iterator, Mapping, Sequence
+from typing import Any, Callable, Generator, Iterator, Mapping, Sequence
 
 from sqlalchemy import (
     CHAR, NCHAR, URL, ColumnElement, Connection, Engine, MetaData, Table, bindparam, func, make_url, select, tuple_,
@@ -16,7 +16,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
 
-from ...errors import StoreError, TerminalStoreError, TransientStoreError
+from ...errors import StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError
 from ...types import Filter, Record, RecordId
 from ..base import SAVED, JournalEntry, PendingWrite, Store, keyset_pages, match_fields
 from ..common import OnConflict, check_on_conflict, describe_values
@@ -263,15 +263,14 @@ class SqlStore(Store):
         return query
 
     def _columns(self, names: Sequence[str] | None) -> list[ColumnElement[Any]]:
-        """The table's columns called ``names`` (all of them for None); ValueError naming an
-        unknown one, as for a filter."""
+        """The table's columns called ``names`` (all of them for None)."""
         table = self.table
         if names is None:
             return list(table.c)
         unknown = [n for n in names if n not in table.c]
-        if unknown:
-            raise ValueError(f"{self._label}: Match columns name unknown column {unknown[0]!r}; "
-                             f"the table has {', '.join(table.c.keys())}")
+        if unknown:  # no record could be matched: the migration stops with this one error
+            raise StoreUnusableError(f"{self._label}: Match columns name unknown column {unknown[0]!r}; "
+                                     f"the table has {', '.join(table.c.keys())}")
         return [table.c[n] for n in names]
 
     # --- matching -------------------------------------------------------------------------
@@ -281,7 +280,7 @@ class SqlStore(Store):
         """Keyset pages as :meth:`read_pages` reads them; with ``columns``, of those columns only."""
         if columns is None:
             return super().match_pages(filter, batch_size)  # type: ignore[arg-type]  # clauses too
-        names = match_fields(self.key_fields, filter, columns)
+        names = match_fields(self.key_fields, columns)
         return keyset_pages(lambda last: self._read_page(filter, last, batch_size, names), self.id_of,
                             None, batch_size)
 
@@ -301,34 +300,35 @@ class SqlStore(Store):
 
     def _streamed_matches(self, fields: tuple[str, ...], values: Sequence[tuple[Any, ...]], batch_size: int,
                           columns: Sequence[str] | None) -> Iterator[tuple[int, list[Record]]]:
-        names = None if columns is None else match_fields(self.key_fields, fields, columns)
+        names = None if columns is None else match_fields(self.key_fields, columns)
         table = self.table
         matched = [table.c[f] for f in fields]
         single = len(fields) == 1
         target = matched[0] if single else tuple_(*matched)
-        run_of = itemgetter(*fields)  # a value for one field, a tuple for several
-        selected = select(*self._columns(names)).order_by(*matched, *self._key_columns())
+        read = None if names is None else [*names, *(f for f in fields if f not in names)]
+        selected = select(*self._columns(read)).order_by(*matched, *self._key_columns())
         for start in range(0, len(values), VALUES_PER_QUERY):
             chunk = [tuple(row) for row in values[start:start + VALUES_PER_QUERY]]
             wanted = [row[0] for row in chunk] if single else chunk
             position = {value: start + k for k, value in enumerate(wanted)}
             with self._errors(), self.engine.connect() as conn:
-                records = self._streamed_records(conn, selected.where(target.in_(wanted)))
-                for value, run in groupby(records, run_of):
-                    i = position[value]
-                    while page := list(islice(run, batch_size)):
+                keys, rows = self._streamed_rows(conn, selected.where(target.in_(wanted)))
+                record = _record_maker(keys, keys if names is None else names)
+                for value, run in groupby(rows, itemgetter(*(keys.index(f) for f in fields))):
+                    i = position[value]  # can_match_in: the database's equality is Python's
+                    while page := list(map(record, islice(run, batch_size))):
                         yield i, page
 
-    def _streamed_records(self, conn: Connection, statement: Any) -> Iterator[Record]:
-        """The rows of ``statement`` as dicts, fetched :data:`FETCH_ROWS` at a time."""
+    def _streamed_rows(self, conn: Connection, statement: Any) -> tuple[list[str], Iterator[Sequence[Any]]]:
+        """The column names of ``statement`` and its rows, fetched :data:`FETCH_ROWS` at a time."""
         if self.dialect == "sqlite":  # a sqlite3 cursor steps through the result as it is read
             result = conn.execute(statement)
         else:
             result = conn.execution_options(stream_results=True, max_row_buffer=FETCH_ROWS).execute(statement)
         keys = list(result.keys())
         if unprocessed(result):  # plain columns: the driver's tuples, without SQLAlchemy's Rows
-            return chain.from_iterable(_dict_chunks(conn, result, keys))
-        return chain.from_iterable([dict(zip(keys, row)) for row in rows] for rows in result.partitions(FETCH_ROWS))
+            return keys, chain.from_iterable(_driver_chunks(conn, result))
+        return keys, chain.from_iterable(result.partitions(FETCH_ROWS))
 
     def get_many(self, ids: Sequence[RecordId]) -> list[Record]:
         wanted = list(dict.fromkeys(self._key_values(i) for i in ids))
@@ -573,13 +573,22 @@ class _CopyWrite(PendingWrite):
         store._begin(self._rows, self._groups, self._journal, fast).wait()
 
 
-def _dict_chunks(conn: Connection, result: Any, keys: list[str]) -> Iterator[list[Record]]:
-    """The driver cursor's rows, :data:`FETCH_ROWS` at a time, as dicts; its errors as
-    SQLAlchemy raises them."""
+def _record_maker(keys: list[str], kept: Sequence[str]) -> Callable[[Sequence[Any]], Record]:
+    """Turns a row of the columns ``keys`` into a record of the fields ``kept``."""
+    if list(kept) == keys:
+        return lambda row: dict(zip(keys, row))
+    values_of = itemgetter(*(keys.index(n) for n in kept))
+    if len(kept) == 1:
+        return lambda row: {kept[0]: values_of(row)}
+    return lambda row: dict(zip(kept, values_of(row)))
+
+
+def _driver_chunks(conn: Connection, result: Any) -> Iterator[list[Any]]:
+    """The driver cursor's rows, :data:`FETCH_ROWS` at a time; its errors as SQLAlchemy raises them."""
     cursor = result.cursor
     try:
         while rows := cursor.fetchmany(FETCH_ROWS):
-            yield [dict(zip(keys, row)) for row in rows]
+            yield rows
     except conn.dialect.loaded_dbapi.Error as exc:
         raise driver_error(conn, exc, str(result.context.statement)) from exc
     finally:
