@@ -83,10 +83,12 @@ def _value_key(value: Any) -> Hashable:
 class _Group:
     """The records whose filters are equal: they share every page of matches."""
 
-    __slots__ = ("filter", "members", "count", "ended")
+    __slots__ = ("filter", "shape", "members", "count", "ended")
 
-    def __init__(self, flt: Any) -> None:
+    def __init__(self, flt: Any, shape: tuple[tuple[str, ...], tuple[Any, ...]] | None) -> None:
         self.filter = flt
+        self.shape = shape
+        """``(fields, values)`` of a filter of plain equalities, else None."""
         self.members: list[Work] = []
         self.count = 0
         self.ended = False
@@ -99,6 +101,7 @@ class _Reducer:
         self.spec = spec
         self.match = match
         self.reduce_from = reduce_from
+        self.least, self.most = match.cardinality.bounds
 
     def take(self, group: _Group, page: list[Record]) -> bool:
         """``reduce_from_*`` of ``page`` for each member still alive; False once the group
@@ -106,7 +109,7 @@ class _Reducer:
         if group.ended:
             return False
         group.count += len(page)
-        if not self.match.cardinality.allows_so_far(group.count):
+        if group.count > self.most:  # can no longer conform: fail early
             self._fail_cardinality(group, early=True)
             return False
         reduce_from, retry = self.reduce_from, self.match.retry
@@ -120,9 +123,9 @@ class _Reducer:
 
     def finish(self, groups: Iterable[_Group]) -> None:
         """After the last page: a count the cardinality forbids fails the group."""
-        allows = self.match.cardinality.allows
+        least, most = self.least, self.most
         for group in groups:
-            if not group.ended and not allows(group.count):
+            if not group.ended and not least <= group.count <= most:
                 self._fail_cardinality(group, early=False)
 
     def unreadable(self, groups: Iterable[_Group], error: Exception) -> None:
@@ -174,12 +177,15 @@ class Matcher:
         if not groups:
             return
         reducer = _Reducer(self.spec, match, getattr(self.instance, match.reduce_method))
-        waiting = list(groups)
+        shapes, others = _by_shape(groups)
         preload = self._preloads.get(match.store)
         if preload is not None:
-            waiting = self._from_preload(preload, reducer, waiting)
-        waiting = self._by_sets(reducer, store, waiting)
-        for group in waiting:
+            table = preload.table_for(groups, self.spec, self.report)
+            if table is not None:
+                shapes = self._from_preload(preload, table, reducer, shapes)
+                others = self._others_from_preload(preload, table, reducer, others)
+        others += self._by_sets(reducer, store, shapes)
+        for group in others:
             self._by_filter(reducer, store, group)
         reducer.finish(groups)
 
@@ -199,18 +205,44 @@ class Matcher:
                         f"migration {self.spec.name}: {match.match_method} returned None (no match), but "
                         f"Match({match.store!r}) requires {match.cardinality.value} record(s)"), None)
                 continue
+            if type(flt) is dict and len(flt) == 1:  # the usual {field: value}, without filter_key
+                (name, value), = flt.items()
+                if type(value) is int or type(value) is str:
+                    key: Hashable = (name, value)
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = _Group(flt, ((name,), (value,)))
+                    group.members.append(w)
+                    continue
             key = filter_key(flt)
             group = groups.get(key)
             if group is None:
-                group = groups[key] = _Group(flt)
+                group = groups[key] = _Group(flt, _equality_shape(flt))
             group.members.append(w)
         return list(groups.values())
 
-    def _from_preload(self, preload: _Preload, reducer: _Reducer, groups: list[_Group]) -> list[_Group]:
-        """Answer what the preloaded store can; the groups left for the store to answer."""
-        table = preload.table_for(groups, self.spec, self.report)
-        if table is None:
-            return groups
+    def _from_preload(self, preload: _Preload, table: Preloaded, reducer: _Reducer, shapes: _Shapes) -> _Shapes:
+        """Answer the equality groups the preloaded store can (a dict lookup each); the shapes
+        left for the store to answer."""
+        left: _Shapes = {}
+        batch_size = reducer.match.batch_size
+        take = reducer.take
+        for fields, by_values in shapes.items():
+            index = preload.equality_index(table, fields, by_values)
+            if index is None:
+                left[fields] = by_values
+                continue
+            single = len(fields) == 1
+            for values, slot in by_values.items():
+                for page in table.pages_at(index.get(values[0] if single else values, ()), batch_size):
+                    if not any([take(group, page) for group in slot]):
+                        break
+        return left
+
+    def _others_from_preload(self, preload: _Preload, table: Preloaded, reducer: _Reducer,
+                             groups: list[_Group]) -> list[_Group]:
+        """Answer the other dict filters ("in" lists, None, ``{}``) the preloaded store can;
+        the groups left for the store to answer."""
         answerable = preload.answerable(table, groups)
         if not answerable:
             return groups
@@ -222,18 +254,10 @@ class Matcher:
         chosen = {id(g) for g in answerable}
         return [g for g in groups if id(g) not in chosen]
 
-    def _by_sets(self, reducer: _Reducer, store: Store, groups: list[_Group]) -> list[_Group]:
+    def _by_sets(self, reducer: _Reducer, store: Store, shapes: _Shapes) -> list[_Group]:
         """Equality filters, by the fields they name, through ``Store.match_pages_in``; the
         groups left for one query each."""
-        shapes: dict[tuple[str, ...], dict[tuple[Any, ...], list[_Group]]] = {}
         rest: list[_Group] = []
-        for group in groups:
-            shape = _equality_shape(group.filter)
-            if shape is None:
-                rest.append(group)
-            else:
-                fields, values = shape
-                shapes.setdefault(fields, {}).setdefault(values, []).append(group)
         match = reducer.match
         for fields, by_values in shapes.items():
             if len(by_values) == 1:  # one filter: one query either way
@@ -269,6 +293,25 @@ class Matcher:
 def _iterator(items: Iterable[T]) -> Iterator[T]:
     """``items`` as a generator, whose ``close`` ends a store's read (and its cursor) early."""
     yield from items
+
+
+_Shapes = dict[tuple[str, ...], dict[tuple[Any, ...], list[_Group]]]
+"""Equality groups by the fields their filters name, then by the values (groups with equal
+values but unequal keys, ``{"a": 1}`` and ``{"a": True}``, share a slot)."""
+
+
+def _by_shape(groups: list[_Group]) -> tuple[_Shapes, list[_Group]]:
+    """The groups of plain equality filters by shape, and the others."""
+    shapes: _Shapes = {}
+    others: list[_Group] = []
+    for group in groups:
+        shape = group.shape
+        if shape is None:
+            others.append(group)
+        else:
+            fields, values = shape
+            shapes.setdefault(fields, {}).setdefault(values, []).append(group)
+    return shapes, others
 
 
 def _equality_shape(flt: Any) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
@@ -350,16 +393,28 @@ class _Preload:
         probe = _Probe(self.store, [g.filter for g in groups])
         return any(probe.compares(g.filter) for g in groups)
 
+    def equality_index(self, table: Preloaded, fields: tuple[str, ...],
+                       by_values: Mapping[tuple[Any, ...], object]) -> dict[Hashable, list[int]] | None:
+        """The index that answers these equality filters as the store would, or None."""
+        if not table.has(fields):
+            return None
+        for j, name in enumerate(fields):
+            if not self.store.can_match_in(name, [values[j] for values in by_values]):
+                if self.match.preload:
+                    self._warn_unanswered({name})
+                return None
+        return table.index(fields)
+
     def answerable(self, table: Preloaded, groups: list[_Group]) -> list[_Group]:
         """The groups whose filters ``table`` answers as the store would."""
         probe = _Probe(self.store, [g.filter for g in groups])
         chosen = [g for g in groups if probe.compares(g.filter) and table.can_answer(g.filter)]
         if self.match.preload and len(chosen) < len(groups):
-            self._warn_unanswered(probe)
+            self._warn_unanswered(probe.refused)
         return chosen
 
-    def _warn_unanswered(self, probe: _Probe) -> None:
-        for name in probe.refused - self._warned:
+    def _warn_unanswered(self, refused: set[str]) -> None:
+        for name in refused - self._warned:
             self._warned.add(name)
             log.warning("Match(%r, preload=True): store %r does not compare field %r as Python does "
                         "(a case-insensitive collation, another type); filters on it are queried",

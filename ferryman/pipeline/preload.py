@@ -14,10 +14,11 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, time as time_of_day, timedelta
 from decimal import Decimal
 from itertools import chain
+from operator import itemgetter
 from typing import Any, Hashable
 from uuid import UUID
 
@@ -27,6 +28,11 @@ from ..types import Record
 
 LOAD_PAGE = 10_000
 """Records per read while loading."""
+
+EXACT_SIZES = 1_000
+"""The first records read are measured one by one; later ones by :data:`SAMPLE_EVERY`."""
+
+SAMPLE_EVERY = 16
 
 INDEX_BYTES_PER_RECORD = 100
 """What an index adds per record (a dict entry and a list slot, on average), in the estimate."""
@@ -40,7 +46,7 @@ class Preloaded:
     """One store's records in key order, and indexes on the fields its filters name."""
 
     def __init__(self, store: Store, records: list[Record], fields: tuple[str, ...] | None,
-                 handed: tuple[str, ...] | None, size: int, seconds: float, flat: bool) -> None:
+                 out: list[Record], size: int, seconds: float, flat: bool) -> None:
         self.store = store
         self.records = records
         self.fields = fields
@@ -48,23 +54,26 @@ class Preloaded:
         self.bytes = size
         """Estimated memory of the records and their indexes."""
         self.seconds = seconds
-        self._copy = _copier(handed, flat)
+        self._copy: Callable[[Record], Record] = dict.copy if flat else copy.deepcopy
+        self._out = out
+        """The records as they are handed out: with the key and the Match's columns only."""
         self._indexes: dict[tuple[str, ...], dict[Hashable, list[int]] | None] = {}
 
     @property
     def mb(self) -> float:
         return self.bytes / 1e6
 
+    def has(self, fields: Iterable[str]) -> bool:
+        """True when the loaded records hold ``fields``."""
+        return self.fields is None or all(f in self.fields for f in fields)
+
     def can_answer(self, flt: Any) -> bool:
         """True for a dict filter on loaded fields whose values (or "in" values) are hashable
         and whose index could be built; whether the store compares them as Python does is the
         caller's question."""
-        if not isinstance(flt, Mapping):
+        if not isinstance(flt, Mapping) or not self.has(flt):
             return False
-        loaded = self.fields
-        for name, value in flt.items():
-            if loaded is not None and name not in loaded:
-                return False
+        for value in flt.values():
             try:
                 if isinstance(value, IN_TYPES):
                     frozenset(value)
@@ -74,17 +83,22 @@ class Preloaded:
                 return False
         equal = tuple(sorted(n for n, v in flt.items() if not isinstance(v, IN_TYPES)))
         if equal:
-            return self._index(equal) is not None
+            return self.index(equal) is not None
         listed = [n for n, v in flt.items() if isinstance(v, IN_TYPES)]
-        return not listed or self._index((listed[0],)) is not None
+        return not listed or self.index((listed[0],)) is not None
 
-    def pages(self, flt: Mapping[str, Any], batch_size: int) -> Iterator[list[Record]]:
+    def pages(self, flt: Mapping[str, Any], batch_size: int) -> Iterable[list[Record]]:
         """The pages of records ``flt`` matches, as ``Store.match_pages`` gives them; the filter
         must be one :meth:`can_answer` accepts."""
-        positions = self._positions(flt)
-        records, copy_of = self.records, self._copy
-        for start in range(0, len(positions), batch_size):
-            yield [copy_of(records[p]) for p in positions[start:start + batch_size]]
+        return self.pages_at(self._positions(flt), batch_size)
+
+    def pages_at(self, positions: Sequence[int], batch_size: int) -> Iterable[list[Record]]:
+        """Copies of the records at ``positions`` (ascending), in pages of ``batch_size``."""
+        records, copy_of = self._out, self._copy
+        if len(positions) <= batch_size:  # the usual lookup: a page or none, made at once
+            return [list(map(copy_of, map(records.__getitem__, positions)))] if positions else []
+        return (list(map(copy_of, map(records.__getitem__, positions[start:start + batch_size])))
+                for start in range(0, len(positions), batch_size))
 
     def _positions(self, flt: Mapping[str, Any]) -> Sequence[int]:
         """Where the matches are in :attr:`records`, ascending (so in key order)."""
@@ -92,13 +106,13 @@ class Preloaded:
         listed = [(n, v) for n, v in flt.items() if isinstance(v, IN_TYPES)]
         positions: Sequence[int]
         if equal:
-            index = self._index(tuple(n for n, _ in equal))
+            index = self.index(tuple(n for n, _ in equal))
             assert index is not None  # can_answer built it
             key = equal[0][1] if len(equal) == 1 else tuple(v for _, v in equal)
             positions = index.get(key, ())
         elif listed:
             name, values = listed.pop(0)
-            index = self._index((name,))
+            index = self.index((name,))
             assert index is not None
             positions = sorted(set(chain.from_iterable(index.get(v, ()) for v in frozenset(values))))
         else:
@@ -108,7 +122,7 @@ class Preloaded:
             positions = [p for p in positions if all(records[p].get(n) in v for n, v in listed)]
         return positions
 
-    def _index(self, fields: tuple[str, ...]) -> dict[Hashable, list[int]] | None:
+    def index(self, fields: tuple[str, ...]) -> dict[Hashable, list[int]] | None:
         """Positions of the records by their values of ``fields`` (one value for one field, a
         tuple for several); None when a value cannot be a dict key."""
         if fields in self._indexes:
@@ -131,18 +145,18 @@ class Preloaded:
         return index
 
 
-def _copier(handed: tuple[str, ...] | None, flat: bool) -> Callable[[Record], Record]:
-    """What a record handed out is: a copy, of the ``handed`` fields only when given (those it
-    has); deep unless every value is immutable."""
-    if handed is None:
-        return dict.copy if flat else copy.deepcopy
+def _projection(handed: tuple[str, ...]) -> Callable[[Record], Record]:
+    """A record with the ``handed`` fields only (those it has)."""
+    values_of = itemgetter(*handed)
 
     def projected(record: Record) -> Record:
-        return {f: record[f] for f in handed if f in record}
+        try:
+            values = values_of(record)
+        except KeyError:  # a record without some of the fields (MemoryStore): those it has
+            return {f: record[f] for f in handed if f in record}
+        return dict(zip(handed, values)) if len(handed) > 1 else {handed[0]: values}
 
-    if flat:
-        return projected
-    return lambda record: copy.deepcopy(projected(record))
+    return projected
 
 
 class OverBudget(Exception):
@@ -164,15 +178,28 @@ def load(store: Store, columns: Sequence[str] | None, filter_fields: Sequence[st
     size = 0
     flat = True
     for page in store.match_pages(None, LOAD_PAGE, fields):
-        for record in page:
-            size += record_size(record) + INDEX_BYTES_PER_RECORD
-            if flat and not _IMMUTABLE.issuperset(map(type, record.values())):
-                flat = False
+        size += estimated_size(page, exact=len(records) < EXACT_SIZES) + INDEX_BYTES_PER_RECORD * len(page)
+        if flat and not all(_IMMUTABLE.issuperset(map(type, r.values())) for r in page):
+            flat = False
         records.extend(page)
         if size > budget_bytes:
             raise OverBudget(f"{len(records):,} records read, about {size / 1e6:.1f} MB")
-    return Preloaded(store, records, fields, handed, size - INDEX_BYTES_PER_RECORD * len(records),
+    out = records
+    if handed is not None and handed != fields:  # the filters' fields are for the index only
+        out = list(map(_projection(handed), records))
+        size += estimated_size(out)
+        if size > budget_bytes:
+            raise OverBudget(f"{len(records):,} records read and their columns kept, about {size / 1e6:.1f} MB")
+    return Preloaded(store, records, fields, out, size - INDEX_BYTES_PER_RECORD * len(records),
                      time.perf_counter() - started, flat)
+
+
+def estimated_size(records: Sequence[Record], exact: bool = False) -> int:
+    """Bytes the records take: each measured when ``exact``, else one in :data:`SAMPLE_EVERY`."""
+    if exact or len(records) <= SAMPLE_EVERY:
+        return sum(map(record_size, records))
+    sample = records[::SAMPLE_EVERY]
+    return sum(map(record_size, sample)) * len(records) // len(sample)
 
 
 def record_size(record: Record) -> int:
