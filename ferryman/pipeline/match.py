@@ -372,7 +372,7 @@ class _Preload:
         log.info("migration %s: preloaded %s records of store %r (about %.1f MB) in %.2f s",
                  spec.name, f"{len(table.records):,}", store.name, table.mb, table.seconds)
         if report is not None:
-            report.preloaded[store.name] = {"records": len(table.records), "mb": round(table.mb, 1)}
+            report.preloaded[store.name] = {"records": len(table.records), "mb": round(table.mb, 3)}
         return table
 
     def _worth_loading(self, groups: list[_Group]) -> bool:
@@ -391,7 +391,10 @@ class _Preload:
                 self.declined = True
                 return False
         probe = _Probe(self.store, [g.filter for g in groups])
-        return any(probe.compares(g.filter) for g in groups)
+        worth = any([probe.compares(g.filter) for g in groups])
+        if self.match.preload:
+            self._warn_unanswered(probe.refused)
+        return worth
 
     def equality_index(self, table: Preloaded, fields: tuple[str, ...],
                        by_values: Mapping[tuple[Any, ...], object]) -> dict[Hashable, list[int]] | None:

@@ -226,3 +226,157 @@ def test_every_path_gives_the_per_filter_result_on_sqlite(sqlite_tables: SqlTabl
 @given(scenario=scenarios())
 def test_every_path_gives_the_per_filter_result_on_servers(server_tables: SqlTables, scenario: dict[str, Any]) -> None:
     assert_every_path_agrees(server_tables.stores(scenario), scenario)
+
+
+# --- preloading -----------------------------------------------------------------------------
+
+
+class CountingStore(MemoryStore):
+    """Counts the reads a Match makes: whole-store reads, single filters, sets of filters."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loads = 0
+        self.filters = 0
+        self.sets = 0
+
+    def match_pages(self, filter, batch_size, columns=None):
+        if filter is None:
+            self.loads += 1
+        else:
+            self.filters += 1
+        return super().match_pages(filter, batch_size, columns)
+
+    def match_pages_in(self, fields, values, batch_size, columns=None):
+        self.sets += 1
+        return super().match_pages_in(fields, values, batch_size, columns)
+
+
+def price_migration(**options: Any) -> type:
+    @migration(source="lines", dest="dst", batch_size=10,
+               match=[Match("products", cardinality=Cardinality.EXACTLY_ONE, **options)])
+    class Prices:
+        def match_with_products(self, record, aggregates, store):
+            return {"sku": f"p{record['product']}"}
+
+        def reduce_from_products(self, aggregates, batch):
+            aggregates["product"] = batch[0]
+
+        def transform(self, aggregates, record):
+            return [{"id": record["id"], "price": aggregates["product"]["price"],
+                     "fields": sorted(aggregates["product"])}]
+
+    return Prices
+
+
+def run_prices(products: Store, **options: Any) -> tuple[MigrationService, Any, MemoryStore]:
+    lines = MemoryStore("lines", records=[{"id": i, "product": i % 7} for i in range(1, 101)])
+    dst = MemoryStore("dst")
+    service = MigrationService([lines, products, dst], [price_migration(**options)], checkpoint_interval=0)
+    result = service.run()
+    return service, result, dst
+
+
+def products_store(n: int = 7) -> CountingStore:
+    return CountingStore("products", records=[{"id": i, "sku": f"p{i}", "price": i * 1.5, "name": "x" * 50}
+                                              for i in range(n)])
+
+
+def test_a_small_store_is_read_once_per_run_and_reported():
+    products = products_store()
+    _, result, dst = run_prices(products)
+    assert result.ok and len(dst.records()) == 100
+    assert (products.loads, products.filters, products.sets) == (1, 0, 0)  # ten pages, one read
+    assert {r["id"]: r["price"] for r in dst.records()}[10] == 3 * 1.5
+    (report,) = result.reports
+    assert report.preloaded["products"]["records"] == 7 and report.preloaded["products"]["mb"] > 0
+    assert report.to_dict()["preloaded"] == report.preloaded
+
+
+def test_a_store_counting_more_than_the_threshold_is_queried():
+    products = products_store()
+    _, result, _ = run_prices(products, preload_max_records=6)
+    assert result.ok and (products.loads, products.sets) == (0, 10)  # one set query per page
+    assert result.reports[0].preloaded == {}
+
+
+def test_preload_false_never_reads_the_whole_store_and_true_ignores_the_threshold():
+    products = products_store()
+    assert run_prices(products, preload=False)[1].ok and products.loads == 0
+    products = products_store()
+    assert run_prices(products, preload=True, preload_max_records=1)[1].ok and products.loads == 1
+
+
+def test_a_store_past_the_memory_budget_is_queried_with_a_warning(caplog):
+    products = products_store(2000)
+    with caplog.at_level(logging.WARNING, logger="ferryman"):
+        _, result, dst = run_prices(products, preload=True, preload_max_mb=0.05)
+    assert result.ok and len(dst.records()) == 100  # the same answers, by queries
+    assert products.loads == 1 and products.sets == 10 and result.reports[0].preloaded == {}
+    (message,) = [r.getMessage() for r in caplog.records if "not preloaded" in r.getMessage()]
+    assert "store 'products' is not preloaded, it outgrew the memory budget of 0.05 MB (preload_max_mb)" in message
+
+
+def test_the_budget_counts_the_records_read(monkeypatch):
+    """The estimate grows with what is read: a budget the records fit in is enough."""
+    budget_mb = 2000 * (preload_module.record_size({"id": 1999, "sku": "p1999", "price": 1.5, "name": "x" * 50})
+                        + preload_module.INDEX_BYTES_PER_RECORD) * 1.2 / 1e6
+    products = products_store(2000)
+    _, result, _ = run_prices(products, preload=True, preload_max_mb=budget_mb)
+    assert products.loads == 1 and products.sets == 0
+    assert 0 < result.reports[0].preloaded["products"]["mb"] <= budget_mb
+
+
+def test_columns_give_reduce_the_key_and_the_columns_only(sqlite_tables: SqlTables):
+    scenario = {"string_keys": False, "matched": [{"id": i, "a": i % 2, "b": "x", "v": i} for i in range(4)]}
+    for stores in (memory_stores(scenario), sqlite_tables.stores(scenario)):
+        for preload in (True, False):
+            products = stores["m"]
+            seen: list[list[str]] = []
+
+            @migration(source="src", dest="dst", match=[Match("m", columns=("v",), preload=preload)])
+            class Columns:
+                def match_with_m(self, record, aggregates, store):
+                    return {"a": record["id"] % 2}
+
+                def reduce_from_m(self, aggregates, batch):
+                    seen.extend(sorted(r) for r in batch)
+
+                def transform(self, aggregates, record):
+                    return [{"id": record["id"]}]
+
+            src = MemoryStore("src", records=[{"id": i} for i in range(1, 4)])
+            assert MigrationService([src, products, MemoryStore("dst")], [Columns]).run().ok
+            assert seen and all(fields == ["id", "v"] for fields in seen), (products, preload)
+
+
+def test_a_store_that_becomes_unusable_while_matching_ends_the_migration():
+    class Gone(MemoryStore):
+        def match_pages_in(self, fields, values, batch_size, columns=None):
+            raise StoreUnusableError("store 'products': table products does not exist")
+
+    _, result, dst = run_prices(Gone("products"), preload=False)
+    (report,) = result.reports
+    assert "table products does not exist" in report.fatal_error and report.failed == 0
+    assert dst.records() == []
+
+
+def test_preload_true_keeps_the_databases_comparison_where_python_differs(mysql_url, caplog):
+    """MariaDB's collation finds 'P1' for 'p1': a dict keyed in Python would not, so those
+    filters are still queried, and the Match says so once."""
+    engine = sa.create_engine(mysql_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE products (id INTEGER PRIMARY KEY, sku VARCHAR(10), price FLOAT, "
+                             "name VARCHAR(60))")
+        conn.execute(sa.text("INSERT INTO products VALUES (:id, :sku, :price, 'n')"),
+                     [{"id": i, "sku": f"P{i}", "price": i * 1.5} for i in range(7)])
+    engine.dispose()
+    products = SqlStore("products", mysql_url, "products")
+    try:
+        with caplog.at_level(logging.WARNING, logger="ferryman"):
+            _, result, dst = run_prices(products, preload=True)
+    finally:
+        products.close()
+    assert result.ok and {r["id"]: r["price"] for r in dst.records()}[10] == 3 * 1.5
+    warnings = [r.getMessage() for r in caplog.records if "does not compare field 'sku'" in r.getMessage()]
+    assert len(warnings) == 1
