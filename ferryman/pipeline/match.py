@@ -232,9 +232,18 @@ class Matcher:
             if index is None:
                 left[fields] = by_values
                 continue
-            single = len(fields) == 1
+            get, pages_at, single = index.get, table.pages_at, len(fields) == 1
             for values, slot in by_values.items():
-                for page in table.pages_at(index.get(values[0] if single else values, ()), batch_size):
+                positions = get(values[0] if single else values)
+                if positions is None:
+                    continue  # no match: finish() checks the count of 0
+                if len(slot) == 1:  # the usual: one group per value
+                    group = slot[0]
+                    for page in pages_at(positions, batch_size):
+                        if not take(group, page):
+                            break
+                    continue
+                for page in pages_at(positions, batch_size):
                     if not any([take(group, page) for group in slot]):
                         break
         return left

@@ -95,7 +95,9 @@ class Preloaded:
     def pages_at(self, positions: Sequence[int], batch_size: int) -> Iterable[list[Record]]:
         """Copies of the records at ``positions`` (ascending), in pages of ``batch_size``."""
         records, copy_of = self._out, self._copy
-        if len(positions) <= batch_size:  # the usual lookup: a page or none, made at once
+        if len(positions) == 1:  # the usual lookup: one record
+            return [[copy_of(records[positions[0]])]]
+        if len(positions) <= batch_size:
             return [list(map(copy_of, map(records.__getitem__, positions)))] if positions else []
         return (list(map(copy_of, map(records.__getitem__, positions[start:start + batch_size])))
                 for start in range(0, len(positions), batch_size))
