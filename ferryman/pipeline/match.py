@@ -370,12 +370,12 @@ class _Preload:
             self.table = load(store, match.columns, named, match.preload_max_mb * 1e6)
         except OverBudget as over:
             self._decline(spec, f"it outgrew the memory budget of {match.preload_max_mb:g} MB "
-                                f"(preload_max_mb) at {over.args[0]}", logging.WARNING)
+                                f"(preload_max_mb) at {over.args[0]}")
             return None
         except StoreUnusableError:
             raise
         except Exception as exc:
-            self._decline(spec, f"it could not be read: {describe_error(exc)}", logging.WARNING)
+            self._decline(spec, f"it could not be read: {describe_error(exc)}")
             return None
         table = self.table
         log.info("migration %s: preloaded %s records of store %r (about %.1f MB) in %.2f s",
@@ -432,9 +432,9 @@ class _Preload:
                         "(a case-insensitive collation, another type); filters on it are queried",
                         self.match.store, self.store.name, name)
 
-    def _decline(self, spec: MigrationSpec, why: str, level: int) -> None:
+    def _decline(self, spec: MigrationSpec, why: str) -> None:
         self.declined = True
-        log.log(level, "migration %s: store %r is not preloaded, %s; its matches are queried page by page",
+        log.warning("migration %s: store %r is not preloaded, %s; its matches are queried page by page",
                 spec.name, self.store.name, why)
 
 
