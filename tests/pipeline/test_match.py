@@ -307,13 +307,24 @@ def test_preload_false_never_reads_the_whole_store_and_true_ignores_the_threshol
     assert run_prices(products, preload=True, preload_max_records=1)[1].ok and products.loads == 1
 
 
-def test_a_store_past_the_memory_budget_is_queried_with_a_warning(caplog):
+@pytest.fixture
+def warnings_logged(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
+    """ferryman's warnings, even where the CLI's console handler stops them reaching the root."""
+    logger = logging.getLogger("ferryman")
+    logger.addHandler(caplog.handler)
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    yield caplog
+    logger.setLevel(level)
+    logger.removeHandler(caplog.handler)
+
+
+def test_a_store_past_the_memory_budget_is_queried_with_a_warning(warnings_logged):
     products = products_store(2000)
-    with caplog.at_level(logging.WARNING, logger="ferryman"):
-        _, result, dst = run_prices(products, preload=True, preload_max_mb=0.05)
+    _, result, dst = run_prices(products, preload=True, preload_max_mb=0.05)
     assert result.ok and len(dst.records()) == 100  # the same answers, by queries
     assert products.loads == 1 and products.sets == 10 and result.reports[0].preloaded == {}
-    (message,) = [r.getMessage() for r in caplog.records if "not preloaded" in r.getMessage()]
+    (message,) = [r.getMessage() for r in warnings_logged.records if "not preloaded" in r.getMessage()]
     assert "store 'products' is not preloaded, it outgrew the memory budget of 0.05 MB (preload_max_mb)" in message
 
 
@@ -361,7 +372,7 @@ def test_a_store_that_becomes_unusable_while_matching_ends_the_migration():
     assert dst.records() == []
 
 
-def test_preload_true_keeps_the_databases_comparison_where_python_differs(mysql_url, caplog):
+def test_preload_true_keeps_the_databases_comparison_where_python_differs(mysql_url, warnings_logged):
     """MariaDB's collation finds 'P1' for 'p1': a dict keyed in Python would not, so those
     filters are still queried, and the Match says so once."""
     engine = sa.create_engine(mysql_url)
@@ -373,10 +384,9 @@ def test_preload_true_keeps_the_databases_comparison_where_python_differs(mysql_
     engine.dispose()
     products = SqlStore("products", mysql_url, "products")
     try:
-        with caplog.at_level(logging.WARNING, logger="ferryman"):
-            _, result, dst = run_prices(products, preload=True)
+        _, result, dst = run_prices(products, preload=True)
     finally:
         products.close()
     assert result.ok and {r["id"]: r["price"] for r in dst.records()}[10] == 3 * 1.5
-    warnings = [r.getMessage() for r in caplog.records if "does not compare field 'sku'" in r.getMessage()]
+    warnings = [r.getMessage() for r in warnings_logged.records if "does not compare field 'sku'" in r.getMessage()]
     assert len(warnings) == 1
