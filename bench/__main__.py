@@ -2,7 +2,7 @@
 
 Examples::
 
-    python -m bench                      # W1, W2, W3 at 1M rows + scaling 10k/100k/1M, 3 reps
+    python -m bench                      # W1-W4 at 1M rows + scaling 10k/100k/1M, 3 reps
     python -m bench --quick              # the same at 100k rows (scaling 10k/100k)
     python -m bench --scaling --with-10m # only the scaling suite, up to 10M rows
     python -m bench --profile W1/ferryman-durable --size 100000

@@ -56,6 +56,42 @@ CREATE TABLE area_stats (
 )
 """
 
+PRODUCTS_DDL = "CREATE TABLE products (id INTEGER PRIMARY KEY, sku TEXT NOT NULL UNIQUE, name TEXT NOT NULL, price REAL NOT NULL)"
+PRICE_HISTORY_DDL = """
+CREATE TABLE price_history (
+    id INTEGER PRIMARY KEY,
+    product_id INTEGER NOT NULL,
+    valid_from TEXT NOT NULL,
+    price REAL NOT NULL
+)
+"""
+PRICE_HISTORY_INDEX = "CREATE INDEX price_history_product ON price_history (product_id)"
+ORDER_LINES_DDL = """
+CREATE TABLE order_lines (
+    id INTEGER PRIMARY KEY,
+    order_id INTEGER NOT NULL,
+    product_id INTEGER NOT NULL,
+    quantity INTEGER NOT NULL
+)
+"""
+LINE_TOTALS_DDL = """
+CREATE TABLE line_totals (
+    id INTEGER PRIMARY KEY,
+    product_id INTEGER NOT NULL,
+    sku TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    amount REAL NOT NULL,
+    price_changes INTEGER NOT NULL,
+    highest_price REAL
+)
+"""
+
+LINES_PER_PRODUCT = 100
+"""W4 has one product per this many order lines: 10k products for 1M lines."""
+PRICES_PER_PRODUCT = 3
+NO_HISTORY_EVERY = 7
+"""Every 7th product has no price history, so its lines match no price (ZERO_OR_MORE)."""
+
 TEMPS_PER_AREA = 100
 """W2 has one area per this many temps: 10k areas for 1M temps, as in mjg's example."""
 EMPTY_AREA_EVERY = 97
@@ -189,6 +225,49 @@ def areas_temps_db(size: int, cache_dir: Path) -> Path:
         conn.execute("ANALYZE")
 
     return _build(cache_dir / f"areas-temps-{size}-v{GENERATOR_VERSION}.db", fill)
+
+
+def n_products_for(n_lines: int) -> int:
+    return max(1, n_lines // LINES_PER_PRODUCT)
+
+
+def products(n_products: int, seed: int = SEED) -> Iterator[tuple[object, ...]]:
+    rng = random.Random(seed + 3)
+    for i in range(1, n_products + 1):
+        yield (i, f"SKU-{i:07d}", _name(rng), round(rng.uniform(0.5, 500.0), 2))
+
+
+def price_history(n_products: int, seed: int = SEED) -> Iterator[tuple[object, ...]]:
+    """Earlier prices of the products (none for every 7th), in random order of product."""
+    rng = random.Random(seed + 4)
+    entries = [(p, k) for p in range(1, n_products + 1) if p % NO_HISTORY_EVERY != 0
+               for k in range(PRICES_PER_PRODUCT)]
+    rng.shuffle(entries)
+    for i, (product_id, k) in enumerate(entries, 1):
+        yield (i, product_id, (_EPOCH + timedelta(days=30 * k)).date().isoformat(), round(rng.uniform(0.5, 500.0), 2))
+
+
+def order_lines(n_lines: int, n_products: int, seed: int = SEED) -> Iterator[tuple[object, ...]]:
+    rng = random.Random(seed + 5)
+    for i in range(1, n_lines + 1):
+        yield (i, 1 + i // 4, rng.randint(1, n_products), rng.randint(1, 20))
+
+
+def lookup_db(size: int, cache_dir: Path) -> Path:
+    """The W4 source: ``order_lines`` (size), ``products`` (size/100) and their
+    ``price_history`` (3 per product but every 7th, indexed on product_id)."""
+    n_products = n_products_for(size)
+
+    def fill(conn: sqlite3.Connection) -> None:
+        for ddl in (PRODUCTS_DDL, PRICE_HISTORY_DDL, ORDER_LINES_DDL):
+            conn.execute(ddl)
+        _insert(conn, "products", products(n_products), 4)
+        _insert(conn, "price_history", price_history(n_products), 4)
+        _insert(conn, "order_lines", order_lines(size, n_products), 4)
+        conn.execute(PRICE_HISTORY_INDEX)
+        conn.execute("ANALYZE")
+
+    return _build(cache_dir / f"lookup-{size}-v{GENERATOR_VERSION}.db", fill)
 
 
 def create_table(path: Path, ddl: str) -> None:

@@ -21,6 +21,8 @@ from .defaults import (
     DEFAULT_RETRY_DELAY,
     DEFAULT_RETRY_TIMES,
     DEFAULT_SAVE_BATCH_SIZE,
+    PRELOAD_MAX_MB,
+    PRELOAD_MAX_RECORDS,
 )
 from .errors import MigrationDefinitionError
 
@@ -81,19 +83,48 @@ def method_suffix(store_name: str) -> str:
 
 @dataclass(frozen=True)
 class Match:
-    """A related store whose matching records are reduced into each input record's aggregates."""
+    """A related store whose matching records are reduced into each input record's aggregates.
+
+    ``columns`` names the fields ``reduce_from_*`` needs (None: whole records); the records it
+    receives then hold those fields, the store's key and the fields the filter names, which
+    ferryman needs to page and share out the matches. ``preload`` loads the store into memory
+    once per migration and answers every page's filters from there: True always (within
+    ``preload_max_mb``), False never, None when the store counts at most ``preload_max_records``
+    records. How matching picks its path is described in ``ferryman/pipeline/match.py``.
+    """
 
     store: str
     cardinality: Cardinality = Cardinality.ZERO_OR_MORE
     batch_size: int = DEFAULT_BATCH_SIZE
     order: int = DEFAULT_ORDER
     retry: Retry = field(default_factory=Retry)
+    columns: tuple[str, ...] | None = None
+    preload: bool | None = None
+    preload_max_records: int = PRELOAD_MAX_RECORDS
+    preload_max_mb: float = PRELOAD_MAX_MB
 
     def __post_init__(self) -> None:
+        label = f"Match({self.store!r})"
         if not isinstance(self.store, str) or not self.store:
             raise ValueError(f"Match needs a store name, got {self.store!r}")
         object.__setattr__(self, "cardinality", Cardinality(self.cardinality))
-        _check_positive(f"Match({self.store!r}).batch_size", self.batch_size)
+        _check_positive(f"{label}.batch_size", self.batch_size)
+        if self.columns is not None:
+            columns = (self.columns,) if isinstance(self.columns, str) else self.columns
+            try:
+                columns = tuple(columns)
+            except TypeError:
+                columns = ()
+            if not columns or not all(isinstance(c, str) and c for c in columns):
+                raise ValueError(f"{label}.columns must be field names (a non-empty tuple of "
+                                 f"strings) or None, got {self.columns!r}")
+            object.__setattr__(self, "columns", tuple(dict.fromkeys(columns)))
+        if not (self.preload is None or isinstance(self.preload, bool)):
+            raise ValueError(f"{label}.preload must be True, False or None (automatic), got {self.preload!r}")
+        _check_positive(f"{label}.preload_max_records", self.preload_max_records)
+        if (not isinstance(self.preload_max_mb, (int, float)) or isinstance(self.preload_max_mb, bool)
+                or not self.preload_max_mb > 0):
+            raise ValueError(f"{label}.preload_max_mb must be a number of MB > 0, got {self.preload_max_mb!r}")
 
     @property
     def match_method(self) -> str:

@@ -23,3 +23,11 @@ budget): a run where every record fails the same way ends in seconds, not after 
 
 FAILURE_RATIO_MIN_RECORDS = 1_000
 """A failure budget given as a ratio is judged once a run attempted this many records."""
+
+PRELOAD_MAX_RECORDS = 100_000
+"""A matched store with at most this many records (``Store.count()``) is loaded into memory once
+per migration when its ``Match`` leaves ``preload`` to ferryman (``preload=None``)."""
+
+PRELOAD_MAX_MB = 256.0
+"""Memory budget of one preloaded store, in MB (its records as Python objects, estimated while
+loading). A store that outgrows it is not preloaded: its matches are queried page by page."""

@@ -46,6 +46,8 @@ class MigrationReport:
     held_back_by: list[str] = field(default_factory=list)
     held_back_reason: str | None = None
     """Why it was held back, when not because ``held_back_by`` failed."""
+    preloaded: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Matched stores read into memory once for this run: ``{"records": n, "mb": estimate}``."""
     started_at: float | None = None
     finished_at: float | None = None
 

@@ -21,7 +21,7 @@ from .declare import MigrationSpec
 from .defaults import DEFAULT_ALL_FAILED_LIMIT, FAILURE_RATIO_MIN_RECORDS
 from .events import RunObserver
 from .errors import LeaseLostError, LedgerWriteError, StopRequested, StoreUnusableError
-from .pipeline.match import match_and_reduce, start_reduction
+from .pipeline.match import Matcher, start_reduction
 from .pipeline.pages import SourceUnreadable, pages_by_id, source_pages, with_retry
 from .pipeline.save import PendingSave, Saver
 from .pipeline.transform import transform, transform_records
@@ -67,6 +67,7 @@ class MigrationRunner:
             journal_for=(lambda ids: ledger.journal_for(spec.identity, ids)) if ledger.journals else None,
             should_stop=lambda: stop.requested, before_write=ledger.assert_held,
         )
+        self.matcher = Matcher(spec, instance, stores, report)
         self._by_column = getattr(instance, "start_reduction", None) is None and not spec.matches
         """No matching: records need no Work each on their way (see :class:`Attempt`)."""
         self._attempts: dict[tuple[RecordId, Phase], int] = {}
@@ -231,7 +232,7 @@ class MigrationRunner:
         works = [Work(record, record_id) for record_id, record in zip(ids, records)]
         if works:
             start_reduction(self.spec, self.instance, works)
-            match_and_reduce(self.spec, self.instance, works, self.stores)
+            self.matcher.match_and_reduce(works)
             transform(self.spec, self.instance, works)
         return Attempt.of_works(works)
 

@@ -106,7 +106,7 @@ def test_equal_filters_share_one_query_and_reduce_once_per_page():
             reads.append((dict(filter or {}), after))
             return super().read_page(filter, after, limit)
 
-    @migration(source="src", dest="dst", match=[Match("groups", batch_size=2)])
+    @migration(source="src", dest="dst", match=[Match("groups", batch_size=2, preload=False)])
     class SumGroup:
         def start_reduction(self, record, aggregates):
             aggregates["pages"] = 0
@@ -231,12 +231,12 @@ def test_equality_filters_on_one_field_are_answered_by_one_query():
     reads = []
 
     class CountingStore(MemoryStore):
-        def read_page(self, filter, after, limit):
-            reads.append(filter)
-            return super().read_page(filter, after, limit)
+        def match_pages_in(self, fields, values, batch_size, columns=None):
+            reads.append((fields, values))
+            return super().match_pages_in(fields, values, batch_size, columns)
 
     @migration(source="src", dest="dst",
-               match=[Match("products", cardinality=Cardinality.EXACTLY_ONE, batch_size=3)])
+               match=[Match("products", cardinality=Cardinality.EXACTLY_ONE, batch_size=3, preload=False)])
     class Price:
         def match_with_products(self, record, aggregates, store):
             return {"sku": f"p{record['id'] % 5}"}
@@ -253,7 +253,7 @@ def test_equality_filters_on_one_field_are_answered_by_one_query():
     dst = MemoryStore("dst")
     progress = MigrationProgress()
     result = run([Price], numbers(10), products, dst, progress=progress)
-    assert len(reads) == 2  # one page of 3, one of 2: for ten records and five filters
+    assert reads == [(("sku",), [("p1",), ("p2",), ("p3",), ("p4",), ("p0",)])]  # ten records, one query
     assert {r["id"]: r["price"] for r in dst.records()} == {
         1: [10], 2: [20], 5: [0], 6: [10], 7: [20], 10: [0]}
     failed = {f.id: f.cause for _, f in progress.failed_records()}

@@ -10,6 +10,7 @@ import sqlite3
 
 from ..workloads.base import Job, Output
 from ..workloads.copy import COLUMNS
+from ..workloads.lookup_join import EXPECTED_SQL as LINE_TOTALS_SQL
 from ..workloads.match_reduce import EXPECTED_SQL
 
 
@@ -39,6 +40,18 @@ def area_stats_group_by(job: Job) -> Output:
     try:
         with conn:
             conn.execute(f"INSERT INTO main.area_stats (id, code, avg_value, n) {EXPECTED_SQL}")
+    finally:
+        conn.close()
+    return {}
+
+
+def line_totals_join(job: Job) -> Output:
+    """W4: one ``INSERT ... SELECT`` joining the lines to products and price history."""
+    conn = _attached(job)
+    try:
+        with conn:
+            conn.execute("INSERT INTO main.line_totals (id, product_id, sku, quantity, amount, price_changes, "
+                         f"highest_price) {LINE_TOTALS_SQL}")
     finally:
         conn.close()
     return {}

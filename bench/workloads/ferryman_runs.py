@@ -9,11 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ferryman import Match, MigrationService, Retry, SqlStore, Store, migration
+from ferryman import Cardinality, Match, MigrationService, Retry, SqlStore, Store, migration
 
 from .base import Job, Output
 from .copy import transform_station
 from .failures import fails_in_transform
+from .lookup_join import line_total
 from .match_reduce import average
 
 
@@ -37,7 +38,8 @@ class CopyStationsWithFailures:
         return None  # not handled: the duplicate stands and the record is failed
 
 
-@migration(source="areas", dest="area_stats", match=[Match("temps")])
+# Only the value is needed: temps' index on (area_code, value) then answers the query alone.
+@migration(source="areas", dest="area_stats", match=[Match("temps", columns=("value",))])
 class AreaStats:
     def start_reduction(self, record: dict[str, Any], aggregates: dict[str, Any]) -> None:
         aggregates["total"] = 0.0
@@ -53,6 +55,37 @@ class AreaStats:
     def transform(self, aggregates: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
         n = aggregates["n"]
         return [{"id": record["id"], "code": record["code"], "avg_value": average(aggregates["total"], n), "n": n}]
+
+
+@migration(source="order_lines", dest="line_totals", match=[
+    Match("products", cardinality=Cardinality.EXACTLY_ONE, columns=("sku", "price")),
+    Match("price_history", columns=("price",)),
+])
+class LineTotals:
+    def start_reduction(self, record: dict[str, Any], aggregates: dict[str, Any]) -> None:
+        aggregates["prices"] = []
+
+    def match_with_products(self, record: dict[str, Any], aggregates: dict[str, Any], store: Any) -> dict[str, Any]:
+        return {"id": record["product_id"]}
+
+    def reduce_from_products(self, aggregates: dict[str, Any], batch: list[dict[str, Any]]) -> None:
+        aggregates["product"] = batch[0]
+
+    def match_with_price_history(self, record: dict[str, Any], aggregates: dict[str, Any],
+                                 store: Any) -> dict[str, Any]:
+        return {"product_id": record["product_id"]}
+
+    def reduce_from_price_history(self, aggregates: dict[str, Any], batch: list[dict[str, Any]]) -> None:
+        aggregates["prices"].extend(h["price"] for h in batch)
+
+    def transform(self, aggregates: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
+        product = aggregates["product"]
+        row = line_total(record["id"], record["product_id"], product["sku"], record["quantity"], product["price"],
+                         aggregates["prices"])
+        return [dict(zip(LINE_TOTAL_FIELDS, row))]
+
+
+LINE_TOTAL_FIELDS = ("id", "product_id", "sku", "quantity", "amount", "price_changes", "highest_price")
 
 
 def _sqlite(name: str, path: str, table: str) -> SqlStore:
@@ -98,3 +131,12 @@ def area_stats(job: Job) -> Output:
         _sqlite("area_stats", job.dest, "area_stats"),
     ]
     return _run(stores, AreaStats, job.ledger)
+
+
+def line_totals(job: Job) -> Output:
+    """W4 with the durable ledger; both matched stores are small enough to be preloaded."""
+    stores: list[Store] = [
+        _sqlite(name, job.source, name) for name in ("order_lines", "products", "price_history")
+    ]
+    stores.append(_sqlite("line_totals", job.dest, "line_totals"))
+    return _run(stores, LineTotals, job.ledger)

@@ -2,8 +2,9 @@
 
     pages.py      source pages in key order (RETRY ids first), minus succeeded and IGNORE ids
        |
-    match.py      start_reduction, then for each Match: match_with_* -> one query per distinct
-       |          filter -> reduce_from_* once per page of matches
+    match.py      start_reduction, then for each Match: match_with_* -> a preloaded store
+       |          (preload.py), one set query, or one query per distinct filter -> reduce_from_*
+       |          once per page of matches
     transform.py  transform(aggregates, record) -> outputs, cardinality checked
        |
     save.py       outputs of many records per save_all; a failing batch is split (named duplicates

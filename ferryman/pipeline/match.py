@@ -1,25 +1,46 @@
-"""start_reduction, then each Match: filters grouped by equality, as few queries as possible.
+"""start_reduction, then each Match: a page's filters answered with as few reads as possible.
 
-Records whose ``match_with_*`` returns equal filters share one paged query, and
-``reduce_from_*`` is called for each of them once per page of matches (mjg's design, which
-only worked when filter sets implemented equality; dict filters always do here). When a page's
-filters are all equalities on one field and the store compares like Python
-(:meth:`Store.can_match_in`), one ``{field: [values]}`` query serves them all and each record's
-reduce receives its share of every page.
+For each Match, in order (a later ``order`` sees the aggregates of earlier ones), over the records
+still alive: ``match_with_*`` gives each record a filter, and records with equal filters form a
+group that shares every page of matches. The groups are then answered by the first path that can:
 
-A matching store that cannot be read fails the records that needed it, with the match's retry;
-one that is unusable (:class:`~ferryman.errors.StoreUnusableError`: no such table, no permission)
-ends the migration instead, as no record could get past it.
+1. **Preloaded** (``Match.preload``; ``preload.py``): the store read into memory once per
+   migration, when asked to (True), or automatically (None) when its ``count()`` is at most
+   ``Match.preload_max_records``, within ``Match.preload_max_mb``. It answers every dict filter
+   whose fields the store compares as Python does (:meth:`Store.can_match_in`: no
+   case-insensitive collation, no type coercion); others go on to 2 and 3.
+2. **Set-oriented**: equality filters on the same fields (``{"a": x}``, ``{"a": x, "b": y}``;
+   no None, no lists) go to :meth:`Store.match_pages_in` together; on SQL that is one streamed
+   ``IN`` (or row-value ``IN``) query per page of records.
+3. **Per filter**: anything else (lists, None, ``{}``, native filters) goes filter by filter
+   through :meth:`Store.match_pages`.
+
+Every path hands each group the same pages in the same order (key order, ``Match.batch_size``
+records but the last), so cardinality checks, ``reduce_from_*`` calls (once per page for each
+member), failures and retries are the same whichever answers. A store that cannot be read fails
+the groups it was to answer, with the Match's retry; :class:`StoreUnusableError` ends the
+migration instead.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Hashable
+import logging
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from contextlib import closing
+from typing import Any, TypeVar
 
 from ..declare import Match, MigrationSpec
 from ..errors import CardinalityError, StoreUnusableError
+from ..report import MigrationReport
 from ..stores.base import Store
-from .work import Phase, Work, live
+from ..stores.common import IN_TYPES
+from ..types import Record
+from .preload import OverBudget, Preloaded, load
+from .work import Phase, Work, describe_error
+
+log = logging.getLogger("ferryman")
+
+T = TypeVar("T")
 
 
 def start_reduction(spec: MigrationSpec, instance: Any, works: list[Work]) -> None:
@@ -34,17 +55,12 @@ def start_reduction(spec: MigrationSpec, instance: Any, works: list[Work]) -> No
             w.fail(Phase.START, exc, spec.load_retry)
 
 
-def match_and_reduce(spec: MigrationSpec, instance: Any, works: list[Work], stores: dict[str, Store]) -> None:
-    """Run every Match of the migration, in order, over the records still alive."""
-    for match in spec.matches:
-        alive = live(works)
-        if not alive:
-            return
-        _run_match(spec, instance, match, stores[match.store], alive)
-
-
 def filter_key(flt: Any) -> Hashable:
     """A hashable key equal for equal filters; "in" values compare as sets."""
+    if type(flt) is dict and len(flt) == 1:  # the usual {field: value}, first and fast
+        for name, value in flt.items():
+            if type(value) is int or type(value) is str:
+                return (name, value)
     if isinstance(flt, dict):
         try:
             return tuple(sorted((k, _value_key(v)) for k, v in flt.items()))
@@ -58,125 +74,395 @@ def filter_key(flt: Any) -> Hashable:
 
 
 def _value_key(value: Any) -> Hashable:
-    if isinstance(value, (list, tuple, set, frozenset)):
+    if isinstance(value, IN_TYPES):
         return ("in", frozenset(value))
     hash(value)
     return value
 
 
-def _run_match(spec: MigrationSpec, instance: Any, match: Match, store: Store, works: list[Work]) -> None:
-    match_with: Callable[..., Any] = getattr(instance, match.match_method)
-    groups: dict[Hashable, tuple[Any, list[Work]]] = {}
-    for w in works:
-        try:
-            flt = match_with(w.record, w.aggregates, store)
-        except Exception as exc:
-            w.fail(Phase.MATCH, exc, match.retry)
-            continue
-        if flt is not None:
-            groups.setdefault(filter_key(flt), (flt, []))[1].append(w)
-        elif match.cardinality.strict:  # None: no match, which a strict cardinality forbids
-            w.fail(Phase.MATCH, CardinalityError(
-                f"migration {spec.name}: {match.match_method} returned None (no match), but "
-                f"Match({match.store!r}) requires {match.cardinality.value} record(s)"), None)
-    reduce_from: Callable[..., Any] = getattr(instance, match.reduce_method)
-    field = _shared_equality_field(groups)
-    if field is not None:
-        by_value = {flt[field]: members for flt, members in groups.values()}
-        if store.can_match_in(field, list(by_value)):
-            _reduce_by_value(spec, match, store, field, by_value, reduce_from)
-            return
-    for flt, members in groups.values():
-        _reduce_group(spec, match, store, flt, members, reduce_from)
+class _Group:
+    """The records whose filters are equal: they share every page of matches."""
+
+    __slots__ = ("filter", "shape", "members", "count", "ended")
+
+    def __init__(self, flt: Any, shape: tuple[tuple[str, ...], tuple[Any, ...]] | None) -> None:
+        self.filter = flt
+        self.shape = shape
+        """``(fields, values)`` of a filter of plain equalities, else None."""
+        self.members: list[Work] = []
+        self.count = 0
+        self.ended = False
 
 
-def _shared_equality_field(groups: dict[Hashable, tuple[Any, list[Work]]]) -> str | None:
-    """The field when every filter is ``{field: scalar}`` on the same field (and there are two+)."""
-    if len(groups) < 2:
-        return None
-    field = None
-    for flt, _ in groups.values():
-        if not isinstance(flt, dict) or len(flt) != 1:
-            return None
-        (name, value), = flt.items()
-        if (field is not None and name != field) or isinstance(value, (list, tuple, set, frozenset, dict)):
-            return None
-        field = name
-    return field
+class _Reducer:
+    """One Match over one page of records: hands pages to groups, checks cardinality."""
+
+    def __init__(self, spec: MigrationSpec, match: Match, reduce_from: Callable[..., Any]) -> None:
+        self.spec = spec
+        self.match = match
+        self.reduce_from = reduce_from
+        self.least, self.most = match.cardinality.bounds
+
+    def take(self, group: _Group, page: list[Record]) -> bool:
+        """``reduce_from_*`` of ``page`` for each member still alive; False once the group
+        needs no more pages (its cardinality is already violated)."""
+        if group.ended:
+            return False
+        group.count += len(page)
+        if group.count > self.most:  # can no longer conform: fail early
+            self._fail_cardinality(group, early=True)
+            return False
+        reduce_from, retry = self.reduce_from, self.match.retry
+        for w in group.members:
+            if w.error is None:
+                try:
+                    reduce_from(w.aggregates, page)
+                except Exception as exc:  # this record fails alone
+                    w.fail(Phase.MATCH, exc, retry)
+        return True
+
+    def finish(self, groups: Iterable[_Group]) -> None:
+        """After the last page: a count the cardinality forbids fails the group."""
+        least, most = self.least, self.most
+        for group in groups:
+            if not group.ended and not least <= group.count <= most:
+                self._fail_cardinality(group, early=False)
+
+    def unreadable(self, groups: Iterable[_Group], error: Exception) -> None:
+        """The store failed while answering ``groups``: their records fail, a retry may help."""
+        for group in groups:
+            group.ended = True
+            for w in group.members:
+                if w.error is None:
+                    w.fail(Phase.MATCH, error, self.match.retry)
+
+    def _fail_cardinality(self, group: _Group, early: bool) -> None:
+        group.ended = True
+        found = f"at least {group.count}" if early else str(group.count)
+        error = CardinalityError(
+            f"migration {self.spec.name}: Match({self.match.store!r}) requires "
+            f"{self.match.cardinality.value} record(s) per filter, but filter {group.filter!r} "
+            f"matched {found}"
+        )
+        for w in group.members:
+            if w.error is None:
+                w.fail(Phase.MATCH, error, None)
 
 
-def _reduce_by_value(
-    spec: MigrationSpec, match: Match, store: Store, field: str, by_value: dict[Any, list[Work]],
-    reduce_from: Callable[..., Any],
-) -> None:
-    counts = dict.fromkeys(by_value, 0)
-    try:
-        for page in store.scan({field: list(by_value)}, match.batch_size):
-            shares: dict[Any, list[Any]] = {}
-            for record in page:
-                shares.setdefault(record[field], []).append(record)
-            for value, share in shares.items():
-                members = by_value[value]
-                counts[value] += len(share)
-                if not match.cardinality.allows_so_far(counts[value]):
-                    _fail_cardinality(spec, match, {field: value}, counts[value], members, early=True)
-                else:
-                    _reduce_members(match, members, share, reduce_from)
-    except StoreUnusableError:
-        raise  # the store, not these records: the runner ends the migration
-    except Exception as exc:  # the matching store could not be read: retry these records
-        for members in by_value.values():
-            for w in live(members):
-                w.fail(Phase.MATCH, exc, match.retry)
-        return
-    for value, members in by_value.items():
-        if not match.cardinality.allows(counts[value]):
-            _fail_cardinality(spec, match, {field: value}, counts[value], members, early=False)
+class Matcher:
+    """The Matches of one migration for the length of a run: runs them page after page, and
+    keeps the stores it preloaded (read once per run, at the first page that needs them)."""
 
+    def __init__(self, spec: MigrationSpec, instance: Any, stores: Mapping[str, Store],
+                 report: MigrationReport | None = None) -> None:
+        self.spec = spec
+        self.instance = instance
+        self.stores = stores
+        self.report = report
+        self._preloads: dict[str, _Preload] = {
+            m.store: _Preload(m, stores[m.store]) for m in spec.matches if m.preload is not False
+        }
 
-def _fail_cardinality(
-    spec: MigrationSpec, match: Match, flt: Any, count: int, members: list[Work], early: bool
-) -> None:
-    error = _cardinality_error(spec, match, flt, count, early)
-    for w in live(members):
-        w.fail(Phase.MATCH, error, None)
-
-
-def _reduce_group(
-    spec: MigrationSpec, match: Match, store: Store, flt: Any, members: list[Work],
-    reduce_from: Callable[..., Any],
-) -> None:
-    count = 0
-    try:
-        for page in store.scan(flt, match.batch_size):
-            count += len(page)
-            if not match.cardinality.allows_so_far(count):
-                _fail_cardinality(spec, match, flt, count, members, early=True)
+    def match_and_reduce(self, works: list[Work]) -> None:
+        """Run every Match of the migration, in order, over the records still alive."""
+        for match in self.spec.matches:
+            alive = [w for w in works if w.error is None and not w.saved]
+            if not alive:
                 return
-            _reduce_members(match, members, page, reduce_from)
-    except StoreUnusableError:
-        raise  # the store, not these records: the runner ends the migration
-    except Exception as exc:  # the matching store could not be read: retry these records
-        for w in live(members):
-            w.fail(Phase.MATCH, exc, match.retry)
-        return
-    if not match.cardinality.allows(count):
-        _fail_cardinality(spec, match, flt, count, members, early=False)
+            self._run(match, alive)
 
+    def _run(self, match: Match, works: list[Work]) -> None:
+        store = self.stores[match.store]
+        groups = self._groups(match, store, works)
+        if not groups:
+            return
+        reducer = _Reducer(self.spec, match, getattr(self.instance, match.reduce_method))
+        shapes, others = _by_shape(groups)
+        preload = self._preloads.get(match.store)
+        if preload is not None:
+            table = preload.table_for(groups, self.spec, self.report)
+            if table is not None:
+                shapes = self._from_preload(preload, table, reducer, shapes)
+                others = self._others_from_preload(preload, table, reducer, others)
+        others += self._by_sets(reducer, store, shapes)
+        for group in others:
+            self._by_filter(reducer, store, group)
+        reducer.finish(groups)
 
-def _reduce_members(match: Match, members: list[Work], batch: list[Any], reduce_from: Callable[..., Any]) -> None:
-    """``reduce_from_*`` for each member still alive; one that raises fails alone."""
-    for w in members:
-        if w.error is None:
+    def _groups(self, match: Match, store: Store, works: list[Work]) -> list[_Group]:
+        """``match_with_*`` for each record; records with equal filters share a group."""
+        match_with: Callable[..., Any] = getattr(self.instance, match.match_method)
+        groups: dict[Hashable, _Group] = {}
+        for w in works:
             try:
-                reduce_from(w.aggregates, batch)
+                flt = match_with(w.record, w.aggregates, store)
             except Exception as exc:
                 w.fail(Phase.MATCH, exc, match.retry)
+                continue
+            if flt is None:
+                if match.cardinality.strict:  # None: no match, which a strict cardinality forbids
+                    w.fail(Phase.MATCH, CardinalityError(
+                        f"migration {self.spec.name}: {match.match_method} returned None (no match), but "
+                        f"Match({match.store!r}) requires {match.cardinality.value} record(s)"), None)
+                continue
+            if type(flt) is dict and len(flt) == 1:  # the usual {field: value}, without filter_key
+                (name, value), = flt.items()
+                if type(value) is int or type(value) is str:
+                    key: Hashable = (name, value)
+                    group = groups.get(key)
+                    if group is None:
+                        group = groups[key] = _Group(flt, ((name,), (value,)))
+                    group.members.append(w)
+                    continue
+            key = filter_key(flt)
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = _Group(flt, _equality_shape(flt))
+            group.members.append(w)
+        return list(groups.values())
+
+    def _from_preload(self, preload: _Preload, table: Preloaded, reducer: _Reducer, shapes: _Shapes) -> _Shapes:
+        """Answer the equality groups the preloaded store can (a dict lookup each); the shapes
+        left for the store to answer."""
+        left: _Shapes = {}
+        batch_size = reducer.match.batch_size
+        take = reducer.take
+        for fields, by_values in shapes.items():
+            index = preload.equality_index(table, fields, by_values)
+            if index is None:
+                left[fields] = by_values
+                continue
+            get, pages_at, single = index.get, table.pages_at, len(fields) == 1
+            for values, slot in by_values.items():
+                positions = get(values[0] if single else values)
+                if positions is None:
+                    continue  # no match: finish() checks the count of 0
+                if len(slot) == 1:  # the usual: one group per value
+                    group = slot[0]
+                    for page in pages_at(positions, batch_size):
+                        if not take(group, page):
+                            break
+                    continue
+                for page in pages_at(positions, batch_size):
+                    if not any([take(group, page) for group in slot]):
+                        break
+        return left
+
+    def _others_from_preload(self, preload: _Preload, table: Preloaded, reducer: _Reducer,
+                             groups: list[_Group]) -> list[_Group]:
+        """Answer the other dict filters ("in" lists, None, ``{}``) the preloaded store can;
+        the groups left for the store to answer."""
+        answerable = preload.answerable(table, groups)
+        if not answerable:
+            return groups
+        batch_size = reducer.match.batch_size
+        for group in answerable:
+            for page in table.pages(group.filter, batch_size):
+                if not reducer.take(group, page):
+                    break
+        chosen = {id(g) for g in answerable}
+        return [g for g in groups if id(g) not in chosen]
+
+    def _by_sets(self, reducer: _Reducer, store: Store, shapes: _Shapes) -> list[_Group]:
+        """Equality filters, by the fields they name, through ``Store.match_pages_in``; the
+        groups left for one query each."""
+        rest: list[_Group] = []
+        match = reducer.match
+        for fields, by_values in shapes.items():
+            if len(by_values) == 1:  # one filter: one query either way
+                rest.extend(*by_values.values())
+                continue
+            slots = list(by_values.values())
+            members = [g for slot in slots for g in slot]
+            try:
+                with closing(_iterator(store.match_pages_in(fields, list(by_values), match.batch_size,
+                                                            match.columns))) as pages:
+                    for i, page in pages:
+                        for group in slots[i]:
+                            reducer.take(group, page)
+            except StoreUnusableError:
+                raise
+            except Exception as exc:  # the matching store could not be read: retry these records
+                reducer.unreadable(members, exc)
+        return rest
+
+    def _by_filter(self, reducer: _Reducer, store: Store, group: _Group) -> None:
+        match = reducer.match
+        try:
+            with closing(_iterator(store.match_pages(group.filter, match.batch_size, match.columns))) as pages:
+                for page in pages:
+                    if not reducer.take(group, page):
+                        return
+        except StoreUnusableError:
+            raise
+        except Exception as exc:  # the matching store could not be read: retry these records
+            reducer.unreadable([group], exc)
 
 
-def _cardinality_error(spec: MigrationSpec, match: Match, flt: Any, count: int, early: bool) -> CardinalityError:
-    found = f"at least {count}" if early else str(count)
-    return CardinalityError(
-        f"migration {spec.name}: Match({match.store!r}) requires {match.cardinality.value} "
-        f"record(s) per filter, but filter {flt!r} matched {found}"
-    )
+def _iterator(items: Iterable[T]) -> Iterator[T]:
+    """``items`` as a generator, whose ``close`` ends a store's read (and its cursor) early."""
+    yield from items
+
+
+_Shapes = dict[tuple[str, ...], dict[tuple[Any, ...], list[_Group]]]
+"""Equality groups by the fields their filters name, then by the values (groups with equal
+values but unequal keys, ``{"a": 1}`` and ``{"a": True}``, share a slot)."""
+
+
+def _by_shape(groups: list[_Group]) -> tuple[_Shapes, list[_Group]]:
+    """The groups of plain equality filters by shape, and the others."""
+    shapes: _Shapes = {}
+    others: list[_Group] = []
+    for group in groups:
+        shape = group.shape
+        if shape is None:
+            others.append(group)
+        else:
+            fields, values = shape
+            shapes.setdefault(fields, {}).setdefault(values, []).append(group)
+    return shapes, others
+
+
+def _equality_shape(flt: Any) -> tuple[tuple[str, ...], tuple[Any, ...]] | None:
+    """``(fields, values)`` of a filter of plain equalities (sorted by field), or None."""
+    if not isinstance(flt, dict) or not flt:
+        return None
+    if len(flt) == 1:
+        for name, value in flt.items():
+            return ((name,), (value,)) if _plain(value) else None
+    names = tuple(sorted(flt))
+    values = tuple(flt[n] for n in names)
+    return (names, values) if all(map(_plain, values)) else None
+
+
+def _plain(value: Any) -> bool:
+    """A value ``match_pages_in`` takes: hashable, not None, not a list of values."""
+    if value is None or isinstance(value, (*IN_TYPES, dict)):
+        return False
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+class _Preload:
+    """Whether and what one Match's store has preloaded: decided at the first page that needs
+    it, then kept for the run."""
+
+    def __init__(self, match: Match, store: Store) -> None:
+        self.match = match
+        self.store = store
+        self.table: Preloaded | None = None
+        self.declined = False
+        self._small: bool | None = None
+        self._warned: set[str] = set()
+
+    def table_for(self, groups: list[_Group], spec: MigrationSpec, report: MigrationReport | None) -> Preloaded | None:
+        """The preloaded store, loading it now if this page is the first that needs it."""
+        if self.table is not None or self.declined:
+            return self.table
+        if not self._worth_loading(groups):
+            return None
+        match, store = self.match, self.store
+        named = sorted({n for g in groups if isinstance(g.filter, Mapping) for n in g.filter})
+        try:
+            self.table = load(store, match.columns, named, match.preload_max_mb * 1e6)
+        except OverBudget as over:
+            self._decline(spec, f"it outgrew the memory budget of {match.preload_max_mb:g} MB "
+                                f"(preload_max_mb) at {over.args[0]}")
+            return None
+        except StoreUnusableError:
+            raise
+        except Exception as exc:
+            self._decline(spec, f"it could not be read: {describe_error(exc)}")
+            return None
+        table = self.table
+        log.info("migration %s: preloaded %s records of store %r (about %.1f MB) in %.2f s",
+                 spec.name, f"{len(table.records):,}", store.name, table.mb, table.seconds)
+        if report is not None:
+            report.preloaded[store.name] = {"records": len(table.records), "mb": round(table.mb, 3)}
+        return table
+
+    def _worth_loading(self, groups: list[_Group]) -> bool:
+        """True when the Match asks for it, or leaves it to ferryman and the store is small; and
+        some filter of this page could be answered from memory."""
+        if self.match.preload is None and self._small is None:
+            try:
+                count = self.store.count()
+            except StoreUnusableError:
+                raise
+            except Exception as exc:  # a preload is an optimisation, never worth failing for
+                log.debug("store %r cannot be counted (%s): not preloaded", self.store.name, describe_error(exc))
+                count = None
+            self._small = count is not None and count <= self.match.preload_max_records
+            if not self._small:
+                self.declined = True
+                return False
+        probe = _Probe(self.store, [g.filter for g in groups])
+        worth = any([probe.compares(g.filter) for g in groups])
+        if self.match.preload:
+            self._warn_unanswered(probe.refused)
+        return worth
+
+    def equality_index(self, table: Preloaded, fields: tuple[str, ...],
+                       by_values: Mapping[tuple[Any, ...], object]) -> dict[Hashable, list[int]] | None:
+        """The index that answers these equality filters as the store would, or None."""
+        if not table.has(fields):
+            return None
+        for j, name in enumerate(fields):
+            if not self.store.can_match_in(name, [values[j] for values in by_values]):
+                if self.match.preload:
+                    self._warn_unanswered({name})
+                return None
+        return table.index(fields)
+
+    def answerable(self, table: Preloaded, groups: list[_Group]) -> list[_Group]:
+        """The groups whose filters ``table`` answers as the store would."""
+        probe = _Probe(self.store, [g.filter for g in groups])
+        chosen = [g for g in groups if probe.compares(g.filter) and table.can_answer(g.filter)]
+        if self.match.preload and len(chosen) < len(groups):
+            self._warn_unanswered(probe.refused)
+        return chosen
+
+    def _warn_unanswered(self, refused: set[str]) -> None:
+        for name in refused - self._warned:
+            self._warned.add(name)
+            log.warning("Match(%r, preload=True): store %r does not compare field %r as Python does "
+                        "(a case-insensitive collation, another type); filters on it are queried",
+                        self.match.store, self.store.name, name)
+
+    def _decline(self, spec: MigrationSpec, why: str) -> None:
+        self.declined = True
+        log.warning("migration %s: store %r is not preloaded, %s; its matches are queried page by page",
+                spec.name, self.store.name, why)
+
+
+class _Probe:
+    """Asks the store whether it compares a page's filter values as Python does: once per field
+    for all the page's values, then, for a field refused as a whole, value by value."""
+
+    def __init__(self, store: Store, filters: Iterable[Any]) -> None:
+        self.store = store
+        values: dict[str, list[Any]] = {}
+        for flt in filters:
+            if isinstance(flt, Mapping):
+                for name, value in flt.items():
+                    if isinstance(value, IN_TYPES):
+                        values.setdefault(name, []).extend(value)
+                    else:
+                        values.setdefault(name, []).append(value)
+        self._fields = {name: store.can_match_in(name, found) for name, found in values.items()}
+        self.refused: set[str] = set()
+
+    def compares(self, flt: Any) -> bool:
+        """True for a dict filter whose every value the store compares as Python does."""
+        return isinstance(flt, Mapping) and all(self._compares(name, value) for name, value in flt.items())
+
+    def _compares(self, name: str, value: Any) -> bool:
+        if self._fields.get(name):
+            return True
+        if self.store.can_match_in(name, list(value) if isinstance(value, IN_TYPES) else [value]):
+            return True
+        self.refused.add(name)
+        return False

@@ -51,6 +51,10 @@ MIGRATION: dict[str, Any] = {
         "last_error": NULLABLE_STRING,
         "fatal_error": NULLABLE_STRING,
         "held_back_by": {"type": "array", "items": {"type": "string"}},
+        "preloaded": {"type": "object", "description": "Matched stores read into memory once in this run, "
+                      "by name: records and estimated MB",
+                      "additionalProperties": {"type": "object", "properties": {"records": COUNT,
+                                                                              "mb": {"type": "number"}}}},
         "started_at": SECONDS,
         "finished_at": SECONDS,
     },

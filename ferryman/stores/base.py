@@ -22,6 +22,11 @@ Rules:
   the next on the same store. The default saves at once.
 * **Threads.** A store may be called from several threads at once (the status server reads
   counts while a run saves); keep per-call state local.
+* **Matching.** A ``Match`` reads through :meth:`Store.match_pages` (one filter) and
+  :meth:`Store.match_pages_in` (many equality filters at once). Their defaults are built on
+  :meth:`Store.read_page`; a store overrides them to answer many filters with one query, or to
+  read only the columns a Match names. Either way filter ``i``'s pages must be exactly the
+  pages ``match_pages`` gives for it alone.
 * **Journal.** A store with ``supports_journal = True`` writes the given journal entry in the
   same transaction as the batch, which is how ferryman records progress exactly once.
 """
@@ -31,7 +36,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Generator, Iterator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 from ..defaults import DEFAULT_BATCH_SIZE
 from ..ids import normalize_id
@@ -207,14 +212,59 @@ class Store(ABC):
 
         A store may ask for the next page before this one is consumed (PostgreSQL does), so the
         database works while the caller does; an error ends the iteration."""
-        while True:
-            page = self.read_page(filter, after, limit)
-            if not page:
-                return
-            yield page
-            if len(page) < limit:
-                return
-            after = self.id_of(page[-1])
+        return keyset_pages(lambda last: self.read_page(filter, last, limit), self.id_of, after, limit)
+
+    def match_pages(self, filter: Filter | None, batch_size: int,
+                    columns: Sequence[str] | None = None) -> Iterator[list[Record]]:
+        """The records matching ``filter`` in key order, in pages of ``batch_size`` (the last
+        one shorter): what ``reduce_from_*`` receives for one filter.
+
+        With ``columns``, each record holds only the key and those columns
+        (:func:`match_fields`). This default reads :meth:`scan` and projects in Python."""
+        pages = self.scan(filter, batch_size)
+        if columns is None:
+            return pages
+        keep = match_fields(self.key_fields, columns)
+        return (project(page, keep) for page in pages)
+
+    def match_pages_in(self, fields: Sequence[str], values: Sequence[tuple[Any, ...]], batch_size: int,
+                       columns: Sequence[str] | None = None) -> Iterator[tuple[int, list[Record]]]:
+        """The matches of many equality filters at once; filter ``i`` is
+        ``dict(zip(fields, values[i]))``, the ``values`` distinct and never None.
+
+        Yields ``(i, page)``: filter ``i``'s pages exactly as :meth:`match_pages` gives them
+        (key order, ``batch_size`` records but the last); pages of different filters may
+        interleave, a filter with no match yields nothing. This default asks
+        :meth:`match_pages` filter by filter; a store that can answer them all with a few
+        queries overrides it, and falls back to this where its comparison differs from what
+        one query per filter would find."""
+        for i, row in enumerate(values):
+            for page in self.match_pages(dict(zip(fields, row)), batch_size, columns):
+                yield i, page
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, key={self.key!r})"
+
+
+def keyset_pages(read: Callable[[RecordId | None], list[Record]], id_of: Callable[[Record], RecordId],
+                 after: RecordId | None, limit: int) -> Generator[list[Record], None, None]:
+    """``read(after)``, then ``read`` after each page's last key, until a short page."""
+    while True:
+        page = read(after)
+        if not page:
+            return
+        yield page
+        if len(page) < limit:
+            return
+        after = id_of(page[-1])
+
+
+def match_fields(key_fields: Sequence[str], columns: Sequence[str]) -> tuple[str, ...]:
+    """The fields of the records a Match with ``columns`` receives: the key (which ferryman
+    pages by) and the columns."""
+    return tuple(dict.fromkeys([*key_fields, *columns]))
+
+
+def project(records: Sequence[Record], fields: Sequence[str]) -> list[Record]:
+    """The records with only ``fields`` (those they have), as new dicts."""
+    return [{f: r[f] for f in fields if f in r} for r in records]

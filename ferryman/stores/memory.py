@@ -12,12 +12,12 @@ import bisect
 import copy
 import threading
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Mapping, NoReturn, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, Sequence
 
 from ..errors import DuplicateDataError, TerminalStoreError
 from ..ids import normalize_id
 from ..types import Filter, Record, RecordId
-from .base import JournalEntry, Store
+from .base import JournalEntry, Store, match_fields, project
 from .common import IN_TYPES, OnConflict, check_on_conflict, describe_values
 
 UniqueFields = tuple[str, ...]
@@ -89,6 +89,31 @@ class MemoryStore(Store):
 
     def can_match_in(self, field: str, values: Sequence[Any]) -> bool:
         return True  # "in" here is Python's own ==
+
+    def match_pages_in(self, fields: Sequence[str], values: Sequence[tuple[Any, ...]], batch_size: int,
+                       columns: Sequence[str] | None = None) -> Iterator[tuple[int, list[Record]]]:
+        """One pass over the records for all the filters (a dict lookup per record), a page
+        handed out as soon as it is full."""
+        wanted = {tuple(row): i for i, row in enumerate(values)}
+        keep = None if columns is None else match_fields(self.key_fields, columns)
+        with self._lock:
+            rows = [self._rows[i] for i in self._ids]  # stored dicts are replaced, never changed
+        pending: dict[int, list[Record]] = {}
+        for record in rows:
+            try:
+                i = wanted.get(tuple([record.get(f) for f in fields]))
+            except TypeError:  # an unhashable value equals none of the filters' values
+                continue
+            if i is None:
+                continue
+            page = pending.setdefault(i, [])
+            page.append(copy.deepcopy(record))
+            if len(page) == batch_size:
+                yield i, page if keep is None else project(page, keep)
+                pending[i] = []
+        for i, page in pending.items():
+            if page:
+                yield i, page if keep is None else project(page, keep)
 
     def count(self, filter: Filter | Callable[[Record], bool] | None = None) -> int:
         matches = _matcher(filter)

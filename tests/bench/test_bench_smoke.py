@@ -18,6 +18,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))  # the repo's bench/ package, not this tests/bench/ folder
 
+from bench.baselines.engine_sql import line_totals_join
 from bench.harness import Case, Dirs, measure
 from bench.workloads import Job, workload
 from bench.workloads.failures import expected_failures
@@ -44,7 +45,9 @@ def test_every_output_passes_its_check(report: tuple[dict, str]) -> None:
     cases = {m["case"] for m in measurements}
     assert {f"W1/ferryman-durable@{SIZE:,}", f"W1/ferryman-memory@{SIZE:,}", f"W1/dict-loop@{SIZE:,}",
             f"W1/insert-select@{SIZE:,}", f"W2/ferryman@{SIZE:,}", f"W2/per-area-loop@{SIZE:,}",
-            f"W2/group-by@{SIZE:,}", f"W3/ferryman-durable@{SIZE:,}", "W1/ferryman-durable@1,000"} <= cases
+            f"W2/group-by@{SIZE:,}", f"W3/ferryman-durable@{SIZE:,}", "W1/ferryman-durable@1,000",
+            f"W4/ferryman@{SIZE:,}", f"W4/per-lookup-loop@{SIZE:,}", f"W4/dict-loop@{SIZE:,}",
+            f"W4/join@{SIZE:,}"} <= cases
     assert not any(m["case"].split("/")[1].startswith(("petl", "pandas", "dlt")) for m in measurements)
     for m in measurements:
         assert m["ok"], m
@@ -61,7 +64,7 @@ def test_w3_ledger_holds_exactly_the_failed_ids(report: tuple[dict, str]) -> Non
 
 def test_table_and_json_report_every_suite_and_target(report: tuple[dict, str]) -> None:
     document, stdout = report
-    assert [s["key"] for s in document["suites"]] == ["W1", "W2", "W3", "scaling"]
+    assert [s["key"] for s in document["suites"]] == ["W1", "W2", "W3", "W4", "scaling"]
     for suite in document["suites"]:
         assert suite["rows"], suite
         for row in suite["rows"]:
@@ -69,6 +72,7 @@ def test_table_and_json_report_every_suite_and_target(report: tuple[dict, str]) 
     assert "hand-written sqlite3 dict loop" in stdout and "Targets" in stdout
     names = [t["name"] for t in document["targets"]]
     assert "W1 vs hand-written dict loop" in names and "W3 time vs W1 time" in names
+    assert "W4 vs per-lookup loop" in names and "W4 vs dict-join loop" in names
     by_name = {t["name"]: t for t in document["targets"]}
     assert by_name["W1 vs pandas"]["met"] is None  # libraries skipped: not measured, not failed
     assert document["meta"]["versions"]["ferryman"]
@@ -91,6 +95,21 @@ def test_a_wrong_output_fails_the_check(tmp_path: Path, variant: str, monkeypatc
     m = measure(Case("W1", variant, 600), 0, Dirs(tmp_path / "cache", tmp_path / "scratch"))
     assert not m.ok
     assert "599 equal to the source" in m.check.detail
+
+
+def test_a_wrong_lookup_fails_the_w4_check(tmp_path: Path) -> None:
+    """A line written with another product's price, or a price change missed, is caught."""
+    wl = workload("W4")
+    job = Job("W4", "join", 500, str(wl.source(500, tmp_path / "cache")), str(tmp_path / "dest.db"), str(tmp_path))
+    wl.prepare(job)
+    line_totals_join(job)
+    assert wl.verify(job, {}).ok
+    conn = sqlite3.connect(job.dest)
+    with conn:
+        conn.execute("UPDATE line_totals SET price_changes = price_changes + 1 WHERE id = 7")
+    conn.close()
+    check = wl.verify(job, {})
+    assert not check.ok and "wrong: [7]" in check.detail
 
 
 def test_a_missing_row_fails_the_check(tmp_path: Path) -> None:

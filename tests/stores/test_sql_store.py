@@ -9,10 +9,12 @@ from typing import Any, Callable, Iterable, Iterator
 import psycopg
 import pymysql  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, exc as sa_exc, text
+from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, event, exc as sa_exc, text
 from sqlalchemy.pool import NullPool
 
-from ferryman.errors import DuplicateDataError, StoreError, TerminalStoreError, TransientStoreError
+from ferryman.errors import (
+    DuplicateDataError, StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError,
+)
 from ferryman.stores import JournalEntry, SqlStore
 from ferryman.stores.common import OnConflict
 from ferryman.stores.sql import driver as driver_module
@@ -492,3 +494,84 @@ def test_can_match_in_only_where_the_database_compares_like_python(sqlite_url, m
     assert sqlite_items.can_match_in("code", ["a", "B"])
     assert not mysql_items.can_match_in("code", ["a", "B"])  # MariaDB's collation ignores case
     assert not sqlite_items.can_match_in("n", [1.5]) and not sqlite_items.can_match_in("nope", [1])
+
+
+def test_can_match_in_refuses_blank_padded_char_columns(postgres_url):
+    """PostgreSQL's char(n) compares 'a' equal to 'a  ' and reads back 'a  ': not Python's ==."""
+    engine = create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE items (id INTEGER PRIMARY KEY, code CHAR(3), name VARCHAR(3))")
+    engine.dispose()
+    items = SqlStore("items", postgres_url, "items")
+    try:
+        assert not items.can_match_in("code", ["a"]) and items.can_match_in("name", ["a"])
+    finally:
+        items.close()
+
+
+@pytest.mark.parametrize("database", list(DATABASES))
+def test_match_pages_in_is_one_streamed_query_ordered_by_value_then_key(database, request):
+    """Many equality filters: one SELECT ... IN (streamed on the servers), whose rows are cut
+    into each filter's pages exactly as a query per filter pages them."""
+    url = request.getfixturevalue(DATABASES[database])
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE m (id INTEGER PRIMARY KEY, a INTEGER, b INTEGER, v INTEGER)")
+        conn.execute(text("INSERT INTO m VALUES (:id, :a, :b, :v)"),
+                     [{"id": i, "a": i % 7, "b": i % 3, "v": i} for i in range(1, 301)])
+    engine.dispose()
+    store = SqlStore("m", url, "m")
+    statements: list[tuple[str, bool]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "FROM m" in statement:
+            statements.append((statement, bool(context.execution_options.get("stream_results"))))
+
+    try:
+        event.listen(store.engine, "before_cursor_execute", seen)
+        for fields, values in ((("a",), [(0,), (3,), (5,), (9,)]), (("a", "b"), [(1, 1), (2, 0), (4, 4)])):
+            statements.clear()
+            got = list(store.match_pages_in(fields, values, 4, columns=("v",)))
+            assert len(statements) == 1 and " IN " in statements[0][0].upper()
+            assert statements[0][1] == (database != "sqlite")  # a server-side cursor on the servers
+            statements.clear()
+            expected = [(i, page) for i, row in enumerate(values)
+                        for page in store.match_pages(dict(zip(fields, row)), 4, columns=("v",))]
+            assert sorted(got, key=lambda item: item[0]) == expected  # per filter in key order
+            assert all(set(r) == {"id", "v"} for _, page in got for r in page)
+            for i in range(len(values)):  # full pages of 4 but each filter's last
+                sizes = [len(page) for j, page in got if j == i]
+                assert all(n == 4 for n in sizes[:-1]) and all(0 < n <= 4 for n in sizes)
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+        store.close()
+
+
+def test_match_pages_in_answers_filter_by_filter_where_the_database_compares_otherwise(mysql_url):
+    """MariaDB's default collation finds 'ABC' for 'abc': a set query could not tell which
+    filter a row belongs to, so each filter is asked alone and keeps the database's answer."""
+    engine = create_engine(mysql_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE p (id INTEGER PRIMARY KEY, sku VARCHAR(10))")
+        conn.exec_driver_sql("INSERT INTO p VALUES (1, 'ABC'), (2, 'abc'), (3, 'x')")
+    engine.dispose()
+    store = SqlStore("p", mysql_url, "p")
+    try:
+        got = list(store.match_pages_in(("sku",), [("abc",), ("X",)], 10))
+        assert got == [(0, [{"id": 1, "sku": "ABC"}, {"id": 2, "sku": "abc"}]), (1, [{"id": 3, "sku": "x"}])]
+    finally:
+        store.close()
+
+
+def test_unknown_match_columns_make_the_store_unusable(sqlite_url):
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE p (id INTEGER PRIMARY KEY, sku TEXT)")
+    engine.dispose()
+    store = SqlStore("p", sqlite_url, "p")
+    try:
+        with pytest.raises(StoreUnusableError, match=r"store 'p' .*Match columns name unknown column 'price'; "
+                                                     r"the table has id, sku"):
+            list(store.match_pages({"sku": "a"}, 10, columns=("price",)))
+    finally:
+        store.close()

@@ -6,22 +6,24 @@ import logging
 import threading
 from collections import Counter
 from contextlib import AbstractContextManager
-from itertools import repeat
-from operator import eq, methodcaller
-from typing import Any, Generator, Mapping, Sequence
+from itertools import chain, groupby, islice, repeat
+from operator import eq, itemgetter, methodcaller
+from typing import Any, Callable, Generator, Iterable, Iterator, Mapping, Sequence
 
-from sqlalchemy import URL, ColumnElement, Engine, MetaData, Table, bindparam, func, make_url, select
+from sqlalchemy import (
+    CHAR, NCHAR, URL, ColumnElement, Connection, Engine, MetaData, Table, bindparam, func, make_url, select, tuple_,
+)
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
 
 from ...errors import StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError
 from ...redact import mask_secrets
 from ...types import Filter, Record, RecordId
-from ..base import SAVED, JournalEntry, PendingWrite, Store
+from ..base import SAVED, JournalEntry, PendingWrite, Store, keyset_pages, match_fields
 from ..common import OnConflict, check_on_conflict, describe_values
 from .clauses import after_clause, after_param, filter_clause, ids_clause
 from .dialects import adapt_reflected_table, unkept_value, why_dropped
-from .driver import DriverStatement, PageQuery, as_dicts
+from .driver import DriverStatement, PageQuery, as_dicts, unprocessed
 from .driver_errors import classify, driver_error, error_detail, map_errors
 from .engines import acquire_engine, prepare_to_write, release_engine
 from .identity import sql_dataset
@@ -47,6 +49,13 @@ log = logging.getLogger("ferryman")
 
 IDS_PER_QUERY = 500
 """``get_many`` asks for at most this many ids per SELECT, far below every driver's parameter limit."""
+
+VALUES_PER_QUERY = 1000
+"""``match_pages_in`` asks for at most this many filters' matches per SELECT (a page of source
+records is one SELECT at the default batch size); far below every driver's parameter limit."""
+
+FETCH_ROWS = 2000
+"""Rows fetched at a time from a streamed match query: what one query holds in memory."""
 
 
 class SqlStore(Store):
@@ -188,8 +197,12 @@ class SqlStore(Store):
     def read_page(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int) -> list[Record]:
         if limit < 1:
             raise ValueError(f"{self._label}: limit must be at least 1, not {limit}")
+        return self._read_page(filter, after, limit, None)
+
+    def _read_page(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int,
+                   names: Sequence[str] | None) -> list[Record]:
         values = self._page_values(after, limit)
-        query = self._page_query(filter, after is not None)
+        query = self._page_query(filter, after is not None, names)
         # One LIMITed query: the drivers' default (client-side) cursors hold at most ``limit``
         # rows, so memory stays bounded however large the table is.
         with self._errors(), self.engine.connect() as conn:
@@ -244,18 +257,89 @@ class SqlStore(Store):
             values.update((after_param(i), v) for i, v in enumerate(self._key_values(after)))
         return values
 
-    def _page_query(self, filter: Filter | ClauseElement | None, after: bool) -> PageQuery:
-        """The page SELECT; without a filter (a migration's scan) built once per store and shape."""
-        if filter is None and after in self._pages:
+    def _page_query(self, filter: Filter | ClauseElement | None, after: bool,
+                    names: Sequence[str] | None = None) -> PageQuery:
+        """The page SELECT (of the columns ``names``, or all); without a filter (a migration's
+        scan) built once per store and shape."""
+        cached = filter is None and names is None
+        if cached and after in self._pages:
             return self._pages[after]
         columns = self._key_columns()
-        statement = select(self.table).where(filter_clause(self.table, filter, self._label))
+        statement = select(*self._columns(names)).where(filter_clause(self.table, filter, self._label))
         if after:
             statement = statement.where(after_clause(columns, self.dialect))
         query = PageQuery(statement.order_by(*columns).limit(bindparam("limit")))
-        if filter is None:
+        if cached:
             self._pages[after] = query
         return query
+
+    def _columns(self, names: Sequence[str] | None) -> list[ColumnElement[Any]]:
+        """The table's columns called ``names`` (all of them for None)."""
+        table = self.table
+        if names is None:
+            return list(table.c)
+        unknown = [n for n in names if n not in table.c]
+        if unknown:  # no record could be matched: the migration stops with this one error
+            raise StoreUnusableError(f"{self._label}: Match columns name unknown column {unknown[0]!r}; "
+                                     f"the table has {', '.join(table.c.keys())}")
+        return [table.c[n] for n in names]
+
+    # --- matching -------------------------------------------------------------------------
+
+    def match_pages(self, filter: Filter | ClauseElement | None, batch_size: int,  # type: ignore[override]
+                    columns: Sequence[str] | None = None) -> Iterator[list[Record]]:
+        """Keyset pages as :meth:`read_pages` reads them; with ``columns``, of those columns only."""
+        if columns is None:
+            return super().match_pages(filter, batch_size)  # type: ignore[arg-type]  # clauses too
+        names = match_fields(self.key_fields, columns)
+        return keyset_pages(lambda last: self._read_page(filter, last, batch_size, names), self.id_of,
+                            None, batch_size)
+
+    def match_pages_in(self, fields: Sequence[str], values: Sequence[tuple[Any, ...]], batch_size: int,
+                       columns: Sequence[str] | None = None) -> Iterator[tuple[int, list[Record]]]:
+        """One SELECT per :data:`VALUES_PER_QUERY` filters, ``(a, b) IN ((..), ..)`` (``a IN
+        (..)`` for one field) ordered by the filter fields, then the key, and streamed (a
+        server-side cursor on PostgreSQL and MariaDB, SQLite's own stepping, :data:`FETCH_ROWS`
+        at a time); each run of equal values is cut into pages for its filter.
+
+        Only where every value compares in the database as in Python (:meth:`can_match_in`):
+        a row is handed to the filter whose values equal its own, so a comparison that differs
+        (a case-insensitive collation) would hand it to none. Elsewhere one query per filter."""
+        if not all(self.can_match_in(f, [row[j] for row in values]) for j, f in enumerate(fields)):
+            return super().match_pages_in(fields, values, batch_size, columns)
+        return self._streamed_matches(tuple(fields), values, batch_size, columns)
+
+    def _streamed_matches(self, fields: tuple[str, ...], values: Sequence[tuple[Any, ...]], batch_size: int,
+                          columns: Sequence[str] | None) -> Iterator[tuple[int, list[Record]]]:
+        names = None if columns is None else match_fields(self.key_fields, columns)
+        table = self.table
+        matched = [table.c[f] for f in fields]
+        single = len(fields) == 1
+        target = matched[0] if single else tuple_(*matched)
+        read = None if names is None else [*names, *(f for f in fields if f not in names)]
+        selected = select(*self._columns(read)).order_by(*matched, *self._key_columns())
+        for start in range(0, len(values), VALUES_PER_QUERY):
+            chunk = [tuple(row) for row in values[start:start + VALUES_PER_QUERY]]
+            wanted = [row[0] for row in chunk] if single else chunk
+            position = {value: start + k for k, value in enumerate(wanted)}
+            with self._errors(), self.engine.connect() as conn:
+                keys, rows = self._streamed_rows(conn, selected.where(target.in_(wanted)))
+                records = _records_maker(keys, keys if names is None else names)
+                for value, run in groupby(rows, itemgetter(*(keys.index(f) for f in fields))):
+                    i = position[value]  # can_match_in: the database's equality is Python's
+                    while page := records(islice(run, batch_size)):
+                        yield i, page
+
+    def _streamed_rows(self, conn: Connection, statement: Any) -> tuple[list[str], Iterator[Sequence[Any]]]:
+        """The column names of ``statement`` and its rows, fetched :data:`FETCH_ROWS` at a time."""
+        if self.dialect == "sqlite":  # a sqlite3 cursor steps through the result as it is read
+            result = conn.execute(statement)
+        else:
+            result = conn.execution_options(stream_results=True, max_row_buffer=FETCH_ROWS).execute(statement)
+        keys = list(result.keys())
+        if unprocessed(result):  # plain columns: the driver's tuples, without SQLAlchemy's Rows
+            return keys, chain.from_iterable(_driver_chunks(conn, result))
+        return keys, chain.from_iterable(result.partitions(FETCH_ROWS))
 
     def get_many(self, ids: Sequence[RecordId]) -> list[Record]:
         wanted = list(dict.fromkeys(self._key_values(i) for i in ids))
@@ -281,6 +365,8 @@ class SqlStore(Store):
         if kind is str:
             if self.dialect not in ("sqlite", "postgresql") or getattr(sql_type, "collation", None):
                 return False
+            if self.dialect != "sqlite" and isinstance(sql_type, (CHAR, NCHAR)):
+                return False  # blank-padded: 'a' = 'a  ' in the database, not in Python
         elif kind is not int:
             return False
         return all(type(v) is kind for v in values)
@@ -534,6 +620,29 @@ class _CopyWrite(PendingWrite):
                     return
                 raise
         store._begin(self._rows, self._groups, self._journal, fast).wait()
+
+
+def _records_maker(keys: list[str], kept: Sequence[str]) -> Callable[[Iterable[Sequence[Any]]], list[Record]]:
+    """Turns rows of the columns ``keys`` into records of the fields ``kept`` (at C speed)."""
+    if list(kept) == keys:
+        return lambda rows: list(map(dict, map(zip, repeat(keys), rows)))
+    if len(kept) == 1:
+        name, at = kept[0], keys.index(kept[0])
+        return lambda rows: [{name: row[at]} for row in rows]
+    values_of = itemgetter(*(keys.index(n) for n in kept))
+    return lambda rows: list(map(dict, map(zip, repeat(kept), map(values_of, rows))))
+
+
+def _driver_chunks(conn: Connection, result: Any) -> Iterator[list[Any]]:
+    """The driver cursor's rows, :data:`FETCH_ROWS` at a time; its errors as SQLAlchemy raises them."""
+    cursor = result.cursor
+    try:
+        while rows := cursor.fetchmany(FETCH_ROWS):
+            yield rows
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise driver_error(conn, exc, str(result.context.statement)) from exc
+    finally:
+        result.close()
 
 
 def _id_or_none(store: Store, record: Record) -> RecordId | None:
