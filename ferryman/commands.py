@@ -160,6 +160,8 @@ def cause_summary(cause: str) -> str:
     lines = [line for line in cause.strip().splitlines() if line.strip()]
     if not lines:
         return ""
+    if lines[-1].startswith("(this error failed a whole batch"):
+        return f"{cause_summary(chr(10).join(lines[:-1]))} {lines[-1].split(':')[0]})"
     if not lines[0].startswith("Traceback"):
         return _MODULE_PATH.sub("", lines[0].strip())
     found = [m for line in lines if not line.startswith(("Traceback", " ")) and (m := _EXCEPTION_LINE.match(line))]

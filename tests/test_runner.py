@@ -425,3 +425,26 @@ def test_counters_add_up_over_any_fail_fix_ignore_retry_sequence(tmp_path_factor
         elif record_id in failed:
             ledger.set_action(identity, [record_id], Action.IGNORE if action == "ignore" else Action.RETRY)
         ledger.close()
+
+
+def test_a_batch_level_error_says_it_need_not_be_about_each_record():
+    from ferryman import TransientStoreError
+    from ferryman.commands import cause_summary
+
+    class Down(MemoryStore):
+        def save_all(self, records, *, journal=None):
+            raise TransientStoreError("connection refused")
+
+    @migration(source="src", dest="dst", save_retry=Retry(times=0, delay=0), batch_size=4)
+    class Copy:
+        def transform(self, aggregates, record):
+            return [{"id": record["id"]}]
+
+    progress = MigrationProgress()
+    run([Copy], numbers(4), Down("dst"), progress=progress)
+    causes = [f.cause for f in next(iter(progress.migrations.values())).failed.values()]
+    assert len(causes) == 4
+    assert all(c.endswith("(this error failed a whole batch of 4 records at once: it need not be about "
+                          "this record)") for c in causes)
+    assert cause_summary(causes[0]) == ("TransientStoreError: connection refused "
+                                        "(this error failed a whole batch of 4 records at once)")

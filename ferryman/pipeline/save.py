@@ -189,7 +189,7 @@ class Saver:
             raise error  # about the store, not a record: the runner ends the migration
         if isinstance(error, TransientStoreError) and not isinstance(error, ConnectionDroppedError):
             for w in works:  # not about any record: retry them all later
-                w.fail(Phase.SAVE, error, self.spec.save_retry)
+                w.fail(Phase.SAVE, error, self.spec.save_retry, shared=len(works))
             return
         if len(works) == 1:
             self._save_alone(works[0], error)

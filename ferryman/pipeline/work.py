@@ -28,7 +28,7 @@ class Work:
     outputs, lists returned by handle_duplicate) leaks into the next one.
     """
 
-    __slots__ = ("record", "id", "aggregates", "outputs", "phase", "error", "retry", "saved")
+    __slots__ = ("record", "id", "aggregates", "outputs", "phase", "error", "retry", "saved", "shared")
 
     def __init__(self, record: Record, record_id: RecordId) -> None:
         self.record = record
@@ -39,12 +39,18 @@ class Work:
         self.error: BaseException | None = None
         self.retry: Retry | None = None
         self.saved = False
+        self.shared = 1
 
-    def fail(self, phase: Phase, error: BaseException, retry: Retry | None) -> None:
-        """Mark the record failed in ``phase``; ``retry`` None means never retry (deterministic)."""
+    def fail(self, phase: Phase, error: BaseException, retry: Retry | None, shared: int = 1) -> None:
+        """Mark the record failed in ``phase``; ``retry`` None means never retry (deterministic).
+
+        ``shared`` is how many records the error failed at once (a batch that failed as a
+        whole, an outage): the cause then says it need not be about this record.
+        """
         self.phase = phase
         self.error = error
         self.retry = retry
+        self.shared = shared
 
     def forget_traceback(self) -> None:
         """Drop the error's tracebacks (and its causes') once they are text: their frames hold
@@ -59,7 +65,11 @@ class Work:
         """The failure's traceback text, as stored in the progress (mjg stored Java's)."""
         if self.error is None:
             return ""
-        return format_error(self.error)
+        text = format_error(self.error)
+        if self.shared > 1:
+            text += (f"\n(this error failed a whole batch of {self.shared} records at once: "
+                     "it need not be about this record)")
+        return text
 
 
 class Attempt:
