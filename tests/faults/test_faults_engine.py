@@ -162,16 +162,13 @@ def test_a_full_ledger_disk_stops_the_run_and_the_next_run_writes_nothing_twice(
     assert completed_migrations(ledger) == ["Copy"]
 
 
-class _FailingCommits:
-    """An SQLite connection whose commits fail with a full disk while ``full`` is set."""
+class _Connection:
+    """An SQLite connection as the ledger uses it, with ``execute`` to override."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self.full = False
 
     def execute(self, sql: str, *args: Any) -> Any:
-        if self.full and sql == "COMMIT":
-            raise sqlite3.OperationalError("database or disk is full")
         return self._conn.execute(sql, *args)
 
     def __getattr__(self, name: str) -> Any:
@@ -182,6 +179,17 @@ class _FailingCommits:
 
     def __exit__(self, *exc: Any) -> Any:
         return self._conn.__exit__(*exc)
+
+
+class _FailingCommits(_Connection):
+    """An SQLite connection whose commits fail with a full disk while ``full`` is set."""
+
+    full = False
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if self.full and sql == "COMMIT":
+            raise sqlite3.OperationalError("database or disk is full")
+        return self._conn.execute(sql, *args)
 
 
 def _copy_service(tmp_path: Path, n: int, dst_url: str, ledger: SqliteLedger,
@@ -242,14 +250,12 @@ def test_a_ledger_that_cannot_be_written_at_the_start_changes_nothing(tmp_path):
 # --- a second signal inside a ledger commit -------------------------------------------------------------
 
 
-class _SignalInsideCommit:
+class _SignalInsideCommit(_Connection):
     """An SQLite connection that raises SIGINT twice while a ledger transaction is writing its
     log (between BEGIN and COMMIT), once ``armed``: a second Ctrl-C at the worst moment."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-        self.armed = False
-        self.fired = 0
+    armed = False
+    fired = 0
 
     def execute(self, sql: str, *args: Any) -> Any:
         result = self._conn.execute(sql, *args)
@@ -259,15 +265,6 @@ class _SignalInsideCommit:
             signal.raise_signal(signal.SIGINT)  # stop gently
             signal.raise_signal(signal.SIGINT)  # stop now
         return result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._conn, name)
-
-    def __enter__(self) -> Any:
-        return self._conn.__enter__()
-
-    def __exit__(self, *exc: Any) -> Any:
-        return self._conn.__exit__(*exc)
 
 
 def test_a_second_ctrl_c_inside_a_ledger_commit_loses_and_doubles_nothing(tmp_path, monkeypatch):
