@@ -87,6 +87,23 @@ CREATE TABLE IF NOT EXISTS run (
 );
 """
 
+_COUNT_NEW = ("INSERT INTO failed_count VALUES (NEW.migration, NEW.action, 1) "
+              "ON CONFLICT DO UPDATE SET n = n + 1")
+_UNCOUNT_OLD = "UPDATE failed_count SET n = n - 1 WHERE migration = OLD.migration AND action = OLD.action"
+FAILED_INDEX = (
+    "CREATE INDEX failed_seq ON failed (seq)",
+    "CREATE TABLE failed_count (migration INTEGER NOT NULL, action TEXT NOT NULL, "
+    "n INTEGER NOT NULL, PRIMARY KEY (migration, action)) WITHOUT ROWID",
+    f"CREATE TRIGGER failed_count_insert AFTER INSERT ON failed BEGIN {_COUNT_NEW}; END",
+    f"CREATE TRIGGER failed_count_delete AFTER DELETE ON failed BEGIN {_UNCOUNT_OLD}; END",
+    "CREATE TRIGGER failed_count_update AFTER UPDATE OF migration, action ON failed BEGIN "
+    f"{_UNCOUNT_OLD}; {_COUNT_NEW}; END",
+)
+"""What lets a reader of a large ledger stay cheap: ``failed_count`` holds how many failed
+records each migration has per action, kept by triggers (so every writer, whatever its version
+of ferryman, keeps it right), and ``failed_seq`` finds the newest failures without a sort.
+Created, and filled from ``failed``, the first time a ledger is opened for writing."""
+
 
 def encode_id(record_id: RecordId) -> str:
     """Canonical text of an id; the JSON of it, so types survive (``1`` vs ``"1"``)."""
@@ -177,6 +194,7 @@ class SqliteLedger(Ledger):
                 self.conn.execute("PRAGMA synchronous=FULL")
                 self.conn.executescript(SCHEMA)
                 self._init_meta()
+                self._index_failures()
             self.uid = self._meta("uid")
             self._has_log = not read_only or self.conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE name = 'succeeded_log'").fetchone() is not None
@@ -223,6 +241,19 @@ class SqliteLedger(Ledger):
             self.conn.execute(
                 "INSERT OR IGNORE INTO meta VALUES ('timestamp', ?)", (datetime.now().isoformat(),)
             )
+
+    def _index_failures(self) -> None:
+        """Add the failed records' counters and ``seq`` index to a ledger that lacks them."""
+        exists = "SELECT 1 FROM sqlite_master WHERE name = 'failed_count'"
+        if self.conn.execute(exists).fetchone():
+            return
+        with self._tx():
+            if self.conn.execute(exists).fetchone():  # another process added them meanwhile
+                return
+            for statement in FAILED_INDEX:
+                self.conn.execute(statement)
+            self.conn.execute("INSERT INTO failed_count "
+                              "SELECT migration, action, count(*) FROM failed GROUP BY migration, action")
 
     def _meta(self, key: str) -> str:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

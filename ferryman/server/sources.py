@@ -30,8 +30,8 @@ from ..progress.sqlite_ledger import SqliteLedger, decode_id, is_ledger_file
 from ..report import MigrationReport, RunResult
 from .status import (
     FAILED_RECORDS_SHOWN, RUNS_SHOWN, LedgerView, Status, StatusSnapshot, display_name,
-    failed_record_dict, fix_dead_runs, ledger_migrations, ledger_status, run_is_alive,
-    snapshot_of_progress,
+    failed_record_dict, fix_dead_runs, ledger_migrations, ledger_status, newest_failures,
+    run_is_alive, snapshot_of_progress,
 )
 
 
@@ -83,15 +83,14 @@ def _read(conn: sqlite3.Connection) -> LedgerView:
     names = {m["identity"]: m["report"]["name"] for m in view.migrations if m["report"]}
     names.update((r["identity"], r["name"]) for r in view.reports)
     if "failed" in tables:
-        for identity, action, count in conn.execute(
-                "SELECT m.identity, f.action, count(*) FROM failed f JOIN migration m "
-                "ON m.id = f.migration GROUP BY m.identity, f.action"):
+        counts = _KEPT_COUNTS if "failed_count" in tables else _COUNTED
+        for identity, action, count in conn.execute(counts):
             view.failed_counts.setdefault(identity, {})[action] = count
         view.failed_records = [
             failed_record_dict(names.get(identity) or display_name(identity), decode_id(rid), d, c, a, t)
             for identity, rid, d, c, a, t in conn.execute(
                 "SELECT m.identity, f.rid, f.description, f.cause, f.action, f.timestamp "
-                "FROM failed f JOIN migration m ON m.id = f.migration ORDER BY f.seq LIMIT ?",
+                "FROM failed f JOIN migration m ON m.id = f.migration ORDER BY f.seq DESC LIMIT ?",
                 (FAILED_RECORDS_SHOWN,))
         ]
     if "fatal_error" in tables:
@@ -99,6 +98,14 @@ def _read(conn: sqlite3.Connection) -> LedgerView:
         row = conn.execute("SELECT text FROM fatal_error ORDER BY seq DESC LIMIT 1").fetchone()
         view.last_fatal = row[0] if row else None
     return view
+
+
+_KEPT_COUNTS = ("SELECT m.identity, c.action, c.n FROM failed_count c JOIN migration m "
+                "ON m.id = c.migration WHERE c.n > 0")
+"""Failed records per migration and action, as the ledger's triggers keep them."""
+_COUNTED = ("SELECT m.identity, f.action, count(*) FROM failed f JOIN migration m "
+            "ON m.id = f.migration GROUP BY m.identity, f.action")
+"""The same, counted: for a ledger no ferryman with those counters has written to yet."""
 
 
 # --- the sources ---------------------------------------------------------------------------------
@@ -235,12 +242,15 @@ class LiveStatusSource(RunObserver):
                 self._runs[0]["step"] = report.name
 
     def record_failed(self, report: MigrationReport, failure: FailedRecord) -> None:
-        with self._lock:
+        if self._path is not None:
+            return  # snapshots read the failed records from the ledger file
+        with self._lock:  # the newest last, at most FAILED_RECORDS_SHOWN of them
             key = (report.identity, repr(failure.id))
-            if key not in self._failed:
+            if self._failed.pop(key, None) is None:
                 self._failed_total += 1
-                if len(self._failed) < FAILED_RECORDS_SHOWN:
-                    self._failed[key] = _failure_dict(report.name, failure)
+            self._failed[key] = _failure_dict(report.name, failure)
+            if len(self._failed) > FAILED_RECORDS_SHOWN:
+                del self._failed[next(iter(self._failed))]
 
     def run_finished(self, result: RunResult) -> None:
         failed, total = self._ledger_failures(result.reports)
@@ -267,7 +277,7 @@ class LiveStatusSource(RunObserver):
         found: dict[tuple[str, str], dict[str, Any]] = {}
         names = {r.identity: r.name for r in reports}
         pairs = self._ledger.progress().failed_records()
-        for identity, record in pairs[:FAILED_RECORDS_SHOWN]:
+        for identity, record in reversed(newest_failures(pairs)):  # the newest last
             name = names.get(identity) or display_name(identity)
             found[(identity, repr(record.id))] = _failure_dict(name, record)
         return found, len(pairs)
@@ -282,7 +292,7 @@ class LiveStatusSource(RunObserver):
                 last_err = _last_error(self._reports) or last_err
             try_count = self._ledger_attempt or self._attempt
             runs = [dict(r) for r in self._runs]
-            failed, failed_total = list(self._failed.values()), self._failed_total
+            failed, failed_total = list(reversed(self._failed.values())), self._failed_total
         if self._path is not None and os.path.exists(self._path):
             try:
                 view = read_ledger(self._path)
