@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Hashable, Protocol, Sequence
 
 from ..errors import FerrymanError
 from ..events import RunObserver
@@ -39,6 +39,11 @@ class StatusSource(Protocol):
     """Anything that can say, at any instant, how the migration stands."""
 
     def snapshot(self) -> StatusSnapshot: ...
+
+    def version(self) -> Hashable:
+        """Differs from every earlier value once the status changed in a way a snapshot taken
+        before would hide (a run started or ended); cheap: the server asks at every request."""
+        ...
 
 
 # --- reading an SQLite ledger --------------------------------------------------------------------
@@ -140,6 +145,10 @@ class LedgerStatusSource:
             return "empty"  # an SQLite file being created: no header yet
         return "sqlite" if is_ledger_file(self.path) else "json"
 
+    def version(self) -> Hashable:
+        """The state of the file and of its write-ahead log: every commit changes one of them."""
+        return _file_state(self.path), _file_state(self.path + "-wal")
+
     def _view(self) -> LedgerView:
         try:
             return read_ledger(self.path) if os.path.exists(self.path) else LedgerView()
@@ -201,12 +210,15 @@ class LiveStatusSource(RunObserver):
         self._runs: list[dict[str, Any]] = []
         self._failed: dict[tuple[str, str], dict[str, Any]] = {}
         self._failed_total = 0
+        self._revision = 0
+        """Counts the status changes: running, completed, failed."""
 
     # --- events (on the run's thread) -----------------------------------------------------------
 
     def attempt_started(self, attempt: int) -> None:
         """The CLI's retry manager starts attempt ``attempt`` (1, 2, ...) of the job."""
         with self._lock:
+            self._revision += 1
             self._attempt = attempt
             if self._ledger_attempt is not None and self._status is Status.FAILED:
                 self._ledger_attempt += 1  # what the ledger will count; run_started confirms it
@@ -223,6 +235,7 @@ class LiveStatusSource(RunObserver):
             ledger_attempt = next((r["attempt"] for r in view.runs if r["id"] == run_id), None)
         failed, total = self._ledger_failures(reports)
         with self._lock:
+            self._revision += 1
             self._status = Status.RUNNING
             self._reports = reports
             self._last_err = None
@@ -261,6 +274,7 @@ class LiveStatusSource(RunObserver):
             last_err = (f"interrupted by {result.interrupted}; progress saved, run again to resume"
                         if result.interrupted else "the run did not complete")
         with self._lock:
+            self._revision += 1
             self._status = Status.COMPLETED if result.ok else Status.FAILED
             self._last_err = last_err
             self._failed, self._failed_total = failed, total
@@ -284,6 +298,9 @@ class LiveStatusSource(RunObserver):
 
     # --- the snapshot (on the server's thread) --------------------------------------------------
 
+    def version(self) -> int:
+        return self._revision
+
     def snapshot(self) -> StatusSnapshot:
         with self._lock:
             status, step, last_err = self._status, self._step, self._last_err
@@ -303,6 +320,14 @@ class LiveStatusSource(RunObserver):
             failed, failed_total = view.failed_records, view.failed_total
         return StatusSnapshot(status.value, step, last_err, try_count, migrations, runs, failed,
                               failed_total)
+
+
+def _file_state(path: str) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _last_error(reports: Sequence[MigrationReport]) -> str | None:
