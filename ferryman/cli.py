@@ -163,6 +163,9 @@ def demo(rows: int, directory: str, port: int, no_serve: bool) -> None:
                         f"./{commands.DEFAULT_PROGRESS}.")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this migration (name or identity); repeatable.")
 @click.option("--serve", metavar="HOST:PORT", help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")
+@click.option("--linger", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="With --serve: keep serving the final status this long after the run (Ctrl-C "
+                   f"ends it sooner; 0: stop at once). Default {commands.DEFAULT_LINGER:g}.")
 @click.option("--max-tries", type=click.IntRange(min=1), default=commands.DEFAULT_MAX_TRIES, show_default=True,
               help="Attempts in all: a run that ends with failures is started again after --retry-delay.")
 @click.option("--retry-delay", type=click.FloatRange(min=0), default=commands.DEFAULT_RETRY_DELAY,
@@ -171,14 +174,15 @@ def demo(rows: int, directory: str, port: int, no_serve: bool) -> None:
 @click.option("--bar/--no-bar", "bar", default=None,
               help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
 @debug_option
-def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None, max_tries: int,
-        retry_delay: float, dry_run: bool, bar: bool | None) -> None:
+def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None,
+        linger: float | None, max_tries: int, retry_delay: float, dry_run: bool, bar: bool | None) -> None:
     """Run the migrations of TARGET, resuming where the progress ledger left off.
 
     Exit codes: 0 every selected migration completed; 1 records failed or migrations
     were held back (the progress is saved: fix, then run again); 2 usage, definition,
     plan or connection error before any work; 130 interrupted (Ctrl-C / SIGTERM; the
-    progress is saved).
+    progress is saved). With --serve, the server keeps serving the final status for
+    --linger seconds after the run; Ctrl-C then ends the linger, not the exit code.
 
     \b
     Examples:
@@ -187,17 +191,24 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
       ferryman run migrations.py --serve 127.0.0.1:8765 --max-tries 3 --retry-delay 60
       ferryman run migrations.py --dry-run
     """
+    if linger is not None and serve is None:
+        raise click.UsageError("--linger is for --serve: it keeps the status server up after the run")
     display = console.ConsoleProgress(sys.stdout, fancy=bar)
+
+    def finished(outcome: commands.RunOutcome) -> None:
+        display.close()
+        click.echo(outcome.dry_run_summary() if outcome.dry_run else outcome.result.summary())
+        if outcome.attempts > 1:
+            click.echo(f"attempts: {outcome.attempts} of {max_tries}")
+
     try:
         outcome = commands.run(
             target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
             retry_delay=retry_delay, dry_run=dry_run, observers=[display], echo=click.echo,
+            linger=commands.DEFAULT_LINGER if linger is None else linger, on_finished=finished,
         )
     finally:
         display.close()
-    click.echo(outcome.dry_run_summary() if outcome.dry_run else outcome.result.summary())
-    if outcome.attempts > 1:
-        click.echo(f"attempts: {outcome.attempts} of {max_tries}")
     click.get_current_context().exit(outcome.exit_code)
 
 
