@@ -323,9 +323,10 @@ class LiveStatusSource(RunObserver):
 
 
 def _file_state(path: str) -> tuple[int, int, int] | None:
+    """None for a file that is not there or cannot be seen (the snapshot then says why)."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except OSError:
         return None
     return st.st_ino, st.st_size, st.st_mtime_ns
 
