@@ -215,6 +215,9 @@ def _budget(text: str | None) -> int | float | None:
                         f"./{commands.DEFAULT_PROGRESS}.")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this migration (name or identity); repeatable.")
 @click.option("--serve", metavar="HOST:PORT", help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")
+@click.option("--linger", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="With --serve: keep serving the final status this long after the run (Ctrl-C "
+                   f"ends it sooner; 0: stop at once). Default {commands.DEFAULT_LINGER:g}.")
 @click.option("--max-tries", type=click.IntRange(min=1), default=commands.DEFAULT_MAX_TRIES, show_default=True,
               help="Attempts in all: a run that ends with failures is started again after --retry-delay.")
 @click.option("--retry-delay", type=click.FloatRange(min=0, max=threading.TIMEOUT_MAX),
@@ -228,14 +231,16 @@ def _budget(text: str | None) -> int | float | None:
 @click.option("--bar/--no-bar", "bar", default=None,
               help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
 @debug_option
-def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None, max_tries: int,
-        retry_delay: float, dry_run: bool, max_failures: int | float | None, bar: bool | None) -> None:
+def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None,
+        linger: float | None, max_tries: int, retry_delay: float, dry_run: bool,
+        max_failures: int | float | None, bar: bool | None) -> None:
     """Run the migrations of TARGET, resuming where the progress ledger left off.
 
     Exit codes: 0 every selected migration completed; 1 records failed or migrations
     were held back (the progress is saved: fix, then run again); 2 usage, definition,
     plan or connection error before any work; 130 interrupted (Ctrl-C / SIGTERM; the
-    progress is saved).
+    progress is saved). With --serve, the server keeps serving the final status for
+    --linger seconds after the run; Ctrl-C then ends the linger, not the exit code.
 
     \b
     Examples:
@@ -244,25 +249,31 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
       ferryman run migrations.py --serve 127.0.0.1:8765 --max-tries 3 --retry-delay 60
       ferryman run migrations.py --dry-run
     """
+    if linger is not None and serve is None:
+        raise click.UsageError("--linger is for --serve: it keeps the status server up after the run")
     out = console.PipeSafeStream(sys.stdout)  # the run goes on to its end if the reader goes away
 
     def say(text: str) -> None:
         click.echo(console.shown_lines(text), file=out)  # type: ignore[arg-type]  # a text stream
 
     display = console.ConsoleProgress(out, fancy=bar)  # type: ignore[arg-type]
+    ctx = click.get_current_context()
+
+    def finished(outcome: commands.RunOutcome) -> None:
+        display.close()
+        ctx.meta[EXIT_CODE] = outcome.exit_code
+        say(outcome.dry_run_summary() if outcome.dry_run else outcome.result.summary())
+        if outcome.attempts > 1:
+            say(f"attempts: {outcome.attempts} of {max_tries}")
+
     try:
         outcome = commands.run(
             target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
             retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, observers=[display],
-            echo=say,
+            echo=say, linger=commands.DEFAULT_LINGER if linger is None else linger, on_finished=finished,
         )
     finally:
         display.close()
-    ctx = click.get_current_context()
-    ctx.meta[EXIT_CODE] = outcome.exit_code
-    say(outcome.dry_run_summary() if outcome.dry_run else outcome.result.summary())
-    if outcome.attempts > 1:
-        say(f"attempts: {outcome.attempts} of {max_tries}")
     ctx.exit(outcome.exit_code)
 
 

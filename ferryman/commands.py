@@ -47,6 +47,9 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
 """Where ``ferryman serve`` and ``ferryman demo`` serve the status API and dashboard."""
 
+DEFAULT_LINGER = 300.0
+"""``ferryman run --serve``: seconds the server keeps serving the final status after the run."""
+
 DEFAULT_MAX_TRIES = 1
 DEFAULT_RETRY_DELAY = 30.0
 """``ferryman run --max-tries N --retry-delay S``: attempts in all, and the pause between them."""
@@ -309,6 +312,8 @@ def run(
     max_failures: int | float | None = None,
     observers: Sequence[RunObserver] = (),
     echo: Echo = _quiet,
+    linger: float = 0.0,
+    on_finished: Callable[[RunOutcome], None] | None = None,
 ) -> RunOutcome:
     """Run the target's migrations, resuming from the progress ledger at ``progress``.
 
@@ -327,6 +332,9 @@ def run(
             ``@migration(max_failures=...)``).
         observers: more RunObservers (the CLI adds its progress display here).
         echo: receives the lines a person watching the run wants to see.
+        linger: with ``serve``, seconds to keep serving the final status once the run is over
+            (Ctrl-C or SIGTERM ends it sooner; an interrupted run does not linger).
+        on_finished: called with the outcome as soon as the run is over, before the linger.
 
     Raises:
         CommandError: with ``exit_code`` 2 when nothing was done: the progress is busy or
@@ -337,20 +345,30 @@ def run(
         raise CommandError(f"--max-tries must be at least 1, not {max_tries}", 2)
     if not 0 <= retry_delay <= threading.TIMEOUT_MAX:  # also NaN
         raise CommandError(f"--retry-delay must be a number of seconds >= 0, not {retry_delay}", 2)
+    if not 0 <= linger <= threading.TIMEOUT_MAX:
+        raise CommandError(f"--linger must be a number of seconds >= 0, not {linger:g}", 2)
     with _sigterm_as_interrupt():
-        return _run(target, progress, only, serve, max_tries, retry_delay, dry_run, max_failures, observers, echo)
+        return _run(target, progress, only, serve, max_tries, retry_delay, dry_run, max_failures, observers,
+                    echo, linger, on_finished or _ignore_outcome)
+
+
+def _ignore_outcome(outcome: RunOutcome) -> None:
+    pass
 
 
 def _run(
     target: str | Target | MigrationService, progress: str | os.PathLike[str] | None,
     only: Sequence[str] | None, serve: str | tuple[str, int] | None, max_tries: int, retry_delay: float,
     dry_run: bool, max_failures: int | float | None, observers: Sequence[RunObserver], echo: Echo,
+    linger: float, on_finished: Callable[[RunOutcome], None],
 ) -> RunOutcome:
     service = _service_of(target)
     steps = service.select(only)
     address = parse_host_port(serve) if isinstance(serve, str) else serve
     if dry_run:
-        return _dry_run(service, only, progress, observers, echo)
+        outcome = _dry_run(service, only, progress, observers, echo)
+        on_finished(outcome)
+        return outcome
     if address is not None:
         check_port_free(*address)
     # An existing progress is opened (and so checked) before the stores are touched; a new one
@@ -375,12 +393,27 @@ def _run(
         else:
             source = None
         with _attached(service, observers):
-            return _attempts(service, ledger, only, max_tries, retry_delay, max_failures, source, echo)
+            outcome = _attempts(service, ledger, only, max_tries, retry_delay, max_failures, source, echo)
+        if path is not None:
+            ledger.close()
+            ledger = None
+        on_finished(outcome)
+        if server is not None and linger > 0 and not outcome.result.interrupted:
+            _linger(server.url, linger, echo)
+        return outcome
     finally:
         if server is not None:
             server.stop()
         if ledger is not None and path is not None:
             ledger.close()
+
+
+def _linger(url: str, seconds: float, echo: Echo) -> None:
+    """Keep the server beside a finished run up, so that a poller sees how the run ended."""
+    from .server import wait_for_stop
+
+    echo(f"finished; serving the final status at {url}/ for {seconds:g} s more, Ctrl-C to stop")
+    wait_for_stop(seconds)
 
 
 def _attempts(

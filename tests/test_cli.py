@@ -356,7 +356,8 @@ def get_json(url: str):
 def test_run_serve_answers_while_running_and_stops_with_the_process(tmp_path):
     port = helpers.free_port()
     target = write_target(tmp_path, n=80, delay=0.04)
-    proc = start("run", target, "--progress", "p.db", "--serve", f"127.0.0.1:{port}", cwd=tmp_path)
+    proc = start("run", target, "--progress", "p.db", "--serve", f"127.0.0.1:{port}", "--linger", "0",
+                 cwd=tmp_path)
     base = f"http://127.0.0.1:{port}"
     try:
         def running():

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import os
 import shlex
-import signal
-import threading
 import time
 from typing import Callable, Sequence
 
@@ -50,7 +48,7 @@ def run_demo(
         observers = [ConsoleProgress()]
     server = None
     if port is not None:
-        from ..server import BackgroundServer, LedgerStatusSource, create_app
+        from ..server import BackgroundServer, LedgerStatusSource, create_app, wait_for_stop
 
         server = BackgroundServer(create_app(LedgerStatusSource(data.progress)), host, port)
         server.start()
@@ -68,7 +66,7 @@ def run_demo(
             return 130
         echo(next_steps(data, None if server is None else server.url))
         if server is not None:
-            _wait_for_ctrl_c()
+            wait_for_stop()
         return 0
     finally:
         if server is not None:
@@ -96,18 +94,3 @@ def next_steps(data: DemoData, url: str | None) -> str:
         f"  ferryman progress export --progress {progress} --out {shlex.quote(os.path.join(data.directory, 'progress.json'))}",
     ]
     return "\n".join(lines)
-
-
-def _wait_for_ctrl_c() -> None:
-    stop = threading.Event()
-
-    def handler(signum: int, frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(3600):
-            pass
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

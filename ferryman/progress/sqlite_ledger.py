@@ -94,6 +94,23 @@ CREATE TABLE IF NOT EXISTS run (
 );
 """
 
+_COUNT_NEW = ("INSERT INTO failed_count VALUES (NEW.migration, NEW.action, 1) "
+              "ON CONFLICT DO UPDATE SET n = n + 1")
+_UNCOUNT_OLD = "UPDATE failed_count SET n = n - 1 WHERE migration = OLD.migration AND action = OLD.action"
+FAILED_INDEX = (
+    "CREATE INDEX failed_seq ON failed (seq)",
+    "CREATE TABLE failed_count (migration INTEGER NOT NULL, action TEXT NOT NULL, "
+    "n INTEGER NOT NULL, PRIMARY KEY (migration, action)) WITHOUT ROWID",
+    f"CREATE TRIGGER failed_count_insert AFTER INSERT ON failed BEGIN {_COUNT_NEW}; END",
+    f"CREATE TRIGGER failed_count_delete AFTER DELETE ON failed BEGIN {_UNCOUNT_OLD}; END",
+    "CREATE TRIGGER failed_count_update AFTER UPDATE OF migration, action ON failed BEGIN "
+    f"{_UNCOUNT_OLD}; {_COUNT_NEW}; END",
+)
+"""What lets a reader of a large ledger stay cheap: ``failed_count`` holds how many failed
+records each migration has per action, kept by triggers (so every writer, whatever its version
+of ferryman, keeps it right), and ``failed_seq`` finds the newest failures without a sort.
+Created, and filled from ``failed``, the first time a ledger is opened for writing."""
+
 
 def encode_id(record_id: RecordId) -> str:
     """Canonical text of an id; the JSON of it, so types survive (``1`` vs ``"1"``)."""
@@ -173,7 +190,7 @@ def is_ledger_file(path: str | os.PathLike[str]) -> bool:
     return not path.lower().endswith(".json")
 
 
-LEDGER_TABLES = frozenset({"meta", "migration", "succeeded", "succeeded_log", "failed", "fatal_error",
+LEDGER_TABLES = frozenset({"meta", "migration", "succeeded", "succeeded_log", "failed", "failed_count", "fatal_error",
                            "run"}) | LEASE_TABLES
 
 
@@ -310,16 +327,16 @@ class SqliteLedger(Ledger):
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
-            if version == int(SCHEMA_VERSION):
-                return  # nothing to create: no write lock to wait for (a stopped run may hold it)
-            with self._tx():
-                inspect_ledger(self.conn, self.path)  # again, under the write lock
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        self.conn.execute(statement)
-                upgrade_lease(self.conn)
-                self._add_lineage_columns()
-                self._init_meta()
+            if version != int(SCHEMA_VERSION):  # else nothing to create: no write lock to wait
+                with self._tx():                  # for (a stopped run may hold it)
+                    inspect_ledger(self.conn, self.path)  # again, under the write lock
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            self.conn.execute(statement)
+                    upgrade_lease(self.conn)
+                    self._add_lineage_columns()
+                    self._init_meta()
+            self._index_failures()
         except BaseException:
             self.conn.close()
             raise
@@ -366,6 +383,19 @@ class SqliteLedger(Ledger):
         for column, kind in (("dest", "TEXT"), ("changes", "INTEGER NOT NULL DEFAULT 0"), ("inputs", "TEXT")):
             if column not in have:
                 self.conn.execute(f"ALTER TABLE migration ADD COLUMN {column} {kind}")
+
+    def _index_failures(self) -> None:
+        """Add the failed records' counters and ``seq`` index to a ledger that lacks them."""
+        exists = "SELECT 1 FROM sqlite_master WHERE name = 'failed_count'"
+        if self.conn.execute(exists).fetchone():
+            return
+        with self._tx():
+            if self.conn.execute(exists).fetchone():  # another process added them meanwhile
+                return
+            for statement in FAILED_INDEX:
+                self.conn.execute(statement)
+            self.conn.execute("INSERT INTO failed_count "
+                              "SELECT migration, action, count(*) FROM failed GROUP BY migration, action")
 
     def _meta(self, key: str) -> str:
         row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

@@ -4,11 +4,13 @@
 :class:`LedgerStatusSource` for ``ferryman serve --progress PATH`` (a process of its own that
 watches a ledger across runs) or :class:`LiveStatusSource` for ``ferryman run --serve`` (an
 observer of the run in this process). :class:`BackgroundServer` runs it in a thread beside a
-run; :func:`serve_forever` runs it in the foreground. Loopback (127.0.0.1) by default.
+run; :func:`serve_forever` runs it in the foreground; :func:`wait_for_stop` waits for Ctrl-C
+(``ferryman run --serve`` keeps serving the final status that long). Loopback (127.0.0.1) by
+default; anything else is logged as a warning.
 """
 
 from .app import create_app
-from .background import BackgroundServer, serve_forever
+from .background import BackgroundServer, serve_forever, wait_for_stop
 from .sources import LedgerStatusSource, LiveStatusSource, StatusSource
 from .status import Status, StatusSnapshot
 
@@ -21,4 +23,5 @@ __all__ = [
     "StatusSource",
     "create_app",
     "serve_forever",
+    "wait_for_stop",
 ]

@@ -1,15 +1,20 @@
 """The status server's routes, all in one place: ``create_app(source)`` -> a Starlette app.
 
-Every route reads one :class:`~ferryman.server.status.StatusSnapshot` per request (in a worker
-thread: sources do blocking I/O). When the source fails, the JSON routes answer
-``500 {"error": "..."}``; that is the only case of a 500.
+The status routes answer from one :class:`~ferryman.server.status.StatusSnapshot`, taken at most
+every REFRESH seconds (in a worker thread: sources do blocking I/O) and rendered once per route
+into bytes that every request until the next snapshot reuses (:class:`Answers`). When the source
+fails, the JSON routes answer ``500 {"error": "..."}``; that is the only case of a 500.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Hashable
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -40,6 +45,11 @@ PAGE_HEADERS = {
 ASSETS = {"dashboard.js": "text/javascript; charset=utf-8", "dashboard.css": "text/css; charset=utf-8"}
 
 
+REFRESH = 0.5
+"""Seconds an answer is kept: however many clients poll, the source is read at most this often,
+and at once when its version changes (a run that ends is never shown running)."""
+
+
 class SourceFailed(Exception):
     """The status source raised; carries the one-line message for the 500 body."""
 
@@ -49,34 +59,90 @@ def _one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
+def _json(content: Any) -> bytes:
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+
+
+@dataclass
+class _Kept:
+    """One snapshot and the bodies rendered from it so far, by route."""
+
+    snapshot: StatusSnapshot
+    version: Hashable
+    taken: float
+    bodies: dict[str, bytes] = field(default_factory=dict)
+
+
+class Answers:
+    """The routes' bodies as bytes, rendered once per snapshot of ``source``.
+
+    A request reuses the kept bodies while they are younger than REFRESH and the source's
+    version is unchanged: no thread hop, no snapshot, no rendering, which is what keeps a
+    polled server from slowing the run beside it. A failed read is not kept: the next request
+    tries again.
+    """
+
+    def __init__(self, source: StatusSource) -> None:
+        self.source = source
+        self._kept: _Kept | None = None
+        self._lock = threading.Lock()
+        self._problem: str | None = None  # the dashboard polls: log a problem once, not every poll
+
+    def _fresh(self) -> _Kept | None:
+        kept = self._kept
+        if kept is None or time.monotonic() - kept.taken >= REFRESH or self.source.version() != kept.version:
+            return None
+        return kept
+
+    def _refresh(self) -> _Kept:
+        """A fresh snapshot (in a worker thread: sources do blocking I/O), one at a time."""
+        with self._lock:
+            kept = self._fresh()
+            if kept is None:
+                taken, version = time.monotonic(), self.source.version()
+                kept = self._kept = _Kept(self.source.snapshot(), version, taken)
+            return kept
+
+    async def body(self, route: str, render: Callable[[StatusSnapshot], bytes]) -> bytes:
+        kept = self._fresh()
+        if kept is None:
+            try:
+                kept = await run_in_threadpool(self._refresh)
+            except Exception as exc:
+                message = f"cannot read the migration status: {mask_secrets(_one_line(exc))}"
+                if self._problem != message:
+                    log.warning("status server: %s", message, exc_info=log.isEnabledFor(logging.DEBUG))
+                    self._problem = message
+                raise SourceFailed(message) from exc
+            self._problem = None
+        body = kept.bodies.get(route)
+        if body is None:
+            body = kept.bodies[route] = render(kept.snapshot)
+        return body
+
+
 def create_app(source: StatusSource) -> Starlette:
     """The status API and dashboard over ``source`` (see :mod:`ferryman.server.openapi`)."""
 
-    last_problem: list[str] = []  # the dashboard polls: log a problem once, not every poll
+    answers = Answers(source)
 
-    async def snapshot() -> StatusSnapshot:
-        try:
-            snap = await run_in_threadpool(source.snapshot)
-        except Exception as exc:
-            message = f"cannot read the migration status: {mask_secrets(_one_line(exc))}"
-            if last_problem != [message]:
-                log.warning("status server: %s", message, exc_info=log.isEnabledFor(logging.DEBUG))
-                last_problem[:] = [message]
-            raise SourceFailed(message) from exc
-        last_problem.clear()
-        return snap
+    def json_route(path: str, render: Callable[[StatusSnapshot], Any]) -> Route:
+        def render_json(snapshot: StatusSnapshot) -> bytes:
+            return _json(render(snapshot))
 
-    async def result(request: Request) -> Response:
-        return JSONResponse((await snapshot()).result(), headers=NO_STORE)
+        async def serve(request: Request) -> Response:
+            body = await answers.body(path, render_json)
+            return Response(body, media_type="application/json", headers=NO_STORE)
+        return Route(path, serve, methods=["GET"])
 
-    async def progress(request: Request) -> Response:
-        return JSONResponse((await snapshot()).progress(), headers=NO_STORE)
+    def render_metrics(snapshot: StatusSnapshot) -> bytes:
+        return metrics.render(snapshot).encode()
 
     async def metrics_page(request: Request) -> Response:
         try:
-            text = metrics.render(await snapshot())
+            text = await answers.body("/metrics", render_metrics)
         except SourceFailed:
-            text = metrics.render_down()
+            text = metrics.render_down().encode()
         return Response(text, media_type=metrics.CONTENT_TYPE, headers=NO_STORE)
 
     async def openapi(request: Request) -> Response:
@@ -96,8 +162,8 @@ def create_app(source: StatusSource) -> Starlette:
 
     routes = [
         Route("/", dashboard, methods=["GET"]),
-        Route("/migrate/result", result, methods=["GET"]),
-        Route("/migrate/progress", progress, methods=["GET"]),
+        json_route("/migrate/result", StatusSnapshot.result),
+        json_route("/migrate/progress", StatusSnapshot.progress),
         Route("/metrics", metrics_page, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *(Route(f"/static/{name}", asset_route(name), methods=["GET"]) for name in ASSETS),

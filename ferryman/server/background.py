@@ -2,12 +2,17 @@
 
 Both bind the listening socket themselves before uvicorn starts, so a port in use fails at
 once with a clear :class:`~ferryman.errors.FerrymanError` instead of a hang or a log line,
-and port 0 gets a real port that :attr:`BackgroundServer.url` shows.
+and port 0 gets a real port that :attr:`BackgroundServer.url` shows. Binding beyond loopback
+logs a warning: the status names records and shows their failure causes, and the server has no
+authentication. Connections are bounded in time (:mod:`ferryman.server.protocol`): a request
+head must arrive within HEAD_TIMEOUT seconds, an idle kept-alive connection is closed after
+KEEP_ALIVE seconds.
 """
 
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import signal
 import socket
@@ -18,9 +23,12 @@ from typing import Any, Callable
 import uvicorn
 
 from ..errors import FerrymanError
+from .protocol import DeadlineH11Protocol
 
 log = logging.getLogger("ferryman")
 
+KEEP_ALIVE = 5
+"""Seconds an idle kept-alive connection stays open after a response."""
 START_TIMEOUT = 10.0
 """Seconds :meth:`BackgroundServer.start` waits for uvicorn to accept connections."""
 STOP_TIMEOUT = 5
@@ -46,7 +54,19 @@ def bind(host: str, port: int) -> socket.socket:
             raise FerrymanError(f"port {port} on {host} is in use") from exc
         raise FerrymanError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.set_inheritable(True)
+    if not _is_loopback(address[0]):
+        log.warning("the status server listens on %s, beyond loopback: anyone who can reach it "
+                    "reads the migration status, record ids and failure causes (no authentication)",
+                    url_of(sock).removeprefix("http://"))
     return sock
+
+
+def _is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8 and ::1 (also written as ::ffff:127.x.y.z); False for 0.0.0.0, ::."""
+    address = ipaddress.ip_address(host.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return address.is_loopback
 
 
 def url_of(sock: socket.socket) -> str:
@@ -57,6 +77,7 @@ def url_of(sock: socket.socket) -> str:
 def _config(app: Any) -> uvicorn.Config:
     return uvicorn.Config(
         app, log_config=None, access_log=False, log_level="warning", lifespan="off", ws="none",
+        http=DeadlineH11Protocol, timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=STOP_TIMEOUT,
     )
 
@@ -150,6 +171,29 @@ def serve_forever(app: Any, host: str, port: int, *,
         if in_main:
             signal.signal(signal.SIGTERM, previous)
         sock.close()
+
+
+def wait_for_stop(seconds: float | None = None) -> bool:
+    """Block until Ctrl-C or SIGTERM, or ``seconds`` (None: no limit); True when a signal came.
+
+    Outside the main thread, where no signal handler can be set, it only waits.
+    """
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    try:
+        if seconds is not None:
+            return stop.wait(seconds)
+        while not stop.wait(3600):
+            pass
+        return True
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _call_when_started(server: uvicorn.Server, callback: Callable[[], None]) -> None:

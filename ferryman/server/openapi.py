@@ -119,7 +119,7 @@ PROGRESS: dict[str, Any] = {
         "runs": {"type": "array", "items": {"$ref": "#/components/schemas/Run"},
                  "description": "Run history, newest first"},
         "failed_records": {"type": "array", "items": {"$ref": "#/components/schemas/FailedRecord"},
-                           "description": "The first few failed records"},
+                           "description": "The newest failed records, newest first (failed_total counts them all)"},
         "failed_total": COUNT,
     },
 }

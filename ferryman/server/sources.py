@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Hashable, Protocol, Sequence
 
 from ..errors import FerrymanError, LedgerFileError
 from ..events import RunObserver
@@ -30,8 +30,8 @@ from ..progress.sqlite_ledger import SqliteLedger, decode_id, inspect_ledger, is
 from ..report import MigrationReport, RunResult
 from .status import (
     FAILED_RECORDS_SHOWN, RUNS_SHOWN, LedgerView, Status, StatusSnapshot, display_name,
-    failed_record_dict, fix_dead_runs, ledger_migrations, ledger_status, run_is_alive,
-    snapshot_of_progress,
+    failed_record_dict, fix_dead_runs, ledger_migrations, ledger_status, newest_failures,
+    run_is_alive, snapshot_of_progress,
 )
 
 
@@ -39,6 +39,11 @@ class StatusSource(Protocol):
     """Anything that can say, at any instant, how the migration stands."""
 
     def snapshot(self) -> StatusSnapshot: ...
+
+    def version(self) -> Hashable:
+        """Differs from every earlier value once the status changed in a way a snapshot taken
+        before would hide (a run started or ended); cheap: the server asks at every request."""
+        ...
 
 
 # --- reading an SQLite ledger --------------------------------------------------------------------
@@ -86,15 +91,14 @@ def _read(conn: sqlite3.Connection) -> LedgerView:
     names = {m["identity"]: m["report"]["name"] for m in view.migrations if m["report"]}
     names.update((r["identity"], r["name"]) for r in view.reports)
     if "failed" in tables:
-        for identity, action, count in conn.execute(
-                "SELECT m.identity, f.action, count(*) FROM failed f JOIN migration m "
-                "ON m.id = f.migration GROUP BY m.identity, f.action"):
+        counts = _KEPT_COUNTS if "failed_count" in tables else _COUNTED
+        for identity, action, count in conn.execute(counts):
             view.failed_counts.setdefault(identity, {})[action] = count
         view.failed_records = [
             failed_record_dict(names.get(identity) or display_name(identity), decode_id(rid), d, c, a, t)
             for identity, rid, d, c, a, t in conn.execute(
                 "SELECT m.identity, f.rid, f.description, f.cause, f.action, f.timestamp "
-                "FROM failed f JOIN migration m ON m.id = f.migration ORDER BY f.seq LIMIT ?",
+                "FROM failed f JOIN migration m ON m.id = f.migration ORDER BY f.seq DESC LIMIT ?",
                 (FAILED_RECORDS_SHOWN,))
         ]
     if "fatal_error" in tables:
@@ -102,6 +106,14 @@ def _read(conn: sqlite3.Connection) -> LedgerView:
         row = conn.execute("SELECT text FROM fatal_error ORDER BY seq DESC LIMIT 1").fetchone()
         view.last_fatal = row[0] if row else None
     return view
+
+
+_KEPT_COUNTS = ("SELECT m.identity, c.action, c.n FROM failed_count c JOIN migration m "
+                "ON m.id = c.migration WHERE c.n > 0")
+"""Failed records per migration and action, as the ledger's triggers keep them."""
+_COUNTED = ("SELECT m.identity, f.action, count(*) FROM failed f JOIN migration m "
+            "ON m.id = f.migration GROUP BY m.identity, f.action")
+"""The same, counted: for a ledger no ferryman with those counters has written to yet."""
 
 
 # --- the sources ---------------------------------------------------------------------------------
@@ -135,6 +147,10 @@ class LedgerStatusSource:
         if os.path.getsize(self.path) == 0:
             return "empty"  # an SQLite file being created: no header yet
         return "sqlite" if is_ledger_file(self.path) else "json"
+
+    def version(self) -> Hashable:
+        """The state of the file and of its write-ahead log: every commit changes one of them."""
+        return _file_state(self.path), _file_state(self.path + "-wal")
 
     def _view(self) -> LedgerView:
         try:
@@ -197,12 +213,15 @@ class LiveStatusSource(RunObserver):
         self._runs: list[dict[str, Any]] = []
         self._failed: dict[tuple[str, str], dict[str, Any]] = {}
         self._failed_total = 0
+        self._revision = 0
+        """Counts the status changes: running, completed, failed."""
 
     # --- events (on the run's thread) -----------------------------------------------------------
 
     def attempt_started(self, attempt: int) -> None:
         """The CLI's retry manager starts attempt ``attempt`` (1, 2, ...) of the job."""
         with self._lock:
+            self._revision += 1
             self._attempt = attempt
             if self._ledger_attempt is not None and self._status is Status.FAILED:
                 self._ledger_attempt += 1  # what the ledger will count; run_started confirms it
@@ -219,6 +238,7 @@ class LiveStatusSource(RunObserver):
             ledger_attempt = next((r["attempt"] for r in view.runs if r["id"] == run_id), None)
         failed, total = self._ledger_failures(reports)
         with self._lock:
+            self._revision += 1
             self._status = Status.RUNNING
             self._reports = reports
             self._last_err = None
@@ -238,12 +258,15 @@ class LiveStatusSource(RunObserver):
                 self._runs[0]["step"] = report.name
 
     def record_failed(self, report: MigrationReport, failure: FailedRecord) -> None:
-        with self._lock:
+        if self._path is not None:
+            return  # snapshots read the failed records from the ledger file
+        with self._lock:  # the newest last, at most FAILED_RECORDS_SHOWN of them
             key = (report.identity, repr(failure.id))
-            if key not in self._failed:
+            if self._failed.pop(key, None) is None:
                 self._failed_total += 1
-                if len(self._failed) < FAILED_RECORDS_SHOWN:
-                    self._failed[key] = _failure_dict(report.name, failure)
+            self._failed[key] = _failure_dict(report.name, failure)
+            if len(self._failed) > FAILED_RECORDS_SHOWN:
+                del self._failed[next(iter(self._failed))]
 
     def run_finished(self, result: RunResult) -> None:
         failed, total = self._ledger_failures(result.reports)
@@ -254,6 +277,7 @@ class LiveStatusSource(RunObserver):
             last_err = (f"interrupted by {result.interrupted}; progress saved, run again to resume"
                         if result.interrupted else "the run did not complete")
         with self._lock:
+            self._revision += 1
             self._status = Status.COMPLETED if result.ok else Status.FAILED
             self._last_err = last_err
             self._failed, self._failed_total = failed, total
@@ -270,12 +294,15 @@ class LiveStatusSource(RunObserver):
         found: dict[tuple[str, str], dict[str, Any]] = {}
         names = {r.identity: r.name for r in reports}
         pairs = self._ledger.progress().failed_records()
-        for identity, record in pairs[:FAILED_RECORDS_SHOWN]:
+        for identity, record in reversed(newest_failures(pairs)):  # the newest last
             name = names.get(identity) or display_name(identity)
             found[(identity, repr(record.id))] = _failure_dict(name, record)
         return found, len(pairs)
 
     # --- the snapshot (on the server's thread) --------------------------------------------------
+
+    def version(self) -> int:
+        return self._revision
 
     def snapshot(self) -> StatusSnapshot:
         with self._lock:
@@ -285,7 +312,7 @@ class LiveStatusSource(RunObserver):
                 last_err = _last_error(self._reports) or last_err
             try_count = self._ledger_attempt or self._attempt
             runs = [dict(r) for r in self._runs]
-            failed, failed_total = list(self._failed.values()), self._failed_total
+            failed, failed_total = list(reversed(self._failed.values())), self._failed_total
         if self._path is not None and os.path.exists(self._path):
             try:
                 view = read_ledger(self._path)
@@ -296,6 +323,15 @@ class LiveStatusSource(RunObserver):
             failed, failed_total = view.failed_records, view.failed_total
         return StatusSnapshot(status.value, step, last_err, try_count, migrations, runs, failed,
                               failed_total)
+
+
+def _file_state(path: str) -> tuple[int, int, int] | None:
+    """None for a file that is not there or cannot be seen (the snapshot then says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def _last_error(reports: Sequence[MigrationReport]) -> str | None:

@@ -14,16 +14,17 @@ they can be read in one place:
 
 from __future__ import annotations
 
+import heapq
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Iterable
 
 from ..progress.lease import Holder
-from ..progress.model import Action, MigrationEntry, MigrationProgress
+from ..progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
 
 FAILED_RECORDS_SHOWN = 20
-"""How many failed records a snapshot carries (the total is in ``failed_total``)."""
+"""How many failed records a snapshot carries, the newest (the total is in ``failed_total``)."""
 RUNS_SHOWN = 50
 """How many runs of the history a snapshot carries, newest first."""
 
@@ -58,9 +59,9 @@ class StatusSnapshot:
     runs: list[dict[str, Any]] = field(default_factory=list)
     """Run history, newest first: id, job, attempt, started_at, ended_at, outcome, last_error..."""
     failed_records: list[dict[str, Any]] = field(default_factory=list)
-    """The first few failed records: migration, id, description, cause (full), action."""
+    """The newest failed records, newest first: migration, id, description, cause (full), action."""
     failed_total: int = 0
-    """How many failed records the progress holds (``failed_records`` shows the first few)."""
+    """How many failed records the progress holds (``failed_records`` shows the newest few)."""
     taken_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -125,6 +126,14 @@ def failed_record_dict(migration: str, record_id: Any, description: str, cause: 
             "action": action, "timestamp": timestamp}
 
 
+def newest_failures(pairs: Iterable[tuple[str, FailedRecord]]) -> list[tuple[str, FailedRecord]]:
+    """The FAILED_RECORDS_SHOWN newest ``(identity, record)`` pairs by timestamp, newest first
+    (of two at the same instant, the later pair); memory bounded by what is kept."""
+    ranked = ((record.timestamp, i, identity, record) for i, (identity, record) in enumerate(pairs))
+    return [(identity, record) for _, _, identity, record in
+            heapq.nlargest(FAILED_RECORDS_SHOWN, ranked, key=lambda r: (r[0], r[1]))]
+
+
 def snapshot_of_progress(progress: MigrationProgress) -> StatusSnapshot:
     """The status of an mjg progress (no run history, so never ``running`` nor ``completed``).
 
@@ -133,7 +142,6 @@ def snapshot_of_progress(progress: MigrationProgress) -> StatusSnapshot:
     """
     meta = progress.metadata
     migrations: list[dict[str, Any]] = []
-    failed: list[dict[str, Any]] = []
     retry_total = 0
     last_failure: tuple[Any, str] | None = None
     known = list(progress.migrations)
@@ -148,10 +156,6 @@ def snapshot_of_progress(progress: MigrationProgress) -> StatusSnapshot:
             newest = max(retry, key=lambda r: r.timestamp)
             if last_failure is None or newest.timestamp >= last_failure[0]:
                 last_failure = (newest.timestamp, f"{newest.description}: {first_line_of_error(newest.cause)}")
-        for record in entry.failed.values():
-            if len(failed) < FAILED_RECORDS_SHOWN:
-                failed.append(failed_record_dict(name, record.id, record.description, record.cause,
-                                                 record.action.value, record.timestamp.isoformat()))
         if retry:
             state = "failed"
         elif identity in meta.completed:
@@ -168,6 +172,9 @@ def snapshot_of_progress(progress: MigrationProgress) -> StatusSnapshot:
             "last_error": None, "fatal_error": None, "held_back_by": [], "started_at": None,
             "finished_at": None, "rate": 0.0, "eta": None,
         })
+    failed = [failed_record_dict(display_name(identity), record.id, record.description, record.cause,
+                                 record.action.value, record.timestamp.isoformat())
+              for identity, record in newest_failures(progress.failed_records())]
     step_ids = meta.in_progress or meta.completed
     step = display_name(step_ids[-1]) if step_ids else None
     failed_total = sum(len(e.failed) for e in progress.migrations.values())

@@ -173,7 +173,7 @@ def test_responses_validate_against_the_schemas(failed_server):
     openapi_validator(doc, "Progress").validate(progress)
     assert {k: progress[k] for k in result} == result
     assert progress["totals"]["failed"] == 2 and progress["failed_total"] == 2
-    assert [f["id"] for f in progress["failed_records"]] == [2, 5]
+    assert [f["id"] for f in progress["failed_records"]] == [5, 2]  # newest first
     assert progress["failed_records"][0]["cause"].startswith("Traceback")
     (migration_,) = progress["migrations"]
     assert (migration_["read"], migration_["total"], migration_["succeeded"]) == (12, 12, 10)

@@ -21,6 +21,7 @@ import pytest
 
 from ferryman import MemoryStore, MigrationService, Retry, migration
 from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
+from ferryman.server.status import FAILED_RECORDS_SHOWN
 
 SCREENSHOT = Path("/tmp/ferryman-dashboard.png")
 PAYLOAD = ('<script>window.__xss = 1; alert(1)</script>'
@@ -259,12 +260,14 @@ def test_dashboard_renders_progress_escapes_data_and_exports_json(server, browse
     assert browser.js("document.scripts.length") == 1
     assert browser.js("window.__xss === undefined") is True
     assert not [e for e in browser.events if e["method"] == "Page.javascriptDialogOpening"]
-    browser.click("#failed details.failure summary")
-    browser.wait_js("document.querySelector('#failed details.failure').open")
-    cause = browser.js("document.querySelector('#failed details.failure pre.cause').textContent")
+    assert failures.index(PAYLOAD) == 3  # newest first: id 9 failed first
+    oldest = "#failed details.failure:last-of-type"
+    browser.click(f"{oldest} summary")
+    browser.wait_js(f"document.querySelector('{oldest}').open")
+    cause = browser.js(f"document.querySelector('{oldest} pre.cause').textContent")
     assert cause.startswith("Traceback") and cause.endswith(f"ValueError: bad coordinates in {PAYLOAD}")
     time.sleep(2)  # a refresh keeps the open record open
-    assert browser.js("document.querySelector('#failed details.failure').open") is True
+    assert browser.js(f"document.querySelector('{oldest}').open") is True
 
     # run history
     runs = browser.js("[...document.querySelectorAll('#runs tr')].map(r => r.textContent)")
@@ -342,3 +345,21 @@ def test_a_server_error_shows_a_banner_and_keeps_the_last_values(server, browser
     assert "cannot read" in banner
     assert browser.js("document.getElementById('conn').dataset.state") == "down"
     assert browser.js("document.getElementById('status').textContent") == "failed"
+
+
+def test_more_failed_records_than_the_server_sends_says_how_many_and_where_the_rest_are(browser, tmp_path):
+    stations = [{"id": i, "label": f"station {i}"} for i in range(1, 9 * 30 + 1)]  # 30 fail
+    service = MigrationService([LabelledStore("stations", records=stations), dest("station_copy")],
+                               [CopyStations], ledger=tmp_path / "run.db", checkpoint_interval=0)
+    assert not service.run().ok
+    service.ledger.close()
+    with BackgroundServer(create_app(LedgerStatusSource(tmp_path / "run.db"))) as server:
+        browser.page("Page.enable")
+        browser.page("Page.navigate", url=f"{server.url}/")
+        browser.wait_js("Number(document.documentElement.dataset.renders || 0) >= 1")
+        shown = browser.js("""[...document.querySelectorAll('#failed details.failure')].map(d =>
+            d.querySelector('.failure-desc').textContent)""")
+        assert shown == [f"station {9 * i}" for i in range(30, 30 - FAILED_RECORDS_SHOWN, -1)]
+        assert browser.js("document.getElementById('failed-count').textContent") == "30"
+        assert browser.js("document.querySelector('#failed p.more').textContent") == (
+            f"Showing the newest {FAILED_RECORDS_SHOWN} of 30. Use `ferryman failed list` for all of them.")

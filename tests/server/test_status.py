@@ -119,9 +119,9 @@ def test_a_failed_run_shows_its_last_error_as_a_string_and_its_failed_records(tm
     assert snap.last_err == "src(id=7): ValueError: cannot copy record 7"
     assert snap.failed_total == 2
     assert [(f["migration"], f["id"], f["action"]) for f in snap.failed_records] == [
-        ("Copy", 3, "RETRY"), ("Copy", 7, "RETRY")]
+        ("Copy", 7, "RETRY"), ("Copy", 3, "RETRY")]  # newest first
     cause = snap.failed_records[0]["cause"]
-    assert cause.startswith("Traceback") and cause.endswith("ValueError: cannot copy record 3")
+    assert cause.startswith("Traceback") and cause.endswith("ValueError: cannot copy record 7")
     assert snap.runs[0]["outcome"] == "failed" and snap.runs[0]["last_error"] == snap.last_err
     assert snap.migrations[0]["state"] == "failed" and snap.migrations[0]["failed"] == 2
 

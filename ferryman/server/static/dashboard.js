@@ -209,7 +209,7 @@
       return item;
     });
     if (data.failed_total > list.length) {
-      items.push(el('p', 'more', `Showing the first ${list.length} of ${num(data.failed_total)}. ` +
+      items.push(el('p', 'more', `Showing the newest ${list.length} of ${num(data.failed_total)}. ` +
         'Use `ferryman failed list` for all of them.'));
     }
     box.replaceChildren(...items);
