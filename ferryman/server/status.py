@@ -250,7 +250,7 @@ def ledger_migrations(view: LedgerView, alive: bool) -> list[dict[str, Any]]:
     result: list[dict[str, Any]] = []
     seen: set[str] = set()
     for report in view.reports:
-        result.append(dict(report))
+        result.append(_with_current_actions(dict(report), view.failed_counts.get(report["identity"], {}), alive))
         seen.add(report["identity"])
     for row in view.migrations:
         if row["identity"] in seen:
@@ -264,6 +264,16 @@ def ledger_migrations(view: LedgerView, alive: bool) -> list[dict[str, Any]]:
                 report["state"] = "interrupted"
             report["eta"] = None
     return result
+
+
+def _with_current_actions(report: dict[str, Any], counts: dict[str, int], alive: bool) -> dict[str, Any]:
+    """The run's report with its failed records split as the ledger marks them now: after
+    ``ferryman failed ignore``, a failed record counts as ignored. Only a re-split of the same
+    records (the run met them all), so read = succeeded + failed + skipped + ignored holds."""
+    retry, ignored = counts.get(Action.RETRY.value, 0), counts.get(Action.IGNORE.value, 0)
+    if not alive and retry + ignored == report.get("failed", 0) + report.get("ignored", 0):
+        report["failed"], report["ignored"] = retry, ignored
+    return report
 
 
 def _bare_report(row: dict[str, Any], counts: dict[str, int]) -> dict[str, Any]:

@@ -165,17 +165,28 @@ def test_a_class_reused_for_another_destination_is_not_taken_for_done(shop, tmp_
     assert "CopyInvoices: failed - 0 migrated, 1 failed, 9 already done" in third.stdout
 
 
+def status_of(shop, name: str) -> dict:
+    status = ferryman(shop, "status", "--progress", "progress.db", "--json")
+    assert status.returncode == 0, status.stderr
+    (found,) = [m for m in json.loads(status.stdout)["progress"]["migrations"] if m["name"] == name]
+    return found  # type: ignore[no-any-return]
+
+
 def test_counters_add_up_across_fix_and_retry(shop):
     cwd, _env = shop
     run(shop, "--only", "CopyInvoices")
+    assert ferryman(shop, "failed", "ignore", "--progress", "progress.db", "7").returncode == 0
+    ignored = status_of(shop, "CopyInvoices")  # the status says what the ledger says now
+    assert (ignored["failed"], ignored["ignored"], ignored["read"]) == (0, 1, 10)
+    ferryman(shop, "failed", "retry", "--progress", "progress.db", "7")
+    retried = status_of(shop, "CopyInvoices")
+    assert (retried["failed"], retried["ignored"]) == (1, 0)
     fix_invoice_7(cwd)
     ferryman(shop, "failed", "retry", "--progress", "progress.db", "7")
     again = run(shop, "--only", "CopyInvoices")
     assert again.returncode == 0
     assert "CopyInvoices: completed - 1 migrated, 0 failed, 9 already done, 0 ignored" in again.stdout
-    status = ferryman(shop, "status", "--progress", "progress.db", "--json")
-    assert status.returncode == 0, status.stderr
-    (copy,) = [m for m in json.loads(status.stdout)["progress"]["migrations"] if m["name"] == "CopyInvoices"]
+    copy = status_of(shop, "CopyInvoices")
     assert copy["read"] == copy["succeeded"] + copy["failed"] + copy["skipped"] + copy["ignored"] == 10
 
 
