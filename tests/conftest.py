@@ -13,6 +13,7 @@ empty database (``ft_<hex>``) on that server, dropped after the test.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 import shutil
@@ -153,3 +154,16 @@ def stores():
     yield opened
     for store in opened:
         store.close()
+
+
+@pytest.fixture(autouse=True)
+def _ferryman_logger_as_it_was():
+    """The CLI sets up the "ferryman" logger for its process (a handler of its own, no
+    propagation); a CLI test run in-process must not leave that to the tests after it, whose
+    ``caplog`` listens on the root logger."""
+    logger = logging.getLogger("ferryman")
+    handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+    yield
+    logger.handlers[:] = handlers
+    logger.setLevel(level)
+    logger.propagate = propagate
