@@ -204,35 +204,44 @@ def _copy_service(tmp_path: Path, n: int, dst_url: str, ledger: SqliteLedger,
                             ledger=ledger, checkpoint_interval=0, observers=observers)
 
 
-def test_a_commit_that_fails_keeps_its_pages_and_the_journal(tmp_path):
-    """The same fault without root: the ledger's commits fail from the 5th page on."""
-    n = 2_000
+def _fault_then_resume(tmp_path: Path, n: int, fault: type[_Connection], arm: Any) -> tuple[Any, Any, list[str]]:
+    """A run whose ledger talks to SQLite through ``fault``, ``arm(fault, pages)`` called after
+    every page; then a run on the plain connection, which must complete with every record in the
+    destination exactly once. For the caller's checks: the first run's result, the fault, and
+    the migrations the ledger held completed between the two runs."""
     dst = f"sqlite:///{tmp_path}/dst.db"
     make_destination(dst)
     ledger = SqliteLedger(tmp_path / "progress.db")
-    conn = _FailingCommits(ledger.conn)
+    conn = fault(ledger.conn)
     ledger.conn = conn  # type: ignore[assignment]
 
-    class FillTheDisk(RunObserver):
+    class Arm(RunObserver):
         pages = 0
 
         def page_done(self, report):
             self.pages += 1
-            conn.full = self.pages >= 5
+            arm(conn, self.pages)
 
-    result = _copy_service(tmp_path, n, dst, ledger, (FillTheDisk(),)).run()
-    assert not result.ok and result.exit_code == 1
-    assert "disk is full" in (result.ledger_error or "")
-    assert result.reports[0].state.value == "failed"
+    result = _copy_service(tmp_path, n, dst, ledger, (Arm(),)).run()
     ledger.conn = conn._conn
     ledger.close()
 
     again = SqliteLedger(tmp_path / "progress.db")
-    assert again.metadata().completed == []
-    result = _copy_service(tmp_path, n, dst, again).run()
-    assert result.ok, result.summary()
+    completed = again.metadata().completed
+    resumed = _copy_service(tmp_path, n, dst, again).run()
+    assert resumed.ok, resumed.summary()
     again.close()
     assert_exactly_once(dst, n)
+    return result, conn, completed
+
+
+def test_a_commit_that_fails_keeps_its_pages_and_the_journal(tmp_path):
+    """The same fault without root: the ledger's commits fail from the 5th page on."""
+    result, _, completed = _fault_then_resume(tmp_path, 2_000, _FailingCommits,
+                                              lambda conn, pages: setattr(conn, "full", pages >= 5))
+    assert not result.ok and result.exit_code == 1
+    assert "disk is full" in (result.ledger_error or "")
+    assert result.reports[0].state.value == "failed" and completed == []
 
 
 def test_a_ledger_that_cannot_be_written_at_the_start_changes_nothing(tmp_path):
@@ -269,31 +278,10 @@ class _SignalInsideCommit(_Connection):
 
 def test_a_second_ctrl_c_inside_a_ledger_commit_loses_and_doubles_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr("ferryman.progress.sqlite_ledger.FLUSH_INTERVAL", 0)  # a commit per page
-    n = 3_000
-    dst = f"sqlite:///{tmp_path}/dst.db"
-    make_destination(dst)
-    ledger = SqliteLedger(tmp_path / "progress.db")
-    conn = _SignalInsideCommit(ledger.conn)
-    ledger.conn = conn  # type: ignore[assignment]
-
-    class CtrlCTwice(RunObserver):
-        pages = 0
-
-        def page_done(self, report):
-            self.pages += 1
-            conn.armed = self.pages == 3  # inside the next page's ledger commit
-
-    result = _copy_service(tmp_path, n, dst, ledger, (CtrlCTwice(),)).run()
-    assert conn.fired == 1
+    result, fault, _ = _fault_then_resume(tmp_path, 3_000, _SignalInsideCommit,  # in the 4th page's commit
+                                          lambda conn, pages: setattr(conn, "armed", pages == 3))
+    assert fault.fired == 1
     assert result.interrupted == "SIGINT" and result.exit_code == 130
-    ledger.conn = conn._conn
-    ledger.close()
-
-    again = SqliteLedger(tmp_path / "progress.db")
-    result = _copy_service(tmp_path, n, dst, again).run()
-    assert result.ok, result.summary()
-    again.close()
-    assert_exactly_once(dst, n)
 
 
 # --- signals at any moment ---------------------------------------------------------------------------------
