@@ -6,6 +6,7 @@ import logging
 import threading
 from collections import Counter
 from contextlib import AbstractContextManager
+from functools import cached_property
 from itertools import chain, groupby, islice, repeat
 from operator import eq, itemgetter, methodcaller
 from typing import Any, Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -67,7 +68,9 @@ class SqlStore(Store):
             every other store on the same URL in this process) or your own ``Engine``.
         table: a table name, reflected on first use (so building a store never connects), or a
             ``sqlalchemy.Table``.
-        key: the key column, or a tuple of columns for a composite key. It must be the table's
+        key: the key column, or a tuple of columns for a composite key; None (the default): the
+            table's primary key, single or composite, reflected on first use (a table without
+            one is refused with a message asking for ``key=``). It must be the table's
             primary key or a unique key for ``on_conflict`` other than ``"error"``.
         on_conflict: ``"error"`` raises DuplicateDataError; ``"update"`` upserts the given
             columns (``INSERT ... ON CONFLICT (key) DO UPDATE`` / ``ON DUPLICATE KEY UPDATE``);
@@ -101,7 +104,7 @@ class SqlStore(Store):
         name: str,
         url_or_engine: str | URL | Engine,
         table: str | Table,
-        key: str | Sequence[str] = "id",
+        key: str | Sequence[str] | None = None,
         *,
         on_conflict: OnConflict = "error",
         schema: str | None = None,
@@ -109,6 +112,7 @@ class SqlStore(Store):
         dataset: str | None = None,
     ) -> None:
         super().__init__(name, key)
+        self.key_given = key is not None
         self.on_conflict = check_on_conflict(on_conflict)
         self._lock = threading.RLock()
         self._owns_engine = not isinstance(url_or_engine, Engine)
@@ -131,7 +135,7 @@ class SqlStore(Store):
         self._journal_ready = False
         self._in_doubt: set[tuple[str, str]] = set()  # journal entries whose commit was cut off
         self._pages: dict[bool, PageQuery] = {}  # read_page's unfiltered SELECTs, by "after a key"
-        if self._table is not None:
+        if self._table is not None and self.key_given:
             self._check_key(self._table)
         # Building the engine now reports a missing driver or a bad option at once; it does not connect.
         self._engine: Engine | None = (
@@ -162,9 +166,26 @@ class SqlStore(Store):
                     with self._errors(), self.engine.connect() as conn:
                         table = Table(self._table_arg, MetaData(), schema=self._schema, autoload_with=conn)
                         adapt_reflected_table(table, conn)
-                    self._check_key(table)
+                    if self.key_given:
+                        self._check_key(table)
                     self._table = table
         return self._table
+
+    @cached_property
+    def key_fields(self) -> tuple[str, ...]:  # type: ignore[override]  # given: an attribute
+        """The key given, else the table's primary key (reflecting the table on first use)."""
+        fields = tuple(column.name for column in self.table.primary_key.columns)
+        if not fields:
+            raise StoreUnusableError(
+                f"{self._label}: the table has no primary key, so ferryman cannot tell which column "
+                "identifies a record; name it (or a tuple of them) with key=..., e.g. key=\"id\""
+            )
+        return fields
+
+    @cached_property
+    def key(self) -> str | tuple[str, ...]:  # type: ignore[override]  # given: an attribute
+        fields = self.key_fields
+        return fields if len(fields) > 1 else fields[0]
 
     def close(self) -> None:
         with self._lock:
@@ -595,7 +616,9 @@ class SqlStore(Store):
         return mask_secrets(self.url.render_as_string(hide_password=False))
 
     def __repr__(self) -> str:
-        return f"SqlStore({self.name!r}, {self.shown_url!r}, table={self.table_name!r}, key={self.key!r})"
+        known = vars(self)  # never reflects the key: a repr must not connect
+        key = repr(known["key"]) if "key" in known else "<primary key>"
+        return f"SqlStore({self.name!r}, {self.shown_url!r}, table={self.table_name!r}, key={key})"
 
 
 class _CopyWrite(PendingWrite):
