@@ -435,7 +435,21 @@ class SqlStore(Store):
         """Errors of saving ``rows`` mapped: a duplicate names its records (in batches small enough
         to look them up), a lost connection asks whether the database still answers."""
         explain = (lambda: self._explain_duplicate(rows)) if len(rows) <= EXPLAIN_DUPLICATES_UP_TO else None
-        return map_errors(self._label, self.dialect, explain, on_lost=lambda: self._still_answers(rows))
+        return map_errors(self._label, self.dialect, explain, on_lost=lambda: self._still_answers(rows),
+                          constraint_columns=self._constraint_columns)
+
+    def _constraint_columns(self, name: str) -> tuple[str, ...]:
+        """The columns of the table's constraint or index ``name`` (MySQL's ``PRIMARY``: the
+        primary key); () when the table knows none by that name."""
+        table = self._table
+        if table is None:
+            return ()
+        if name == "PRIMARY" or name == table.primary_key.name:
+            return tuple(c.name for c in table.primary_key.columns)
+        for item in (*table.indexes, *table.constraints):
+            if getattr(item, "name", None) == name:
+                return tuple(c.name for c in getattr(item, "columns", ()))
+        return ()
 
     def _still_answers(self, rows: list[Record]) -> str | None:
         """After saving ``rows`` lost its connection: None when the database does not answer on a
