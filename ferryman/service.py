@@ -80,7 +80,8 @@ def reflected_keys(stores: Sequence[Store]) -> list[str]:
         except Exception as exc:  # noqa: BLE001 - said in the plan; the run refuses the store
             lines.append(f"store {store.name!r}: no key: {describe_error(exc)}")
             continue
-        found.append(f"{store.name} {key if isinstance(key, str) else '(' + ', '.join(key) + ')'}")
+        note = f" ({store.key_note})" if store.key_note else ""
+        found.append(f"{store.name} {key if isinstance(key, str) else '(' + ', '.join(key) + ')'}{note}")
     if found:
         lines.insert(0, f"keys reflected from the tables' primary keys: {', '.join(found)}")
     return lines

@@ -86,6 +86,9 @@ class Store(ABC):
     key_given: bool = True
     """False when the store finds its key in its database (``ferryman plan`` shows it)."""
 
+    key_note: str = ""
+    """How it found that key, when that needs saying (``ferryman plan`` shows it too)."""
+
     def __init__(self, name: str, key: str | Sequence[str] | None = "id") -> None:
         """``key=None``: the subclass learns its key later and provides ``key`` and
         ``key_fields`` itself (SqlStore reflects the table's primary key)."""

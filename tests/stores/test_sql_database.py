@@ -11,6 +11,7 @@ TABLES = """
 CREATE TABLE customers ("CustomerId" INTEGER PRIMARY KEY, name TEXT);
 CREATE TABLE lines (invoice INTEGER, line INTEGER, qty INTEGER, PRIMARY KEY (line, invoice));
 CREATE TABLE notes (body TEXT, customer INTEGER);
+CREATE TABLE events (id INTEGER, what TEXT);
 """
 
 
@@ -23,6 +24,7 @@ def url(request, tmp_path) -> str:
             conn.exec_driver_sql(statement)
         conn.exec_driver_sql("""INSERT INTO customers VALUES (2, 'b'), (1, 'a')""")
         conn.exec_driver_sql("INSERT INTO lines VALUES (1, 2, 5), (2, 1, 6), (1, 1, 7)")
+        conn.exec_driver_sql("INSERT INTO events VALUES (2, 'b'), (1, 'a')")
     engine.dispose()
     return url
 
@@ -48,9 +50,16 @@ def test_a_table_without_a_primary_key_asks_for_key_in_one_line(url):
         notes.read_page(None, None, 1)
     message = str(info.value)
     assert "\n" not in message
-    assert "table notes" in message and "the table has no primary key" in message and "key=..." in message
+    assert "table notes" in message and "the table has no primary key (nor an id column)" in message
+    assert "key=..." in message
     assert "<primary key>" in repr(notes)  # a repr never reflects
     assert SqlDatabase(url).table("notes", key="body").read_page(None, None, 5) == []  # a key given: fine
+
+
+def test_a_table_without_a_primary_key_but_an_id_column_is_keyed_by_it_as_before(url):
+    events = SqlDatabase(url)["events"]
+    assert [r["what"] for r in events.read_page(None, None, 5)] == ["a", "b"]
+    assert (events.key, events.key_note) == ("id", "no primary key: its id column")
 
 
 def test_building_stores_never_connects():
@@ -86,6 +95,11 @@ def test_the_plan_shows_the_keys_it_reflected_and_the_tables_without_one(url):
         def transform(self, aggregates, record):
             return [record]
 
+    @migration(source="events", dest="out4")
+    class Events:
+        def transform(self, aggregates, record):
+            return [record]
+
     @migration(source="notes", dest="out3")
     class Notes:
         def transform(self, aggregates, record):
@@ -93,12 +107,13 @@ def test_the_plan_shows_the_keys_it_reflected_and_the_tables_without_one(url):
 
     db = SqlDatabase(url)
     stores = [db["customers"], db.table("lines", "invoice_lines"), db["notes"], MemoryStore("out"),
-              MemoryStore("out2"), MemoryStore("out3")]
-    lines = MigrationService(stores, [Copy, Lines, Notes]).explain()
-    assert lines[:3] == ["1. [order 0] Copy: customers -> out; no dependency",
+              MemoryStore("out2"), MemoryStore("out3"), db["events"], MemoryStore("out4")]
+    lines = MigrationService(stores, [Copy, Lines, Events, Notes]).explain()
+    assert lines[:4] == ["1. [order 0] Copy: customers -> out; no dependency",
                          "2. [order 0] Lines: invoice_lines -> out2; no dependency",
-                         "3. [order 0] Notes: notes -> out3; no dependency"]
-    assert lines[3] == ("keys reflected from the tables' primary keys: customers CustomerId, "
-                        "invoice_lines (line, invoice)")
-    assert lines[4].startswith("store 'notes': no key: StoreUnusableError: store 'notes' (")
-    assert "the table has no primary key" in lines[4] and len(lines) == 5
+                         "3. [order 0] Events: events -> out4; no dependency",
+                         "4. [order 0] Notes: notes -> out3; no dependency"]
+    assert lines[4] == ("keys reflected from the tables' primary keys: customers CustomerId, "
+                        "events id (no primary key: its id column), invoice_lines (line, invoice)")
+    assert lines[5].startswith("store 'notes': no key: StoreUnusableError: store 'notes' (")
+    assert "the table has no primary key" in lines[5] and len(lines) == 6

@@ -69,8 +69,9 @@ class SqlStore(Store):
         table: a table name, reflected on first use (so building a store never connects), or a
             ``sqlalchemy.Table``.
         key: the key column, or a tuple of columns for a composite key; None (the default): the
-            table's primary key, single or composite, reflected on first use (a table without
-            one is refused with a message asking for ``key=``). It must be the table's
+            table's primary key, single or composite, reflected on first use; without one, its
+            ``id`` column; without either, the store is refused with a message asking for
+            ``key=``. It must be the table's
             primary key or a unique key for ``on_conflict`` other than ``"error"``.
         on_conflict: ``"error"`` raises DuplicateDataError; ``"update"`` upserts the given
             columns (``INSERT ... ON CONFLICT (key) DO UPDATE`` / ``ON DUPLICATE KEY UPDATE``);
@@ -173,12 +174,18 @@ class SqlStore(Store):
 
     @cached_property
     def key_fields(self) -> tuple[str, ...]:  # type: ignore[override]  # given: an attribute
-        """The key given, else the table's primary key (reflecting the table on first use)."""
-        fields = tuple(column.name for column in self.table.primary_key.columns)
+        """The key given, else the table's primary key (reflecting the table on first use), else
+        its ``id`` column (the key SqlStore took before it reflected keys: a view, a table
+        without primary key)."""
+        table = self.table
+        fields = tuple(column.name for column in table.primary_key.columns)
+        if not fields and "id" in table.c:
+            self.key_note = "no primary key: its id column"
+            return ("id",)
         if not fields:
             raise StoreUnusableError(
-                f"{self._label}: the table has no primary key, so ferryman cannot tell which column "
-                "identifies a record; name it (or a tuple of them) with key=..., e.g. key=\"id\""
+                f"{self._label}: the table has no primary key (nor an id column), so ferryman cannot tell "
+                "which column identifies a record; name it (or a tuple of them) with key=..."
             )
         return fields
 
