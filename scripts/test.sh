@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # ferryman's one test command:   bash scripts/test.sh [pytest args...]
 #
-# 1. Makes a virtual environment, $FERRYMAN_TEST_VENV (default: .venv in the
-#    checkout), with python3 -m venv (installing Debian's python3 and
-#    python3-venv first when they are missing), and pip-installs the project
-#    with its test extra into it; the system's Python is left alone (a Debian
-#    or Ubuntu python3 refuses pip installs: PEP 668).
+# 1. Makes (or reuses) a virtual environment, $FERRYMAN_TEST_VENV (default:
+#    .venv in the checkout), and pip-installs the project with its test extra
+#    into it, with scripts/venv.sh (which installs Debian's python3-venv when
+#    venv needs it); the system's Python is left alone (a Debian or Ubuntu
+#    python3 refuses pip installs: PEP 668).
 # 2. Finds the database servers: PostgreSQL at $FERRYMAN_TEST_PG_URL
 #    (default postgresql+psycopg://postgres@127.0.0.1:5432/test) and MariaDB/MySQL at
 #    $FERRYMAN_TEST_MYSQL_URL (default mysql+pymysql://root@127.0.0.1:3306/test).
@@ -139,27 +139,8 @@ trap 'exit 143' TERM
 say "setup log: $LOG"
 
 # ---------------------------------------------------------------- 1. venv and pip
-apt_install() {
-    local apt=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
-    as_root "${apt[@]}" update -q
-    as_root "${apt[@]}" install -y -q "$@"
-}
-make_venv() {
-    python3 -m venv "$VENV" && "$VENV/bin/python" -m pip --version
-}
-if [[ ! -x $PY ]] || ! "$PY" -m pip --version >/dev/null 2>&1; then
-    if ! command -v python3 >/dev/null || ! (rm -rf "$VENV" && make_venv) >>"$LOG" 2>&1; then
-        # Debian and Ubuntu ship venv's pip bootstrap (ensurepip) in a package of its own
-        command -v apt-get >/dev/null || die "python3 -m venv failed and there is no apt-get here: install python3's venv module"
-        step "apt-get install python3 python3-venv" apt_install python3 python3-venv
-        rm -rf "$VENV"
-        step "python3 -m venv $VENV" make_venv
-    else
-        say "made the virtual environment $VENV"
-    fi
-fi
-step "pip install -e .[test] into $VENV ($($PY --version 2>&1))" \
-    "$PY" -m pip install -q -e "$REPO[test]"
+step "virtual environment $VENV with .[test]" env FERRYMAN_VENV="$VENV" bash "$REPO/scripts/venv.sh" test
+say "python: $($PY --version 2>&1)"
 
 probe() { "$PY" "$REPO/tests/helpers.py" probe "$@"; }
 
@@ -208,6 +189,11 @@ APT_PKGS=()
 [[ $NEED_MY == 1 ]] && ! { find_mariadbd && find_install_db; } >/dev/null && APT_PKGS+=(mariadb-server)
 [[ -x /usr/bin/chromium ]] || APT_PKGS+=(chromium)
 
+apt_install() {
+    local apt=(apt-get -o DPkg::Lock::Timeout=600 -o Acquire::Retries=3)
+    as_root "${apt[@]}" update -q
+    as_root "${apt[@]}" install -y -q "$@"
+}
 if ((${#APT_PKGS[@]})); then
     command -v apt-get >/dev/null || die "missing ${APT_PKGS[*]} and no apt-get here: install them yourself"
     # Don't let package scripts start system-wide services: this script runs
