@@ -163,7 +163,8 @@ def test_run_help_names_the_default_progress(runner):
 def test_plan(runner, tmp_path):
     result = runner.invoke(cli, ["plan", write_target(tmp_path)])
     assert result.exit_code == 0
-    assert result.output == "1. [order 0] copy_items: src -> dst; no dependency\n"
+    assert result.output == ("1. [order 0] copy_items: src -> dst; no dependency\n"
+                             "keys reflected from the tables' primary keys: dst id, src id\n")
 
 
 def test_run_on_a_json_ledger_then_resume(runner, tmp_path):
