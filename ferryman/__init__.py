@@ -25,11 +25,12 @@ from .errors import (
     TransientStoreError,
 )
 from .events import RunObserver
+from .lookup import Lookup
 from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
 from .report import MigrationReport, MigrationState, RunResult
 from .service import MigrationService, StoreRegistry
-from .stores import JournalEntry, MemoryStore, PendingWrite, SqlStore, Store
+from .stores import JournalEntry, MemoryStore, PendingWrite, SqlDatabase, SqlStore, Store
 
 __version__ = "0.1.0"
 
@@ -57,6 +58,7 @@ __all__ = [
     "LedgerBusyError",
     "LedgerFileError",
     "LedgerWriteError",
+    "Lookup",
     "Match",
     "MemoryLedger",
     "MemoryStore",
@@ -74,6 +76,7 @@ __all__ = [
     "Retry",
     "RunObserver",
     "RunResult",
+    "SqlDatabase",
     "SqlStore",
     "StopRequested",
     "Store",

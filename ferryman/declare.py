@@ -25,6 +25,7 @@ from .defaults import (
     PRELOAD_MAX_RECORDS,
 )
 from .errors import MigrationDefinitionError
+from .types import Record
 
 T = TypeVar("T", bound=type)
 
@@ -91,10 +92,14 @@ class Match:
     once per migration and answers every page's filters from there: True always (within
     ``preload_max_mb``), False never, None when the store counts at most ``preload_max_records``
     records. How matching picks its path is described in ``ferryman/pipeline/match.py``.
+
+    ``cardinality`` may be a function of the source record giving its Cardinality, when how many
+    matches a record needs depends on the record (an invoice line needs its discount only when it
+    has a discount code).
     """
 
     store: str
-    cardinality: Cardinality = Cardinality.ZERO_OR_MORE
+    cardinality: Cardinality | Callable[[Record], Cardinality] = Cardinality.ZERO_OR_MORE
     batch_size: int = DEFAULT_BATCH_SIZE
     order: int = DEFAULT_ORDER
     retry: Retry = field(default_factory=Retry)
@@ -107,7 +112,8 @@ class Match:
         label = f"Match({self.store!r})"
         if not isinstance(self.store, str) or not self.store:
             raise ValueError(f"Match needs a store name, got {self.store!r}")
-        object.__setattr__(self, "cardinality", Cardinality(self.cardinality))
+        if not callable(self.cardinality):
+            object.__setattr__(self, "cardinality", Cardinality(self.cardinality))
         _check_positive(f"{label}.batch_size", self.batch_size)
         if self.columns is not None:
             columns = (self.columns,) if isinstance(self.columns, str) else self.columns
@@ -133,6 +139,37 @@ class Match:
     @property
     def reduce_method(self) -> str:
         return f"reduce_from_{method_suffix(self.store)}"
+
+    @property
+    def label(self) -> str:
+        """How messages name this Match."""
+        return f"Match({self.store!r})"
+
+    @property
+    def methods(self) -> dict[str, tuple[str, ...]]:
+        """The methods the migration class must have for this Match, with their parameters."""
+        return {self.match_method: _MATCH_PARAMS, self.reduce_method: _REDUCE_PARAMS}
+
+    def hooks(self, instance: Any) -> tuple[Callable[..., Any], Callable[..., Any]]:
+        """``match_with_*`` and ``reduce_from_*`` of the migration ``instance``."""
+        return getattr(instance, self.match_method), getattr(instance, self.reduce_method)
+
+    @property
+    def fixed_cardinality(self) -> Cardinality | None:
+        """The cardinality, or None when it is a function of the record."""
+        return self.cardinality if isinstance(self.cardinality, Cardinality) else None
+
+    def cardinality_for(self, record: Record) -> Cardinality:
+        """The cardinality that applies to ``record``'s matches."""
+        if isinstance(self.cardinality, Cardinality):
+            return self.cardinality
+        return Cardinality(self.cardinality(record))
+
+    @property
+    def fails_fast(self) -> bool:
+        """True when it should run before the other Matches of its order: a fixed strict
+        cardinality fails a record before the others read anything for it."""
+        return self.fixed_cardinality is not None and self.fixed_cardinality.strict
 
 
 @dataclass(frozen=True)
@@ -258,15 +295,18 @@ def _definition_problems(cls: type, spec_kwargs: dict[str, Any], matches: Sequen
         if problem:
             problems.append(problem)
     seen: set[str] = set()
+    declared: set[str] = set()
     for m in matches:
+        if not m.methods:
+            continue
         if m.store in seen:
             problems.append(f"store {m.store!r} is matched twice; declare one Match per store")
         seen.add(m.store)
-        for method, params in ((m.match_method, _MATCH_PARAMS), (m.reduce_method, _REDUCE_PARAMS)):
+        for method, params in m.methods.items():
+            declared.add(method)
             problem = _check_method(cls, method, params, required=True)
             if problem:
                 problems.append(problem)
-    declared = {m.match_method for m in matches} | {m.reduce_method for m in matches}
     for attr in dir(cls):
         if attr.startswith(("match_with_", "reduce_from_")) and attr not in declared:
             problems.append(
@@ -287,6 +327,8 @@ def migration(**options: Any) -> Callable[[T], T]:
     """
 
     def decorate(cls: T) -> T:
+        from .lookup import Lookup, compile_matches  # lookup.py builds on Match, defined here
+
         name = getattr(cls, "__qualname__", repr(cls))
         if not inspect.isclass(cls):
             raise MigrationDefinitionError(name, ["@migration decorates classes only"])
@@ -300,11 +342,14 @@ def migration(**options: Any) -> Callable[[T], T]:
             if not isinstance(options.get(required), str) or not options.get(required):
                 problems.append(f"option {required}= must be a store name (a non-empty string)")
         raw_matches = options.get("match", ())
-        if isinstance(raw_matches, Match):
+        if isinstance(raw_matches, (Match, Lookup)):
             raw_matches = [raw_matches]
-        matches = [m for m in raw_matches if isinstance(m, Match)]
-        if len(matches) != len(list(raw_matches)):
-            problems.append("match= must be a list of Match(...) objects")
+        if isinstance(raw_matches, (list, tuple)):
+            matches, match_problems = compile_matches(raw_matches)
+            problems.extend(match_problems)
+        else:
+            matches = []
+            problems.append("match= must be a list of Match(...) and Lookup(...) objects")
         values: dict[str, Any] = {
             "batch_size": options.get("batch_size", DEFAULT_BATCH_SIZE),
             "save_batch_size": options.get("save_batch_size", DEFAULT_SAVE_BATCH_SIZE),
@@ -350,7 +395,7 @@ def migration(**options: Any) -> Callable[[T], T]:
         ordered = sorted(
             enumerate(matches),
             # strict cardinalities first inside one order: they fail fast (mjg meant this too)
-            key=lambda im: (im[1].order, 0 if im[1].cardinality.strict else 1, im[0]),
+            key=lambda im: (im[1].order, 0 if im[1].fails_fast else 1, im[0]),
         )
         cls.__ferryman_spec__ = MigrationSpec(  # type: ignore[attr-defined]
             cls=cls,

@@ -50,7 +50,17 @@ class ConnectionDroppedError(TransientStoreError):
 
 
 class TerminalStoreError(StoreError):
-    """A store failure that retrying cannot fix (bad credentials, missing table)."""
+    """A store failure that retrying cannot fix (bad credentials, missing table).
+
+    For a NOT NULL, foreign key or CHECK violation, ``constraint`` (its name) and ``columns``
+    say what the database named, where it did (``docs/stores.md`` lists what each one says);
+    None and ``()`` otherwise.
+    """
+
+    def __init__(self, message: str, *, constraint: str | None = None, columns: Sequence[str] = ()) -> None:
+        self.constraint = constraint
+        self.columns = tuple(columns)
+        super().__init__(message)
 
 
 class StoreUnusableError(TerminalStoreError):
@@ -62,10 +72,20 @@ class StoreUnusableError(TerminalStoreError):
 
 
 class DuplicateDataError(StoreError):
-    """``save_all`` hit a unique-key violation; ``__cause__`` is the driver's error."""
+    """``save_all`` hit a unique-key violation; ``__cause__`` is the driver's error.
 
-    def __init__(self, message: str, records: Sequence[Any] = ()) -> None:
+    ``records``: the clashing records, when the store can tell. ``constraint`` (the unique
+    constraint's or index's name), ``columns`` (its columns) and ``values`` (the duplicate
+    values, as the text the database printed, one per column): what the database said, where it
+    said it (``docs/stores.md``); None and ``()`` otherwise.
+    """
+
+    def __init__(self, message: str, records: Sequence[Any] = (), *, constraint: str | None = None,
+                 columns: Sequence[str] = (), values: Sequence[str] = ()) -> None:
         self.records = list(records)
+        self.constraint = constraint
+        self.columns = tuple(columns)
+        self.values = tuple(values)
         super().__init__(message)
 
 

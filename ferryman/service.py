@@ -19,6 +19,7 @@ from .errors import (
 )
 from .events import Observers, RunObserver
 from .pipeline.interpreter import tuned_for_pipeline
+from .pipeline.work import describe_error
 from .plan import PlanStep, build_plan, dependants
 from .progress.files import open_ledger
 from .progress.ledger import Ledger, MemoryLedger
@@ -66,6 +67,26 @@ def _instantiate(migration: Any) -> tuple[MigrationSpec, Any]:
         ) from exc
 
 
+def reflected_keys(stores: Sequence[Store]) -> list[str]:
+    """What ``ferryman plan`` says of the keys it reflected: one line naming each store's
+    primary key, and a line for each store whose key cannot be known."""
+    found: list[str] = []
+    lines: list[str] = []
+    for store in stores:
+        if store.key_given:
+            continue
+        try:
+            key = store.key
+        except Exception as exc:  # noqa: BLE001 - said in the plan; the run refuses the store
+            lines.append(f"store {store.name!r}: no key: {describe_error(exc)}")
+            continue
+        note = f" ({store.key_note})" if store.key_note else ""
+        found.append(f"{store.name} {key if isinstance(key, str) else '(' + ', '.join(key) + ')'}{note}")
+    if found:
+        lines.insert(0, f"keys reflected from the tables' primary keys: {', '.join(found)}")
+    return lines
+
+
 class MigrationService:
     """Runs ``@migration`` classes over stores, in dependency order, resumably.
 
@@ -102,8 +123,11 @@ class MigrationService:
         return [s.spec.identity for s in self._steps]
 
     def explain(self) -> list[str]:
-        """One line per migration: where it runs and why."""
-        return [f"{i}. {s.explain()}" for i, s in enumerate(self._steps, 1)]
+        """One line per migration: where it runs and why; then the keys reflected from the
+        databases (stores declared without ``key=``), which reflects them now."""
+        lines = [f"{i}. {s.explain()}" for i, s in enumerate(self._steps, 1)]
+        used = sorted({name for s in self._steps for name in (*s.spec.reads, s.spec.dest)})
+        return lines + reflected_keys([self.stores[name] for name in used])
 
     @property
     def specs(self) -> list[MigrationSpec]:

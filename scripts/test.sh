@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # ferryman's one test command:   bash scripts/test.sh [pytest args...]
 #
-# 1. pip-installs the project with its test extra (python3 -m pip install -e '.[test]').
+# 1. Makes (or reuses) a virtual environment, $FERRYMAN_TEST_VENV (default:
+#    .venv in the checkout), and pip-installs the project with its test extra
+#    into it, with scripts/venv.sh (which installs Debian's python3-venv when
+#    venv needs it); the system's Python is left alone (a Debian or Ubuntu
+#    python3 refuses pip installs: PEP 668).
 # 2. Finds the database servers: PostgreSQL at $FERRYMAN_TEST_PG_URL
 #    (default postgresql+psycopg://postgres@127.0.0.1:5432/test) and MariaDB/MySQL at
 #    $FERRYMAN_TEST_MYSQL_URL (default mysql+pymysql://root@127.0.0.1:3306/test).
@@ -11,13 +15,14 @@
 #    stopped and deleted when the script exits.
 # 3. Installs Debian's chromium if /usr/bin/chromium is missing.
 # 4. Exports FERRYMAN_TEST_PG_URL / FERRYMAN_TEST_MYSQL_URL for the servers in use
-#    and runs `python3 -m pytest "$@"`; exits with pytest's status (exit 5,
+#    and runs `$VENV/bin/python -m pytest "$@"`; exits with pytest's status (exit 5,
 #    "no tests collected", is reported as a failure).
 #
 # Environment:
 #   FERRYMAN_TEST_OWN_SERVERS=1   always start private servers on free ports,
 #                                 even if the usual ones are reachable.
 #   FERRYMAN_TEST_KEEP_LOG=1      keep the setup log even when everything passes.
+#   FERRYMAN_TEST_VENV=DIR        the virtual environment to use (made if missing).
 #
 # Setup output goes to a log file (its path is printed); each step prints one
 # line, and a failing step prints the tail of the log.
@@ -26,7 +31,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 REPO=$(pwd)
 
-PY=python3
+VENV=${FERRYMAN_TEST_VENV:-$REPO/.venv}
+PY=$VENV/bin/python
 DEFAULT_PG_URL="postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_MYSQL_URL="mysql+pymysql://root@127.0.0.1:3306/test"
 OWN_SERVERS=${FERRYMAN_TEST_OWN_SERVERS:-0}
@@ -132,9 +138,9 @@ trap 'exit 143' TERM
 
 say "setup log: $LOG"
 
-# ---------------------------------------------------------------- 1. pip
-step "pip install -e .[test] ($($PY --version 2>&1))" \
-    "$PY" -m pip install -q -e "$REPO[test]"
+# ---------------------------------------------------------------- 1. venv and pip
+step "virtual environment $VENV with .[test]" env FERRYMAN_VENV="$VENV" bash "$REPO/scripts/venv.sh" test
+say "python: $($PY --version 2>&1)"
 
 probe() { "$PY" "$REPO/tests/helpers.py" probe "$@"; }
 

@@ -163,7 +163,8 @@ def test_run_help_names_the_default_progress(runner):
 def test_plan(runner, tmp_path):
     result = runner.invoke(cli, ["plan", write_target(tmp_path)])
     assert result.exit_code == 0
-    assert result.output == "1. [order 0] copy_items: src -> dst; no dependency\n"
+    assert result.output == ("1. [order 0] copy_items: src -> dst; no dependency\n"
+                             "keys reflected from the tables' primary keys: dst id, src id\n")
 
 
 def test_run_on_a_json_ledger_then_resume(runner, tmp_path):
@@ -531,8 +532,9 @@ def test_a_database_that_cannot_be_reached_is_exit_2(tmp_path):
 
 def test_the_readme_example_runs(runner, tmp_path):
     example = os.path.join(os.path.dirname(__file__), "..", "examples", "shop.py")
-    assert runner.invoke(cli, ["plan", example]).output == \
+    assert runner.invoke(cli, ["plan", example]).output == (
         "1. [order 0] CopyCustomers: customers, orders -> new_customers; no dependency\n"
+        "keys reflected from the tables' primary keys: customers id, new_customers id, orders id\n")
     result = runner.invoke(cli, ["run", example, "--progress", "shop-progress.db"])
     assert result.exit_code == 0, result.output
     assert "CopyCustomers: completed - 1000 migrated" in result.stdout

@@ -29,7 +29,7 @@ from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from contextlib import closing
 from typing import Any, TypeVar
 
-from ..declare import Match, MigrationSpec
+from ..declare import Cardinality, Match, MigrationSpec
 from ..errors import CardinalityError, StoreUnusableError
 from ..report import MigrationReport
 from ..stores.base import Store
@@ -83,15 +83,19 @@ def _value_key(value: Any) -> Hashable:
 class _Group:
     """The records whose filters are equal: they share every page of matches."""
 
-    __slots__ = ("filter", "shape", "members", "count", "ended")
+    __slots__ = ("filter", "shape", "members", "count", "ended", "cardinality", "most")
 
-    def __init__(self, flt: Any, shape: tuple[tuple[str, ...], tuple[Any, ...]] | None) -> None:
+    def __init__(self, flt: Any, shape: tuple[tuple[str, ...], tuple[Any, ...]] | None,
+                 cardinality: Cardinality) -> None:
         self.filter = flt
         self.shape = shape
         """``(fields, values)`` of a filter of plain equalities, else None."""
         self.members: list[Work] = []
         self.count = 0
         self.ended = False
+        self.cardinality = cardinality
+        """Its members': a Match whose cardinality depends on the record groups by it too."""
+        self.most = cardinality.bounds[1]
 
 
 class _Reducer:
@@ -101,7 +105,6 @@ class _Reducer:
         self.spec = spec
         self.match = match
         self.reduce_from = reduce_from
-        self.least, self.most = match.cardinality.bounds
 
     def take(self, group: _Group, page: list[Record]) -> bool:
         """``reduce_from_*`` of ``page`` for each member still alive; False once the group
@@ -109,7 +112,7 @@ class _Reducer:
         if group.ended:
             return False
         group.count += len(page)
-        if group.count > self.most:  # can no longer conform: fail early
+        if group.count > group.most:  # can no longer conform: fail early
             self._fail_cardinality(group, early=True)
             return False
         reduce_from, retry = self.reduce_from, self.match.retry
@@ -123,9 +126,8 @@ class _Reducer:
 
     def finish(self, groups: Iterable[_Group]) -> None:
         """After the last page: a count the cardinality forbids fails the group."""
-        least, most = self.least, self.most
         for group in groups:
-            if not group.ended and not least <= group.count <= most:
+            if not group.ended and not group.cardinality.allows(group.count):
                 self._fail_cardinality(group, early=False)
 
     def unreadable(self, groups: Iterable[_Group], error: Exception) -> None:
@@ -140,8 +142,8 @@ class _Reducer:
         group.ended = True
         found = f"at least {group.count}" if early else str(group.count)
         error = CardinalityError(
-            f"migration {self.spec.name}: Match({self.match.store!r}) requires "
-            f"{self.match.cardinality.value} record(s) per filter, but filter {group.filter!r} "
+            f"migration {self.spec.name}: {self.match.label} requires "
+            f"{group.cardinality.value} record(s) per filter, but filter {group.filter!r} "
             f"matched {found}"
         )
         for w in group.members:
@@ -159,9 +161,10 @@ class Matcher:
         self.instance = instance
         self.stores = stores
         self.report = report
-        self._preloads: dict[str, _Preload] = {
-            m.store: _Preload(m, stores[m.store]) for m in spec.matches if m.preload is not False
-        }
+        self._preloads: dict[Hashable, _Preload] = {}
+        for m in spec.matches:
+            if m.preload is not False:
+                self._preloads.setdefault(_preload_key(m), _Preload(m, stores[m.store]))
 
     def match_and_reduce(self, works: list[Work]) -> None:
         """Run every Match of the migration, in order, over the records still alive."""
@@ -176,9 +179,9 @@ class Matcher:
         groups = self._groups(match, store, works)
         if not groups:
             return
-        reducer = _Reducer(self.spec, match, getattr(self.instance, match.reduce_method))
+        reducer = _Reducer(self.spec, match, match.hooks(self.instance)[1])
         shapes, others = _by_shape(groups)
-        preload = self._preloads.get(match.store)
+        preload = self._preloads.get(_preload_key(match))
         if preload is not None:
             table = preload.table_for(groups, self.spec, self.report)
             if table is not None:
@@ -191,33 +194,45 @@ class Matcher:
 
     def _groups(self, match: Match, store: Store, works: list[Work]) -> list[_Group]:
         """``match_with_*`` for each record; records with equal filters share a group."""
-        match_with: Callable[..., Any] = getattr(self.instance, match.match_method)
+        match_with: Callable[..., Any] = match.hooks(self.instance)[0]
+        fixed = match.fixed_cardinality
         groups: dict[Hashable, _Group] = {}
         for w in works:
             try:
                 flt = match_with(w.record, w.aggregates, store)
+                cardinality = fixed or match.cardinality_for(w.record)
+            except CardinalityError as exc:  # the hook knows the record cannot match as it must
+                w.fail(Phase.MATCH, exc, None)
+                continue
             except Exception as exc:
                 w.fail(Phase.MATCH, exc, match.retry)
                 continue
             if flt is None:
-                if match.cardinality.strict:  # None: no match, which a strict cardinality forbids
+                if cardinality.strict:  # None: no match, which a strict cardinality forbids
                     w.fail(Phase.MATCH, CardinalityError(
                         f"migration {self.spec.name}: {match.match_method} returned None (no match), but "
-                        f"Match({match.store!r}) requires {match.cardinality.value} record(s)"), None)
+                        f"{match.label} requires {cardinality.value} record(s)"), None)
+                continue
+            if fixed is None:  # records with equal filters but other cardinalities: other groups
+                key: Hashable = (cardinality, filter_key(flt))
+                group = groups.get(key)
+                if group is None:
+                    group = groups[key] = _Group(flt, _equality_shape(flt), cardinality)
+                group.members.append(w)
                 continue
             if type(flt) is dict and len(flt) == 1:  # the usual {field: value}, without filter_key
                 (name, value), = flt.items()
                 if type(value) is int or type(value) is str:
-                    key: Hashable = (name, value)
+                    key = (name, value)
                     group = groups.get(key)
                     if group is None:
-                        group = groups[key] = _Group(flt, ((name,), (value,)))
+                        group = groups[key] = _Group(flt, ((name,), (value,)), fixed)
                     group.members.append(w)
                     continue
             key = filter_key(flt)
             group = groups.get(key)
             if group is None:
-                group = groups[key] = _Group(flt, _equality_shape(flt))
+                group = groups[key] = _Group(flt, _equality_shape(flt), fixed)
             group.members.append(w)
         return list(groups.values())
 
@@ -297,6 +312,11 @@ class Matcher:
             raise
         except Exception as exc:  # the matching store could not be read: retry these records
             reducer.unreadable([group], exc)
+
+
+def _preload_key(match: Match) -> Hashable:
+    """Matches of one store that read it alike share its preload (Lookups of one store do)."""
+    return (match.store, match.columns, match.preload, match.preload_max_records, match.preload_max_mb)
 
 
 def _iterator(items: Iterable[T]) -> Iterator[T]:
@@ -428,9 +448,9 @@ class _Preload:
     def _warn_unanswered(self, refused: set[str]) -> None:
         for name in refused - self._warned:
             self._warned.add(name)
-            log.warning("Match(%r, preload=True): store %r does not compare field %r as Python does "
+            log.warning("%s, preload=True: store %r does not compare field %r as Python does "
                         "(a case-insensitive collation, another type); filters on it are queried",
-                        self.match.store, self.store.name, name)
+                        self.match.label, self.store.name, name)
 
     def _decline(self, spec: MigrationSpec, why: str) -> None:
         self.declined = True

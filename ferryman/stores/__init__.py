@@ -7,9 +7,9 @@ from typing import Any
 
 from .base import JournalEntry, PendingWrite, Store
 from .memory import MemoryStore
-from .sql import SqlStore
+from .sql import SqlDatabase, SqlStore
 
-__all__ = ["JournalEntry", "MemoryStore", "MongoStore", "PendingWrite", "SqlStore", "Store"]
+__all__ = ["JournalEntry", "MemoryStore", "MongoStore", "PendingWrite", "SqlDatabase", "SqlStore", "Store"]
 
 
 def __getattr__(name: str) -> Any:

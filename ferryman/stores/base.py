@@ -83,10 +83,20 @@ class Store(ABC):
     supports_journal: bool = False
     """True when :meth:`save_all` can commit a :class:`JournalEntry` with the batch."""
 
-    def __init__(self, name: str, key: str | Sequence[str] = "id") -> None:
+    key_given: bool = True
+    """False when the store finds its key in its database (``ferryman plan`` shows it)."""
+
+    key_note: str = ""
+    """How it found that key, when that needs saying (``ferryman plan`` shows it too)."""
+
+    def __init__(self, name: str, key: str | Sequence[str] | None = "id") -> None:
+        """``key=None``: the subclass learns its key later and provides ``key`` and
+        ``key_fields`` itself (SqlStore reflects the table's primary key)."""
         if not isinstance(name, str) or not name:
             raise ValueError("a store needs a non-empty string name")
         self.name = name
+        if key is None:
+            return
         if isinstance(key, str):
             self.key: str | tuple[str, ...] = key
             self.key_fields: tuple[str, ...] = (key,)

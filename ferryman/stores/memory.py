@@ -198,7 +198,8 @@ class MemoryStore(Store):
     def _raise_duplicate(self, fields: Sequence[str], values: Sequence[Any], record: Record) -> NoReturn:
         what = describe_values(fields, values)
         # A KeyError plays the driver error's part, so __cause__ is set as with a database.
-        raise DuplicateDataError(f"{self._label}: duplicate key {what}", [record]) from KeyError(what)
+        raise DuplicateDataError(f"{self._label}: duplicate key {what}", [record], columns=fields,
+                                 values=tuple(map(str, values))) from KeyError(what)
 
     # --- journal ------------------------------------------------------------------------
 

@@ -345,7 +345,7 @@ report = MigrationService([source, dest], [Copy], ledger=ledger).run().report("C
 print(json.dumps({"succeeded": report.succeeded, "failed": report.failed, "fatal": report.fatal_error}))
 
 # 2. A scan left early while the query of its next page fails (cancelled).
-slow = SqlStore("slow", url, "slow_people")
+slow = SqlStore("slow", url, "slow_people", key="id")  # a view has no primary key
 pages = slow.read_pages(None, None, 50)
 for _ in range(3):
     next(pages)

@@ -116,3 +116,12 @@ def test_invalid_on_conflict_is_refused() -> None:
 def test_limit_below_one_is_refused() -> None:
     with pytest.raises(ValueError, match="limit"):
         MemoryStore("items").read_page(None, None, 0)
+
+
+def test_a_duplicate_names_the_key_or_unique_fields_and_their_values():
+    store = MemoryStore("m", records=[{"id": 1, "a": "x", "b": 2}], unique=[("a", "b")])
+    for record, columns, values in (({"id": 1, "a": "y", "b": 2}, ("id",), ("1",)),
+                                    ({"id": 2, "a": "x", "b": 2}, ("a", "b"), ("x", "2"))):
+        with pytest.raises(DuplicateDataError) as info:
+            store.save_all([record])
+        assert (info.value.constraint, info.value.columns, info.value.values) == (None, columns, values)

@@ -51,6 +51,18 @@ lost (TransientStoreError, or ConnectionDroppedError when a save's database stil
   (connection killed), 2002, 2003 (cannot connect), 2006 (server gone), 2013 (connection lost),
   2055, 4031 (disconnected by the server)
 
+What the database says about the constraint a record broke becomes the error's ``constraint``,
+``columns`` (and, for a duplicate, ``values``), by :func:`constraint_details`:
+
+* PostgreSQL: the error's ``diag`` (constraint name, column name) and its DETAIL,
+  ``Key (a, b)=(1, x) already exists`` / ``... is not present in table ...``
+* MySQL/MariaDB: ``Duplicate entry 'x' for key 'k'`` (1062; the key's columns from the reflected
+  table), ``Column 'a' cannot be null`` (1048), ``Field 'a' doesn't have a default value``
+  (1364), ``... CONSTRAINT `fk` FOREIGN KEY (`a`) ...`` (1452), ``CONSTRAINT `c` failed``
+  (4025), ``Check constraint 'c' is violated`` (3819)
+* SQLite: ``UNIQUE constraint failed: t.a, t.b``, ``NOT NULL constraint failed: t.a``, ``CHECK
+  constraint failed: c`` (SQLite names no unique constraint, no value and nothing of a foreign key)
+
 transient (TransientStoreError):
 
 * any dialect: a pool TimeoutError
@@ -62,7 +74,9 @@ transient (TransientStoreError):
 
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Literal
 
 from sqlalchemy import Connection
@@ -165,12 +179,98 @@ _BY_DIALECT: dict[str, Callable[[BaseException], Kind | None]] = {
 }
 
 
+@dataclass(frozen=True)
+class ConstraintDetails:
+    """What the database said about the constraint a record broke (nothing: None and ``()``)."""
+
+    constraint: str | None = None
+    columns: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
+    """The duplicate values as the database printed them, one per column (duplicates only)."""
+
+
+_PG_KEY = re.compile(r'Key \((?P<columns>.*)\)=\((?P<values>.*)\) (?:already exists|is not present)', re.S)
+_MYSQL_PATTERNS = {
+    1062: re.compile(r"Duplicate entry '(?P<values>.*)' for key '(?P<constraint>[^']*)'", re.S),
+    1048: re.compile(r"Column '(?P<columns>[^']*)' cannot be null"),
+    1364: re.compile(r"Field '(?P<columns>[^']*)' doesn't have a default value"),
+    1452: re.compile(r"CONSTRAINT `(?P<constraint>[^`]*)` FOREIGN KEY \((?P<columns>[^)]*)\)"),
+    4025: re.compile(r"CONSTRAINT `(?P<constraint>[^`]*)` failed"),
+    3819: re.compile(r"Check constraint '(?P<constraint>[^']*)' is violated"),
+}
+_SQLITE_COLUMNS = re.compile(r"^(?:UNIQUE|NOT NULL) constraint failed: (?P<columns>.+)$")
+_SQLITE_CHECK = re.compile(r"^CHECK constraint failed: (?P<constraint>.+)$")
+
+
+def constraint_details(orig: BaseException | None, dialect: str,
+                       constraint_columns: Callable[[str], tuple[str, ...]] | None = None) -> ConstraintDetails:
+    """The constraint, columns and values the driver's error ``orig`` names on ``dialect``;
+    ``constraint_columns`` gives a named constraint's columns where the error names none."""
+    if orig is None:
+        return ConstraintDetails()
+    if dialect == "postgresql":
+        details = _postgresql_details(orig)
+    elif dialect in ("mysql", "mariadb"):
+        details = _mysql_details(orig)
+    elif dialect == "sqlite":
+        details = _sqlite_details(str(orig))
+    else:
+        return ConstraintDetails()
+    if details.constraint and not details.columns and constraint_columns is not None:
+        columns = constraint_columns(details.constraint)
+        values = details.values
+        if len(values) == 1 and len(columns) > 1:  # MySQL joins a composite entry with '-'
+            parts = tuple(values[0].split("-"))
+            values = parts if len(parts) == len(columns) else ()
+        return ConstraintDetails(details.constraint, columns, values)
+    return details
+
+
+def _postgresql_details(orig: BaseException) -> ConstraintDetails:
+    diag = getattr(orig, "diag", None)
+    if diag is None:
+        return ConstraintDetails()
+    column = getattr(diag, "column_name", None)
+    found = _PG_KEY.search(getattr(diag, "message_detail", None) or "")
+    columns: tuple[str, ...] = (column,) if column else ()
+    values: tuple[str, ...] = ()
+    if found is not None:
+        columns = tuple(c.strip().strip('"') for c in found["columns"].split(", "))
+        parts = tuple(found["values"].split(", "))
+        values = parts if len(parts) == len(columns) else ()  # a value with ", " in it: unknown
+    return ConstraintDetails(getattr(diag, "constraint_name", None), columns, values)
+
+
+def _mysql_details(orig: BaseException) -> ConstraintDetails:
+    errno, message = (orig.args[0], str(orig.args[1])) if len(orig.args) == 2 else (None, "")
+    pattern = _MYSQL_PATTERNS.get(errno) if isinstance(errno, int) else None
+    found = pattern.search(message) if pattern is not None else None
+    if found is None:
+        return ConstraintDetails()
+    named = found.groupdict()
+    constraint = named.get("constraint")
+    if errno == 1062 and constraint is not None:
+        constraint = constraint.rsplit(".", 1)[-1]  # MySQL 8 says 'table.key'
+    columns = tuple(c.strip().strip("`") for c in named["columns"].split(",")) if named.get("columns") else ()
+    values = (named["values"],) if named.get("values") is not None else ()
+    return ConstraintDetails(constraint, columns, values)
+
+
+def _sqlite_details(message: str) -> ConstraintDetails:
+    found = _SQLITE_COLUMNS.match(message)
+    if found is not None:
+        return ConstraintDetails(None, tuple(c.strip().rsplit(".", 1)[-1] for c in found["columns"].split(",")))
+    found = _SQLITE_CHECK.match(message)
+    return ConstraintDetails(found["constraint"]) if found is not None else ConstraintDetails()
+
+
 @contextmanager
 def map_errors(
     label: str,
     dialect: str,
     explain_duplicate: Callable[[], tuple[str, list[Any]]] | None = None,
     on_lost: Callable[[], str | None] | None = None,
+    constraint_columns: Callable[[str], tuple[str, ...]] | None = None,
 ) -> Iterator[None]:
     """Turn SQLAlchemy errors raised inside the block into ferryman store errors.
 
@@ -183,6 +283,8 @@ def map_errors(
             the database something on a new connection, and returns None if it does not
             answer (an outage: TransientStoreError), else what may have made it drop the
             connection, possibly ``""`` (ConnectionDroppedError).
+        constraint_columns: the columns of a constraint or index by name, for errors that name
+            the constraint only (MySQL's duplicate entry).
 
     The driver's error (``sqlite3.IntegrityError``, ``psycopg.errors.UniqueViolation``, ...) is
     the ``__cause__``. A str the driver cannot encode (or bytes it cannot decode), which the
@@ -200,7 +302,9 @@ def map_errors(
         if kind == "duplicate":
             what, records = explain_duplicate() if explain_duplicate else ("", [])
             key = f"duplicate key {what}" if what else "duplicate key"
-            raise DuplicateDataError(f"{label}: {key}: {detail}", records) from cause
+            found = constraint_details(cause, dialect, constraint_columns)
+            raise DuplicateDataError(f"{label}: {key}: {detail}", records, constraint=found.constraint,
+                                     columns=found.columns, values=found.values) from cause
         if kind == "lost" and on_lost is not None:
             suspect = on_lost()
             if suspect is not None:
@@ -208,6 +312,10 @@ def map_errors(
                 raise ConnectionDroppedError(
                     f"{label}: {detail}; the database still answers on a new connection{because}"
                 ) from cause
+        if kind == "terminal":
+            found = constraint_details(cause, dialect, constraint_columns)
+            raise TerminalStoreError(f"{label}: {detail}", constraint=found.constraint,
+                                     columns=found.columns) from cause
         error_class = _ERROR_CLASSES[kind]
         raise error_class(f"{label}: {detail}") from cause
 
@@ -216,7 +324,6 @@ _ERROR_CLASSES: dict[Kind, type[Exception]] = {
     "unusable": StoreUnusableError,
     "lost": TransientStoreError,
     "transient": TransientStoreError,
-    "terminal": TerminalStoreError,
 }
 
 

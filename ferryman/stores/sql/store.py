@@ -6,6 +6,7 @@ import logging
 import threading
 from collections import Counter
 from contextlib import AbstractContextManager
+from functools import cached_property
 from itertools import chain, groupby, islice, repeat
 from operator import eq, itemgetter, methodcaller
 from typing import Any, Callable, Generator, Iterable, Iterator, Mapping, Sequence
@@ -67,7 +68,10 @@ class SqlStore(Store):
             every other store on the same URL in this process) or your own ``Engine``.
         table: a table name, reflected on first use (so building a store never connects), or a
             ``sqlalchemy.Table``.
-        key: the key column, or a tuple of columns for a composite key. It must be the table's
+        key: the key column, or a tuple of columns for a composite key; None (the default): the
+            table's primary key, single or composite, reflected on first use; without one, its
+            ``id`` column; without either, the store is refused with a message asking for
+            ``key=``. It must be the table's
             primary key or a unique key for ``on_conflict`` other than ``"error"``.
         on_conflict: ``"error"`` raises DuplicateDataError; ``"update"`` upserts the given
             columns (``INSERT ... ON CONFLICT (key) DO UPDATE`` / ``ON DUPLICATE KEY UPDATE``);
@@ -101,7 +105,7 @@ class SqlStore(Store):
         name: str,
         url_or_engine: str | URL | Engine,
         table: str | Table,
-        key: str | Sequence[str] = "id",
+        key: str | Sequence[str] | None = None,
         *,
         on_conflict: OnConflict = "error",
         schema: str | None = None,
@@ -109,6 +113,7 @@ class SqlStore(Store):
         dataset: str | None = None,
     ) -> None:
         super().__init__(name, key)
+        self.key_given = key is not None
         self.on_conflict = check_on_conflict(on_conflict)
         self._lock = threading.RLock()
         self._owns_engine = not isinstance(url_or_engine, Engine)
@@ -131,7 +136,7 @@ class SqlStore(Store):
         self._journal_ready = False
         self._in_doubt: set[tuple[str, str]] = set()  # journal entries whose commit was cut off
         self._pages: dict[bool, PageQuery] = {}  # read_page's unfiltered SELECTs, by "after a key"
-        if self._table is not None:
+        if self._table is not None and self.key_given:
             self._check_key(self._table)
         # Building the engine now reports a missing driver or a bad option at once; it does not connect.
         self._engine: Engine | None = (
@@ -162,9 +167,32 @@ class SqlStore(Store):
                     with self._errors(), self.engine.connect() as conn:
                         table = Table(self._table_arg, MetaData(), schema=self._schema, autoload_with=conn)
                         adapt_reflected_table(table, conn)
-                    self._check_key(table)
+                    if self.key_given:
+                        self._check_key(table)
                     self._table = table
         return self._table
+
+    @cached_property
+    def key_fields(self) -> tuple[str, ...]:  # type: ignore[override]  # given: an attribute
+        """The key given, else the table's primary key (reflecting the table on first use), else
+        its ``id`` column (the key SqlStore took before it reflected keys: a view, a table
+        without primary key)."""
+        table = self.table
+        fields = tuple(column.name for column in table.primary_key.columns)
+        if not fields and "id" in table.c:
+            self.key_note = "no primary key: its id column"
+            return ("id",)
+        if not fields:
+            raise StoreUnusableError(
+                f"{self._label}: the table has no primary key (nor an id column), so ferryman cannot tell "
+                "which column identifies a record; name it (or a tuple of them) with key=..."
+            )
+        return fields
+
+    @cached_property
+    def key(self) -> str | tuple[str, ...]:  # type: ignore[override]  # given: an attribute
+        fields = self.key_fields
+        return fields if len(fields) > 1 else fields[0]
 
     def close(self) -> None:
         with self._lock:
@@ -414,7 +442,21 @@ class SqlStore(Store):
         """Errors of saving ``rows`` mapped: a duplicate names its records (in batches small enough
         to look them up), a lost connection asks whether the database still answers."""
         explain = (lambda: self._explain_duplicate(rows)) if len(rows) <= EXPLAIN_DUPLICATES_UP_TO else None
-        return map_errors(self._label, self.dialect, explain, on_lost=lambda: self._still_answers(rows))
+        return map_errors(self._label, self.dialect, explain, on_lost=lambda: self._still_answers(rows),
+                          constraint_columns=self._constraint_columns)
+
+    def _constraint_columns(self, name: str) -> tuple[str, ...]:
+        """The columns of the table's constraint or index ``name`` (MySQL's ``PRIMARY``: the
+        primary key); () when the table knows none by that name."""
+        table = self._table
+        if table is None:
+            return ()
+        if name == "PRIMARY" or name == table.primary_key.name:
+            return tuple(c.name for c in table.primary_key.columns)
+        for item in (*table.indexes, *table.constraints):
+            if getattr(item, "name", None) == name:
+                return tuple(c.name for c in getattr(item, "columns", ()))
+        return ()
 
     def _still_answers(self, rows: list[Record]) -> str | None:
         """After saving ``rows`` lost its connection: None when the database does not answer on a
@@ -595,7 +637,9 @@ class SqlStore(Store):
         return mask_secrets(self.url.render_as_string(hide_password=False))
 
     def __repr__(self) -> str:
-        return f"SqlStore({self.name!r}, {self.shown_url!r}, table={self.table_name!r}, key={self.key!r})"
+        known = vars(self)  # never reflects the key: a repr must not connect
+        key = repr(known["key"]) if "key" in known else "<primary key>"
+        return f"SqlStore({self.name!r}, {self.shown_url!r}, table={self.table_name!r}, key={key})"
 
 
 class _CopyWrite(PendingWrite):
