@@ -57,7 +57,7 @@ class CopyCustomers:
         return {"customer_id": record["id"]}  # a filter: the orders of this customer
 
     def reduce_from_orders(self, aggregates, batch):  # called once per page of matches
-        aggregates["spent"] += sum(order["amount"] for order in batch)
+        aggregates["spent"] += sum(float(order["amount"]) for order in batch)  # NUMERIC: Decimal
 
     def transform(self, aggregates, record):
         first, _, last = record["full_name"].partition(" ")

@@ -280,6 +280,13 @@ class _Run:
         """Key each migration's progress by its identity and destination (see
         :meth:`Ledger.bind`), and say so when the ledger knows none of this run's migrations."""
         known = set(self.ledger.lineage())
+        where = getattr(self.ledger, "path", "in use")
+        if known and not known & {s.spec.identity for s in self.steps}:
+            others = sorted({k.rsplit(".", 1)[-1].split("@")[0] for k in known})
+            log.warning("progress ledger %s holds the progress of %d other migration(s) (%s%s) and none of "
+                        "these: is it the right ledger for this target?", where, len(known),
+                        ", ".join(others[:5]), ", ..." if len(others) > 5 else "")
+        apart = []
         for i, step in enumerate(self.steps):
             identity = step.spec.identity
             key = self.ledger.bind(identity, step.writes)
@@ -289,10 +296,10 @@ class _Run:
             self.instances[key] = self.instances.pop(identity)
             self.reports[key] = report = self.reports.pop(identity)
             report.identity = key
-        if known and not known & {s.spec.identity for s in self.steps}:
-            log.warning("progress ledger %s holds the progress of %d other migration(s) (%s) and none of "
-                        "these: is it the right ledger for this target?", getattr(self.ledger, "path", "in use"),
-                        len(known), ", ".join(sorted(k.rsplit(".", 1)[-1] for k in known)[:5]))
+            apart.append(step.spec.name)
+        if apart:
+            log.warning("progress ledger %s holds the progress of %s for other destinations; for these "
+                        "destinations it is kept apart (key: module.Class@dataset)", where, ", ".join(apart))
 
     def _run_steps(self) -> None:
         for step in self.steps:

@@ -129,12 +129,20 @@ def _import_module(spec: str) -> ModuleType:
         raise TargetError(f"cannot import TARGET {spec}: {describe_import_error(exc, None)}") from exc
 
 
+DRIVER_EXTRAS = {"psycopg": "postgres", "psycopg2": "postgres", "pymysql": "mysql", "MySQLdb": "mysql",
+                 "pymongo": "mongo"}
+"""The extra that installs a database driver a URL asks for, by the driver's module."""
+
+
 def describe_import_error(exc: BaseException, path: str | None) -> str:
     """``Type: message (at file:line)``, naming the line of the target that led to it."""
     message = " ".join(str(exc).split())
     text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
     if isinstance(exc, SyntaxError) and exc.filename:
         return f"{type(exc).__name__}: {exc.msg} (at {_short(exc.filename)}:{exc.lineno})"
+    extra = DRIVER_EXTRAS.get((getattr(exc, "name", None) or "").split(".")[0])
+    if isinstance(exc, ModuleNotFoundError) and extra:
+        return f"{text}: the database driver is not installed (pip install 'ferryman[{extra}]')"
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if "importlib._bootstrap" not in f.filename]
     if not frames:
         return text

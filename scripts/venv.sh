@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Makes the virtual environment ferryman runs in, and installs ferryman into it:
 #
-#   bash scripts/venv.sh            # ferryman
-#   bash scripts/venv.sh test       # ferryman with an extra: .[test]
+#   bash scripts/venv.sh            # ferryman with the PostgreSQL and MariaDB/MySQL drivers
+#   bash scripts/venv.sh test       # ferryman with another extra: .[test]
 #
 # The environment is $FERRYMAN_VENV (default: .venv in the checkout), made with
 # `python3 -m venv` and kept for the next call. Debian and Ubuntu refuse
@@ -13,7 +13,7 @@ set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 VENV=${FERRYMAN_VENV:-$PWD/.venv}
-SPEC=".${1:+[$1]}"
+SPEC=".[${1:-postgres,mysql}]"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore DEBIAN_FRONTEND=noninteractive
 
 as_root() {

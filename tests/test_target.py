@@ -119,6 +119,17 @@ def test_a_missing_import_inside_the_file_is_not_a_missing_target(tmp_path):
     assert "ModuleNotFoundError" in message and "bad_dep.py:1" in message
 
 
+def test_a_missing_database_driver_names_the_extra_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if psycopg were not installed
+    path = write(tmp_path / "pg.py", textwrap.dedent("""
+        from ferryman import SqlStore
+        stores = [SqlStore("t", "postgresql+psycopg://u@db.example/shop", "t")]
+        migrations = []
+    """))
+    message = str(pytest.raises(TargetError, load_target, path).value)
+    assert "the database driver is not installed (pip install 'ferryman[postgres]')" in message
+
+
 def test_nothing_defined(tmp_path):
     with pytest.raises(TargetError, match="defines neither `service` nor `stores` and `migrations`"):
         load_target(write(tmp_path / "empty.py", "x = 1\n"))

@@ -181,8 +181,12 @@ class Saver:
         self.before_write()
         try:
             self._write(works, self._outputs(works))
+            return
         except Exception as exc:
-            self._settle_failure(works, exc)
+            error = exc
+        # Settled outside the except block: the parts' own errors would otherwise chain onto
+        # this one ("During handling of the above exception..."), once per halving.
+        self._settle_failure(works, error)
 
     def _settle_failure(self, works: list[Work], error: Exception) -> None:
         if isinstance(error, StoreUnusableError):

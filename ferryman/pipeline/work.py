@@ -116,9 +116,19 @@ def describe_error(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
+CAUSE_LIMIT = 8_000
+"""Characters of a failure's traceback the progress keeps: the start and the end (where the
+exception is). A million failed records must not make a ledger of gigabytes."""
+
+
 def format_error(error: BaseException) -> str:
-    """An error's traceback as the progress stores it (secrets masked, as everywhere)."""
-    return mask_secrets("".join(traceback.format_exception(error)).rstrip())
+    """An error's traceback as the progress stores it (secrets masked, as everywhere; the middle
+    of a very long one cut out)."""
+    text = mask_secrets("".join(traceback.format_exception(error)).rstrip())
+    if len(text) <= CAUSE_LIMIT:
+        return text
+    head, tail = CAUSE_LIMIT // 4, CAUSE_LIMIT * 3 // 4
+    return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
 
 
 __all__ = ["Attempt", "Phase", "Work", "live", "describe_error", "format_error"]

@@ -764,9 +764,6 @@ class SqliteLedger(Ledger):
         current = self._dest_of(identity)
         key = identity if current in (None, dest) else derived_key(identity, dest)
         if self._dest_of(key) != dest:
-            if key != identity:
-                log.warning("%s has progress in %s for another destination (%s); its progress for %s "
-                            "is kept apart, under %s", identity, self.path, current, dest, key)
             with self._tx():
                 self.conn.execute("INSERT OR IGNORE INTO migration (identity) VALUES (?)", (key,))
                 self.conn.execute("UPDATE migration SET dest = ? WHERE identity = ?", (dest, key))

@@ -375,3 +375,26 @@ def test_failing_postgres_pipeline_and_copy_paths_print_nothing_on_stderr(tmp_pa
     assert json.loads(summary) == {"succeeded": count - 1, "failed": 1, "fatal": None}
     assert done.stderr == ""
     assert dest_ids(postgres_url, "copies") == [i for i in range(1, count + 1) if i != bad]
+
+
+def test_a_lookup_on_a_column_the_table_lacks_ends_its_migration_with_one_fatal_error(
+    tmp_path: Path, stores: list[SqlStore]
+) -> None:
+    from ferryman import Lookup
+
+    url = sqlite_people(tmp_path / "src.db", 300)
+    run_ddl(url, "CREATE TABLE teams (team_id INTEGER PRIMARY KEY, title TEXT)",
+            "CREATE TABLE out (id INTEGER PRIMARY KEY, team TEXT)",
+            rows=[{"t": i, "title": f"team {i}"} for i in range(1, 4)],  # small: preloaded
+            insert="INSERT INTO teams VALUES (:t, :title)")
+
+    @migration(source="people", dest="out", match=[Lookup("teams", on={"TeamId": "id"}, into="team")])
+    class WithTeam:  # the column is team_id: a typo every record would share
+        def transform(self, aggregates: dict[str, Any], record: Record) -> list[Record]:
+            return [{"id": record["id"], "team": None}]
+
+    stores += [SqlStore("people", url, "people"), SqlStore("teams", url, "teams"), SqlStore("out", url, "out")]
+    report = MigrationService(stores, [WithTeam], ledger=tmp_path / "p.db").run().reports[0]
+    assert report.state.value == "failed" and report.failed == 0
+    assert "filter names unknown column 'TeamId'; the table has team_id, title" in (report.fatal_error or "")
+    assert dest_ids(url, "out") == []

@@ -329,3 +329,38 @@ def test_a_duplicate_the_store_names_costs_two_saves_and_one_per_culprit(sqlite_
     assert stored[5] == 0 and stored[40] == 0 and all(stored[i] == i for i in range(10) if i != 5)  # first copies
     assert result.reports[0].succeeded == 88
     dst.close()
+
+
+def test_a_failure_found_by_splitting_is_stored_without_the_splits_chained_onto_it(sqlite_url):
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE src (id INTEGER PRIMARY KEY, name TEXT)"))
+        conn.execute(text("CREATE TABLE dst (id INTEGER PRIMARY KEY, name TEXT NOT NULL)"))
+        conn.execute(text("INSERT INTO src VALUES (:id, :name)"),
+                     [{"id": i, "name": None if i == 300 else f"n{i}"} for i in range(1, 513)])
+    engine.dispose()
+
+    @migration(source="src", dest="dst")
+    class Copy:
+        def transform(self, aggregates, record):
+            return [dict(record)]
+
+    progress = MigrationProgress()
+    MigrationService([SqlStore("src", sqlite_url, "src"), SqlStore("dst", sqlite_url, "dst")], [Copy]).run(progress)
+    (failure,) = next(iter(progress.migrations.values())).failed.values()
+    assert failure.id == 300 and "NOT NULL constraint failed: dst.name" in failure.cause
+    assert "During handling of the above exception" not in failure.cause
+    assert len(failure.cause) < 4_000
+
+
+def test_a_very_long_cause_keeps_its_start_and_its_end():
+    from ferryman.pipeline.work import CAUSE_LIMIT, format_error
+
+    try:
+        raise ValueError("x" * 50_000 + " the end")
+    except ValueError as exc:
+        text = format_error(exc)
+    assert len(text) < CAUSE_LIMIT + 100 and text.startswith("Traceback") and text.endswith(" the end")
+    assert "characters cut" in text

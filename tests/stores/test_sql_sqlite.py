@@ -174,3 +174,14 @@ def test_python_side_column_defaults_of_a_given_table_are_applied(sqlite_url: st
     assert store.read_page(None, None, 10) == [
         {"id": 1, "name": "a", "origin": "ferryman"}, {"id": 2, "name": "b", "origin": "ferryman"},
     ]
+
+
+def test_a_mistyped_sqlite_path_is_refused_and_creates_no_file(tmp_path):
+    from ferryman.errors import StoreUnusableError
+
+    missing = tmp_path / "chinok.sqlite"
+    store = SqlStore("src", f"sqlite:///{missing}", "albums")
+    with pytest.raises(StoreUnusableError, match=f"store 'src' .*no SQLite database file at {missing}"):
+        store.read_page(None, None, 10)
+    store.close()
+    assert not missing.exists()

@@ -114,11 +114,11 @@ def test_duplicate_cause_is_the_drivers_integrity_error(make_store: StoreFactory
     assert str(caught.value).startswith(f"store 'items' ({store.url}, table {store.table_name}): duplicate key (id)=(1): ")
 
 
-def test_unknown_filter_column_is_a_value_error(make_store: StoreFactory) -> None:
+def test_unknown_filter_column_makes_the_store_unusable(make_store: StoreFactory) -> None:
     store = make_store(INT_KEY, INT_KEY.rows(range(3)))
-    with pytest.raises(ValueError, match=r"store 'items' .*unknown column 'colour'"):
+    with pytest.raises(StoreUnusableError, match=r"store 'items' .*unknown column 'colour'"):
         store.read_page({"colour": "red"}, None, 10)
-    with pytest.raises(ValueError, match="unknown column 'colour'"):
+    with pytest.raises(StoreUnusableError, match="unknown column 'colour'"):
         store.count({"colour": "red"})
 
 

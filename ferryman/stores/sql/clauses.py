@@ -7,6 +7,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, true, tuple_
 from sqlalchemy.sql import ClauseElement
 
+from ...errors import StoreUnusableError
 from ..common import IN_TYPES
 
 
@@ -14,7 +15,9 @@ def filter_clause(table: Table, filter: Mapping[str, Any] | ClauseElement | None
     """A dict filter as SQL; a SQLAlchemy clause passes through as the native filter.
 
     Raises:
-        ValueError: the filter names a column the table does not have.
+        StoreUnusableError: the filter names a column the table does not have; no filter a
+            migration builds the same way can match, so it is the migration's mistake, not a
+            record's (it ends the migration with one fatal error).
     """
     if filter is None:
         return true()
@@ -26,7 +29,7 @@ def filter_clause(table: Table, filter: Mapping[str, Any] | ClauseElement | None
     for field, value in filter.items():
         column = table.c.get(field)
         if column is None:
-            raise ValueError(
+            raise StoreUnusableError(
                 f"{label}: filter names unknown column {field!r}; the table has {', '.join(table.c.keys())}"
             )
         # An empty list becomes SQLAlchemy's "empty IN", which matches nothing on every database.

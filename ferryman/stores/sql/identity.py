@@ -23,10 +23,9 @@ def sql_dataset(url: URL, schema: str | None, table: str) -> str:
     if family == "mariadb":
         family = "mysql"
     if family == "sqlite":
-        database = url.database or ""
-        if database in ("", ":memory:") or database.startswith("file::memory:"):
+        path = sqlite_file(url)
+        if path is None:
             return f"sqlite:memory:{id(url)}#{table}"
-        path = database[len("file:"):].split("?", 1)[0] if database.startswith("file:") else database
         return f"sqlite://{os.path.realpath(path)}#{schema + '.' if schema else ''}{table}"
     host = (url.host or "").lower()
     host = "127.0.0.1" if host in _LOOPBACK else host
@@ -34,3 +33,12 @@ def sql_dataset(url: URL, schema: str | None, table: str) -> str:
     database = url.database or ""
     owner = schema or _DEFAULT_SCHEMAS.get(family, database)
     return f"{family}://{host}:{port}/{database}/{owner}.{table}"
+
+
+def sqlite_file(url: URL) -> str | None:
+    """The file a SQLite URL names (``sqlite:///x.db``, ``sqlite:///file:x.db?mode=ro&uri=true``);
+    None for an in-memory database."""
+    database = url.database or ""
+    if database in ("", ":memory:") or database.startswith("file::memory:"):
+        return None
+    return database[len("file:"):].split("?", 1)[0] if database.startswith("file:") else database

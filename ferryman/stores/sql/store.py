@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from contextlib import AbstractContextManager
@@ -27,7 +28,7 @@ from .dialects import adapt_reflected_table, unkept_value, why_dropped
 from .driver import DriverStatement, PageQuery, as_dicts, unprocessed
 from .driver_errors import classify, driver_error, error_detail, map_errors
 from .engines import acquire_engine, prepare_to_write, release_engine
-from .identity import sql_dataset
+from .identity import sql_dataset, sqlite_file
 from .inserts import FastPathRefused, InsertBatch, inserter_for
 from .journal import (
     append_entry,
@@ -164,6 +165,7 @@ class SqlStore(Store):
         if self._table is None:
             with self._lock:
                 if self._table is None:
+                    self._check_database_file()
                     with self._errors(), self.engine.connect() as conn:
                         table = Table(self._table_arg, MetaData(), schema=self._schema, autoload_with=conn)
                         adapt_reflected_table(table, conn)
@@ -171,6 +173,13 @@ class SqlStore(Store):
                         self._check_key(table)
                     self._table = table
         return self._table
+
+    def _check_database_file(self) -> None:
+        """A SQLite file that does not exist holds no table: a mistyped path, which connecting
+        would answer by creating an empty file (and "no such table")."""
+        path = sqlite_file(self.url) if self.dialect == "sqlite" else None
+        if path is not None and not os.path.exists(path):
+            raise StoreUnusableError(f"{self._label}: no SQLite database file at {path}")
 
     @cached_property
     def key_fields(self) -> tuple[str, ...]:  # type: ignore[override]  # given: an attribute
