@@ -27,11 +27,11 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from .console import CONTROL_CHARACTERS, printable
 from .errors import FerrymanError, LedgerBusyError, MigrationDefinitionError, StoreError
 from .events import RunObserver
-from .progress.files import json_lease, load_json_progress, open_ledger
-from .progress.lease import LeaseFile, busy_error, live_holder
+from .progress.files import is_ledger_file, json_lease, load_json_progress, open_ledger
 from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationProgress
-from .progress.sqlite_ledger import SqliteLedger, checked_path, is_ledger_file
+from .progress.sqlite import LeaseFile, SqliteLedger
+from .progress.storage import checked_path
 from .redact import mask_secrets
 from .report import RunResult
 from .service import MigrationService
@@ -614,9 +614,7 @@ def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
 
 
 def _refuse_if_live(ledger: SqliteLedger, doing: str) -> None:
-    holder = live_holder(ledger.conn)
-    if holder is not None:
-        raise busy_error(ledger.path, holder, doing)
+    ledger.refuse_if_live(doing)
 
 
 @dataclass
@@ -679,15 +677,9 @@ class _ProgressFile:
         return list(self.progress.migrations)
 
     def names(self) -> dict[str, str]:
-        names = {i: i.rsplit(".", 1)[-1] for i in self.identities()}
         if self.sqlite is not None:
-            try:  # the last report of each migration knows its display name
-                for identity, report in self.sqlite.conn.execute("SELECT identity, report FROM migration"):
-                    if report:
-                        names[identity] = json.loads(report).get("name") or names.get(identity, identity)
-            except (sqlite3.Error, ValueError, AttributeError):
-                pass
-        return names
+            return self.sqlite.names()
+        return {i: i.rsplit(".", 1)[-1] for i in self.identities()}
 
     def failed(self, identity: str) -> list[FailedRecord]:
         if self.sqlite is not None:

@@ -15,7 +15,7 @@ from ferryman import (
 )
 from ferryman import commands, console
 from ferryman.commands import CommandError, cause_summary, format_id, one_line, parse_id
-from ferryman.progress.sqlite_ledger import SqliteLedger
+from ferryman.progress.sqlite import SqliteLedger
 from ferryman.report import RunResult
 
 NO_RETRY = Retry(times=0, delay=0)

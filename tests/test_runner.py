@@ -401,7 +401,7 @@ def test_counters_add_up_over_any_fail_fix_ignore_retry_sequence(tmp_path_factor
                 raise ValueError("bad data")
             return [{"id": record["id"]}]
 
-    from ferryman.progress.sqlite_ledger import SqliteLedger
+    from ferryman.progress.sqlite import SqliteLedger
 
     path = tmp_path_factory.mktemp("ledger") / "progress.db"
     src, dst = numbers(12), MemoryStore("dst")

@@ -130,10 +130,9 @@ def test_sigterm_stops_at_a_record_boundary_and_saves(tmp_path, signals):
     assert "SIGTERM received: stopping at the next record boundary" in err
     if signals == 2:
         assert "SIGTERM again: stopping now" in err
-    from ferryman.progress.sqlite_ledger import SqliteLedger
+    from ferryman.progress.sqlite import SqliteLedger
     ledger = SqliteLedger(tmp_path / "run.db", read_only=True)
     (identity,) = ledger.identities()
     done = len(list(ledger.iter_succeeded(identity)))
     assert 10 <= done < 2000
-    runs = ledger.conn.execute("SELECT outcome FROM run").fetchall()
-    assert runs == [("interrupted",)]
+    assert [run.outcome for run in ledger.runs()] == ["interrupted"]

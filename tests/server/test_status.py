@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+import ledger_files
 from helpers import poll_until
 
 from ferryman import (
     Action, FailedRecord, FerrymanError, MemoryLedger, MemoryStore, MigrationProgress,
     MigrationService, Retry, SqlStore, migration,
 )
-from ferryman.progress.sqlite_ledger import SqliteLedger
+from ferryman.progress.sqlite import SqliteLedger
 from ferryman.server import LedgerStatusSource, LiveStatusSource, StatusSnapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -258,9 +258,7 @@ def test_sql_stores_and_a_read_only_ledger_are_left_untouched(tmp_path):
     for _ in range(3):
         assert source.snapshot().status == "migrated"
     assert ledger.read_bytes() == before
-    conn = sqlite3.connect(ledger)
-    assert conn.execute("SELECT count(*) FROM lease").fetchone() == (0,)
-    conn.close()
+    assert ledger_files.holder(ledger) is None
 
 
 # --- mjg JSON progress ----------------------------------------------------------------------------

@@ -1,11 +1,11 @@
-"""The durable ledger: exactly once across hard kills, leases, runs, JSON round trips."""
+"""The SQLite ledger as a run writes it: exactly once across hard kills, leases, runs, JSON
+round trips, successes logged one row per page and folded on resume."""
 
 from __future__ import annotations
 
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,11 +14,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+import ledger_files
+from helpers import poll_until
+
 from ferryman import (
-    Action, FailedRecord, LedgerBusyError, MemoryStore, MigrationProgress, MigrationService,
+    Action, FailedRecord, LedgerBusyError, LedgerFileError, MemoryStore, MigrationProgress, MigrationService,
     Retry, RunResult, SqlStore, migration,
 )
-from ferryman.progress.sqlite_ledger import SCHEMA_VERSION, SqliteLedger
+from ferryman.progress.sqlite import SCHEMA_VERSION, SqliteLedger
 
 JOB = Path(__file__).with_name("chaos_job.py")
 
@@ -136,26 +139,21 @@ def test_runs_and_attempts_are_recorded(tmp_path):
     calls["fail"] = False
     assert service.run().ok
     service.ledger.close()
-    conn = sqlite3.connect(tmp_path / "runs.db")
-    runs = conn.execute("SELECT job, attempt, outcome, last_error IS NOT NULL FROM run ORDER BY id").fetchall()
-    assert runs == [(1, 1, "failed", 1), (1, 2, "failed", 1), (1, 3, "completed", 0)]
+    runs = [(r.job, r.attempt, r.outcome, r.last_error is not None) for r in ledger_files.runs(tmp_path / "runs.db")]
+    assert runs == [(1, 1, "failed", True), (1, 2, "failed", True), (1, 3, "completed", False)]
 
 
 def test_a_second_run_is_refused_while_the_first_is_alive_and_recovers_after_a_kill(tmp_path):
     make_source(tmp_path, 20_000)
     holder = start_job(tmp_path, batch=16, delay=0.005)  # 100 s: the second job finds it alive
-    deadline = time.time() + 30
-    while time.time() < deadline:  # wait until the job holds the lease
-        conn = sqlite3.connect(tmp_path / "run.db") if (tmp_path / "run.db").exists() else None
+
+    def holds_the_lease() -> bool:
         try:
-            if conn and conn.execute("SELECT count(*) FROM lease").fetchone()[0]:
-                break
-        except sqlite3.OperationalError:
-            pass
-        finally:
-            if conn:
-                conn.close()
-        time.sleep(0.05)
+            return ledger_files.holder(tmp_path / "run.db") is not None
+        except LedgerFileError:  # not there yet, or being created
+            return False
+
+    poll_until(holds_the_lease, timeout=30, what="the job to hold the lease")
     second = start_job(tmp_path)
     out, err = second.communicate(timeout=60)
     assert second.returncode != 0
@@ -166,8 +164,7 @@ def test_a_second_run_is_refused_while_the_first_is_alive_and_recovers_after_a_k
     out, err = third.communicate(timeout=300)
     assert third.returncode == 0, err
     assert len(dst_rows(f"sqlite:///{tmp_path}/dst.db")) == 20_000
-    conn = sqlite3.connect(tmp_path / "run.db")
-    outcomes = [r[0] for r in conn.execute("SELECT outcome FROM run ORDER BY id")]
+    outcomes = [r.outcome for r in ledger_files.runs(tmp_path / "run.db")]
     assert outcomes[0] == "died" and outcomes[-1] == "completed"
 
 
@@ -237,7 +234,7 @@ def test_an_unreadable_journal_is_fatal_not_a_guess(tmp_path):
 # --- successes logged one row per page, folded into the per-id table on resume ----------------
 
 from ferryman.progress.exchange import export_json  # noqa: E402
-from ferryman.progress.sqlite_ledger import encode_id, encode_ids  # noqa: E402
+from ferryman.progress.sqlite import encode_id, encode_ids  # noqa: E402
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
@@ -245,12 +242,9 @@ from hypothesis import strategies as st  # noqa: E402
 MIGRATION = "m.Copy"
 
 
-def rows(path: Path, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+def rows(path: Path, table: str) -> int:
+    """How many rows ``table`` holds: where the ledger keeps the successes."""
+    return ledger_files.row_counts(path)[table]
 
 
 def keys(ids) -> list[str]:
@@ -264,8 +258,8 @@ def test_a_run_logs_one_row_per_page_and_the_next_start_folds_them(tmp_path):
     for start in range(0, 1000, 100):
         ledger.record(MIGRATION, list(range(start, start + 100)), [])
     ledger.checkpoint()
-    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded_log") == [(10,)]
-    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded") == [(0,)]
+    assert rows(tmp_path / "l.db", "succeeded_log") == 10
+    assert rows(tmp_path / "l.db", "succeeded") == 0
     assert ledger.succeeded_among(MIGRATION, [1, 2]) == set()  # a fresh migration looks nothing up
     ledger.finish_migration(MIGRATION, completed=False)
     ledger.close()
@@ -273,8 +267,8 @@ def test_a_run_logs_one_row_per_page_and_the_next_start_folds_them(tmp_path):
 
     again = SqliteLedger(tmp_path / "l.db")
     again.start_migration(MIGRATION)
-    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded_log") == [(0,)]
-    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded") == [(1000,)]
+    assert rows(tmp_path / "l.db", "succeeded_log") == 0
+    assert rows(tmp_path / "l.db", "succeeded") == 1000
     assert again.succeeded_among(MIGRATION, [5, 999, 1000, "5"]) == {5, 999}
     again.record(MIGRATION, [1000, 1001], [])
     again.close()
@@ -291,8 +285,8 @@ def test_export_lists_the_folded_and_the_logged_ids_once_each(tmp_path):
     ledger.start_migration(MIGRATION)  # folds the first run's page
     ledger.record(MIGRATION, ids[4:], [])
     ledger.close()
-    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded") == [(4,)]
-    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded_log") == [(1,)]
+    assert rows(tmp_path / "l.db", "succeeded") == 4
+    assert rows(tmp_path / "l.db", "succeeded_log") == 1
 
     reader = SqliteLedger(tmp_path / "l.db", read_only=True)
     assert keys(reader.iter_succeeded(MIGRATION)) == keys(ids)
@@ -319,7 +313,7 @@ def test_a_failure_after_a_logged_success_wins_as_it_does_per_id(tmp_path):
     ledger.record(MIGRATION, [2], [])  # retried, and migrated now: the failure goes
     ledger.close()
     assert succeeded_ids(tmp_path / "l.db") == [1, 2, 3]
-    assert rows(tmp_path / "l.db", "SELECT count(*) FROM failed") == [(0,)]
+    assert rows(tmp_path / "l.db", "failed") == 0
 
 
 def test_replacing_the_content_clears_the_log(tmp_path):
@@ -330,7 +324,7 @@ def test_replacing_the_content_clears_the_log(tmp_path):
     progress = MigrationProgress()
     progress.entry(MIGRATION).mark_succeeded([7])
     ledger.import_progress(progress)
-    assert rows(tmp_path / "l.db", "SELECT count(*) FROM succeeded_log") == [(0,)]
+    assert rows(tmp_path / "l.db", "succeeded_log") == 0
     assert list(ledger.iter_succeeded(MIGRATION)) == [7]
     ledger.start_migration(MIGRATION)
     assert ledger.succeeded_among(MIGRATION, [1, 7]) == {7}
@@ -342,25 +336,19 @@ def test_a_ledger_file_from_before_the_log_still_opens(tmp_path):
     ledger = SqliteLedger(path)
     ledger.start_migration(MIGRATION)
     ledger.close()
-    conn = sqlite3.connect(path)  # what version 1 wrote: ids one row each, no log table
-    conn.executescript(f"""
-        DROP TABLE succeeded_log;
-        INSERT INTO succeeded SELECT id, '1' FROM migration;
-        INSERT INTO succeeded SELECT id, '"two"' FROM migration;
-        UPDATE meta SET value = '1' WHERE key = 'schema';
-    """)
-    conn.close()
+    ledger_files.as_version_1(path, "1", '"two"')  # ids one row each, no log table
     reader = SqliteLedger(path, read_only=True)
     assert sorted(map(str, reader.iter_succeeded(MIGRATION))) == ["1", "two"]
     reader.close()
-    assert rows(path, "SELECT name FROM sqlite_master WHERE name = 'succeeded_log'") == []
+    assert "succeeded_log" not in ledger_files.row_counts(path)  # read as it is
 
     ledger = SqliteLedger(path)
     ledger.start_migration(MIGRATION)
     assert ledger.succeeded_among(MIGRATION, [1, "two", 3]) == {1, "two"}
     ledger.record(MIGRATION, [3], [])
     ledger.close()
-    assert rows(path, "SELECT value FROM meta WHERE key = 'schema'") == [(SCHEMA_VERSION,)]
+    with ledger_files.reader(path) as upgraded:
+        assert upgraded.schema_version == int(SCHEMA_VERSION)
     reader = SqliteLedger(path, read_only=True)
     assert keys(reader.iter_succeeded(MIGRATION)) == keys([1, "two", 3])
     assert reader.lineage() == {MIGRATION: (None, 1)}  # schema 3's columns, added on open
@@ -379,7 +367,8 @@ def test_record_reuses_the_journal_text_only_when_it_is_the_same_ids(tmp_path):
     ledger.record(MIGRATION, [5, 7], [])  # one record of the batch failed
     ledger.checkpoint()
     assert first.payload == "[1,2]" and second.payload == '[3,"4"]'
-    assert rows(tmp_path / "l.db", "SELECT ids FROM succeeded_log ORDER BY seq") == [('[1,2,3,"4"]',), ("[5,7]",)]
+    assert rows(tmp_path / "l.db", "succeeded_log") == 2  # a row per page, reused text or not
+    assert list(ledger.iter_succeeded(MIGRATION)) == [1, 2, 3, "4", 5, 7]
     ledger.close()
 
 
@@ -454,7 +443,7 @@ def test_runs_kills_and_resumes_never_lose_nor_repeat_a_success(tmp_path_factory
             reader = SqliteLedger(path, read_only=True)
             check(reader)
             reader.close()
-    assert rows(path, "SELECT count(*) FROM succeeded_log") == [(0,)]  # the last start folded all
+    assert rows(path, "succeeded_log") == 0  # the last start folded all
 
 
 def commit_if_flushed(ledger: SqliteLedger, pending: list, succeeded: dict, failed: set) -> None:
