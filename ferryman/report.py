@@ -97,6 +97,8 @@ class RunResult:
     ledger_error: str | None = None
     """Why the progress ledger could take no more (its lease was taken, a full disk), if so:
     the run stopped there; the next run records what the destination's journal holds."""
+    attempts: int = 1
+    """Which attempt this run was (``MigrationService.run(max_tries=...)`` runs several)."""
 
     @property
     def ok(self) -> bool:

@@ -429,7 +429,7 @@ def test_counters_add_up_over_any_fail_fix_ignore_retry_sequence(tmp_path_factor
 
 def test_a_batch_level_error_says_it_need_not_be_about_each_record():
     from ferryman import TransientStoreError
-    from ferryman.commands import cause_summary
+    from ferryman.errors import cause_summary
 
     class Down(MemoryStore):
         def save_all(self, records, *, journal=None):

@@ -27,7 +27,7 @@ from .sqlite import LeaseFile, SqliteLedger, SqliteReader, is_ledger_file
 from .storage import checked_path
 
 __all__ = [
-    "JsonFileLedger", "changing", "checked_location", "is_ledger_file", "load_json_progress",
+    "JsonFileLedger", "changing", "checked_location", "existing", "is_ledger_file", "load_json_progress",
     "load_progress", "open_ledger", "open_reader", "reading",
 ]
 
@@ -160,7 +160,7 @@ def checked_location(path: str | os.PathLike[str]) -> str:
 @contextmanager
 def reading(path: str | os.PathLike[str]) -> Iterator[Ledger]:
     """The existing progress file at ``path``, opened read-only, closed at the end."""
-    path = _existing(path)
+    path = existing(path)
     ledger = open_ledger(path, read_only=True)
     try:
         with _named_damage(path):
@@ -174,7 +174,7 @@ def changing(path: str | os.PathLike[str], doing: str) -> Iterator[Ledger]:
     """The existing progress file at ``path``, to change outside a run: refused while a live
     run holds it (LedgerBusyError naming ``doing``). A JSON file's lease is held to the end,
     so that no run starts meanwhile, and what changed is saved then."""
-    path = _existing(path)
+    path = existing(path)
     ledger: Ledger
     if is_ledger_file(path):
         ledger = SqliteLedger(path)
@@ -195,7 +195,8 @@ def changing(path: str | os.PathLike[str], doing: str) -> Iterator[Ledger]:
         ledger.close()
 
 
-def _existing(path: str | os.PathLike[str]) -> str:
+def existing(path: str | os.PathLike[str]) -> str:
+    """``path`` when a progress file is there (FileNotFoundError, LedgerFileError otherwise)."""
     path = checked_path(path)
     if os.path.isdir(path):
         raise LedgerFileError(f"{path} is a directory, not a progress file")
