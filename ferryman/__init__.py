@@ -11,6 +11,7 @@ from .errors import (
     ConnectionDroppedError,
     DuplicateDataError,
     FerrymanError,
+    InputError,
     LeaseLostError,
     LedgerBusyError,
     LedgerFileError,
@@ -21,10 +22,12 @@ from .errors import (
     StopRequested,
     StoreError,
     StoreUnusableError,
+    TargetError,
     TerminalStoreError,
     TransientStoreError,
 )
 from .events import RunObserver
+from .progress.failed import FailedRecords
 from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
 from .report import MigrationReport, MigrationState, RunResult
@@ -50,7 +53,9 @@ __all__ = [
     "ConnectionDroppedError",
     "DuplicateDataError",
     "FailedRecord",
+    "FailedRecords",
     "FerrymanError",
+    "InputError",
     "JournalEntry",
     "Ledger",
     "LeaseLostError",
@@ -80,6 +85,7 @@ __all__ = [
     "StoreError",
     "StoreUnusableError",
     "StoreRegistry",
+    "TargetError",
     "TerminalStoreError",
     "TransientStoreError",
     "migration",

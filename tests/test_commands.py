@@ -10,13 +10,23 @@ from datetime import datetime
 import pytest
 
 from ferryman import (
-    Action, FailedRecord, LedgerBusyError, MemoryStore, MigrationDefinitionError, MigrationEntry,
-    MigrationProgress, MigrationService, PlanError, ProgressFormatError, Retry, SqlStore, migration,
+    Action,
+    FailedRecord,
+    LedgerBusyError,
+    MemoryStore,
+    MigrationEntry,
+    MigrationProgress,
+    MigrationService,
+    PlanError,
+    ProgressFormatError,
+    Retry,
+    SqlStore,
+    commands,
+    console,
+    migration,
 )
-from ferryman import commands, console
-from ferryman.dry_run import DryRunResult, DryRunStore
-from ferryman.errors import InputError, cause_summary, one_line
-from ferryman.ids import format_id, parse_id
+from ferryman.dry_run import DryRunResult
+from ferryman.errors import InputError, one_line
 from ferryman.progress.sqlite import SqliteLedger
 from ferryman.report import RunResult
 from ferryman.server.address import parse_host_port
@@ -46,67 +56,6 @@ def make_service(n: int = 20, bad: set[int] | frozenset[int] = frozenset(), call
     src = MemoryStore("src", records=[{"id": i, "v": i} for i in range(1, n + 1)])
     dst = dst if dst is not None else MemoryStore("dst")
     return MigrationService([src, dst], [Copy]), dst
-
-
-# --- ids, causes, messages -----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("text, value", [
-    ("17", 17), ("-3", -3), ("abc", "abc"), ('"17"', "17"), ("1.5", "1.5"), ("true", "true"),
-    ('[1,"a"]', (1, "a")), ("12345678901234567890123", 12345678901234567890123), ("", ""),
-])
-def test_ids_typed_on_the_command_line(text, value):
-    parsed = parse_id(text)
-    assert parsed == value and type(parsed) is type(value)
-
-
-@pytest.mark.parametrize("value", [17, "abc", "17", (1, "a"), ("x", 2, "3"), -4, "[1]"])
-def test_format_id_is_the_inverse_of_parse_id(value):
-    assert parse_id(format_id(value)) == value
-
-
-def test_a_bad_composite_id_is_a_usage_error():
-    with pytest.raises(InputError) as info:
-        parse_id("[1, 2.5]")
-    assert info.value.exit_code == 2
-
-
-def test_cause_summary_picks_the_exception_line():
-    python = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    raise X\nValueError: bad\n"
-    assert cause_summary(python) == "ValueError: bad"
-    chained = python + "\nThe above exception was the direct cause of the following exception:\n\n" \
-        "Traceback (most recent call last):\n  File \"y.py\", line 2\nferryman.errors.DuplicateDataError: dup\n"
-    assert cause_summary(chained) == "DuplicateDataError: dup"
-    java = "java.lang.IllegalStateException: boom\n\tat a.b.C.d(C.java:1)\n"
-    assert cause_summary(java) == "IllegalStateException: boom"
-    assert cause_summary("") == ""
-
-
-def test_cause_summary_puts_the_drivers_message_first():
-    driver = (
-        "Traceback (most recent call last):\n  File \"s.py\", line 9, in save\n"
-        "psycopg.errors.NotNullViolation: null value in column \"email\" of relation \"users\" violates not-null "
-        "constraint\nDETAIL:  Failing row contains (2, null).\n\n"
-        "The above exception was the direct cause of the following exception:\n\n"
-        "Traceback (most recent call last):\n  File \"t.py\", line 3, in save\n"
-        "ferryman.errors.TerminalStoreError: store 'dst' (sqlite:///x.db, table users): null value in column ...\n"
-    )
-    assert cause_summary(driver) == ('null value in column "email" of relation "users" violates not-null constraint '
-                                     "(NotNullViolation, in TerminalStoreError)")
-    sqlite = "Traceback (most recent call last):\n  File \"a.py\"\nsqlite3.IntegrityError: NOT NULL constraint failed: t.email\n"
-    assert cause_summary(sqlite) == "NOT NULL constraint failed: t.email (IntegrityError)"
-
-
-def test_one_line_messages():
-    err = MigrationDefinitionError("m.X", ["missing method transform", "bad option"])
-    assert one_line(err) == "migration m.X is invalid: missing method transform; bad option"
-    assert one_line(FileNotFoundError(2, "No such file or directory", "/x/p.db")) == "No such file or directory: /x/p.db"
-    assert one_line(RuntimeError("a\n  b")) == "RuntimeError: a; b"
-    assert one_line(PlanError("cycle")) == "cycle"
-    from sqlalchemy.exc import OperationalError
-
-    text = one_line(OperationalError("SELECT 1", {}, sqlite3.OperationalError("unable to open database file")))
-    assert text == "database error: unable to open database file"
 
 
 # --- run ----------------------------------------------------------------------------------------
@@ -472,13 +421,3 @@ def test_format_status_tolerates_missing_parts():
     assert text.splitlines()[0] == "status: running   step: a   tries: 2   last error: -"
     assert text.splitlines()[1].split() == ["MIGRATION", "STATE", "READ"]
     assert json.dumps(text)  # plain text
-
-
-def test_dry_run_store_reads_through(tmp_path):
-    inner = MemoryStore("s", records=[{"id": 1}, {"id": 2}])
-    proxy = DryRunStore(inner)
-    assert proxy.read_page(None, None, 10) == inner.read_page(None, None, 10)
-    assert proxy.get_many([2]) == [{"id": 2}] and proxy.count() == 2
-    proxy.save_all([{"id": 3}, {"id": 4}])
-    assert proxy.saved == 2 and inner.count() == 2
-    assert proxy.describe({"id": 1}) == "s(id=1)"

@@ -3,6 +3,7 @@ epochs, a lost lease, the heartbeat, one run at a time."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import sqlite3
@@ -10,14 +11,20 @@ import subprocess
 import sys
 import threading
 import time
-
-import pytest
+from pathlib import Path
 
 import ledger_files
+import pytest
 from helpers import poll_until
 
 from ferryman import (
-    Action, FailedRecord, LeaseLostError, LedgerBusyError, MigrationProgress, RunResult, commands,
+    Action,
+    FailedRecord,
+    LeaseLostError,
+    LedgerBusyError,
+    MigrationProgress,
+    RunResult,
+    commands,
 )
 from ferryman.progress.files import JsonFileLedger
 from ferryman.progress.lease import Holder, Process
@@ -208,7 +215,7 @@ def test_the_lease_of_a_json_file_is_lost_like_a_ledgers(tmp_path, monkeypatch):
     path = str(tmp_path / "p.json")
     ledger = JsonFileLedger(path)
     ledger.begin_run([])
-    before = open(path, encoding="utf-8").read()
+    before = Path(path).read_text(encoding="utf-8")
     ledger_files.take_lease(path + ".lock", Process(4242, "elsewhere.example", None), stale_after=0.0)
     with pytest.raises(LeaseLostError):
         ledger.assert_held()
@@ -216,7 +223,7 @@ def test_the_lease_of_a_json_file_is_lost_like_a_ledgers(tmp_path, monkeypatch):
     with pytest.raises(LeaseLostError):
         ledger.end_run(RunResult([]))
     ledger.close()
-    assert open(path, encoding="utf-8").read() == before
+    assert Path(path).read_text(encoding="utf-8") == before
 
 
 def test_concurrent_runs_never_hold_one_ledger_at_the_same_time(tmp_path):
@@ -247,4 +254,4 @@ def test_concurrent_runs_never_hold_one_ledger_at_the_same_time(tmp_path):
         t.join()
     assert held and len(held) + len(refused) == 6
     spans = sorted(held)
-    assert all(a[1] <= b[0] for a, b in zip(spans, spans[1:]))  # one at a time
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))  # one at a time

@@ -11,15 +11,23 @@ import sys
 import time
 from pathlib import Path
 
+import ledger_files
 import pytest
 import sqlalchemy as sa
-
-import ledger_files
 from helpers import poll_until
 
 from ferryman import (
-    Action, FailedRecord, LedgerBusyError, LedgerFileError, MemoryStore, MigrationProgress, MigrationService,
-    Retry, RunResult, SqlStore, migration,
+    Action,
+    FailedRecord,
+    LedgerBusyError,
+    LedgerFileError,
+    MemoryStore,
+    MigrationProgress,
+    MigrationService,
+    Retry,
+    RunResult,
+    SqlStore,
+    migration,
 )
 from ferryman.progress.sqlite import SCHEMA_VERSION, SqliteLedger
 
@@ -79,12 +87,12 @@ def test_hard_kills_never_lose_or_duplicate_a_record(tmp_path, sig):
         if job.poll() is not None:
             pytest.fail("the migration finished before the test could kill it 12 times")
         job.send_signal(sig)
-        out, err = job.communicate(timeout=60)
+        _, err = job.communicate(timeout=60)
         kills += 1
         if sig == signal.SIGTERM:  # once running, a SIGTERM stops gently
             assert job.returncode in (130, 0), err
     final = start_job(tmp_path)
-    out, err = final.communicate(timeout=300)
+    _, err = final.communicate(timeout=300)
     assert final.returncode == 0, err
     expected = [(i, f"ROW {i}", 2 * i) for i in range(1, n + 1)]
     assert dst_rows(f"sqlite:///{tmp_path}/dst.db") == expected
@@ -155,13 +163,13 @@ def test_a_second_run_is_refused_while_the_first_is_alive_and_recovers_after_a_k
 
     poll_until(holds_the_lease, timeout=30, what="the job to hold the lease")
     second = start_job(tmp_path)
-    out, err = second.communicate(timeout=60)
+    _, err = second.communicate(timeout=60)
     assert second.returncode != 0
     assert f"is in use by pid {holder.pid}" in err
     holder.kill()
     holder.communicate()
     third = start_job(tmp_path)
-    out, err = third.communicate(timeout=300)
+    _, err = third.communicate(timeout=300)
     assert third.returncode == 0, err
     assert len(dst_rows(f"sqlite:///{tmp_path}/dst.db")) == 20_000
     outcomes = [r.outcome for r in ledger_files.runs(tmp_path / "run.db")]
@@ -233,11 +241,11 @@ def test_an_unreadable_journal_is_fatal_not_a_guess(tmp_path):
 
 # --- successes logged one row per page, folded into the per-id table on resume ----------------
 
-from ferryman.progress.exchange import export_json  # noqa: E402
-from ferryman.progress.sqlite import encode_id, encode_ids  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from ferryman.progress.exchange import export_json
+from ferryman.progress.sqlite import encode_id, encode_ids
 
 MIGRATION = "m.Copy"
 
