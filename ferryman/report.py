@@ -115,9 +115,6 @@ class RunResult:
                 return r
         raise KeyError(f"no migration {name!r} in this run")
 
-    def in_state(self, state: MigrationState) -> list[MigrationReport]:
-        return [r for r in self.reports if r.state is state]
-
     @property
     def exit_code(self) -> int:
         """The CLI's exit code: 0 all completed, 1 failures or held back, 130 interrupted."""

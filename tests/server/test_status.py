@@ -1,4 +1,4 @@
-"""The status rules (CONTRACT §6) against real ledgers written by real runs."""
+"""The status rules against real ledgers written by real runs."""
 
 from __future__ import annotations
 

@@ -222,7 +222,7 @@ def _add_columns(conn: sqlite3.Connection, table: str) -> None:
 
 
 def has_failure_counters(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'failed_count'").fetchone() is not None
+    return "failed_count" in objects(conn)
 
 
 def add_failure_counters(conn: sqlite3.Connection) -> None:

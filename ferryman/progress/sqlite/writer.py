@@ -470,7 +470,7 @@ class SqliteLedger(SqliteReader, Ledger):
         Runs inside the caller's transaction, FOLD_CHUNK ids in memory at a time. INSERT OR
         IGNORE keeps an id once whatever the log repeats; an id failed after it was logged
         (its failed entry is newer: a success deletes the entry) is left out, as per id.
-        A row of 64-bit ints is inserted by SQLite itself (json_each), 1.5-4x faster than
+        A row of 64-bit ints is inserted by SQLite itself (json_each), which is faster than
         binding each id from Python; anything else is decoded and re-encoded here.
         """
         if not self._has_log:
