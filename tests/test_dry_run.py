@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from ferryman import MemoryStore, MigrationProgress, MigrationService, Retry, migration
 from ferryman.dry_run import DryRunResult, DryRunStore
+from ferryman.types import Aggregates, Record
 
 
 @migration(source="src", dest="dst", batch_size=4, save_retry=Retry(times=0, delay=0))
 class Copy:
-    def transform(self, aggregates, record):
+    def transform(self, aggregates: Aggregates, record: Record) -> list[Record]:
         if record["id"] == 3:
             raise ValueError("bad record 3")
         return [dict(record)]
 
 
-def test_a_dry_run_resumes_where_the_progress_says_and_changes_nothing():
+def test_a_dry_run_resumes_where_the_progress_says_and_changes_nothing() -> None:
     src = MemoryStore("src", records=[{"id": i} for i in range(1, 11)])
     dst = MemoryStore("dst")
     service = MigrationService([src, dst], [Copy])
@@ -31,7 +32,7 @@ def test_a_dry_run_resumes_where_the_progress_says_and_changes_nothing():
         result.summary())
 
 
-def test_dry_run_store_reads_through(tmp_path):
+def test_dry_run_store_reads_through() -> None:
     inner = MemoryStore("s", records=[{"id": 1}, {"id": 2}])
     proxy = DryRunStore(inner)
     assert proxy.read_page(None, None, 10) == inner.read_page(None, None, 10)

@@ -24,7 +24,7 @@ from ferryman.errors import (
 )
 
 
-def test_every_error_says_its_exit_code():
+def test_every_error_says_its_exit_code() -> None:
     nothing_done = {InputError, TargetError, MigrationDefinitionError, PlanError, ProgressFormatError,
                     LedgerFileError, LedgerBusyError}
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, FerrymanError)]
@@ -35,7 +35,7 @@ def test_every_error_says_its_exit_code():
     assert StopRequested.exit_code == 130
 
 
-def test_cause_summary_picks_the_exception_line():
+def test_cause_summary_picks_the_exception_line() -> None:
     python = "Traceback (most recent call last):\n  File \"x.py\", line 1, in f\n    raise X\nValueError: bad\n"
     assert cause_summary(python) == "ValueError: bad"
     chained = python + "\nThe above exception was the direct cause of the following exception:\n\n" \
@@ -46,7 +46,7 @@ def test_cause_summary_picks_the_exception_line():
     assert cause_summary("") == ""
 
 
-def test_cause_summary_puts_the_drivers_message_first():
+def test_cause_summary_puts_the_drivers_message_first() -> None:
     driver = (
         "Traceback (most recent call last):\n  File \"s.py\", line 9, in save\n"
         "psycopg.errors.NotNullViolation: null value in column \"email\" of relation \"users\" violates not-null "
@@ -61,7 +61,7 @@ def test_cause_summary_puts_the_drivers_message_first():
     assert cause_summary(sqlite) == "NOT NULL constraint failed: t.email (IntegrityError)"
 
 
-def test_one_line_messages():
+def test_one_line_messages() -> None:
     err = MigrationDefinitionError("m.X", ["missing method transform", "bad option"])
     assert one_line(err) == "migration m.X is invalid: missing method transform; bad option"
     assert one_line(FileNotFoundError(2, "No such file or directory", "/x/p.db")) == "No such file or directory: /x/p.db"
@@ -73,7 +73,7 @@ def test_one_line_messages():
     assert text == "database error: unable to open database file"
 
 
-def test_a_run_records_errors_with_their_type():
+def test_a_run_records_errors_with_their_type() -> None:
     assert one_line(TransientStoreError("store 'dst': connection refused"), typed=True) == (
         "TransientStoreError: store 'dst': connection refused")
     assert one_line(ValueError("bad\n  worse"), typed=True) == "ValueError: bad; worse"
@@ -89,5 +89,5 @@ def test_a_run_records_errors_with_their_type():
      "java.lang.IllegalStateException: boom\n"),
     "IllegalStateException: boom",
 ])
-def test_a_cause_is_summarised_by_what_failed_not_where(stored):
+def test_a_cause_is_summarised_by_what_failed_not_where(stored: str) -> None:
     assert cause_summary(stored) == "IllegalStateException: boom"

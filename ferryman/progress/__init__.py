@@ -10,6 +10,12 @@
 - ``lease``: the rules of one run at a time.
 """
 
-from .model import Action, FailedRecord, MigrationEntry, MigrationProgress, ProgressMetadata
+from .model import (
+    Action,
+    FailedRecord,
+    MigrationEntry,
+    MigrationProgress,
+    ProgressMetadata,
+)
 
 __all__ = ["Action", "FailedRecord", "MigrationEntry", "MigrationProgress", "ProgressMetadata"]

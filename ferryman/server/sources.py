@@ -112,9 +112,7 @@ class LedgerStatusSource:
                     self._seen_running.add(view.runs[0]["id"])
 
     def _kind(self) -> str:
-        if not os.path.exists(self.path):
-            return "json" if self.path.lower().endswith(".json") else "sqlite"
-        if os.path.getsize(self.path) == 0:
+        if os.path.exists(self.path) and os.path.getsize(self.path) == 0:
             return "empty"  # an SQLite file being created: no header yet
         return "sqlite" if is_ledger_file(self.path) else "json"
 

@@ -16,13 +16,20 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any
 
 from ..errors import cause_summary
 from ..progress.lease import Holder
-from ..progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress, display_name
+from ..progress.model import (
+    Action,
+    FailedRecord,
+    MigrationEntry,
+    MigrationProgress,
+    display_name,
+)
 
 FAILED_RECORDS_SHOWN = 20
 """How many failed records a snapshot carries, the newest (the total is in ``failed_total``)."""

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from ferryman import Action, FailedRecord, InputError, LedgerBusyError, MemoryLedger, MigrationProgress
+from ferryman import (
+    Action,
+    FailedRecord,
+    InputError,
+    LedgerBusyError,
+    MemoryLedger,
+    MigrationProgress,
+)
 from ferryman.progress.failed import FailedRecords
 from ferryman.progress.files import JsonFileLedger
+from ferryman.progress.ledger import Ledger
 from ferryman.progress.sqlite import SqliteLedger
 from ferryman.report import RunResult
 
@@ -27,22 +38,24 @@ def sample() -> MigrationProgress:
 
 
 @pytest.fixture(params=["memory", "sqlite", "json"])
-def ledger(request, tmp_path):
+def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     if request.param == "memory":
         yield MemoryLedger(sample())
         return
+    opened: Ledger
     if request.param == "json":
         path = tmp_path / "p.json"
         sample().save(path)
         opened = JsonFileLedger(path)
     else:
-        opened = SqliteLedger(tmp_path / "p.db")
-        opened.import_progress(sample())
+        sqlite = SqliteLedger(tmp_path / "p.db")
+        sqlite.import_progress(sample())
+        opened = sqlite
     yield opened
     opened.close()
 
 
-def test_a_ledger_in_hand_lists_and_marks(ledger):
+def test_a_ledger_in_hand_lists_and_marks(ledger: Ledger) -> None:
     failed = FailedRecords(ledger)
     rows = failed.list()
     assert [(r.name, r.record.id) for r in rows] == [("Orders", 1), ("Orders", 2), ("Lines", 1)]
@@ -56,7 +69,7 @@ def test_a_ledger_in_hand_lists_and_marks(ledger):
         ("Orders", 1): Action.RETRY, ("Orders", 2): Action.RETRY, ("Lines", 1): Action.IGNORE}
 
 
-def test_marks_on_a_json_file_are_saved_once_and_under_its_lock(tmp_path):
+def test_marks_on_a_json_file_are_saved_once_and_under_its_lock(tmp_path: Path) -> None:
     path = tmp_path / "p.json"
     sample().save(path)
     assert FailedRecords(path).mark(Action.IGNORE, all=True) == {"Orders": 2, "Lines": 1}
@@ -73,9 +86,10 @@ def test_marks_on_a_json_file_are_saved_once_and_under_its_lock(tmp_path):
     assert FailedRecords(path).mark(Action.RETRY, all=True) == {"Orders": 2, "Lines": 1}
 
 
-def test_a_choice_of_records_is_exactly_one_way(tmp_path):
+def test_a_choice_of_records_is_exactly_one_way() -> None:
     failed = FailedRecords(MemoryLedger(sample()))
-    for choice in ({}, {"ids": [1], "all": True}, {"all": True, "grep": "x"}):
+    choices: list[dict[str, Any]] = [{}, {"ids": [1], "all": True}, {"all": True, "grep": "x"}]
+    for choice in choices:
         with pytest.raises(InputError, match="exactly one"):
             failed.mark(Action.IGNORE, **choice)
     with pytest.raises(InputError, match="empty one would choose every record"):

@@ -8,7 +8,7 @@ A page of ids is one JSON array (:func:`encode_ids`): the text of a journal entr
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable
 from json.encoder import encode_basestring as _json_string
 from typing import Any
 
@@ -32,7 +32,7 @@ def decode_id(text: str) -> RecordId:
     return as_id(json.loads(text))
 
 
-def encode_ids(ids: Sequence[RecordId]) -> str:
+def encode_ids(ids: Iterable[RecordId]) -> str:
     """The JSON array of ``ids``: ``"[" + ",".join(map(encode_id, ids)) + "]"``, only faster.
 
     For ints, strs and tuples the C JSON encoder writes exactly what :func:`encode_id` writes;

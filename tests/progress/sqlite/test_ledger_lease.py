@@ -43,7 +43,7 @@ def dead_pid() -> int:
     return child.pid
 
 
-def test_epochs_grow_with_every_acquisition_releases_included(tmp_path):
+def test_epochs_grow_with_every_acquisition_releases_included(tmp_path: Path) -> None:
     epochs = []
     for _ in range(3):
         ledger = SqliteLedger(tmp_path / "l.db")
@@ -55,7 +55,7 @@ def test_epochs_grow_with_every_acquisition_releases_included(tmp_path):
     assert epochs == [1, 2, 3]
 
 
-def test_a_live_process_on_this_host_keeps_its_lease_however_old_its_heartbeat(tmp_path):
+def test_a_live_process_on_this_host_keeps_its_lease_however_old_its_heartbeat(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     SqliteLedger(path).close()
     ledger_files.take_lease(path, Process.current())
@@ -70,7 +70,7 @@ def test_a_live_process_on_this_host_keeps_its_lease_however_old_its_heartbeat(t
 
 
 @pytest.mark.parametrize("who", ["dead pid", "reused pid"])
-def test_a_dead_holder_on_this_host_is_taken_over(tmp_path, who):
+def test_a_dead_holder_on_this_host_is_taken_over(tmp_path: Path, who: str) -> None:
     path = tmp_path / "l.db"
     SqliteLedger(path).close()
     me = Process.current()
@@ -84,7 +84,7 @@ def test_a_dead_holder_on_this_host_is_taken_over(tmp_path, who):
     ledger.close()
 
 
-def test_a_run_that_lost_its_lease_writes_nothing_more(tmp_path, monkeypatch):
+def test_a_run_that_lost_its_lease_writes_nothing_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FERRYMAN_LEASE_STALE_AFTER", "0.4")  # a heartbeat every 0.1 s
     path = tmp_path / "l.db"
     ledger = SqliteLedger(path)
@@ -110,10 +110,11 @@ def test_a_run_that_lost_its_lease_writes_nothing_more(tmp_path, monkeypatch):
         ledger.end_run(RunResult([]))
     ledger.close()
     assert ledger_files.dump(path) == before  # neither progress nor a run outcome
-    assert ledger_files.holder(path).owner == other.owner
+    holder = ledger_files.holder(path)
+    assert holder is not None and holder.owner == other.owner
 
 
-def test_assert_held_asks_the_file_even_when_the_heartbeat_saw_nothing(tmp_path):
+def test_assert_held_asks_the_file_even_when_the_heartbeat_saw_nothing(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     ledger = SqliteLedger(path)
     ledger.begin_run([])
@@ -126,7 +127,7 @@ def test_assert_held_asks_the_file_even_when_the_heartbeat_saw_nothing(tmp_path)
     ledger.close()
 
 
-def test_the_heartbeat_survives_a_locked_ledger(tmp_path, monkeypatch):
+def test_the_heartbeat_survives_a_locked_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FERRYMAN_LEASE_STALE_AFTER", "0.4")
     path = tmp_path / "l.db"
     ledger = SqliteLedger(path)
@@ -137,14 +138,14 @@ def test_the_heartbeat_survives_a_locked_ledger(tmp_path, monkeypatch):
     time.sleep(0.5)  # several heartbeats fail meanwhile: that is what is tested
     blocker.execute("COMMIT")
     blocker.close()
-    poll_until(lambda: ledger.holder().heartbeat > locked_at + 0.5,
+    poll_until(lambda: (holder := ledger.holder()) is not None and holder.heartbeat > locked_at + 0.5,
                what="a heartbeat after the lock")
     ledger.assert_held()
     ledger.end_run(RunResult([]))
     ledger.close()
 
 
-def test_the_status_server_calls_a_stopped_run_running(tmp_path):
+def test_the_status_server_calls_a_stopped_run_running(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     ledger = SqliteLedger(path)
     ledger.begin_run([])
@@ -157,7 +158,7 @@ def test_the_status_server_calls_a_stopped_run_running(tmp_path):
     ledger.close()
 
 
-def test_a_ledger_from_before_epochs_is_upgraded_and_its_holder_judged_by_pid(tmp_path):
+def test_a_ledger_from_before_epochs_is_upgraded_and_its_holder_judged_by_pid(tmp_path: Path) -> None:
     path = tmp_path / "v2.db"
     SqliteLedger(path).close()
     ledger_files.as_version_2_held_by(path, os.getpid(), socket.gethostname())  # no epoch, no start time
@@ -177,7 +178,7 @@ def test_a_ledger_from_before_epochs_is_upgraded_and_its_holder_judged_by_pid(tm
 # --- mjg JSON progress files -------------------------------------------------------------------
 
 
-def test_one_run_at_a_time_on_a_json_file(tmp_path):
+def test_one_run_at_a_time_on_a_json_file(tmp_path: Path) -> None:
     path = str(tmp_path / "p.json")
     progress = MigrationProgress()
     progress.entry(MIGRATION).mark_failed([FailedRecord(5, "src(id=5)", "boom")])
@@ -197,7 +198,7 @@ def test_one_run_at_a_time_on_a_json_file(tmp_path):
     second.close()
 
 
-def test_a_json_lock_left_by_a_dead_run_is_taken_over(tmp_path):
+def test_a_json_lock_left_by_a_dead_run_is_taken_over(tmp_path: Path) -> None:
     path = str(tmp_path / "p.json")
     dead = LeaseFile(path + ".lock", name=path)
     dead.acquire(heartbeat=False)
@@ -211,7 +212,7 @@ def test_a_json_lock_left_by_a_dead_run_is_taken_over(tmp_path):
     assert list(MigrationProgress.load(path).migrations[MIGRATION].succeeded) == [1]
 
 
-def test_the_lease_of_a_json_file_is_lost_like_a_ledgers(tmp_path, monkeypatch):
+def test_the_lease_of_a_json_file_is_lost_like_a_ledgers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = str(tmp_path / "p.json")
     ledger = JsonFileLedger(path)
     ledger.begin_run([])
@@ -226,7 +227,7 @@ def test_the_lease_of_a_json_file_is_lost_like_a_ledgers(tmp_path, monkeypatch):
     assert Path(path).read_text(encoding="utf-8") == before
 
 
-def test_concurrent_runs_never_hold_one_ledger_at_the_same_time(tmp_path):
+def test_concurrent_runs_never_hold_one_ledger_at_the_same_time(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     SqliteLedger(path).close()
     held: list[tuple[float, float]] = []
@@ -247,7 +248,12 @@ def test_concurrent_runs_never_hold_one_ledger_at_the_same_time(tmp_path):
         ledger.close()
 
     barrier = threading.Barrier(6)
-    threads = [threading.Thread(target=lambda: (barrier.wait(), attempt())) for _ in range(6)]
+
+    def together() -> None:
+        barrier.wait()
+        attempt()
+
+    threads = [threading.Thread(target=together) for _ in range(6)]
     for t in threads:
         t.start()
     for t in threads:

@@ -53,7 +53,7 @@ def a_run(path: Path, identity: str, *, ok: bool, fatal: str | None = None) -> N
     ledger.close()
 
 
-def test_it_reads_runs_migrations_records_and_errors(tmp_path):
+def test_it_reads_runs_migrations_records_and_errors(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     a_run(path, "shop.CopyOrders", ok=False, fatal="Traceback...\nOSError: disk gone")
     a_run(path, "shop.CopyOrders", ok=True)
@@ -74,7 +74,7 @@ def test_it_reads_runs_migrations_records_and_errors(tmp_path):
         assert list(reader.iter_succeeded("shop.Unknown")) == [] and reader.failed_records("shop.Unknown") == []
 
 
-def test_the_newest_failures_and_the_counts_without_reading_every_record(tmp_path):
+def test_the_newest_failures_and_the_counts_without_reading_every_record(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     ledger = SqliteLedger(path)
     ledger.record("m.A", [], failures(range(1, 31)))
@@ -96,7 +96,8 @@ OPS = st.lists(st.tuples(st.sampled_from(["fail", "succeed", "ignore"]), st.samp
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=OPS)
-def test_what_it_reads_is_what_was_recorded(tmp_path_factory, ops):
+def test_what_it_reads_is_what_was_recorded(tmp_path_factory: pytest.TempPathFactory,
+                                            ops: list[tuple[str, str, list[int]]]) -> None:
     path = tmp_path_factory.mktemp("read") / "l.db"
     ledger = SqliteLedger(path)
     expected = MigrationProgress()
@@ -132,7 +133,7 @@ def test_what_it_reads_is_what_was_recorded(tmp_path_factory, ops):
             i: set(e.succeeded) for i, e in expected.migrations.items() if e.succeeded}
 
 
-def test_a_snapshot_is_one_state_of_the_ledger(tmp_path):
+def test_a_snapshot_is_one_state_of_the_ledger(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     a_run(path, "m.A", ok=False)
     with ledger_files.reader(path) as reader:
@@ -143,7 +144,7 @@ def test_a_snapshot_is_one_state_of_the_ledger(tmp_path):
         assert len(reader.runs()) == len(before) + 1
 
 
-def test_reading_never_writes_and_takes_no_lease(tmp_path):
+def test_reading_never_writes_and_takes_no_lease(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     a_run(path, "m.A", ok=False)
     before = digest(path)
@@ -156,13 +157,14 @@ def test_reading_never_writes_and_takes_no_lease(tmp_path):
     assert digest(path) == before
 
 
-def test_it_refuses_to_change_what_a_live_run_holds(tmp_path):
+def test_it_refuses_to_change_what_a_live_run_holds(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
     run = SqliteLedger(path)
     run.begin_run([])
     try:
         with ledger_files.reader(path) as reader:
-            assert reader.live_holder() is not None and reader.live_holder().pid == os.getpid()
+            holder = reader.live_holder()
+            assert holder is not None and holder.pid == os.getpid()
             with pytest.raises(LedgerBusyError, match=r"^cannot export: progress ledger .*l\.db is in use by pid"):
                 reader.refuse_if_live("export")
     finally:
@@ -172,7 +174,7 @@ def test_it_refuses_to_change_what_a_live_run_holds(tmp_path):
         reader.refuse_if_live("export")  # released: nothing to refuse
 
 
-def test_an_older_file_reads_as_it_is(tmp_path):
+def test_an_older_file_reads_as_it_is(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     ledger = SqliteLedger(path)
     ledger.start_migration("m.A")
@@ -187,11 +189,12 @@ def test_an_older_file_reads_as_it_is(tmp_path):
         assert reader.schema_version == 2
         ((identity, dest, changes),) = [(m.identity, m.dest, m.changes) for m in reader.migrations()]
         assert (identity, dest, changes) == ("m.A", None, 0)
-        assert reader.holder().epoch == 0 and reader.holder().host == "elsewhere.example"
+        holder = reader.holder()
+        assert holder is not None and (holder.epoch, holder.host) == (0, "elsewhere.example")
     assert digest(path) == before
 
 
-def test_an_empty_database_reads_as_nothing_yet(tmp_path):
+def test_an_empty_database_reads_as_nothing_yet(tmp_path: Path) -> None:
     path = tmp_path / "empty.db"
     with sqlite3.connect(path) as conn:
         conn.execute("PRAGMA user_version = 1")  # a header, no table
@@ -201,7 +204,7 @@ def test_an_empty_database_reads_as_nothing_yet(tmp_path):
         assert reader.newest_failed(5) == [] and reader.fatal_count() == 0 and reader.holder() is None
 
 
-def test_what_is_not_a_ledger_is_refused_in_one_line(tmp_path):
+def test_what_is_not_a_ledger_is_refused_in_one_line(tmp_path: Path) -> None:
     with pytest.raises(LedgerFileError, match="cannot read progress ledger .*missing.db"):
         SqliteReader.open(str(tmp_path / "missing.db"))
     foreign = tmp_path / "app.db"
