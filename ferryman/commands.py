@@ -145,7 +145,7 @@ def run(
         InputError: nothing was done: the progress is busy or unreadable, a store is
             unreachable, the port is taken, the target or an argument is unusable.
     """
-    check_attempts(max_tries, retry_delay)
+    check_attempts(max_tries, retry_delay, ("--max-tries", "--retry-delay"))
     if not 0 <= linger <= threading.TIMEOUT_MAX:  # also NaN
         raise InputError(f"--linger must be a number of seconds >= 0, not {linger:g}")
     with stops_interrupt():  # until the run handles them itself

@@ -44,13 +44,15 @@ DEFAULT_RETRY_DELAY = 30.0
 """Seconds between two attempts of :meth:`MigrationService.run` with ``max_tries`` above 1."""
 
 
-def check_attempts(max_tries: int, retry_delay: float) -> None:
+def check_attempts(max_tries: int, retry_delay: float,
+                   names: tuple[str, str] = ("max_tries", "retry_delay")) -> None:
     """Raise :class:`InputError` unless ``max_tries`` is at least 1 and ``retry_delay`` a
-    number of seconds a pause can last (not negative, not NaN)."""
+    number of seconds a pause can last (not negative, not NaN); the message calls them
+    ``names`` (the CLI's are its options)."""
     if max_tries < 1:
-        raise InputError(f"max_tries must be at least 1, not {max_tries}")
+        raise InputError(f"{names[0]} must be at least 1, not {max_tries}")
     if not 0 <= retry_delay <= threading.TIMEOUT_MAX:
-        raise InputError(f"retry_delay must be a number of seconds >= 0, not {retry_delay}")
+        raise InputError(f"{names[1]} must be a number of seconds >= 0, not {retry_delay}")
 
 
 class StoreRegistry(Mapping[str, Store]):

@@ -535,5 +535,5 @@ def test_a_ledger_in_use_changes_nothing_with_one_line(tmp_path):
     before = files_state(tmp_path)
     result = ferryman("failed", "ignore", "--progress", "p.db", "3", cwd=tmp_path)
     line = one_error_line(result.stderr)
-    assert result.returncode != 0 and f"is in use by pid {os.getpid()}" in line and "a bug?" not in line
+    assert result.returncode == 2 and f"is in use by pid {os.getpid()}" in line and "a bug?" not in line
     assert files_state(tmp_path) == before
