@@ -8,7 +8,9 @@
     failed.mark("IGNORE", grep="negative quantity")
 
 It works on an SQLite ledger or an mjg JSON file named by a path (opened for each call: read-only
-to list; to mark, only while no live run holds it), or on a :class:`~.ledger.Ledger` in hand.
+to list; to mark, only while no live run holds it, and saved at once), or on a
+:class:`~.ledger.Ledger` in hand, used as it is: no lease is taken, and a ledger that keeps its
+progress in memory (mjg JSON) saves the marks when it next saves.
 """
 
 from __future__ import annotations
