@@ -11,6 +11,7 @@ from .errors import (
     ConnectionDroppedError,
     DuplicateDataError,
     FerrymanError,
+    InputError,
     LeaseLostError,
     LedgerBusyError,
     LedgerFileError,
@@ -21,11 +22,13 @@ from .errors import (
     StopRequested,
     StoreError,
     StoreUnusableError,
+    TargetError,
     TerminalStoreError,
     TransientStoreError,
 )
 from .events import RunObserver
 from .lookup import Lookup
+from .progress.failed import FailedRecords
 from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
 from .report import MigrationReport, MigrationState, RunResult
@@ -51,10 +54,12 @@ __all__ = [
     "ConnectionDroppedError",
     "DuplicateDataError",
     "FailedRecord",
+    "FailedRecords",
     "FerrymanError",
+    "InputError",
     "JournalEntry",
-    "Ledger",
     "LeaseLostError",
+    "Ledger",
     "LedgerBusyError",
     "LedgerFileError",
     "LedgerWriteError",
@@ -81,8 +86,9 @@ __all__ = [
     "StopRequested",
     "Store",
     "StoreError",
-    "StoreUnusableError",
     "StoreRegistry",
+    "StoreUnusableError",
+    "TargetError",
     "TerminalStoreError",
     "TransientStoreError",
     "migration",

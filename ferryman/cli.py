@@ -2,11 +2,12 @@
 
 Each command parses its arguments, calls one function of ``commands``, and prints the result.
 Errors become one line on stderr, ``ferryman: error: <message>``, and a non-zero exit
-(``--debug`` prints the traceback instead): 2 for bad input that changed nothing (usage, a
-missing or malformed file, an unknown migration or id, definition, plan or connection errors
-before any work), 1 otherwise. ``ferryman run`` exits 0 when every selected migration
-completed, 1 when records failed or migrations were held back, 130 when interrupted. A reader
-that goes away (``| head -1``) changes neither: the rest of the output is dropped.
+(``--debug`` prints the traceback instead): the error's own ``exit_code``
+(:mod:`ferryman.errors`): 2 when nothing was done (usage, a missing or malformed file, an
+unknown migration or id, definition, plan or connection errors before any work, a progress in
+use), 1 otherwise. ``ferryman run`` exits 0 when every selected migration completed, 1 when
+records failed or migrations were held back, 130 when interrupted. A reader that goes away
+(``| head -1``) changes neither: the rest of the output is dropped.
 """
 
 from __future__ import annotations
@@ -20,16 +21,20 @@ import signal
 import sys
 import threading
 import traceback
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import click
 
 from . import __version__, commands, console
 from .declare import check_max_failures
-from .errors import FerrymanError, MigrationDefinitionError, PlanError, ProgressFormatError, StopRequested
+from .errors import DRIVER_MODULES, FerrymanError, StopRequested, one_line
+from .ids import parse_id
 from .progress.model import Action
+from .report import RunResult
+from .server.address import DEFAULT_HOST, DEFAULT_PORT
+from .service import DEFAULT_RETRY_DELAY
 from .signals import STOP_SIGNALS
-from .target import TargetError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,16 +49,16 @@ EXIT_CODE = "ferryman.exit_code"
 when its reader goes away meanwhile."""
 
 
-_BAD_INPUT = (TargetError, MigrationDefinitionError, PlanError, ProgressFormatError, FileNotFoundError,
-              IsADirectoryError, NotADirectoryError)
-"""Errors that name something the user gave wrong (a TARGET, a file, its content)."""
+_MISSING_FILE = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+"""Errors of the system that name a path the user gave wrong: nothing was done."""
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """2 for what the user must fix before anything can run, else the error's own code or 1."""
-    if isinstance(exc, _BAD_INPUT):
-        return 2
-    return int(getattr(exc, "exit_code", 1))
+    """The error's own exit code (:class:`~ferryman.errors.FerrymanError`); 2 for a path
+    given wrong, else 1."""
+    if isinstance(exc, FerrymanError | StopRequested):
+        return exc.exit_code
+    return 2 if isinstance(exc, _MISSING_FILE) else 1
 
 
 def echo(text: str) -> None:
@@ -68,7 +73,7 @@ class _StderrHandler(logging.Handler):
         try:
             sys.stderr.write(f"ferryman: {record.levelname.lower()}: {console.shown(record.getMessage())}\n")
             sys.stderr.flush()
-        except Exception:  # pragma: no cover - logging must never break a run
+        except Exception:  # noqa: BLE001  # pragma: no cover - logging must never break a run
             self.handleError(record)
 
 
@@ -110,7 +115,7 @@ def _expected(exc: BaseException) -> bool:
 
     if isinstance(exc, (FerrymanError, OSError, SQLAlchemyError)):
         return True
-    return type(exc).__module__.split(".")[0] in commands.DRIVER_MODULES
+    return type(exc).__module__.split(".")[0] in DRIVER_MODULES
 
 
 class FerrymanGroup(click.Group):
@@ -131,17 +136,17 @@ class FerrymanGroup(click.Group):
         except (KeyboardInterrupt, StopRequested):
             _Interrupt.seen = True
             click.echo("ferryman: interrupted", err=True)
-            ctx.exit(130)
+            ctx.exit(StopRequested.exit_code)
         except BrokenPipeError:  # the reader of stdout went away (`| head -1`): not an error
             console.discard_output(sys.stdout)
             ctx.exit(ctx.meta.get(EXIT_CODE, 0))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  # the one place where every error meets the terminal
             if ctx.meta.get("ferryman.debug") or os.environ.get("FERRYMAN_DEBUG"):
                 text = "".join(traceback.format_exception(exc)).rstrip()
                 click.echo(console.shown_lines(text), err=True)
             else:
                 hint = "" if _expected(exc) else " (a bug? --debug shows the traceback)"
-                click.echo(f"ferryman: error: {console.shown(commands.one_line(exc))}{hint}", err=True)
+                click.echo(f"ferryman: error: {console.shown(one_line(exc))}{hint}", err=True)
             ctx.exit(exit_code_for(exc))
 
 
@@ -170,7 +175,7 @@ def cli(verbose: bool) -> None:
               help="Orders to generate (customers and products scale with it).")
 @click.option("--dir", "directory", type=click.Path(file_okay=False), default="ferryman-demo",
               show_default=True, help="Where the sample databases and progress go (reused if there).")
-@click.option("--port", type=click.IntRange(0, 65535), default=commands.DEFAULT_PORT, show_default=True,
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="Port of the live dashboard (on 127.0.0.1).")
 @click.option("--no-serve", is_flag=True, help="Run the migrations without the dashboard, then exit.")
 @debug_option
@@ -221,7 +226,7 @@ def _budget(text: str | None) -> int | float | None:
 @click.option("--max-tries", type=click.IntRange(min=1), default=commands.DEFAULT_MAX_TRIES, show_default=True,
               help="Attempts in all: a run that ends with failures is started again after --retry-delay.")
 @click.option("--retry-delay", type=click.FloatRange(min=0, max=threading.TIMEOUT_MAX),
-              default=commands.DEFAULT_RETRY_DELAY,
+              default=DEFAULT_RETRY_DELAY,
               show_default=True, metavar="SECONDS", help="Pause between two attempts.")
 @click.option("--dry-run", is_flag=True, help="Read and transform, but save nothing and write no progress.")
 @click.option("--max-failures", metavar="N|RATIO", callback=lambda _c, _p, v: _budget(v),
@@ -233,7 +238,7 @@ def _budget(text: str | None) -> int | float | None:
 @debug_option
 def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None,
         linger: float | None, max_tries: int, retry_delay: float, dry_run: bool,
-        max_failures: int | float | None, bar: bool | None) -> None:
+        max_failures: float | None, bar: bool | None) -> None:
     """Run the migrations of TARGET, resuming where the progress ledger left off.
 
     Exit codes: 0 every selected migration completed; 1 records failed or migrations
@@ -259,22 +264,22 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
     display = console.ConsoleProgress(out, fancy=bar)  # type: ignore[arg-type]
     ctx = click.get_current_context()
 
-    def finished(outcome: commands.RunOutcome) -> None:
+    def finished(result: RunResult) -> None:
         display.close()
-        ctx.meta[EXIT_CODE] = outcome.exit_code
-        say(outcome.dry_run_summary() if outcome.dry_run else outcome.result.summary())
-        if outcome.attempts > 1:
-            say(f"attempts: {outcome.attempts} of {max_tries}")
+        ctx.meta[EXIT_CODE] = result.exit_code
+        say(result.summary())
+        if result.attempts > 1:
+            say(f"attempts: {result.attempts} of {max_tries}")
 
     try:
-        outcome = commands.run(
+        result = commands.run(
             target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
             retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, observers=[display],
             echo=say, linger=commands.DEFAULT_LINGER if linger is None else linger, on_finished=finished,
         )
     finally:
         display.close()
-    ctx.exit(outcome.exit_code)
+    ctx.exit(result.exit_code)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Show the run order of TARGET, and why.")
@@ -319,8 +324,8 @@ def reset(target: str, migrations: tuple[str, ...], with_dependants: bool, progr
 
 @cli.command(context_settings=CONTEXT, short_help="Serve the status API and dashboard for a ledger.")
 @progress_option(True, f"{LEDGER_HELP} It may not exist yet: the server waits for the first run.")
-@click.option("--host", default=commands.DEFAULT_HOST, show_default=True, help="Interface to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=commands.DEFAULT_PORT, show_default=True)
+@click.option("--host", default=DEFAULT_HOST, show_default=True, help="Interface to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
 @debug_option
 def serve(progress: str, host: str, port: int) -> None:
     """Serve the status API and dashboard for a progress ledger, across runs, until Ctrl-C.
@@ -414,7 +419,7 @@ def _set_action(action: Action) -> Callable[..., None]:
 
     def command(progress: str, migration: str | None, grep: str | None, all_: bool, ids: tuple[str, ...]) -> None:
         changed = commands.failed_set_action(
-            progress, action, ids=[commands.parse_id(i) for i in ids], all=all_, grep=grep, migration=migration,
+            progress, action, ids=[parse_id(i) for i in ids], all=all_, grep=grep, migration=migration,
         )
         total = sum(changed.values())
         detail = ", ".join(f"{name} {n}" for name, n in changed.items() if n)
@@ -523,7 +528,7 @@ def main(argv: list[str] | None = None) -> None:
     except (KeyboardInterrupt, StopRequested):
         _Interrupt.seen = True
         click.echo("ferryman: interrupted", err=True)
-        sys.exit(130)
+        sys.exit(StopRequested.exit_code)
     finally:  # the interpreter's shutdown would restore the default handlers, which kill
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)

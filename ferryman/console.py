@@ -19,37 +19,23 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any, Sequence
+from collections.abc import Callable, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
+from .errors import cause_summary
 from .events import RunObserver
+from .ids import format_id
 from .progress.model import Action
-from .redact import mask_secrets
+from .redact import mask_secrets, printable
 from .report import MigrationReport, MigrationState, RunResult
 
 if TYPE_CHECKING:
-    from .commands import FailedRow
+    from .progress.failed import FailedRow
 
 LOG_INTERVAL = 5.0
 """Seconds between two progress lines when the output is not a terminal."""
-
-
-CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-"""C0 (newlines and tabs too: one value stays on one line), DEL, C1 (CSI, OSC... as one code
-point), the bidirectional marks, embeddings, overrides and isolates, and the line and paragraph
-separators."""
-
-
-def printable(text: str) -> str:
-    """``text`` with every control character as a visible escape: ``\x1b``, ``\u202e``."""
-    return CONTROL_CHARACTERS.sub(_escape, text)
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group(0))
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def shown(text: object) -> str:
@@ -115,7 +101,7 @@ def format_duration(seconds: float | None) -> str:
     """``42s``, ``3m07s``, ``2h05m``; ``-`` when unknown."""
     if seconds is None:
         return "-"
-    seconds = int(round(seconds))
+    seconds = round(seconds)
     if seconds < 60:
         return f"{seconds}s"
     if seconds < 3600:
@@ -278,6 +264,18 @@ class ConsoleProgress(RunObserver):
         progress.update(task, total=total, completed=report.read, **self._fields(report))
 
 
+class RetryLines(RunObserver):
+    """Says, between two attempts of a run, how the last one ended and when the next starts."""
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
+        self.echo = echo
+
+    def retrying(self, result: RunResult, max_tries: int, delay: float) -> None:
+        self.echo(result.summary())
+        self.echo(f"attempt {result.attempts} of {max_tries} did not complete; trying again in {delay:g} s "
+                  "(Ctrl-C to stop)")
+
+
 # --- tables for the other commands ---------------------------------------------------------------
 
 
@@ -316,8 +314,6 @@ def format_failed(rows: Sequence[FailedRow], width: int | None = None) -> str:
     ``width`` (the terminal's), descriptions and causes are cut at their end to fit it; without,
     they are shown whole.
     """
-    from .commands import format_id
-
     if not rows:
         return "no failed records"
     table = [[shown(format_id(r.record.id)), shown(r.name), r.record.action.value, shown(r.record.description),
@@ -375,8 +371,6 @@ def _migration_rows(progress: Any) -> list[dict[str, Any]]:
 
 def format_status(snapshot: dict[str, Any]) -> str:
     """The ``ferryman status`` text: the /migrate/result line and a table per migration."""
-    from .commands import cause_summary
-
     lines = []
     result = snapshot.get("result")
     if isinstance(result, dict):

@@ -7,7 +7,7 @@ from an observer is logged and the observer is dropped, the run goes on).
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 from .progress.model import FailedRecord
 from .report import MigrationReport, RunResult
@@ -16,7 +16,14 @@ log = logging.getLogger("ferryman")
 
 
 class RunObserver:
-    """Override the events you care about; every method does nothing by default."""
+    """Override the events you care about; every method does nothing by default.
+
+    A run with retries (``MigrationService.run(max_tries=...)``) is several attempts: each
+    begins with :meth:`attempt_started`, then the events of one run; between two attempts,
+    :meth:`retrying`.
+    """
+
+    def attempt_started(self, attempt: int) -> None: ...
 
     def run_started(self, reports: Sequence[MigrationReport]) -> None: ...
 
@@ -29,6 +36,10 @@ class RunObserver:
     def migration_finished(self, report: MigrationReport) -> None: ...
 
     def run_finished(self, result: RunResult) -> None: ...
+
+    def retrying(self, result: RunResult, max_tries: int, delay: float) -> None:
+        """Attempt ``result.attempts`` of ``max_tries`` did not complete; the next starts in
+        ``delay`` seconds."""
 
 
 class Observers(RunObserver):
@@ -52,6 +63,9 @@ class Observers(RunObserver):
                 log.exception("observer %r failed on %s; it is switched off", observer, event)
                 self._observers.remove(observer)
 
+    def attempt_started(self, attempt: int) -> None:
+        self._emit("attempt_started", attempt)
+
     def run_started(self, reports: Sequence[MigrationReport]) -> None:
         self._emit("run_started", reports)
 
@@ -69,3 +83,6 @@ class Observers(RunObserver):
 
     def run_finished(self, result: RunResult) -> None:
         self._emit("run_finished", result)
+
+    def retrying(self, result: RunResult, max_tries: int, delay: float) -> None:
+        self._emit("retrying", result, max_tries, delay)

@@ -1,16 +1,20 @@
-"""Record ids: one canonical form that survives JSON and every store.
+"""Record ids: one canonical form that survives JSON and every store, and its text for people.
 
 An id is an ``int`` (any size), a ``str``, or a ``tuple`` of those for a composite key. Stores
 normalise native key values (UUID, ObjectId, Decimal, bytes) with :func:`normalize_id` so that an
-id read back from a progress file equals the id the store gives for the same record.
+id read back from a progress file equals the id the store gives for the same record. On the
+command line an id is typed as :func:`parse_id` reads it and shown as :func:`format_id` writes it.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from decimal import Decimal
 from typing import Any
 
+from .errors import InputError
+from .redact import CONTROL_CHARACTERS
 from .types import RecordId
 
 
@@ -38,6 +42,47 @@ def normalize_id(value: Any) -> RecordId:
     return normalize_key_value(value)
 
 
+def parse_id(text: str) -> RecordId:
+    """A record id typed on the command line: ``17`` -> 17, ``abc`` -> "abc",
+    ``'"17"'`` -> "17", ``'[1,"a"]'`` -> (1, "a") (a composite id)."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        if text.lstrip().startswith("["):
+            raise InputError(f"bad composite id {text}: use a JSON array of ints and strings, e.g. "
+                             f"'[1,\"a\"]' (or quote a string id as JSON: '\"[1\"')") from None
+        return text
+    except RecursionError:
+        raise InputError("bad id: nested too deeply") from None
+    if isinstance(value, bool) or value is None or isinstance(value, float | dict):
+        return text
+    if isinstance(value, list):
+        if not value or not all(isinstance(v, int | str) and not isinstance(v, bool) for v in value):
+            raise InputError(f"bad composite id {text}: use a JSON array of ints and strings, e.g. '[1,\"a\"]'")
+        return tuple(value)
+    if isinstance(value, int | str):
+        return value
+    return text
+
+
 def format_id(record_id: RecordId) -> str:
-    """A short text for an id, as shown in logs and descriptions."""
-    return repr(record_id)
+    """An id as typed on the command line (the inverse of :func:`parse_id`); a string id that
+    holds control characters is written as a JSON string, whose escapes type back as the id."""
+    if isinstance(record_id, tuple):
+        return _json_text(list(record_id))
+    if isinstance(record_id, str) and (_needs_quotes(record_id) or CONTROL_CHARACTERS.search(record_id)):
+        return _json_text(record_id)
+    return str(record_id)
+
+
+def _needs_quotes(text: str) -> bool:
+    try:
+        return parse_id(text) != text
+    except InputError:  # "[1," would be refused: quoted, it is a string
+        return True
+
+
+def _json_text(value: object) -> str:
+    """JSON that keeps readable characters as they are and escapes the control ones."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return CONTROL_CHARACTERS.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)

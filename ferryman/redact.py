@@ -1,4 +1,5 @@
-"""Secrets out of everything ferryman shows or stores: passwords in URLs and connection strings.
+"""Secrets out of everything ferryman shows or stores: passwords in URLs and connection strings;
+and control characters out of what it shows (:func:`printable`).
 
 A database URL reaches error messages, tracebacks, store labels, the progress ledger, the status
 API and the terminal. SQLAlchemy hides only the ``user:password@`` form; a password given as a
@@ -56,4 +57,20 @@ def _mask_member(match: re.Match[str]) -> str:
     return f"{match.group(1)}{quote}{MASK}{quote}"
 
 
-__all__ = ["MASK", "mask_secrets"]
+CONTROL_CHARACTERS = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+"""C0 (newlines and tabs too: one value stays on one line), DEL, C1 (CSI, OSC... as one code
+point), the bidirectional marks, embeddings, overrides and isolates, and the line and paragraph
+separators: what would let a value retitle a terminal, move its cursor or reverse its text."""
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character as a visible escape: ``\\x1b``, ``\\u202e``."""
+    return CONTROL_CHARACTERS.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group(0))
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+__all__ = ["CONTROL_CHARACTERS", "MASK", "mask_secrets", "printable"]

@@ -97,6 +97,8 @@ class RunResult:
     ledger_error: str | None = None
     """Why the progress ledger could take no more (its lease was taken, a full disk), if so:
     the run stopped there; the next run records what the destination's journal holds."""
+    attempts: int = 1
+    """Which attempt this run was (``MigrationService.run(max_tries=...)`` runs several)."""
 
     @property
     def ok(self) -> bool:
@@ -112,9 +114,6 @@ class RunResult:
             if name in (r.name, r.identity):
                 return r
         raise KeyError(f"no migration {name!r} in this run")
-
-    def in_state(self, state: MigrationState) -> list[MigrationReport]:
-        return [r for r in self.reports if r.state is state]
 
     @property
     def exit_code(self) -> int:

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import inspect
 import logging
-from dataclasses import replace
 import os
+import threading
 import time
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import fields, replace
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from .declare import MigrationSpec, check_max_failures, spec_of
+from .dry_run import DryRunResult, DryRunStore
 from .errors import (
+    InputError,
     LeaseLostError,
     LedgerWriteError,
     MigrationDefinitionError,
     PlanError,
     StopRequested,
+    StoreError,
+    one_line,
 )
 from .events import Observers, RunObserver
 from .pipeline.interpreter import tuned_for_pipeline
@@ -31,6 +40,20 @@ from .stores.base import Store
 from .types import ProgressCallback
 
 log = logging.getLogger("ferryman")
+
+DEFAULT_RETRY_DELAY = 30.0
+"""Seconds between two attempts of :meth:`MigrationService.run` with ``max_tries`` above 1."""
+
+
+def check_attempts(max_tries: int, retry_delay: float,
+                   names: tuple[str, str] = ("max_tries", "retry_delay")) -> None:
+    """Raise :class:`InputError` unless ``max_tries`` is at least 1 and ``retry_delay`` a
+    number of seconds a pause can last (not negative, not NaN); the message calls them
+    ``names`` (the CLI's are its options)."""
+    if max_tries < 1:
+        raise InputError(f"{names[0]} must be at least 1, not {max_tries}")
+    if not 0 <= retry_delay <= threading.TIMEOUT_MAX:
+        raise InputError(f"{names[1]} must be a number of seconds >= 0, not {retry_delay}")
 
 
 class StoreRegistry(Mapping[str, Store]):
@@ -160,6 +183,17 @@ class MigrationService:
     def remove_observer(self, observer: RunObserver) -> None:
         self.observers.remove(observer)
 
+    @contextmanager
+    def observed_by(self, observers: Sequence[RunObserver]) -> Iterator[None]:
+        """``observers`` watch the runs started inside (and are removed at the end)."""
+        for observer in observers:
+            self.add_observer(observer)
+        try:
+            yield
+        finally:
+            for observer in observers:
+                self.remove_observer(observer)
+
     @property
     def migrations(self) -> list[Any]:
         """The migration instances, in plan order."""
@@ -172,7 +206,9 @@ class MigrationService:
         progress: MigrationProgress | Ledger | None = None,
         *,
         only: Sequence[str] | None = None,
-        max_failures: int | float | None = None,
+        max_failures: float | None = None,
+        max_tries: int = 1,
+        retry_delay: float = DEFAULT_RETRY_DELAY,
     ) -> RunResult:
         """Run the plan (or the ``only`` subset) and return what happened to each migration.
 
@@ -180,17 +216,71 @@ class MigrationService:
         :class:`Ledger`, or None: the service's ``ledger``, else a fresh start in memory.
         ``max_failures`` is a failure budget for every migration of this run, over their own
         (see ``@migration(max_failures=...)``).
+
+        ``max_tries`` is attempts in all: a run that ends with failed records, held-back
+        migrations or fatal errors (not a stopped one) starts again after ``retry_delay``
+        seconds, on the same progress; a stop signal during the pause ends it, ``interrupted``.
+        The result is the last attempt's (``result.attempts`` says which); observers hear
+        :meth:`~RunObserver.attempt_started` and :meth:`~RunObserver.retrying`.
         """
         check_max_failures(max_failures)
-        steps = self.select(only)
+        check_attempts(max_tries, retry_delay)
+        self.select(only)  # unknown names: refused before anything
+        ledger = self._ledger_for(progress)
+        attempt = 1
+        while True:
+            self.observers.attempt_started(attempt)
+            result = _Run(self, ledger, self.select(only), max_failures).execute()
+            result.attempts = attempt
+            if result.ok or result.interrupted or attempt >= max_tries:
+                return result
+            self.observers.retrying(result, max_tries, retry_delay)
+            pause = StopFlag()
+            with stop_on_signals(pause):
+                if pause.wait(retry_delay):
+                    result.interrupted = pause.reason
+                    return result
+            attempt += 1
+
+    def _ledger_for(self, progress: MigrationProgress | Ledger | None) -> Ledger:
         if isinstance(progress, Ledger):
-            ledger = progress
-        elif progress is None and self.ledger is not None:
-            ledger = self.ledger
+            return progress
+        if progress is None and self.ledger is not None:
+            return self.ledger
+        return MemoryLedger(progress)
+
+    def dry_run(
+        self,
+        progress: MigrationProgress | Ledger | None = None,
+        *,
+        only: Sequence[str] | None = None,
+        max_failures: float | None = None,
+    ) -> DryRunResult:
+        """Read and transform as :meth:`run` would, skipping what ``progress`` (as for
+        :meth:`run`) says is done, but save nothing and record no progress: ``progress`` is
+        only read. The result says how many records each migration would write."""
+        steps = self.select(only)
+        if isinstance(progress, MigrationProgress):
+            start: MigrationProgress | None = progress.copy()
         else:
-            ledger = MemoryLedger(progress)
-        run = _Run(self, ledger, steps, max_failures)
-        return run.execute()
+            ledger = progress if progress is not None else self.ledger
+            start = ledger.progress().copy() if ledger is not None else None
+        dests = {s.spec.dest for s in steps}
+        stores = {name: DryRunStore(store) if name in dests else store for name, store in self.stores.items()}
+        dry = MigrationService(list(stores.values()), self.migrations, observers=[self.observers])
+        result = dry.run(MemoryLedger(start), only=only, max_failures=max_failures)
+        would = {s.spec.name: store.saved for s in steps if isinstance(store := stores[s.spec.dest], DryRunStore)}
+        return DryRunResult(**{f.name: getattr(result, f.name) for f in fields(result)}, would_write=would)
+
+    def check_stores(self, only: Sequence[str] | None = None) -> None:
+        """Read one record of every store the migrations (of ``only``) read or write, so that an
+        unreachable database or a missing table is told before any work: :class:`InputError`
+        naming the store."""
+        for name in sorted({n for s in self.select(only) for n in (*s.spec.reads, s.spec.dest)}):
+            try:
+                self.stores[name].read_page(None, None, 1)
+            except (StoreError, SQLAlchemyError, OSError) as exc:
+                raise InputError(f"store {name!r} cannot be read: {one_line(exc)}") from exc
 
 
     def reset(self, names: Sequence[str], *, with_dependants: bool = False,
@@ -220,7 +310,7 @@ class _Run:
     """The state of one call to :meth:`MigrationService.run`."""
 
     def __init__(self, service: MigrationService, ledger: Ledger, steps: list[PlanStep],
-                 max_failures: int | float | None = None) -> None:
+                 max_failures: float | None = None) -> None:
         self.service = service
         self.max_failures = max_failures
         self.ledger = ledger
@@ -270,7 +360,9 @@ class _Run:
     def _end(self) -> None:
         """The last checkpoint and the run's outcome in the ledger (which may refuse both; the
         lease is released all the same)."""
-        for step in (lambda: self._persist(force=True), lambda: self.ledger.end_run(self.result)):
+        steps: tuple[Callable[[], None], ...] = (lambda: self._persist(force=True),
+                                                 lambda: self.ledger.end_run(self.result))
+        for step in steps:
             try:
                 step()
             except (LeaseLostError, LedgerWriteError) as exc:
@@ -389,7 +481,7 @@ class _Run:
         for callback in callbacks:
             try:
                 callback(progress)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001  # a user's callback: recorded, the run goes on
                 message = f"{getattr(callback, '__qualname__', callback)!s}: {exc!r}"
                 log.error("progress persistence callback failed: %s", message)
                 self.result.callback_errors.append(message)

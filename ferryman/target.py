@@ -18,13 +18,9 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from .errors import FerrymanError, MigrationDefinitionError, PlanError
+from .errors import MigrationDefinitionError, PlanError, TargetError
 from .service import MigrationService
 from .stores.base import Store
-
-
-class TargetError(FerrymanError):
-    """A TARGET could not be loaded or does not define what ferryman needs."""
 
 
 @dataclass

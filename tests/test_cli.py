@@ -526,7 +526,7 @@ def test_a_database_that_cannot_be_reached_is_exit_2(tmp_path):
     assert result.returncode == 2
     line = one_error_line(result.stderr)
     assert "store 'dst' cannot be read" in line or "store 'src' cannot be read" in line
-    assert "unable to open database file" in line
+    assert "no SQLite database file at /nonexistent-dir-fm/y.db" in line
     assert not (tmp_path / "ferryman-progress.db").exists()
 
 

@@ -401,7 +401,7 @@ def test_counters_add_up_over_any_fail_fix_ignore_retry_sequence(tmp_path_factor
                 raise ValueError("bad data")
             return [{"id": record["id"]}]
 
-    from ferryman.progress.sqlite_ledger import SqliteLedger
+    from ferryman.progress.sqlite import SqliteLedger
 
     path = tmp_path_factory.mktemp("ledger") / "progress.db"
     src, dst = numbers(12), MemoryStore("dst")
@@ -429,7 +429,7 @@ def test_counters_add_up_over_any_fail_fix_ignore_retry_sequence(tmp_path_factor
 
 def test_a_batch_level_error_says_it_need_not_be_about_each_record():
     from ferryman import TransientStoreError
-    from ferryman.commands import cause_summary
+    from ferryman.errors import cause_summary
 
     class Down(MemoryStore):
         def save_all(self, records, *, journal=None):

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
 
 from ferryman import (
-    MemoryStore, MigrationProgress, MigrationService, MigrationState, PlanError, Retry, migration,
+    InputError, MemoryStore, MigrationProgress, MigrationService, MigrationState, PlanError, Retry, RunObserver,
+    migration,
 )
 
 NO_RETRY = Retry(times=0, delay=0)
@@ -130,10 +133,78 @@ def test_sigterm_stops_at_a_record_boundary_and_saves(tmp_path, signals):
     assert "SIGTERM received: stopping at the next record boundary" in err
     if signals == 2:
         assert "SIGTERM again: stopping now" in err
-    from ferryman.progress.sqlite_ledger import SqliteLedger
+    from ferryman.progress.sqlite import SqliteLedger
     ledger = SqliteLedger(tmp_path / "run.db", read_only=True)
     (identity,) = ledger.identities()
     done = len(list(ledger.iter_succeeded(identity)))
     assert 10 <= done < 2000
-    runs = ledger.conn.execute("SELECT outcome FROM run").fetchall()
-    assert runs == [("interrupted",)]
+    assert [run.outcome for run in ledger.runs()] == ["interrupted"]
+
+
+# --- runs with retries --------------------------------------------------------------------------------
+
+
+class Attempts(RunObserver):
+    """The attempt and retry events, in order; ``on_retry`` runs at each retry."""
+
+    def __init__(self, on_retry=lambda: None) -> None:
+        self.events: list[tuple] = []
+        self.on_retry = on_retry
+
+    def attempt_started(self, attempt: int) -> None:
+        self.events.append(("attempt", attempt))
+
+    def retrying(self, result, max_tries: int, delay: float) -> None:
+        self.events.append(("retrying", result.attempts, max_tries, delay))
+        self.on_retry()
+
+
+def flaky_service(failures: int) -> MigrationService:
+    """A copy whose record 2 fails in the first ``failures`` attempts."""
+    seen: list[int] = []
+
+    @migration(source="a", dest="b", save_retry=NO_RETRY)
+    class Flaky:
+        def transform(self, aggregates, record):
+            if record["id"] == 2:
+                seen.append(1)
+                if len(seen) <= failures:
+                    raise ConnectionError(f"try {len(seen)}")
+            return [dict(record)]
+
+    return MigrationService(stores("a", "b"), [Flaky], checkpoint_interval=0)
+
+
+def test_a_run_with_retries_starts_again_until_it_completes_and_says_so():
+    service = flaky_service(failures=2)
+    watch = Attempts()
+    service.add_observer(watch)
+    result = service.run(max_tries=3, retry_delay=0)
+    assert result.ok and result.attempts == 3
+    assert len(service.stores["b"].records()) == 5
+    assert watch.events == [("attempt", 1), ("retrying", 1, 3, 0), ("attempt", 2), ("retrying", 2, 3, 0),
+                            ("attempt", 3)]
+    given_up = flaky_service(failures=5).run(max_tries=2, retry_delay=0)
+    assert not given_up.ok and given_up.attempts == 2 and given_up.exit_code == 1
+
+
+def test_a_stop_during_the_pause_ends_the_run_interrupted():
+    def stop_soon() -> None:
+        threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    service = flaky_service(failures=5)
+    watch = Attempts(on_retry=stop_soon)
+    service.add_observer(watch)
+    started = time.monotonic()
+    result = service.run(max_tries=3, retry_delay=60)
+    assert result.interrupted == "SIGINT" and result.attempts == 1 and result.exit_code == 130
+    assert time.monotonic() - started < 30
+    assert watch.events == [("attempt", 1), ("retrying", 1, 3, 60)]
+
+
+@pytest.mark.parametrize("max_tries, retry_delay", [(0, 1.0), (1, -1.0), (2, float("nan"))])
+def test_bad_retry_settings_are_refused_before_anything(max_tries, retry_delay):
+    service = flaky_service(failures=0)
+    with pytest.raises(InputError):
+        service.run(max_tries=max_tries, retry_delay=retry_delay)
+    assert service.stores["b"].records() == []

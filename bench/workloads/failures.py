@@ -39,7 +39,7 @@ def expected_failures(size: int) -> tuple[set[int], set[int]]:
 
 def _ledger_failures(path: str) -> dict[int, str]:
     """Failed record id -> cause, from the durable ledger the run left behind."""
-    from ferryman.progress.sqlite_ledger import SqliteLedger
+    from ferryman.progress.sqlite import SqliteLedger
 
     ledger = SqliteLedger(path, read_only=True)
     try:

@@ -11,20 +11,21 @@ from __future__ import annotations
 import os
 import shlex
 import time
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .. import commands
 from ..events import RunObserver
+from ..server.address import DEFAULT_HOST, DEFAULT_PORT, check_port_free
 from .data import DemoData, ensure_data
 
-__all__ = ["run_demo", "ensure_data", "DemoData", "next_steps"]
+__all__ = ["DemoData", "ensure_data", "next_steps", "run_demo"]
 
 
 def run_demo(
     rows: int = 300_000,
     directory: str = "ferryman-demo",
-    port: int | None = commands.DEFAULT_PORT,
-    host: str = commands.DEFAULT_HOST,
+    port: int | None = DEFAULT_PORT,
+    host: str = DEFAULT_HOST,
     echo: Callable[[str], None] = print,
     observers: Sequence[RunObserver] | None = None,
 ) -> int:
@@ -34,7 +35,7 @@ def run_demo(
     failures are part of the demo, so they do not make the exit code non-zero.
     """
     if port is not None:
-        commands.check_port_free(host, port)
+        check_port_free(host, port)
     started = time.monotonic()
     data = ensure_data(directory, rows)
     if data.created:
@@ -48,7 +49,12 @@ def run_demo(
         observers = [ConsoleProgress()]
     server = None
     if port is not None:
-        from ..server import BackgroundServer, LedgerStatusSource, create_app, wait_for_stop
+        from ..server import (
+            BackgroundServer,
+            LedgerStatusSource,
+            create_app,
+            wait_for_stop,
+        )
 
         server = BackgroundServer(create_app(LedgerStatusSource(data.progress)), host, port)
         server.start()
@@ -56,13 +62,13 @@ def run_demo(
     try:
         for line in commands.plan(data.target):
             echo(f"plan: {line}")
-        outcome = commands.run(data.target, progress=data.progress, observers=observers, echo=echo)
+        result = commands.run(data.target, progress=data.progress, observers=observers, echo=echo)
         for observer in observers:
             close = getattr(observer, "close", None)
             if close is not None:
                 close()
-        echo(outcome.result.summary())
-        if outcome.result.interrupted:
+        echo(result.summary())
+        if result.interrupted:
             return 130
         echo(next_steps(data, None if server is None else server.url))
         if server is not None:

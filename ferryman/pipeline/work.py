@@ -8,6 +8,7 @@ from typing import Sequence
 
 
 from ..declare import Retry
+from ..errors import describe_error
 from ..redact import mask_secrets
 from ..types import Aggregates, Record, RecordId
 
@@ -108,12 +109,6 @@ class Attempt:
 
 def live(works: list[Work]) -> list[Work]:
     return [w for w in works if w.error is None and not w.saved]
-
-
-def describe_error(error: BaseException) -> str:
-    """One line for an error: ``Type: message`` (secrets masked)."""
-    text = mask_secrets(str(error)).strip().splitlines()
-    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
 
 
 CAUSE_LIMIT = 8_000

@@ -1,9 +1,21 @@
-"""The progress ledger: what each migration already did, kept in mjg's JSON format.
+"""The progress: what each migration already did, so that the next run resumes.
 
-``model`` holds it in memory, ``jsonfmt`` reads and writes the Java-compatible JSON, ``storage``
-puts it on disk without ever leaving a half-written file.
+- ``ledger``: :class:`~.ledger.Ledger`, what a run writes its progress to; ``reader``:
+  :class:`~.reader.LedgerReader`, how everything else reads a durable ledger;
+- ``sqlite``: the durable ledger, an SQLite file (the only code that knows its tables);
+- ``model``: mjg's progress in memory; ``jsonfmt``, ``jsonlimits``: its Java-compatible JSON;
+  ``storage``: files replaced without ever being half-written;
+- ``files``: a path opened as the progress it names (SQLite ledger or mjg JSON);
+- ``failed``: failed records listed and marked; ``exchange``: mjg JSON in and out of a ledger;
+- ``lease``: the rules of one run at a time.
 """
 
-from .model import Action, FailedRecord, MigrationEntry, MigrationProgress, ProgressMetadata
+from .model import (
+    Action,
+    FailedRecord,
+    MigrationEntry,
+    MigrationProgress,
+    ProgressMetadata,
+)
 
 __all__ = ["Action", "FailedRecord", "MigrationEntry", "MigrationProgress", "ProgressMetadata"]

@@ -1,4 +1,6 @@
-"""mjg JSON in and out of the SQLite ledger, in memory bounded by a chunk, not the progress.
+"""mjg JSON in and out of the SQLite ledger, in memory bounded by a chunk, not the progress;
+``ferryman progress export`` and ``import`` as functions (:func:`export_progress`,
+:func:`import_progress`), and what they moved (:class:`ProgressCounts`).
 
 Export streams ids from the ledger into the Jackson layout piece by piece (atomic file replace);
 import parses the file as a stream of JSON events (ijson's C backend, fed through
@@ -12,23 +14,104 @@ are held to :data:`~ferryman.progress.jsonlimits.MAX_VALUE_CHARS`.
 from __future__ import annotations
 
 import os
-from typing import Any, BinaryIO, Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, BinaryIO, Protocol
 
-import ijson
+import ijson  # type: ignore[import-untyped]
 
-from ..errors import ProgressFormatError
+from ..errors import InputError
 from ..types import RecordId
+from .files import checked_location, is_ledger_file, reading
 from .jsonfmt import Reader, iter_json, key_path, member_path
-from .jsonlimits import MAX_DEPTH, MAX_STRING_CHARS, MAX_VALUE_CHARS, LimitedReader, LimitExceeded, too_deep
-from .model import FailedRecord, ProgressMetadata
-from .sqlite_ledger import SqliteLedger
-from .storage import save_chunks_atomically
+from .jsonlimits import (
+    MAX_DEPTH,
+    MAX_STRING_CHARS,
+    MAX_VALUE_CHARS,
+    LimitedReader,
+    LimitExceeded,
+    too_deep,
+)
+from .model import FailedRecord, MigrationProgress, ProgressMetadata
+from .reader import LedgerReader
+from .sqlite import SqliteLedger
+from .storage import checked_path, save_chunks_atomically
 
 CHUNK = 10_000
 """Ids or failed records written to the ledger at a time (fewer when they hold much text)."""
 
 
-def export_json(ledger: SqliteLedger, path: str | os.PathLike[str]) -> None:
+@dataclass(frozen=True)
+class ProgressCounts:
+    """What an export or import moved."""
+
+    migrations: int
+    succeeded: int
+    failed: int
+
+    def __str__(self) -> str:
+        return (f"{self.migrations} migration(s), {self.succeeded} succeeded and "
+                f"{self.failed} failed record(s)")
+
+    @classmethod
+    def of(cls, progress: MigrationProgress | LedgerReader) -> ProgressCounts:
+        if isinstance(progress, MigrationProgress):
+            entries = progress.migrations.values()
+            return cls(len(entries), sum(len(e.succeeded) for e in entries), sum(len(e.failed) for e in entries))
+        identities = progress.identities()
+        return cls(len(identities), sum(sum(1 for _ in progress.iter_succeeded(i)) for i in identities),
+                   sum(sum(1 for _ in progress.iter_failed(i)) for i in identities))
+
+
+def export_progress(progress: str | os.PathLike[str], out: str | os.PathLike[str]) -> ProgressCounts:
+    """Write the progress at ``progress`` (SQLite ledger or mjg JSON) as mjg JSON to ``out``
+    (atomically, streaming from a ledger in bounded memory). Refused while a live run holds
+    the ledger."""
+    progress, out = checked_path(progress), checked_path(out)
+    if os.path.abspath(progress) == os.path.abspath(out):
+        raise InputError("--out is the progress file itself; choose another file")
+    checked_location(out)
+    with reading(progress) as ledger:
+        if not isinstance(ledger, LedgerReader):
+            whole = ledger.progress()
+            whole.save(out)
+            return ProgressCounts.of(whole)
+        ledger.refuse_if_live("export")
+        export_json(ledger, out)
+        return ProgressCounts.of(ledger)
+
+
+def import_progress(progress: str | os.PathLike[str], source: str | os.PathLike[str]) -> ProgressCounts:
+    """Replace the SQLite ledger at ``progress`` with the mjg JSON in ``source``, all or nothing.
+
+    The ledger is created when missing (and removed again if the import fails). Refused while a
+    live run holds it; a malformed file changes nothing.
+    """
+    path = checked_path(progress)
+    if path.lower().endswith(".json") or (os.path.exists(path) and not is_ledger_file(path)):
+        raise InputError(f"{path} is a JSON progress file; import goes into an SQLite ledger (e.g. "
+                         "progress.db); a JSON file can simply be copied")
+    if not os.path.isfile(source):
+        raise FileNotFoundError(2, "no such file", os.fspath(source))
+    checked_location(path)
+    created = not os.path.exists(path)
+    ledger = SqliteLedger(path)
+    try:
+        ledger.refuse_if_live("import")
+        import_json(source, ledger)
+        return ProgressCounts.of(ledger)
+    except BaseException:
+        ledger.close()
+        if created:
+            for leftover in (path, path + "-wal", path + "-shm", path + "-journal"):
+                if os.path.exists(leftover):
+                    os.remove(leftover)
+        raise
+    finally:
+        ledger.close()
+
+
+def export_json(ledger: LedgerReader, path: str | os.PathLike[str]) -> None:
     """Write the ledger's progress as mjg JSON at ``path`` (atomically)."""
     entries = (
         (identity, identity, ledger.iter_succeeded(identity), ledger.iter_failed(identity))
@@ -50,7 +133,7 @@ def check_stream(fh: BinaryIO, source: str | None) -> None:
 
 
 class Sink(Protocol):
-    """Where the importer sends what it read (:class:`~ferryman.progress.sqlite_ledger.LedgerImport`)."""
+    """Where the importer sends what it read (:class:`~ferryman.progress.sqlite.importer.LedgerImport`)."""
 
     def metadata(self, metadata: ProgressMetadata) -> None: ...
 
@@ -112,7 +195,7 @@ class _Importer:
                     where = member_path(path, key)
                     members[key] = self.value(*self.next(where), where, depth + 1, budget)
                 return members if budget is not None else None
-            items = []
+            items: list[Any] = []
             while (item := self.next(path, len(items)))[0] != "end_array":
                 items.append(self.value(*item, f"{path}[{len(items)}]", depth + 1, budget))
             return items if budget is not None else None
@@ -221,4 +304,4 @@ class _Importer:
             sink(identity, chunk)
 
 
-__all__ = ["check_stream", "export_json", "import_json"]
+__all__ = ["ProgressCounts", "check_stream", "export_json", "export_progress", "import_json", "import_progress"]

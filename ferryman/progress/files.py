@@ -1,25 +1,35 @@
-"""Open the progress a path names: an SQLite ledger, or an mjg JSON file.
+"""Open the progress a path names: an SQLite ledger, or an mjg JSON file. The one place that
+tells the two apart (:func:`is_ledger_file`) and opens either.
 
 A ``.json`` path keeps mjg's model: the whole progress lives in memory and is rewritten to the
 file atomically at checkpoints (at most once per ``save_interval`` seconds), at the end of each
 migration and of the run. Crash safety is the SQLite ledger's (any other path). A run on a JSON
-file holds a lease in ``<file>.lock`` beside it (:class:`~.lease.LeaseFile`): one run at a time,
-as on a ledger.
+file holds a lease in ``<file>.lock`` beside it (:class:`~.sqlite.lease.LeaseFile`): one run at
+a time, as on a ledger; so does a change made outside a run (:func:`changing`).
 """
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import time
-from typing import Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from ..errors import LedgerFileError, ProgressFormatError
 from ..report import MigrationReport, RunResult
 from ..stores.base import Store
-from .lease import LeaseFile
+from ..types import RecordId
 from .ledger import Ledger, MemoryLedger
-from .model import MigrationProgress
-from .sqlite_ledger import SqliteLedger, checked_path, is_ledger_file
+from .model import Action, MigrationProgress
+from .reader import LedgerReader
+from .sqlite import LeaseFile, SqliteLedger, SqliteReader, is_ledger_file
+from .storage import checked_path
+
+__all__ = [
+    "JsonFileLedger", "changing", "checked_location", "existing", "is_ledger_file", "load_json_progress",
+    "load_progress", "open_ledger", "open_reader", "reading",
+]
 
 
 def load_json_progress(path: str) -> MigrationProgress:
@@ -49,6 +59,8 @@ class JsonFileLedger(MemoryLedger):
         self.save_interval = save_interval
         self._last_save = time.monotonic()
         self._lease = json_lease(self.path)
+        self.unsaved = 0
+        """Failed records whose action changed since the last save."""
 
     def _load(self) -> MigrationProgress:
         return load_json_progress(self.path) if os.path.exists(self.path) else MigrationProgress()
@@ -58,6 +70,7 @@ class JsonFileLedger(MemoryLedger):
         self._lease.assert_held()
         self._last_save = time.monotonic()
         self.progress().save(self.path)
+        self.unsaved = 0
 
     def checkpoint(self, urgent: bool = True) -> None:
         if time.monotonic() - self._last_save >= self.save_interval:
@@ -68,6 +81,17 @@ class JsonFileLedger(MemoryLedger):
         try:
             self._progress = self._load()  # what the run that held the lease last left
             self.save()  # fail now, before any work, if the file cannot be written
+        except BaseException:
+            self._lease.release()
+            raise
+
+    def hold(self, doing: str) -> None:
+        """Take the lease outside a run, to change the file (``doing``: what, for the refusal
+        while a live run holds it), and read the file as the last holder left it; until
+        :meth:`close`."""
+        self._lease.acquire(doing, heartbeat=False)
+        try:
+            self._progress = self._load()
         except BaseException:
             self._lease.release()
             raise
@@ -92,6 +116,12 @@ class JsonFileLedger(MemoryLedger):
         super().forget(key, dest)
         self.save()
 
+    def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:
+        """Change the actions in memory; :meth:`save` writes them (:func:`changing` does)."""
+        changed = super().set_action(identity, ids, action)
+        self.unsaved += changed
+        return changed
+
 
 def open_ledger(path: str | os.PathLike[str], *, read_only: bool = False) -> Ledger:
     """The ledger stored at ``path``: SQLite unless the path ends in ``.json``."""
@@ -101,3 +131,84 @@ def open_ledger(path: str | os.PathLike[str], *, read_only: bool = False) -> Led
     if read_only and not os.path.exists(path):
         raise FileNotFoundError(f"no progress file at {path}")
     return JsonFileLedger(path)
+
+
+def open_reader(path: str | os.PathLike[str]) -> LedgerReader:
+    """A read-only reader of the SQLite ledger at ``path``, cheap to open (no page is checked:
+    what the status server opens at every snapshot)."""
+    return SqliteReader.open(checked_path(path))
+
+
+def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
+    """The whole progress at ``path`` (SQLite ledger or mjg JSON), read without changing it."""
+    with reading(path) as ledger:
+        return ledger.progress()
+
+
+def checked_location(path: str | os.PathLike[str]) -> str:
+    """``path`` as a place where a progress file may be: not empty, in a directory that
+    exists, and not a directory itself (LedgerFileError otherwise)."""
+    path = checked_path(path)
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise LedgerFileError(f"cannot create progress ledger {path}: directory {parent} does not exist")
+    if os.path.isdir(path):
+        raise LedgerFileError(f"{path} is a directory, not a progress file")
+    return path
+
+
+@contextmanager
+def reading(path: str | os.PathLike[str]) -> Iterator[Ledger]:
+    """The existing progress file at ``path``, opened read-only, closed at the end."""
+    path = existing(path)
+    ledger = open_ledger(path, read_only=True)
+    try:
+        with _named_damage(path):
+            yield ledger
+    finally:
+        ledger.close()
+
+
+@contextmanager
+def changing(path: str | os.PathLike[str], doing: str) -> Iterator[Ledger]:
+    """The existing progress file at ``path``, to change outside a run: refused while a live
+    run holds it (LedgerBusyError naming ``doing``). A JSON file's lease is held to the end,
+    so that no run starts meanwhile, and what changed is saved then."""
+    path = existing(path)
+    ledger: Ledger
+    if is_ledger_file(path):
+        ledger = SqliteLedger(path)
+        try:
+            ledger.refuse_if_live(doing)
+        except BaseException:
+            ledger.close()
+            raise
+    else:
+        ledger = JsonFileLedger(path)  # a malformed file is refused before any lock is made
+        ledger.hold(doing)
+    try:
+        with _named_damage(path):
+            yield ledger
+        if isinstance(ledger, JsonFileLedger) and ledger.unsaved:
+            ledger.save()
+    finally:
+        ledger.close()
+
+
+def existing(path: str | os.PathLike[str]) -> str:
+    """``path`` when a progress file is there (FileNotFoundError, LedgerFileError otherwise)."""
+    path = checked_path(path)
+    if os.path.isdir(path):
+        raise LedgerFileError(f"{path} is a directory, not a progress file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "no progress file", path)
+    return path
+
+
+@contextmanager
+def _named_damage(path: str) -> Iterator[None]:
+    """A damaged ledger found on the way is named in one line."""
+    try:
+        yield
+    except sqlite3.DatabaseError as exc:
+        raise LedgerFileError(f"cannot read progress ledger {path}: {exc}") from exc

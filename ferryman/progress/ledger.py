@@ -9,12 +9,12 @@ persistence is the callbacks' job); the durable ledger plugs in behind the same 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Sequence
+from collections.abc import Iterable, Sequence
 
 from ..report import MigrationReport, RunResult
 from ..stores.base import JournalEntry, Store
 from ..types import RecordId
-from .model import Action, FailedRecord, MigrationProgress
+from .model import Action, FailedRecord, MigrationProgress, display_name
 
 
 class Ledger(ABC):
@@ -85,6 +85,25 @@ class Ledger(ABC):
         """Forget a migration's progress, so that it runs again from the start."""
         raise NotImplementedError(f"{type(self).__name__} cannot forget a migration's progress")
 
+    # --- failed records, for those who list and mark them (outside a run) ---------------------
+
+    def identities(self) -> list[str]:
+        """The migrations the ledger holds progress of."""
+        return list(self.progress().migrations)
+
+    def names(self) -> dict[str, str]:
+        """Each migration's name, by identity (its class name where nothing better is known)."""
+        return {identity: display_name(identity) for identity in self.identities()}
+
+    def failed_records(self, identity: str) -> list[FailedRecord]:
+        """The migration's failed records, the first failure first."""
+        return [record for _, record in self.progress().failed_records(identity)]
+
+    def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:
+        """Set the action of failed records (all of the migration's when ``ids`` is None); how
+        many changed."""
+        raise NotImplementedError(f"{type(self).__name__} cannot change failed records")
+
     def assert_held(self) -> None:
         """Raise :class:`~ferryman.errors.LeaseLostError` when this run no longer holds the
         ledger (another run took it over); called before every write to a destination."""
@@ -151,6 +170,11 @@ class MemoryLedger(Ledger):
 
     def forget(self, key: str, dest: Store | None = None) -> None:
         self._progress.forget(key)
+
+    def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:
+        if ids is None:
+            ids = [record.id for record in self.failed_records(identity)]
+        return self._progress.set_action(identity, ids, action)
 
     def progress(self) -> MigrationProgress:
         return self._progress

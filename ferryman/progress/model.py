@@ -48,6 +48,11 @@ def is_key_part(value: object) -> TypeGuard[int | str]:
     return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
+def display_name(identity: str) -> str:
+    """A migration's name when only its identity (``module.Class``) is known."""
+    return identity.rsplit(".", 1)[-1]
+
+
 @dataclass
 class FailedRecord:
     """One record that failed, as reported to the user and re-run (or not) next time."""

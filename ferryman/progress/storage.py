@@ -1,4 +1,4 @@
-"""Progress files on disk: crash-safe replacement and strict UTF-8 reading.
+"""Progress files on disk: paths checked, crash-safe replacement, strict UTF-8 reading.
 
 A progress file is the only record of what a long migration already did, so a save must never
 leave it half-written: the new text goes to a temporary file in the same directory, is flushed
@@ -12,7 +12,17 @@ import secrets
 import stat
 from collections.abc import Iterable
 
-from ..errors import ProgressFormatError
+from ..errors import LedgerFileError, ProgressFormatError
+
+
+def checked_path(path: str | os.PathLike[str]) -> str:
+    """``path`` as text; an empty one (an unset shell variable) is refused, not a temporary
+    database that vanishes with the run."""
+    text = os.fspath(path)
+    if not text:
+        raise LedgerFileError("the progress ledger path is empty (an unset shell variable?): "
+                              "name a file, e.g. progress.db")
+    return text
 
 
 def save_text_atomically(path: str | os.PathLike[str], text: str) -> None:

@@ -1,12 +1,14 @@
-"""The status server: ``GET /migrate/result`` (the seed's API), progress, metrics, a dashboard.
+"""The status server: ``GET /migrate/result`` (the original API), progress, metrics, a dashboard.
 
 ``create_app(source)`` builds the Starlette app over a :class:`StatusSource`:
 :class:`LedgerStatusSource` for ``ferryman serve --progress PATH`` (a process of its own that
 watches a ledger across runs) or :class:`LiveStatusSource` for ``ferryman run --serve`` (an
 observer of the run in this process). :class:`BackgroundServer` runs it in a thread beside a
-run; :func:`serve_forever` runs it in the foreground; :func:`wait_for_stop` waits for Ctrl-C
-(``ferryman run --serve`` keeps serving the final status that long). Loopback (127.0.0.1) by
-default; anything else is logged as a warning.
+run (:class:`~.live.LiveServer`: the server of ``run --serve``, which keeps serving the final
+status a while); :func:`serve_forever` runs it in the foreground; :func:`wait_for_stop` waits
+for Ctrl-C. Loopback (127.0.0.1) by default; anything else is logged as a warning.
+:mod:`.address` parses ``HOST:PORT``; :mod:`.client` asks a running server
+(``ferryman status --url``).
 """
 
 from .app import create_app

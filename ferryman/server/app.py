@@ -12,9 +12,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Hashable
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +24,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..redact import mask_secrets
+from ..errors import one_line
 from . import metrics
 from .openapi import openapi_document
 from .sources import StatusSource
@@ -52,11 +53,6 @@ and at once when its version changes (a run that ends is never shown running).""
 
 class SourceFailed(Exception):
     """The status source raised; carries the one-line message for the 500 body."""
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _json(content: Any) -> bytes:
@@ -109,7 +105,7 @@ class Answers:
             try:
                 kept = await run_in_threadpool(self._refresh)
             except Exception as exc:
-                message = f"cannot read the migration status: {mask_secrets(_one_line(exc))}"
+                message = f"cannot read the migration status: {one_line(exc, typed=True)}"
                 if self._problem != message:
                     log.warning("status server: %s", message, exc_info=log.isEnabledFor(logging.DEBUG))
                     self._problem = message

@@ -12,26 +12,33 @@ process, live to the record.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import sqlite3
 import threading
 import time
-from pathlib import Path
-from typing import Any, Hashable, Protocol, Sequence
+from collections.abc import Hashable, Sequence
+from typing import Any, Protocol
 
-from ..errors import FerrymanError, LedgerFileError
+from ..errors import FerrymanError
 from ..events import RunObserver
-from ..progress.lease import current_holder
+from ..progress.files import is_ledger_file, load_json_progress, open_reader
 from ..progress.ledger import Ledger
-from ..progress.model import Action, FailedRecord, MigrationProgress
-from ..progress.sqlite_ledger import SqliteLedger, decode_id, inspect_ledger, is_ledger_file
+from ..progress.model import Action, FailedRecord, display_name
+from ..progress.reader import LedgerReader
 from ..report import MigrationReport, RunResult
 from .status import (
-    FAILED_RECORDS_SHOWN, RUNS_SHOWN, LedgerView, Status, StatusSnapshot, display_name,
-    failed_record_dict, fix_dead_runs, ledger_migrations, ledger_status, newest_failures,
-    run_is_alive, snapshot_of_progress,
+    FAILED_RECORDS_SHOWN,
+    RUNS_SHOWN,
+    LedgerView,
+    Status,
+    StatusSnapshot,
+    failed_record_dict,
+    fix_dead_runs,
+    ledger_migrations,
+    ledger_status,
+    newest_failures,
+    run_is_alive,
+    snapshot_of_progress,
 )
 
 
@@ -46,74 +53,37 @@ class StatusSource(Protocol):
         ...
 
 
-# --- reading an SQLite ledger --------------------------------------------------------------------
+# --- reading a durable ledger ---------------------------------------------------------------------
 
 
-def read_ledger(path: str) -> LedgerView:
-    """Read the ledger at ``path`` in one read-only transaction (an empty file: nothing yet).
-
-    Raises LedgerFileError for a file that is not a ferryman ledger or of a newer schema.
-    """
-    conn = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=5,
-                           isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute("BEGIN")
-        view = _read(conn) if inspect_ledger(conn, path) else LedgerView()
-        conn.execute("COMMIT")
-        return view
-    finally:
-        conn.close()
-
-
-def _read(conn: sqlite3.Connection) -> LedgerView:
-    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    view = LedgerView()
-    if "run" in tables:
-        rows = conn.execute(
-            "SELECT id, job, attempt, started_at, ended_at, outcome, pid, host, step, last_error "
-            "FROM run ORDER BY id DESC LIMIT ?", (RUNS_SHOWN,)).fetchall()
-        keys = ("id", "job", "attempt", "started_at", "ended_at", "outcome", "pid", "host", "step",
-                "last_error")
-        view.runs = [dict(zip(keys, row)) for row in rows]
-        if rows:
-            (reports,) = conn.execute("SELECT reports FROM run WHERE id = ?", (rows[0][0],)).fetchone()
-            view.reports = json.loads(reports) if reports else []
-    if "lease" in tables:
-        view.holder = current_holder(conn)
-    if "migration" not in tables:
-        return view
-    view.migrations = [
-        {"identity": i, "in_progress": bool(p), "completed": bool(c),
-         "report": json.loads(r) if r else None}
-        for i, p, c, r in conn.execute(
-            "SELECT identity, in_progress, completed, report FROM migration ORDER BY id")
-    ]
-    names = {m["identity"]: m["report"]["name"] for m in view.migrations if m["report"]}
-    names.update((r["identity"], r["name"]) for r in view.reports)
-    if "failed" in tables:
-        counts = _KEPT_COUNTS if "failed_count" in tables else _COUNTED
-        for identity, action, count in conn.execute(counts):
-            view.failed_counts.setdefault(identity, {})[action] = count
-        view.failed_records = [
-            failed_record_dict(names.get(identity) or display_name(identity), decode_id(rid), d, c, a, t)
-            for identity, rid, d, c, a, t in conn.execute(
-                "SELECT m.identity, f.rid, f.description, f.cause, f.action, f.timestamp "
-                "FROM failed f JOIN migration m ON m.id = f.migration ORDER BY f.seq DESC LIMIT ?",
-                (FAILED_RECORDS_SHOWN,))
-        ]
-    if "fatal_error" in tables:
-        view.fatal_count = conn.execute("SELECT count(*) FROM fatal_error").fetchone()[0]
-        row = conn.execute("SELECT text FROM fatal_error ORDER BY seq DESC LIMIT 1").fetchone()
-        view.last_fatal = row[0] if row else None
+def read_view(reader: LedgerReader) -> LedgerView:
+    """What the status needs of a ledger, read in one snapshot of it: the newest runs, the
+    newest failed records and the counts, never all the records."""
+    with reader.snapshot():
+        runs = reader.runs(RUNS_SHOWN)
+        view = LedgerView(runs=[run.to_dict() for run in runs], holder=reader.holder())
+        if runs:
+            view.reports = reader.run_reports(runs[0].id)
+        migrations = reader.migrations()
+        view.migrations = [{"identity": m.identity, "in_progress": m.in_progress, "completed": m.completed,
+                            "report": m.report} for m in migrations]
+        names = {m.identity: m.name for m in migrations}
+        names.update((r["identity"], r["name"]) for r in view.reports)
+        view.failed_counts = reader.failed_counts()
+        view.failed_records = [_failure_dict(names.get(identity) or display_name(identity), record)
+                               for identity, record in reader.newest_failed(FAILED_RECORDS_SHOWN)]
+        view.fatal_count = reader.fatal_count()
+        view.last_fatal = next(iter(reader.fatal_errors(1)), None)
     return view
 
 
-_KEPT_COUNTS = ("SELECT m.identity, c.action, c.n FROM failed_count c JOIN migration m "
-                "ON m.id = c.migration WHERE c.n > 0")
-"""Failed records per migration and action, as the ledger's triggers keep them."""
-_COUNTED = ("SELECT m.identity, f.action, count(*) FROM failed f JOIN migration m "
-            "ON m.id = f.migration GROUP BY m.identity, f.action")
-"""The same, counted: for a ledger no ferryman with those counters has written to yet."""
+def read_ledger(path: str) -> LedgerView:
+    """:func:`read_view` of the ledger at ``path``, on a read-only connection of its own.
+
+    Raises LedgerFileError for a file that is not a ferryman ledger or of a newer schema.
+    """
+    with open_reader(path) as reader:
+        return read_view(reader)
 
 
 # --- the sources ---------------------------------------------------------------------------------
@@ -142,9 +112,7 @@ class LedgerStatusSource:
                     self._seen_running.add(view.runs[0]["id"])
 
     def _kind(self) -> str:
-        if not os.path.exists(self.path):
-            return "json" if self.path.lower().endswith(".json") else "sqlite"
-        if os.path.getsize(self.path) == 0:
+        if os.path.exists(self.path) and os.path.getsize(self.path) == 0:
             return "empty"  # an SQLite file being created: no header yet
         return "sqlite" if is_ledger_file(self.path) else "json"
 
@@ -153,10 +121,7 @@ class LedgerStatusSource:
         return _file_state(self.path), _file_state(self.path + "-wal")
 
     def _view(self) -> LedgerView:
-        try:
-            return read_ledger(self.path) if os.path.exists(self.path) else LedgerView()
-        except sqlite3.Error as exc:
-            raise LedgerFileError(f"cannot read progress ledger {self.path}: {exc}") from exc
+        return read_ledger(self.path) if os.path.exists(self.path) else LedgerView()
 
     def snapshot(self) -> StatusSnapshot:
         kind = self._kind()
@@ -185,7 +150,7 @@ class LedgerStatusSource:
         if cached is not None and cached[0] == key:
             snap = cached[1]
         else:
-            snap = snapshot_of_progress(MigrationProgress.load(self.path))
+            snap = snapshot_of_progress(load_json_progress(self.path))
             self._json_cache = (key, snap)
         return StatusSnapshot(snap.status, snap.step, snap.last_err, snap.try_count, snap.migrations,
                               snap.runs, snap.failed_records, snap.failed_total)
@@ -194,16 +159,16 @@ class LedgerStatusSource:
 class LiveStatusSource(RunObserver):
     """The status of the run in this process; add it as an observer of the MigrationService.
 
-    With the run's :class:`~ferryman.progress.sqlite_ledger.SqliteLedger` as ``ledger``, the run
-    history, the failed records and ``try_count`` come from the ledger file (so a manual re-run
-    of an unfinished job counts as a retry); otherwise from this process's runs alone, with
-    ``try_count`` as told by :meth:`attempt_started`.
+    With a durable ledger (a :class:`~ferryman.progress.reader.LedgerReader`: the SQLite
+    ledger) as ``ledger``, the run history, the failed records and ``try_count`` come from the
+    ledger (so a manual re-run of an unfinished job counts as a retry); otherwise from this
+    process's runs alone, with ``try_count`` as told by :meth:`attempt_started`.
     """
 
     def __init__(self, ledger: Ledger | None = None) -> None:
         self._lock = threading.Lock()
         self._ledger = ledger
-        self._path = ledger.path if isinstance(ledger, SqliteLedger) else None
+        self._durable = ledger if isinstance(ledger, LedgerReader) else None
         self._status = Status.PENDING
         self._step: str | None = None
         self._last_err: str | None = None
@@ -219,7 +184,6 @@ class LiveStatusSource(RunObserver):
     # --- events (on the run's thread) -----------------------------------------------------------
 
     def attempt_started(self, attempt: int) -> None:
-        """The CLI's retry manager starts attempt ``attempt`` (1, 2, ...) of the job."""
         with self._lock:
             self._revision += 1
             self._attempt = attempt
@@ -229,13 +193,12 @@ class LiveStatusSource(RunObserver):
 
     def run_started(self, reports: Sequence[MigrationReport]) -> None:
         ledger_attempt = None
-        if self._path is not None and isinstance(self._ledger, SqliteLedger):
-            run_id = self._ledger.run_id
-            try:
-                view = read_ledger(self._path)
-            except sqlite3.Error:  # never fail the run for the status page; snapshots will tell
-                view = LedgerView()
-            ledger_attempt = next((r["attempt"] for r in view.runs if r["id"] == run_id), None)
+        if self._durable is not None:
+            try:  # the newest run is this one: it holds the lease
+                with self._durable.new_reader() as reader:
+                    ledger_attempt = next((run.attempt for run in reader.runs(1)), None)
+            except FerrymanError:  # never fail the run for the status page; snapshots will tell
+                pass
         failed, total = self._ledger_failures(reports)
         with self._lock:
             self._revision += 1
@@ -258,8 +221,8 @@ class LiveStatusSource(RunObserver):
                 self._runs[0]["step"] = report.name
 
     def record_failed(self, report: MigrationReport, failure: FailedRecord) -> None:
-        if self._path is not None:
-            return  # snapshots read the failed records from the ledger file
+        if self._durable is not None:
+            return  # snapshots read the failed records from the ledger
         with self._lock:  # the newest last, at most FAILED_RECORDS_SHOWN of them
             key = (report.identity, repr(failure.id))
             if self._failed.pop(key, None) is None:
@@ -288,8 +251,8 @@ class LiveStatusSource(RunObserver):
     def _ledger_failures(
         self, reports: Sequence[MigrationReport]
     ) -> tuple[dict[tuple[str, str], dict[str, Any]], int]:
-        """Failed records of a non-SQLite ledger (read on the run's thread, where it is safe)."""
-        if self._ledger is None or self._path is not None:
+        """Failed records of a ledger without a reader (read on the run's thread, where it is safe)."""
+        if self._ledger is None or self._durable is not None:
             return dict(self._failed), self._failed_total
         found: dict[tuple[str, str], dict[str, Any]] = {}
         names = {r.identity: r.name for r in reports}
@@ -313,11 +276,9 @@ class LiveStatusSource(RunObserver):
             try_count = self._ledger_attempt or self._attempt
             runs = [dict(r) for r in self._runs]
             failed, failed_total = list(reversed(self._failed.values())), self._failed_total
-        if self._path is not None and os.path.exists(self._path):
-            try:
-                view = read_ledger(self._path)
-            except sqlite3.Error as exc:
-                raise FerrymanError(f"cannot read progress ledger {self._path}: {exc}") from exc
+        if self._durable is not None:
+            with self._durable.new_reader() as reader:
+                view = read_view(reader)
             alive = status is Status.RUNNING
             runs = fix_dead_runs(view, alive)
             failed, failed_total = view.failed_records, view.failed_total

@@ -16,12 +16,20 @@ from __future__ import annotations
 
 import heapq
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any
 
+from ..errors import cause_summary
 from ..progress.lease import Holder
-from ..progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
+from ..progress.model import (
+    Action,
+    FailedRecord,
+    MigrationEntry,
+    MigrationProgress,
+    display_name,
+)
 
 FAILED_RECORDS_SHOWN = 20
 """How many failed records a snapshot carries, the newest (the total is in ``failed_total``)."""
@@ -108,17 +116,6 @@ class StatusSnapshot:
         }
 
 
-def first_line_of_error(cause: str) -> str:
-    """The line of a traceback a person reads first: its last non-empty line."""
-    lines = [line.strip() for line in cause.strip().splitlines() if line.strip()]
-    return lines[-1] if lines else ""
-
-
-def display_name(identity: str) -> str:
-    """A migration's name when only its identity (``module.Class``) is known."""
-    return identity.rsplit(".", 1)[-1]
-
-
 def failed_record_dict(migration: str, record_id: Any, description: str, cause: str,
                        action: str, timestamp: str | None = None) -> dict[str, Any]:
     rid = list(record_id) if isinstance(record_id, tuple) else record_id
@@ -155,7 +152,7 @@ def snapshot_of_progress(progress: MigrationProgress) -> StatusSnapshot:
         if retry:
             newest = max(retry, key=lambda r: r.timestamp)
             if last_failure is None or newest.timestamp >= last_failure[0]:
-                last_failure = (newest.timestamp, f"{newest.description}: {first_line_of_error(newest.cause)}")
+                last_failure = (newest.timestamp, f"{newest.description}: {cause_summary(newest.cause)}")
         if retry:
             state = "failed"
         elif identity in meta.completed:
@@ -181,7 +178,7 @@ def snapshot_of_progress(progress: MigrationProgress) -> StatusSnapshot:
     if progress.fatal_errors or retry_total:
         status = Status.FAILED
         if progress.fatal_errors:
-            last_err = first_line_of_error(progress.fatal_errors[-1]) or "fatal error"
+            last_err = cause_summary(progress.fatal_errors[-1]) or "fatal error"
         else:
             assert last_failure is not None
             last_err = last_failure[1]
@@ -302,7 +299,7 @@ def ledger_status(view: LedgerView, alive: bool, watched: bool) -> tuple[Status,
     if run is None:  # no run in this ledger: judge the progress alone, as for an mjg file
         if view.retry_total or view.fatal_count:
             if view.fatal_count:
-                return Status.FAILED, first_line_of_error(view.last_fatal or "") or "fatal error"
+                return Status.FAILED, cause_summary(view.last_fatal or "") or "fatal error"
             return Status.FAILED, _remaining_failures(view)
         if view.migrations and all(m["completed"] for m in view.migrations):
             return Status.MIGRATED, None

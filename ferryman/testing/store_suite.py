@@ -1,4 +1,4 @@
-"""The contract every store passes, as a reusable pytest suite (STYLE habit 13).
+"""The contract every store passes, as a reusable pytest suite.
 
 To test a store, subclass :class:`StoreContract` in a test module (with a ``Test`` name) and
 override the ``make_store`` fixture; the subclass inherits every contract test::

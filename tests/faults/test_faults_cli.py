@@ -28,9 +28,10 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, make_url, text
 
 import helpers
+import ledger_files
 from ferryman import Action, FailedRecord, MigrationProgress
 from ferryman.console import printable
-from ferryman.progress.lease import Lease, Process
+from ferryman.progress.lease import Process
 from ferryman.redact import MASK, mask_secrets
 from test_cli import files_state, one_error_line, write_target
 
@@ -530,13 +531,9 @@ def test_only_an_unexpected_exception_gets_the_bug_hint(tmp_path):
 def test_a_ledger_in_use_changes_nothing_with_one_line(tmp_path):
     write_target(tmp_path, n=10, bad=(3,))
     assert ferryman("run", "migrations.py", "--progress", "p.db", cwd=tmp_path).returncode == 1
-    db = sqlite3.connect(tmp_path / "p.db", isolation_level=None)
-    db.execute("BEGIN IMMEDIATE")  # a live lease: this process, now, taken through the lease's API
-    Lease(str(tmp_path / "p.db"), me=Process.current()).acquire(db)
-    db.execute("COMMIT")
-    db.close()
+    ledger_files.take_lease(tmp_path / "p.db", Process.current())  # a live lease: this process, now
     before = files_state(tmp_path)
     result = ferryman("failed", "ignore", "--progress", "p.db", "3", cwd=tmp_path)
     line = one_error_line(result.stderr)
-    assert result.returncode != 0 and f"is in use by pid {os.getpid()}" in line and "a bug?" not in line
+    assert result.returncode == 2 and f"is in use by pid {os.getpid()}" in line and "a bug?" not in line
     assert files_state(tmp_path) == before

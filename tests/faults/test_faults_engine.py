@@ -26,7 +26,7 @@ from helpers import poll_until
 
 from ferryman import MigrationService, RunObserver, SqlStore, migration
 from ferryman.errors import FerrymanError, LedgerWriteError
-from ferryman.progress.sqlite_ledger import SqliteLedger
+from ferryman.progress.sqlite import SqliteLedger
 from ferryman.server import LedgerStatusSource
 
 TARGET = Path(__file__).with_name("faulty_target.py")
@@ -277,7 +277,7 @@ class _SignalInsideCommit(_Connection):
 
 
 def test_a_second_ctrl_c_inside_a_ledger_commit_loses_and_doubles_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr("ferryman.progress.sqlite_ledger.FLUSH_INTERVAL", 0)  # a commit per page
+    monkeypatch.setattr("ferryman.progress.sqlite.writer.FLUSH_INTERVAL", 0)  # a commit per page
     result, fault, _ = _fault_then_resume(tmp_path, 3_000, _SignalInsideCommit,  # in the 4th page's commit
                                           lambda conn, pages: setattr(conn, "armed", pages == 3))
     assert fault.fired == 1

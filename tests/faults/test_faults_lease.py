@@ -21,11 +21,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+import ledger_files
 from helpers import poll_until
 
 from ferryman import LedgerFileError, MigrationProgress, MigrationService, SqlStore
-from ferryman.progress.lease import Holder, Lease, Process, current_holder
-from ferryman.progress.sqlite_ledger import SqliteLedger
+from ferryman.progress.lease import Holder, Process
+from ferryman.progress.sqlite import SqliteLedger
 
 REPO = Path(__file__).resolve().parents[2]
 STALE_AFTER = 2.0
@@ -136,13 +137,10 @@ def open_transactions(engine: sa.Engine) -> int:
 
 
 def holder_of(ledger: Path) -> Holder | None:
-    conn = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
     try:
-        return current_holder(conn)
-    except sqlite3.OperationalError:
+        return ledger_files.holder(ledger)
+    except LedgerFileError:
         return None  # being created
-    finally:
-        conn.close()
 
 
 def wait_until_stale(ledger: Path) -> None:
@@ -152,14 +150,6 @@ def wait_until_stale(ledger: Path) -> None:
         return holder is not None and time.time() - holder.heartbeat > STALE_AFTER + 0.5
 
     poll_until(stale, timeout=30, what="the stopped run's heartbeat to go stale")
-
-
-def ledger_content(ledger: Path) -> str:
-    conn = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True)
-    try:
-        return "\n".join(conn.iterdump())
-    finally:
-        conn.close()
 
 
 def sha256(path: Path) -> str:
@@ -180,7 +170,7 @@ def test_a_stopped_run_keeps_its_lease_and_completes_alone(setting):
     first.send_signal(signal.SIGSTOP)
     wait_until_stale(ledger)
     holder = holder_of(ledger)
-    runs = ledger_content(ledger).count("INSERT INTO \"run\"")
+    runs = ledger_files.runs(ledger)
     written = dest_counts(engine)
 
     second = ferryman(directory, "run", "lease_target.py", "--progress", "run.db", "--no-bar")
@@ -190,7 +180,7 @@ def test_a_stopped_run_keeps_its_lease_and_completes_alone(setting):
     assert f"kill -CONT {first.pid}" in line  # it says the holder looks stopped
     assert dest_counts(engine) == written  # the second run wrote nothing
     assert holder_of(ledger) == holder
-    assert ledger_content(ledger).count("INSERT INTO \"run\"") == runs
+    assert ledger_files.runs(ledger) == runs
 
     first.send_signal(signal.SIGCONT)
     out, err = first.communicate(timeout=300)
@@ -219,16 +209,9 @@ def test_a_run_whose_lease_was_taken_over_stops_and_writes_nothing_more(setting)
     wait_until_stale(ledger)
 
     # another host's run judges the stopped holder by its heartbeat, and takes the lease over
-    other = Lease(str(ledger), me=Process(4242, "elsewhere.example", None))
-    conn = sqlite3.connect(ledger, isolation_level=None)
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        other.acquire(conn)
-        conn.execute("COMMIT")
-    finally:
-        conn.close()
+    other = ledger_files.take_lease(ledger, Process(4242, "elsewhere.example", None))
     assert other.previous is not None and other.previous.pid == first.pid and other.epoch >= 2
-    written, content = dest_counts(engine), ledger_content(ledger)
+    written, content = dest_counts(engine), ledger_files.dump(ledger)
     assert 0 < written[0] < ROWS
 
     first.send_signal(signal.SIGCONT)
@@ -238,7 +221,7 @@ def test_a_run_whose_lease_was_taken_over_stops_and_writes_nothing_more(setting)
     line = one_error_line(err)
     assert "this run lost the lease of progress ledger run.db: pid 4242 on elsewhere.example" in line
     assert dest_counts(engine) == written  # not one more row
-    assert ledger_content(ledger) == content  # not one more ledger row, nor a run outcome
+    assert ledger_files.dump(ledger) == content  # not one more ledger row, nor a run outcome
 
     # the other host's run never beats: once it is stale, a run here takes over and finishes
     wait_until_stale(ledger)
@@ -296,9 +279,7 @@ def test_a_ledger_of_a_newer_schema_is_refused_before_anything_is_written(settin
     directory, engine, _ = setting
     ledger = directory / "new.db"
     SqliteLedger(ledger).close()
-    with sqlite3.connect(ledger) as conn:
-        conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
-    conn.close()
+    ledger_files.set_schema(ledger, "99")
     before = sha256(ledger)
     refused_everywhere(directory, engine, "new.db",
                        "new.db was written by a newer ferryman (ledger schema 99; this version reads up to ")
@@ -350,7 +331,7 @@ def test_two_runs_on_one_json_file_are_one_at_a_time(setting):
     assert second.returncode == 2, second.stderr
     assert f"progress.json is in use by pid {first.pid} on {HOST}" in one_error_line(second.stderr)
     ignore = ferryman(directory, "failed", "ignore", "--all", "--progress", "progress.json")
-    assert ignore.returncode != 0
+    assert ignore.returncode == 2  # nothing was done
     assert (f"cannot change failed records in progress.json: progress ledger progress.json is in use "
             f"by pid {first.pid}") in one_error_line(ignore.stderr)
     assert dest_counts(engine) == written

@@ -11,7 +11,6 @@ import logging
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -26,14 +25,16 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import helpers
+import ledger_files
 from ferryman.cli import cli
 from ferryman.progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
-from ferryman.progress.sqlite_ledger import FAILED_INDEX, SqliteLedger
+from ferryman.progress.sqlite import FAILED_INDEX, SqliteLedger
+from ferryman.progress.sqlite.schema import objects
 from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
 from ferryman.server import app as server_app
 from ferryman.server.background import KEEP_ALIVE, _is_loopback
 from ferryman.server.protocol import HEAD_TIMEOUT
-from ferryman.server.sources import _read
+from ferryman.server.sources import read_view
 from ferryman.server.status import FAILED_RECORDS_SHOWN
 from ferryman.report import RunResult
 
@@ -91,8 +92,8 @@ def get_result(base: str) -> dict | None:
 
 
 def last_run(ledger: Path) -> tuple[float | None, str | None]:
-    with sqlite3.connect(ledger) as conn:
-        return conn.execute("SELECT ended_at, outcome FROM run ORDER BY id DESC LIMIT 1").fetchone()
+    run = ledger_files.runs(ledger)[-1]
+    return run.ended_at, run.outcome
 
 
 def poll_final(proc: subprocess.Popen[str], base: str, every: float) -> tuple[dict, float]:
@@ -346,9 +347,9 @@ def big_ledger(tmp_path_factory) -> Path:
 
 
 def test_progress_of_100k_failed_records_is_a_bounded_list_and_the_right_total(big_ledger):
-    with sqlite3.connect(big_ledger) as conn:
-        retry, ignored = (conn.execute(f"SELECT count(*) FROM failed WHERE action = '{a}'").fetchone()[0]
-                          for a in ("RETRY", "IGNORE"))
+    with ledger_files.reader(big_ledger) as reader:
+        counted = reader.count_failed()[IDENTITY]
+    retry, ignored = counted["RETRY"], counted["IGNORE"]
     assert (retry, ignored) == (FAILED - 1000 - 500, 1000)
     with BackgroundServer(create_app(LedgerStatusSource(big_ledger))) as server, \
             httpx.Client(base_url=server.url) as client:
@@ -365,29 +366,17 @@ def test_progress_of_100k_failed_records_is_a_bounded_list_and_the_right_total(b
 def test_reading_the_status_of_100k_failed_records_does_not_scan_them(big_ledger):
     """Counted in SQLite virtual-machine steps, not seconds: reading the view costs the same
     whether the ledger holds 100 failures or 100k (a scan would take millions of steps)."""
-    conn = sqlite3.connect(f"file:{big_ledger}?mode=ro", uri=True)
     steps = [0]
 
     def count() -> int:
         steps[0] += 1
         return 0
 
-    conn.set_progress_handler(count, 100)
-    try:
-        view = _read(conn)
-    finally:
-        conn.close()
+    with ledger_files.reader(big_ledger) as reader:
+        reader.conn.set_progress_handler(count, 100)
+        view = read_view(reader)
     assert view.failed_total == FAILED - 500 and len(view.failed_records) == FAILED_RECORDS_SHOWN
     assert steps[0] * 100 < 20_000, f"{steps[0] * 100} steps"
-
-
-def kept_counts(conn: sqlite3.Connection) -> dict[tuple[int, str], int]:
-    return {(m, a): n for m, a, n in conn.execute("SELECT migration, action, n FROM failed_count WHERE n > 0")}
-
-
-def counted(conn: sqlite3.Connection) -> dict[tuple[int, str], int]:
-    return {(m, a): n for m, a, n in conn.execute(
-        "SELECT migration, action, count(*) FROM failed GROUP BY migration, action")}
 
 
 def test_a_ledger_written_before_the_counters_gets_them_right_when_opened(tmp_path):
@@ -397,22 +386,15 @@ def test_a_ledger_written_before_the_counters_gets_them_right_when_opened(tmp_pa
     ledger.checkpoint()
     ledger.set_action(IDENTITY, range(1, 11), Action.IGNORE)
     ledger.close()
-    with sqlite3.connect(path) as conn:  # as an older ferryman left it
-        for name in ("failed_count_insert", "failed_count_delete", "failed_count_update"):
-            conn.execute(f"DROP TRIGGER {name}")
-        conn.execute("DROP TABLE failed_count")
-        conn.execute("DROP INDEX failed_seq")
-        conn.execute("DELETE FROM failed WHERE rid = '300'")
+    ledger_files.without_failure_counters(path, "300")  # as an older ferryman left it
     read_only = LedgerStatusSource(path).snapshot()  # a reader alone counts, and changes nothing
     assert read_only.failed_total == 299
-    with sqlite3.connect(path) as conn:
-        assert conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'failed_count'").fetchone() is None
+    assert "failed_count" not in ledger_files.row_counts(path)
     SqliteLedger(path).close()
-    with sqlite3.connect(path) as conn:
-        assert kept_counts(conn) == counted(conn) == {(1, "IGNORE"): 10, (1, "RETRY"): 289}
-        assert len(FAILED_INDEX) == conn.execute(
-            "SELECT count(*) FROM sqlite_master WHERE name IN ('failed_seq', 'failed_count') "
-            "OR name LIKE 'failed_count_%'").fetchone()[0]
+    with ledger_files.reader(path) as reader:
+        assert reader.failed_counts() == reader.count_failed() == {IDENTITY: {"IGNORE": 10, "RETRY": 289}}
+        assert len(FAILED_INDEX) == len({name for name in objects(reader.conn)
+                                         if name == "failed_seq" or name.startswith("failed_count")})
 
 
 OPS = st.lists(st.one_of(
@@ -446,7 +428,7 @@ def test_the_kept_counts_always_equal_a_count_of_the_failed_records(tmp_path_fac
                 entry.failed = {f.id: f for f in failures(unique, when)}
                 ledger.import_progress(MigrationProgress(migrations={identity: entry}))
             ledger.checkpoint()
-            assert kept_counts(ledger.conn) == counted(ledger.conn), (kind, identity, unique)
+            assert ledger.failed_counts() == ledger.count_failed(), (kind, identity, unique)
     finally:
         ledger.close()
 

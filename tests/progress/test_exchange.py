@@ -13,13 +13,13 @@ import pytest
 from ferryman import Action, FailedRecord, MigrationProgress, ProgressFormatError
 from ferryman.progress.exchange import export_json, import_json
 from tests.progress.test_jsonfmt import LIMIT_CASES
-from ferryman.progress.sqlite_ledger import SqliteLedger
+from ferryman.progress.sqlite import SqliteLedger
 
 SCRIPT = """
 import resource, sys
 from ferryman.progress.exchange import export_json, import_json
 from tests.progress.test_jsonfmt import LIMIT_CASES
-from ferryman.progress.sqlite_ledger import SqliteLedger
+from ferryman.progress.sqlite import SqliteLedger
 verb, ledger_path, json_path = sys.argv[1:]
 ledger = SqliteLedger(ledger_path)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

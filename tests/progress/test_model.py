@@ -1,4 +1,4 @@
-"""The in-memory ledger: mjg's mutation rules (spec §5.4) and the succeeded/failed invariant."""
+"""The in-memory ledger: mjg's mutation rules and the succeeded/failed invariant."""
 
 from __future__ import annotations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -306,3 +307,46 @@ def test_serve_forever_answers_and_stops_cleanly_on_a_signal(tmp_path, sig):
     assert proc.returncode == 0, err
     assert out.strip() == "stopped"
     assert "Traceback" not in err
+
+
+# --- a progress file written by Java mjg --------------------------------------------------------------
+
+JAVA_CAUSE = ("java.lang.IllegalStateException: boom\n"
+              "\tat mjg.StationMigration.transform(StationMigration.java:42)\n"
+              "\tat mjg.Runner.run(Runner.java:10)\n")
+
+
+def java_progress(path: Path, *, failed: bool = True, fatal: bool = False) -> None:
+    """An mjg JSON progress as Java mjg writes it: causes are Java stack traces, the frames
+    after the exception's line."""
+    records = [{"id": 3, "description": "StationEntity(id=3)", "cause": JAVA_CAUSE, "action": "RETRY",
+                "timestamp": "2025-08-29T00:33:52"}] if failed else []
+    document = {
+        "metadata": {"timestamp": "2025-08-29T00:33:51.600238326", "completedMigrationFQCNs": [],
+                     "inProgressMigrationFQCNs": ["mjg.StationMigration"]},
+        "migrationProgress": {"mjg.StationMigration": {
+            "fqcn": "mjg.StationMigration", "succeededRecordIds": [1, 2], "failedRecords": records}},
+        "fatalErrors": ["java.sql.SQLException: source unreadable\n\tat mjg.Runner.run(Runner.java:10)"]
+        if fatal else [],
+    }
+    path.write_text(json.dumps(document, indent=2), encoding="utf-8")
+
+
+@pytest.mark.parametrize("failed, fatal, last_err", [
+    (True, False, "StationEntity(id=3): IllegalStateException: boom"),
+    (False, True, "SQLException: source unreadable"),
+])
+def test_a_java_progress_says_what_failed_not_where(tmp_path, failed, fatal, last_err):
+    from click.testing import CliRunner
+
+    from ferryman.cli import cli
+
+    path = tmp_path / "progress.json"
+    java_progress(path, failed=failed, fatal=fatal)
+    with BackgroundServer(create_app(LedgerStatusSource(path))) as server:
+        result = httpx.get(f"{server.url}/migrate/result").json()
+    assert result == {"status": "failed", "step": "StationMigration", "last_err": last_err, "try_count": 0}
+    shown = CliRunner().invoke(cli, ["status", "--progress", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.splitlines()[0].endswith(f"last error: {last_err}")
+    assert "Runner.java" not in shown.output

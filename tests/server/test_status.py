@@ -1,4 +1,4 @@
-"""The status rules (CONTRACT §6) against real ledgers written by real runs."""
+"""The status rules against real ledgers written by real runs."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -15,13 +14,14 @@ from pathlib import Path
 
 import pytest
 
+import ledger_files
 from helpers import poll_until
 
 from ferryman import (
     Action, FailedRecord, FerrymanError, MemoryLedger, MemoryStore, MigrationProgress,
-    MigrationService, Retry, SqlStore, migration,
+    MigrationService, Retry, RunObserver, SqlStore, migration,
 )
-from ferryman.progress.sqlite_ledger import SqliteLedger
+from ferryman.progress.sqlite import SqliteLedger
 from ferryman.server import LedgerStatusSource, LiveStatusSource, StatusSnapshot
 
 REPO = Path(__file__).resolve().parents[2]
@@ -258,9 +258,7 @@ def test_sql_stores_and_a_read_only_ledger_are_left_untouched(tmp_path):
     for _ in range(3):
         assert source.snapshot().status == "migrated"
     assert ledger.read_bytes() == before
-    conn = sqlite3.connect(ledger)
-    assert conn.execute("SELECT count(*) FROM lease").fetchone() == (0,)
-    conn.close()
+    assert ledger_files.holder(ledger) is None
 
 
 # --- mjg JSON progress ----------------------------------------------------------------------------
@@ -325,23 +323,39 @@ def test_live_source_follows_one_run(tmp_path, kind):
                                         "try_count": 0}
     BROKEN.add(9)
     DELAY["seconds"] = 0.01
-    seen: list[StatusSnapshot] = []
-    thread = threading.Thread(target=svc.run)
-    thread.start()
-    seen.append(poll_until(lambda: (s := live.snapshot()).status == "running" and s.migrations
-                         and s.migrations[0]["read"] > 0 and s, what="running"))
-    thread.join(60)
-    failed = live.snapshot()
-    assert seen[0].try_count == 1 and seen[0].step == "Copy"
+
+    class Watch(RunObserver):
+        """What the source shows during the first attempt, after it, and as the second starts;
+        between the two attempts, the record is fixed."""
+
+        def __init__(self) -> None:
+            self.attempt = 0
+            self.seen: dict[str, StatusSnapshot] = {}
+
+        def attempt_started(self, attempt: int) -> None:
+            self.attempt = attempt
+            if attempt == 2:
+                self.seen["second"] = live.snapshot()
+
+        def page_done(self, report) -> None:
+            if self.attempt == 1 and report.read > 0:
+                self.seen.setdefault("running", live.snapshot())
+
+        def retrying(self, result, max_tries: int, delay: float) -> None:
+            self.seen["failed"] = live.snapshot()
+            BROKEN.clear()
+
+    watch = Watch()
+    svc.add_observer(watch)
+    svc.run(max_tries=2, retry_delay=0)
+    running, failed = watch.seen["running"], watch.seen["failed"]
+    assert running.status == "running" and running.try_count == 1 and running.step == "Copy"
     assert failed.result() == {"status": "failed", "step": "Copy",
                                "last_err": "src(id=9): ValueError: cannot copy record 9",
                                "try_count": 1}
     assert [(f["id"], f["action"]) for f in failed.failed_records] == [(9, "RETRY")]
     assert failed.failed_total == 1 and failed.runs[0]["outcome"] == "failed"
-    BROKEN.clear()
-    live.attempt_started(2)  # what the CLI's --max-tries does
-    assert live.snapshot().status == "running"
-    svc.run()
+    assert watch.seen["second"].status == "running"
     done = live.snapshot()
     assert done.result() == {"status": "completed", "step": "Copy", "last_err": None,
                              "try_count": 2}

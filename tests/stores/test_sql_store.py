@@ -250,6 +250,8 @@ def test_postgres_scans_send_the_next_page_query_ahead(
 
 def test_missing_table_is_terminal_and_named(db_url: str) -> None:
     store = SqlStore("ghosts", db_url, "no_such_table")
+    if store.dialect == "sqlite":
+        open(store.url.database or "", "a").close()  # a database without the table
     try:
         with pytest.raises(TerminalStoreError, match=r"store 'ghosts' .*table 'no_such_table' does not exist"):
             store.read_page(None, None, 10)

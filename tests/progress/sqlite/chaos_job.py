@@ -10,14 +10,16 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections.abc import Sequence
 
-from ferryman import MigrationService, RunObserver, SqlStore, migration
+from ferryman import MigrationReport, MigrationService, RunObserver, SqlStore, migration
+from ferryman.types import Aggregates, Record
 
 
 class SayRunning(RunObserver):
     """Tells the test the run has begun (a signal before that kills the process outright)."""
 
-    def run_started(self, reports):
+    def run_started(self, reports: Sequence[MigrationReport]) -> None:
         print("running", flush=True)
 
 
@@ -25,7 +27,7 @@ class SayRunning(RunObserver):
 class CopyUpper:
     delay = float(os.environ.get("CHAOS_JOB_DELAY", "0"))
 
-    def transform(self, aggregates, record):
+    def transform(self, aggregates: Aggregates, record: Record) -> list[Record]:
         if self.delay:
             time.sleep(self.delay)
         return [{"id": record["id"], "name": record["name"].upper(), "n": record["n"] * 2}]

@@ -3,12 +3,11 @@
 Cost per checkpoint grows with the batch, not the migration, and memory holds one batch of ids,
 never the whole progress. A run appends each page's succeeded ids as ONE row of
 ``succeeded_log`` (the JSON array of their ids, the same text as the page's journal entry), not
-one row per id: an INSERT per id (~1.3 µs) was the ledger's largest cost. The per-id table
-``succeeded`` is the lookup index (is this id done?); lookups are only ever needed for what
-earlier runs did, so :meth:`SqliteLedger.start_migration` first folds the migration's log into
-it (one transaction, a chunk of ids in memory at a time). Only a resumed or re-run migration
-pays for that fold, once, and less than per-id inserts did (SQLite inserts ints itself). An
-id's success is in one of the two tables; every reader sees both.
+one row per id: an INSERT per id was the ledger's largest cost. The per-id table ``succeeded``
+is the lookup index (is this id done?); lookups are only ever needed for what earlier runs did,
+so :meth:`SqliteLedger.start_migration` first folds the migration's log into it (one
+transaction, a chunk of ids in memory at a time). Only a resumed or re-run migration pays for
+that fold, once. An id's success is in one of the two tables; every reader sees both.
 
 This relies on what the runner guarantees anyway for exactly once: within a run an id is
 recorded succeeded at most once (keyset paging reads each id once, ids earlier runs migrated
@@ -27,229 +26,55 @@ from __future__ import annotations
 import json
 import logging
 import os
-from json.encoder import encode_basestring as _json_string  # type: ignore[attr-defined]
 import socket
 import sqlite3
 import time
-import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from itertools import repeat
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
-from ..errors import LeaseLostError, LedgerFileError, LedgerWriteError, StoreError
-from ..redact import mask_secrets
-from ..report import MigrationReport, RunResult
-from ..signals import critical
-from ..stores.base import JournalEntry, Store
-from ..types import RecordId
-from .lease import SCHEMA as LEASE_SCHEMA, TABLES as LEASE_TABLES, Lease, busy_error, live_holder
-from .lease import upgrade as upgrade_lease
-from .ledger import Ledger
-from .model import Action, FailedRecord, MigrationEntry, MigrationProgress, ProgressMetadata
+from ...errors import LeaseLostError, LedgerFileError, LedgerWriteError, StoreError
+from ...redact import mask_secrets
+from ...report import MigrationReport, RunResult
+from ...signals import critical
+from ...stores.base import JournalEntry, Store
+from ...types import RecordId
+from ..ledger import Ledger
+from ..model import Action, FailedRecord, MigrationProgress
+from ..storage import checked_path
+from .codec import array_keys, as_id, decode_id, encode_id, encode_ids, failed_row
+from .importer import LedgerImport
+from .lease import Lease
+from .reader import LOOKUP_CHUNK, SqliteReader
+from .schema import (
+    SCHEMA_VERSION,
+    UPSERT_FAILED,
+    add_failure_counters,
+    check_integrity,
+    connect,
+    has_failure_counters,
+    inserted,
+    inspect_ledger,
+    is_ledger_file,
+    upgrade,
+)
 
 log = logging.getLogger("ferryman")
 
-SCHEMA_VERSION = "3"
-"""2: succeeded ids may also be in ``succeeded_log`` (a version 1 file gets the table on open).
-3: the lease records the holder's process start time and an epoch; each migration its
-destination dataset, write count and inputs (both added to older files on open).
-A file of a newer version is refused: this code cannot know what it would break in it."""
 FLUSH_INTERVAL = 0.5
 """Seconds between ledger commits when the destination journals its batches."""
 JOURNAL_CLEANUP_EVERY = 32
 """Ledger commits between two deletions of journal rows the ledger already holds."""
 FOLD_CHUNK = 50_000
 """Ids held in memory at a time while folding a migration's log into ``succeeded``."""
-LOOKUP_CHUNK = 500
-"""Ids per ``rid IN (...)`` statement (SQLite allows 32766 parameters; 500 is plenty)."""
 JOURNALED_KEPT = 64
 """Journal payloads kept for :meth:`SqliteLedger.record` to reuse (a page has a few batches)."""
 
-SCHEMA = LEASE_SCHEMA + """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS migration (
-    id INTEGER PRIMARY KEY, identity TEXT NOT NULL UNIQUE,
-    in_progress INTEGER NOT NULL DEFAULT 0, completed INTEGER NOT NULL DEFAULT 0,
-    report TEXT, dest TEXT, changes INTEGER NOT NULL DEFAULT 0, inputs TEXT
-);
-CREATE TABLE IF NOT EXISTS succeeded (
-    migration INTEGER NOT NULL, rid TEXT NOT NULL, PRIMARY KEY (migration, rid)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS succeeded_log (
-    seq INTEGER PRIMARY KEY, migration INTEGER NOT NULL, ids TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS succeeded_log_migration ON succeeded_log (migration);
-CREATE TABLE IF NOT EXISTS failed (
-    migration INTEGER NOT NULL, rid TEXT NOT NULL, seq INTEGER NOT NULL,
-    description TEXT NOT NULL, cause TEXT NOT NULL, action TEXT NOT NULL, timestamp TEXT NOT NULL,
-    PRIMARY KEY (migration, rid)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS fatal_error (seq INTEGER PRIMARY KEY, migration TEXT, text TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS run (
-    id INTEGER PRIMARY KEY, job INTEGER NOT NULL, attempt INTEGER NOT NULL,
-    started_at REAL NOT NULL, ended_at REAL, outcome TEXT, pid INTEGER, host TEXT,
-    step TEXT, last_error TEXT, reports TEXT
-);
-"""
 
-_COUNT_NEW = ("INSERT INTO failed_count VALUES (NEW.migration, NEW.action, 1) "
-              "ON CONFLICT DO UPDATE SET n = n + 1")
-_UNCOUNT_OLD = "UPDATE failed_count SET n = n - 1 WHERE migration = OLD.migration AND action = OLD.action"
-FAILED_INDEX = (
-    "CREATE INDEX failed_seq ON failed (seq)",
-    "CREATE TABLE failed_count (migration INTEGER NOT NULL, action TEXT NOT NULL, "
-    "n INTEGER NOT NULL, PRIMARY KEY (migration, action)) WITHOUT ROWID",
-    f"CREATE TRIGGER failed_count_insert AFTER INSERT ON failed BEGIN {_COUNT_NEW}; END",
-    f"CREATE TRIGGER failed_count_delete AFTER DELETE ON failed BEGIN {_UNCOUNT_OLD}; END",
-    "CREATE TRIGGER failed_count_update AFTER UPDATE OF migration, action ON failed BEGIN "
-    f"{_UNCOUNT_OLD}; {_COUNT_NEW}; END",
-)
-"""What lets a reader of a large ledger stay cheap: ``failed_count`` holds how many failed
-records each migration has per action, kept by triggers (so every writer, whatever its version
-of ferryman, keeps it right), and ``failed_seq`` finds the newest failures without a sort.
-Created, and filled from ``failed``, the first time a ledger is opened for writing."""
-
-
-def encode_id(record_id: RecordId) -> str:
-    """Canonical text of an id; the JSON of it, so types survive (``1`` vs ``"1"``)."""
-    kind = type(record_id)
-    if kind is int:
-        return int.__repr__(record_id)  # type: ignore[arg-type]
-    if kind is str:
-        return _json_string(record_id)
-    return json.dumps(list(record_id), ensure_ascii=False, separators=(",", ":"))  # type: ignore[arg-type]
-
-
-def decode_id(text: str) -> RecordId:
-    return _as_id(json.loads(text))
-
-
-_PLAIN_TYPES = {int, str, tuple}
-_ARRAY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
-
-
-def encode_ids(ids: Sequence[RecordId]) -> str:
-    """The JSON array of ``ids``: ``"[" + ",".join(map(encode_id, ids)) + "]"``, 2-9x faster.
-
-    The text of a journal entry and of a ``succeeded_log`` row. For ints, strs and tuples the C
-    JSON encoder writes exactly what :func:`encode_id` writes; anything else goes through it
-    (an int subclass, which encode_id refuses, is written as its int).
-    """
-    if not isinstance(ids, (list, tuple)):
-        ids = list(ids)
-    try:
-        return "[" + ",".join(map(int.__repr__, ids)) + "]"  # type: ignore[arg-type]  # all ints
-    except TypeError:
-        pass
-    if {*map(type, ids)} <= _PLAIN_TYPES:
-        return _ARRAY_ENCODER.encode(list(ids))
-    return "[" + ",".join(map(encode_id, ids)) + "]"
-
-
-def _array_keys(text: str) -> list[str]:
-    """The canonical texts (:func:`encode_id`) of the ids in a JSON array of ids.
-
-    For :func:`encode_ids`'s own text: the ints of an array without strings or arrays are
-    already in int.__repr__'s form. Foreign text (a journal read back) goes through json.loads.
-    """
-    if '"' not in text and "[" not in text[1:]:
-        body = text[1:-1]
-        return body.split(",") if body else []
-    return [encode_id(_as_id(v)) for v in json.loads(text)]
-
-
-def _array_ids(text: str) -> list[RecordId]:
-    """The ids of a JSON array of ids."""
-    values = json.loads(text)
-    return values if "[" not in text[1:] else [_as_id(v) for v in values]
-
-
-def _as_id(value: Any) -> RecordId:
-    """A JSON value back as an id: arrays are composite ids (tuples)."""
-    return tuple(value) if isinstance(value, list) else value
-
-
-def checked_path(path: str | os.PathLike[str]) -> str:
-    """``path`` as text; an empty one (an unset shell variable) is refused, not a temporary
-    database that vanishes with the run."""
-    text = os.fspath(path)
-    if not text:
-        raise LedgerFileError("the progress ledger path is empty (an unset shell variable?): "
-                              "name a file, e.g. progress.db")
-    return text
-
-
-def is_ledger_file(path: str | os.PathLike[str]) -> bool:
-    """True for an SQLite file, or an empty or new one whose name does not end in ``.json``."""
-    path = os.fspath(path)
-    if os.path.exists(path) and os.path.getsize(path) > 0:
-        with open(path, "rb") as fh:
-            return fh.read(16) == b"SQLite format 3\x00"
-    return not path.lower().endswith(".json")
-
-
-LEDGER_TABLES = frozenset({"meta", "migration", "succeeded", "succeeded_log", "failed", "failed_count", "fatal_error",
-                           "run"}) | LEASE_TABLES
-
-
-def inspect_ledger(conn: sqlite3.Connection, path: str) -> int | None:
-    """The schema version of the ferryman ledger on ``conn``, None when the database is empty;
-    read without writing anything. Anything else raises :class:`LedgerFileError`: another
-    application's database, a ledger of a newer schema, an unreadable file."""
-    try:
-        tables = {name for (name,) in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite!_%' ESCAPE '!'")}
-        if not tables:
-            return None
-        try:
-            meta = dict(conn.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
-        except sqlite3.OperationalError:  # a table "meta" of another shape
-            meta = {}
-    except sqlite3.DatabaseError as exc:
-        raise LedgerFileError(f"cannot read progress ledger {path}: {exc}") from exc
-    if "uid" not in meta or "schema" not in meta:
-        raise LedgerFileError(
-            f"{path} is not a ferryman progress ledger (an SQLite database with tables "
-            f"{', '.join(sorted(tables))}); give the progress a file of its own")
-    try:
-        version = int(meta["schema"])
-    except ValueError:
-        raise LedgerFileError(
-            f"progress ledger {path} is damaged: schema version {meta['schema']!r}") from None
-    if version > int(SCHEMA_VERSION):
-        raise LedgerFileError(f"{path} was written by a newer ferryman (ledger schema {version}; "
-                              f"this version reads up to {SCHEMA_VERSION})")
-    foreign = tables - LEDGER_TABLES
-    if foreign:
-        raise LedgerFileError(
-            f"{path} is a ferryman progress ledger holding tables of another application too "
-            f"({', '.join(sorted(foreign))}); give the progress a file of its own")
-    return version
-
-
-def _check_integrity(conn: sqlite3.Connection, path: str) -> None:
-    """Refuse a damaged file (truncated, pages overwritten) before any work relies on it.
-
-    ``PRAGMA quick_check`` reads every page once: a fraction of a second for millions of ids.
-    """
-    try:
-        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")
-                    if not row[0].startswith("***")]  # "*** in database main ***": a heading
-    except sqlite3.DatabaseError as exc:
-        raise LedgerFileError(f"cannot read progress ledger {path}: {exc}") from exc
-    if problems != ["ok"]:
-        raise LedgerFileError(f"progress ledger {path} is damaged: {'; '.join(problems)}")
-
-
-def _connect(path: str, read_only: bool) -> sqlite3.Connection:
-    uri = Path(path).resolve().as_uri() + ("?mode=ro" if read_only else "?mode=rwc")
-    return sqlite3.connect(uri, uri=True, timeout=30, isolation_level=None, check_same_thread=False)
-
-
-class SqliteLedger(Ledger):
-    """Progress in an SQLite file; one run at a time holds its lease."""
+class SqliteLedger(SqliteReader, Ledger):
+    """Progress in an SQLite file; one run at a time holds its lease. It reads as a
+    :class:`~.reader.SqliteReader` too (what is committed)."""
 
     journals = True
 
@@ -271,11 +96,9 @@ class SqliteLedger(Ledger):
         try:
             self._open()
             try:
+                super().__init__(self.conn, self.path)
                 self.uid = self._meta("uid")
-                self._has_log = not read_only or self.conn.execute(
-                    "SELECT 1 FROM sqlite_master WHERE name = 'succeeded_log'").fetchone() is not None
-                """False only for a version 1 file opened read-only (it has no log to read)."""
-                self._seq = self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM failed").fetchone()[0]
+                self._seq = int(self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM failed").fetchone()[0])
             except BaseException:
                 self.conn.close()
                 raise
@@ -309,11 +132,11 @@ class SqliteLedger(Ledger):
         """
         version = None
         if self.read_only or (os.path.exists(self.path) and os.path.getsize(self.path) > 0):
-            conn = _connect(self.path, read_only=True)
+            conn = connect(self.path, read_only=True)
             try:
                 version = inspect_ledger(conn, self.path)
                 if version is not None:
-                    _check_integrity(conn, self.path)
+                    check_integrity(conn, self.path)
                 elif self.read_only:
                     raise LedgerFileError(f"{self.path} holds no progress yet (an empty SQLite file)")
             except BaseException:
@@ -323,19 +146,14 @@ class SqliteLedger(Ledger):
                 self.conn = conn
                 return
             conn.close()
-        self.conn = _connect(self.path, read_only=False)
+        self.conn = connect(self.path, read_only=False)
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
             self.conn.execute("PRAGMA synchronous=FULL")
             if version != int(SCHEMA_VERSION):  # else nothing to create: no write lock to wait
                 with self._tx():                  # for (a stopped run may hold it)
                     inspect_ledger(self.conn, self.path)  # again, under the write lock
-                    for statement in SCHEMA.split(";"):
-                        if statement.strip():
-                            self.conn.execute(statement)
-                    upgrade_lease(self.conn)
-                    self._add_lineage_columns()
-                    self._init_meta()
+                    upgrade(self.conn)
             self._index_failures()
         except BaseException:
             self.conn.close()
@@ -367,59 +185,28 @@ class SqliteLedger(Ledger):
         except sqlite3.OperationalError as exc:
             raise LedgerWriteError(f"cannot write progress ledger {self.path}: {exc}") from exc
 
-    def _init_meta(self) -> None:
-        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('uid', ?)", (uuid.uuid4().hex,))
-        self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-        self.conn.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'schema' AND CAST(value AS INTEGER) < ?1",
-            (SCHEMA_VERSION,))
-        self.conn.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('timestamp', ?)", (datetime.now().isoformat(),)
-        )
-
-    def _add_lineage_columns(self) -> None:
-        """A ledger written before schema 3 gets the lineage columns (none recorded yet)."""
-        have = {row[1] for row in self.conn.execute("PRAGMA table_info(migration)")}
-        for column, kind in (("dest", "TEXT"), ("changes", "INTEGER NOT NULL DEFAULT 0"), ("inputs", "TEXT")):
-            if column not in have:
-                self.conn.execute(f"ALTER TABLE migration ADD COLUMN {column} {kind}")
-
     def _index_failures(self) -> None:
         """Add the failed records' counters and ``seq`` index to a ledger that lacks them."""
-        exists = "SELECT 1 FROM sqlite_master WHERE name = 'failed_count'"
-        if self.conn.execute(exists).fetchone():
+        if has_failure_counters(self.conn):
             return
         with self._tx():
-            if self.conn.execute(exists).fetchone():  # another process added them meanwhile
-                return
-            for statement in FAILED_INDEX:
-                self.conn.execute(statement)
-            self.conn.execute("INSERT INTO failed_count "
-                              "SELECT migration, action, count(*) FROM failed GROUP BY migration, action")
-
-    def _meta(self, key: str) -> str:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        if row is None:
-            raise LedgerFileError(f"{self.path} is not a ferryman progress ledger (no {key})")
-        return str(row[0])
+            if not has_failure_counters(self.conn):  # else another process added them meanwhile
+                add_failure_counters(self.conn)
 
     def _mid(self, identity: str) -> int:
+        """The migration's row id, made on first use."""
         mid = self._ids.get(identity)
         if mid is None:
-            row = self.conn.execute("SELECT id FROM migration WHERE identity = ?", (identity,)).fetchone()
-            if row is None:
+            mid = self.migration_id(identity)
+            if mid is None:
                 with self._tx():
-                    mid = self.conn.execute(
-                        "INSERT INTO migration (identity) VALUES (?)", (identity,)
-                    ).lastrowid
-            else:
-                mid = row[0]
-                if self.conn.execute("SELECT 1 FROM failed WHERE migration = ? LIMIT 1", (mid,)).fetchone():
-                    self._has_failed.add(mid)
+                    mid = inserted(self.conn.execute("INSERT INTO migration (identity) VALUES (?)", (identity,)))
+            elif self.conn.execute("SELECT 1 FROM failed WHERE migration = ? LIMIT 1", (mid,)).fetchone():
+                self._has_failed.add(mid)
             self._ids[identity] = mid
         return mid
 
-    def _next_seq(self) -> int:
+    def next_seq(self) -> int:
         """Order of failed records (first failure first); kept in memory, not MAX() per row."""
         self._seq += 1
         return self._seq
@@ -451,10 +238,10 @@ class SqliteLedger(Ledger):
                 job, attempt = last[0] + 1, 1
             else:
                 job, attempt = last[0], last[1] + 1
-            self.run_id = self.conn.execute(
+            self.run_id = inserted(self.conn.execute(
                 "INSERT INTO run (job, attempt, started_at, pid, host) VALUES (?, ?, ?, ?, ?)",
                 (job, attempt, now, os.getpid(), socket.gethostname()),
-            ).lastrowid
+            ))
         self.lease = lease
         self._reports = reports
         self._changed.clear()
@@ -535,15 +322,6 @@ class SqliteLedger(Ledger):
             self._flush()  # a pending failure takes its id out of ``succeeded``
         return {decode_id(k) for k in self._present("succeeded", mid, list(map(encode_id, ids)))}
 
-    def _present(self, table: str, mid: int, keys: list[str]) -> Iterator[str]:
-        """Which of ``keys`` (encoded ids) ``table`` holds for the migration."""
-        for start in range(0, len(keys), LOOKUP_CHUNK):
-            chunk = keys[start:start + LOOKUP_CHUNK]
-            marks = ",".join("?" * len(chunk))
-            for (rid,) in self.conn.execute(
-                    f"SELECT rid FROM {table} WHERE migration = ? AND rid IN ({marks})", (mid, *chunk)):
-                yield rid
-
     def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
         ignored = self._ignored.get(self._mid(identity))
         return {i for i in ids if i in ignored} if ignored else set()
@@ -560,11 +338,11 @@ class SqliteLedger(Ledger):
         if succeeded:
             text = self._journaled_text(identity, succeeded) or encode_ids(succeeded)
             # Only a migration with failed entries pays for per-id keys (to delete those entries).
-            keys = _array_keys(text) if mid in self._has_failed else None
+            keys = array_keys(text) if mid in self._has_failed else None
             self._ops.append(("s", mid, (text, keys)))
         self._journaled.clear()
         if failed:
-            self._ops.append(("f", mid, [_failed_row(mid, self._next_seq(), f) for f in failed]))
+            self._ops.append(("f", mid, [failed_row(mid, self.next_seq(), f) for f in failed]))
             self._has_failed.add(mid)
 
     def record_fatal(self, identity: str, text: str) -> None:
@@ -613,7 +391,7 @@ class SqliteLedger(Ledger):
         entries = dest.read_journal(key)
         if not entries:
             return 0
-        keys = [encode_id(_as_id(v)) for e in entries for v in json.loads(e.payload)]
+        keys = [encode_id(as_id(v)) for e in entries for v in json.loads(e.payload)]
         mid = self._mid(identity)
         self._flush()
         with self._tx():
@@ -672,7 +450,7 @@ class SqliteLedger(Ledger):
                 else:
                     self.conn.executemany("DELETE FROM succeeded WHERE migration = ? AND rid = ?",
                                           [(mid, row[1]) for row in rows])
-                    self.conn.executemany(_UPSERT_FAILED, rows)
+                    self.conn.executemany(UPSERT_FAILED, rows)
             self._count_changes(changed)
             if self.lease is not None:
                 self._write_reports()
@@ -692,7 +470,7 @@ class SqliteLedger(Ledger):
         Runs inside the caller's transaction, FOLD_CHUNK ids in memory at a time. INSERT OR
         IGNORE keeps an id once whatever the log repeats; an id failed after it was logged
         (its failed entry is newer: a success deletes the entry) is left out, as per id.
-        A row of 64-bit ints is inserted by SQLite itself (json_each), 1.5-4x faster than
+        A row of 64-bit ints is inserted by SQLite itself (json_each), which is faster than
         binding each id from Python; anything else is decoded and re-encoded here.
         """
         if not self._has_log:
@@ -708,7 +486,7 @@ class SqliteLedger(Ledger):
                     and not self.conn.execute(_NOT_INT64, (text,)).fetchone()):
                 folded += self.conn.execute(_FOLD_INT64, (mid, text)).rowcount
                 continue
-            keys += _array_keys(text)
+            keys += array_keys(text)
             if len(keys) >= FOLD_CHUNK:
                 self.conn.executemany(insert, zip(repeat(mid), keys))
                 folded += len(keys)
@@ -771,7 +549,7 @@ class SqliteLedger(Ledger):
 
     def _dest_of(self, key: str) -> str | None:
         row = self.conn.execute("SELECT dest FROM migration WHERE identity = ?", (key,)).fetchone()
-        return None if row is None else row[0]  # type: ignore[no-any-return]
+        return None if row is None or row[0] is None else str(row[0])
 
     def lineage(self) -> dict[str, tuple[str | None, int]]:
         """Every migration's destination dataset and write count, by key."""
@@ -794,9 +572,8 @@ class SqliteLedger(Ledger):
         mid = self._mid(key)
         self._flush()
         with self._tx():
-            holder = None if self.lease is not None else live_holder(self.conn)  # a run resets its own
-            if holder is not None:
-                raise busy_error(self.path, holder, "reset a migration")
+            if self.lease is None:  # a run resets its own
+                self.refuse_if_live("reset a migration")
             for table in ("succeeded", "succeeded_log", "failed"):
                 self.conn.execute(f"DELETE FROM {table} WHERE migration = ?", (mid,))
             self.conn.execute("DELETE FROM fatal_error WHERE migration = ?", (key,))
@@ -808,67 +585,12 @@ class SqliteLedger(Ledger):
         if dest is not None and dest.supports_journal:
             self._delete_journal(dest, self.journal_key(key))
 
-    # --- reading the whole progress -------------------------------------------------------------
-
-    def identities(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT identity FROM migration ORDER BY id")]
-
-    def iter_succeeded(self, identity: str) -> Iterator[RecordId]:
-        """Every succeeded id once: the per-id table, then the log (less ids failed since)."""
-        mid = self._mid(identity)
-        if not self._has_log:
-            for (rid,) in self.conn.execute("SELECT rid FROM succeeded WHERE migration = ?", (mid,)):
-                yield decode_id(rid)
-            return
-        has_failed = self.conn.execute(
-            "SELECT 1 FROM failed WHERE migration = ? LIMIT 1", (mid,)).fetchone() is not None
-        # One statement, one snapshot: a fold committed meanwhile cannot hide ids between the two.
-        for logged, text in self.conn.execute(
-                "SELECT 0, rid FROM succeeded WHERE migration = ?1 UNION ALL "
-                "SELECT 1, ids FROM (SELECT ids FROM succeeded_log WHERE migration = ?1 ORDER BY seq)",
-                (mid,)):
-            if not logged:
-                yield decode_id(text)
-                continue
-            if has_failed:
-                keys = _array_keys(text)
-                failed = set(self._present("failed", mid, keys))
-                if failed:
-                    yield from (decode_id(k) for k in keys if k not in failed)
-                    continue
-            yield from _array_ids(text)
-
-    def iter_failed(self, identity: str) -> Iterator[FailedRecord]:
-        mid = self._mid(identity)
-        for rid, d, c, a, t in self.conn.execute(
-            "SELECT rid, description, cause, action, timestamp FROM failed "
-            "WHERE migration = ? ORDER BY seq", (mid,)
-        ):
-            yield FailedRecord(decode_id(rid), d, c, Action(a), datetime.fromisoformat(t))
-
-    def failed_records(self, identity: str) -> list[FailedRecord]:
-        return list(self.iter_failed(identity))
-
-    def metadata(self) -> ProgressMetadata:
-        rows = self.conn.execute("SELECT identity, in_progress, completed FROM migration ORDER BY id").fetchall()
-        return ProgressMetadata(
-            datetime.fromisoformat(self._meta("timestamp")),
-            [i for i, _, c in rows if c], [i for i, p, c in rows if p and not c],
-        )
-
-    def fatal_errors(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT text FROM fatal_error ORDER BY seq")]
+    # --- the whole progress, failed records' actions, the whole content -----------------------
 
     def progress(self) -> MigrationProgress:
-        """The whole progress as a MigrationProgress (memory grows with it: for export/callbacks)."""
+        """The whole progress, what is recorded but not committed yet included."""
         self._flush()
-        migrations = {}
-        for identity in self.identities():
-            entry = MigrationEntry(identity)
-            entry.succeeded = dict.fromkeys(self.iter_succeeded(identity))
-            entry.failed = {f.id: f for f in self.iter_failed(identity)}
-            migrations[identity] = entry
-        return MigrationProgress(self.metadata(), migrations, self.fatal_errors())
+        return super().progress()
 
     def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:
         """Set the action of failed records (all of the migration's when ``ids`` is None)."""
@@ -886,9 +608,7 @@ class SqliteLedger(Ledger):
     def replacing(self) -> Iterator[LedgerImport]:
         """Replace the whole content in one transaction (refused while a run holds the lease)."""
         with self._tx():
-            holder = live_holder(self.conn)
-            if holder is not None:
-                raise busy_error(self.path, holder)
+            self.refuse_if_live()
             for table in ("succeeded", "succeeded_log", "failed", "fatal_error", "migration"):
                 self.conn.execute(f"DELETE FROM {table}")
             for cache in (self._ids, self._maybe_done, self._has_failed, self._ignored):
@@ -918,83 +638,16 @@ class SqliteLedger(Ledger):
                 self.conn.close()
 
 
-class LedgerImport:
-    """Writes imported progress into a ledger inside :meth:`SqliteLedger.replacing`.
-
-    Calls may come in any order and in pieces (a streaming reader sends ids in chunks); an id
-    both succeeded and failed ends up succeeded, as when a run saves it.
-    """
-
-    def __init__(self, ledger: SqliteLedger) -> None:
-        self.ledger = ledger
-        self._metadata: ProgressMetadata | None = None
-
-    def metadata(self, metadata: ProgressMetadata) -> None:
-        self._metadata = metadata
-        self.ledger.conn.execute("UPDATE meta SET value = ? WHERE key = 'timestamp'",
-                                 (metadata.timestamp.isoformat(),))
-
-    def succeeded(self, identity: str, ids: Iterable[RecordId]) -> None:
-        mid = self._migration(identity)
-        params = [(mid, encode_id(i)) for i in ids]
-        self.ledger.conn.executemany("DELETE FROM failed WHERE migration = ? AND rid = ?", params)
-        self.ledger.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)", params)
-
-    def failed(self, identity: str, records: Iterable[FailedRecord]) -> None:
-        mid = self._migration(identity)
-        self.ledger.conn.executemany(
-            _IMPORT_FAILED, (_failed_row(mid, self.ledger._next_seq(), f) for f in records)
-        )
-
-    def fatal_errors(self, texts: Iterable[str]) -> None:
-        self.ledger.conn.executemany("INSERT INTO fatal_error (migration, text) VALUES (NULL, ?)",
-                                     ((t,) for t in texts))
-
-    def _migration(self, identity: str) -> int:
-        row = self.ledger.conn.execute("SELECT id FROM migration WHERE identity = ?", (identity,)).fetchone()
-        if row:
-            return int(row[0])
-        return int(self.ledger.conn.execute(
-            "INSERT INTO migration (identity) VALUES (?)", (identity,)).lastrowid)
-
-    def finish(self) -> None:
-        metadata = self._metadata
-        if metadata is None:
-            return
-        for identity in dict.fromkeys([*metadata.in_progress, *metadata.completed]):
-            self._migration(identity)
-        conn = self.ledger.conn
-        conn.executemany("UPDATE migration SET in_progress = 1 WHERE identity = ?",
-                         ((i,) for i in metadata.in_progress))
-        conn.executemany("UPDATE migration SET completed = 1, in_progress = 0 WHERE identity = ?",
-                         ((i,) for i in metadata.completed))
-
-
 _NOT_INT64 = "SELECT 1 FROM json_each(?) WHERE typeof(value) != 'integer' LIMIT 1"
 """Whether a JSON array has an element SQLite does not read as a 64-bit int (it reads a bigger
 int as a float: its text would not be the id's)."""
 _FOLD_INT64 = "INSERT OR IGNORE INTO succeeded SELECT ?1, CAST(value AS TEXT) FROM json_each(?2)"
 """A JSON array of 64-bit ints into ``succeeded``: SQLite writes an int's text as Python does."""
 
-_FAILED_CONFLICT = (
-    " ON CONFLICT (migration, rid) DO UPDATE SET description = excluded.description, "
-    "cause = excluded.cause, action = excluded.action, timestamp = excluded.timestamp"
-)
-_UPSERT_FAILED = "INSERT INTO failed VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)" + _FAILED_CONFLICT
-_IMPORT_FAILED = (  # a succeeded id wins over a failed entry for it
-    "INSERT INTO failed SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE NOT EXISTS "
-    "(SELECT 1 FROM succeeded WHERE migration = ?1 AND rid = ?2)" + _FAILED_CONFLICT
-)
-
 
 def derived_key(identity: str, dest: str) -> str:
     """The key of a migration class's progress for a second destination: ``identity@dest``."""
     return f"{identity}@{dest}"
-
-
-def _failed_row(mid: int, seq: int, record: FailedRecord) -> tuple[Any, ...]:
-    return (mid, encode_id(record.id), seq, record.description, record.cause,
-            Action(record.action).value, record.timestamp.isoformat())
 
 
 def _reports_json(reports: Sequence[MigrationReport]) -> str:

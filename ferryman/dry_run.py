@@ -1,0 +1,58 @@
+"""A dry run (:meth:`~ferryman.MigrationService.dry_run`): reads and transforms as a run does,
+saves nothing and records no progress, and says what each migration would write."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .report import RunResult
+from .stores.base import JournalEntry, Store
+from .types import Filter, Record, RecordId
+
+
+class DryRunStore(Store):
+    """A destination that reads through to the real store and saves nothing, only counting."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner.name, inner.key)
+        self.inner = inner
+        self.saved = 0
+
+    def id_of(self, record: Record) -> RecordId:
+        return self.inner.id_of(record)
+
+    def describe(self, record: Record) -> str:
+        return self.inner.describe(record)
+
+    def read_page(self, filter: Filter | None, after: RecordId | None, limit: int) -> list[Record]:
+        return self.inner.read_page(filter, after, limit)
+
+    def get_many(self, ids: Sequence[RecordId]) -> list[Record]:
+        return self.inner.get_many(ids)
+
+    def count(self, filter: Filter | None = None) -> int | None:
+        return self.inner.count(filter)
+
+    def save_all(self, records: list[Record], *, journal: JournalEntry | None = None) -> None:
+        self.saved += len(records)
+
+
+@dataclass
+class DryRunResult(RunResult):
+    """What a dry run did: a :class:`RunResult` where nothing was saved."""
+
+    would_write: dict[str, int] = field(default_factory=dict)
+    """Records each migration's destination would have received, by migration name."""
+
+    def summary(self) -> str:
+        lines = []
+        for r in self.reports:
+            lines.append(
+                f"{r.name}: would write {self.would_write.get(r.name, 0)} record(s) to {r.dest} "
+                f"({r.read} read, {r.skipped} already done, {r.ignored} ignored, {r.failed} would fail"
+                + (f", held back: {', '.join(r.held_back_by)} failed" if r.held_back_by else "")
+                + ")"
+            )
+        lines.append("dry run: nothing was saved and no progress was written")
+        return "\n".join(lines)

@@ -1,0 +1,193 @@
+"""What a durable ledger tells those who read it: the status server, the CLI, tests.
+
+A run writes its progress through :class:`~ferryman.progress.ledger.Ledger`; everything else
+reads it through a :class:`LedgerReader`, never through the storage behind it. The SQLite
+ledger (:mod:`ferryman.progress.sqlite`) implements both; a ledger kept in a database server
+implements the same two interfaces, and the status server, ``ferryman failed`` and
+``ferryman progress export`` work on it unchanged.
+
+A reader never writes: not the progress, not the lease. Reads fail with
+:class:`~ferryman.errors.LedgerFileError` when the ledger cannot be read.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import asdict, dataclass
+from typing import Any, Self
+
+from ..types import RecordId
+from .lease import Holder, busy_error
+from .model import (
+    FailedRecord,
+    MigrationEntry,
+    MigrationProgress,
+    ProgressMetadata,
+    display_name,
+)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run in the ledger's history."""
+
+    id: int
+    job: int
+    """A job is the runs up to one that completes; the next run starts the next job."""
+    attempt: int
+    """1 for the first run of a job, 2 for the run after it, and so on."""
+    started_at: float
+    ended_at: float | None
+    outcome: str | None
+    """``completed``, ``failed``, ``interrupted`` or ``died``; None while the run lives (or
+    when its process died and no run has taken the ledger over since)."""
+    pid: int | None
+    host: str | None
+    step: str | None
+    """The name of the migration it started last."""
+    last_error: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MigrationRecord:
+    """What the ledger knows of one migration's progress."""
+
+    identity: str
+    """The key its progress is kept under (:meth:`~ferryman.progress.ledger.Ledger.bind`)."""
+    in_progress: bool
+    completed: bool
+    report: dict[str, Any] | None
+    """Its report in the last run that ran it (``MigrationReport.to_dict()``), if any."""
+    dest: str | None
+    """The dataset it writes, once a run bound it."""
+    changes: int
+    """How many runs wrote records to ``dest``."""
+
+    @property
+    def name(self) -> str:
+        """Its name as its last report gave it, else the class name in its identity."""
+        name = self.report.get("name") if self.report else None
+        return name if isinstance(name, str) and name else display_name(self.identity)
+
+
+class LedgerReader(ABC):
+    """Read access to a durable ledger: its run history, lease, migrations and records."""
+
+    path: str
+    """Where the ledger is, as messages name it."""
+
+    @abstractmethod
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Reads made inside see one state of the ledger (one read transaction)."""
+
+    # --- runs and the lease ---------------------------------------------------------------------
+
+    @abstractmethod
+    def runs(self, limit: int | None = None) -> list[RunRecord]:
+        """The run history, newest first; the ``limit`` newest runs when given."""
+
+    @abstractmethod
+    def run_reports(self, run_id: int) -> list[dict[str, Any]]:
+        """The reports a run last wrote, one per migration (``MigrationReport.to_dict()``)."""
+
+    @abstractmethod
+    def holder(self) -> Holder | None:
+        """Who holds the lease, alive or not; None when nobody does."""
+
+    def live_holder(self) -> Holder | None:
+        """The holder of the lease when a live run holds it; None when the ledger is free.
+
+        The one answer to "is this ledger in use by a live run?".
+        """
+        holder = self.holder()
+        return holder if holder is not None and holder.alive() else None
+
+    def refuse_if_live(self, doing: str | None = None) -> None:
+        """Raise :class:`~ferryman.errors.LedgerBusyError`, saying what cannot be done
+        (``doing``), while a live run holds the ledger."""
+        holder = self.live_holder()
+        if holder is not None:
+            raise busy_error(self.path, holder, doing)
+
+    # --- migrations -----------------------------------------------------------------------------
+
+    @abstractmethod
+    def migrations(self) -> list[MigrationRecord]:
+        """Every migration the ledger holds progress of, in the order it first met them."""
+
+    def identities(self) -> list[str]:
+        return [m.identity for m in self.migrations()]
+
+    def names(self) -> dict[str, str]:
+        """Each migration's name (:attr:`MigrationRecord.name`), by identity."""
+        return {m.identity: m.name for m in self.migrations()}
+
+    @abstractmethod
+    def metadata(self) -> ProgressMetadata:
+        """The progress metadata as mjg keeps it: which migrations completed, which did not."""
+
+    # --- records --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def iter_succeeded(self, identity: str) -> Iterator[RecordId]:
+        """Every id the migration migrated, each once (none for an unknown migration)."""
+
+    @abstractmethod
+    def iter_failed(self, identity: str) -> Iterator[FailedRecord]:
+        """The migration's failed records, the first failure first."""
+
+    def failed_records(self, identity: str) -> list[FailedRecord]:
+        return list(self.iter_failed(identity))
+
+    @abstractmethod
+    def newest_failed(self, limit: int) -> list[tuple[str, FailedRecord]]:
+        """The ``limit`` newest failed records of every migration, ``(identity, record)``,
+        the newest first; without reading the others."""
+
+    @abstractmethod
+    def failed_counts(self) -> dict[str, dict[str, int]]:
+        """How many failed records each migration has, by action: ``{identity: {"RETRY": n}}``
+        (without reading the records)."""
+
+    @abstractmethod
+    def fatal_errors(self, limit: int | None = None) -> list[str]:
+        """The fatal errors recorded (source unreadable...), oldest first; the ``limit``
+        newest when given."""
+
+    @abstractmethod
+    def fatal_count(self) -> int:
+        """How many fatal errors are recorded."""
+
+    # --- the whole progress ---------------------------------------------------------------------
+
+    def progress(self) -> MigrationProgress:
+        """The whole progress as mjg's model (memory grows with it: for export and callbacks)."""
+        with self.snapshot():
+            migrations = {}
+            for identity in self.identities():
+                entry = MigrationEntry(identity)
+                entry.succeeded = dict.fromkeys(self.iter_succeeded(identity))
+                entry.failed = {f.id: f for f in self.iter_failed(identity)}
+                migrations[identity] = entry
+            return MigrationProgress(self.metadata(), migrations, self.fatal_errors())
+
+    # --- connections ----------------------------------------------------------------------------
+
+    @abstractmethod
+    def new_reader(self) -> LedgerReader:
+        """Another reader of the same ledger, on a connection of its own (for another thread)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the connection."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,288 @@
+"""The read API of an SQLite ledger: :class:`~ferryman.progress.reader.LedgerReader` in SQL.
+
+:meth:`SqliteReader.open` is what the status server opens at every snapshot: read-only
+(``mode=ro``: it never creates nor changes the file, and takes no lease), and cheap: it checks
+that the file is a ledger this code may read, not every page of it. A ledger written by an older
+ferryman is read as it is (tables or columns it lacks read as empty), an empty database as a
+ledger with nothing in it yet.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from ...errors import LedgerFileError
+from ...types import RecordId
+from ..lease import Holder
+from ..model import Action, FailedRecord, ProgressMetadata
+from ..reader import LedgerReader, MigrationRecord, RunRecord
+from .codec import array_ids, array_keys, decode_id
+from .lease import current_holder
+from .schema import LEDGER_TABLES, columns, connect, inspect_ledger, tables
+
+LOOKUP_CHUNK = 500
+"""Ids per ``rid IN (...)`` statement (SQLite allows 32766 parameters; 500 is plenty)."""
+
+_RUN_COLUMNS = "id, job, attempt, started_at, ended_at, outcome, pid, host, step, last_error"
+
+
+class SqliteReader(LedgerReader):
+    """Reads the SQLite ledger on ``conn`` (its own connection, or a writer's)."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.conn = conn
+        self.path = path
+        with self._reading():
+            self._tables = tables(conn)
+            self._migration_columns = columns(conn, "migration") if "migration" in self._tables else set()
+
+    @classmethod
+    def open(cls, path: str) -> SqliteReader:
+        """A reader of the ledger at ``path`` on a read-only connection of its own.
+
+        Raises:
+            LedgerFileError: the file cannot be opened, is not a ferryman ledger, or is of a
+                newer schema.
+        """
+        try:
+            conn = connect(path, read_only=True, timeout=5)
+        except sqlite3.Error as exc:
+            raise LedgerFileError(f"cannot read progress ledger {path}: {exc}") from exc
+        try:
+            inspect_ledger(conn, path)
+            return cls(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            raise LedgerFileError(f"cannot read progress ledger {self.path}: {exc}") from exc
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        if self.conn.in_transaction:  # already inside one (a writer's, or a snapshot's)
+            yield
+            return
+        with self._reading():
+            self.conn.execute("BEGIN")
+        try:
+            yield
+        finally:
+            if self.conn.in_transaction:
+                self.conn.execute("COMMIT")  # a read transaction: nothing to keep or lose
+
+    # --- runs and the lease ---------------------------------------------------------------------
+
+    def runs(self, limit: int | None = None) -> list[RunRecord]:
+        if "run" not in self._tables:
+            return []
+        with self._reading():
+            rows = self.conn.execute(f"SELECT {_RUN_COLUMNS} FROM run ORDER BY id DESC LIMIT ?",
+                                     (-1 if limit is None else limit,)).fetchall()
+        return [RunRecord(*row) for row in rows]
+
+    def run_reports(self, run_id: int) -> list[dict[str, Any]]:
+        if "run" not in self._tables:
+            return []
+        with self._reading():
+            row = self.conn.execute("SELECT reports FROM run WHERE id = ?", (run_id,)).fetchone()
+        reports: list[dict[str, Any]] = json.loads(row[0]) if row is not None and row[0] else []
+        return reports
+
+    def holder(self) -> Holder | None:
+        if "lease" not in self._tables:
+            return None
+        with self._reading():
+            return current_holder(self.conn)
+
+    # --- migrations -----------------------------------------------------------------------------
+
+    def migrations(self) -> list[MigrationRecord]:
+        if "migration" not in self._tables:
+            return []
+        have = self._migration_columns  # a read-only file of schema 2 has no lineage yet
+        dest = "dest" if "dest" in have else "NULL"
+        changes = "changes" if "changes" in have else "0"
+        with self._reading():
+            rows = self.conn.execute(f"SELECT identity, in_progress, completed, report, {dest}, {changes} "
+                                     "FROM migration ORDER BY id").fetchall()
+        return [MigrationRecord(i, bool(p), bool(c), _report(r), d, n) for i, p, c, r, d, n in rows]
+
+    def identities(self) -> list[str]:
+        if "migration" not in self._tables:
+            return []
+        with self._reading():
+            return [r[0] for r in self.conn.execute("SELECT identity FROM migration ORDER BY id")]
+
+    def metadata(self) -> ProgressMetadata:
+        with self._reading():
+            rows = self.conn.execute(
+                "SELECT identity, in_progress, completed FROM migration ORDER BY id").fetchall()
+            return ProgressMetadata(
+                datetime.fromisoformat(self._meta("timestamp")),
+                [i for i, _, c in rows if c], [i for i, p, c in rows if p and not c],
+            )
+
+    def _meta(self, key: str) -> str:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            raise LedgerFileError(f"{self.path} is not a ferryman progress ledger (no {key})")
+        return str(row[0])
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version the file says it has (:data:`~.schema.SCHEMA_VERSION` once
+        opened for writing)."""
+        with self._reading():
+            return int(self._meta("schema"))
+
+    def migration_id(self, identity: str) -> int | None:
+        """The row id of a migration, None when the ledger does not know it."""
+        row = self.conn.execute("SELECT id FROM migration WHERE identity = ?", (identity,)).fetchone()
+        return None if row is None else int(row[0])
+
+    # --- records --------------------------------------------------------------------------------
+
+    @property
+    def _has_log(self) -> bool:
+        """False only for a version 1 file opened read-only (it has no log to read)."""
+        return "succeeded_log" in self._tables
+
+    def iter_succeeded(self, identity: str) -> Iterator[RecordId]:
+        """Every succeeded id once: the per-id table, then the log (less ids failed since)."""
+        with self._reading():
+            mid = self.migration_id(identity)
+            if mid is None:
+                return
+            if not self._has_log:
+                for (rid,) in self.conn.execute("SELECT rid FROM succeeded WHERE migration = ?", (mid,)):
+                    yield decode_id(rid)
+                return
+            has_failed = self.conn.execute(
+                "SELECT 1 FROM failed WHERE migration = ? LIMIT 1", (mid,)).fetchone() is not None
+            # One statement, one snapshot: a fold committed meanwhile cannot hide ids between the two.
+            for logged, text in self.conn.execute(
+                    "SELECT 0, rid FROM succeeded WHERE migration = ?1 UNION ALL "
+                    "SELECT 1, ids FROM (SELECT ids FROM succeeded_log WHERE migration = ?1 ORDER BY seq)",
+                    (mid,)):
+                if not logged:
+                    yield decode_id(text)
+                    continue
+                if has_failed:
+                    keys = array_keys(text)
+                    failed = set(self._present("failed", mid, keys))
+                    if failed:
+                        yield from (decode_id(k) for k in keys if k not in failed)
+                        continue
+                yield from array_ids(text)
+
+    def _present(self, table: str, mid: int, keys: list[str]) -> Iterator[str]:
+        """Which of ``keys`` (encoded ids) ``table`` holds for the migration."""
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[start:start + LOOKUP_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for (rid,) in self.conn.execute(
+                    f"SELECT rid FROM {table} WHERE migration = ? AND rid IN ({marks})", (mid, *chunk)):
+                yield rid
+
+    def iter_failed(self, identity: str) -> Iterator[FailedRecord]:
+        with self._reading():
+            mid = self.migration_id(identity)
+            if mid is None:
+                return
+            for rid, d, c, a, t in self.conn.execute(
+                "SELECT rid, description, cause, action, timestamp FROM failed "
+                "WHERE migration = ? ORDER BY seq", (mid,)
+            ):
+                yield _failed_record(rid, d, c, a, t)
+
+    def newest_failed(self, limit: int) -> list[tuple[str, FailedRecord]]:
+        if "failed" not in self._tables:
+            return []
+        with self._reading():
+            rows = self.conn.execute(
+                "SELECT m.identity, f.rid, f.description, f.cause, f.action, f.timestamp "
+                "FROM failed f JOIN migration m ON m.id = f.migration ORDER BY f.seq DESC LIMIT ?",
+                (limit,)).fetchall()
+        return [(identity, _failed_record(*row)) for identity, *row in rows]
+
+    def failed_counts(self) -> dict[str, dict[str, int]]:
+        """As the ledger's triggers keep them (:data:`~.schema.FAILED_INDEX`); counted from the
+        records in a file no ferryman with those counters has written to yet."""
+        if "failed" not in self._tables:
+            return {}
+        if "failed_count" not in self._tables:
+            return self.count_failed()
+        with self._reading():
+            return _by_identity(self.conn.execute(
+                "SELECT m.identity, c.action, c.n FROM failed_count c JOIN migration m "
+                "ON m.id = c.migration WHERE c.n > 0"))
+
+    def count_failed(self) -> dict[str, dict[str, int]]:
+        """:meth:`failed_counts` counted from the failed records themselves (reads them all)."""
+        if "failed" not in self._tables:
+            return {}
+        with self._reading():
+            return _by_identity(self.conn.execute(
+                "SELECT m.identity, f.action, count(*) FROM failed f JOIN migration m "
+                "ON m.id = f.migration GROUP BY m.identity, f.action"))
+
+    def fatal_errors(self, limit: int | None = None) -> list[str]:
+        if "fatal_error" not in self._tables:
+            return []
+        with self._reading():
+            return [r[0] for r in self.conn.execute(
+                "SELECT text FROM (SELECT seq, text FROM fatal_error ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                (-1 if limit is None else limit,))]
+
+    def fatal_count(self) -> int:
+        if "fatal_error" not in self._tables:
+            return 0
+        with self._reading():
+            return int(self.conn.execute("SELECT count(*) FROM fatal_error").fetchone()[0])
+
+    def row_counts(self) -> dict[str, int]:
+        """How many rows each table of the ledger holds (a table the file lacks is left out):
+        what the file looks like inside, for someone who investigates it."""
+        with self._reading():
+            return {table: int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+                    for table in sorted(self._tables & LEDGER_TABLES)}
+
+    # --- connections ----------------------------------------------------------------------------
+
+    def new_reader(self) -> SqliteReader:
+        return SqliteReader.open(self.path)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _report(text: str | None) -> dict[str, Any] | None:
+    """A stored report; None when there is none (or it is not a report)."""
+    if not text:
+        return None
+    try:
+        report = json.loads(text)
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def _failed_record(rid: str, description: str, cause: str, action: str, timestamp: str) -> FailedRecord:
+    return FailedRecord(decode_id(rid), description, cause, Action(action), datetime.fromisoformat(timestamp))
+
+
+def _by_identity(rows: Any) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for identity, action, n in rows:
+        counts.setdefault(identity, {})[action] = n
+    return counts
