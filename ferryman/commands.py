@@ -25,7 +25,7 @@ from .errors import FerrymanError, InputError, TargetError, one_line
 from .events import RunObserver
 from .progress.exchange import export_progress, import_progress
 from .progress.failed import FailedRecords, FailedRow
-from .progress.files import checked_location, existing, load_progress, open_ledger
+from .progress.files import checked_location, existing, load_progress, open_ledger, remove_ledger
 from .progress.ledger import Ledger
 from .progress.model import Action
 from .progress.storage import checked_path
@@ -67,14 +67,15 @@ def reset(
     """Forget the progress of ``migrations`` (and their dependants) in the ledger a run of
     ``target`` would use; one line per migration reset, saying what its destination still holds.
 
+    A ledger that does not exist yet is created: resetting then forgets what other ledgers
+    marked on the destinations, to start over with this one on purpose.
+
     Raises:
-        InputError: there is no such ledger or migration, or a live run holds the ledger;
-            nothing is changed then.
+        InputError: there is no such migration, or a live run holds the ledger; nothing is
+            changed then.
     """
     service = _service_of(target)
     path = _ledger_path(service, progress)
-    if path is not None and not os.path.exists(path):
-        raise InputError(f"no progress ledger at {path}: nothing to reset")
     ledger = service.ledger if path is None else _open_ledger(path)
     try:
         with _nothing_done():
@@ -185,6 +186,7 @@ def _run(
     # is created only once the stores answered, so a failed start leaves no file behind.
     path = _ledger_path(service, progress)
     ledger = service.ledger if path is None else (_open_ledger(path) if os.path.exists(path) else None)
+    created = ledger is None
     server = None
     try:
         service.check_stores(only)
@@ -198,8 +200,15 @@ def _run(
             server = LiveServer(ledger, *address)
             server.start()
             echo(f"status API and dashboard: {server.url}")
-        with service.observed_by([server.source] if server is not None else []):
-            result = _attempts(service, ledger, only, max_tries, retry_delay, max_failures)
+        try:
+            with service.observed_by([server.source] if server is not None else []):
+                result = _attempts(service, ledger, only, max_tries, retry_delay, max_failures)
+        except InputError:  # nothing was done: a ledger this run created goes again
+            if created and path is not None:
+                ledger.close()
+                ledger = None
+                remove_ledger(path)
+            raise
         if path is not None:
             ledger.close()
             ledger = None

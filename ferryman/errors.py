@@ -140,6 +140,11 @@ class LedgerFileError(InputError):
     at all, not a ferryman ledger, written by a newer ferryman, or damaged."""
 
 
+class LedgerMismatchError(InputError):
+    """The destination holds what a migration wrote under another progress ledger, and this one
+    knows nothing of it: the run would write it all again (a forgotten or mistyped --progress)."""
+
+
 class LedgerWriteError(FerrymanError):
     """The progress ledger could not be written (a full disk, an I/O error).
 

@@ -370,7 +370,9 @@ class _Run:
 
     def _bind(self) -> None:
         """Key each migration's progress by its identity and destination (see
-        :meth:`Ledger.bind`), and say so when the ledger knows none of this run's migrations."""
+        :meth:`Ledger.bind`), say so when the ledger knows none of this run's migrations, and
+        refuse a destination another ledger wrote for a migration this one has not run
+        (:meth:`Ledger.check_destination`)."""
         known = set(self.ledger.lineage())
         where = getattr(self.ledger, "path", "in use")
         if known and not known & {s.spec.identity for s in self.steps}:
@@ -392,6 +394,8 @@ class _Run:
         if apart:
             log.warning("progress ledger %s holds the progress of %s for other destinations; for these "
                         "destinations it is kept apart (key: module.Class@dataset)", where, ", ".join(apart))
+        for step in self.steps:  # before any work: a forgotten --progress would write it all again
+            self.ledger.check_destination(step.spec.identity, self.service.stores[step.spec.dest])
 
     def _run_steps(self) -> None:
         for step in self.steps:

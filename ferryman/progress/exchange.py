@@ -22,7 +22,7 @@ import ijson  # type: ignore[import-untyped]
 
 from ..errors import InputError
 from ..types import RecordId
-from .files import checked_location, is_ledger_file, reading
+from .files import checked_location, is_ledger_file, reading, remove_ledger
 from .jsonfmt import Reader, iter_json, key_path, member_path
 from .jsonlimits import (
     MAX_DEPTH,
@@ -103,9 +103,7 @@ def import_progress(progress: str | os.PathLike[str], source: str | os.PathLike[
     except BaseException:
         ledger.close()
         if created:
-            for leftover in (path, path + "-wal", path + "-shm", path + "-journal"):
-                if os.path.exists(leftover):
-                    os.remove(leftover)
+            remove_ledger(path)
         raise
     finally:
         ledger.close()

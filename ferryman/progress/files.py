@@ -145,6 +145,15 @@ def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
         return ledger.progress()
 
 
+def remove_ledger(path: str | os.PathLike[str]) -> None:
+    """Remove a ledger a command created and gave up before any work, and the files SQLite keeps
+    beside it: a failed start leaves nothing behind."""
+    path = os.fspath(path)
+    for leftover in (path, path + "-wal", path + "-shm", path + "-journal"):
+        if os.path.exists(leftover):
+            os.remove(leftover)
+
+
 def checked_location(path: str | os.PathLike[str]) -> str:
     """``path`` as a place where a progress file may be: not empty, in a directory that
     exists, and not a directory itself (LedgerFileError otherwise)."""

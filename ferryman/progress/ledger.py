@@ -81,6 +81,11 @@ class Ledger(ABC):
     def note_inputs(self, key: str, inputs: dict[str, int]) -> None:
         """Record the write counts of its inputs as the migration starts."""
 
+    def check_destination(self, key: str, dest: Store) -> None:
+        """Raise :class:`~ferryman.errors.LedgerMismatchError` when ``dest`` holds what this
+        migration wrote under another ledger while this one has no progress for it (a ledger
+        that cannot tell lets it pass)."""
+
     def forget(self, key: str, dest: Store | None = None) -> None:
         """Forget a migration's progress, so that it runs again from the start."""
         raise NotImplementedError(f"{type(self).__name__} cannot forget a migration's progress")

@@ -200,12 +200,15 @@ class Store(ABC):
         """Journal entries committed with earlier batches, oldest first; only ``migration``'s if given."""
         return []
 
-    def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None) -> None:
+    def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None,
+                       keep_last: bool = False) -> None:
         """Forget journal entries the ledger now holds.
 
         Only ``migration``'s entries (None: every migration's), and only those with
         ``seq <= up_to_seq`` (None: any seq). Stores on one database may share one journal
-        table, so a ledger names its own migration.
+        table, so a ledger names its own migration. ``keep_last`` keeps ``migration``'s newest
+        entry: a ledger's mark on the destination, which tells a later run with another ledger
+        that this destination holds what a migration wrote.
         """
 
     def close(self) -> None:

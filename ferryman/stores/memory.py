@@ -207,9 +207,12 @@ class MemoryStore(Store):
         with self._lock:
             return [e for e in self._journal if migration is None or e.migration == migration]
 
-    def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None) -> None:
+    def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None,
+                       keep_last: bool = False) -> None:
         with self._lock:
-            self._journal = [e for e in self._journal if not _journal_selects(e, migration, up_to_seq)]
+            kept = [e for e in self._journal if e.migration == migration][-1:] if keep_last else []
+            self._journal = [e for e in self._journal
+                             if e in kept or not _journal_selects(e, migration, up_to_seq)]
 
 def _journal_selects(entry: JournalEntry, migration: str | None, up_to_seq: int | None) -> bool:
     in_migration = migration is None or entry.migration == migration

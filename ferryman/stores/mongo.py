@@ -343,14 +343,20 @@ class MongoStore(Store):
             found = self.db[JOURNAL_COLLECTION].find(query).sort([("_id", 1)])
             return [JournalEntry(migration=d["migration"], payload=d["payload"], seq=d["_id"]) for d in found]
 
-    def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None) -> None:
+    def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None,
+                       keep_last: bool = False) -> None:
         query: dict[str, Any] = {}
         if migration is not None:
             query["migration"] = migration
-        if up_to_seq is not None:
-            query["_id"] = {"$lte": up_to_seq}
         try:
             with self._errors():
+                if keep_last:
+                    newest = self.db[JOURNAL_COLLECTION].find_one({"migration": migration}, sort=[("_id", -1)])
+                    if newest is None:
+                        return
+                    up_to_seq = newest["_id"] - 1 if up_to_seq is None else min(up_to_seq, newest["_id"] - 1)
+                if up_to_seq is not None:
+                    query["_id"] = {"$lte": up_to_seq}
                 self.db[JOURNAL_COLLECTION].delete_many(query)
         except TransientStoreError as exc:  # best effort, as SqlStore: the entries stay for later
             log.warning("journal cleanup postponed: %s", exc)

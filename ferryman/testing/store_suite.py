@@ -472,6 +472,16 @@ class StoreContract:
         store.delete_journal("m2", up_to_seq=last_seq)
         assert [e.payload for e in store.read_journal()] == ["p4"]
 
+    def test_delete_journal_keep_last_keeps_the_newest_entry_of_the_migration(self, make_store: StoreFactory) -> None:
+        store = self._journal_store(make_store)
+        for i, migration in enumerate(["m1", "m2", "m1", "m1", "m2"]):
+            store.save_all([INT_KEY.row(i)], journal=JournalEntry(migration, f"p{i}"))
+        store.delete_journal("m1", keep_last=True)
+        assert [(e.migration, e.payload) for e in store.read_journal()] == [("m2", "p1"), ("m1", "p3"), ("m2", "p4")]
+        store.delete_journal("m1", keep_last=True)  # nothing more to delete
+        store.delete_journal("m3", keep_last=True)  # no entries at all
+        assert [e.payload for e in store.read_journal()] == ["p1", "p3", "p4"]
+
     # --- count ----------------------------------------------------------------------------
 
     def test_count_with_filter(self, store: Store) -> None:

@@ -402,3 +402,34 @@ def test_a_generator_that_raises_fails_its_record_only(tmp_path):
     assert [f["id"] for f in copy["failedRecords"]] == [300]
     assert "generator of record 300 broke" in copy["failedRecords"][0]["cause"]
     assert destination_ids(dst) == [i for i in range(1, n + 1) if i != 300]
+
+
+# --- a forgotten or mistyped --progress ---------------------------------------------------------------------
+
+
+def test_a_second_ledger_on_a_written_destination_is_refused_until_reset(tmp_path):
+    n = 3_000
+    src = make_source(tmp_path, n)
+    dst = f"sqlite:///{tmp_path}/dst.db"
+    make_destination(dst)
+    environ = env(src, dst)
+    first = ferryman("run", str(TARGET), "--progress", "scratch.db", "--only", "Copy", cwd=tmp_path, environ=environ)
+    assert first.returncode == 0, first.stdout + first.stderr
+
+    forgot = ferryman("run", str(TARGET), "--only", "Copy", cwd=tmp_path, environ=environ)  # no --progress
+    assert forgot.returncode == 2, forgot.stdout + forgot.stderr
+    assert "destination 'dst' holds what migration Copy wrote under another progress ledger" in forgot.stderr
+    assert_exactly_once(dst, n)  # nothing written twice
+
+    again = ferryman("run", str(TARGET), "--progress", "scratch.db", "--only", "Copy", cwd=tmp_path, environ=environ)
+    assert again.returncode == 0 and "3000 already done" in again.stdout  # the right ledger still works
+
+    assert not (tmp_path / "ferryman-progress.db").exists()  # the refused run left nothing behind
+    assert ferryman("reset", str(TARGET), "--migration", "Copy", cwd=tmp_path, environ=environ).returncode == 0
+    engine = sa.create_engine(dst)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM dst")  # starting over on purpose: the destination emptied
+    engine.dispose()
+    fresh = ferryman("run", str(TARGET), "--only", "Copy", cwd=tmp_path, environ=environ)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert_exactly_once(dst, n)

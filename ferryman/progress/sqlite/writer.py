@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from itertools import repeat
 from typing import Any
 
-from ...errors import LeaseLostError, LedgerFileError, LedgerWriteError, StoreError
+from ...errors import LeaseLostError, LedgerFileError, LedgerMismatchError, LedgerWriteError, StoreError
 from ...redact import mask_secrets
 from ...report import MigrationReport, RunResult
 from ...signals import critical
@@ -399,8 +399,9 @@ class SqliteLedger(SqliteReader, Ledger):
             params = list(zip(repeat(mid), keys))
             if mid in self._has_failed:  # a success clears the record's failure
                 self.conn.executemany("DELETE FROM failed WHERE migration = ? AND rid = ?", params)
-            self.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)", params)
-            self._count_changes({mid})
+            added = self.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)", params).rowcount
+            if added > 0:  # a batch a crash left unrecorded, not the mark already recorded
+                self._count_changes({mid})
         self._maybe_done.add(mid)
         self._delete_journal(dest, key)
         return len(keys)
@@ -523,10 +524,38 @@ class SqliteLedger(SqliteReader, Ledger):
                 log.warning("could not clean the journal of %s yet: %s", dest.name, exc)
 
     def _delete_journal(self, dest: Store, key: str) -> None:
-        """Delete journal rows the ledger holds; never after the lease was lost: the run that
-        took it over writes its own batches' rows under the same key and needs them."""
+        """Delete journal rows the ledger holds, all but the newest: it stays as this ledger's
+        mark on the destination (see :meth:`check_destination`; folding it back again changes
+        nothing). Never after the lease was lost: the run that took it over writes its own
+        batches' rows under the same key and needs them."""
         self.assert_held()
-        dest.delete_journal(key)
+        dest.delete_journal(key, keep_last=True)
+
+    def check_destination(self, key: str, dest: Store) -> None:
+        """Refuse a migration this ledger knows nothing of whose destination holds another
+        ledger's mark for it: what that ledger recorded as done would be written again."""
+        if not dest.supports_journal or self._has_progress(key):
+            return
+        try:
+            entries = dest.read_journal()
+        except StoreError:
+            return  # the migration's own journal recovery retries it, and fails it if it must
+        others = {e.migration.partition(":")[0] for e in entries
+                  if e.migration.partition(":")[2] == key and e.migration != self.journal_key(key)}
+        if others:
+            name = key.rsplit(".", 1)[-1]
+            raise LedgerMismatchError(
+                f"destination {dest.name!r} holds what migration {name} wrote under another progress "
+                f"ledger (id {sorted(others)[0][:12]}), and progress ledger {self.path} has no progress "
+                f"for it: this run would write it all again. Run with that ledger's --progress (by "
+                f"default ferryman-progress.db in the current directory), or start over on purpose "
+                f"with `ferryman reset TARGET --migration {name}` (after emptying the destination)")
+
+    def _has_progress(self, key: str) -> bool:
+        row = self.conn.execute("SELECT id FROM migration WHERE identity = ?", (key,)).fetchone()
+        return row is not None and any(
+            self.conn.execute(f"SELECT 1 FROM {table} WHERE migration = ? LIMIT 1", (row[0],)).fetchone()
+            for table in ("succeeded", "succeeded_log", "failed"))
 
     # --- lineage: what each migration writes, how often it wrote, what it read ------------------
 
@@ -582,8 +611,10 @@ class SqliteLedger(SqliteReader, Ledger):
         for cache in (self._maybe_done, self._has_failed):
             cache.discard(mid)
         self._ignored.pop(mid, None)
-        if dest is not None and dest.supports_journal:
-            self._delete_journal(dest, self.journal_key(key))
+        if dest is not None and dest.supports_journal:  # every ledger's entries and marks for it
+            self.assert_held()
+            for entry_key in {e.migration for e in dest.read_journal() if e.migration.partition(":")[2] == key}:
+                dest.delete_journal(entry_key)
 
     # --- the whole progress, failed records' actions, the whole content -----------------------
 

@@ -8,7 +8,8 @@ rely on "everything up to seq N" meaning the same thing before and after a delet
 from __future__ import annotations
 
 from sqlalchemy import (
-    Column, Connection, Engine, Integer, MetaData, String, Table, Text, bindparam, delete, insert, inspect, select,
+    Column, Connection, Engine, Integer, MetaData, String, Table, Text, bindparam, delete, func, insert, inspect,
+    select,
 )
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
@@ -83,10 +84,16 @@ def read_entries(conn: Connection, table: Table, migration: str | None) -> list[
     return [JournalEntry(migration=r.migration, payload=r.payload, seq=r.seq) for r in conn.execute(query)]
 
 
-def delete_entries(conn: Connection, table: Table, migration: str | None, up_to_seq: int | None) -> None:
+def delete_entries(conn: Connection, table: Table, migration: str | None, up_to_seq: int | None,
+                   keep_last: bool = False) -> None:
     statement = delete(table)
     if migration is not None:
         statement = statement.where(table.c.migration == migration)
+    if keep_last:  # the newest seq read first: MySQL deletes from no table its subquery reads
+        newest = conn.execute(select(func.max(table.c.seq)).where(table.c.migration == migration)).scalar()
+        if newest is None:
+            return
+        up_to_seq = newest - 1 if up_to_seq is None else min(up_to_seq, newest - 1)
     if up_to_seq is not None:
         statement = statement.where(table.c.seq <= up_to_seq)
     conn.execute(statement)

@@ -625,7 +625,8 @@ class SqlStore(Store):
             with self.engine.connect() as conn:
                 return read_entries(conn, self._journal, migration)
 
-    def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None) -> None:
+    def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None,
+                       keep_last: bool = False) -> None:
         """Forget entries the ledger holds; best effort while the database is unreachable.
 
         A transient failure is logged, not raised: the entries stay until the next cleanup, and
@@ -636,7 +637,7 @@ class SqlStore(Store):
                 if self._journal_missing():
                     return
                 with self.engine.begin() as conn:
-                    delete_entries(conn, self._journal, migration, up_to_seq)
+                    delete_entries(conn, self._journal, migration, up_to_seq, keep_last)
         except TransientStoreError as exc:
             log.warning("journal cleanup postponed: %s", exc)
 
