@@ -270,6 +270,8 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
         say(result.summary())
         if result.attempts > 1:
             say(f"attempts: {result.attempts} of {max_tries}")
+        if result.exit_code == 1 and not dry_run and any(r.failed for r in result.reports):
+            say(console.next_steps_after_failures(target, progress or commands.DEFAULT_PROGRESS))
 
     try:
         result = commands.run(
@@ -292,8 +294,14 @@ def plan(target: str) -> None:
     Example:
       ferryman plan migrations.py
     """
-    for line in commands.plan(target):
-        echo(line)
+    lines, problems = commands.plan(target)
+    for line in lines:
+        if line not in problems:
+            echo(line)
+    for problem in problems:  # a run would stop before any work: say it as an error does
+        click.echo(f"ferryman: error: {console.shown(problem)}", err=True)
+    if problems:
+        click.get_current_context().exit(2)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Forget a migration's progress so it runs again.")
@@ -381,7 +389,7 @@ def _selection_options(f: F) -> F:
 @_selection_options
 @click.option("--wide", is_flag=True, help="Show descriptions and causes whole, however wide the terminal.")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print JSON, one object per record, with the whole stored cause.")
+              help="Print a JSON array, an object per record, with the whole stored cause.")
 @debug_option
 def failed_list(progress: str, migration: str | None, grep: str | None, wide: bool, as_json: bool) -> None:
     """List failed records: id, migration, action, description, cause.

@@ -55,9 +55,11 @@ def _quiet(_: str) -> None:
 # --- plan and reset ---------------------------------------------------------------------------
 
 
-def plan(target: str | Target | MigrationService) -> list[str]:
-    """The run order of the target's migrations, one line each, with why."""
-    return _service_of(target).explain()
+def plan(target: str | Target | MigrationService) -> tuple[list[str], list[str]]:
+    """The run order of the target's migrations, one line each, with why; and the problems that
+    would stop a run before any work (stores whose keys cannot be known), one line each."""
+    service = _service_of(target)
+    return service.explain(), service.key_problems()
 
 
 def reset(

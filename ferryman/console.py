@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -95,6 +97,29 @@ def discard_output(stream: IO[str]) -> None:
         os.dup2(devnull, fd)
     finally:
         os.close(devnull)
+
+
+def command_name() -> str:
+    """How to call ferryman again from this shell: ``ferryman`` when that is what runs, else
+    the script's own path (a ``.venv/bin/ferryman`` not on ``PATH``) or ``python -m ferryman``."""
+    script = sys.argv[0] if sys.argv else ""
+    if os.path.basename(script) != "ferryman":
+        return "python -m ferryman"
+    found = shutil.which("ferryman")
+    if found and os.path.realpath(found) == os.path.realpath(script):
+        return "ferryman"
+    return shlex.quote(os.path.relpath(script) if not script.startswith("..") else script)
+
+
+def next_steps_after_failures(target: str, progress: str) -> str:
+    """What to do after a run that did not complete: the three commands that matter."""
+    ferryman, target, progress = command_name(), shlex.quote(target), shlex.quote(progress)
+    return "\n".join([
+        "next:",
+        f"  {ferryman} failed list --progress {progress}                  # what failed, and why",
+        f"  {ferryman} failed ignore|retry --progress {progress} ID ...   # or --all, --grep TEXT",
+        f"  {ferryman} run {target} --progress {progress}                 # resumes: only what is left",
+    ])
 
 
 def format_duration(seconds: float | None) -> str:

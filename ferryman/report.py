@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Sequence
 
 
 class MigrationState(str, Enum):
@@ -146,3 +146,14 @@ class RunResult:
         if self.ledger_error:
             lines.append(f"the run stopped: {self.ledger_error}")
         return "\n".join(lines)
+
+
+def last_error(reports: Sequence[MigrationReport]) -> str | None:
+    """The run's last error, as the status API's ``last_err`` shows it: the newest migration's
+    fatal error, else its last record error, named by the migration (the current ``step`` may be
+    another one)."""
+    for report in reversed(reports):
+        error = report.fatal_error or report.last_error
+        if error:
+            return f"{report.name}: {error}"
+    return None

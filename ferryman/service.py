@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
+import shlex
 import os
 import threading
 import time
@@ -90,24 +92,28 @@ def _instantiate(migration: Any) -> tuple[MigrationSpec, Any]:
         ) from exc
 
 
-def reflected_keys(stores: Sequence[Store]) -> list[str]:
-    """What ``ferryman plan`` says of the keys it reflected: one line naming each store's
-    primary key, and a line for each store whose key cannot be known."""
+_STORE_LABEL = re.compile(r"store '[^']*' \([^)]*\): ")
+
+
+def reflected_keys(stores: Sequence[Store]) -> tuple[list[str], list[str]]:
+    """What ``ferryman plan`` says of the keys it reflected: a line naming each store's primary
+    key; and the problems: a line for each reason a store's key cannot be known, naming every
+    store it stops (a database that refuses the login stops all its tables alike)."""
     found: list[str] = []
-    lines: list[str] = []
+    problems: dict[str, list[str]] = {}
     for store in stores:
         if store.key_given:
             continue
         try:
             key = store.key
-        except Exception as exc:  # noqa: BLE001 - said in the plan; the run refuses the store
-            lines.append(f"store {store.name!r}: no key: {describe_error(exc)}")
+        except Exception as exc:  # noqa: BLE001 - said by the plan; the run refuses the store
+            problems.setdefault(_STORE_LABEL.sub("", describe_error(exc)), []).append(repr(store.name))
             continue
         note = f" ({store.key_note})" if store.key_note else ""
         found.append(f"{store.name} {key if isinstance(key, str) else '(' + ', '.join(key) + ')'}{note}")
-    if found:
-        lines.insert(0, f"keys reflected from the tables' primary keys: {', '.join(found)}")
-    return lines
+    lines = [f"keys reflected from the tables' primary keys: {', '.join(found)}"] if found else []
+    return lines, [f"store{'s' if len(names) > 1 else ''} {', '.join(names)}: no key: {why}"
+                   for why, names in problems.items()]
 
 
 class MigrationService:
@@ -138,6 +144,8 @@ class MigrationService:
         self.checkpoint_interval = checkpoint_interval
         self._callbacks: list[ProgressCallback] = []
         self.observers = Observers(observers)
+        self.target: str | None = None
+        """The TARGET this service was loaded from, if any: the commands it suggests name it."""
 
     # --- plan ---------------------------------------------------------------------------------
 
@@ -147,10 +155,19 @@ class MigrationService:
 
     def explain(self) -> list[str]:
         """One line per migration: where it runs and why; then the keys reflected from the
-        databases (stores declared without ``key=``), which reflects them now."""
-        lines = [f"{i}. {s.explain()}" for i, s in enumerate(self._steps, 1)]
+        databases (stores declared without ``key=``), which reflects them now, and a line for
+        each reason a store's key cannot be known (see :meth:`key_problems`)."""
+        lines, problems = self._keys()
+        return [f"{i}. {s.explain()}" for i, s in enumerate(self._steps, 1)] + lines + problems
+
+    def key_problems(self) -> list[str]:
+        """Why the keys of some stores cannot be known (a table without one, a database that
+        cannot be reached): one line per reason, naming the stores; empty when all are known."""
+        return self._keys()[1]
+
+    def _keys(self) -> tuple[list[str], list[str]]:
         used = sorted({name for s in self._steps for name in (*s.spec.reads, s.spec.dest)})
-        return lines + reflected_keys([self.stores[name] for name in used])
+        return reflected_keys([self.stores[name] for name in used])
 
     @property
     def specs(self) -> list[MigrationSpec]:
@@ -459,7 +476,8 @@ class _Run:
                 report.held_back_by = [self._name_of(k) for k in reduced]
                 report.held_back_reason = (
                     f"{names} wrote records after {step.spec.name} last ran, and {step.spec.name} reduces "
-                    f"them: its results may be out of date. Reset it (ferryman reset TARGET --migration "
+                    f"them: its results may be out of date. Reset it (ferryman reset "
+                    f"{shlex.quote(self.service.target or 'TARGET')} --migration "
                     f"{step.spec.name}), empty its destination {dest.name!r} or make it upsert "
                     "(on_conflict='update'), then run again")
                 log.warning("%s held back: %s", step.spec.name, report.held_back_reason)

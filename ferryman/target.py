@@ -41,9 +41,9 @@ class Target:
             PlanError: the migrations cannot be ordered over these stores.
             MigrationDefinitionError: a migration cannot be created.
         """
-        if self.service is not None:
-            return self.service
-        return MigrationService(self.stores, self.migrations)
+        service = self.service if self.service is not None else MigrationService(self.stores, self.migrations)
+        service.target = service.target or self.spec
+        return service
 
 
 def is_file_target(spec: str) -> bool:

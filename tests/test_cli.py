@@ -147,6 +147,23 @@ def test_top_level_help_lists_the_contract_verbs(runner):
         assert f"  {verb} " in result.output
 
 
+def test_the_command_to_suggest_is_the_one_that_runs(tmp_path, monkeypatch):
+    from ferryman.console import command_name
+
+    venv_script = tmp_path / ".venv" / "bin" / "ferryman"
+    venv_script.parent.mkdir(parents=True)
+    venv_script.write_text("")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", [str(venv_script)])
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    assert command_name() == ".venv/bin/ferryman"  # not on PATH: its own path
+    monkeypatch.setenv("PATH", str(venv_script.parent))
+    venv_script.chmod(0o755)
+    assert command_name() == "ferryman"
+    monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/ferryman/__main__.py"])
+    assert command_name() == "python -m ferryman"
+
+
 def test_python_dash_m_and_version(tmp_path):
     result = ferryman("--version", cwd=tmp_path)
     assert result.returncode == 0 and result.stdout.startswith("ferryman, version ")
@@ -167,6 +184,35 @@ def test_plan(runner, tmp_path):
                              "keys reflected from the tables' primary keys: dst id, src id\n")
 
 
+def test_plan_says_once_that_a_database_cannot_be_read_and_exits_2(tmp_path, mysql_url):
+    from sqlalchemy.engine import make_url
+
+    wrong = make_url(mysql_url).set(username="nobody_fm", password="wrong").render_as_string(hide_password=False)
+    (tmp_path / "refused.py").write_text(textwrap.dedent(f"""
+        from ferryman import MemoryStore, SqlDatabase, migration
+        db = SqlDatabase({wrong!r})
+        stores = [db["albums"], db["artists"], MemoryStore("out"), MemoryStore("out2")]
+
+        @migration(source="albums", dest="out")
+        class Albums:
+            def transform(self, aggregates, record):
+                return [record]
+
+        @migration(source="artists", dest="out2")
+        class Artists:
+            def transform(self, aggregates, record):
+                return [record]
+
+        migrations = [Albums, Artists]
+    """))
+    result = ferryman("plan", "refused.py", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stdout.startswith("1. [order 0] Albums: albums -> out; no dependency")
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("ferryman: error: stores 'albums', 'artists': no key: ") and "nobody_fm" in line
+    assert "wrong" not in line  # the password, masked
+
+
 def test_run_on_a_json_ledger_then_resume(runner, tmp_path):
     target = write_target(tmp_path, n=25)
     progress = str(tmp_path / "p.json")
@@ -185,6 +231,10 @@ def test_failures_list_ignore_and_run_again(runner, tmp_path):
     result = runner.invoke(cli, ["run", target, "--progress", progress])
     assert result.exit_code == 1, result.output
     assert "copy_items: failed - 28 migrated, 2 failed" in result.stdout
+    hint = result.stdout[result.stdout.index("next:"):].splitlines()  # the commands that matter, real paths
+    assert hint[1].split()[:6] == ["python", "-m", "ferryman", "failed", "list", "--progress"] and progress in hint[1]
+    assert f"failed ignore|retry --progress {progress} ID ..." in hint[2]
+    assert f"run {target} --progress {progress}" in hint[3]
     listed = runner.invoke(cli, ["failed", "list", "--progress", progress])
     assert listed.exit_code == 0
     lines = listed.stdout.splitlines()

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from .. import commands
+from ..console import command_name
 from ..events import RunObserver
 from ..server.address import DEFAULT_HOST, DEFAULT_PORT, check_port_free
 from .data import DemoData, ensure_data
@@ -83,6 +84,7 @@ def next_steps(data: DemoData, url: str | None) -> str:
     """What to try after the demo's run, as shell commands."""
     progress = shlex.quote(data.progress)
     target = shlex.quote(data.target)
+    ferryman = command_name()
     bad_order = data.negative_qty_orders[0]
     lines = [""]
     if url:
@@ -91,12 +93,12 @@ def next_steps(data: DemoData, url: str | None) -> str:
     else:
         lines.append("Try next:")
     lines += [
-        f"  ferryman status --progress {progress}",
-        f"  ferryman failed list --progress {progress}",
-        f"  ferryman failed ignore --progress {progress} --migration order_lines {bad_order}",
-        f"  ferryman failed ignore --progress {progress} --grep 'UNIQUE constraint'",
-        f"  ferryman run {target} --progress {progress}    # resumes: only what is left",
-        f"  ferryman plan {target}",
-        f"  ferryman progress export --progress {progress} --out {shlex.quote(os.path.join(data.directory, 'progress.json'))}",
+        f"  {ferryman} status --progress {progress}",
+        f"  {ferryman} failed list --progress {progress}",
+        f"  {ferryman} failed ignore --progress {progress} --migration order_lines {bad_order}",
+        f"  {ferryman} failed ignore --progress {progress} --grep 'UNIQUE constraint'",
+        f"  {ferryman} run {target} --progress {progress}    # resumes: only what is left",
+        f"  {ferryman} plan {target}",
+        f"  {ferryman} progress export --progress {progress} --out {shlex.quote(os.path.join(data.directory, 'progress.json'))}",
     ]
     return "\n".join(lines)

@@ -25,7 +25,7 @@ from ..progress.files import is_ledger_file, load_json_progress, open_reader
 from ..progress.ledger import Ledger
 from ..progress.model import Action, FailedRecord, display_name
 from ..progress.reader import LedgerReader
-from ..report import MigrationReport, RunResult
+from ..report import MigrationReport, RunResult, last_error
 from .status import (
     FAILED_RECORDS_SHOWN,
     RUNS_SHOWN,
@@ -233,7 +233,7 @@ class LiveStatusSource(RunObserver):
 
     def run_finished(self, result: RunResult) -> None:
         failed, total = self._ledger_failures(result.reports)
-        last_err = _last_error(result.reports)
+        last_err = last_error(result.reports)
         if result.callback_errors:
             last_err = f"progress persistence failed: {result.callback_errors[-1]}"
         if not result.ok and last_err is None:
@@ -272,7 +272,7 @@ class LiveStatusSource(RunObserver):
             status, step, last_err = self._status, self._step, self._last_err
             migrations = [r.to_dict() for r in self._reports]
             if status is Status.RUNNING:
-                last_err = _last_error(self._reports) or last_err
+                last_err = last_error(self._reports) or last_err
             try_count = self._ledger_attempt or self._attempt
             runs = [dict(r) for r in self._runs]
             failed, failed_total = list(reversed(self._failed.values())), self._failed_total
@@ -293,13 +293,6 @@ def _file_state(path: str) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return st.st_ino, st.st_size, st.st_mtime_ns
-
-
-def _last_error(reports: Sequence[MigrationReport]) -> str | None:
-    for report in reversed(reports):
-        if report.fatal_error or report.last_error:
-            return report.fatal_error or report.last_error
-    return None
 
 
 def _failure_dict(migration: str, failure: FailedRecord) -> dict[str, Any]:

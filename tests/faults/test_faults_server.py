@@ -142,7 +142,7 @@ def test_a_slow_poller_sees_how_the_run_ended_and_a_signal_ends_the_linger_not_t
     assert proc.returncode == code, err
     if bad:
         assert outcome == "failed" and body["status"] == "failed" and body["try_count"] == 1
-        assert body["last_err"] == "src(id=13): ValueError: bad item 13"
+        assert body["last_err"] == f"{body['step']}: src(id=13): ValueError: bad item 13"
     else:
         assert outcome == "completed"
         assert body == {"status": "completed", "step": "copy_items", "last_err": None, "try_count": 1}

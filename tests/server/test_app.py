@@ -169,7 +169,7 @@ def test_responses_validate_against_the_schemas(failed_server):
     result = client.get("/migrate/result").json()
     openapi_validator(doc, "Result").validate(result)
     assert result == {"status": "failed", "step": "copy_areas",
-                      "last_err": "src(id=5): ValueError: area 5 has no code", "try_count": 1}
+                      "last_err": "copy_areas: src(id=5): ValueError: area 5 has no code", "try_count": 1}
     progress = client.get("/migrate/progress").json()
     openapi_validator(doc, "Progress").validate(progress)
     assert {k: progress[k] for k in result} == result

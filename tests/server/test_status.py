@@ -116,7 +116,7 @@ def test_a_failed_run_shows_its_last_error_as_a_string_and_its_failed_records(tm
     snap = LedgerStatusSource(ledger).snapshot()
     assert snap.status == "failed" and snap.step == "Copy" and snap.try_count == 1
     assert isinstance(snap.last_err, str)
-    assert snap.last_err == "src(id=7): ValueError: cannot copy record 7"
+    assert snap.last_err == "Copy: src(id=7): ValueError: cannot copy record 7"
     assert snap.failed_total == 2
     assert [(f["migration"], f["id"], f["action"]) for f in snap.failed_records] == [
         ("Copy", 7, "RETRY"), ("Copy", 3, "RETRY")]  # newest first
@@ -351,7 +351,7 @@ def test_live_source_follows_one_run(tmp_path, kind):
     running, failed = watch.seen["running"], watch.seen["failed"]
     assert running.status == "running" and running.try_count == 1 and running.step == "Copy"
     assert failed.result() == {"status": "failed", "step": "Copy",
-                               "last_err": "src(id=9): ValueError: cannot copy record 9",
+                               "last_err": "Copy: src(id=9): ValueError: cannot copy record 9",
                                "try_count": 1}
     assert [(f["id"], f["action"]) for f in failed.failed_records] == [(9, "RETRY")]
     assert failed.failed_total == 1 and failed.runs[0]["outcome"] == "failed"

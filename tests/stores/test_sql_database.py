@@ -115,5 +115,5 @@ def test_the_plan_shows_the_keys_it_reflected_and_the_tables_without_one(url):
                          "4. [order 0] Notes: notes -> out3; no dependency"]
     assert lines[4] == ("keys reflected from the tables' primary keys: customers CustomerId, "
                         "events id (no primary key: its id column), invoice_lines (line, invoice)")
-    assert lines[5].startswith("store 'notes': no key: StoreUnusableError: store 'notes' (")
-    assert "the table has no primary key" in lines[5] and len(lines) == 6
+    assert lines[5].startswith("store 'notes': no key: StoreUnusableError: the table has no primary key")
+    assert len(lines) == 6

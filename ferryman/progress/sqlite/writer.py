@@ -37,6 +37,7 @@ from typing import Any
 from ...errors import LeaseLostError, LedgerFileError, LedgerMismatchError, LedgerWriteError, StoreError
 from ...redact import mask_secrets
 from ...report import MigrationReport, RunResult
+from ...report import last_error as run_last_error
 from ...signals import critical
 from ...stores.base import JournalEntry, Store
 from ...types import RecordId
@@ -256,7 +257,7 @@ class SqliteLedger(SqliteReader, Ledger):
             self._flush()
             if self.run_id is not None:
                 outcome = "completed" if result.ok else ("interrupted" if result.interrupted else "failed")
-                last_error = next((r.last_error for r in reversed(result.reports) if r.last_error), None)
+                last_error = run_last_error(result.reports)
                 if result.callback_errors:
                     last_error = mask_secrets(result.callback_errors[-1])  # a user's callback, any text
                 if result.ledger_error:
@@ -509,7 +510,7 @@ class SqliteLedger(SqliteReader, Ledger):
                 self.conn.execute("UPDATE migration SET report = ? WHERE id = ?",
                                   (json.dumps(report.to_dict()), mid))
         if self.run_id is not None:
-            last_error = next((r.last_error for r in reversed(self._reports) if r.last_error), None)
+            last_error = run_last_error(self._reports)
             self.conn.execute("UPDATE run SET last_error = ?, reports = ? WHERE id = ?",
                               (last_error, _reports_json(self._reports), self.run_id))
 
