@@ -214,8 +214,8 @@ def test_a_taken_port_is_refused_before_anything(tmp_path):
 
 def test_plan_explains_the_order(tmp_path):
     service, _ = make_service()
-    (line,) = commands.plan(service)
-    assert line == "1. [order 0] copy: src -> dst; no dependency"
+    lines, problems = commands.plan(service)
+    assert lines == ["1. [order 0] copy: src -> dst; no dependency"] and problems == []
 
 
 # --- failed records on both kinds of ledger ---------------------------------------------------------

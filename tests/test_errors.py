@@ -12,7 +12,7 @@ from ferryman.errors import (
     InputError,
     LeaseLostError,
     LedgerBusyError,
-    LedgerFileError,
+    LedgerFileError, LedgerMismatchError,
     MigrationDefinitionError,
     PlanError,
     ProgressFormatError,
@@ -26,7 +26,7 @@ from ferryman.errors import (
 
 def test_every_error_says_its_exit_code() -> None:
     nothing_done = {InputError, TargetError, MigrationDefinitionError, PlanError, ProgressFormatError,
-                    LedgerFileError, LedgerBusyError}
+                    LedgerFileError, LedgerBusyError, LedgerMismatchError}
     classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, FerrymanError)]
     assert len(classes) > len(nothing_done)
     for cls in classes:
