@@ -27,8 +27,9 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, commands, console
+from .deadline import parse_duration
 from .declare import check_max_failures
-from .errors import DRIVER_MODULES, FerrymanError, StopRequested, one_line
+from .errors import DRIVER_MODULES, FerrymanError, InputError, StopRequested, one_line
 from .ids import parse_id
 from .progress.model import Action
 from .report import RunResult
@@ -214,6 +215,16 @@ def _budget(text: str | None) -> int | float | None:
             param_hint="--max-failures") from None
 
 
+def _duration(text: str | None, option: str) -> float | None:
+    """A DURATION option (``90s``, ``10m``, ``2h``) in seconds."""
+    if text is None:
+        return None
+    try:
+        return parse_duration(text, option)
+    except InputError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"{option}: "), param_hint=option) from None
+
+
 @cli.command(context_settings=CONTEXT, short_help="Run the migrations of TARGET (resumes).")
 @click.argument("target")
 @progress_option(False, f"{LEDGER_HELP} Default: the service's own ledger, else "
@@ -233,18 +244,22 @@ def _budget(text: str | None) -> int | float | None:
               help="Stop a migration once more than N of its records failed in this run (or more than "
                    "RATIO, e.g. 0.05, of those attempted); 'inf' never stops. Overrides the migrations' "
                    "own max_failures. Default: each migration's, else stop when its first 1,000 all fail.")
+@click.option("--timeout", metavar="DURATION", callback=lambda _c, _p, v: _duration(v, "--timeout"),
+              help="Stop at the next batch once the run has taken this long (e.g. 90s, 10m, 2h, "
+                   "1h30m), attempts included: it ends failed (exit 1), the progress saved; the next "
+                   "run resumes.")
 @click.option("--bar/--no-bar", "bar", default=None,
               help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
 @debug_option
 def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None,
         linger: float | None, max_tries: int, retry_delay: float, dry_run: bool,
-        max_failures: float | None, bar: bool | None) -> None:
+        max_failures: float | None, timeout: float | None, bar: bool | None) -> None:
     """Run the migrations of TARGET, resuming where the progress ledger left off.
 
-    Exit codes: 0 every selected migration completed; 1 records failed or migrations
-    were held back (the progress is saved: fix, then run again); 2 usage, definition,
-    plan or connection error before any work; 130 interrupted (Ctrl-C / SIGTERM; the
-    progress is saved). With --serve, the server keeps serving the final status for
+    Exit codes: 0 every selected migration completed; 1 records failed, migrations
+    were held back or the run timed out (the progress is saved: fix, then run again);
+    2 usage, definition, plan or connection error before any work; 130 interrupted
+    (Ctrl-C / SIGTERM; the progress is saved). With --serve, the server keeps serving the final status for
     --linger seconds after the run; Ctrl-C then ends the linger, not the exit code.
 
     \b
@@ -276,7 +291,8 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
     try:
         result = commands.run(
             target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
-            retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, observers=[display],
+            retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, timeout=timeout,
+            observers=[display],
             echo=say, linger=commands.DEFAULT_LINGER if linger is None else linger, on_finished=finished,
         )
     finally:

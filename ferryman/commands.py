@@ -15,11 +15,13 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .console import RetryLines
+from .deadline import check_timeout, parse_duration
 from .dry_run import DryRunResult
 from .errors import FerrymanError, InputError, TargetError, one_line
 from .events import RunObserver
@@ -119,6 +121,7 @@ def run(
     retry_delay: float = DEFAULT_RETRY_DELAY,
     dry_run: bool = False,
     max_failures: float | None = None,
+    timeout: float | str | None = None,
     observers: Sequence[RunObserver] = (),
     echo: Echo = _quiet,
     linger: float = 0.0,
@@ -138,6 +141,8 @@ def run(
             result (a :class:`~ferryman.dry_run.DryRunResult`) says what would be written.
         max_failures: a failure budget for every migration, over their own (see
             ``@migration(max_failures=...)``).
+        timeout: seconds, or a duration such as ``"90s"``, ``"10m"``, ``"2h"``: the run stops
+            at the next batch once it is up, and ends failed (see :meth:`MigrationService.run`).
         observers: more RunObservers (the CLI adds its progress display here).
         echo: receives the lines a person watching the run wants to see.
         linger: with ``serve``, seconds to keep serving the final status once the run is over
@@ -149,6 +154,7 @@ def run(
             unreachable, the port is taken, the target or an argument is unusable.
     """
     check_attempts(max_tries, retry_delay, ("--max-tries", "--retry-delay"))
+    seconds = parse_duration(timeout, "--timeout") if isinstance(timeout, str) else check_timeout(timeout)
     if not 0 <= linger <= threading.TIMEOUT_MAX:  # also NaN
         raise InputError(f"--linger must be a number of seconds >= 0, not {linger:g}")
     with stops_interrupt():  # until the run handles them itself
@@ -157,8 +163,8 @@ def run(
         address = parse_host_port(serve) if isinstance(serve, str) else serve
         with service.observed_by([*observers, RetryLines(echo)]):
             if not dry_run:
-                return _run(service, progress, only, address, max_tries, retry_delay, max_failures, echo,
-                            linger, on_finished)
+                return _run(service, progress, only, address, _Options(max_tries, retry_delay, max_failures,
+                                                                       seconds), echo, linger, on_finished)
             result = _dry_run(service, progress, only, max_failures, echo)
             if on_finished is not None:
                 on_finished(result)
@@ -177,9 +183,19 @@ def _dry_run(service: MigrationService, progress: str | os.PathLike[str] | None,
     return service.dry_run(existing, only=only, max_failures=max_failures)
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What ``commands.run`` hands on to :meth:`MigrationService.run`."""
+
+    max_tries: int
+    retry_delay: float
+    max_failures: float | None
+    timeout: float | None
+
+
 def _run(
     service: MigrationService, progress: str | os.PathLike[str] | None, only: Sequence[str] | None,
-    address: tuple[str, int] | None, max_tries: int, retry_delay: float, max_failures: float | None,
+    address: tuple[str, int] | None, options: _Options,
     echo: Echo, linger: float, on_finished: Callable[[RunResult], None] | None,
 ) -> RunResult:
     if address is not None:
@@ -204,7 +220,7 @@ def _run(
             echo(f"status API and dashboard: {server.url}")
         try:
             with service.observed_by([server.source] if server is not None else []):
-                result = _attempts(service, ledger, only, max_tries, retry_delay, max_failures)
+                result = _attempts(service, ledger, only, options)
         except InputError:  # nothing was done: a ledger this run created goes again
             if created and path is not None:
                 ledger.close()
@@ -226,14 +242,15 @@ def _run(
             ledger.close()
 
 
-def _attempts(service: MigrationService, ledger: Ledger, only: Sequence[str] | None, max_tries: int,
-              retry_delay: float, max_failures: float | None) -> RunResult:
+def _attempts(service: MigrationService, ledger: Ledger, only: Sequence[str] | None,
+              options: _Options) -> RunResult:
     """The run; an error before any migration started is "nothing was done" (InputError)."""
     tracker = _WorkTracker()
     try:
         with service.observed_by([tracker]):
-            return service.run(ledger, only=only, max_failures=max_failures, max_tries=max_tries,
-                               retry_delay=retry_delay)
+            return service.run(ledger, only=only, max_failures=options.max_failures,
+                               max_tries=options.max_tries, retry_delay=options.retry_delay,
+                               timeout=options.timeout)
     except (FerrymanError, OSError, sqlite3.Error, SQLAlchemyError) as exc:
         error: BaseException = exc
         if isinstance(exc, sqlite3.Error):  # only the ledger speaks to sqlite3 itself

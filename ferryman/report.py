@@ -99,12 +99,14 @@ class RunResult:
     the run stopped there; the next run records what the destination's journal holds."""
     attempts: int = 1
     """Which attempt this run was (``MigrationService.run(max_tries=...)`` runs several)."""
+    timed_out: str | None = None
+    """What ``last_err`` says when the run's ``timeout`` stopped it (it ends failed), else None."""
 
     @property
     def ok(self) -> bool:
         """True when every selected migration completed and every progress save worked."""
         return (
-            not self.interrupted and not self.callback_errors and not self.ledger_error
+            not self.interrupted and not self.timed_out and not self.callback_errors and not self.ledger_error
             and all(r.state is MigrationState.COMPLETED for r in self.reports)
         )
 
@@ -117,7 +119,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """The CLI's exit code: 0 all completed, 1 failures or held back, 130 interrupted."""
+        """The CLI's exit code: 0 all completed, 1 failures, held back or timed out, 130
+        interrupted."""
         if self.interrupted:
             return 130
         return 0 if self.ok else 1
@@ -141,6 +144,8 @@ class RunResult:
             lines.append(line)
         if self.interrupted:
             lines.append(f"interrupted by {self.interrupted}; progress saved, run again to resume")
+        if self.timed_out:
+            lines.append(self.timed_out)
         for err in self.callback_errors:
             lines.append(f"progress persistence failed: {err}")
         if self.ledger_error:

@@ -129,6 +129,10 @@ class MigrationRunner:
         self.ledger.record_fatal(self.spec.identity, format_error(cause))
 
     def _final_state(self, finished: bool) -> MigrationState:
+        if self.stop.timeout is not None:  # out of time: failed, resumed by the next run
+            self.report.fatal_error = self.report.fatal_error or self.stop.timeout
+            self.report.last_error = self.report.fatal_error
+            return MigrationState.FAILED
         if self.report.fatal_error or self.report.failed:
             return MigrationState.FAILED
         if not finished or self.stop.requested:

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from .deadline import check_timeout, deadline, timed_out_message
 from .declare import MigrationSpec, check_max_failures, spec_of
 from .dry_run import DryRunResult, DryRunStore
 from .errors import (
@@ -226,6 +227,7 @@ class MigrationService:
         max_failures: float | None = None,
         max_tries: int = 1,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        timeout: float | None = None,
     ) -> RunResult:
         """Run the plan (or the ``only`` subset) and return what happened to each migration.
 
@@ -239,23 +241,35 @@ class MigrationService:
         seconds, on the same progress; a stop signal during the pause ends it, ``interrupted``.
         The result is the last attempt's (``result.attempts`` says which); observers hear
         :meth:`~RunObserver.attempt_started` and :meth:`~RunObserver.retrying`.
+
+        ``timeout`` (seconds) bounds the whole run, attempts and pauses included: when it is
+        up, the run stops at the next batch boundary and ends failed (``result.timed_out``
+        says so, and so does ``last_err``); the progress is saved and the next run resumes.
         """
         check_max_failures(max_failures)
         check_attempts(max_tries, retry_delay)
+        check_timeout(timeout)
         self.select(only)  # unknown names: refused before anything
         ledger = self._ledger_for(progress)
+        ends = None if timeout is None else time.monotonic() + timeout
+        message = timed_out_message(timeout) if timeout is not None else ""
         attempt = 1
         while True:
             self.observers.attempt_started(attempt)
-            result = _Run(self, ledger, self.select(only), max_failures).execute()
+            left = None if ends is None else ends - time.monotonic()
+            result = _Run(self, ledger, self.select(only), max_failures, (left, message)).execute()
             result.attempts = attempt
-            if result.ok or result.interrupted or attempt >= max_tries:
+            if result.ok or result.interrupted or result.timed_out or attempt >= max_tries:
                 return result
             self.observers.retrying(result, max_tries, retry_delay)
             pause = StopFlag()
-            with stop_on_signals(pause):
+            with stop_on_signals(pause), deadline(pause, None if ends is None else ends - time.monotonic(),
+                                                  message):
                 if pause.wait(retry_delay):
-                    result.interrupted = pause.reason
+                    if pause.timeout is not None:
+                        result.timed_out = pause.timeout
+                    else:
+                        result.interrupted = pause.reason
                     return result
             attempt += 1
 
@@ -327,8 +341,11 @@ class _Run:
     """The state of one call to :meth:`MigrationService.run`."""
 
     def __init__(self, service: MigrationService, ledger: Ledger, steps: list[PlanStep],
-                 max_failures: float | None = None) -> None:
+                 max_failures: float | None = None,
+                 time_left: tuple[float | None, str] = (None, "")) -> None:
         self.service = service
+        self.time_left = time_left
+        """Seconds this attempt may take (None: no limit), and what ``last_err`` says then."""
         self.max_failures = max_failures
         self.ledger = ledger
         self.steps = steps
@@ -349,7 +366,7 @@ class _Run:
         ``result.ledger_error``. The saving at the end holds a second signal until it is done.
         """
         observers = self.service.observers
-        with stop_on_signals(self.stop):  # first: a signal from here on stops the run gently
+        with stop_on_signals(self.stop), deadline(self.stop, *self.time_left):
             self.ledger.begin_run(self.result.reports)  # refused (busy, unwritable): nothing done
             try:
                 self._bind()
@@ -364,7 +381,10 @@ class _Run:
                 for report in self.result.reports:
                     if report.state is MigrationState.RUNNING:
                         report.state = MigrationState.INTERRUPTED
-                self.result.interrupted = self.stop.reason
+                if self.stop.timeout is not None:
+                    self._timed_out(self.stop.timeout)
+                else:
+                    self.result.interrupted = self.stop.reason
                 with critical():
                     self._end()
         if self.result.interrupted:
@@ -373,6 +393,17 @@ class _Run:
             log.error("%s", self.result.ledger_error)
         observers.run_finished(self.result)
         return self.result
+
+    def _timed_out(self, message: str) -> None:
+        """The run ends failed because its time is up; a migration says so: the one the
+        timeout stopped, else (it came between two) the next that would have run."""
+        self.result.timed_out = message
+        if any(r.fatal_error == message for r in self.result.reports):
+            return
+        waiting = next((r for r in self.result.reports if r.state is MigrationState.PENDING), None)
+        if waiting is not None:
+            waiting.state = MigrationState.FAILED
+            waiting.fatal_error = waiting.last_error = message
 
     def _end(self) -> None:
         """The last checkpoint and the run's outcome in the ledger (which may refuse both; the
