@@ -27,8 +27,10 @@ from .errors import (
     TerminalStoreError,
     TransientStoreError,
 )
+from .eventlog import EventLog
 from .events import RunObserver
 from .lookup import Lookup
+from .notify import Notifier
 from .progress.failed import FailedRecords
 from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
@@ -54,6 +56,7 @@ __all__ = [
     "CardinalityError",
     "ConnectionDroppedError",
     "DuplicateDataError",
+    "EventLog",
     "FailedRecord",
     "FailedRecords",
     "FerrymanError",
@@ -77,6 +80,7 @@ __all__ = [
     "MigrationSpec",
     "MigrationState",
     "MongoStore",
+    "Notifier",
     "PendingWrite",
     "PlanError",
     "ProgressFormatError",

@@ -248,12 +248,21 @@ def _duration(text: str | None, option: str) -> float | None:
               help="Stop at the next batch once the run has taken this long (e.g. 90s, 10m, 2h, "
                    "1h30m), attempts included: it ends failed (exit 1), the progress saved; the next "
                    "run resumes.")
+@click.option("--events", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Append one JSON line per status change (run and migration started, completed, "
+                   "failed, held back, retried, stopped) to FILE; the ledger keeps them either way "
+                   "(GET /migrate/events).")
+@click.option("--notify", multiple=True, metavar="URL",
+              help="POST JSON to URL when the run starts, each migration ends, the run ends and on "
+                   "fatal errors (a Slack incoming-webhook URL works as is); repeatable. Never fails "
+                   "nor blocks the run: what could not be delivered is listed at the end.")
 @click.option("--bar/--no-bar", "bar", default=None,
               help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
 @debug_option
 def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None,
         linger: float | None, max_tries: int, retry_delay: float, dry_run: bool,
-        max_failures: float | None, timeout: float | None, bar: bool | None) -> None:
+        max_failures: float | None, timeout: float | None, events: str | None, notify: tuple[str, ...],
+        bar: bool | None) -> None:
     """Run the migrations of TARGET, resuming where the progress ledger left off.
 
     Exit codes: 0 every selected migration completed; 1 records failed, migrations
@@ -292,7 +301,7 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
         result = commands.run(
             target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
             retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, timeout=timeout,
-            observers=[display],
+            events=events, notify=list(notify), observers=[display],
             echo=say, linger=commands.DEFAULT_LINGER if linger is None else linger, on_finished=finished,
         )
     finally:

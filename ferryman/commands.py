@@ -25,6 +25,7 @@ from .deadline import check_timeout, parse_duration
 from .dry_run import DryRunResult
 from .errors import FerrymanError, InputError, TargetError, one_line
 from .events import RunObserver
+from .notify import check_url
 from .progress.exchange import export_progress, import_progress
 from .progress.failed import FailedRecords, FailedRow
 from .progress.files import checked_location, existing, load_progress, open_ledger, remove_ledger
@@ -122,6 +123,8 @@ def run(
     dry_run: bool = False,
     max_failures: float | None = None,
     timeout: float | str | None = None,
+    events: str | os.PathLike[str] | None = None,
+    notify: Sequence[str] = (),
     observers: Sequence[RunObserver] = (),
     echo: Echo = _quiet,
     linger: float = 0.0,
@@ -143,6 +146,10 @@ def run(
             ``@migration(max_failures=...)``).
         timeout: seconds, or a duration such as ``"90s"``, ``"10m"``, ``"2h"``: the run stops
             at the next batch once it is up, and ends failed (see :meth:`MigrationService.run`).
+        events: a file the run appends its events to, one JSON line each (see
+            :mod:`ferryman.eventlog`); the ledger keeps them either way.
+        notify: URLs to POST the run's events to, as JSON (see :mod:`ferryman.notify`); a
+            notification not delivered is said by ``echo``, never fatal.
         observers: more RunObservers (the CLI adds its progress display here).
         echo: receives the lines a person watching the run wants to see.
         linger: with ``serve``, seconds to keep serving the final status once the run is over
@@ -155,6 +162,8 @@ def run(
     """
     check_attempts(max_tries, retry_delay, ("--max-tries", "--retry-delay"))
     seconds = parse_duration(timeout, "--timeout") if isinstance(timeout, str) else check_timeout(timeout)
+    for url in notify:
+        check_url(url)
     if not 0 <= linger <= threading.TIMEOUT_MAX:  # also NaN
         raise InputError(f"--linger must be a number of seconds >= 0, not {linger:g}")
     with stops_interrupt():  # until the run handles them itself
@@ -164,7 +173,8 @@ def run(
         with service.observed_by([*observers, RetryLines(echo)]):
             if not dry_run:
                 return _run(service, progress, only, address, _Options(max_tries, retry_delay, max_failures,
-                                                                       seconds), echo, linger, on_finished)
+                                                                       seconds, events, notify), echo, linger,
+                            on_finished)
             result = _dry_run(service, progress, only, max_failures, echo)
             if on_finished is not None:
                 on_finished(result)
@@ -191,6 +201,8 @@ class _Options:
     retry_delay: float
     max_failures: float | None
     timeout: float | None
+    events: str | os.PathLike[str] | None
+    notify: Sequence[str]
 
 
 def _run(
@@ -250,7 +262,7 @@ def _attempts(service: MigrationService, ledger: Ledger, only: Sequence[str] | N
         with service.observed_by([tracker]):
             return service.run(ledger, only=only, max_failures=options.max_failures,
                                max_tries=options.max_tries, retry_delay=options.retry_delay,
-                               timeout=options.timeout)
+                               timeout=options.timeout, events=options.events, notify=options.notify)
     except (FerrymanError, OSError, sqlite3.Error, SQLAlchemyError) as exc:
         error: BaseException = exc
         if isinstance(exc, sqlite3.Error):  # only the ledger speaks to sqlite3 itself

@@ -101,6 +101,8 @@ class RunResult:
     """Which attempt this run was (``MigrationService.run(max_tries=...)`` runs several)."""
     timed_out: str | None = None
     """What ``last_err`` says when the run's ``timeout`` stopped it (it ends failed), else None."""
+    notification_errors: list[str] = field(default_factory=list)
+    """Notifications (``notify=``) that could not be delivered; they never fail the run."""
 
     @property
     def ok(self) -> bool:
@@ -150,6 +152,7 @@ class RunResult:
             lines.append(f"progress persistence failed: {err}")
         if self.ledger_error:
             lines.append(f"the run stopped: {self.ledger_error}")
+        lines.extend(self.notification_errors)
         return "\n".join(lines)
 
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields, replace
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -29,7 +29,9 @@ from .errors import (
     StoreError,
     one_line,
 )
+from .eventlog import EventLog
 from .events import Observers, RunObserver
+from .notify import Notifier
 from .pipeline.interpreter import tuned_for_pipeline
 from .pipeline.work import describe_error
 from .plan import PlanStep, build_plan, dependants
@@ -228,6 +230,8 @@ class MigrationService:
         max_tries: int = 1,
         retry_delay: float = DEFAULT_RETRY_DELAY,
         timeout: float | None = None,
+        events: str | os.PathLike[str] | IO[str] | None = None,
+        notify: Sequence[str | Notifier] = (),
     ) -> RunResult:
         """Run the plan (or the ``only`` subset) and return what happened to each migration.
 
@@ -245,12 +249,34 @@ class MigrationService:
         ``timeout`` (seconds) bounds the whole run, attempts and pauses included: when it is
         up, the run stops at the next batch boundary and ends failed (``result.timed_out``
         says so, and so does ``last_err``); the progress is saved and the next run resumes.
+
+        Every status change is an event (:mod:`ferryman.eventlog`) kept in the ledger; with
+        ``events`` (a path, appended to, or an open text stream) also written there, one JSON
+        line each.
+
+        ``notify`` is URLs (or :class:`~ferryman.notify.Notifier` objects) to POST the run's
+        start, each migration's end, the run's end and fatal errors to, as JSON; they never
+        fail nor block the run (``result.notification_errors`` lists those not delivered).
         """
         check_max_failures(max_failures)
         check_attempts(max_tries, retry_delay)
         check_timeout(timeout)
         self.select(only)  # unknown names: refused before anything
+        urls = [n for n in notify if isinstance(n, str)]
+        notifiers = [n for n in notify if isinstance(n, Notifier)] + ([Notifier(urls)] if urls else [])
         ledger = self._ledger_for(progress)
+        event_log = EventLog(ledger, events)
+        try:
+            with self.observed_by([event_log, *notifiers]):
+                result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout)
+        finally:
+            event_log.close()
+            errors = [line for notifier in notifiers for line in notifier.close()]
+        result.notification_errors = errors
+        return result
+
+    def _attempts(self, ledger: Ledger, only: Sequence[str] | None, max_failures: float | None,
+                  max_tries: int, retry_delay: float, timeout: float | None) -> RunResult:
         ends = None if timeout is None else time.monotonic() + timeout
         message = timed_out_message(timeout) if timeout is not None else ""
         attempt = 1
@@ -468,10 +494,13 @@ class _Run:
     def _hold_back_dependants(self, upstream: MigrationSpec, why: str) -> None:
         for spec in dependants(self.steps, upstream):
             report = self.reports[spec.identity]
+            first = report.state is not MigrationState.HELD_BACK
             report.state = MigrationState.HELD_BACK
             if upstream.name not in report.held_back_by:
                 report.held_back_by.append(upstream.name)
             log.warning("%s held back: it %s", spec.name, why)
+            if first:
+                self.service.observers.migration_held_back(report)
 
     def _inputs_ready(self, step: PlanStep, report: MigrationReport) -> bool:
         """Whether the migration may run on what its inputs hold now; True once it is known.
@@ -512,6 +541,7 @@ class _Run:
                     f"{step.spec.name}), empty its destination {dest.name!r} or make it upsert "
                     "(on_conflict='update'), then run again")
                 log.warning("%s held back: %s", step.spec.name, report.held_back_reason)
+                self.service.observers.migration_held_back(report)
                 return False
         ledger.note_inputs(key, inputs)
         return True

@@ -29,6 +29,10 @@ from .model import (
 )
 
 
+EVENTS_PAGE = 500
+"""Events a read of the event log returns at most (``GET /migrate/events`` pages with ``after``)."""
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """One run in the ledger's history."""
@@ -162,6 +166,18 @@ class LedgerReader(ABC):
     @abstractmethod
     def fatal_count(self) -> int:
         """How many fatal errors are recorded."""
+
+    # --- events and verifications -----------------------------------------------------------------
+
+    def events(self, after: int = 0, limit: int = EVENTS_PAGE) -> list[dict[str, Any]]:
+        """The event log (:func:`~ferryman.progress.ledger.new_event`), oldest first: at most
+        ``limit`` events whose ``seq`` is above ``after`` (a ledger that keeps none: empty)."""
+        return []
+
+    def verification(self) -> dict[str, Any] | None:
+        """The newest verification result (``VerificationResult.to_dict()``), None when the
+        ledger holds none."""
+        return None
 
     # --- the whole progress ---------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import one_line
+from ..progress.reader import EVENTS_PAGE
 from . import metrics
 from .openapi import openapi_document
 from .sources import StatusSource
@@ -141,6 +142,20 @@ def create_app(source: StatusSource) -> Starlette:
             text = metrics.render_down().encode()
         return Response(text, media_type=metrics.CONTENT_TYPE, headers=NO_STORE)
 
+    async def events(request: Request) -> Response:
+        try:
+            after = _count_param(request, "after", 0)
+            limit = min(_count_param(request, "limit", EVENTS_PAGE), EVENTS_PAGE)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400, headers=NO_STORE)
+        found = await _read(source.events, after, limit)
+        return JSONResponse({"events": found, "next": found[-1]["seq"] if found else after},
+                            headers=NO_STORE)
+
+    async def verification(request: Request) -> Response:
+        found = await _read(source.verification)
+        return JSONResponse(found if found is not None else NO_VERIFICATION, headers=NO_STORE)
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(__version__))
 
@@ -160,6 +175,8 @@ def create_app(source: StatusSource) -> Starlette:
         Route("/", dashboard, methods=["GET"]),
         json_route("/migrate/result", StatusSnapshot.result),
         json_route("/migrate/progress", StatusSnapshot.progress),
+        Route("/migrate/events", events, methods=["GET"]),
+        Route("/migrate/verify", verification, methods=["GET"]),
         Route("/metrics", metrics_page, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *(Route(f"/static/{name}", asset_route(name), methods=["GET"]) for name in ASSETS),
@@ -168,6 +185,29 @@ def create_app(source: StatusSource) -> Starlette:
         SourceFailed: source_failed,
     }
     return Starlette(routes=routes, exception_handlers=handlers)
+
+
+NO_VERIFICATION: dict[str, Any] = {"status": "none", "ok": None, "migrations": []}
+"""``GET /migrate/verify`` before any verification."""
+
+
+def _count_param(request: Request, name: str, default: int) -> int:
+    """A query parameter that must be an int >= 0 (ValueError naming it otherwise)."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not text.isdigit() or len(text) > 18:
+        raise ValueError(f"query parameter {name} must be an integer >= 0, not {text[:40]!r}")
+    return int(text)
+
+
+async def _read(read: Callable[..., Any], *args: Any) -> Any:
+    """``read(*args)`` of the source, in a worker thread (it does blocking I/O); a failure is
+    the 500 every JSON route answers."""
+    try:
+        return await run_in_threadpool(read, *args)
+    except Exception as exc:
+        raise SourceFailed(f"cannot read the migration status: {one_line(exc, typed=True)}") from exc
 
 
 def _asset(name: str) -> bytes:

@@ -52,6 +52,14 @@ class StatusSource(Protocol):
         before would hide (a run started or ended); cheap: the server asks at every request."""
         ...
 
+    def events(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """The event log, oldest first: at most ``limit`` events whose ``seq`` is above ``after``."""
+        ...
+
+    def verification(self) -> dict[str, Any] | None:
+        """The newest verification result, None when there is none."""
+        ...
+
 
 # --- reading a durable ledger ---------------------------------------------------------------------
 
@@ -142,6 +150,19 @@ class LedgerStatusSource:
             ledger_migrations(view, alive), fix_dead_runs(view, alive), view.failed_records,
             view.failed_total,
         )
+
+    def events(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """From the ledger (mjg JSON progress keeps no events)."""
+        if self._kind() != "sqlite" or not os.path.exists(self.path):
+            return []
+        with open_reader(self.path) as reader:
+            return reader.events(after, limit)
+
+    def verification(self) -> dict[str, Any] | None:
+        if self._kind() != "sqlite" or not os.path.exists(self.path):
+            return None
+        with open_reader(self.path) as reader:
+            return reader.verification()
 
     def _json_snapshot(self) -> StatusSnapshot:
         st = os.stat(self.path)
@@ -261,6 +282,21 @@ class LiveStatusSource(RunObserver):
             name = names.get(identity) or display_name(identity)
             found[(identity, repr(record.id))] = _failure_dict(name, record)
         return found, len(pairs)
+
+    # --- the event log and verifications (on the server's thread) ----------------------------
+
+    def events(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """The run's ledger's (a durable one read on a connection of the server's own)."""
+        if self._durable is not None:
+            with self._durable.new_reader() as reader:
+                return reader.events(after, limit)
+        return [] if self._ledger is None else self._ledger.events(after, limit)
+
+    def verification(self) -> dict[str, Any] | None:
+        if self._durable is not None:
+            with self._durable.new_reader() as reader:
+                return reader.verification()
+        return None if self._ledger is None else self._ledger.verification()
 
     # --- the snapshot (on the server's thread) --------------------------------------------------
 

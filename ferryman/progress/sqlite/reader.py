@@ -20,7 +20,7 @@ from ...errors import LedgerFileError
 from ...types import RecordId
 from ..lease import Holder
 from ..model import Action, FailedRecord, ProgressMetadata
-from ..reader import LedgerReader, MigrationRecord, RunRecord
+from ..reader import EVENTS_PAGE, LedgerReader, MigrationRecord, RunRecord
 from .codec import array_ids, array_keys, decode_id
 from .lease import current_holder
 from .schema import LEDGER_TABLES, columns, connect, inspect_ledger, tables
@@ -249,6 +249,24 @@ class SqliteReader(LedgerReader):
             return 0
         with self._reading():
             return int(self.conn.execute("SELECT count(*) FROM fatal_error").fetchone()[0])
+
+    # --- events and verifications -----------------------------------------------------------------
+
+    def events(self, after: int = 0, limit: int = EVENTS_PAGE) -> list[dict[str, Any]]:
+        if "event" not in self._tables:
+            return []
+        with self._reading():
+            rows = self.conn.execute("SELECT seq, body FROM event WHERE seq > ? ORDER BY seq LIMIT ?",
+                                     (after, limit)).fetchall()
+        return [{"seq": seq, **json.loads(body)} for seq, body in rows]
+
+    def verification(self) -> dict[str, Any] | None:
+        if "verification" not in self._tables:
+            return None
+        with self._reading():
+            row = self.conn.execute("SELECT body FROM verification ORDER BY id DESC LIMIT 1").fetchone()
+        found: dict[str, Any] | None = None if row is None else json.loads(row[0])
+        return found
 
     def row_counts(self) -> dict[str, int]:
         """How many rows each table of the ledger holds (a table the file lacks is left out):
