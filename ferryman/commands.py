@@ -22,6 +22,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .console import RetryLines
 from .deadline import check_timeout, parse_duration
+from .defaults import DEFAULT_VERIFY_SAMPLE
 from .dry_run import DryRunResult
 from .errors import FerrymanError, InputError, TargetError, one_line
 from .events import RunObserver
@@ -31,6 +32,7 @@ from .progress.failed import FailedRecords, FailedRow
 from .progress.files import checked_location, existing, load_progress, open_ledger, remove_ledger
 from .progress.ledger import Ledger
 from .progress.model import Action
+from .progress.reader import LedgerReader
 from .progress.storage import checked_path
 from .report import RunResult
 from .server.address import DEFAULT_HOST, DEFAULT_PORT, check_port_free, parse_host_port
@@ -38,6 +40,7 @@ from .service import DEFAULT_RETRY_DELAY, MigrationService, check_attempts
 from .signals import stops_interrupt
 from .target import Target, load_target
 from .types import RecordId
+from .verify import VerificationResult, check_sample
 
 DEFAULT_PROGRESS = "ferryman-progress.db"
 """The progress ledger ``ferryman run`` uses when no ``--progress`` is given (in the cwd)."""
@@ -125,6 +128,7 @@ def run(
     timeout: float | str | None = None,
     events: str | os.PathLike[str] | None = None,
     notify: Sequence[str] = (),
+    verify_sample: int | None = None,
     observers: Sequence[RunObserver] = (),
     echo: Echo = _quiet,
     linger: float = 0.0,
@@ -150,6 +154,7 @@ def run(
             :mod:`ferryman.eventlog`); the ledger keeps them either way.
         notify: URLs to POST the run's events to, as JSON (see :mod:`ferryman.notify`); a
             notification not delivered is said by ``echo``, never fatal.
+        verify_sample: once the run completed, verify it with this sample (see :func:`verify`).
         observers: more RunObservers (the CLI adds its progress display here).
         echo: receives the lines a person watching the run wants to see.
         linger: with ``serve``, seconds to keep serving the final status once the run is over
@@ -173,7 +178,8 @@ def run(
         with service.observed_by([*observers, RetryLines(echo)]):
             if not dry_run:
                 return _run(service, progress, only, address, _Options(max_tries, retry_delay, max_failures,
-                                                                       seconds, events, notify), echo, linger,
+                                                                       seconds, events, notify, verify_sample),
+                            echo, linger,
                             on_finished)
             result = _dry_run(service, progress, only, max_failures, echo)
             if on_finished is not None:
@@ -203,6 +209,7 @@ class _Options:
     timeout: float | None
     events: str | os.PathLike[str] | None
     notify: Sequence[str]
+    verify_sample: int | None
 
 
 def _run(
@@ -262,7 +269,8 @@ def _attempts(service: MigrationService, ledger: Ledger, only: Sequence[str] | N
         with service.observed_by([tracker]):
             return service.run(ledger, only=only, max_failures=options.max_failures,
                                max_tries=options.max_tries, retry_delay=options.retry_delay,
-                               timeout=options.timeout, events=options.events, notify=options.notify)
+                               timeout=options.timeout, events=options.events, notify=options.notify,
+                               verify_sample=options.verify_sample)
     except (FerrymanError, OSError, sqlite3.Error, SQLAlchemyError) as exc:
         error: BaseException = exc
         if isinstance(exc, sqlite3.Error):  # only the ledger speaks to sqlite3 itself
@@ -313,6 +321,42 @@ def _nothing_done() -> Iterator[None]:
         raise InputError(one_line(exc)) from exc
 
 
+# --- verify --------------------------------------------------------------------------------------
+
+
+def verify(
+    target: str | Target | MigrationService, *, progress: str | os.PathLike[str] | None = None,
+    sample: int | None = DEFAULT_VERIFY_SAMPLE, only: Sequence[str] | None = None, seed: int | None = None,
+) -> VerificationResult:
+    """:meth:`MigrationService.verify` of the target's migrations against the ledger a run of
+    ``target`` would use (``progress``, else the service's own, else ``ferryman-progress.db``);
+    ``sample`` None replays every succeeded record.
+
+    Raises:
+        InputError: nothing was checked: no such ledger or migration, a live run holds the
+            ledger, a store cannot be read.
+    """
+    service = _service_of(target)
+    with _nothing_done():
+        check_sample(sample)
+        service.select(only)
+    path = _ledger_path(service, progress)
+    if path is not None and not os.path.exists(path):
+        raise InputError(f"no progress ledger at {path}: nothing to verify (run the migrations first, "
+                         "or give --progress)")
+    ledger = service.ledger if path is None else _open_ledger(path)
+    assert ledger is not None
+    try:
+        service.check_stores(only)
+        with _nothing_done():
+            if isinstance(ledger, LedgerReader):
+                ledger.refuse_if_live("verify the migrations")
+        return service.verify(ledger, sample=sample, only=only, seed=seed)
+    finally:
+        if path is not None:
+            ledger.close()
+
+
 # --- failed records, export and import -----------------------------------------------------------
 
 
@@ -353,8 +397,9 @@ def status(*, progress: str | os.PathLike[str] | None = None, url: str | None = 
     assert progress is not None
     from .server import LedgerStatusSource
 
-    snapshot = LedgerStatusSource(existing(progress)).snapshot()
-    return {"result": snapshot.result(), "progress": snapshot.progress()}
+    source = LedgerStatusSource(existing(progress))
+    snapshot = source.snapshot()
+    return {"result": snapshot.result(), "progress": snapshot.progress(), "verification": source.verification()}
 
 
 def serve(progress: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,

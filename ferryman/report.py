@@ -5,7 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
+
+if TYPE_CHECKING:
+    from .verify import VerificationResult
 
 
 class MigrationState(str, Enum):
@@ -103,6 +106,8 @@ class RunResult:
     """What ``last_err`` says when the run's ``timeout`` stopped it (it ends failed), else None."""
     notification_errors: list[str] = field(default_factory=list)
     """Notifications (``notify=``) that could not be delivered; they never fail the run."""
+    verification: VerificationResult | None = None
+    """The verification after the run (``verify_sample=``), if one ran."""
 
     @property
     def ok(self) -> bool:
@@ -110,6 +115,7 @@ class RunResult:
         return (
             not self.interrupted and not self.timed_out and not self.callback_errors and not self.ledger_error
             and all(r.state is MigrationState.COMPLETED for r in self.reports)
+            and (self.verification is None or self.verification.ok)
         )
 
     def report(self, name: str) -> MigrationReport:
@@ -152,6 +158,8 @@ class RunResult:
             lines.append(f"progress persistence failed: {err}")
         if self.ledger_error:
             lines.append(f"the run stopped: {self.ledger_error}")
+        if self.verification is not None:
+            lines.append(self.verification.summary())
         lines.extend(self.notification_errors)
         return "\n".join(lines)
 

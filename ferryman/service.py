@@ -17,6 +17,7 @@ from typing import IO, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from .deadline import check_timeout, deadline, timed_out_message
+from .defaults import DEFAULT_VERIFY_SAMPLE
 from .declare import MigrationSpec, check_max_failures, spec_of
 from .dry_run import DryRunResult, DryRunStore
 from .errors import (
@@ -38,11 +39,13 @@ from .plan import PlanStep, build_plan, dependants
 from .progress.files import open_ledger
 from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import MigrationProgress
+from .progress.reader import LedgerReader
 from .report import MigrationReport, MigrationState, RunResult
 from .runner import MigrationRunner
 from .signals import StopFlag, critical, stop_on_signals
 from .stores.base import Store
 from .types import ProgressCallback
+from .verify import VerificationResult, check_sample, verify_steps
 
 log = logging.getLogger("ferryman")
 
@@ -232,6 +235,7 @@ class MigrationService:
         timeout: float | None = None,
         events: str | os.PathLike[str] | IO[str] | None = None,
         notify: Sequence[str | Notifier] = (),
+        verify_sample: int | None = None,
     ) -> RunResult:
         """Run the plan (or the ``only`` subset) and return what happened to each migration.
 
@@ -257,10 +261,14 @@ class MigrationService:
         ``notify`` is URLs (or :class:`~ferryman.notify.Notifier` objects) to POST the run's
         start, each migration's end, the run's end and fatal errors to, as JSON; they never
         fail nor block the run (``result.notification_errors`` lists those not delivered).
+
+        ``verify_sample``: once the run completed, :meth:`verify` with that sample
+        (``result.verification``; the run is ``ok`` only when it passed too).
         """
         check_max_failures(max_failures)
         check_attempts(max_tries, retry_delay)
         check_timeout(timeout)
+        check_sample(verify_sample)
         self.select(only)  # unknown names: refused before anything
         urls = [n for n in notify if isinstance(n, str)]
         notifiers = [n for n in notify if isinstance(n, Notifier)] + ([Notifier(urls)] if urls else [])
@@ -269,6 +277,8 @@ class MigrationService:
         try:
             with self.observed_by([event_log, *notifiers]):
                 result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout)
+                if verify_sample is not None and result.ok:
+                    result.verification = self.verify(ledger, sample=verify_sample, only=only)
         finally:
             event_log.close()
             errors = [line for notifier in notifiers for line in notifier.close()]
@@ -305,6 +315,36 @@ class MigrationService:
         if progress is None and self.ledger is not None:
             return self.ledger
         return MemoryLedger(progress)
+
+    def verify(
+        self,
+        progress: MigrationProgress | Ledger | None = None,
+        *,
+        sample: int | None = DEFAULT_VERIFY_SAMPLE,
+        only: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> VerificationResult:
+        """Check that the destinations hold what ``progress`` (as for :meth:`run`) says was
+        migrated: counts that must add up, a replay of ``sample`` succeeded records per
+        migration chosen at random (None: all of them) compared field by field with what the
+        destination holds, and the migrations' ``verify`` hooks (see :mod:`ferryman.verify`).
+
+        Nothing is written to a store. The result is kept in the ledger (and its event log);
+        ``result.ok`` only when every check passed. Refused while a live run holds the ledger
+        (:class:`~ferryman.errors.LedgerBusyError`).
+        """
+        check_sample(sample)
+        steps = self.select(only)
+        ledger = self._ledger_for(progress)
+        if isinstance(ledger, LedgerReader):
+            ledger.refuse_if_live("verify the migrations")
+        result = verify_steps(steps, self._instances, self.stores, ledger, sample, seed)
+        ledger.record_verification(result.to_dict())
+        EventLog(ledger).emit(
+            f"verification.{'passed' if result.ok else 'failed'}", sample=sample,
+            migrations=[{"name": m.name, "ok": m.ok, "checked": m.checked, "problems": len(m.problems)}
+                        for m in result.migrations])
+        return result
 
     def dry_run(
         self,

@@ -83,6 +83,11 @@ class Ledger(ABC):
         instead of being taken for done. A ledger that cannot tell keeps the identity."""
         return identity
 
+    def key_of(self, identity: str, dest: str) -> str:
+        """The key :meth:`bind` gives, without recording anything (for readers such as a
+        verification)."""
+        return identity
+
     def lineage(self) -> dict[str, tuple[str | None, int]]:
         """Each migration's destination dataset and how many runs wrote records to it, by key
         (empty where the ledger does not keep them: mjg JSON)."""

@@ -138,6 +138,7 @@ def create_app(source: StatusSource) -> Starlette:
     async def metrics_page(request: Request) -> Response:
         try:
             text = await answers.body("/metrics", render_metrics)
+            text += metrics.render_verification(await _read(source.verification)).encode()
         except SourceFailed:
             text = metrics.render_down().encode()
         return Response(text, media_type=metrics.CONTENT_TYPE, headers=NO_STORE)

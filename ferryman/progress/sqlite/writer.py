@@ -577,6 +577,10 @@ class SqliteLedger(SqliteReader, Ledger):
                 self.conn.execute("UPDATE migration SET dest = ? WHERE identity = ?", (dest, key))
         return key
 
+    def key_of(self, identity: str, dest: str) -> str:
+        current = self._dest_of(identity)
+        return identity if current in (None, dest) else derived_key(identity, dest)
+
     def _dest_of(self, key: str) -> str | None:
         row = self.conn.execute("SELECT dest FROM migration WHERE identity = ?", (key,)).fetchone()
         return None if row is None or row[0] is None else str(row[0])

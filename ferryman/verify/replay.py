@@ -1,0 +1,189 @@
+"""Replay: records the ledger says succeeded go through match and transform again, read-only,
+and their outputs are compared with what the destination holds under their keys.
+
+Nothing is saved and no progress is recorded: only ``get_many`` (the source records by id, the
+stored outputs by key) and the matched stores' reads. A sample is replayed without preloading
+matched stores (a query per page costs less than reading a store whole for a few pages).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from itertools import islice
+from typing import Any
+
+from ..declare import MigrationSpec
+from ..errors import describe_error
+from ..pipeline.match import Matcher, start_reduction
+from ..pipeline.transform import transform
+from ..pipeline.work import Work
+from ..stores.base import Store
+from ..types import Record, RecordId
+from .compare import diff_record
+from .result import MigrationVerification, Problem
+from .sampling import reservoir
+
+
+def verify_migration(spec: MigrationSpec, key: str, instance: Any, stores: Mapping[str, Store],
+                     succeeded: Iterable[RecordId], failed: tuple[int, int], sample: int | None,
+                     rng: random.Random) -> MigrationVerification:
+    """Every check of one migration whose progress is kept under ``key``: ``succeeded`` streams
+    its succeeded ids from the ledger, ``failed`` is its failed records (RETRY, IGNORE)."""
+    source = stores[spec.source]
+    result = MigrationVerification(spec.name, key, spec.source, spec.dest)
+    result.failed, result.ignored = failed
+    try:
+        result.source_total = source.count()
+    except Exception as exc:  # noqa: BLE001 - said as a problem; the other checks go on
+        result.problem("counts", f"the source {source.name!r} could not be counted: {describe_error(exc)}")
+    replay = _Replay(spec, instance, stores, result, sampled=sample is not None)
+    if sample is None:
+        counted = _Counted(succeeded)
+        for chunk in _chunks(counted, spec.batch_size):
+            replay.check(chunk)
+        result.succeeded = counted.n
+    else:
+        chosen, result.succeeded = reservoir(succeeded, sample, rng)
+        for chunk in _chunks(chosen, spec.batch_size):
+            replay.check(chunk)
+    if not result.counts_ok:
+        n = result.unaccounted or 0
+        result.problems.insert(0, _counts_problem(result, n))
+    return result
+
+
+def _counts_problem(result: MigrationVerification, n: int) -> Problem:
+    if n > 0:
+        return Problem("counts", f"{n:,} record(s) of {result.source!r} have no outcome in the progress "
+                                 "(not migrated yet, or added to the source since): run the migration again")
+    return Problem("counts", f"the progress holds {-n:,} outcome(s) more than {result.source!r} has records "
+                             "(records deleted from the source since they were migrated)")
+
+
+class _Counted:
+    """An iterable that counts what was drawn from it."""
+
+    def __init__(self, items: Iterable[RecordId]) -> None:
+        self.items = items
+        self.n = 0
+
+    def __iter__(self) -> Iterator[RecordId]:
+        for item in self.items:
+            self.n += 1
+            yield item
+
+
+def _chunks(items: Iterable[RecordId], size: int) -> Iterator[list[RecordId]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class _Replay:
+    """Replays chunks of ids of one migration into its result."""
+
+    def __init__(self, spec: MigrationSpec, instance: Any, stores: Mapping[str, Store],
+                 result: MigrationVerification, sampled: bool) -> None:
+        if sampled:
+            spec = replace(spec, matches=tuple(replace(m, preload=False) for m in spec.matches))
+        self.spec, self.instance, self.result = spec, instance, result
+        self.source, self.dest = stores[spec.source], stores[spec.dest]
+        self.matcher = Matcher(spec, instance, stores)
+        self.hook = getattr(instance, "verify", None)
+        self.ignore = frozenset(getattr(instance, "verify_ignore", ()))
+
+    def check(self, ids: Sequence[RecordId]) -> None:
+        result = self.result
+        records = {self.source.id_of(r): r for r in self.source.get_many(ids)}
+        works = []
+        for record_id in ids:
+            record = records.get(record_id)
+            if record is None:
+                result.source_missing += 1
+                result.problem("source", "the progress says it succeeded, but the source no longer has it",
+                               record_id)
+            else:
+                works.append(Work(record, record_id))
+        result.checked += len(works)
+        start_reduction(self.spec, self.instance, works)
+        self.matcher.match_and_reduce(works)
+        transform(self.spec, self.instance, works)
+        done = []
+        for w in works:
+            if w.error is not None:
+                result.replay_failed += 1
+                result.problem("replay", f"cannot be matched and transformed again: {describe_error(w.error)}",
+                               w.id)
+            else:
+                done.append(w)
+        if result.skipped is None:
+            self._compare(done)
+
+    def _compare(self, works: list[Work]) -> None:
+        result, dest = self.result, self.dest
+        try:
+            keyed = [(w, [(out, dest.id_of(out)) for out in w.outputs]) for w in works]
+        except KeyError as exc:
+            result.skipped = f"the outputs carry no key of {dest.name!r} ({exc.args[0]})"
+            return
+        wanted = Counter(k for _, pairs in keyed for _, k in pairs)
+        stored: dict[RecordId, list[Record]] = {}
+        for row in dest.get_many(list(wanted)):
+            stored.setdefault(dest.id_of(row), []).append(row)
+        reported: set[RecordId] = set()
+        for w, pairs in keyed:
+            found: list[Record | None] = []
+            for output, k in pairs:
+                found.append(self._compare_one(w.id, output, k, stored.get(k, []), wanted[k], reported))
+            if self.hook is not None:
+                self._hook(w, found)
+
+    def _compare_one(self, record_id: RecordId, output: Record, k: RecordId, rows: list[Record],
+                     expected: int, reported: set[RecordId]) -> Record | None:
+        result, dest = self.result, self.dest
+        result.outputs_expected += 1
+        if not rows:
+            result.missing += 1
+            result.problem("missing", f"its output {dest.describe(output)} is not in {dest.name!r}", record_id)
+            return None
+        result.outputs_found += 1
+        if len(rows) > expected and k not in reported:
+            reported.add(k)
+            result.duplicated += 1
+            result.problem("duplicated", f"its output {dest.describe(output)} is in {dest.name!r} "
+                                         f"{len(rows)} times", record_id)
+        best = min((diff_record(output, row, self.ignore) for row in rows), key=len)
+        if not best:
+            return rows[0]
+        if all(d.drift for d in best):
+            result.drifted += 1
+            for kind in {d.drift for d in best if d.drift}:
+                result.drift[kind] = result.drift.get(kind, 0) + 1
+            check = "drift"
+        else:
+            result.different += 1
+            check = "different"
+        shown = "; ".join(d.describe() for d in best[:3]) + (f"; and {len(best) - 3} more" if len(best) > 3 else "")
+        result.problem(check, f"{dest.describe(output)}: {shown}", record_id)
+        return rows[0]
+
+    def _hook(self, w: Work, stored: list[Record | None]) -> None:
+        assert self.hook is not None
+        try:
+            verdict = self.hook(w.record, list(w.outputs), stored)
+        except Exception as exc:  # noqa: BLE001 - the user's check: a problem, not a crash
+            verdict = f"verify raised {describe_error(exc)}"
+        if verdict is None or verdict is True:
+            return
+        if verdict is False:
+            lines = ["verify returned False"]
+        elif isinstance(verdict, str):
+            lines = [verdict]
+        else:
+            lines = [str(v) for v in verdict]
+        if lines:
+            self.result.hook_failed += 1
+            self.result.problem("hook", "; ".join(lines), w.id)
