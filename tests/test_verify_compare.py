@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ferryman.sampling import reservoir
 from ferryman.verify.compare import as_float4, compare, diff_record
-from ferryman.verify.sampling import reservoir
 
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e30, max_value=1e30)
 values = st.one_of(st.none(), st.booleans(), st.integers(), finite, st.text(max_size=20),

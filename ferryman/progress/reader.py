@@ -12,12 +12,14 @@ A reader never writes: not the progress, not the lease. Reads fail with
 
 from __future__ import annotations
 
+import random
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from typing import Any, Self
 
+from ..sampling import reservoir
 from ..types import RecordId
 from .lease import Holder, busy_error
 from .model import (
@@ -27,7 +29,6 @@ from .model import (
     ProgressMetadata,
     display_name,
 )
-
 
 EVENTS_PAGE = 500
 """Events a read of the event log returns at most (``GET /migrate/events`` pages with ``after``)."""
@@ -140,6 +141,11 @@ class LedgerReader(ABC):
     @abstractmethod
     def iter_succeeded(self, identity: str) -> Iterator[RecordId]:
         """Every id the migration migrated, each once (none for an unknown migration)."""
+
+    def sample_succeeded(self, identity: str, k: int, rng: random.Random) -> tuple[list[RecordId], int]:
+        """``k`` of the migration's succeeded ids chosen uniformly at random (all of them when
+        it has fewer), and how many it has: one pass, memory for ``k`` ids."""
+        return reservoir(self.iter_succeeded(identity), k, rng)
 
     @abstractmethod
     def iter_failed(self, identity: str) -> Iterator[FailedRecord]:

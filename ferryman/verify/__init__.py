@@ -16,7 +16,7 @@ For each migration (:func:`verify_steps`, behind :meth:`MigrationService.verify`
    row of each output, None where missing).
 
 Nothing is written to any store. Memory holds one batch of records and the sample's ids; the
-ids are streamed from the ledger once (:mod:`.sampling`). A migration may list fields not to
+ids are streamed from the ledger once (:mod:`ferryman.sampling`). A migration may list fields not to
 compare (values made at write time, such as a ``loaded_at``) in a class attribute
 ``verify_ignore = ("loaded_at",)``.
 """
@@ -33,6 +33,7 @@ from ..plan import PlanStep
 from ..progress.ledger import Ledger
 from ..progress.model import Action
 from ..progress.reader import LedgerReader
+from ..sampling import reservoir
 from ..stores.base import Store
 from ..types import RecordId
 from .replay import verify_migration
@@ -58,15 +59,26 @@ def verify_steps(steps: Sequence[PlanStep], instances: Mapping[str, Any], stores
     for step in steps:
         key = ledger.key_of(step.spec.identity, step.writes)
         results.append(verify_migration(step.spec, key, instances[step.spec.identity], stores,
-                                        _succeeded(ledger, key), _failed(ledger, key), sample, rng))
+                                        _Succeeded(ledger, key), _failed(ledger, key), sample, rng))
     return VerificationResult(results, sample, seed, started, datetime.now().astimezone())
 
 
-def _succeeded(ledger: Ledger, key: str) -> Iterator[RecordId]:
-    if isinstance(ledger, LedgerReader):
-        return ledger.iter_succeeded(key)
-    entry = ledger.progress().migrations.get(key)
-    return iter(list(entry.succeeded) if entry is not None else [])
+class _Succeeded:
+    """A migration's succeeded ids, from a durable ledger's read API or a ledger in memory."""
+
+    def __init__(self, ledger: Ledger, key: str) -> None:
+        self.ledger, self.key = ledger, key
+
+    def all(self) -> Iterator[RecordId]:
+        if isinstance(self.ledger, LedgerReader):
+            return self.ledger.iter_succeeded(self.key)
+        entry = self.ledger.progress().migrations.get(self.key)
+        return iter(list(entry.succeeded) if entry is not None else [])
+
+    def sample(self, k: int, rng: random.Random) -> tuple[list[RecordId], int]:
+        if isinstance(self.ledger, LedgerReader):
+            return self.ledger.sample_succeeded(self.key, k, rng)
+        return reservoir(self.all(), k, rng)
 
 
 def _failed(ledger: Ledger, key: str) -> tuple[int, int]:

@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from itertools import islice
-from typing import Any
+from typing import Any, Protocol
 
 from ..declare import MigrationSpec
 from ..errors import describe_error
@@ -24,13 +24,22 @@ from ..stores.base import Store
 from ..types import Record, RecordId
 from .compare import diff_record
 from .result import MigrationVerification, Problem
-from .sampling import reservoir
+
+
+class SucceededIds(Protocol):
+    """A migration's succeeded ids in the ledger: all of them, streamed, or a random sample."""
+
+    def all(self) -> Iterable[RecordId]: ...
+
+    def sample(self, k: int, rng: random.Random) -> tuple[list[RecordId], int]:
+        """``k`` ids chosen uniformly at random, and how many there are."""
+        ...
 
 
 def verify_migration(spec: MigrationSpec, key: str, instance: Any, stores: Mapping[str, Store],
-                     succeeded: Iterable[RecordId], failed: tuple[int, int], sample: int | None,
+                     succeeded: SucceededIds, failed: tuple[int, int], sample: int | None,
                      rng: random.Random) -> MigrationVerification:
-    """Every check of one migration whose progress is kept under ``key``: ``succeeded`` streams
+    """Every check of one migration whose progress is kept under ``key``: ``succeeded`` gives
     its succeeded ids from the ledger, ``failed`` is its failed records (RETRY, IGNORE)."""
     source = stores[spec.source]
     result = MigrationVerification(spec.name, key, spec.source, spec.dest)
@@ -41,12 +50,12 @@ def verify_migration(spec: MigrationSpec, key: str, instance: Any, stores: Mappi
         result.problem("counts", f"the source {source.name!r} could not be counted: {describe_error(exc)}")
     replay = _Replay(spec, instance, stores, result, sampled=sample is not None)
     if sample is None:
-        counted = _Counted(succeeded)
+        counted = _Counted(succeeded.all())
         for chunk in _chunks(counted, spec.batch_size):
             replay.check(chunk)
         result.succeeded = counted.n
     else:
-        chosen, result.succeeded = reservoir(succeeded, sample, rng)
+        chosen, result.succeeded = succeeded.sample(sample, rng)
         for chunk in _chunks(chosen, spec.batch_size):
             replay.check(chunk)
     if not result.counts_ok:

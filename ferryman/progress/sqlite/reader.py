@@ -10,13 +10,17 @@ ledger with nothing in it yet.
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from ...errors import LedgerFileError
+from ...sampling import reservoir
 from ...types import RecordId
 from ..lease import Holder
 from ..model import Action, FailedRecord, ProgressMetadata
@@ -184,6 +188,23 @@ class SqliteReader(LedgerReader):
                         yield from (decode_id(k) for k in keys if k not in failed)
                         continue
                 yield from array_ids(text)
+
+    def sample_succeeded(self, identity: str, k: int, rng: random.Random) -> tuple[list[RecordId], int]:
+        """The reservoir runs over the ids' stored texts and decodes only the ``k`` it keeps
+        (decoding a million ids would cost more than the whole sample)."""
+        with self._reading(), self.snapshot():
+            mid = self.migration_id(identity)
+            if mid is None:
+                return [], 0
+            if not self._has_log or self.conn.execute(
+                    "SELECT 1 FROM failed WHERE migration = ? LIMIT 1", (mid,)).fetchone() is not None:
+                return super().sample_succeeded(identity, k, rng)  # ids logged, then failed: left out there
+            # two statements in one read transaction (the snapshot): one state of the ledger
+            table = map(itemgetter(0), self.conn.execute("SELECT rid FROM succeeded WHERE migration = ?", (mid,)))
+            logged = chain.from_iterable(map(array_keys, map(itemgetter(0), self.conn.execute(
+                "SELECT ids FROM succeeded_log WHERE migration = ? ORDER BY seq", (mid,)))))
+            keys, total = reservoir(chain(table, logged), k, rng)
+        return [decode_id(key) for key in keys], total
 
     def _present(self, table: str, mid: int, keys: list[str]) -> Iterator[str]:
         """Which of ``keys`` (encoded ids) ``table`` holds for the migration."""
