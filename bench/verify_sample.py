@@ -53,6 +53,7 @@ def main() -> None:
     parser.add_argument("--dir")
     args = parser.parse_args()
     directory = args.dir or tempfile.mkdtemp(prefix="ferryman-verify-bench-")
+    os.makedirs(directory, exist_ok=True)
     ledger_path = os.path.join(directory, "progress.db")
     if not os.path.exists(ledger_path):
         build(directory, args.rows)

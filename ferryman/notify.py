@@ -1,7 +1,9 @@
 """Notifications: a JSON POST to each URL when a run starts, when each migration ends, when the
 run ends (completed, failed, interrupted) and on fatal errors.
 
-The body carries the fields of ``GET /migrate/result`` (``status``, ``step``, ``last_err``,
+After a run with ``verify_sample``, the verification's result is sent too
+(``verification.passed`` / ``verification.failed``). The body carries the fields of
+``GET /migrate/result`` (``status``, ``step``, ``last_err``,
 ``try_count``), the ``event`` (as in :mod:`ferryman.eventlog`), the counts, and a ``text`` line
 for people: a Slack (or Mattermost, Rocket.Chat...) incoming-webhook URL works as it is.
 
@@ -27,7 +29,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 from .eventlog import counts_of
@@ -35,6 +37,9 @@ from .events import RunObserver
 from .progress.ledger import new_event
 from .redact import mask_secrets
 from .report import MigrationReport, MigrationState, RunResult, last_error
+
+if TYPE_CHECKING:
+    from .verify import VerificationResult
 
 log = logging.getLogger("ferryman")
 
@@ -164,6 +169,17 @@ class Notifier(RunObserver):
         if result.ledger_error:
             self.send(self._body("fatal_error", "failed", step, result.ledger_error,
                                  f"ferryman: the run stopped: {result.ledger_error}"))
+
+
+    def verified(self, result: VerificationResult) -> None:
+        """The verification after a completed run (``verify_sample=``)."""
+        status = "passed" if result.ok else "failed"
+        failed = [m.name for m in result.migrations if not m.ok]
+        text = f"ferryman: verification {status}" + (f": {', '.join(failed)}" if failed else "")
+        err = next((p.line() for m in result.migrations for p in m.problems), None)
+        self.send(self._body(f"verification.{status}", "completed", None, err, text, ok=result.ok,
+                             migrations=[{"name": m.name, "ok": m.ok, "checked": m.checked,
+                                          "problems": len(m.problems)} for m in result.migrations]))
 
 
 def _migration(report: MigrationReport) -> dict[str, Any]:

@@ -279,6 +279,8 @@ class MigrationService:
                 result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout)
                 if verify_sample is not None and result.ok:
                     result.verification = self.verify(ledger, sample=verify_sample, only=only)
+                    for notifier in notifiers:
+                        notifier.verified(result.verification)
         finally:
             event_log.close()
             errors = [line for notifier in notifiers for line in notifier.close()]

@@ -200,3 +200,24 @@ def test_cli_notify_is_repeatable_and_lists_what_was_not_delivered(tmp_path, rec
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "ferryman: error: --notify: 'localhost:80' is not an http:// or https:// URL"]
+
+
+def test_a_verification_after_the_run_is_notified_and_decides_the_exit_code(receiver):
+    @migration(source="src", dest="dst", name="copy")
+    class Checked:
+        def transform(self, aggregates, record):
+            return [dict(record)]
+
+        def verify(self, record, outputs, stored):
+            return None if record["id"] != 3 else "item 3 looks wrong"
+
+    src = MemoryStore("src", records=[{"id": i, "name": f"n{i}"} for i in range(1, 11)])
+    result = MigrationService([src, MemoryStore("dst")], [Checked]).run(notify=[receiver.url], verify_sample=100)
+    assert result.verification is not None and not result.verification.ok
+    assert not result.ok and result.exit_code == 1
+    assert all(r.state.value == "completed" for r in result.reports)  # the run itself completed
+    assert [b["event"] for b in receiver.bodies] == [
+        "run.started", "migration.completed", "run.completed", "verification.failed"]
+    last = receiver.bodies[-1]
+    assert last["text"] == "ferryman: verification failed: copy" and last["ok"] is False
+    assert last["last_err"] == "hook record 3: item 3 looks wrong"
