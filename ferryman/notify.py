@@ -171,6 +171,10 @@ class Notifier(RunObserver):
                                  f"ferryman: the run stopped: {result.ledger_error}"))
 
 
+    def fatal(self, error: str) -> None:
+        """An error that ended the run before its end (the ledger busy or unwritable...)."""
+        self.send(self._body("fatal_error", "failed", None, error, f"ferryman: the run failed: {error}"))
+
     def verified(self, result: VerificationResult) -> None:
         """The verification after a completed run (``verify_sample=``)."""
         status = "passed" if result.ok else "failed"

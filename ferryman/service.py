@@ -275,7 +275,7 @@ class MigrationService:
         ledger = self._ledger_for(progress)
         event_log = EventLog(ledger, events)
         try:
-            with self.observed_by([event_log, *notifiers]):
+            with self.observed_by([event_log, *notifiers]), _told_to(notifiers):
                 result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout)
                 if verify_sample is not None and result.ok:
                     result.verification = self.verify(ledger, sample=verify_sample, only=only)
@@ -403,6 +403,18 @@ class MigrationService:
         for step in steps:
             ledger.forget(ledger.bind(step.spec.identity, step.writes), self.stores[step.spec.dest])
         return [s.spec for s in steps]
+
+
+@contextmanager
+def _told_to(notifiers: Sequence[Notifier]) -> Iterator[None]:
+    """An error that escapes the run (the ledger refused it, a bug) is a fatal error the
+    notifiers are told about, then raised on."""
+    try:
+        yield
+    except Exception as exc:
+        for notifier in notifiers:
+            notifier.fatal(one_line(exc))
+        raise
 
 
 class _Run:

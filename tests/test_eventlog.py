@@ -159,6 +159,7 @@ def test_an_unwritable_event_file_is_refused_before_any_work(tmp_path):
 
 def test_a_ledger_of_schema_3_reads_as_without_events_and_gains_them_on_open(tmp_path):
     import ledger_files
+
     from ferryman.progress.sqlite import SCHEMA_VERSION, SqliteReader
 
     path = tmp_path / "old.db"

@@ -221,3 +221,17 @@ def test_a_verification_after_the_run_is_notified_and_decides_the_exit_code(rece
     last = receiver.bodies[-1]
     assert last["text"] == "ferryman: verification failed: copy" and last["ok"] is False
     assert last["last_err"] == "hook record 3: item 3 looks wrong"
+
+
+def test_an_error_that_ends_the_run_is_notified(receiver, tmp_path):
+    from ferryman import LedgerBusyError, RunResult
+    from ferryman.progress.sqlite import SqliteLedger
+
+    service = _service()
+    with SqliteLedger(tmp_path / "p.db") as holder:
+        holder.begin_run([])  # another run holds the ledger
+        with SqliteLedger(tmp_path / "p.db") as ledger, pytest.raises(LedgerBusyError):
+            service.run(ledger, notify=[receiver.url])
+        holder.end_run(RunResult([]))
+    (fatal,) = receiver.bodies
+    assert fatal["event"] == "fatal_error" and fatal["status"] == "failed" and "in use by" in fatal["last_err"]
