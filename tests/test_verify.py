@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from ferryman import MigrationService, SqlStore, migration
+from ferryman import Cardinality, Match, MigrationService, SqlStore, migration
 from ferryman.progress.sqlite import SqliteLedger
 
 URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
@@ -163,3 +163,52 @@ def test_source_counts_must_add_up(database, tmp_path):
     copy = result.migration("copy")
     assert not copy.counts_ok and copy.unaccounted == 1 and copy.replay_ok and copy.outputs_ok
     assert copy.problems[0].check == "counts" and "1 record(s) of 'items' have no outcome" in copy.problems[0].detail
+
+
+def totals(preload: bool | None) -> type:
+    """A migration that matches each item's prices and reduces them to a total."""
+
+    @migration(source="items", dest="totals", batch_size=7, name="totals",
+               match=[Match("prices", cardinality=Cardinality.ZERO_OR_MORE, preload=preload)])
+    class Totals:
+        def start_reduction(self, record, aggregates):
+            aggregates["total"] = 0.0
+
+        def match_with_prices(self, record, aggregates, store):
+            return {"item_id": record["id"]}
+
+        def reduce_from_prices(self, aggregates, batch):
+            aggregates["total"] += sum(p["amount"] for p in batch)
+
+        def transform(self, aggregates, record):
+            if record["name"] == "explodes":
+                raise ValueError("cannot total an exploding item")
+            return [{"id": record["id"], "total": aggregates["total"]}]
+
+    return Totals
+
+
+@pytest.mark.parametrize("preload", [None, False])
+def test_replay_matches_and_reduces_again(sqlite_url, tmp_path, preload):
+    engine = create_engine(sqlite_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text(DDL["items"]["sqlite"]))
+        conn.execute(text("CREATE TABLE prices (id INTEGER PRIMARY KEY, item_id INTEGER, amount REAL)"))
+        conn.execute(text("CREATE TABLE totals (id INTEGER PRIMARY KEY, total REAL)"))
+        conn.execute(text("INSERT INTO items VALUES (:id, :name, 0)"), [{"id": i, "name": f"i{i}"} for i in range(1, 31)])
+        conn.execute(text("INSERT INTO prices VALUES (:id, :item, :amount)"),
+                     [{"id": j, "item": j % 30 + 1, "amount": j * 0.5} for j in range(1, 91)])
+    engine.dispose()
+    stores = [SqlStore(n, sqlite_url, n) for n in ("items", "prices", "totals")]
+    service = MigrationService(stores, [totals(preload)])
+    with SqliteLedger(tmp_path / "p.db") as ledger:
+        assert service.run(ledger).ok
+        assert service.verify(ledger, sample=None).ok
+        assert service.verify(ledger, sample=10, seed=2).ok
+        _execute(sqlite_url, "UPDATE prices SET amount = amount + 100 WHERE item_id = 4")
+        _execute(sqlite_url, "UPDATE items SET name = 'explodes' WHERE id = 9")
+        result = service.verify(ledger, sample=None).migration("totals")
+    assert (result.different, result.replay_failed, result.checked) == (1, 1, 30)
+    problems = {(p.check, p.id): p.detail for p in result.problems}
+    assert "total: different" in problems[("different", 4)]
+    assert "cannot total an exploding item" in problems[("replay", 9)]

@@ -17,9 +17,8 @@ from typing import Any, Protocol
 
 from ..declare import MigrationSpec
 from ..errors import describe_error
-from ..pipeline.match import Matcher, start_reduction
-from ..pipeline.transform import transform
-from ..pipeline.work import Work
+from ..pipeline.attempt import Transformer
+from ..pipeline.work import Attempt
 from ..stores.base import Store
 from ..types import Record, RecordId
 from .compare import diff_record
@@ -98,16 +97,17 @@ class _Replay:
                  result: MigrationVerification, sampled: bool) -> None:
         if sampled:
             spec = replace(spec, matches=tuple(replace(m, preload=False) for m in spec.matches))
-        self.spec, self.instance, self.result = spec, instance, result
+        self.result = result
         self.source, self.dest = stores[spec.source], stores[spec.dest]
-        self.matcher = Matcher(spec, instance, stores)
+        self.transformer = Transformer(spec, instance, stores)
         self.hook = getattr(instance, "verify", None)
         self.ignore = frozenset(getattr(instance, "verify_ignore", ()))
 
     def check(self, ids: Sequence[RecordId]) -> None:
-        result = self.result
-        records = {self.source.id_of(r): r for r in self.source.get_many(ids)}
-        works = []
+        result, source = self.result, self.source
+        got = source.get_many(ids)
+        records = dict(zip(source.ids_of(got), got))
+        found_ids, found = [], []
         for record_id in ids:
             record = records.get(record_id)
             if record is None:
@@ -115,40 +115,39 @@ class _Replay:
                 result.problem("source", "the progress says it succeeded, but the source no longer has it",
                                record_id)
             else:
-                works.append(Work(record, record_id))
-        result.checked += len(works)
-        start_reduction(self.spec, self.instance, works)
-        self.matcher.match_and_reduce(works)
-        transform(self.spec, self.instance, works)
-        done = []
-        for w in works:
-            if w.error is not None:
-                result.replay_failed += 1
-                result.problem("replay", f"cannot be matched and transformed again: {describe_error(w.error)}",
-                               w.id)
-            else:
-                done.append(w)
+                found_ids.append(record_id)
+                found.append(record)
+        result.checked += len(found)
+        attempt = self.transformer.attempt(found_ids, found)
+        for w in attempt.failed:
+            result.replay_failed += 1
+            why = describe_error(w.error) if w.error is not None else "no error said why"
+            result.problem("replay", f"cannot be matched and transformed again: {why}", w.id)
         if result.skipped is None:
-            self._compare(done)
+            self._compare(attempt)
 
-    def _compare(self, works: list[Work]) -> None:
+    def _compare(self, attempt: Attempt) -> None:
         result, dest = self.result, self.dest
+        outputs = [out for outs in attempt.outputs for out in outs]
         try:
-            keyed = [(w, [(out, dest.id_of(out)) for out in w.outputs]) for w in works]
+            keys = dest.ids_of(outputs)
         except KeyError as exc:
             result.skipped = f"the outputs carry no key of {dest.name!r} ({exc.args[0]})"
             return
-        wanted = Counter(k for _, pairs in keyed for _, k in pairs)
+        wanted = Counter(keys)
         stored: dict[RecordId, list[Record]] = {}
-        for row in dest.get_many(list(wanted)):
-            stored.setdefault(dest.id_of(row), []).append(row)
+        rows = dest.get_many(list(wanted))
+        for k, row in zip(dest.ids_of(rows), rows):
+            stored.setdefault(k, []).append(row)
         reported: set[RecordId] = set()
-        for w, pairs in keyed:
-            found: list[Record | None] = []
-            for output, k in pairs:
-                found.append(self._compare_one(w.id, output, k, stored.get(k, []), wanted[k], reported))
+        at = 0
+        for position, outs in enumerate(attempt.outputs):
+            record_id = attempt.ids[position]
+            found = [self._compare_one(record_id, out, k, stored.get(k, []), wanted[k], reported)
+                     for out, k in zip(outs, keys[at:at + len(outs)])]
+            at += len(outs)
             if self.hook is not None:
-                self._hook(w, found)
+                self._hook(record_id, attempt.records[position], outs, found)
 
     def _compare_one(self, record_id: RecordId, output: Record, k: RecordId, rows: list[Record],
                      expected: int, reported: set[RecordId]) -> Record | None:
@@ -179,10 +178,11 @@ class _Replay:
         result.problem(check, f"{dest.describe(output)}: {shown}", record_id)
         return rows[0]
 
-    def _hook(self, w: Work, stored: list[Record | None]) -> None:
+    def _hook(self, record_id: RecordId, record: Record, outputs: Sequence[Record],
+              stored: list[Record | None]) -> None:
         assert self.hook is not None
         try:
-            verdict = self.hook(w.record, list(w.outputs), stored)
+            verdict = self.hook(record, list(outputs), stored)
         except Exception as exc:  # noqa: BLE001 - the user's check: a problem, not a crash
             verdict = f"verify raised {describe_error(exc)}"
         if verdict is None or verdict is True:
@@ -195,4 +195,4 @@ class _Replay:
             lines = [str(v) for v in verdict]
         if lines:
             self.result.hook_failed += 1
-            self.result.problem("hook", "; ".join(lines), w.id)
+            self.result.problem("hook", "; ".join(lines), record_id)
