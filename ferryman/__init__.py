@@ -37,6 +37,7 @@ from .progress.model import Action, FailedRecord, MigrationEntry, MigrationProgr
 from .report import MigrationReport, MigrationState, RunResult
 from .service import MigrationService, StoreRegistry
 from .stores import JournalEntry, MemoryStore, PendingWrite, SqlDatabase, SqlStore, Store
+from .verify import MigrationVerification, VerificationResult
 
 __version__ = "0.1.0"
 
@@ -79,6 +80,7 @@ __all__ = [
     "MigrationService",
     "MigrationSpec",
     "MigrationState",
+    "MigrationVerification",
     "MongoStore",
     "Notifier",
     "PendingWrite",
@@ -97,5 +99,6 @@ __all__ = [
     "TargetError",
     "TerminalStoreError",
     "TransientStoreError",
+    "VerificationResult",
     "migration",
 ]

@@ -93,6 +93,9 @@ def test_a_run_out_of_time_ends_failed_and_the_next_resumes_exactly_once(tmp_pat
         run = ledger.runs(1)[0]
         assert run.outcome == "failed" and run.last_error is not None and "timed out" in run.last_error
         assert sorted(ledger.iter_succeeded(service.plan()[0])) == done  # the progress was saved
+        events = ledger.events()
+        assert [e["event"] for e in events] == ["run.started", "migration.started", "migration.failed", "run.failed"]
+        assert events[-1]["timed_out"] is True and "timed out after 0.4s" in events[-1]["last_err"]
         again = _service(tmp_path, delay=0).run(ledger)
     assert again.ok and again.report("copy").skipped == len(done)
     assert _dst_ids(tmp_path) == list(range(1, N + 1))  # each once: the destination's key says so
