@@ -177,10 +177,8 @@ def run(
         address = parse_host_port(serve) if isinstance(serve, str) else serve
         with service.observed_by([*observers, RetryLines(echo)]):
             if not dry_run:
-                return _run(service, progress, only, address, _Options(max_tries, retry_delay, max_failures,
-                                                                       seconds, events, notify, verify_sample),
-                            echo, linger,
-                            on_finished)
+                options = _Options(max_tries, retry_delay, max_failures, seconds, events, notify, verify_sample)
+                return _run(service, progress, only, address, options, echo, linger, on_finished)
             result = _dry_run(service, progress, only, max_failures, echo)
             if on_finished is not None:
                 on_finished(result)

@@ -2,8 +2,10 @@
 
 The status routes answer from one :class:`~ferryman.server.status.StatusSnapshot`, taken at most
 every REFRESH seconds (in a worker thread: sources do blocking I/O) and rendered once per route
-into bytes that every request until the next snapshot reuses (:class:`Answers`). When the source
-fails, the JSON routes answer ``500 {"error": "..."}``; that is the only case of a 500.
+into bytes that every request until the next snapshot reuses (:class:`Answers`). The event log
+(``/migrate/events``, paged) and the newest verification (``/migrate/verify``) are read from the
+source at each request. When the source fails, the JSON routes answer ``500 {"error": "..."}``;
+that is the only case of a 500.
 """
 
 from __future__ import annotations
@@ -197,7 +199,7 @@ def _count_param(request: Request, name: str, default: int) -> int:
     text = request.query_params.get(name)
     if text is None:
         return default
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise ValueError(f"query parameter {name} must be an integer >= 0, not {text[:40]!r}")
     return int(text)
 
