@@ -280,6 +280,8 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
       ferryman run migrations.py
       ferryman run pkg.migrations --progress progress.db --only order_lines
       ferryman run migrations.py --serve 127.0.0.1:8765 --max-tries 3 --retry-delay 60
+      ferryman run migrations.py --timeout 2h --verify-sample 1000 --events events.jsonl
+      ferryman run migrations.py --notify https://hooks.slack.com/services/T000/B000/XXXX
       ferryman run migrations.py --dry-run
     """
     if linger is not None and serve is None:

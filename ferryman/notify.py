@@ -31,10 +31,11 @@ import urllib.request
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .errors import InputError
+from .errors import FerrymanError, InputError
 from .eventlog import counts_of
 from .events import RunObserver
-from .progress.ledger import new_event
+from .progress.ledger import Ledger, new_event
+from .progress.reader import LedgerReader
 from .redact import mask_secrets
 from .report import MigrationReport, MigrationState, RunResult, last_error
 
@@ -88,6 +89,9 @@ class Notifier(RunObserver):
         self._senders: dict[str, _Sender] = {}
         self._attempt = 1
         self._reports: Sequence[MigrationReport] = ()
+        self.ledger: Ledger | None = None
+        """The run's ledger (the service sets it): a durable one counts ``try_count`` as the
+        status API does, across runs of one job."""
 
     # --- sending --------------------------------------------------------------------------------
 
@@ -136,6 +140,11 @@ class Notifier(RunObserver):
 
     def run_started(self, reports: Sequence[MigrationReport]) -> None:
         self._reports = reports
+        if isinstance(self.ledger, LedgerReader):  # the newest run is this one: it holds the lease
+            try:
+                self._attempt = next((run.attempt for run in self.ledger.runs(1)), self._attempt)
+            except FerrymanError:
+                pass  # a notification never fails the run: this process's count then
         names = ", ".join(r.name for r in reports)
         tries = f" (attempt {self._attempt})" if self._attempt > 1 else ""
         self.send(self._body("run.started", "running", None, None,

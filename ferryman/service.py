@@ -274,6 +274,8 @@ class MigrationService:
         notifiers = [n for n in notify if isinstance(n, Notifier)] + ([Notifier(urls)] if urls else [])
         ledger = self._ledger_for(progress)
         event_log = EventLog(ledger, events)
+        for notifier in notifiers:
+            notifier.ledger = ledger
         try:
             with self.observed_by([event_log, *notifiers]), _told_to(notifiers):
                 result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout)

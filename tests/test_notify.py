@@ -235,3 +235,15 @@ def test_an_error_that_ends_the_run_is_notified(receiver, tmp_path):
         holder.end_run(RunResult([]))
     (fatal,) = receiver.bodies
     assert fatal["event"] == "fatal_error" and fatal["status"] == "failed" and "in use by" in fatal["last_err"]
+
+
+def test_try_count_counts_the_runs_of_a_job_as_the_status_api_does(receiver, tmp_path):
+    from ferryman.progress.sqlite import SqliteLedger
+
+    BROKEN.add(2)
+    service = _service()
+    with SqliteLedger(tmp_path / "p.db") as ledger:
+        assert service.run(ledger, notify=[receiver.url]).exit_code == 1
+        BROKEN.clear()
+        assert service.run(ledger, notify=[receiver.url]).ok  # a manual re-run of the unfinished job
+    assert [b["try_count"] for b in receiver.bodies] == [1, 1, 1, 2, 2, 2]
