@@ -108,6 +108,8 @@ class RunResult:
     """Notifications (``notify=``) that could not be delivered; they never fail the run."""
     verification: VerificationResult | None = None
     """The verification after the run (``verify_sample=``), if one ran."""
+    verification_error: str | None = None
+    """Why the verification after the run could not run (the run is then not ok)."""
 
     @property
     def ok(self) -> bool:
@@ -115,7 +117,7 @@ class RunResult:
         return (
             not self.interrupted and not self.timed_out and not self.callback_errors and not self.ledger_error
             and all(r.state is MigrationState.COMPLETED for r in self.reports)
-            and (self.verification is None or self.verification.ok)
+            and (self.verification is None or self.verification.ok) and not self.verification_error
         )
 
     def report(self, name: str) -> MigrationReport:
@@ -160,6 +162,8 @@ class RunResult:
             lines.append(f"the run stopped: {self.ledger_error}")
         if self.verification is not None:
             lines.append(self.verification.summary())
+        if self.verification_error:
+            lines.append(self.verification_error)
         lines.extend(self.notification_errors)
         return "\n".join(lines)
 

@@ -21,6 +21,7 @@ from .defaults import DEFAULT_VERIFY_SAMPLE
 from .declare import MigrationSpec, check_max_failures, spec_of
 from .dry_run import DryRunResult, DryRunStore
 from .errors import (
+    FerrymanError,
     InputError,
     LeaseLostError,
     LedgerWriteError,
@@ -280,14 +281,25 @@ class MigrationService:
             with self.observed_by([event_log, *notifiers]), _told_to(notifiers):
                 result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout)
                 if verify_sample is not None and result.ok:
-                    result.verification = self.verify(ledger, sample=verify_sample, only=only)
-                    for notifier in notifiers:
-                        notifier.verified(result.verification)
+                    self._verify_after(result, ledger, verify_sample, only, notifiers)
         finally:
             event_log.close()
             errors = [line for notifier in notifiers for line in notifier.close()]
         result.notification_errors = errors
         return result
+
+    def _verify_after(self, result: RunResult, ledger: Ledger, sample: int, only: Sequence[str] | None,
+                      notifiers: Sequence[Notifier]) -> None:
+        """Verify a completed run; a verification that cannot run (a store gone meanwhile) is
+        said in the result (it is then not ok), not raised: the run's own result stands."""
+        try:
+            result.verification = self.verify(ledger, sample=sample, only=only)
+        except (FerrymanError, SQLAlchemyError, OSError) as exc:
+            result.verification_error = f"the verification could not run: {one_line(exc)}"
+            log.error("%s", result.verification_error)
+            return
+        for notifier in notifiers:
+            notifier.verified(result.verification)
 
     def _attempts(self, ledger: Ledger, only: Sequence[str] | None, max_failures: float | None,
                   max_tries: int, retry_delay: float, timeout: float | None) -> RunResult:

@@ -130,3 +130,23 @@ def test_a_verify_hook_with_the_wrong_parameters_is_refused_when_declared():
 
             def verify(self, record):
                 return None
+
+
+def test_a_verification_that_cannot_run_after_the_run_is_said_and_the_run_result_stands():
+    from ferryman import MemoryStore, MigrationService
+
+    class Unreadable(MemoryStore):
+        def get_many(self, ids):
+            raise OSError("the destination's disk is gone")
+
+    @migration(source="src", dest="dst", name="copy")
+    class Copy:
+        def transform(self, aggregates, record):
+            return [record]
+
+    src = MemoryStore("src", records=[{"id": i} for i in range(5)])
+    result = MigrationService([src, Unreadable("dst")], [Copy]).run(verify_sample=3)
+    assert all(r.state.value == "completed" for r in result.reports)
+    assert result.verification is None and not result.ok and result.exit_code == 1
+    assert result.summary().splitlines()[-1] == (
+        "the verification could not run: the destination's disk is gone")
