@@ -261,7 +261,7 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
     def say(text: str) -> None:
         click.echo(console.shown_lines(text), file=out)  # type: ignore[arg-type]  # a text stream
 
-    display = console.ConsoleProgress(out, fancy=bar)  # type: ignore[arg-type]
+    display = console.ConsoleProgress(out, fancy=bar, dry_run=dry_run)  # type: ignore[arg-type]
     ctx = click.get_current_context()
 
     def finished(result: RunResult) -> None:

@@ -143,6 +143,8 @@ class MigrationService:
         self._steps: list[PlanStep] = build_plan([spec for spec, _ in pairs], self.stores)
         self.checkpoint_interval = checkpoint_interval
         self._callbacks: list[ProgressCallback] = []
+        self._dry_run = False
+        """This service is :meth:`dry_run`'s copy: a failed migration only would fail."""
         self.observers = Observers(observers)
         self.target: str | None = None
         """The TARGET this service was loaded from, if any: the commands it suggests name it."""
@@ -285,6 +287,7 @@ class MigrationService:
         dests = {s.spec.dest for s in steps}
         stores = {name: DryRunStore(store) if name in dests else store for name, store in self.stores.items()}
         dry = MigrationService(list(stores.values()), self.migrations, observers=[self.observers])
+        dry._dry_run = True
         result = dry.run(MemoryLedger(start), only=only, max_failures=max_failures)
         would = {s.spec.name: store.saved for s in steps if isinstance(store := stores[s.spec.dest], DryRunStore)}
         return DryRunResult(**{f.name: getattr(result, f.name) for f in fields(result)}, would_write=would)
@@ -432,7 +435,8 @@ class _Run:
             self._persist(force=True)
             self.service.observers.migration_finished(report)
             if report.state is MigrationState.FAILED:
-                self._hold_back_dependants(spec, f"reads what {spec.name} writes, which failed")
+                failed = "would fail (dry run)" if self.service._dry_run else "failed"
+                self._hold_back_dependants(spec, f"reads what {spec.name} writes, which {failed}")
 
     def _hold_back_dependants(self, upstream: MigrationSpec, why: str) -> None:
         for spec in dependants(self.steps, upstream):

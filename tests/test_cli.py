@@ -268,6 +268,9 @@ def test_dry_run(runner, tmp_path):
     result = runner.invoke(cli, ["run", target, "--dry-run"])
     assert result.exit_code == 1, result.output
     assert "copy_items: would write 29 record(s) to dst (30 read, 0 already done, 0 ignored, 1 would fail)" in result.stdout
+    assert "copy_items: dry run over in " in result.stdout and "; nothing saved" in result.stdout
+    for claim in ("completed", "written,", " migrated", " failed", "next:"):  # the lines of a real run
+        assert claim not in result.stdout, claim
     assert dst_ids(tmp_path) == []
     assert not (tmp_path / "ferryman-progress.db").exists() and not os.path.exists("ferryman-progress.db")
     assert not [name for name in os.listdir(tmp_path) if "progress" in name]
