@@ -48,6 +48,8 @@ def test_demo_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "created sample data in ferryman-demo: 1,333 customers, 133 products, 20,000 orders" in out
+    assert "\nplan: 1. [order 0] customer_summaries: customers, orders -> customer_summaries; no dependency\n" in out
+    assert "plan: [" not in out  # each line of the plan, not a Python list
     assert "customer_summaries: failed - 1331 migrated, 2 failed" in out
     assert "order_lines: failed - 19995 migrated, 5 failed" in out
     assert "country_totals: held_back" in out
