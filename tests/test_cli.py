@@ -590,9 +590,9 @@ def test_the_readme_example_runs(runner, tmp_path):
         "keys reflected from the tables' primary keys: customers id, new_customers id, orders id\n")
     result = runner.invoke(cli, ["run", example, "--progress", "shop-progress.db"])
     assert result.exit_code == 0, result.output
-    assert "CopyCustomers: completed - 1000 migrated" in result.stdout
+    assert "CopyCustomers: completed - 1,000 migrated" in result.stdout
     with sqlite3.connect(tmp_path / "shop-new.db") as db:
         row = db.execute("SELECT first_name, last_name, total_spent FROM customers WHERE id = 7").fetchone()
     assert row[:2] == ("Customer", "Number7") and row[2] > 0
     result = runner.invoke(cli, ["run", example, "--progress", "shop-progress.db"])
-    assert result.exit_code == 0 and "1000 already done" in result.stdout
+    assert result.exit_code == 0 and "1,000 already done" in result.stdout
