@@ -114,12 +114,13 @@ def command_name() -> str:
 def next_steps_after_failures(target: str, progress: str) -> str:
     """What to do after a run that did not complete: the three commands that matter."""
     ferryman, target, progress = command_name(), shlex.quote(target), shlex.quote(progress)
-    return "\n".join([
-        "next:",
-        f"  {ferryman} failed list --progress {progress}                  # what failed, and why",
-        f"  {ferryman} failed ignore|retry --progress {progress} ID ...   # or --all, --grep TEXT",
-        f"  {ferryman} run {target} --progress {progress}                 # resumes: only what is left",
-    ])
+    steps = [
+        (f"{ferryman} failed list --progress {progress}", "what failed, and why"),
+        (f"{ferryman} failed ignore|retry --progress {progress} ID ...", "or --all, --grep TEXT"),
+        (f"{ferryman} run {target} --progress {progress}", "resumes: only what is left"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    return "\n".join(["next:", *(f"  {command.ljust(width)}   # {why}" for command, why in steps)])
 
 
 def format_duration(seconds: float | None) -> str:

@@ -235,6 +235,7 @@ def test_failures_list_ignore_and_run_again(runner, tmp_path):
     assert hint[1].split()[:6] == ["python", "-m", "ferryman", "failed", "list", "--progress"] and progress in hint[1]
     assert f"failed ignore|retry --progress {progress} ID ..." in hint[2]
     assert f"run {target} --progress {progress}" in hint[3]
+    assert len({line.index("   # ") for line in hint[1:4]}) == 1, hint  # the comments in one column
     listed = runner.invoke(cli, ["failed", "list", "--progress", progress])
     assert listed.exit_code == 0
     lines = listed.stdout.splitlines()
