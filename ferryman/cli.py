@@ -270,8 +270,10 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
         say(result.summary())
         if result.attempts > 1:
             say(f"attempts: {result.attempts} of {max_tries}")
-        if result.exit_code == 1 and not dry_run and any(r.failed for r in result.reports):
-            say(console.next_steps_after_failures(target, progress or commands.DEFAULT_PROGRESS))
+        if result.exit_code == 1 and not dry_run:
+            records_failed = any(r.failed for r in result.reports)
+            if records_failed or any(r.fatal_error for r in result.reports):
+                say(console.next_steps_after_failures(target, progress or commands.DEFAULT_PROGRESS, records_failed))
 
     try:
         result = commands.run(

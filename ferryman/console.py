@@ -111,16 +111,18 @@ def command_name() -> str:
     return shlex.quote(os.path.relpath(script) if not script.startswith("..") else script)
 
 
-def next_steps_after_failures(target: str, progress: str) -> str:
-    """What to do after a run that did not complete: the three commands that matter."""
+def next_steps_after_failures(target: str, progress: str, records_failed: bool = True) -> str:
+    """What to do after a run that did not complete: the three commands that matter when records
+    failed; when none did (a fatal error stopped a migration), fix it and run again."""
     ferryman, target, progress = command_name(), shlex.quote(target), shlex.quote(progress)
     steps = [
         (f"{ferryman} failed list --progress {progress}", "what failed, and why"),
         (f"{ferryman} failed ignore|retry --progress {progress} ID ...", "or --all, --grep TEXT"),
-        (f"{ferryman} run {target} --progress {progress}", "resumes: only what is left"),
-    ]
+    ] if records_failed else []
+    steps.append((f"{ferryman} run {target} --progress {progress}", "resumes: only what is left"))
     width = max(len(command) for command, _ in steps)
-    return "\n".join(["next:", *(f"  {command.ljust(width)}   # {why}" for command, why in steps)])
+    head = "next:" if records_failed else "next: fix the fatal error above, then run again:"
+    return "\n".join([head, *(f"  {command.ljust(width)}   # {why}" for command, why in steps)])
 
 
 def format_duration(seconds: float | None) -> str:

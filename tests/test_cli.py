@@ -597,3 +597,17 @@ def test_the_readme_example_runs(runner, tmp_path):
     assert row[:2] == ("Customer", "Number7") and row[2] > 0
     result = runner.invoke(cli, ["run", example, "--progress", "shop-progress.db"])
     assert result.exit_code == 0 and "1,000 already done" in result.stdout
+
+
+def test_after_a_fatal_error_the_next_step_is_to_fix_it_and_run_again(runner, tmp_path):
+    with sqlite3.connect(tmp_path / "dst.db") as db:  # the destination lacks the column "name"
+        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+    target = write_target(tmp_path)
+    progress = str(tmp_path / "p.db")
+    result = runner.invoke(cli, ["run", target, "--progress", progress])
+    assert result.exit_code == 1, result.output
+    assert "fatal: a store the migration writes or reads is unusable" in result.stdout
+    hint = result.stdout[result.stdout.index("next:"):].splitlines()
+    assert hint[0] == "next: fix the fatal error above, then run again:"
+    assert hint[1].endswith(f"run {target} --progress {progress}   # resumes: only what is left"), hint
+    assert len(hint) == 2 and "failed list" not in result.stdout  # no record failed: nothing to list
