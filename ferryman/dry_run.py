@@ -11,6 +11,11 @@ from .stores.base import JournalEntry, Store
 from .types import Filter, Record, RecordId
 
 
+DRY_RUN_FOOTER = ("dry run: nothing was saved and no progress was written; what a destination would refuse "
+                  "(a duplicate key, NOT NULL, another constraint) shows only in a real run")
+"""The last line of a dry run's summary: its counts cannot include the destinations' refusals."""
+
+
 class DryRunStore(Store):
     """A destination that reads through to the real store and saves nothing, only counting."""
 
@@ -57,5 +62,5 @@ class DryRunResult(RunResult):
             if r.fatal_error:
                 line += f"; fatal: {r.fatal_error}"
             lines.append(line)
-        lines.append("dry run: nothing was saved and no progress was written")
+        lines.append(DRY_RUN_FOOTER)
         return "\n".join(lines)
