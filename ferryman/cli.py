@@ -363,6 +363,9 @@ def status(progress: str | None, url: str | None, as_json: bool) -> None:
     """
     snapshot = commands.status(progress=progress, url=url)
     click.echo(json.dumps(snapshot, indent=2, default=str) if as_json else console.format_status(snapshot))
+    hint = None if as_json or progress is None else console.next_step_after_status(snapshot, progress)
+    if hint is not None:
+        echo(hint)
     # --json escapes every control and non-ASCII character (ensure_ascii): the text stays exact
 
 

@@ -125,6 +125,16 @@ def next_steps_after_failures(target: str, progress: str, records_failed: bool =
     return "\n".join([head, *(f"  {command.ljust(width)}   # {why}" for command, why in steps)])
 
 
+def next_step_after_status(snapshot: dict[str, Any], progress: str) -> str | None:
+    """What ``ferryman status`` adds when records failed: the command that lists them."""
+    totals = snapshot.get("progress", {}).get("totals") if isinstance(snapshot.get("progress"), dict) else None
+    failed = totals.get("failed") if isinstance(totals, dict) else None
+    if not isinstance(failed, int) or failed <= 0:
+        return None
+    return (f"next: {command_name()} failed list --progress {shlex.quote(progress)}   "
+            f"# the {failed:,} failed record(s), and why")
+
+
 def format_duration(seconds: float | None) -> str:
     """``42s``, ``3m07s``, ``2h05m``; ``-`` when unknown."""
     if seconds is None:

@@ -284,10 +284,21 @@ def test_status_from_a_ledger(runner, tmp_path):
     result = runner.invoke(cli, ["status", "--progress", progress])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("status: migrated") or result.stdout.startswith("status: completed")
-    assert "copy_items" in result.stdout
+    assert "copy_items" in result.stdout and "next:" not in result.stdout  # nothing failed: nothing to do
     raw = json.loads(runner.invoke(cli, ["status", "--progress", progress, "--json"]).stdout)
     assert raw["result"]["try_count"] == 1
     assert runner.invoke(cli, ["status"]).exit_code == 2
+
+
+def test_status_names_the_command_that_lists_failed_records(runner, tmp_path):
+    target = write_target(tmp_path, bad=(3, 5))
+    progress = str(tmp_path / "p.db")
+    assert runner.invoke(cli, ["run", target, "--progress", progress]).exit_code == 1
+    lines = runner.invoke(cli, ["status", "--progress", progress]).stdout.splitlines()
+    assert lines[-1] == f"next: python -m ferryman failed list --progress {progress}   # the 2 failed record(s), and why"
+    assert runner.invoke(cli, ["failed", "ignore", "--progress", progress, "--all"]).exit_code == 0
+    assert "next:" not in runner.invoke(cli, ["status", "--progress", progress]).stdout  # none left to try
+    assert "next:" not in runner.invoke(cli, ["status", "--progress", progress, "--json"]).stdout
 
 
 def test_progress_export_and_import(runner, tmp_path):
