@@ -67,7 +67,11 @@ class StoreRegistry(Mapping[str, Store]):
             if not isinstance(store, Store):
                 raise TypeError(f"{store!r} is not a ferryman Store")
             if store.name in self._stores:
-                raise PlanError(f"two stores are named {store.name!r}; store names must be unique")
+                name = store.name
+                raise PlanError(
+                    f"two stores are named {name!r} ({self._stores[name].dataset} and {store.dataset}); store "
+                    f"names must be unique: name one otherwise, e.g. db.table({name!r}, 'new_{name}') "
+                    f"or SqlStore('new_{name}', url, {name!r})")
             self._stores[store.name] = store
 
     def __getitem__(self, name: str) -> Store:

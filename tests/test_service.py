@@ -14,7 +14,7 @@ import pytest
 
 from ferryman import (
     InputError, MemoryStore, MigrationProgress, MigrationService, MigrationState, PlanError, Retry, RunObserver,
-    migration,
+    SqlDatabase, migration,
 )
 
 NO_RETRY = Retry(times=0, delay=0)
@@ -208,3 +208,14 @@ def test_bad_retry_settings_are_refused_before_anything(max_tries, retry_delay):
     with pytest.raises(InputError):
         service.run(max_tries=max_tries, retry_delay=retry_delay)
     assert service.stores["b"].records() == []
+
+
+def test_two_stores_of_one_name_are_refused_with_where_each_is_and_how_to_rename_one(tmp_path):
+    old, new = SqlDatabase(f"sqlite:///{tmp_path / 'old.db'}"), SqlDatabase(f"sqlite:///{tmp_path / 'new.db'}")
+    with pytest.raises(PlanError) as caught:
+        MigrationService([old["artists"], new["artists"]], [])
+    assert str(caught.value) == (
+        f"two stores are named 'artists' ({old['artists'].dataset} and {new['artists'].dataset}); store names "
+        "must be unique: name one otherwise, e.g. db.table('artists', 'new_artists') or "
+        "SqlStore('new_artists', url, 'artists')")
+    assert "old.db" in str(caught.value) and "new.db" in str(caught.value)
