@@ -98,6 +98,21 @@ debug_option = click.option(
 )
 
 
+VERBOSE_HELP = "Log each page, retry, batch split and checkpoint (INFO level) on stderr."
+
+
+def _set_verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        _setup_logging(True)
+
+
+verbose_option = click.option(
+    "-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbose,
+    help=VERBOSE_HELP,
+)
+"""``-v`` after the command too (``ferryman run t.py -v``), where people type it."""
+
+
 def progress_option(required: bool, help: str) -> Callable[[F], F]:
     return click.option(
         "--progress", "progress", metavar="PATH", required=required,
@@ -152,7 +167,7 @@ class FerrymanGroup(click.Group):
 
 @click.group(cls=FerrymanGroup, context_settings=CONTEXT)
 @debug_option
-@click.option("-v", "--verbose", is_flag=True, help="Log more (INFO level) on stderr.")
+@click.option("-v", "--verbose", is_flag=True, help=VERBOSE_HELP)
 @click.version_option(__version__, prog_name="ferryman")
 def cli(verbose: bool) -> None:
     """ferryman: move records between datastores without losing or duplicating any.
@@ -178,6 +193,7 @@ def cli(verbose: bool) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="Port of the live dashboard (on 127.0.0.1).")
 @click.option("--no-serve", is_flag=True, help="Run the migrations without the dashboard, then exit.")
+@verbose_option
 @debug_option
 def demo(rows: int, directory: str, port: int, no_serve: bool) -> None:
     """Run a real migration on sample SQLite data, with the live dashboard.
@@ -235,6 +251,7 @@ def _budget(text: str | None) -> int | float | None:
                    "own max_failures. Default: each migration's, else stop when its first 1,000 all fail.")
 @click.option("--bar/--no-bar", "bar", default=None,
               help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
+@verbose_option
 @debug_option
 def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None,
         linger: float | None, max_tries: int, retry_delay: float, dry_run: bool,

@@ -96,3 +96,10 @@ def test_a_json_progress_logs_its_checkpoints(tmp_path: Path) -> None:
     result = run("-v", "run", target, "--progress", progress, "--no-bar")
     assert result.exit_code == 1, result.output
     assert f"ferryman: info: checkpoint: progress saved to {progress}" in result.stderr
+
+
+def test_verbose_after_the_command_too(tmp_path: Path) -> None:
+    target = make_target(tmp_path, f"sqlite:///{tmp_path / 'dst.db'}")
+    result = run("run", target, "--progress", str(tmp_path / "p.db"), "--no-bar", "-v")
+    assert result.exit_code == 1, result.output
+    assert "ferryman: info: Copy: page: 7 migrated, 0 failed, 1 to try again" in result.stderr
