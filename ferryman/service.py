@@ -21,6 +21,7 @@ from .dry_run import DryRunResult, DryRunStore
 from .errors import (
     InputError,
     LeaseLostError,
+    LedgerMismatchError,
     LedgerWriteError,
     MigrationDefinitionError,
     PlanError,
@@ -418,8 +419,21 @@ class _Run:
         if apart:
             log.warning("progress ledger %s holds the progress of %s for other destinations; for these "
                         "destinations it is kept apart (key: module.Class@dataset)", where, ", ".join(apart))
+        refused: list[tuple[str, LedgerMismatchError]] = []
         for step in self.steps:  # before any work: a forgotten --progress would write it all again
-            self.ledger.check_destination(step.spec.identity, self.service.stores[step.spec.dest])
+            try:
+                self.ledger.check_destination(step.spec.identity, self.service.stores[step.spec.dest])
+            except LedgerMismatchError as exc:
+                refused.append((step.spec.name, exc))
+        if len(refused) == 1:
+            raise refused[0][1]
+        if refused:  # one command for them all, not one refusal per run
+            names = [name for name, _ in refused]
+            resets = " ".join(f"--migration {shlex.quote(name)}" for name in names)
+            raise LedgerMismatchError(
+                f"{refused[0][1]}. So do the destinations of {', '.join(names[1:])}; to start all "
+                f"{len(names)} over: `ferryman reset {shlex.quote(self.service.target or 'TARGET')} {resets}` "
+                "(after emptying their destinations)") from refused[0][1]
 
     def _run_steps(self) -> None:
         for step in self.steps:
