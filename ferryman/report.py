@@ -127,7 +127,7 @@ class RunResult:
         lines = []
         for r in self.reports:
             line = (
-                f"{r.name}: {r.state.value} - {r.succeeded:,} migrated, {r.failed:,} failed, "
+                f"{r.name}: {r.state.value.replace('_', ' ')} - {r.succeeded:,} migrated, {r.failed:,} failed, "
                 f"{r.skipped:,} already done, {r.ignored:,} ignored, {r.written:,} written"
             )
             if r.unfinished:

@@ -48,7 +48,7 @@ def test_a_failure_holds_back_only_what_depends_on_it():
     }
     assert result.report("EX").held_back_by == ["BE"]
     assert result.exit_code == 1
-    assert "EX: held_back" in result.summary() and "(held back: BE failed)" in result.summary()
+    assert "EX: held back" in result.summary() and "(held back: BE failed)" in result.summary()
 
 
 def test_only_runs_a_subset_by_name_or_identity():
