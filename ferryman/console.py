@@ -359,6 +359,8 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"  # counts; ids reach a table as text (format_id), never cut up so
     return shown(value)
 
 
