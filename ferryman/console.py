@@ -284,8 +284,8 @@ class ConsoleProgress(RunObserver):
             TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(bar_width=30),
             TextColumn("{task.fields[count]}"),
-            TextColumn("[green]{task.fields[ok]} %s[/]  [red]{task.fields[bad]} %s[/]"
-                       % ("ok", "would fail" if self.dry_run else "failed")),
+            TextColumn("[green]{task.fields[ok]} ok[/]  [red]{task.fields[bad]} "
+                       + ("would fail" if self.dry_run else "failed") + "[/]"),
             TextColumn("{task.fields[rate]}  ETA {task.fields[eta]}"),
             TextColumn("[dim]{task.fields[state]}[/]"),
             console=console,
