@@ -469,24 +469,25 @@ def test_a_port_in_use_is_one_line_and_changes_nothing(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+def _result_or_none(port: int) -> dict | None:
+    try:
+        return get_json(f"http://127.0.0.1:{port}/migrate/result")
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
 def test_serve_watches_a_ledger(tmp_path):
     target = write_target(tmp_path)
     assert ferryman("run", target, "--progress", "p.db", cwd=tmp_path).returncode == 0
     port = helpers.free_port()
     proc = start("serve", "--progress", "p.db", "--port", str(port), cwd=tmp_path)
     try:
-        def answer():
-            try:
-                return get_json(f"http://127.0.0.1:{port}/migrate/result")
-            except (urllib.error.URLError, ConnectionError):
-                return None
-
-        assert helpers.poll_until(answer, 30, "the server")["status"] == "migrated"
+        assert helpers.poll_until(lambda: _result_or_none(port), 30, "the server")["status"] == "migrated"
         status = ferryman("status", "--url", f"127.0.0.1:{port}", cwd=tmp_path)
         assert status.stdout.startswith("status: migrated")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
-        assert "serving the status of p.db at http://127.0.0.1:" in out
+        assert "serving the status of p.db at http://127.0.0.1:" in out and "no progress ledger" not in out
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -622,3 +623,19 @@ def test_after_a_fatal_error_the_next_step_is_to_fix_it_and_run_again(runner, tm
     assert hint[0] == "next: fix the fatal error above, then run again:"
     assert hint[1].endswith(f"run {target} --progress {progress}   # resumes: only what is left"), hint
     assert len(hint) == 2 and "failed list" not in result.stdout  # no record failed: nothing to list
+
+
+def test_serve_says_when_there_is_no_ledger_yet(tmp_path):
+    port = helpers.free_port()
+    proc = start("serve", "--progress", "mistyped.db", "--port", str(port), cwd=tmp_path)
+    try:
+        assert helpers.poll_until(lambda: _result_or_none(port), 30, "the server")["status"] == "pending"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert "serving the status of mistyped.db at http://127.0.0.1:" in out
+        assert "; there is no progress ledger at mistyped.db yet: its status is 'pending' until a run starts on " \
+               "it (a mistyped path stays pending)" in out
+        assert not (tmp_path / "mistyped.db").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
