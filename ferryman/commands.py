@@ -339,6 +339,9 @@ def serve(progress: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int 
     path = checked_location(progress)
     check_port_free(host, port)  # before the source opens the ledger
     app = create_app(LedgerStatusSource(path))
+    waiting = "" if os.path.exists(path) else (
+        f"; there is no progress ledger at {path} yet: its status is 'pending' until a run starts on it "
+        "(a mistyped path stays pending)")
     serve_forever(app, host, port, on_ready=lambda url: echo(
-        f"serving the status of {path} at {url}/ (Ctrl-C to stop)"))
+        f"serving the status of {path} at {url}/ (Ctrl-C to stop){waiting}"))
 

@@ -21,6 +21,7 @@ from .dry_run import DryRunResult, DryRunStore
 from .errors import (
     InputError,
     LeaseLostError,
+    LedgerMismatchError,
     LedgerWriteError,
     MigrationDefinitionError,
     PlanError,
@@ -67,7 +68,11 @@ class StoreRegistry(Mapping[str, Store]):
             if not isinstance(store, Store):
                 raise TypeError(f"{store!r} is not a ferryman Store")
             if store.name in self._stores:
-                raise PlanError(f"two stores are named {store.name!r}; store names must be unique")
+                name = store.name
+                raise PlanError(
+                    f"two stores are named {name!r} ({self._stores[name].dataset} and {store.dataset}); store "
+                    f"names must be unique: name one otherwise, e.g. db.table({name!r}, 'new_{name}') "
+                    f"or SqlStore('new_{name}', url, {name!r})")
             self._stores[store.name] = store
 
     def __getitem__(self, name: str) -> Store:
@@ -143,6 +148,8 @@ class MigrationService:
         self._steps: list[PlanStep] = build_plan([spec for spec, _ in pairs], self.stores)
         self.checkpoint_interval = checkpoint_interval
         self._callbacks: list[ProgressCallback] = []
+        self._dry_run = False
+        """This service is :meth:`dry_run`'s copy: a failed migration only would fail."""
         self.observers = Observers(observers)
         self.target: str | None = None
         """The TARGET this service was loaded from, if any: the commands it suggests name it."""
@@ -285,6 +292,7 @@ class MigrationService:
         dests = {s.spec.dest for s in steps}
         stores = {name: DryRunStore(store) if name in dests else store for name, store in self.stores.items()}
         dry = MigrationService(list(stores.values()), self.migrations, observers=[self.observers])
+        dry._dry_run = True
         result = dry.run(MemoryLedger(start), only=only, max_failures=max_failures)
         would = {s.spec.name: store.saved for s in steps if isinstance(store := stores[s.spec.dest], DryRunStore)}
         return DryRunResult(**{f.name: getattr(result, f.name) for f in fields(result)}, would_write=would)
@@ -411,8 +419,21 @@ class _Run:
         if apart:
             log.warning("progress ledger %s holds the progress of %s for other destinations; for these "
                         "destinations it is kept apart (key: module.Class@dataset)", where, ", ".join(apart))
+        refused: list[tuple[str, LedgerMismatchError]] = []
         for step in self.steps:  # before any work: a forgotten --progress would write it all again
-            self.ledger.check_destination(step.spec.identity, self.service.stores[step.spec.dest])
+            try:
+                self.ledger.check_destination(step.spec.identity, self.service.stores[step.spec.dest])
+            except LedgerMismatchError as exc:
+                refused.append((step.spec.name, exc))
+        if len(refused) == 1:
+            raise refused[0][1]
+        if refused:  # one command for them all, not one refusal per run
+            names = [name for name, _ in refused]
+            resets = " ".join(f"--migration {shlex.quote(name)}" for name in names)
+            raise LedgerMismatchError(
+                f"{refused[0][1]}. So do the destinations of {', '.join(names[1:])}; to start all "
+                f"{len(names)} over: `ferryman reset {shlex.quote(self.service.target or 'TARGET')} {resets}` "
+                "(after emptying their destinations)") from refused[0][1]
 
     def _run_steps(self) -> None:
         for step in self.steps:
@@ -432,7 +453,8 @@ class _Run:
             self._persist(force=True)
             self.service.observers.migration_finished(report)
             if report.state is MigrationState.FAILED:
-                self._hold_back_dependants(spec, f"reads what {spec.name} writes, which failed")
+                failed = "would fail (dry run)" if self.service._dry_run else "failed"
+                self._hold_back_dependants(spec, f"reads what {spec.name} writes, which {failed}")
 
     def _hold_back_dependants(self, upstream: MigrationSpec, why: str) -> None:
         for spec in dependants(self.steps, upstream):

@@ -432,6 +432,11 @@ class SqliteLedger(SqliteReader, Ledger):
                 raise
             self._ops = []
         if ops:
+            if log.isEnabledFor(logging.INFO):
+                pages = sum(kind == "s" for kind, _, _ in ops)
+                failed = sum(len(rows) for kind, _, rows in ops if kind == "f")
+                log.info("checkpoint: %d page(s) of migrated records and %d failed record(s) committed to %s",
+                         pages, failed, self.path)
             self._flushes += 1
             if self._flushes % JOURNAL_CLEANUP_EVERY == 0:
                 for identity in list(self._dests):
