@@ -425,15 +425,15 @@ class _Run:
                 self.ledger.check_destination(step.spec.identity, self.service.stores[step.spec.dest])
             except LedgerMismatchError as exc:
                 refused.append((step.spec.name, exc))
-        if len(refused) == 1:
-            raise refused[0][1]
         if refused:  # one command for them all, not one refusal per run
             names = [name for name, _ in refused]
             resets = " ".join(f"--migration {shlex.quote(name)}" for name in names)
+            others = f". So do the destinations of {', '.join(names[1:])}; to start all {len(names)} over" \
+                if len(names) > 1 else ", or start over on purpose"
             raise LedgerMismatchError(
-                f"{refused[0][1]}. So do the destinations of {', '.join(names[1:])}; to start all "
-                f"{len(names)} over: `ferryman reset {shlex.quote(self.service.target or 'TARGET')} {resets}` "
-                "(after emptying their destinations)") from refused[0][1]
+                f"{refused[0][1]}{others}: `ferryman reset {shlex.quote(self.service.target or 'TARGET')} "
+                f"{resets}` (after emptying {'their destinations' if len(names) > 1 else 'the destination'})"
+            ) from refused[0][1]
 
     def _run_steps(self) -> None:
         for step in self.steps:

@@ -554,8 +554,7 @@ class SqliteLedger(SqliteReader, Ledger):
                 f"destination {dest.name!r} holds what migration {name} wrote under another progress "
                 f"ledger (id {sorted(others)[0][:12]}), and progress ledger {self.path} has no progress "
                 f"for it: this run would write it all again. Run with that ledger's --progress (by "
-                f"default ferryman-progress.db in the current directory), or start over on purpose "
-                f"with `ferryman reset TARGET --migration {name}` (after emptying the destination)")
+                f"default ferryman-progress.db in the current directory)")
 
     def _has_progress(self, key: str) -> bool:
         row = self.conn.execute("SELECT id FROM migration WHERE identity = ?", (key,)).fetchone()
