@@ -602,6 +602,7 @@
     });
     $('token-forget').addEventListener('click', () => setToken(''));
     window.addEventListener('resize', fitStats);
+    window.addEventListener('hashchange', tokenFromAddress);
     tokenFromAddress();
     loadActions().finally(tick);
   });
