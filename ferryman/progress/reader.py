@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Self
@@ -100,6 +100,18 @@ def select_migrations(names: dict[str, str], migration: str | None, where: str) 
     return chosen
 
 
+def search_failed(pairs: Iterable[tuple[str, FailedRecord]], names: dict[str, str], where: str, *,
+                  migration: str | None = None, text: str | None = None, offset: int = 0,
+                  limit: int = 50) -> FailedPage:
+    """:meth:`LedgerReader.failed_page` of failed records in hand, ``(identity, record)``
+    newest first (``names``, ``where``: as for :func:`select_migrations`)."""
+    chosen = set(select_migrations(names, migration, where))
+    needle = text.casefold() if text else None
+    rows = [(identity, record) for identity, record in pairs
+            if identity in chosen and (needle is None or record.mentions(needle))]
+    return FailedPage(len(rows), rows[offset:offset + limit])
+
+
 class LedgerReader(ABC):
     """Read access to a durable ledger: its run history, lease, migrations and records."""
 
@@ -183,12 +195,9 @@ class LedgerReader(ABC):
         This reads every failed record; a ledger overrides it with a search that reads only
         the page (the result is the same). InputError for a migration the ledger does not know.
         """
-        needle = text.casefold() if text else None
         with self.snapshot():
-            chosen = set(select_migrations(self.names(), migration, self.path))
-            rows = [(identity, record) for identity, record in self.newest_failed(sys.maxsize)
-                    if identity in chosen and (needle is None or record.mentions(needle))]
-        return FailedPage(len(rows), rows[offset:offset + limit])
+            return search_failed(self.newest_failed(sys.maxsize), self.names(), self.path,
+                                 migration=migration, text=text, offset=offset, limit=limit)
 
     @abstractmethod
     def failed_counts(self) -> dict[str, dict[str, int]]:
