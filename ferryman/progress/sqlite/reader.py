@@ -225,34 +225,41 @@ class SqliteReader(LedgerReader):
 
     def failed_page(self, *, migration: str | None = None, text: str | None = None,
                     offset: int = 0, limit: int = 50) -> FailedPage:
-        """:meth:`LedgerReader.failed_page` that reads the keys of the chosen records (from the
-        ``failed_seq`` index; a search also reads descriptions and causes), then the page's
-        records alone: the causes of the other records are never decoded."""
-        needle = text.casefold() if text else None
+        """:meth:`LedgerReader.failed_page` that decodes the page's records alone. Without a
+        search, the page is read along the ``failed_seq`` index and the total is the kept
+        count; a search reads the keys of the records it chooses (and every description and
+        cause once), then the page's records."""
         with self.snapshot(), self._reading():
             names = self.names()
             chosen = select_migrations(names, migration, self.path)
             if "failed" not in self._tables:
                 return FailedPage(0)
+            identity_of = {self.migration_id(identity): identity for identity in names}
             conditions: list[str] = []
             params: list[object] = []
             if migration is not None:
                 mids = [self.migration_id(identity) for identity in chosen]
                 conditions.append(f"migration IN ({','.join('?' * len(mids))})")
                 params.extend(mids)
-            if needle is not None:
+            if text:
                 conditions.append("ferryman_mentions(?, rid, description, cause)")
-                params.append(needle)
+                params.append(text.casefold())
             where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+            if not text:
+                counts = self.failed_counts()
+                total = sum(sum(counts.get(identity, {}).values()) for identity in chosen)
+                rows = self.conn.execute(
+                    f"SELECT migration, rid, description, cause, action, timestamp FROM failed{where} "
+                    "ORDER BY seq DESC LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
+                return FailedPage(total, [(identity_of[mid], _failed_record(*row)) for mid, *row in rows])
             keys = self.conn.execute(f"SELECT migration, rid FROM failed{where} ORDER BY seq DESC",
                                      params).fetchall()
-            identity_of = {self.migration_id(identity): identity for identity in names}
-            rows = []
+            page = []
             for mid, rid in keys[offset:offset + limit]:
                 row = self.conn.execute("SELECT rid, description, cause, action, timestamp FROM failed "
                                         "WHERE migration = ? AND rid = ?", (mid, rid)).fetchone()
-                rows.append((identity_of[mid], _failed_record(*row)))
-        return FailedPage(len(keys), rows)
+                page.append((identity_of[mid], _failed_record(*row)))
+        return FailedPage(len(keys), page)
 
     def failed_counts(self) -> dict[str, dict[str, int]]:
         """As the ledger's triggers keep them (:data:`~.schema.FAILED_INDEX`); counted from the
