@@ -16,6 +16,8 @@ from chromium import Chromium
 
 from ferryman import MemoryStore, MigrationService, Retry, migration
 from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
+from ferryman.progress.reader import FailedPage
+from ferryman.server.failed import FailedQuery, page_body
 from ferryman.server.status import StatusSnapshot
 
 SCREENSHOT = Path("/tmp/ferryman-dashboard.png")
@@ -256,6 +258,9 @@ class FixedSource:
     def version(self) -> int:
         return 0
 
+    def failed_page(self, query: FailedQuery) -> dict:
+        return page_body(FailedPage(0), {}, query)
+
 
 def big_snapshot() -> StatusSnapshot:
     began = time.time() - 4000
@@ -293,6 +298,7 @@ def test_every_stat_fits_its_card_at_common_widths(browser, width):
             assert stat["scroll"] <= stat["client"], (width, stat)
             assert stat["inside"] and stat["lines"] == 1, (width, stat)
         assert browser.js("document.documentElement.scrollWidth <= window.innerWidth") is True
+        assert browser.js("document.getElementById('failed-problem').hidden") is True
         assert browser.js("document.getElementById('overall-sub').textContent").startswith(
             "11,431,110 of 11,431,110 source records read")
         assert browser.js("document.querySelector('#overall-bar .fill').style.width") == "100%"

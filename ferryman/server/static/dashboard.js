@@ -22,6 +22,7 @@
   const rendered = { failed: '', runs: '', chart: '', migrations: '' };
   const search = { q: '', migration: '', offset: 0 };
   let failedPage = null;
+  let latestHistory = null;
   let actions = { enabled: false, actions: [] };
   const migrationRows = new Map();
 
@@ -234,17 +235,19 @@
   }
 
   function renderChart(history) {
-    const text = JSON.stringify(history.migrations);
+    const box = $('chart');
+    // drawn at the box's width, so that its text keeps its size at any width
+    const W = Math.max(480, Math.round(box.clientWidth || 900));
+    const text = JSON.stringify([W, history.migrations]);
     if (text === rendered.chart) return;
     rendered.chart = text;
-    const box = $('chart');
     const series = history.migrations.filter((m) => m.points.length >= 2);
     if (!series.length) {
       box.replaceChildren(el('p', 'empty', history.migrations.length
         ? 'Waiting for the first counts…' : 'No migration has started yet.'));
       return;
     }
-    const W = 900, H = 240, L = 64, R = 12, T = 12, B = 28;
+    const H = 240, L = 76, R = 12, T = 12, B = 28;
     const t0 = Math.min(...series.map((m) => m.points[0].t));
     const t1 = Math.max(...series.map((m) => m.points[m.points.length - 1].t));
     const span = Math.max(t1 - t0, 1e-3);
@@ -392,6 +395,7 @@
 
   function render(data, history) {
     latest = data;
+    if (history) latestHistory = history;
     renderHeader(data);
     renderTotals(data);
     renderMigrations(data);
@@ -601,7 +605,10 @@
       $('token-input').value = '';
     });
     $('token-forget').addEventListener('click', () => setToken(''));
-    window.addEventListener('resize', fitStats);
+    window.addEventListener('resize', () => {
+      fitStats();
+      if (latestHistory) renderChart(latestHistory);
+    });
     window.addEventListener('hashchange', tokenFromAddress);
     tokenFromAddress();
     loadActions().finally(tick);
