@@ -158,6 +158,8 @@ class LedgerStatusSource:
         )
 
     def failed_page(self, query: FailedQuery) -> dict[str, Any]:
+        """The failed records a search chose: through the ledger's reader, or from an mjg JSON
+        file read whole (it keeps no order of failure: newest first by timestamp)."""
         kind = self._kind()
         if kind == "sqlite" and os.path.exists(self.path):
             with open_reader(self.path) as reader:
@@ -204,7 +206,7 @@ class LiveStatusSource(RunObserver):
         self._ledger_attempt: int | None = None
         self._reports: Sequence[MigrationReport] = ()
         self._runs: list[dict[str, Any]] = []
-        self._failed: dict[tuple[str, str], _Kept] = {}
+        self._failed: dict[tuple[str, str], _KeptFailure] = {}
         self._failed_total = 0
         self._revision = 0
         """Counts the status changes: running, completed, failed."""
@@ -255,7 +257,7 @@ class LiveStatusSource(RunObserver):
             key = (report.identity, repr(failure.id))
             if self._failed.pop(key, None) is None:
                 self._failed_total += 1
-            self._failed[key] = _Kept(report.identity, report.name, failure)
+            self._failed[key] = _KeptFailure(report.identity, report.name, failure)
             if len(self._failed) > FAILED_RECORDS_SHOWN:
                 del self._failed[next(iter(self._failed))]
 
@@ -278,16 +280,16 @@ class LiveStatusSource(RunObserver):
 
     def _ledger_failures(
         self, reports: Sequence[MigrationReport]
-    ) -> tuple[dict[tuple[str, str], _Kept], int]:
+    ) -> tuple[dict[tuple[str, str], _KeptFailure], int]:
         """Failed records of a ledger without a reader (read on the run's thread, where it is safe)."""
         if self._ledger is None or self._durable is not None:
             return dict(self._failed), self._failed_total
-        found: dict[tuple[str, str], _Kept] = {}
+        found: dict[tuple[str, str], _KeptFailure] = {}
         names = {r.identity: r.name for r in reports}
         pairs = self._ledger.progress().failed_records()
         for identity, record in reversed(newest_failures(pairs)):  # the newest last
             name = names.get(identity) or display_name(identity)
-            found[(identity, repr(record.id))] = _Kept(identity, name, record)
+            found[(identity, repr(record.id))] = _KeptFailure(identity, name, record)
         return found, len(pairs)
 
     # --- the snapshot (on the server's thread) --------------------------------------------------
@@ -332,7 +334,7 @@ class LiveStatusSource(RunObserver):
         return page_body(page, names, query, partial=partial)
 
 
-class _Kept(NamedTuple):
+class _KeptFailure(NamedTuple):
     """A failed record a live source keeps, with its migration."""
 
     identity: str

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime
 from itertools import pairwise
 from pathlib import Path
 
@@ -20,7 +21,15 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ferryman import MemoryStore, MigrationService, Retry, migration
+from ferryman import (
+    Action,
+    FailedRecord,
+    MemoryStore,
+    MigrationProgress,
+    MigrationService,
+    Retry,
+    migration,
+)
 from ferryman.cli import cli
 from ferryman.progress.failed import FailedRecords
 from ferryman.server import (
@@ -343,3 +352,22 @@ def test_ferryman_serve_allow_actions_prints_a_token_that_works(ledger):
     assert actions_of(ledger)[("bags", 10)] == "IGNORE"
     assert "dashboard action refused from 127.0.0.1: wrong token" in err
     assert 'dashboard action from 127.0.0.1: {"action": "ignore", "migration": "bags", "ids": [10]}' in err
+
+
+def test_an_mjg_json_progress_is_searched_too(tmp_path):
+    progress = MigrationProgress()
+    progress.entry("shop.Orders").mark_failed([
+        FailedRecord(i, f"orders(id={i})", f"ValueError: quantity {i}", Action.RETRY, datetime(2026, 1, 1, 0, 0, i))
+        for i in range(1, 31)])
+    progress.entry("shop.Lines").mark_failed([
+        FailedRecord("L-1", "lines(id=L-1)", "KeyError: 'sku'", Action.IGNORE, datetime(2026, 1, 2))])
+    progress.save(tmp_path / "p.json")
+    with BackgroundServer(create_app(LedgerStatusSource(tmp_path / "p.json"))) as server, \
+            httpx.Client(base_url=server.url) as client:
+        page = client.get("/migrate/failed", params={"limit": 3}).json()
+        assert page["total"] == 31
+        assert [(r["migration"], r["id"]) for r in page["records"]] == [("Lines", "L-1"), ("Orders", 30),
+                                                                       ("Orders", 29)]
+        page = client.get("/migrate/failed", params={"q": "QUANTITY 2", "migration": "Orders"}).json()
+        assert [r["id"] for r in page["records"]] == [29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 2]
+        assert client.get("/migrate/failed", params={"migration": "Crates"}).status_code == 400
