@@ -353,8 +353,11 @@ def serve(progress: str, host: str, port: int, allow_actions: bool, token: str |
       curl http://127.0.0.1:8765/migrate/result
       ferryman serve --progress progress.db --allow-actions
     """
-    if token is not None and not allow_actions:
-        raise click.UsageError("--token is for --allow-actions: a read-only server needs no token")
+    if not allow_actions and token is not None:
+        source = click.get_current_context().get_parameter_source("token")
+        if source is not click.core.ParameterSource.ENVIRONMENT:  # FERRYMAN_TOKEN alone is harmless
+            raise click.UsageError("--token is for --allow-actions: a read-only server needs no token")
+        token = None
     commands.serve(progress, host, port, echo=echo, allow_actions=allow_actions, token=token)
 
 

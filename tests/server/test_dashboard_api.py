@@ -371,3 +371,15 @@ def test_an_mjg_json_progress_is_searched_too(tmp_path):
         page = client.get("/migrate/failed", params={"q": "QUANTITY 2", "migration": "Orders"}).json()
         assert [r["id"] for r in page["records"]] == [29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 2]
         assert client.get("/migrate/failed", params={"migration": "Crates"}).status_code == 400
+
+
+def test_a_token_in_the_environment_alone_leaves_a_server_read_only(ledger, monkeypatch):
+    served = {}
+    monkeypatch.setattr("ferryman.commands.serve",
+                        lambda progress, host, port, **options: served.update(options))
+    result = CliRunner().invoke(cli, ["serve", "--progress", str(ledger)], env={"FERRYMAN_TOKEN": TOKEN})
+    assert result.exit_code == 0, result.output
+    assert served == {"echo": served["echo"], "allow_actions": False, "token": None}
+    result = CliRunner().invoke(cli, ["serve", "--progress", str(ledger), "--allow-actions"],
+                                env={"FERRYMAN_TOKEN": TOKEN})
+    assert result.exit_code == 0 and served["token"] == TOKEN and served["allow_actions"] is True
