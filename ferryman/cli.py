@@ -353,16 +353,31 @@ def reset(target: str, migrations: tuple[str, ...], with_dependants: bool, progr
 @progress_option(True, f"{LEDGER_HELP} It may not exist yet: the server waits for the first run.")
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--allow-actions", is_flag=True,
+              help="Let the dashboard mark failed records IGNORE or RETRY, with the server's token.")
+@click.option("--token", envvar="FERRYMAN_TOKEN", metavar="TOKEN",
+              help="With --allow-actions: the token actions need (at least 16 characters; also "
+                   "FERRYMAN_TOKEN). Default: a random one, printed at start.")
 @debug_option
-def serve(progress: str, host: str, port: int) -> None:
+def serve(progress: str, host: str, port: int, allow_actions: bool, token: str | None) -> None:
     """Serve the status API and dashboard for a progress ledger, across runs, until Ctrl-C.
+
+    Read-only unless --allow-actions: then the dashboard can mark failed records IGNORE or
+    RETRY (not while a run holds the ledger), each request carrying the token in the
+    X-Ferryman-Token header.
 
     \b
     Example:
       ferryman serve --progress progress.db --port 8765
       curl http://127.0.0.1:8765/migrate/result
+      ferryman serve --progress progress.db --allow-actions
     """
-    commands.serve(progress, host, port, echo=echo)
+    if not allow_actions and token is not None:
+        source = click.get_current_context().get_parameter_source("token")
+        if source is not click.core.ParameterSource.ENVIRONMENT:  # FERRYMAN_TOKEN alone is harmless
+            raise click.UsageError("--token is for --allow-actions: a read-only server needs no token")
+        token = None
+    commands.serve(progress, host, port, echo=echo, allow_actions=allow_actions, token=token)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Show where a migration stands.")
