@@ -100,6 +100,21 @@ debug_option = click.option(
 )
 
 
+VERBOSE_HELP = "Log each page, retry, batch split and checkpoint (INFO level) on stderr."
+
+
+def _set_verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value:
+        _setup_logging(True)
+
+
+verbose_option = click.option(
+    "-v", "--verbose", is_flag=True, expose_value=False, callback=_set_verbose,
+    help=VERBOSE_HELP,
+)
+"""``-v`` after the command too (``ferryman run t.py -v``), where people type it."""
+
+
 def progress_option(required: bool, help: str) -> Callable[[F], F]:
     return click.option(
         "--progress", "progress", metavar="PATH", required=required,
@@ -154,7 +169,7 @@ class FerrymanGroup(click.Group):
 
 @click.group(cls=FerrymanGroup, context_settings=CONTEXT)
 @debug_option
-@click.option("-v", "--verbose", is_flag=True, help="Log more (INFO level) on stderr.")
+@click.option("-v", "--verbose", is_flag=True, help=VERBOSE_HELP)
 @click.version_option(__version__, prog_name="ferryman")
 def cli(verbose: bool) -> None:
     """ferryman: move records between datastores without losing or duplicating any.
@@ -180,6 +195,7 @@ def cli(verbose: bool) -> None:
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True,
               help="Port of the live dashboard (on 127.0.0.1).")
 @click.option("--no-serve", is_flag=True, help="Run the migrations without the dashboard, then exit.")
+@verbose_option
 @debug_option
 def demo(rows: int, directory: str, port: int, no_serve: bool) -> None:
     """Run a real migration on sample SQLite data, with the live dashboard.
@@ -262,6 +278,7 @@ def _duration(text: str | None, option: str) -> float | None:
                    "when the verification passed too.")
 @click.option("--bar/--no-bar", "bar", default=None,
               help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
+@verbose_option
 @debug_option
 def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None,
         linger: float | None, max_tries: int, retry_delay: float, dry_run: bool,
@@ -291,7 +308,7 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
     def say(text: str) -> None:
         click.echo(console.shown_lines(text), file=out)  # type: ignore[arg-type]  # a text stream
 
-    display = console.ConsoleProgress(out, fancy=bar)  # type: ignore[arg-type]
+    display = console.ConsoleProgress(out, fancy=bar, dry_run=dry_run)  # type: ignore[arg-type]
     ctx = click.get_current_context()
 
     def finished(result: RunResult) -> None:
@@ -300,8 +317,10 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
         say(result.summary())
         if result.attempts > 1:
             say(f"attempts: {result.attempts} of {max_tries}")
-        if result.exit_code == 1 and not dry_run and any(r.failed for r in result.reports):
-            say(console.next_steps_after_failures(target, progress or commands.DEFAULT_PROGRESS))
+        if result.exit_code == 1 and not dry_run:
+            records_failed = any(r.failed for r in result.reports)
+            if records_failed or any(r.fatal_error for r in result.reports):
+                say(console.next_steps_after_failures(target, progress or commands.DEFAULT_PROGRESS, records_failed))
 
     try:
         result = commands.run(
@@ -409,16 +428,31 @@ def verify(target: str, progress: str | None, sample: int | None, all_: bool, on
 @progress_option(True, f"{LEDGER_HELP} It may not exist yet: the server waits for the first run.")
 @click.option("--host", default=DEFAULT_HOST, show_default=True, help="Interface to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--allow-actions", is_flag=True,
+              help="Let the dashboard mark failed records IGNORE or RETRY, with the server's token.")
+@click.option("--token", envvar="FERRYMAN_TOKEN", metavar="TOKEN",
+              help="With --allow-actions: the token actions need (at least 16 characters; also "
+                   "FERRYMAN_TOKEN). Default: a random one, printed at start.")
 @debug_option
-def serve(progress: str, host: str, port: int) -> None:
+def serve(progress: str, host: str, port: int, allow_actions: bool, token: str | None) -> None:
     """Serve the status API and dashboard for a progress ledger, across runs, until Ctrl-C.
+
+    Read-only unless --allow-actions: then the dashboard can mark failed records IGNORE or
+    RETRY (not while a run holds the ledger), each request carrying the token in the
+    X-Ferryman-Token header.
 
     \b
     Example:
       ferryman serve --progress progress.db --port 8765
       curl http://127.0.0.1:8765/migrate/result
+      ferryman serve --progress progress.db --allow-actions
     """
-    commands.serve(progress, host, port, echo=echo)
+    if not allow_actions and token is not None:
+        source = click.get_current_context().get_parameter_source("token")
+        if source is not click.core.ParameterSource.ENVIRONMENT:  # FERRYMAN_TOKEN alone is harmless
+            raise click.UsageError("--token is for --allow-actions: a read-only server needs no token")
+        token = None
+    commands.serve(progress, host, port, echo=echo, allow_actions=allow_actions, token=token)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Show where a migration stands.")
@@ -436,6 +470,9 @@ def status(progress: str | None, url: str | None, as_json: bool) -> None:
     """
     snapshot = commands.status(progress=progress, url=url)
     click.echo(json.dumps(snapshot, indent=2, default=str) if as_json else console.format_status(snapshot))
+    hint = None if as_json or progress is None else console.next_step_after_status(snapshot, progress)
+    if hint is not None:
+        echo(hint)
     # --json escapes every control and non-ASCII character (ensure_ascii): the text stays exact
 
 

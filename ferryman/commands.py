@@ -401,16 +401,29 @@ def status(*, progress: str | os.PathLike[str] | None = None, url: str | None = 
 
 
 def serve(progress: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          echo: Echo = _quiet) -> None:
+          echo: Echo = _quiet, *, allow_actions: bool = False, token: str | None = None) -> None:
     """Serve the status API and dashboard for the ledger at ``progress`` until Ctrl-C.
 
-    The ledger may not exist yet (the status is ``pending`` until a run starts on it).
+    The ledger may not exist yet (the status is ``pending`` until a run starts on it). With
+    ``allow_actions``, the dashboard may mark failed records (``POST /migrate/actions``) with
+    ``token`` (a random one when None; the start message gives it).
     """
-    from .server import LedgerStatusSource, create_app, serve_forever
+    from .server import Actions, LedgerStatusSource, create_app, serve_forever
 
     path = checked_location(progress)
+    actions = Actions(path, token) if allow_actions else None
     check_port_free(host, port)  # before the source opens the ledger
-    app = create_app(LedgerStatusSource(path))
-    serve_forever(app, host, port, on_ready=lambda url: echo(
-        f"serving the status of {path} at {url}/ (Ctrl-C to stop)"))
+    app = create_app(LedgerStatusSource(path), actions)
+    waiting = "" if os.path.exists(path) else (
+        f"; there is no progress ledger at {path} yet: its status is 'pending' until a run starts on it "
+        "(a mistyped path stays pending)")
+
+    def ready(url: str) -> None:
+        echo(f"serving the status of {path} at {url}/ (Ctrl-C to stop){waiting}")
+        if actions is not None:
+            shown = actions.token if token is None else "TOKEN"  # a given token is not echoed
+            echo(f"actions allowed: open {url}/#actions={shown} (the page keeps the token for its "
+                 f"tab), or send the header X-Ferryman-Token: {shown}")
+
+    serve_forever(app, host, port, on_ready=ready)
 

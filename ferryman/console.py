@@ -111,15 +111,28 @@ def command_name() -> str:
     return shlex.quote(os.path.relpath(script) if not script.startswith("..") else script)
 
 
-def next_steps_after_failures(target: str, progress: str) -> str:
-    """What to do after a run that did not complete: the three commands that matter."""
+def next_steps_after_failures(target: str, progress: str, records_failed: bool = True) -> str:
+    """What to do after a run that did not complete: the three commands that matter when records
+    failed; when none did (a fatal error stopped a migration), fix it and run again."""
     ferryman, target, progress = command_name(), shlex.quote(target), shlex.quote(progress)
-    return "\n".join([
-        "next:",
-        f"  {ferryman} failed list --progress {progress}                  # what failed, and why",
-        f"  {ferryman} failed ignore|retry --progress {progress} ID ...   # or --all, --grep TEXT",
-        f"  {ferryman} run {target} --progress {progress}                 # resumes: only what is left",
-    ])
+    steps = [
+        (f"{ferryman} failed list --progress {progress}", "what failed, and why"),
+        (f"{ferryman} failed ignore|retry --progress {progress} ID ...", "or --all, --grep TEXT"),
+    ] if records_failed else []
+    steps.append((f"{ferryman} run {target} --progress {progress}", "resumes: only what is left"))
+    width = max(len(command) for command, _ in steps)
+    head = "next:" if records_failed else "next: fix the fatal error above, then run again:"
+    return "\n".join([head, *(f"  {command.ljust(width)}   # {why}" for command, why in steps)])
+
+
+def next_step_after_status(snapshot: dict[str, Any], progress: str) -> str | None:
+    """What ``ferryman status`` adds when records failed: the command that lists them."""
+    totals = snapshot.get("progress", {}).get("totals") if isinstance(snapshot.get("progress"), dict) else None
+    failed = totals.get("failed") if isinstance(totals, dict) else None
+    if not isinstance(failed, int) or failed <= 0:
+        return None
+    return (f"next: {command_name()} failed list --progress {shlex.quote(progress)}   "
+            f"# the {failed:,} failed record(s), and why")
 
 
 def format_duration(seconds: float | None) -> str:
@@ -140,25 +153,47 @@ def format_count(report: MigrationReport) -> str:
     return f"{report.read:,}{total}"
 
 
-def progress_line(report: MigrationReport) -> str:
-    """One line on a running migration: counts, rate and ETA."""
+def progress_line(report: MigrationReport, dry_run: bool = False) -> str:
+    """One line on a running migration: counts, rate and ETA (what it would do, in a dry run)."""
     percent = f" ({100 * report.read / report.total:.0f}%)" if report.total else ""
+    migrated, failed = ("would migrate", "would fail") if dry_run else ("migrated", "failed")
     return (
-        f"{shown(report.name)}: {format_count(report)} read{percent}, {report.succeeded:,} migrated, "
-        f"{report.failed:,} failed, {report.rate:,.0f}/s, ETA {format_duration(report.eta)}"
+        f"{shown(report.name)}: {format_count(report)} read{percent}, {report.succeeded:,} {migrated}, "
+        f"{report.failed:,} {failed}, {report.rate:,.0f}/s, ETA {format_duration(report.eta)}"
     )
 
 
-def finished_line(report: MigrationReport) -> str:
-    """One line on a migration that ended."""
-    line = (
-        f"{shown(report.name)}: {report.state.value} in {format_duration(report.elapsed)} - "
-        f"{report.succeeded:,} migrated, {report.failed:,} failed, {report.skipped:,} already done, "
-        f"{report.ignored:,} ignored, {report.written:,} written"
-    )
+def finished_line(report: MigrationReport, dry_run: bool = False) -> str:
+    """One line on a migration that ended; in a dry run, what it would have done (nothing was
+    saved, so nothing is said to be completed, migrated or written)."""
+    took = format_duration(report.elapsed)
+    if dry_run:
+        line = (
+            f"{shown(report.name)}: dry run over in {took} - would write {report.written:,} record(s) "
+            f"({report.succeeded:,} would migrate, {report.failed:,} would fail, {report.skipped:,} already "
+            f"done, {report.ignored:,} ignored); nothing saved"
+        )
+    else:
+        line = (
+            f"{shown(report.name)}: {report.state.value} in {took} - "
+            f"{report.succeeded:,} migrated, {report.failed:,} failed, {report.skipped:,} already done, "
+            f"{report.ignored:,} ignored, {report.written:,} written"
+        )
     if report.fatal_error:
         line += f"; fatal: {shown(report.fatal_error)}"
     return line
+
+
+def state_text(report: MigrationReport, dry_run: bool = False) -> str:
+    """A migration's state in words, with who held it back; a dry run's never says completed."""
+    held_back = f" ({', '.join(map(shown, report.held_back_by))} {'would fail' if dry_run else 'failed'})" \
+        if report.held_back_by else ""
+    if not dry_run or report.state in (MigrationState.PENDING, MigrationState.HELD_BACK):
+        return report.state.value.replace("_", " ") + held_back
+    if report.state is MigrationState.RUNNING:
+        return "dry run"
+    return {MigrationState.COMPLETED: "dry run, nothing saved",
+            MigrationState.FAILED: "dry run: some would fail"}.get(report.state, f"dry run {report.state.value}")
 
 
 class ConsoleProgress(RunObserver):
@@ -171,8 +206,10 @@ class ConsoleProgress(RunObserver):
     """
 
     def __init__(self, stream: IO[str] | None = None, *, fancy: bool | None = None,
-                 interval: float = LOG_INTERVAL) -> None:
+                 interval: float = LOG_INTERVAL, dry_run: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stdout
+        self.dry_run = dry_run
+        """The run saves nothing: say what it would do."""
         if fancy is None:
             isatty = getattr(self.stream, "isatty", None)
             fancy = bool(isatty and isatty())
@@ -195,7 +232,8 @@ class ConsoleProgress(RunObserver):
     def migration_started(self, report: MigrationReport) -> None:
         if not self.fancy:
             total = f", {report.total:,} records" if report.total is not None else ""
-            self._say(f"{shown(report.name)}: started ({shown(report.source)} -> {shown(report.dest)}{total})")
+            started = "dry run started, saving nothing" if self.dry_run else "started"
+            self._say(f"{shown(report.name)}: {started} ({shown(report.source)} -> {shown(report.dest)}{total})")
             self._last_line = time.monotonic()
             return
         self._update(report)
@@ -207,13 +245,13 @@ class ConsoleProgress(RunObserver):
         now = time.monotonic()
         if now - self._last_line >= self.interval:
             self._last_line = now
-            self._say(progress_line(report))
+            self._say(progress_line(report, self.dry_run))
 
     def migration_finished(self, report: MigrationReport) -> None:
         if self.fancy:
             self._update(report)
         else:
-            self._say(finished_line(report))
+            self._say(finished_line(report, self.dry_run))
 
     def run_finished(self, result: RunResult) -> None:
         if not self.fancy:
@@ -246,7 +284,8 @@ class ConsoleProgress(RunObserver):
             TextColumn("{task.description}", style="bold", markup=False),
             BarColumn(bar_width=30),
             TextColumn("{task.fields[count]}"),
-            TextColumn("[green]{task.fields[ok]} ok[/]  [red]{task.fields[bad]} failed[/]"),
+            TextColumn("[green]{task.fields[ok]} ok[/]  [red]{task.fields[bad]} "
+                       + ("would fail" if self.dry_run else "failed") + "[/]"),
             TextColumn("{task.fields[rate]}  ETA {task.fields[eta]}"),
             TextColumn("[dim]{task.fields[state]}[/]"),
             console=console,
@@ -261,18 +300,14 @@ class ConsoleProgress(RunObserver):
             )
         self._progress.start()
 
-    @staticmethod
-    def _fields(report: MigrationReport) -> dict[str, Any]:
-        state = report.state.value.replace("_", " ")
-        if report.held_back_by:
-            state += f" ({', '.join(map(shown, report.held_back_by))} failed)"
+    def _fields(self, report: MigrationReport) -> dict[str, Any]:
         return {
             "count": format_count(report),
             "ok": f"{report.succeeded:,}",
             "bad": f"{report.failed:,}",
             "rate": f"{report.rate:,.0f}/s",
             "eta": format_duration(report.eta),
-            "state": state,
+            "state": state_text(report, self.dry_run),
         }
 
     def _update(self, report: MigrationReport) -> None:
@@ -324,6 +359,8 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, float):
         return f"{value:,.1f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"  # counts; ids reach a table as text (format_id), never cut up so
     return shown(value)
 
 

@@ -6,9 +6,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .report import RunResult
+from .report import MigrationState, RunResult
 from .stores.base import JournalEntry, Store
 from .types import Filter, Record, RecordId
+
+
+DRY_RUN_FOOTER = ("dry run: nothing was saved and no progress was written; what a destination would refuse "
+                  "(a duplicate key, NOT NULL, another constraint) shows only in a real run")
+"""The last line of a dry run's summary: its counts cannot include the destinations' refusals."""
 
 
 class DryRunStore(Store):
@@ -48,11 +53,14 @@ class DryRunResult(RunResult):
     def summary(self) -> str:
         lines = []
         for r in self.reports:
-            lines.append(
-                f"{r.name}: would write {self.would_write.get(r.name, 0)} record(s) to {r.dest} "
-                f"({r.read} read, {r.skipped} already done, {r.ignored} ignored, {r.failed} would fail"
-                + (f", held back: {', '.join(r.held_back_by)} failed" if r.held_back_by else "")
-                + ")"
-            )
-        lines.append("dry run: nothing was saved and no progress was written")
+            if r.state is MigrationState.HELD_BACK:
+                why = r.held_back_reason or f"{', '.join(r.held_back_by)} would fail"
+                lines.append(f"{r.name}: not run: a run would hold it back ({why})")
+                continue
+            line = (f"{r.name}: would write {self.would_write.get(r.name, 0):,} record(s) to {r.dest} "
+                    f"({r.read:,} read, {r.skipped:,} already done, {r.ignored:,} ignored, {r.failed:,} would fail)")
+            if r.fatal_error:
+                line += f"; fatal: {r.fatal_error}"
+            lines.append(line)
+        lines.append(DRY_RUN_FOOTER)
         return "\n".join(lines)

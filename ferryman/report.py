@@ -140,11 +140,11 @@ class RunResult:
         lines = []
         for r in self.reports:
             line = (
-                f"{r.name}: {r.state.value} - {r.succeeded} migrated, {r.failed} failed, "
-                f"{r.skipped} already done, {r.ignored} ignored, {r.written} written"
+                f"{r.name}: {r.state.value.replace('_', ' ')} - {r.succeeded:,} migrated, {r.failed:,} failed, "
+                f"{r.skipped:,} already done, {r.ignored:,} ignored, {r.written:,} written"
             )
             if r.unfinished:
-                line += f", {r.unfinished} unfinished"
+                line += f", {r.unfinished:,} unfinished"
             if r.held_back_reason:
                 line += f" (held back: {r.held_back_reason})"
             elif r.held_back_by:

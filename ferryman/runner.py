@@ -255,6 +255,12 @@ class MigrationRunner:
         self.ledger.record(self.spec.identity, succeeded, failures)
         report.succeeded += len(succeeded)
         report.failed += len(failures)
+        if log.isEnabledFor(logging.INFO):
+            later = f", {len(self._deferred):,} to try again" if self._deferred else ""
+            total = f" of {report.total:,}" if report.total is not None else ""
+            log.info("%s: %s: %d migrated, %d failed%s (so far: %s migrated, %s failed%s)", self.spec.name,
+                     "page" if page.main_pass else "records tried again", len(succeeded), len(failures), later,
+                     f"{report.succeeded:,}", f"{report.failed:,}", total)
         report.written = self.saver.written
         if not page.main_pass:
             self._retried.update(succeeded)
@@ -292,10 +298,19 @@ class MigrationRunner:
         if len(again) < size:  # some records failed, not everything: retry them later
             for w in again:
                 self._deferred[w.id] = max(delay, self._deferred.get(w.id, 0.0))
+            log.info("%s: %d record(s) failed with tries left (first: %s); tried again after this pass",
+                     self.spec.name, len(again), self._first_error(again))
             return []
+        log.info("%s: all %d record(s) of the attempt failed (first: %s); trying them again in %g s",
+                 self.spec.name, len(again), self._first_error(again), delay)
         if self.stop.wait(delay):  # everything failed (an outage): pause, then this page again
             return []  # records not retried because of a stop stay unrecorded: re-run next time
         return again
+
+    def _first_error(self, works: list[Work]) -> str:
+        """The first of these failed records and its error, for a log line."""
+        w = works[0]
+        return f"{self._describe(w.record)}: {describe_error(w.error) if w.error else '-'}"
 
     def _retry_deferred(self) -> None:
         """Run the records whose failure a retry may fix, after one pause for all of them.
@@ -307,6 +322,7 @@ class MigrationRunner:
             delay = max(self._deferred.values())
             ids = list(self._deferred)
             self._deferred.clear()
+            log.info("%s: trying %d failed record(s) again in %g s", self.spec.name, len(ids), delay)
             if self.stop.wait(delay):
                 return  # unrecorded: re-run next time
             self._run_pages(self._pages_by_id(ids), main_pass=False)

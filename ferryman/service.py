@@ -24,6 +24,7 @@ from .errors import (
     FerrymanError,
     InputError,
     LeaseLostError,
+    LedgerMismatchError,
     LedgerWriteError,
     MigrationDefinitionError,
     PlanError,
@@ -74,7 +75,11 @@ class StoreRegistry(Mapping[str, Store]):
             if not isinstance(store, Store):
                 raise TypeError(f"{store!r} is not a ferryman Store")
             if store.name in self._stores:
-                raise PlanError(f"two stores are named {store.name!r}; store names must be unique")
+                name = store.name
+                raise PlanError(
+                    f"two stores are named {name!r} ({self._stores[name].dataset} and {store.dataset}); store "
+                    f"names must be unique: name one otherwise, e.g. db.table({name!r}, 'new_{name}') "
+                    f"or SqlStore('new_{name}', url, {name!r})")
             self._stores[store.name] = store
 
     def __getitem__(self, name: str) -> Store:
@@ -150,6 +155,8 @@ class MigrationService:
         self._steps: list[PlanStep] = build_plan([spec for spec, _ in pairs], self.stores)
         self.checkpoint_interval = checkpoint_interval
         self._callbacks: list[ProgressCallback] = []
+        self._dry_run = False
+        """This service is :meth:`dry_run`'s copy: a failed migration only would fail."""
         self.observers = Observers(observers)
         self.target: str | None = None
         """The TARGET this service was loaded from, if any: the commands it suggests name it."""
@@ -381,6 +388,7 @@ class MigrationService:
         dests = {s.spec.dest for s in steps}
         stores = {name: DryRunStore(store) if name in dests else store for name, store in self.stores.items()}
         dry = MigrationService(list(stores.values()), self.migrations, observers=[self.observers])
+        dry._dry_run = True
         result = dry.run(MemoryLedger(start), only=only, max_failures=max_failures)
         would = {s.spec.name: store.saved for s in steps if isinstance(store := stores[s.spec.dest], DryRunStore)}
         return DryRunResult(**{f.name: getattr(result, f.name) for f in fields(result)}, would_write=would)
@@ -536,8 +544,21 @@ class _Run:
         if apart:
             log.warning("progress ledger %s holds the progress of %s for other destinations; for these "
                         "destinations it is kept apart (key: module.Class@dataset)", where, ", ".join(apart))
+        refused: list[tuple[str, LedgerMismatchError]] = []
         for step in self.steps:  # before any work: a forgotten --progress would write it all again
-            self.ledger.check_destination(step.spec.identity, self.service.stores[step.spec.dest])
+            try:
+                self.ledger.check_destination(step.spec.identity, self.service.stores[step.spec.dest])
+            except LedgerMismatchError as exc:
+                refused.append((step.spec.name, exc))
+        if refused:  # one command for them all, not one refusal per run
+            names = [name for name, _ in refused]
+            resets = " ".join(f"--migration {shlex.quote(name)}" for name in names)
+            others = f". So do the destinations of {', '.join(names[1:])}; to start all {len(names)} over" \
+                if len(names) > 1 else ", or start over on purpose"
+            raise LedgerMismatchError(
+                f"{refused[0][1]}{others}: `ferryman reset {shlex.quote(self.service.target or 'TARGET')} "
+                f"{resets}` (after emptying {'their destinations' if len(names) > 1 else 'the destination'})"
+            ) from refused[0][1]
 
     def _run_steps(self) -> None:
         for step in self.steps:
@@ -557,7 +578,8 @@ class _Run:
             self._persist(force=True)
             self.service.observers.migration_finished(report)
             if report.state is MigrationState.FAILED:
-                self._hold_back_dependants(spec, f"reads what {spec.name} writes, which failed")
+                failed = "would fail (dry run)" if self.service._dry_run else "failed"
+                self._hold_back_dependants(spec, f"reads what {spec.name} writes, which {failed}")
 
     def _hold_back_dependants(self, upstream: MigrationSpec, why: str) -> None:
         for spec in dependants(self.steps, upstream):

@@ -235,6 +235,7 @@ def test_failures_list_ignore_and_run_again(runner, tmp_path):
     assert hint[1].split()[:6] == ["python", "-m", "ferryman", "failed", "list", "--progress"] and progress in hint[1]
     assert f"failed ignore|retry --progress {progress} ID ..." in hint[2]
     assert f"run {target} --progress {progress}" in hint[3]
+    assert len({line.index("   # ") for line in hint[1:4]}) == 1, hint  # the comments in one column
     listed = runner.invoke(cli, ["failed", "list", "--progress", progress])
     assert listed.exit_code == 0
     lines = listed.stdout.splitlines()
@@ -268,6 +269,9 @@ def test_dry_run(runner, tmp_path):
     result = runner.invoke(cli, ["run", target, "--dry-run"])
     assert result.exit_code == 1, result.output
     assert "copy_items: would write 29 record(s) to dst (30 read, 0 already done, 0 ignored, 1 would fail)" in result.stdout
+    assert "copy_items: dry run over in " in result.stdout and "; nothing saved" in result.stdout
+    for claim in ("completed", "written,", " migrated", " failed", "next:"):  # the lines of a real run
+        assert claim not in result.stdout, claim
     assert dst_ids(tmp_path) == []
     assert not (tmp_path / "ferryman-progress.db").exists() and not os.path.exists("ferryman-progress.db")
     assert not [name for name in os.listdir(tmp_path) if "progress" in name]
@@ -280,10 +284,21 @@ def test_status_from_a_ledger(runner, tmp_path):
     result = runner.invoke(cli, ["status", "--progress", progress])
     assert result.exit_code == 0, result.output
     assert result.stdout.startswith("status: migrated") or result.stdout.startswith("status: completed")
-    assert "copy_items" in result.stdout
+    assert "copy_items" in result.stdout and "next:" not in result.stdout  # nothing failed: nothing to do
     raw = json.loads(runner.invoke(cli, ["status", "--progress", progress, "--json"]).stdout)
     assert raw["result"]["try_count"] == 1
     assert runner.invoke(cli, ["status"]).exit_code == 2
+
+
+def test_status_names_the_command_that_lists_failed_records(runner, tmp_path):
+    target = write_target(tmp_path, bad=(3, 5))
+    progress = str(tmp_path / "p.db")
+    assert runner.invoke(cli, ["run", target, "--progress", progress]).exit_code == 1
+    lines = runner.invoke(cli, ["status", "--progress", progress]).stdout.splitlines()
+    assert lines[-1] == f"next: python -m ferryman failed list --progress {progress}   # the 2 failed record(s), and why"
+    assert runner.invoke(cli, ["failed", "ignore", "--progress", progress, "--all"]).exit_code == 0
+    assert "next:" not in runner.invoke(cli, ["status", "--progress", progress]).stdout  # none left to try
+    assert "next:" not in runner.invoke(cli, ["status", "--progress", progress, "--json"]).stdout
 
 
 def test_progress_export_and_import(runner, tmp_path):
@@ -454,24 +469,25 @@ def test_a_port_in_use_is_one_line_and_changes_nothing(tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+def _result_or_none(port: int) -> dict | None:
+    try:
+        return get_json(f"http://127.0.0.1:{port}/migrate/result")
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
 def test_serve_watches_a_ledger(tmp_path):
     target = write_target(tmp_path)
     assert ferryman("run", target, "--progress", "p.db", cwd=tmp_path).returncode == 0
     port = helpers.free_port()
     proc = start("serve", "--progress", "p.db", "--port", str(port), cwd=tmp_path)
     try:
-        def answer():
-            try:
-                return get_json(f"http://127.0.0.1:{port}/migrate/result")
-            except (urllib.error.URLError, ConnectionError):
-                return None
-
-        assert helpers.poll_until(answer, 30, "the server")["status"] == "migrated"
+        assert helpers.poll_until(lambda: _result_or_none(port), 30, "the server")["status"] == "migrated"
         status = ferryman("status", "--url", f"127.0.0.1:{port}", cwd=tmp_path)
         assert status.stdout.startswith("status: migrated")
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
-        assert "serving the status of p.db at http://127.0.0.1:" in out
+        assert "serving the status of p.db at http://127.0.0.1:" in out and "no progress ledger" not in out
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -587,9 +603,39 @@ def test_the_readme_example_runs(runner, tmp_path):
         "keys reflected from the tables' primary keys: customers id, new_customers id, orders id\n")
     result = runner.invoke(cli, ["run", example, "--progress", "shop-progress.db"])
     assert result.exit_code == 0, result.output
-    assert "CopyCustomers: completed - 1000 migrated" in result.stdout
+    assert "CopyCustomers: completed - 1,000 migrated" in result.stdout
     with sqlite3.connect(tmp_path / "shop-new.db") as db:
         row = db.execute("SELECT first_name, last_name, total_spent FROM customers WHERE id = 7").fetchone()
     assert row[:2] == ("Customer", "Number7") and row[2] > 0
     result = runner.invoke(cli, ["run", example, "--progress", "shop-progress.db"])
-    assert result.exit_code == 0 and "1000 already done" in result.stdout
+    assert result.exit_code == 0 and "1,000 already done" in result.stdout
+
+
+def test_after_a_fatal_error_the_next_step_is_to_fix_it_and_run_again(runner, tmp_path):
+    with sqlite3.connect(tmp_path / "dst.db") as db:  # the destination lacks the column "name"
+        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY)")
+    target = write_target(tmp_path)
+    progress = str(tmp_path / "p.db")
+    result = runner.invoke(cli, ["run", target, "--progress", progress])
+    assert result.exit_code == 1, result.output
+    assert "fatal: a store the migration writes or reads is unusable" in result.stdout
+    hint = result.stdout[result.stdout.index("next:"):].splitlines()
+    assert hint[0] == "next: fix the fatal error above, then run again:"
+    assert hint[1].endswith(f"run {target} --progress {progress}   # resumes: only what is left"), hint
+    assert len(hint) == 2 and "failed list" not in result.stdout  # no record failed: nothing to list
+
+
+def test_serve_says_when_there_is_no_ledger_yet(tmp_path):
+    port = helpers.free_port()
+    proc = start("serve", "--progress", "mistyped.db", "--port", str(port), cwd=tmp_path)
+    try:
+        assert helpers.poll_until(lambda: _result_or_none(port), 30, "the server")["status"] == "pending"
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+        assert "serving the status of mistyped.db at http://127.0.0.1:" in out
+        assert "; there is no progress ledger at mistyped.db yet: its status is 'pending' until a run starts on " \
+               "it (a mistyped path stays pending)" in out
+        assert not (tmp_path / "mistyped.db").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()

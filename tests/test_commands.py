@@ -420,4 +420,6 @@ def test_format_status_tolerates_missing_parts():
                                    "progress": {"migrations": [{"name": "a", "state": "running", "read": 5}]}})
     assert text.splitlines()[0] == "status: running   step: a   tries: 2   last error: -"
     assert text.splitlines()[1].split() == ["MIGRATION", "STATE", "READ"]
+    wide = console.format_status({"progress": {"migrations": [{"name": "a", "read": 1234567, "rate": 2500.0}]}})
+    assert wide.splitlines()[1].split() == ["a", "1,234,567", "2,500.0"]  # counts as the run's lines write them
     assert json.dumps(text)  # plain text

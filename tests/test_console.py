@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import time
 
-from ferryman import MemoryStore, MigrationService, migration
+from ferryman import MemoryStore, MigrationService, Retry, migration
 from ferryman.console import ConsoleProgress, finished_line, format_duration, progress_line
+from ferryman.dry_run import DRY_RUN_FOOTER
 from ferryman.report import MigrationReport, MigrationState
 
 
@@ -107,3 +108,47 @@ def test_forced_plain_on_a_terminal():
     svc.add_observer(console)
     svc.run()
     assert "\x1b[" not in out.getvalue()
+
+
+def dry_run_lines(fancy: bool) -> str:
+    """A dry run of a migration with a failing record and a dependant, through the display."""
+    @migration(source="src", dest="mid", name="first", batch_size=4, save_retry=Retry(times=0, delay=0))
+    class First:
+        def transform(self, aggregates, record):
+            if record["id"] == 3:
+                raise ValueError("no")
+            return [dict(record)]
+
+    @migration(source="mid", dest="dst", name="second")
+    class Second:
+        def transform(self, aggregates, record):
+            return [record]
+
+    svc = MigrationService([MemoryStore("src", records=[{"id": i} for i in range(1, 11)]), MemoryStore("mid"),
+                            MemoryStore("dst")], [First, Second])
+    out = FakeTerminal() if fancy else io.StringIO()
+    svc.add_observer(ConsoleProgress(out, dry_run=True, interval=0))
+    result = svc.dry_run()
+    assert result.report("second").state is MigrationState.HELD_BACK
+    return out.getvalue() + "\n" + result.summary()
+
+
+def test_a_dry_run_says_what_it_would_do_and_never_that_it_completed_or_wrote():
+    text = dry_run_lines(fancy=False)
+    assert "first: dry run started, saving nothing (src -> mid, 10 records)" in text
+    assert "first: 10/10 read (100%), 9 would migrate, 1 would fail, " in text
+    assert "first: dry run over in 0s - would write 9 record(s) (9 would migrate, 1 would fail, 0 already " \
+           "done, 0 ignored); nothing saved" in text
+    assert "first: would write 9 record(s) to mid (10 read, 0 already done, 0 ignored, 1 would fail)" in text
+    assert "second: not run: a run would hold it back (first would fail)" in text
+    assert text.endswith("\ndry run: nothing was saved and no progress was written; what a destination would "
+                         "refuse (a duplicate key, NOT NULL, another constraint) shows only in a real run")
+    text = text.removesuffix(DRY_RUN_FOOTER)
+    for claim in ("completed", "written", " migrated", " failed", "held back: first failed"):
+        assert claim not in text, claim
+
+
+def test_dry_run_bars_never_say_completed():
+    text = dry_run_lines(fancy=True)
+    assert "dry run: some would fail" in text and "held back (first would fail)" in text
+    assert "completed" not in text and " failed" not in text

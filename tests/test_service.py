@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -13,8 +14,8 @@ import time
 import pytest
 
 from ferryman import (
-    InputError, MemoryStore, MigrationProgress, MigrationService, MigrationState, PlanError, Retry, RunObserver,
-    migration,
+    InputError, LedgerMismatchError, MemoryStore, MigrationProgress, MigrationService, MigrationState, PlanError,
+    Retry, RunObserver, SqlDatabase, migration,
 )
 
 NO_RETRY = Retry(times=0, delay=0)
@@ -47,7 +48,7 @@ def test_a_failure_holds_back_only_what_depends_on_it():
     }
     assert result.report("EX").held_back_by == ["BE"]
     assert result.exit_code == 1
-    assert "EX: held_back" in result.summary() and "(held back: BE failed)" in result.summary()
+    assert "EX: held back" in result.summary() and "(held back: BE failed)" in result.summary()
 
 
 def test_only_runs_a_subset_by_name_or_identity():
@@ -208,3 +209,34 @@ def test_bad_retry_settings_are_refused_before_anything(max_tries, retry_delay):
     with pytest.raises(InputError):
         service.run(max_tries=max_tries, retry_delay=retry_delay)
     assert service.stores["b"].records() == []
+
+
+def test_two_stores_of_one_name_are_refused_with_where_each_is_and_how_to_rename_one(tmp_path):
+    old, new = SqlDatabase(f"sqlite:///{tmp_path / 'old.db'}"), SqlDatabase(f"sqlite:///{tmp_path / 'new.db'}")
+    with pytest.raises(PlanError) as caught:
+        MigrationService([old["artists"], new["artists"]], [])
+    assert str(caught.value) == (
+        f"two stores are named 'artists' ({old['artists'].dataset} and {new['artists'].dataset}); store names "
+        "must be unique: name one otherwise, e.g. db.table('artists', 'new_artists') or "
+        "SqlStore('new_artists', url, 'artists')")
+    assert "old.db" in str(caught.value) and "new.db" in str(caught.value)
+
+
+def test_another_ledger_on_several_written_destinations_is_refused_once_for_them_all(tmp_path):
+    with sqlite3.connect(tmp_path / "db.sqlite") as db:
+        for table in ("a", "b", "c", "d"):
+            db.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY)")
+        db.executemany("INSERT INTO a VALUES (?)", [(i,) for i in range(5)])
+        db.executemany("INSERT INTO c VALUES (?)", [(i,) for i in range(5)])
+    database = SqlDatabase(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    migrations = [copy("CopyAB", "a", "b"), copy("CopyCD", "c", "d")]
+    first = MigrationService([database[t] for t in "abcd"], migrations, ledger=str(tmp_path / "first.db"))
+    assert first.run().ok
+    second = MigrationService([database[t] for t in "abcd"], migrations, ledger=str(tmp_path / "second.db"))
+    second.target = "job.py"
+    with pytest.raises(LedgerMismatchError) as caught:
+        second.run()
+    message = str(caught.value)
+    assert message.startswith("destination 'b' holds what migration CopyAB wrote under another progress ledger")
+    assert message.endswith("So do the destinations of CopyCD; to start all 2 over: `ferryman reset job.py "
+                            "--migration CopyAB --migration CopyCD` (after emptying their destinations)")

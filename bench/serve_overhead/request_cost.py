@@ -18,6 +18,7 @@ requests, the spaced ones over ``--spaced``, so their resolution is 10 ms divide
 from __future__ import annotations
 
 import argparse
+import math
 import http.client
 import os
 import subprocess
@@ -30,12 +31,16 @@ from ferryman import MemoryStore, MigrationService, Retry, migration
 
 from . import REPO, free_port
 
-ROUTES = ("/migrate/result", "/migrate/progress", "/metrics")
+ROUTES = ("/migrate/result", "/migrate/progress", "/metrics", "/migrate/history",
+          "/migrate/failed?limit=50", "/migrate/failed?offset=50000&limit=50",
+          "/migrate/failed?q=record+4242+has&limit=50")
+"""The last three search the failed records: they are not kept between requests (each one asks
+the ledger), a search reads every cause once."""
 TICK = os.sysconf("SC_CLK_TCK")
 
 
 @migration(source="src", dest="dst", load_retry=Retry(times=0, delay=0),
-           save_retry=Retry(times=0, delay=0), name="always_fails")
+           save_retry=Retry(times=0, delay=0), name="always_fails", max_failures=math.inf)
 class AlwaysFails:
     def transform(self, aggregates: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
         raise ValueError(f"record {record['id']} has no code")
@@ -117,12 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = server.stdout.readline()
         if "serving" not in line:
             raise SystemExit(f"ferryman serve did not start: {line}{server.communicate()[1]}")
-        print(f"{'route':<18} {'bytes':>7} {'back-to-back ms cpu':>20} {'spaced ms cpu':>14}")
+        print(f"{'route':<44} {'bytes':>7} {'back-to-back ms cpu':>20} {'spaced ms cpu':>14}")
         for route in ROUTES:
             size = ask(port, route)
             burst = per_request(server.pid, port, route, args.burst, 0.0)
             spaced = per_request(server.pid, port, route, args.spaced, args.spacing)
-            print(f"{route:<18} {size:>7} {burst * 1000:>20.2f} {spaced * 1000:>14.2f}", flush=True)
+            print(f"{route:<44} {size:>7} {burst * 1000:>20.2f} {spaced * 1000:>14.2f}", flush=True)
     finally:
         server.terminate()
         server.communicate(timeout=30)

@@ -35,18 +35,21 @@ GIL at every row a driver hands over.
 
 from __future__ import annotations
 
+import logging
 from operator import itemgetter
 from typing import Any, Callable, Mapping, Union
 
 from ..declare import MigrationSpec
 from ..errors import (
     ConnectionDroppedError, DuplicateDataError, StoreUnusableError, TerminalStoreError, TransientStoreError,
+    describe_error,
 )
 from ..stores.base import JournalEntry, PendingWrite, Store
 from ..types import Record, RecordId
 from .work import Attempt, Phase, Work
 
 _FIRST = itemgetter(0)
+log = logging.getLogger("ferryman")
 
 Positions = Union[range, list[int]]
 """Where a batch's records are in its attempt: a run of positions, or a list of them."""
@@ -80,6 +83,9 @@ class Saver:
         self.before_write = before_write
         """Called before every write; raises to stop all writing (the ledger's lease was lost)."""
         self.written = 0
+        self.saves = 0
+        """Batches saved one at a time (the parts of a failed batch, replacements): counted for
+        the log."""
 
     @property
     def journaled(self) -> bool:
@@ -121,9 +127,17 @@ class Saver:
                 pending.succeeded += _picked(ids, positions)
                 continue
             works = [pending.attempt.work(p) for p in positions]
+            splits = _splits(works, error)
+            if splits:
+                log.info("%s: a batch of %d record(s) failed (%s); saving it in parts to find the "
+                         "failing records", self.spec.name, len(works), describe_error(error))
+            saves = self.saves
             self._settle_failure(works, error)
             pending.succeeded += [w.id for w in works if w.saved]
             pending.failed += [w for w in works if w.error is not None]
+            if splits:
+                log.info("%s: %d of the batch's %d record(s) failed on their own, found in %d more save(s)",
+                         self.spec.name, sum(w.error is not None for w in works), len(works), self.saves - saves)
 
     def _batches(self, attempt: Attempt) -> tuple[list[Batch], list[RecordId]]:
         """The records' outputs in batches of whole records, and the ids of records with none."""
@@ -174,6 +188,7 @@ class Saver:
             w.saved = True
 
     def _write(self, works: list[Work], outputs: list[Record]) -> None:
+        self.saves += 1
         self._begin(outputs, self._journal([w.id for w in works])).wait()
         self._saved(works, outputs)
 
@@ -191,7 +206,7 @@ class Saver:
     def _settle_failure(self, works: list[Work], error: Exception) -> None:
         if isinstance(error, StoreUnusableError):
             raise error  # about the store, not a record: the runner ends the migration
-        if isinstance(error, TransientStoreError) and not isinstance(error, ConnectionDroppedError):
+        if not _about_records(error):
             for w in works:  # not about any record: retry them all later
                 w.fail(Phase.SAVE, error, self.spec.save_retry, shared=len(works))
             return
@@ -266,6 +281,16 @@ class PendingSave:
     def unusable(self) -> bool:
         """True when the last batch settled found the store unusable."""
         return bool(self.outcomes) and isinstance(self.outcomes[-1], StoreUnusableError)
+
+
+def _about_records(error: Exception) -> bool:
+    """Whether a failed save's error is about some of its records (not an outage)."""
+    return not isinstance(error, TransientStoreError) or isinstance(error, ConnectionDroppedError)
+
+
+def _splits(works: list[Work], error: Exception) -> bool:
+    """Whether :meth:`Saver._settle_failure` splits this failed batch to find its culprits."""
+    return len(works) > 1 and _about_records(error) and not isinstance(error, StoreUnusableError)
 
 
 def _parts(works: list[Work], error: Exception) -> list[list[Work]]:

@@ -27,7 +27,8 @@ from ..ids import format_id
 from ..types import RecordId
 from .files import changing, reading
 from .ledger import Ledger
-from .model import Action, FailedRecord, display_name
+from .model import Action, FailedRecord
+from .reader import select_migrations
 
 
 @dataclass
@@ -120,14 +121,7 @@ class FailedRecords:
         return rows
 
     def _select(self, ledger: Ledger, names: dict[str, str], migration: str | None) -> builtins.list[str]:
-        identities = ledger.identities()
-        if migration is None:
-            return identities
-        chosen = [i for i in identities if migration in (i, names.get(i), display_name(i))]
-        if not chosen:
-            known = ", ".join(names.get(i, i) for i in identities) or "(none)"
-            raise InputError(f"no migration {migration!r} in {self.where}; it has: {known}")
-        return chosen
+        return select_migrations({i: names.get(i, i) for i in ledger.identities()}, migration, self.where)
 
     def _by_id(self, rows: builtins.list[FailedRow], ids: Sequence[RecordId],
                migration: str | None) -> dict[str, builtins.list[RecordId]]:

@@ -10,6 +10,7 @@ a time, as on a ledger; so does a change made outside a run (:func:`changing`).
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import time
@@ -25,6 +26,8 @@ from .model import Action, MigrationProgress
 from .reader import LedgerReader
 from .sqlite import LeaseFile, SqliteLedger, SqliteReader, is_ledger_file
 from .storage import checked_path
+
+log = logging.getLogger("ferryman")
 
 __all__ = [
     "JsonFileLedger", "changing", "checked_location", "existing", "is_ledger_file", "load_json_progress",
@@ -71,6 +74,7 @@ class JsonFileLedger(MemoryLedger):
         self._last_save = time.monotonic()
         self.progress().save(self.path)
         self.unsaved = 0
+        log.info("checkpoint: progress saved to %s", self.path)
 
     def checkpoint(self, urgent: bool = True) -> None:
         if time.monotonic() - self._last_save >= self.save_interval:

@@ -15,6 +15,7 @@ from datetime import datetime
 from enum import Enum
 from typing import TypeGuard
 
+from ..ids import format_id
 from ..redact import mask_secrets
 from ..types import RecordId
 
@@ -67,6 +68,11 @@ class FailedRecord:
     def __post_init__(self) -> None:
         check_id(self.id)
         self.action = Action(self.action)
+
+    def mentions(self, needle: str) -> bool:
+        """Whether ``needle`` (casefolded) is in the id as the command line shows it, the
+        description or the cause, in any case: what a search for failed records looks at."""
+        return any(needle in text.casefold() for text in (format_id(self.id), self.description, self.cause))
 
 
 @dataclass(repr=False)

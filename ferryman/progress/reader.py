@@ -13,12 +13,14 @@ A reader never writes: not the progress, not the lease. Reads fail with
 from __future__ import annotations
 
 import random
+import sys
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
+from ..errors import InputError
 from ..sampling import reservoir
 from ..types import RecordId
 from .lease import Holder, busy_error
@@ -78,6 +80,41 @@ class MigrationRecord:
         """Its name as its last report gave it, else the class name in its identity."""
         name = self.report.get("name") if self.report else None
         return name if isinstance(name, str) and name else display_name(self.identity)
+
+
+@dataclass(frozen=True)
+class FailedPage:
+    """One page of the failed records that a search chose, newest first."""
+
+    total: int
+    """How many failed records the search chose, on every page."""
+    rows: list[tuple[str, FailedRecord]] = field(default_factory=list)
+    """``(identity, record)`` of this page."""
+
+
+def select_migrations(names: dict[str, str], migration: str | None, where: str) -> list[str]:
+    """The identities ``migration`` names (an identity, a name, or the class name in an
+    identity), in the ledger's order; all of them for None. ``names``: name by identity, in
+    the ledger's order; ``where`` names the progress in the error for a name it does not know."""
+    if migration is None:
+        return list(names)
+    chosen = [i for i, name in names.items() if migration in (i, name, display_name(i))]
+    if not chosen:
+        known = ", ".join(names.values()) or "(none)"
+        raise InputError(f"no migration {migration!r} in {where}; it has: {known}")
+    return chosen
+
+
+def search_failed(pairs: Iterable[tuple[str, FailedRecord]], names: dict[str, str], where: str, *,
+                  migration: str | None = None, text: str | None = None, offset: int = 0,
+                  limit: int = 50) -> FailedPage:
+    """:meth:`LedgerReader.failed_page` of failed records in hand, ``(identity, record)``
+    newest first (``names``, ``where``: as for :func:`select_migrations`)."""
+    chosen = set(select_migrations(names, migration, where))
+    needle = text.casefold() if text else None
+    rows = [(identity, record) for identity, record in pairs
+            if identity in chosen and (needle is None or record.mentions(needle))]
+    return FailedPage(len(rows), rows[offset:offset + limit])
 
 
 class LedgerReader(ABC):
@@ -158,6 +195,19 @@ class LedgerReader(ABC):
     def newest_failed(self, limit: int) -> list[tuple[str, FailedRecord]]:
         """The ``limit`` newest failed records of every migration, ``(identity, record)``,
         the newest first; without reading the others."""
+
+    def failed_page(self, *, migration: str | None = None, text: str | None = None,
+                    offset: int = 0, limit: int = 50) -> FailedPage:
+        """The failed records of ``migration`` (all when None) that mention ``text``
+        (:meth:`FailedRecord.mentions`; all when None or empty), newest first: the ``limit``
+        of them after the first ``offset``, and how many there are, from one snapshot.
+
+        This reads every failed record; a ledger overrides it with a search that reads only
+        the page (the result is the same). InputError for a migration the ledger does not know.
+        """
+        with self.snapshot():
+            return search_failed(self.newest_failed(sys.maxsize), self.names(), self.path,
+                                 migration=migration, text=text, offset=offset, limit=limit)
 
     @abstractmethod
     def failed_counts(self) -> dict[str, dict[str, int]]:

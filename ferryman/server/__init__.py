@@ -8,15 +8,19 @@ run (:class:`~.live.LiveServer`: the server of ``run --serve``, which keeps serv
 status a while); :func:`serve_forever` runs it in the foreground; :func:`wait_for_stop` waits
 for Ctrl-C. Loopback (127.0.0.1) by default; anything else is logged as a warning.
 :mod:`.address` parses ``HOST:PORT``; :mod:`.client` asks a running server
-(``ferryman status --url``).
+(``ferryman status --url``). :class:`Actions` lets a server change failed records from the
+dashboard (``ferryman serve --allow-actions``); :mod:`.history` keeps the throughput history and
+:mod:`.failed` the search of failed records.
 """
 
+from .actions import Actions
 from .app import create_app
 from .background import BackgroundServer, serve_forever, wait_for_stop
 from .sources import LedgerStatusSource, LiveStatusSource, StatusSource
 from .status import Status, StatusSnapshot
 
 __all__ = [
+    "Actions",
     "BackgroundServer",
     "LedgerStatusSource",
     "LiveStatusSource",

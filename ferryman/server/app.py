@@ -6,15 +6,23 @@ into bytes that every request until the next snapshot reuses (:class:`Answers`).
 (``/migrate/events``, paged) and the newest verification (``/migrate/verify``) are read from the
 source at each request. When the source fails, the JSON routes answer ``500 {"error": "..."}``;
 that is the only case of a 500.
+
+While the server runs it also takes a snapshot every :data:`~.history.SAMPLE_EVERY` seconds by
+itself (through the same :class:`Answers`), so that the throughput history
+(:mod:`.history`) has points whether or not a page polls. ``GET /migrate/failed`` searches the
+failed records (:mod:`.failed`); ``POST /migrate/actions`` changes them, only when the server
+was given :class:`~.actions.Actions` (:mod:`.actions`: the token and the checks).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,9 +34,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from .. import __version__
-from ..errors import one_line
+from ..errors import InputError, one_line
 from ..progress.reader import EVENTS_PAGE
 from . import metrics
+from .actions import Actions, actions_routes
+from .failed import FailedQuery
+from .history import SAMPLE_EVERY, History
 from .openapi import openapi_document
 from .sources import StatusSource
 from .status import StatusSnapshot
@@ -81,8 +92,10 @@ class Answers:
     tries again.
     """
 
-    def __init__(self, source: StatusSource) -> None:
+    def __init__(self, source: StatusSource, history: History | None = None) -> None:
         self.source = source
+        self.history = history
+        """Fed every snapshot taken."""
         self._kept: _Kept | None = None
         self._lock = threading.Lock()
         self._problem: str | None = None  # the dashboard polls: log a problem once, not every poll
@@ -100,9 +113,15 @@ class Answers:
             if kept is None:
                 taken, version = time.monotonic(), self.source.version()
                 kept = self._kept = _Kept(self.source.snapshot(), version, taken)
+                if self.history is not None:
+                    self.history.record(kept.snapshot)
             return kept
 
-    async def body(self, route: str, render: Callable[[StatusSnapshot], bytes]) -> bytes:
+    async def current(self) -> StatusSnapshot:
+        """The kept snapshot, or a fresh one; SourceFailed (logged once) when it cannot be taken."""
+        return (await self._current()).snapshot
+
+    async def _current(self) -> _Kept:
         kept = self._fresh()
         if kept is None:
             try:
@@ -114,16 +133,22 @@ class Answers:
                     self._problem = message
                 raise SourceFailed(message) from exc
             self._problem = None
+        return kept
+
+    async def body(self, route: str, render: Callable[[StatusSnapshot], bytes]) -> bytes:
+        kept = await self._current()
         body = kept.bodies.get(route)
         if body is None:
             body = kept.bodies[route] = render(kept.snapshot)
         return body
 
 
-def create_app(source: StatusSource) -> Starlette:
-    """The status API and dashboard over ``source`` (see :mod:`ferryman.server.openapi`)."""
+def create_app(source: StatusSource, actions: Actions | None = None) -> Starlette:
+    """The status API and dashboard over ``source`` (see :mod:`ferryman.server.openapi`);
+    ``POST /migrate/actions`` changes the progress only when ``actions`` is given."""
 
-    answers = Answers(source)
+    history = History()
+    answers = Answers(source, history)
 
     def json_route(path: str, render: Callable[[StatusSnapshot], Any]) -> Route:
         def render_json(snapshot: StatusSnapshot) -> bytes:
@@ -150,7 +175,7 @@ def create_app(source: StatusSource) -> Starlette:
             after = _count_param(request, "after", 0)
             limit = min(_count_param(request, "limit", EVENTS_PAGE), EVENTS_PAGE)
         except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400, headers=NO_STORE)
+            return error_response(400, str(exc))
         found = await _read(source.events, after, limit)
         return JSONResponse({"events": found, "next": found[-1]["seq"] if found else after},
                             headers=NO_STORE)
@@ -158,6 +183,19 @@ def create_app(source: StatusSource) -> Starlette:
     async def verification(request: Request) -> Response:
         found = await _read(source.verification)
         return JSONResponse(found if found is not None else NO_VERIFICATION, headers=NO_STORE)
+
+    async def failed_records(request: Request) -> Response:
+        search = getattr(source, "failed_page", None)
+        if search is None:
+            return error_response(404, "this status source keeps no failed records to search")
+        try:
+            query = FailedQuery.parse(request.query_params)
+            body = await run_in_threadpool(search, query)
+        except InputError as exc:
+            return error_response(400, str(exc))
+        except Exception as exc:
+            raise SourceFailed(f"cannot read the failed records: {one_line(exc, typed=True)}") from exc
+        return Response(_json(body), media_type="application/json", headers=NO_STORE)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document(__version__))
@@ -172,7 +210,17 @@ def create_app(source: StatusSource) -> Starlette:
         return serve
 
     async def source_failed(request: Request, exc: Exception) -> Response:
-        return JSONResponse({"error": str(exc)}, status_code=500, headers=NO_STORE)
+        return error_response(500, str(exc))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        sampler = asyncio.create_task(_sample(answers))
+        try:
+            yield
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
 
     routes = [
         Route("/", dashboard, methods=["GET"]),
@@ -180,6 +228,9 @@ def create_app(source: StatusSource) -> Starlette:
         json_route("/migrate/progress", StatusSnapshot.progress),
         Route("/migrate/events", events, methods=["GET"]),
         Route("/migrate/verify", verification, methods=["GET"]),
+        json_route("/migrate/history", history.to_dict),
+        Route("/migrate/failed", failed_records, methods=["GET"]),
+        *actions_routes(actions),
         Route("/metrics", metrics_page, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         *(Route(f"/static/{name}", asset_route(name), methods=["GET"]) for name in ASSETS),
@@ -187,7 +238,20 @@ def create_app(source: StatusSource) -> Starlette:
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         SourceFailed: source_failed,
     }
-    return Starlette(routes=routes, exception_handlers=handlers)
+    return Starlette(routes=routes, exception_handlers=handlers, lifespan=lifespan)
+
+
+def error_response(status: int, message: str) -> Response:
+    """``{"error": message}``: how every route says what went wrong."""
+    return JSONResponse({"error": message}, status_code=status, headers=NO_STORE)
+
+
+async def _sample(answers: Answers) -> None:
+    """Take a snapshot every SAMPLE_EVERY seconds (unless a request just did), for the history."""
+    while True:
+        await asyncio.sleep(SAMPLE_EVERY)
+        with contextlib.suppress(SourceFailed):  # logged once by Answers; the routes say it
+            await answers.current()
 
 
 NO_VERIFICATION: dict[str, Any] = {"status": "none", "ok": None, "migrations": []}

@@ -76,7 +76,7 @@ def url_of(sock: socket.socket) -> str:
 
 def _config(app: Any) -> uvicorn.Config:
     return uvicorn.Config(
-        app, log_config=None, access_log=False, log_level="warning", lifespan="off", ws="none",
+        app, log_config=None, access_log=False, log_level="warning", lifespan="on", ws="none",
         http=DeadlineH11Protocol, timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=STOP_TIMEOUT,
     )

@@ -64,10 +64,18 @@ MIGRATION: dict[str, Any] = {
 TOTALS: dict[str, Any] = {
     "type": "object",
     "required": ["migrations", "completed", "total", "read", "skipped", "ignored", "succeeded",
-                 "failed", "written", "rate", "eta"],
+                 "failed", "written", "rate", "eta", "uncounted", "elapsed", "average_rate"],
     "properties": {
         "migrations": COUNT, "completed": COUNT,
-        "total": {"type": ["integer", "null"], "description": "null when a source cannot count"},
+        "total": {"type": ["integer", "null"], "description": (
+            "The known totals added up (see uncounted); null when none is known or a migration "
+            "that started cannot count its source")},
+        "uncounted": {**COUNT, "description": "Migrations left out of total: not started yet "
+                      "(a source is counted when its migration starts) or held back"},
+        "elapsed": {"type": ["number", "null"], "description": "Seconds the newest run took "
+                    "(so far, while it runs); null without a run history"},
+        "average_rate": {"type": ["number", "null"], "description": "Source records per second "
+                         "the newest run read on average"},
         "read": COUNT, "skipped": COUNT, "ignored": COUNT, "succeeded": COUNT, "failed": COUNT,
         "written": COUNT,
         "rate": {"type": "number"},
@@ -180,6 +188,65 @@ VERIFICATION: dict[str, Any] = {
     },
 }
 
+HISTORY: dict[str, Any] = {
+    "type": "object",
+    "required": ["updated_at", "migrations"],
+    "properties": {
+        "updated_at": {"type": "number", "description": "When the snapshot was taken (Unix time)"},
+        "migrations": {"type": "array", "items": {
+            "type": "object",
+            "required": ["identity", "name", "state", "started_at", "points"],
+            "properties": {
+                "identity": {"type": "string"}, "name": {"type": "string"},
+                "state": NULLABLE_STRING,
+                "started_at": {"type": "number", "description": "Unix time; the first point's t"},
+                "points": {"type": "array", "items": {
+                    "type": "object", "required": ["t", "read", "succeeded", "failed", "rate"],
+                    "properties": {
+                        "t": {"type": "number", "description": "Unix time"},
+                        "read": COUNT, "succeeded": COUNT, "failed": COUNT,
+                        "rate": {"type": "number", "minimum": 0,
+                                 "description": "Source records per second since the point before"},
+                    }}},
+            }}},
+    },
+}
+
+FAILED_PAGE: dict[str, Any] = {
+    "type": "object",
+    "required": ["total", "offset", "limit", "partial", "records"],
+    "properties": {
+        "total": {**COUNT, "description": "How many failed records the search chose"},
+        "offset": COUNT, "limit": COUNT,
+        "partial": {"type": "boolean", "description": "True when the server keeps only the newest "
+                    "failed records (a run serving a progress kept in memory), so more may exist"},
+        "records": {"type": "array", "description": "Newest first", "items": {"allOf": [
+            {"$ref": "#/components/schemas/FailedRecord"},
+            {"type": "object", "required": ["identity"], "properties": {"identity": {"type": "string"}}},
+        ]}},
+    },
+}
+
+ACTIONS: dict[str, Any] = {
+    "type": "object",
+    "required": ["enabled", "actions", "token_header"],
+    "properties": {
+        "enabled": {"type": "boolean", "description": "Whether the server was started with --allow-actions"},
+        "actions": {"type": "array", "items": {"type": "string"}},
+        "token_header": {"type": "string", "description": "The header that must hold the token"},
+    },
+}
+
+ACTION_REQUEST: dict[str, Any] = {
+    "type": "object",
+    "required": ["action"],
+    "properties": {
+        "action": {"type": "string", "description": "ignore or retry: set the action of failed records"},
+        "migration": {"type": "string", "description": "The migration the records failed in (its name)"},
+        "ids": {"type": "array", "minItems": 1, "items": FAILED_RECORD["properties"]["id"]},
+    },
+}
+
 
 def _json(ref: str, description: str) -> dict[str, Any]:
     return {"description": description,
@@ -188,6 +255,10 @@ def _json(ref: str, description: str) -> dict[str, Any]:
 
 def _text(media_type: str, description: str) -> dict[str, Any]:
     return {"description": description, "content": {media_type: {"schema": {"type": "string"}}}}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
 
 SERVER_ERROR = _json("Error", "The server itself failed (e.g. the progress cannot be read)")
@@ -204,7 +275,8 @@ def openapi_document(version: str) -> dict[str, Any]:
         "info": {
             "title": "ferryman status API", "version": version,
             "description": "Status, progress and metrics of a ferryman migration job. "
-                           "Served on loopback by default; read-only.",
+                           "Served on loopback by default; read-only unless started with "
+                           "--allow-actions (then POST /migrate/actions needs the server's token).",
         },
         "paths": {
             "/migrate/result": _get("The job's status, step, last error and attempts", {
@@ -225,6 +297,48 @@ def openapi_document(version: str) -> dict[str, Any]:
                               "500": SERVER_ERROR}}},
             "/migrate/verify": _get("The newest verification: counts, replayed records, problems", {
                 "200": _json("Verification", "The newest verification result"), "500": SERVER_ERROR}),
+            "/migrate/history": _get("Counts over time per migration, for a throughput chart", {
+                "200": _json("History", "Each migration's points since it started, at most 600, "
+                             "evenly spread; kept in the server's memory"),
+                "500": SERVER_ERROR}),
+            "/migrate/failed": {"get": {
+                "summary": "Failed records, searched and paged", "tags": ["status"],
+                "parameters": [
+                    _query("migration", {"type": "string"}, "A migration's name; all when absent"),
+                    _query("q", {"type": "string", "maxLength": 1000},
+                           "Text looked for, in any case, in the id, description and cause"),
+                    _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "Records skipped"),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                           "Records on the page"),
+                ],
+                "responses": {"200": _json("FailedPage", "One page, newest first"),
+                              "400": _json("Error", "A parameter is wrong, or names no migration"),
+                              "404": _json("Error", "The status source keeps no failed records"),
+                              "500": SERVER_ERROR}}},
+            "/migrate/actions": {
+                "get": {"summary": "Whether actions are allowed, and which", "tags": ["actions"],
+                        "responses": {"200": _json("Actions", "What this server allows")}},
+                "post": {
+                    "summary": "Mark failed records IGNORE or RETRY", "tags": ["actions"],
+                    "description": "Only on a server started with --allow-actions, with the token in "
+                                   "the X-Ferryman-Token header and a JSON body. Refused while a live "
+                                   "run holds the progress. Every action is logged.",
+                    "parameters": [{"name": "X-Ferryman-Token", "in": "header", "required": True,
+                                    "schema": {"type": "string"}}],
+                    "requestBody": {"required": True, "content": {"application/json": {
+                        "schema": {"$ref": "#/components/schemas/ActionRequest"}}}},
+                    "responses": {
+                        "200": {"description": "Done: how many records changed, by migration",
+                                "content": {"application/json": {"schema": {"type": "object"}}}},
+                        "400": _json("Error", "The action or its fields are wrong; nothing changed"),
+                        "401": _json("Error", "No token, or not the server's token"),
+                        "403": _json("Error", "The server is read-only (no --allow-actions)"),
+                        "409": _json("Error", "A live run holds the progress; nothing changed"),
+                        "413": _json("Error", "The body is too large"),
+                        "415": _json("Error", "The body is not sent as JSON"),
+                        "500": SERVER_ERROR,
+                    }},
+            },
             "/metrics": _get("Prometheus metrics", {"200": _text(
                 "text/plain", "Text exposition format 0.0.4; ferryman_up is 0 (and the only "
                 "metric) when the progress cannot be read")}, "metrics"),
@@ -250,6 +364,10 @@ def openapi_document(version: str) -> dict[str, Any]:
             "Events": EVENTS,
             "Verification": VERIFICATION,
             "VerifiedMigration": VERIFIED_MIGRATION,
+            "History": HISTORY,
+            "FailedPage": FAILED_PAGE,
+            "Actions": ACTIONS,
+            "ActionRequest": ACTION_REQUEST,
             "Error": {"type": "object", "required": ["error"],
                       "properties": {"error": {"type": "string"}}},
         }},

@@ -17,15 +17,16 @@ import socket
 import threading
 import time
 from collections.abc import Hashable, Sequence
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..errors import FerrymanError
 from ..events import RunObserver
 from ..progress.files import is_ledger_file, load_json_progress, open_reader
 from ..progress.ledger import Ledger
 from ..progress.model import Action, FailedRecord, display_name
-from ..progress.reader import LedgerReader
+from ..progress.reader import LedgerReader, search_failed
 from ..report import MigrationReport, RunResult, last_error
+from .failed import FailedQuery, page_body
 from .status import (
     FAILED_RECORDS_SHOWN,
     RUNS_SHOWN,
@@ -43,7 +44,12 @@ from .status import (
 
 
 class StatusSource(Protocol):
-    """Anything that can say, at any instant, how the migration stands."""
+    """Anything that can say, at any instant, how the migration stands.
+
+    A source that can also search its failed records has ``failed_page(query: FailedQuery)``,
+    which returns the body of ``GET /migrate/failed`` (:func:`~.failed.page_body`) and raises
+    InputError for a migration the progress does not know.
+    """
 
     def snapshot(self) -> StatusSnapshot: ...
 
@@ -59,6 +65,14 @@ class StatusSource(Protocol):
     def verification(self) -> dict[str, Any] | None:
         """The newest verification result, None when there is none."""
         ...
+
+
+def reader_page(reader: LedgerReader, query: FailedQuery) -> dict[str, Any]:
+    """:func:`~.failed.page_body` of a search through ``reader``, in one snapshot of it."""
+    with reader.snapshot():
+        page = reader.failed_page(migration=query.migration, text=query.text, offset=query.offset,
+                                  limit=query.limit)
+        return page_body(page, reader.names(), query)
 
 
 # --- reading a durable ledger ---------------------------------------------------------------------
@@ -151,6 +165,22 @@ class LedgerStatusSource:
             view.failed_total,
         )
 
+    def failed_page(self, query: FailedQuery) -> dict[str, Any]:
+        """The failed records a search chose: through the ledger's reader, or from an mjg JSON
+        file read whole (it keeps no order of failure: newest first by timestamp)."""
+        kind = self._kind()
+        if kind == "sqlite" and os.path.exists(self.path):
+            with open_reader(self.path) as reader:
+                return reader_page(reader, query)
+        if kind == "json" and os.path.exists(self.path):
+            progress = load_json_progress(self.path)
+            names = {identity: display_name(identity) for identity in progress.migrations}
+            newest_first = sorted(progress.failed_records(), key=lambda pair: pair[1].timestamp, reverse=True)
+            page = search_failed(newest_first, names, self.path, migration=query.migration,
+                                 text=query.text, offset=query.offset, limit=query.limit)
+            return page_body(page, names, query)
+        return page_body(search_failed([], {}, self.path, migration=query.migration), {}, query)
+
     def events(self, after: int, limit: int) -> list[dict[str, Any]]:
         """From the ledger (mjg JSON progress keeps no events)."""
         if self._kind() != "sqlite" or not os.path.exists(self.path):
@@ -197,7 +227,7 @@ class LiveStatusSource(RunObserver):
         self._ledger_attempt: int | None = None
         self._reports: Sequence[MigrationReport] = ()
         self._runs: list[dict[str, Any]] = []
-        self._failed: dict[tuple[str, str], dict[str, Any]] = {}
+        self._failed: dict[tuple[str, str], _KeptFailure] = {}
         self._failed_total = 0
         self._revision = 0
         """Counts the status changes: running, completed, failed."""
@@ -248,7 +278,7 @@ class LiveStatusSource(RunObserver):
             key = (report.identity, repr(failure.id))
             if self._failed.pop(key, None) is None:
                 self._failed_total += 1
-            self._failed[key] = _failure_dict(report.name, failure)
+            self._failed[key] = _KeptFailure(report.identity, report.name, failure)
             if len(self._failed) > FAILED_RECORDS_SHOWN:
                 del self._failed[next(iter(self._failed))]
 
@@ -271,16 +301,16 @@ class LiveStatusSource(RunObserver):
 
     def _ledger_failures(
         self, reports: Sequence[MigrationReport]
-    ) -> tuple[dict[tuple[str, str], dict[str, Any]], int]:
+    ) -> tuple[dict[tuple[str, str], _KeptFailure], int]:
         """Failed records of a ledger without a reader (read on the run's thread, where it is safe)."""
         if self._ledger is None or self._durable is not None:
             return dict(self._failed), self._failed_total
-        found: dict[tuple[str, str], dict[str, Any]] = {}
+        found: dict[tuple[str, str], _KeptFailure] = {}
         names = {r.identity: r.name for r in reports}
         pairs = self._ledger.progress().failed_records()
         for identity, record in reversed(newest_failures(pairs)):  # the newest last
             name = names.get(identity) or display_name(identity)
-            found[(identity, repr(record.id))] = _failure_dict(name, record)
+            found[(identity, repr(record.id))] = _KeptFailure(identity, name, record)
         return found, len(pairs)
 
     # --- the event log and verifications (on the server's thread) ----------------------------
@@ -311,7 +341,8 @@ class LiveStatusSource(RunObserver):
                 last_err = last_error(self._reports) or last_err
             try_count = self._ledger_attempt or self._attempt
             runs = [dict(r) for r in self._runs]
-            failed, failed_total = list(reversed(self._failed.values())), self._failed_total
+            failed = [_failure_dict(kept.name, kept.record) for kept in reversed(self._failed.values())]
+            failed_total = self._failed_total
         if self._durable is not None:
             with self._durable.new_reader() as reader:
                 view = read_view(reader)
@@ -320,6 +351,31 @@ class LiveStatusSource(RunObserver):
             failed, failed_total = view.failed_records, view.failed_total
         return StatusSnapshot(status.value, step, last_err, try_count, migrations, runs, failed,
                               failed_total)
+
+
+    def failed_page(self, query: FailedQuery) -> dict[str, Any]:
+        """From the ledger when it is durable; else from the newest failed records this source
+        keeps (FAILED_RECORDS_SHOWN of them: ``partial`` says when there are more)."""
+        if self._durable is not None:
+            with self._durable.new_reader() as reader:
+                return reader_page(reader, query)
+        with self._lock:
+            kept = list(reversed(self._failed.values()))
+            partial = self._failed_total > len(kept)
+            names = {r.identity: r.name for r in self._reports}
+        names.update((k.identity, k.name) for k in kept)
+        page = search_failed([(k.identity, k.record) for k in kept], names, "this run",
+                             migration=query.migration, text=query.text, offset=query.offset,
+                             limit=query.limit)
+        return page_body(page, names, query, partial=partial)
+
+
+class _KeptFailure(NamedTuple):
+    """A failed record a live source keeps, with its migration."""
+
+    identity: str
+    name: str
+    record: FailedRecord
 
 
 def _file_state(path: str) -> tuple[int, int, int] | None:

@@ -83,25 +83,55 @@ class StatusSnapshot:
                 "try_count": self.try_count}
 
     def totals(self) -> dict[str, Any]:
-        """Counts over every migration, the overall total (None when one is unknown), rate, ETA."""
+        """Counts over every migration; the overall total, rate and ETA; how long the newest
+        run took and its average rate.
+
+        ``total`` adds the totals that are known; ``uncounted`` migrations are left out: those
+        that have not started (a source is counted when its migration starts) or were held
+        back. It is None when none is known, or when a migration that started cannot count
+        its source (then nobody can say how far the whole is).
+        """
         sums = {name: sum(int(m.get(name) or 0) for m in self.migrations) for name in COUNTS}
-        totals = [m.get("total") for m in self.migrations]
-        known = bool(totals) and all(isinstance(t, int) for t in totals)
+        uncounted = [m for m in self.migrations if not isinstance(m.get("total"), int)]
+        uncountable = any(m.get("state") not in ("pending", "held_back") or m.get("read") for m in uncounted)
+        known = len(uncounted) < len(self.migrations) and not uncountable
         running = [m for m in self.migrations if m.get("state") == "running"]
         rate = sum(float(m.get("rate") or 0.0) for m in running)
         eta: float | None = None
-        if known and rate > 0 and self.status == Status.RUNNING:
+        if known and not uncounted and rate > 0 and self.status == Status.RUNNING:
             left = sum(max(int(m["total"]) - int(m.get("read") or 0), 0) for m in self.migrations
                        if m.get("state") in ("pending", "running"))
             eta = round(left / rate, 1)
+        elapsed, average = self._newest_run_pace()
         return {
             "migrations": len(self.migrations),
             "completed": sum(1 for m in self.migrations if m.get("state") == "completed"),
-            "total": sum(int(t) for t in totals if t is not None) if known else None,
+            "total": sum(int(m["total"]) for m in self.migrations if isinstance(m.get("total"), int))
+            if known else None,
+            "uncounted": len(uncounted),
             **sums,
             "rate": round(rate, 3),
             "eta": eta,
+            "elapsed": elapsed,
+            "average_rate": average,
         }
+
+    def _newest_run_pace(self) -> tuple[float | None, float | None]:
+        """Seconds the newest run took (so far, while it runs), and the source records it read
+        per second on average; None without a run history (mjg JSON progress)."""
+        run = self.runs[0] if self.runs else None
+        if run is None or not isinstance(run.get("started_at"), (int, float)):
+            return None, None
+        began = float(run["started_at"])
+        in_run = [m for m in self.migrations if isinstance(m.get("started_at"), (int, float))
+                  and m["started_at"] >= began]
+        end = run.get("ended_at")
+        if not isinstance(end, (int, float)):
+            finished = [m["finished_at"] for m in in_run if isinstance(m.get("finished_at"), (int, float))]
+            end = self.taken_at if self.status == Status.RUNNING or not finished else max(finished)
+        elapsed = max(float(end) - began, 0.0)
+        read = sum(int(m.get("read") or 0) for m in in_run)
+        return round(elapsed, 1), (round(read / elapsed, 3) if elapsed > 0 else None)
 
     def progress(self) -> dict[str, Any]:
         """The body of ``GET /migrate/progress``."""

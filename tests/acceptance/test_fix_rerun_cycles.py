@@ -107,7 +107,7 @@ def test_a_fixed_and_retried_record_makes_a_reducing_dependant_out_of_date(shop)
     dst = env["CYCLES_DST"]
     first = run(shop)
     assert first.returncode == 1, first.stdout + first.stderr
-    assert "Revenue: held_back" in first.stdout and revenue(dst) == {}
+    assert "Revenue: held back -" in first.stdout and revenue(dst) == {}
 
     assert ferryman(shop, "failed", "ignore", "--progress", "progress.db", "7").returncode == 0
     second = run(shop)
@@ -119,7 +119,7 @@ def test_a_fixed_and_retried_record_makes_a_reducing_dependant_out_of_date(shop)
     third = run(shop)
     assert third.returncode == 1, third.stdout + third.stderr  # never "completed" over stale totals
     assert "CopyInvoices: completed - 1 migrated, 0 failed, 9 already done, 0 ignored" in third.stdout
-    assert "Revenue: held_back" in third.stdout and "CopyInvoices wrote records after Revenue last ran" in third.stdout
+    assert "Revenue: held back -" in third.stdout and "CopyInvoices wrote records after Revenue last ran" in third.stdout
     assert f"ferryman reset {TARGET} --migration Revenue" in third.stdout
     assert revenue(dst) == expected_revenue(skip={7})  # untouched until the user says
 

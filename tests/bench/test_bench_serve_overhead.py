@@ -32,4 +32,6 @@ def test_the_request_cost_benchmark_reports_every_status_route(tmp_path):
     out = bench("bench.serve_overhead.request_cost", "--failed", "300", "--burst", "5", "--spaced", "2",
                 "--spacing", "0.6", tmp_path=tmp_path)
     routes = [line.split()[0] for line in out.splitlines() if line.startswith("/")]
-    assert routes == ["/migrate/result", "/migrate/progress", "/metrics"]
+    assert routes == ["/migrate/result", "/migrate/progress", "/metrics", "/migrate/history",
+                      "/migrate/failed?limit=50", "/migrate/failed?offset=50000&limit=50",
+                      "/migrate/failed?q=record+4242+has&limit=50"]

@@ -48,9 +48,11 @@ def test_demo_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "created sample data in ferryman-demo: 1,333 customers, 133 products, 20,000 orders" in out
-    assert "customer_summaries: failed - 1331 migrated, 2 failed" in out
-    assert "order_lines: failed - 19995 migrated, 5 failed" in out
-    assert "country_totals: held_back" in out
+    assert "\nplan: 1. [order 0] customer_summaries: customers, orders -> customer_summaries; no dependency\n" in out
+    assert "plan: [" not in out  # each line of the plan, not a Python list
+    assert "customer_summaries: failed - 1,331 migrated, 2 failed" in out
+    assert "order_lines: failed - 19,995 migrated, 5 failed" in out
+    assert "country_totals: held back -" in out
     assert "ferryman failed list --progress ferryman-demo/progress.db" in out
     progress = "ferryman-demo/progress.db"
 
@@ -72,7 +74,7 @@ def test_demo_end_to_end(tmp_path):
     assert "ignored 2 failed record(s) (customer_summaries 2)" in ignored.stdout
     rerun = ferryman("run", "ferryman-demo/migrations.py", "--progress", progress, cwd=tmp_path)
     assert rerun.returncode == 1  # four negative orders are still RETRY
-    assert "order_lines: failed - 0 migrated, 4 failed, 19995 already done, 1 ignored" in rerun.stdout
+    assert "order_lines: failed - 0 migrated, 4 failed, 19,995 already done, 1 ignored" in rerun.stdout
     assert "country_totals: completed - 20 migrated" in rerun.stdout
     ignored = ferryman("failed", "ignore", "--progress", progress, "--all", cwd=tmp_path)
     assert "ignored 4 failed record(s) (order_lines 4)" in ignored.stdout
@@ -93,7 +95,7 @@ def test_demo_end_to_end(tmp_path):
     again = ferryman("demo", "--no-serve", cwd=tmp_path)  # idempotent: reuses the data, resumes
     assert again.returncode == 0
     assert "using the sample data in ferryman-demo (20,000 orders)" in again.stdout
-    assert "order_lines: completed - 0 migrated, 0 failed, 19995 already done, 5 ignored" in again.stdout
+    assert "order_lines: completed - 0 migrated, 0 failed, 19,995 already done, 5 ignored" in again.stdout
 
 
 def test_demo_serves_the_dashboard_until_ctrl_c(tmp_path):

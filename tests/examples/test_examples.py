@@ -5,6 +5,7 @@ SqlDatabase and Lookup (``chinook_long.py``): the same rows, in at most half the
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -17,9 +18,10 @@ CHINOOK = str(EXAMPLES / "chinook.py")
 LONG = str(Path(__file__).with_name("chinook_long.py"))
 
 
-def ferryman(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def ferryman(*args: str, cwd: Path, columns: int | None = None) -> subprocess.CompletedProcess[str]:
+    env = None if columns is None else {**os.environ, "COLUMNS": str(columns)}
     return subprocess.run([sys.executable, "-m", "ferryman", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300)
+                          timeout=300, env=env)
 
 
 def query(path: Path, sql: str) -> list[tuple]:
@@ -47,12 +49,16 @@ def test_the_chinook_walk_through(tmp_path):
 
     first = ferryman("run", CHINOOK, "--progress", p, cwd=tmp_path)
     assert first.returncode == 1, first.stdout + first.stderr
-    assert "CountrySales: held_back" in first.stdout
+    assert "CountrySales: held back -" in first.stdout
     failed = json.loads(ferryman("failed", "list", "--progress", p, "--json", cwd=tmp_path).stdout)
     causes = {(f["migration"], f["id"]): f["full_cause"] for f in failed}
     assert set(causes) == {("Customers", 7), ("Sales", 1603)}
     assert "NOT NULL constraint failed: customers.email" in causes["Customers", 7]
     assert "filter {'TrackId': 9999} matched 0" in causes["Sales", 1603]
+    listed = ferryman("failed", "list", "--progress", p, cwd=tmp_path, columns=100).stdout.splitlines()
+    assert all(len(line) <= 100 for line in listed), listed  # the terminal's width, the SQLite message first
+    assert listed[1].split()[:4] == ["7", "Customers", "RETRY", "customers(CustomerId=7)"]
+    assert "NOT NULL constraint failed: customers.email" in listed[1]
     assert query(new, "SELECT COUNT(*) FROM customers") == [(59,)]
     assert query(new, "SELECT email FROM customers WHERE id IN (12, 30) ORDER BY id") == [
         ("c12@example.com",), ("duplicate-of-c12@example.com",)]  # handle_duplicate kept customer 30

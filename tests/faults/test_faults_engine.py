@@ -419,10 +419,12 @@ def test_a_second_ledger_on_a_written_destination_is_refused_until_reset(tmp_pat
     forgot = ferryman("run", str(TARGET), "--only", "Copy", cwd=tmp_path, environ=environ)  # no --progress
     assert forgot.returncode == 2, forgot.stdout + forgot.stderr
     assert "destination 'dst' holds what migration Copy wrote under another progress ledger" in forgot.stderr
+    assert f"or start over on purpose: `ferryman reset {TARGET} --migration Copy` (after emptying the " \
+           "destination)" in forgot.stderr.replace("\n", " ")  # the command as it is to be typed
     assert_exactly_once(dst, n)  # nothing written twice
 
     again = ferryman("run", str(TARGET), "--progress", "scratch.db", "--only", "Copy", cwd=tmp_path, environ=environ)
-    assert again.returncode == 0 and "3000 already done" in again.stdout  # the right ledger still works
+    assert again.returncode == 0 and "3,000 already done" in again.stdout  # the right ledger still works
 
     assert not (tmp_path / "ferryman-progress.db").exists()  # the refused run left nothing behind
     assert ferryman("reset", str(TARGET), "--migration", "Copy", cwd=tmp_path, environ=environ).returncode == 0

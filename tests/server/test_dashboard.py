@@ -1,168 +1,29 @@
 """The dashboard in a real headless Chromium against the real server, driven over DevTools.
 
-Chromium is Debian's (``chromium_path`` fixture); the DevTools protocol runs over the
-``--remote-debugging-pipe`` file descriptors 3 and 4, so nothing beyond the standard library is
-needed. The test leaves a screenshot in /tmp/ferryman-dashboard.png for a person to look at.
+Chromium is Debian's (``chromium_path`` fixture), driven by :mod:`chromium`. The tests leave
+screenshots in /tmp/ferryman-dashboard*.png for a person to look at.
 """
 
 from __future__ import annotations
 
-import base64
-import fcntl
 import json
-import os
-import subprocess
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
+from chromium import Chromium
 
 from ferryman import MemoryStore, MigrationService, Retry, migration
 from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
-from ferryman.server.status import FAILED_RECORDS_SHOWN
+from ferryman.progress.reader import FailedPage
+from ferryman.server.failed import FailedQuery, page_body
+from ferryman.server.status import StatusSnapshot
 
 SCREENSHOT = Path("/tmp/ferryman-dashboard.png")
 PAYLOAD = ('<script>window.__xss = 1; alert(1)</script>'
            '<img src=x onerror="window.__xss = 2; alert(2)">')
 NO_RETRY = Retry(times=0, delay=0)
-
-
-class Chromium:
-    """A headless Chromium with one page, spoken to over the DevTools pipe."""
-
-    def __init__(self, executable: str, profile: Path) -> None:
-        to_chrome_r, self._to_chrome = os.pipe()
-        self._from_chrome, from_chrome_w = os.pipe()
-
-        def wire_fds() -> None:  # in the child: Chromium reads fd 3 and writes fd 4
-            read_end = fcntl.fcntl(to_chrome_r, fcntl.F_DUPFD, 100)
-            write_end = fcntl.fcntl(from_chrome_w, fcntl.F_DUPFD, 100)
-            os.dup2(read_end, 3)
-            os.dup2(write_end, 4)
-
-        self.proc = subprocess.Popen(
-            [executable, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             "--disable-dev-shm-usage", "--hide-scrollbars", "--remote-debugging-pipe",
-             f"--user-data-dir={profile}", "--window-size=1280,900", "about:blank"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            close_fds=False, preexec_fn=wire_fds,
-        )
-        os.close(to_chrome_r)
-        os.close(from_chrome_w)
-        self._next_id = 0
-        self._replies: dict[int, dict[str, Any]] = {}
-        self.events: list[dict[str, Any]] = []
-        self._cond = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-        pages = [t for t in self.call("Target.getTargets")["targetInfos"] if t["type"] == "page"]
-        self.session = self.call("Target.attachToTarget", targetId=pages[0]["targetId"],
-                                 flatten=True)["sessionId"]
-
-    def _read(self) -> None:
-        buffer = b""
-        while True:
-            chunk = os.read(self._from_chrome, 1 << 16)
-            if not chunk:
-                with self._cond:
-                    self._cond.notify_all()
-                return
-            buffer += chunk
-            while b"\0" in buffer:
-                raw, buffer = buffer.split(b"\0", 1)
-                message = json.loads(raw)
-                with self._cond:
-                    if "id" in message:
-                        self._replies[message["id"]] = message
-                    else:
-                        self.events.append(message)
-                    self._cond.notify_all()
-
-    def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
-        with self._cond:
-            self._next_id += 1
-            ident = self._next_id
-        message: dict[str, Any] = {"id": ident, "method": method, "params": params}
-        if session:
-            message["sessionId"] = session
-        os.write(self._to_chrome, json.dumps(message).encode() + b"\0")
-        deadline = time.monotonic() + 30
-        with self._cond:
-            while ident not in self._replies:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise AssertionError(f"no answer from Chromium to {method}")
-                self._cond.wait(0.2)
-            reply = self._replies.pop(ident)
-        if "error" in reply:
-            raise AssertionError(f"{method}: {reply['error']}")
-        return reply.get("result", {})
-
-    def page(self, method: str, **params: Any) -> dict[str, Any]:
-        return self.call(method, session=self.session, **params)
-
-    def js(self, expression: str) -> Any:
-        reply = self.page("Runtime.evaluate", expression=expression, returnByValue=True,
-                          awaitPromise=True)
-        if "exceptionDetails" in reply:
-            raise AssertionError(f"{expression}: {reply['exceptionDetails']}")
-        return reply["result"].get("value")
-
-    def wait_js(self, expression: str, timeout: float = 20) -> Any:
-        deadline = time.monotonic() + timeout
-        problem = None
-        while time.monotonic() < deadline:
-            try:
-                value = self.js(expression)
-            except AssertionError as exc:  # e.g. the page is still loading
-                problem, value = exc, None
-            if value:
-                return value
-            time.sleep(0.05)
-        raise AssertionError(f"timed out waiting for {expression} ({problem})")
-
-    def wait_event(self, method: str, timeout: float = 20, **match: Any) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while time.monotonic() < deadline:
-                for event in self.events:
-                    params = event.get("params", {})
-                    if event["method"] == method and all(params.get(k) == v for k, v in match.items()):
-                        return params
-                self._cond.wait(0.2)
-        raise AssertionError(f"no {method} event {match}")
-
-    def click(self, selector: str) -> None:
-        box = self.js(f"(() => {{ const e = document.querySelector({json.dumps(selector)});"
-                      " e.scrollIntoView({block: 'center'}); const r = e.getBoundingClientRect();"
-                      " return [r.x + Math.min(r.width / 2, 40), r.y + r.height / 2]; })()")
-        for kind in ("mousePressed", "mouseReleased"):
-            self.page("Input.dispatchMouseEvent", type=kind, x=box[0], y=box[1], button="left",
-                      clickCount=1)
-
-    def screenshot(self, path: Path, width: int = 1280) -> None:
-        height = int(self.js("document.documentElement.scrollHeight"))
-        self.page("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
-        time.sleep(0.3)
-        data = self.page("Page.captureScreenshot", format="png")["data"]
-        path.write_bytes(base64.b64decode(data))
-
-    def close(self) -> None:
-        try:
-            self.call("Browser.close")
-        except AssertionError:
-            pass
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        os.close(self._to_chrome)
-        self._reader.join(5)
-        os.close(self._from_chrome)
 
 
 # --- the data shown -----------------------------------------------------------------------------
@@ -347,19 +208,150 @@ def test_a_server_error_shows_a_banner_and_keeps_the_last_values(server, browser
     assert browser.js("document.getElementById('status').textContent") == "failed"
 
 
-def test_more_failed_records_than_the_server_sends_says_how_many_and_where_the_rest_are(browser, tmp_path):
+def test_failed_records_are_paged_and_searched_on_the_server(browser, tmp_path):
     stations = [{"id": i, "label": f"station {i}"} for i in range(1, 9 * 30 + 1)]  # 30 fail
     service = MigrationService([LabelledStore("stations", records=stations), dest("station_copy")],
                                [CopyStations], ledger=tmp_path / "run.db", checkpoint_interval=0)
     assert not service.run().ok
     service.ledger.close()
+    shown = """[...document.querySelectorAll('#failed details.failure')].map(d =>
+        d.querySelector('.failure-desc').textContent)"""
     with BackgroundServer(create_app(LedgerStatusSource(tmp_path / "run.db"))) as server:
         browser.page("Page.enable")
         browser.page("Page.navigate", url=f"{server.url}/")
         browser.wait_js("Number(document.documentElement.dataset.renders || 0) >= 1")
-        shown = browser.js("""[...document.querySelectorAll('#failed details.failure')].map(d =>
-            d.querySelector('.failure-desc').textContent)""")
-        assert shown == [f"station {9 * i}" for i in range(30, 30 - FAILED_RECORDS_SHOWN, -1)]
+        assert browser.js(shown) == [f"station {9 * i}" for i in range(30, 5, -1)]  # newest 25
         assert browser.js("document.getElementById('failed-count').textContent") == "30"
-        assert browser.js("document.querySelector('#failed p.more').textContent") == (
-            f"Showing the newest {FAILED_RECORDS_SHOWN} of 30. Use `ferryman failed list` for all of them.")
+        assert browser.js("document.getElementById('failed-range').textContent") == "1–25 of 30"
+        assert browser.js("document.getElementById('failed-prev').disabled") is True
+        browser.click("#failed-next")
+        browser.wait_js("document.getElementById('failed-range').textContent === '26–30 of 30'")
+        assert browser.js(shown) == [f"station {9 * i}" for i in range(5, 0, -1)]
+        assert browser.js("document.getElementById('failed-next').disabled") is True
+
+        # a search goes back to the first page; it looks at ids, descriptions and causes
+        browser.js("(() => { const q = document.getElementById('failed-q'); q.value = 'STATION 27';"
+                   " q.dispatchEvent(new Event('input')); })()")
+        browser.wait_js("document.getElementById('failed-range').textContent === '1–2 of 2'")
+        assert browser.js(shown) == ["station 270", "station 27"]
+        browser.js("(() => { const q = document.getElementById('failed-q'); q.value = 'nothing like it';"
+                   " q.dispatchEvent(new Event('input')); })()")
+        browser.wait_js("document.querySelector('#failed p.empty')?.textContent === 'No failed record matches.'")
+        assert browser.js("document.getElementById('failed-range').textContent") == ""
+        browser.js("(() => { const q = document.getElementById('failed-q'); q.value = '';"
+                   " q.dispatchEvent(new Event('input')); })()")
+        browser.wait_js("document.getElementById('failed-range').textContent === '1–25 of 30'")
+
+
+# --- layout at the widths people use ---------------------------------------------------------------
+
+
+class FixedSource:
+    """A status that stays as given: big counts, to see that every one of them fits."""
+
+    def __init__(self, snapshot: StatusSnapshot) -> None:
+        self._snapshot = snapshot
+
+    def snapshot(self) -> StatusSnapshot:
+        return self._snapshot
+
+    def version(self) -> int:
+        return 0
+
+    def failed_page(self, query: FailedQuery) -> dict:
+        return page_body(FailedPage(0), {}, query)
+
+
+def big_snapshot() -> StatusSnapshot:
+    began = time.time() - 4000
+    migrations = [{
+        "identity": f"big.Migration{i}", "name": f"migration_{i}", "source": "s", "dest": "d",
+        "state": "completed", "total": total, "read": total, "skipped": 12_345, "ignored": 98_765,
+        "succeeded": total - 111_110, "failed": 1_234_567, "written": 12_345_678, "retried": 0,
+        "rate": 123_456.789, "eta": None, "last_error": None, "fatal_error": None, "held_back_by": [],
+        "started_at": began + 10 * i, "finished_at": began + 3900 + i,
+    } for i, total in enumerate([320_000, 1_234_567, 9_876_543])]
+    run = {"id": 7, "job": 3, "attempt": 12, "started_at": began, "ended_at": began + 3905,
+           "outcome": "completed", "pid": 1, "host": "h", "step": "migration_2", "last_error": None}
+    return StatusSnapshot("completed", "migration_2", None, 12, migrations, [run])
+
+
+@pytest.mark.parametrize("width", [1024, 1440, 1920])
+def test_every_stat_fits_its_card_at_common_widths(browser, width):
+    with BackgroundServer(create_app(FixedSource(big_snapshot()))) as server:
+        browser.page("Page.enable")
+        browser.page("Emulation.setDeviceMetricsOverride", width=width, height=900,
+                     deviceScaleFactor=1, mobile=False)
+        browser.page("Page.navigate", url=f"{server.url}/")
+        browser.wait_js("Number(document.documentElement.dataset.renders || 0) >= 2")
+        stats = browser.js("""[...document.querySelectorAll('.stat')].map(card => {
+            const v = card.querySelector('.value'), r = v.getBoundingClientRect(),
+                  c = card.getBoundingClientRect(), lh = parseFloat(getComputedStyle(v).lineHeight);
+            return {label: card.querySelector('.label').textContent, text: v.textContent,
+                    scroll: v.scrollWidth, client: v.clientWidth, inside: r.right <= c.right + 0.5,
+                    lines: Math.round(r.height / (lh || r.height))}; })""")
+        assert [s["text"] for s in stats] == [
+            "11,431,110", "11,097,780", "3,703,701", "37,035", "296,295", "37,037,034",
+            "2,927.3/s", "1h 05m"]
+        assert [s["label"] for s in stats][-2:] == ["Average rate", "Duration"]
+        for stat in stats:
+            assert stat["scroll"] <= stat["client"], (width, stat)
+            assert stat["inside"] and stat["lines"] == 1, (width, stat)
+        assert browser.js("document.documentElement.scrollWidth <= window.innerWidth") is True
+        assert browser.js("document.getElementById('failed-problem').hidden") is True
+        assert browser.js("document.getElementById('overall-sub').textContent").startswith(
+            "11,431,110 of 11,431,110 source records read")
+        assert browser.js("document.querySelector('#overall-bar .fill').style.width") == "100%"
+        chips = browser.js("""[...document.querySelectorAll('.migration .done')].map(d => d.textContent)""")
+        assert chips[0] == "320,000 / 320,000 read · 100%"
+        browser.screenshot(Path(f"/tmp/ferryman-dashboard-{width}.png"), width=width)
+        assert Path(f"/tmp/ferryman-dashboard-{width}.png").stat().st_size > 10_000
+
+
+# --- the throughput chart --------------------------------------------------------------------------
+
+
+@migration(source="parcels", dest="parcel_copy", batch_size=5, name="parcels")
+class SlowParcels:
+    def transform(self, aggregates, record):
+        time.sleep(0.025)
+        return [dict(record)]
+
+
+def test_the_throughput_chart_follows_a_live_run(browser, tmp_path):
+    service = MigrationService(
+        [MemoryStore("parcels", records=[{"id": i} for i in range(1, 201)]), dest("parcel_copy")],
+        [SlowParcels], ledger=tmp_path / "run.db", checkpoint_interval=0)
+    live = LiveStatusSource(service.ledger)
+    service.add_observer(live)
+    with BackgroundServer(create_app(live)) as server:
+        browser.page("Page.enable")
+        browser.page("Page.navigate", url=f"{server.url}/")
+        browser.wait_js("Number(document.documentElement.dataset.renders || 0) >= 1")
+        assert browser.js("document.querySelector('#chart svg')") is None
+        thread = threading.Thread(target=service.run)
+        thread.start()
+        seen = []
+        try:
+            browser.wait_js("document.querySelector('#chart svg path.line') !== null")
+            while thread.is_alive():
+                state = browser.js("""(() => { const p = document.querySelector('#chart path.line');
+                    return p && [p.getAttribute('d'), Number(document.querySelector('#chart svg').dataset.points),
+                                 document.getElementById('status').textContent]; })()""")
+                if state and state[2] == "running" and (not seen or seen[-1] != state):
+                    seen.append(state)
+                time.sleep(0.2)
+        finally:
+            thread.join(60)
+        assert len({d for d, _, _ in seen}) >= 3, seen  # redrawn as the run went on
+        assert [n for _, n, _ in seen] == sorted(n for _, n, _ in seen)
+        assert seen[-1][1] >= 4
+        browser.wait_js("document.getElementById('status').textContent === 'completed'")
+        legend = browser.wait_js("(() => { const k = document.querySelector('#chart .legend .key');"
+                                 " return k && k.textContent.includes('average') && k.textContent; })()")
+        assert legend.startswith("parcels average ")
+        assert browser.js("document.getElementById('t-rate-label').textContent") == "Average rate"
+        assert browser.js("document.getElementById('t-rate').textContent").endswith("/s")
+        assert browser.js("document.getElementById('t-eta-label').textContent") == "Duration"
+        assert browser.js("document.getElementById('t-eta').textContent") != "—"
+    service.ledger.close()

@@ -20,11 +20,19 @@ from operator import itemgetter
 from typing import Any
 
 from ...errors import LedgerFileError
+from ...ids import format_id
 from ...sampling import reservoir
 from ...types import RecordId
 from ..lease import Holder
 from ..model import Action, FailedRecord, ProgressMetadata
-from ..reader import EVENTS_PAGE, LedgerReader, MigrationRecord, RunRecord
+from ..reader import (
+    EVENTS_PAGE,
+    FailedPage,
+    LedgerReader,
+    MigrationRecord,
+    RunRecord,
+    select_migrations,
+)
 from .codec import array_ids, array_keys, decode_id
 from .lease import current_holder
 from .schema import LEDGER_TABLES, columns, connect, inspect_ledger, tables
@@ -41,6 +49,7 @@ class SqliteReader(LedgerReader):
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self.conn = conn
         self.path = path
+        conn.create_function("ferryman_mentions", 4, _mentions, deterministic=True)
         with self._reading():
             self._tables = tables(conn)
             self._migration_columns = columns(conn, "migration") if "migration" in self._tables else set()
@@ -236,6 +245,44 @@ class SqliteReader(LedgerReader):
                 (limit,)).fetchall()
         return [(identity, _failed_record(*row)) for identity, *row in rows]
 
+    def failed_page(self, *, migration: str | None = None, text: str | None = None,
+                    offset: int = 0, limit: int = 50) -> FailedPage:
+        """:meth:`LedgerReader.failed_page` that decodes the page's records alone. Without a
+        search, the page is read along the ``failed_seq`` index and the total is the kept
+        count; a search reads the keys of the records it chooses (and every description and
+        cause once), then the page's records."""
+        with self.snapshot(), self._reading():
+            names = self.names()
+            chosen = select_migrations(names, migration, self.path)
+            if "failed" not in self._tables:
+                return FailedPage(0)
+            identity_of = {self.migration_id(identity): identity for identity in names}
+            conditions: list[str] = []
+            params: list[object] = []
+            if migration is not None:
+                mids = [self.migration_id(identity) for identity in chosen]
+                conditions.append(f"migration IN ({','.join('?' * len(mids))})")
+                params.extend(mids)
+            if text:
+                conditions.append("ferryman_mentions(?, rid, description, cause)")
+                params.append(text.casefold())
+            where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+            if not text:
+                counts = self.failed_counts()
+                total = sum(sum(counts.get(identity, {}).values()) for identity in chosen)
+                rows = self.conn.execute(
+                    f"SELECT migration, rid, description, cause, action, timestamp FROM failed{where} "
+                    "ORDER BY seq DESC LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
+                return FailedPage(total, [(identity_of[mid], _failed_record(*row)) for mid, *row in rows])
+            keys = self.conn.execute(f"SELECT migration, rid FROM failed{where} ORDER BY seq DESC",
+                                     params).fetchall()
+            page = []
+            for mid, rid in keys[offset:offset + limit]:
+                row = self.conn.execute("SELECT rid, description, cause, action, timestamp FROM failed "
+                                        "WHERE migration = ? AND rid = ?", (mid, rid)).fetchone()
+                page.append((identity_of[mid], _failed_record(*row)))
+        return FailedPage(len(keys), page)
+
     def failed_counts(self) -> dict[str, dict[str, int]]:
         """As the ledger's triggers keep them (:data:`~.schema.FAILED_INDEX`); counted from the
         records in a file no ferryman with those counters has written to yet."""
@@ -318,6 +365,15 @@ def _report(text: str | None) -> dict[str, Any] | None:
 
 def _failed_record(rid: str, description: str, cause: str, action: str, timestamp: str) -> FailedRecord:
     return FailedRecord(decode_id(rid), description, cause, Action(action), datetime.fromisoformat(timestamp))
+
+
+def _mentions(needle: str, rid: str, description: str, cause: str) -> bool:
+    """:func:`~..model.mentions` of a stored failed record; an int id (a stored id that is
+    neither a JSON string nor an array) is shown as it is stored, without decoding it."""
+    if needle in description.casefold() or needle in cause.casefold():
+        return True
+    shown = rid if rid[0] not in '"[' else format_id(decode_id(rid))
+    return needle in shown.casefold()
 
 
 def _by_identity(rows: Any) -> dict[str, dict[str, int]]:

@@ -432,6 +432,11 @@ class SqliteLedger(SqliteReader, Ledger):
                 raise
             self._ops = []
         if ops:
+            if log.isEnabledFor(logging.INFO):
+                pages = sum(kind == "s" for kind, _, _ in ops)
+                failed = sum(len(rows) for kind, _, rows in ops if kind == "f")
+                log.info("checkpoint: %d page(s) of migrated records and %d failed record(s) committed to %s",
+                         pages, failed, self.path)
             self._flushes += 1
             if self._flushes % JOURNAL_CLEANUP_EVERY == 0:
                 for identity in list(self._dests):
@@ -549,8 +554,7 @@ class SqliteLedger(SqliteReader, Ledger):
                 f"destination {dest.name!r} holds what migration {name} wrote under another progress "
                 f"ledger (id {sorted(others)[0][:12]}), and progress ledger {self.path} has no progress "
                 f"for it: this run would write it all again. Run with that ledger's --progress (by "
-                f"default ferryman-progress.db in the current directory), or start over on purpose "
-                f"with `ferryman reset TARGET --migration {name}` (after emptying the destination)")
+                f"default ferryman-progress.db in the current directory)")
 
     def _has_progress(self, key: str) -> bool:
         row = self.conn.execute("SELECT id FROM migration WHERE identity = ?", (key,)).fetchone()

@@ -1,10 +1,15 @@
-// ferryman dashboard: polls /migrate/progress and renders it.
-// Every value that comes from the data is inserted as text (textContent / text nodes), never
-// as HTML: record descriptions and error causes are user data.
+// ferryman dashboard: polls /migrate/progress, /migrate/history and /migrate/failed and renders
+// them; marks failed records through POST /migrate/actions when the server allows it.
+// Every value that comes from the data is inserted as text (textContent / text nodes, SVG
+// attributes), never as HTML: record ids, descriptions and error causes are user data.
 (() => {
   'use strict';
 
   const POLL_MS = 1500;
+  const PAGE = 25;
+  const SVG = 'http://www.w3.org/2000/svg';
+  const TOKEN_KEY = 'ferryman-token';
+  const TOKEN_HEADER = 'X-Ferryman-Token';
   const $ = (id) => document.getElementById(id);
   const numberFormat = new Intl.NumberFormat();
   const STATUS_TEXT = {
@@ -14,7 +19,11 @@
 
   let latest = null;
   const openFailures = new Set();
-  const rendered = { failed: '', runs: '' };
+  const rendered = { failed: '', runs: '', chart: '', migrations: '' };
+  const search = { q: '', migration: '', offset: 0 };
+  let failedPage = null;
+  let latestHistory = null;
+  let actions = { enabled: false, actions: [] };
   const migrationRows = new Map();
 
   // --- small helpers --------------------------------------------------------------------------
@@ -32,6 +41,7 @@
 
   function duration(seconds) {
     if (seconds === null || seconds === undefined || !isFinite(seconds)) return '—';
+    if (seconds < 9.95) return `${Math.max(0, seconds).toFixed(1)}s`;
     const s = Math.max(0, Math.round(seconds));
     const h = Math.floor(s / 3600);
     const m = Math.floor((s % 3600) / 60);
@@ -94,14 +104,34 @@
     const read = t.total === null ? `${num(t.read)} source records read (total unknown)`
       : `${num(t.read)} of ${num(t.total)} source records read`;
     const parts = [read, `${t.completed} of ${t.migrations} migrations completed`];
+    if (t.total !== null && t.uncounted) {
+      parts.push(`${t.uncounted} not counted yet (not started or held back)`);
+    }
     $('overall-sub').textContent = t.migrations ? parts.join(' · ') : 'waiting for the first run';
     for (const key of ['read', 'succeeded', 'failed', 'skipped', 'ignored', 'written']) {
       $(`t-${key}`).textContent = num(t[key]);
     }
     $('t-succeeded').parentElement.classList.toggle('good', t.succeeded > 0);
     $('t-failed').parentElement.classList.toggle('bad', t.failed > 0);
-    $('t-rate').textContent = rate(t.rate);
-    $('t-eta').textContent = t.eta === null ? '—' : duration(t.eta);
+    const running = data.status === 'running';
+    // once a run ended: its average rate and how long it took, rather than an empty "now"
+    $('t-rate-label').textContent = running ? 'Rate' : 'Average rate';
+    $('t-rate').textContent = rate(running ? t.rate : t.average_rate);
+    $('t-eta-label').textContent = running ? 'ETA' : 'Duration';
+    $('t-eta').textContent = duration(running ? t.eta : t.elapsed);
+    fitStats();
+  }
+
+  // Shrinks a stat's text until it fits its card: big counts never wrap nor spill.
+  function fitStats() {
+    for (const value of document.querySelectorAll('.stat .value')) {
+      value.style.fontSize = '';
+      let size = parseFloat(getComputedStyle(value).fontSize);
+      while (value.scrollWidth > value.clientWidth && size > 10) {
+        size -= 1;
+        value.style.fontSize = `${size}px`;
+      }
+    }
   }
 
   function migrationRow() {
@@ -170,6 +200,100 @@
       return r.row;
     });
     box.replaceChildren(...rows);
+    renderMigrationChoices(list);
+  }
+
+  function renderMigrationChoices(list) {
+    const text = JSON.stringify(list.map((m) => [m.identity, m.name]));
+    if (text === rendered.migrations) return;
+    rendered.migrations = text;
+    const select = $('failed-migration');
+    const options = [el('option', null, 'All migrations')];
+    options[0].value = '';
+    for (const m of list) {
+      const option = el('option', null, m.name);
+      option.value = m.identity;
+      options.push(option);
+    }
+    select.replaceChildren(...options);
+    select.value = list.some((m) => m.identity === search.migration) ? search.migration : '';
+  }
+
+  // --- throughput chart (inline SVG) -------------------------------------------------------------
+
+  function svg(tag, attrs) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+    return node;
+  }
+
+  function niceMax(value) {
+    if (!(value > 0)) return 1;
+    const power = 10 ** Math.floor(Math.log10(value));
+    for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value) return step * power;
+    return 10 * power;
+  }
+
+  function renderChart(history) {
+    const box = $('chart');
+    // drawn at the box's width, so that its text keeps its size at any width
+    const W = Math.max(480, Math.round(box.clientWidth || 900));
+    const text = JSON.stringify([W, history.migrations]);
+    if (text === rendered.chart) return;
+    rendered.chart = text;
+    const series = history.migrations.filter((m) => m.points.length >= 2);
+    if (!series.length) {
+      box.replaceChildren(el('p', 'empty', history.migrations.length
+        ? 'Waiting for the first counts…' : 'No migration has started yet.'));
+      return;
+    }
+    const H = 240, L = 76, R = 12, T = 12, B = 28;
+    const t0 = Math.min(...series.map((m) => m.points[0].t));
+    const t1 = Math.max(...series.map((m) => m.points[m.points.length - 1].t));
+    const span = Math.max(t1 - t0, 1e-3);
+    const top = niceMax(Math.max(...series.flatMap((m) => m.points.map((p) => p.rate))));
+    const x = (t) => L + ((t - t0) / span) * (W - L - R);
+    const y = (r) => T + (1 - r / top) * (H - T - B);
+    const chart = svg('svg', { viewBox: `0 0 ${W} ${H}`, class: 'chart-svg', role: 'img',
+      'aria-label': 'Throughput over time per migration' });
+    for (const f of [0, 0.5, 1]) {
+      const yy = y(top * f);
+      chart.append(svg('line', { x1: L, x2: W - R, y1: yy, y2: yy, class: 'grid' }));
+      const label = svg('text', { x: L - 8, y: yy + 4, class: 'axis', 'text-anchor': 'end' });
+      label.textContent = rate(top * f).replace('—', '0/s');
+      chart.append(label);
+    }
+    for (const [text, at, anchor] of [[time(t0), L, 'start'], [`+${duration(span)}`, W - R, 'end']]) {
+      const label = svg('text', { x: at, y: H - 8, class: 'axis', 'text-anchor': anchor });
+      label.textContent = text;
+      chart.append(label);
+    }
+    const legend = el('div', 'legend');
+    let points = 0;
+    series.forEach((m, i) => {
+      // a step per interval: the rate between two points holds over the whole interval
+      const p = m.points;
+      let d = `M${x(p[0].t).toFixed(1)},${y(p[1].rate).toFixed(1)}`;
+      for (let k = 1; k < p.length; k += 1) {
+        d += ` H${x(p[k].t).toFixed(1)}`;
+        if (k + 1 < p.length) d += ` V${y(p[k + 1].rate).toFixed(1)}`;
+      }
+      const path = svg('path', { d, class: `line s${i % 6}` });
+      path.dataset.migration = m.identity;
+      const title = svg('title');
+      title.textContent = m.name;
+      path.append(title);
+      chart.append(path);
+      points += p.length;
+      const key = el('span', `key s${i % 6}`);
+      const last = p[p.length - 1];
+      const average = last.t > p[0].t ? (last.read - p[0].read) / (last.t - p[0].t) : 0;
+      key.append(el('b', null, m.name), document.createTextNode(` ${m.state === 'running'
+        ? 'now ' + rate(last.rate) : 'average ' + rate(average)}`));
+      legend.append(key);
+    });
+    chart.dataset.points = String(points);
+    box.replaceChildren(chart, legend);
   }
 
   function failureKey(f) {
@@ -177,17 +301,24 @@
   }
 
   function renderFailed(data) {
-    const text = JSON.stringify([data.failed_records, data.failed_total]);
+    $('failed-count').textContent = data.failed_total ? String(data.failed_total) : '';
+    const page = failedPage;
+    const text = JSON.stringify([page, actions.enabled, Boolean(token())]);
     if (text === rendered.failed) return;
     rendered.failed = text;
-    const list = data.failed_records;
-    $('failed-count').textContent = data.failed_total ? String(data.failed_total) : '';
     const box = $('failed');
-    if (!list.length) {
-      box.replaceChildren(el('p', 'empty', 'No failed records.'));
+    const searching = Boolean(search.q || search.migration);
+    if (!page) return;
+    const first = page.total ? page.offset + 1 : 0;
+    const last = page.offset + page.records.length;
+    $('failed-range').textContent = page.total ? `${num(first)}–${num(last)} of ${num(page.total)}` : '';
+    $('failed-prev').disabled = page.offset === 0;
+    $('failed-next').disabled = last >= page.total;
+    if (!page.records.length) {
+      box.replaceChildren(el('p', 'empty', searching ? 'No failed record matches.' : 'No failed records.'));
       return;
     }
-    const items = list.map((f) => {
+    const items = page.records.map((f) => {
       const item = el('details', 'failure');
       const key = failureKey(f);
       item.open = openFailures.has(key);
@@ -205,12 +336,22 @@
       const cause = el('pre', 'cause', f.cause);
       const meta = el('div', 'failure-meta',
         `id ${JSON.stringify(f.id)}${f.timestamp ? ' · ' + f.timestamp.replace('T', ' ') : ''}`);
-      item.append(summary, meta, cause);
+      item.append(summary, meta);
+      if (actions.enabled && token()) {
+        const next = f.action === 'RETRY' ? 'ignore' : 'retry';
+        const button = el('button', `small mark ${next}`, next === 'ignore' ? 'Ignore' : 'Retry');
+        button.type = 'button';
+        button.title = next === 'ignore' ? 'Mark IGNORE: the next run leaves it alone'
+          : 'Mark RETRY: the next run tries it again';
+        button.addEventListener('click', () => act(next, f, button));
+        meta.append(button);
+      }
+      item.append(cause);
       return item;
     });
-    if (data.failed_total > list.length) {
-      items.push(el('p', 'more', `Showing the newest ${list.length} of ${num(data.failed_total)}. ` +
-        'Use `ferryman failed list` for all of them.'));
+    if (page.partial) {
+      items.push(el('p', 'more', 'This run keeps only its newest failed records in memory; ' +
+        'use `ferryman failed list` for all of them.'));
     }
     box.replaceChildren(...items);
   }
@@ -252,11 +393,13 @@
     }));
   }
 
-  function render(data) {
+  function render(data, history) {
     latest = data;
+    if (history) latestHistory = history;
     renderHeader(data);
     renderTotals(data);
     renderMigrations(data);
+    if (history) renderChart(history);
     renderFailed(data);
     renderRuns(data);
     const root = document.documentElement;
@@ -288,10 +431,29 @@
     return body;
   }
 
+  function failedUrl() {
+    const params = new URLSearchParams({ offset: String(search.offset), limit: String(PAGE) });
+    if (search.q) params.set('q', search.q);
+    if (search.migration) params.set('migration', search.migration);
+    return `/migrate/failed?${params}`;
+  }
+
+  async function loadFailed() {
+    failedPage = await fetchJson(failedUrl());
+    if (failedPage.offset > 0 && failedPage.offset >= failedPage.total) {  // the page emptied
+      search.offset = Math.max(0, Math.floor((failedPage.total - 1) / PAGE) * PAGE);
+      failedPage = await fetchJson(failedUrl());
+    }
+  }
+
   async function tick() {
     try {
-      const data = await fetchJson('/migrate/progress');
-      render(data);
+      const failed = loadFailed().then(() => '', (error) => error.message);
+      const [data, history, failedProblem] = await Promise.all([
+        fetchJson('/migrate/progress'), fetchJson('/migrate/history'), failed]);
+      render(data, history);
+      $('failed-problem').hidden = !failedProblem;
+      $('failed-problem').textContent = failedProblem ? `Cannot search the failed records: ${failedProblem}` : '';
       setConnection('live', 'live');
       showBanner('');
     } catch (error) {
@@ -301,6 +463,90 @@
     } finally {
       window.setTimeout(tick, POLL_MS);
     }
+  }
+
+  async function refreshFailed() {
+    try {
+      await loadFailed();
+      if (latest) renderFailed(latest);
+    } catch (error) {
+      showResult(`Cannot search the failed records: ${error.message}`, true);
+    }
+  }
+
+  // --- actions -----------------------------------------------------------------------------------
+
+  function token() {
+    try { return window.sessionStorage.getItem(TOKEN_KEY) || ''; } catch (e) { return ''; }
+  }
+
+  function setToken(value) {
+    try {
+      if (value) window.sessionStorage.setItem(TOKEN_KEY, value);
+      else window.sessionStorage.removeItem(TOKEN_KEY);
+    } catch (e) { /* storage off: the token lasts until the page reloads */ }
+    renderActionsBar();
+    if (latest) renderFailed(latest);
+  }
+
+  function tokenFromAddress() {
+    // ferryman serve prints /#actions=TOKEN: a fragment never reaches a server nor a log
+    const match = /^#actions=(.+)$/.exec(window.location.hash);
+    if (!match) return;
+    setToken(decodeURIComponent(match[1]));
+    window.history.replaceState(null, '', window.location.pathname + window.location.search);
+  }
+
+  function renderActionsBar() {
+    $('actions-bar').hidden = !actions.enabled;
+    const have = Boolean(token());
+    $('token-form').hidden = have;
+    $('token-forget').hidden = !have;
+    $('actions-state').textContent = have
+      ? 'Actions are allowed: mark failed records IGNORE or RETRY (not while a run holds the progress).'
+      : 'Actions are allowed on this server with its token:';
+  }
+
+  function showResult(text, bad) {
+    const box = $('action-result');
+    box.hidden = !text;
+    box.textContent = text || '';
+    box.classList.toggle('bad', Boolean(bad));
+  }
+
+  async function act(name, record, button) {
+    button.disabled = true;
+    try {
+      const response = await fetch('/migrate/actions', {
+        method: 'POST', cache: 'no-store', credentials: 'omit',
+        headers: { 'Content-Type': 'application/json', [TOKEN_HEADER]: token() },
+        body: JSON.stringify({ action: name, migration: record.identity, ids: [record.id] }),
+      });
+      let body = null;
+      try { body = await response.json(); } catch (e) { body = null; }
+      if (!response.ok) {
+        const reason = body && typeof body.error === 'string' ? body.error : `HTTP ${response.status}`;
+        showResult(`Not done: ${reason}`, true);
+        if (response.status === 401) setToken('');
+        return;
+      }
+      showResult(`${name === 'ignore' ? 'Ignored' : 'Set to retry'}: ${record.migration} ` +
+        `${JSON.stringify(record.id)}`, false);
+      await refreshFailed();
+    } catch (error) {
+      showResult(`Not done: ${error.message}`, true);
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async function loadActions() {
+    try {
+      actions = await fetchJson('/migrate/actions');
+    } catch (error) {
+      actions = { enabled: false, actions: [] };
+    }
+    renderActionsBar();
   }
 
   // --- export ----------------------------------------------------------------------------------
@@ -331,6 +577,40 @@
 
   document.addEventListener('DOMContentLoaded', () => {
     $('export').addEventListener('click', exportJson);
-    tick();
+    let typing = null;
+    $('failed-search').addEventListener('submit', (event) => event.preventDefault());
+    $('failed-q').addEventListener('input', () => {
+      window.clearTimeout(typing);
+      typing = window.setTimeout(() => {
+        search.q = $('failed-q').value.trim();
+        search.offset = 0;
+        refreshFailed();
+      }, 250);
+    });
+    $('failed-migration').addEventListener('change', () => {
+      search.migration = $('failed-migration').value;
+      search.offset = 0;
+      refreshFailed();
+    });
+    $('failed-prev').addEventListener('click', () => {
+      search.offset = Math.max(0, search.offset - PAGE);
+      refreshFailed();
+    });
+    $('failed-next').addEventListener('click', () => {
+      search.offset += PAGE;
+      refreshFailed();
+    });
+    $('token-save').addEventListener('click', () => {
+      setToken($('token-input').value.trim());
+      $('token-input').value = '';
+    });
+    $('token-forget').addEventListener('click', () => setToken(''));
+    window.addEventListener('resize', () => {
+      fitStats();
+      if (latestHistory) renderChart(latestHistory);
+    });
+    window.addEventListener('hashchange', tokenFromAddress);
+    tokenFromAddress();
+    loadActions().finally(tick);
   });
 })();
