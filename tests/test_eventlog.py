@@ -175,3 +175,20 @@ def test_a_ledger_of_schema_3_reads_as_without_events_and_gains_them_on_open(tmp
         assert ledger.record_event({"event": "run.started"}) == 1
         ledger.record_verification({"ok": True, "migrations": []})
         assert ledger.verification() == {"ok": True, "migrations": []}
+
+
+def test_an_action_from_the_dashboard_is_an_event(tmp_path):
+    from ferryman.server import Actions
+
+    service = _service(tmp_path)
+    path = tmp_path / "p.db"
+    BROKEN.add(5)
+    with SqliteLedger(path) as ledger:
+        service.run(ledger)
+    app = create_app(LedgerStatusSource(path), Actions(path, token="a-token-for-this-test"))
+    with BackgroundServer(app) as server, httpx.Client(base_url=server.url) as client:
+        answer = client.post("/migrate/actions", headers={"X-Ferryman-Token": "a-token-for-this-test"},
+                             json={"action": "ignore", "migration": "copy", "ids": [5]})
+        assert answer.status_code == 200, answer.text
+        last = client.get("/migrate/events").json()["events"][-1]
+    assert (last["event"], last["migration"], last["action"], last["count"]) == ("records.marked", "copy", "IGNORE", 1)
