@@ -40,7 +40,7 @@ from ferryman.pipeline.pages import source_pages
 from ferryman.progress.files import open_ledger
 from ferryman.report import RunResult
 from ferryman.stores import JournalEntry, SqlStore
-from ferryman.stores.sql import journal as journal_module
+from ferryman.stores.sql import postgres as postgres_module
 from ferryman.stores.sql import postgres_copy as copy_module
 from ferryman.stores.sql import postgres_link as link_module
 from ferryman.stores.sql import store as store_module
@@ -414,14 +414,14 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
         store.save_all([], journal=JournalEntry("warm-up", ""))  # the journal table exists now
         dialect = store.engine.dialect
         real = dialect.do_commit
-        real_insert_and_commit = journal_module.insert_and_commit
+        real_insert_and_commit = postgres_module.insert_and_commit
         real_finish = copy_module.CopyInFlight.finish
         copy_writer = link_module._copy_writer_class()
         real_end_copy = copy_writer.finish
 
         def once() -> None:
             monkeypatch.setattr(dialect, "do_commit", real)
-            monkeypatch.setattr(journal_module, "insert_and_commit", real_insert_and_commit)
+            monkeypatch.setattr(postgres_module, "insert_and_commit", real_insert_and_commit)
             monkeypatch.setattr(copy_module.CopyInFlight, "finish", real_finish)
             monkeypatch.setattr(copy_writer, "finish", real_end_copy)
 
@@ -454,7 +454,7 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
             raise sa_exc.OperationalError("COPY", {}, lost, connection_invalidated=True)
 
         monkeypatch.setattr(dialect, "do_commit", do_commit)
-        monkeypatch.setattr(journal_module, "insert_and_commit", insert_and_commit)
+        monkeypatch.setattr(postgres_module, "insert_and_commit", insert_and_commit)
         monkeypatch.setattr(copy_writer, "finish", end_copy)
         monkeypatch.setattr(copy_module.CopyInFlight, "finish", finish)
 
