@@ -4,7 +4,7 @@ UTC sessions, the servers' error numbers.
 Bulk writes: SQLAlchemy hands a batch to ``cursor.executemany``, and PyMySQL rewrites
 ``INSERT ... VALUES (...)`` (with or without ``ON DUPLICATE KEY UPDATE``) into multi-row
 statements of up to ``max_stmt_length`` bytes (1 MB): a batch of 512 rows costs one or a few
-round trips, not 512. ``tests/stores/test_sql_types.py`` checks this with the server's
+round trips, not 512. ``tests/stores/sql/test_types.py`` checks this with the server's
 ``Com_insert`` counter.
 
 Every connection of an engine built by ferryman runs ``SET time_zone = '+00:00'``, so

@@ -80,10 +80,12 @@ class TestSqliteStore(SqlContract):
     database = "sqlite"
 
 
+@pytest.mark.postgres
 class TestPostgresStore(SqlContract):
     database = "postgresql"
 
 
+@pytest.mark.mysql
 class TestMariaDbStore(SqlContract):
     database = "mariadb"
     not_applicable = {
