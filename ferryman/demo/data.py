@@ -103,10 +103,6 @@ class DemoData:
     def negative_qty_orders(self) -> list[int]:
         return negative_qty_orders(self.orders)
 
-    @property
-    def duplicate_email_customers(self) -> list[int]:
-        return [c for c, _ in duplicate_emails(self.customers)]
-
 
 def sizes(rows: int) -> tuple[int, int, int]:
     """(orders, customers, products) for ``rows`` orders: 300k orders -> 20k customers, 2k products."""
