@@ -21,7 +21,7 @@ from ferryman.stores.sql.driver import DriverStatement, unprocessed
 from ferryman.stores.sql.types import sends_natives_unchanged
 
 TABLE = Table("t", MetaData(), Column("id", Integer, primary_key=True), Column("name", String(10)),
-              Column("doc", JSON), Column("amount", Numeric(10, 2)))
+              Column("doc", JSON))
 
 
 @pytest.fixture
