@@ -59,7 +59,10 @@ def _dispose_engines_for(name: str) -> None:
 
 # --- markers: what a test needs besides Python ----------------------------
 
-NEEDS_BY_FIXTURE = {"postgres_server_url": "postgres", "mysql_server_url": "mysql", "chromium_path": "browser"}
+NEEDS_BY_FIXTURE = {
+    "postgres_server_url": "postgres", "mysql_server_url": "mysql", "chromium_path": "browser",
+    "private_pg": "postgres",  # tests/stores/sql/test_failures.py runs PostgreSQL's own binaries
+}
 """A test using one of these fixtures, directly or through another fixture, needs that."""
 
 NEEDS_BY_PARAM = {
