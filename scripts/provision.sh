@@ -61,7 +61,7 @@ MY_PID=""        # pid of a private mariadbd
 POLICY_RC_CREATED=0
 T0=$EPOCHREALTIME
 
-say() { printf '[test.sh] %s\n' "$*"; }
+say() { printf '[provision] %s\n' "$*"; }
 elapsed() { # elapsed seconds since $1 (an $EPOCHREALTIME value)
     awk -v a="$1" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.1fs", b - a }'
 }
