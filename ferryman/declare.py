@@ -48,10 +48,6 @@ class Cardinality(str, Enum):
         low, high = _BOUNDS[self.value]
         return low <= n <= high
 
-    def allows_so_far(self, n: int) -> bool:
-        """False as soon as a running count of ``n`` can no longer conform (fail early)."""
-        return n <= 1 if self in (Cardinality.EXACTLY_ONE, Cardinality.ZERO_OR_ONE) else True
-
     @property
     def strict(self) -> bool:
         """True for cardinalities that need at least one record."""

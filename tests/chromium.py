@@ -135,7 +135,7 @@ class Chromium:
         height = int(self.js("document.documentElement.scrollHeight"))
         self.page("Emulation.setDeviceMetricsOverride", width=width, height=height,
                   deviceScaleFactor=1, mobile=False)
-        time.sleep(0.3)
+        self.js("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))")
         data = self.page("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
 

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from ferryman import MemoryStore, MigrationDefinitionError, MigrationService, PlanError
-from ferryman.target import TargetError, is_file_target, load_service, load_target
+from ferryman.target import TargetError, is_file_target, load_target
 
 GOOD = """
 from ferryman import MemoryStore, migration
@@ -61,7 +61,7 @@ def test_an_importable_module_is_a_target(tmp_path, monkeypatch):
     write(package / "__init__.py", "")
     write(package / "migs.py", GOOD)
     monkeypatch.syspath_prepend(str(tmp_path))
-    service = load_service("fm_target_pkg.migs")
+    service = load_target("fm_target_pkg.migs").build_service()
     assert service.plan() == ["fm_target_pkg.migs.Copy"]
     sys.modules.pop("fm_target_pkg.migs", None)
     sys.modules.pop("fm_target_pkg", None)

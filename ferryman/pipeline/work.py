@@ -78,8 +78,8 @@ class Attempt:
     ``records`` and their ``outputs``, by position) and the Works of those that failed before it.
 
     Columns, not a Work per record: a copy of a million rows would otherwise make a million Works
-    and free them a page later, a fifth of the caller's CPU time (measured). A record gets a Work
-    only where it is handled on its own: when it fails, or when its batch is split to find one.
+    only to free them a page later. A record gets a Work only where it is handled on its own:
+    when it fails, or when its batch is split to find one.
     """
 
     __slots__ = ("ids", "records", "outputs", "failed", "size")

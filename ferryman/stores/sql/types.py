@@ -2,7 +2,7 @@
 
 SQLAlchemy's reflection is faithful on PostgreSQL. Elsewhere a few reflected types lose
 information or refuse common values, so right after reflecting a table the store replaces them
-with the types below (each dialect's module has an ``adapt_table``; ``dialects.py`` lists them):
+with the types below (each dialect class's ``adapt_table``):
 
 =================  ==============================  ====================================================
 database           column                          read / written as

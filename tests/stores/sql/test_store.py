@@ -17,7 +17,8 @@ from ferryman.errors import (
 )
 from ferryman.stores import JournalEntry, SqlStore
 from ferryman.stores.common import OnConflict
-from ferryman.stores.sql import driver as driver_module
+from ferryman.stores.sql import postgres as postgres_module
+from ferryman.stores.sql.dialects import dialect_for
 from ferryman.stores.sql.driver_errors import classify
 from ferryman.testing import COMPOSITE_KEY, INT_KEY, Layout, StoreContract, StoreFactory, create_test_table
 from ferryman.testing.store_suite import shuffled
@@ -79,10 +80,12 @@ class TestSqliteStore(SqlContract):
     database = "sqlite"
 
 
+@pytest.mark.postgres
 class TestPostgresStore(SqlContract):
     database = "postgresql"
 
 
+@pytest.mark.mysql
 class TestMariaDbStore(SqlContract):
     database = "mariadb"
     not_applicable = {
@@ -187,7 +190,7 @@ def test_postgres_page_reads_leave_pooled_connections_as_they_were(
     create_test_table(ddl, "items", INT_KEY)
     ddl.dispose()
     in_autocommit: list[bool] = []
-    real = driver_module.alone_in_autocommit
+    real = postgres_module.alone_in_autocommit
 
     @contextmanager
     def spy(raw: Any, driver: str) -> Iterator[None]:
@@ -195,7 +198,7 @@ def test_postgres_page_reads_leave_pooled_connections_as_they_were(
             in_autocommit.append(raw.autocommit)
             yield
 
-    monkeypatch.setattr(driver_module, "alone_in_autocommit", spy)
+    monkeypatch.setattr(postgres_module, "alone_in_autocommit", spy)
     for options, autocommit in (({}, True), ({"isolation_level": "REPEATABLE READ"}, False)):
         in_autocommit.clear()
         engine = create_engine(postgres_url, **options)  # type: ignore[arg-type]
@@ -472,12 +475,12 @@ def _wrapped(orig: BaseException, wrapper: type[sa_exc.DBAPIError] = sa_exc.Oper
     ids=lambda value: value if isinstance(value, str) else None,
 )
 def test_error_classification(error: Exception, dialect: str, kind: str) -> None:
-    assert classify(error, dialect) == kind
+    assert classify(error, dialect_for(dialect)) == kind
 
 
 def test_invalidated_connection_is_lost() -> None:
     error = sa_exc.DBAPIError("SELECT 1", {}, sqlite3.DatabaseError("boom"), connection_invalidated=True)
-    assert classify(error, "sqlite") == "lost"
+    assert classify(error, dialect_for("sqlite")) == "lost"
 
 
 def test_can_match_in_only_where_the_database_compares_like_python(sqlite_url, mysql_url):
