@@ -235,7 +235,8 @@ def _budget(text: str | None) -> int | float | None:
 @progress_option(False, f"{LEDGER_HELP} Default: the service's own ledger, else "
                         f"./{commands.DEFAULT_PROGRESS}.")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this migration (name or identity); repeatable.")
-@click.option("--serve", metavar="HOST:PORT", help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")
+@click.option("--serve", metavar="HOST:PORT",
+              help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")
 @click.option("--linger", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="With --serve: keep serving the final status this long after the run (Ctrl-C "
                    f"ends it sooner; 0: stop at once). Default {commands.DEFAULT_LINGER:g}.")
@@ -417,7 +418,8 @@ def failed() -> None:
 
 
 def _selection_options(f: F) -> F:
-    f = click.option("--grep", metavar="TEXT", help="Only records whose description or cause contains TEXT (any case).")(f)
+    f = click.option("--grep", metavar="TEXT",
+                     help="Only records whose description or cause contains TEXT (any case).")(f)
     f = click.option("--migration", metavar="NAME", help="Only this migration (name or identity).")(f)
     return progress_option(True, LEDGER_HELP)(f)
 

@@ -11,9 +11,10 @@ import difflib
 import inspect
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from .defaults import (
     DEFAULT_BATCH_SIZE,

@@ -8,6 +8,7 @@ needed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -140,10 +141,8 @@ class Chromium:
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(AssertionError):
             self.call("Browser.close")
-        except AssertionError:
-            pass
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:

@@ -28,11 +28,10 @@ import threading
 import weakref
 from collections import defaultdict
 
+import helpers
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-
-import helpers
 
 # --- engines opened by tests, per database name ---------------------------
 # Tests create their own engines on the URL they are given; to drop the

@@ -14,8 +14,17 @@ import time
 import pytest
 
 from ferryman import (
-    InputError, LedgerMismatchError, MemoryStore, MigrationProgress, MigrationService, MigrationState, PlanError,
-    Retry, RunObserver, SqlDatabase, migration,
+    InputError,
+    LedgerMismatchError,
+    MemoryStore,
+    MigrationProgress,
+    MigrationService,
+    MigrationState,
+    PlanError,
+    Retry,
+    RunObserver,
+    SqlDatabase,
+    migration,
 )
 
 NO_RETRY = Retry(times=0, delay=0)

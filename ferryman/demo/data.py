@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterator
 
 SOURCE_FILE = "source.db"
 DEST_FILE = "dest.db"

@@ -15,8 +15,8 @@ import pytest
 from chromium import Chromium
 
 from ferryman import MemoryStore, MigrationService, Retry, migration
-from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
 from ferryman.progress.reader import FailedPage
+from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
 from ferryman.server.failed import FailedQuery, page_body
 from ferryman.server.status import StatusSnapshot
 

@@ -52,9 +52,9 @@ class DriverStatement:
         """``statement`` compiled for ``conn``'s dialect, unless it needs SQLAlchemy at each run."""
         if conn.get_execution_options().get("schema_translate_map"):
             return None  # applied by SQLAlchemy when it executes, not when it compiles
-        return cls.of(statement.compile(dialect=conn.dialect))  # type: ignore[arg-type]
+        return cls.of(statement.compile(dialect=conn.dialect))  # type: ignore[attr-defined]
 
-    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         # Adds the statement's own literals (e.g. SQLite's OFFSET 0).
         merged = self.compiled.construct_params(dict(values), extracted_parameters=self.extracted)
         order = self.compiled.positiontup

@@ -192,6 +192,6 @@ def driver_error(conn: Connection, exc: BaseException, statement: str) -> sa_exc
     if invalidated:
         conn.invalidate(exc)
     return sa_exc.DBAPIError.instance(  # type: ignore[return-value]
-        statement, None, exc, conn.dialect.loaded_dbapi.Error,  # type: ignore[arg-type]
+        statement, None, exc, conn.dialect.loaded_dbapi.Error,
         hide_parameters=True, connection_invalidated=invalidated, dialect=conn.dialect,
     )

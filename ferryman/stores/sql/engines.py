@@ -135,7 +135,7 @@ def _has_input(dbapi_connection: Any) -> bool:
             poller.register(fd, select.POLLIN | select.POLLPRI)
             return bool(poller.poll(0))
         return bool(select.select([fd], [], [], 0)[0])
-    except Exception:  # closed, or a driver without a socket we know: ping
+    except Exception:  # noqa: BLE001 - closed, or a driver without a socket we know: ping
         return True
 
 

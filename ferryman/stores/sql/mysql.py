@@ -26,7 +26,13 @@ from .batch import InsertBatch, all_native, value_tuples
 from .dialect import SqlDialect
 from .driver_errors import ConstraintDetails, Kind
 from .types import (
-    NaiveUtcDateTime, TextAcceptingUuid, TinyIntBool, UtcTimestamp, UuidAsText, is_naive_timestamp, is_text,
+    NaiveUtcDateTime,
+    TextAcceptingUuid,
+    TinyIntBool,
+    UtcTimestamp,
+    UuidAsText,
+    is_naive_timestamp,
+    is_text,
     sends_natives_unchanged,
 )
 
@@ -61,7 +67,7 @@ def insert_mysql(conn: Connection, batch: InsertBatch) -> None:
         sql, positional = plain
         rows = value_tuples(batch)
         if all_native(rows):
-            conn.exec_driver_sql(sql, rows if positional else batch.rows)  # type: ignore[arg-type]
+            conn.exec_driver_sql(sql, rows if positional else batch.rows)
             return
     conn.execute(_statement(batch), batch.rows)
 

@@ -52,7 +52,8 @@ def journal_insert(conn: Connection, table: Table, values: dict[str, str]) -> by
     if prefix is None:
         preparer = conn.dialect.identifier_preparer
         names = ", ".join(preparer.quote(name) for name in values)
-        prefix = table.info["ferryman_journal_insert"] = f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ("
+        prefix = f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ("
+        table.info["ferryman_journal_insert"] = prefix
     from psycopg.pq import Escaping
 
     escape = Escaping(raw.pgconn).escape_literal

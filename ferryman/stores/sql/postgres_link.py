@@ -46,7 +46,7 @@ class Link:
     @property
     def idle(self) -> bool:
         """True when the server waits for the next query (every result read, none pending)."""
-        return self.pgconn.transaction_status == IDLE
+        return bool(self.pgconn.transaction_status == IDLE)
 
     def send(self, query: bytes) -> None:
         self.pgconn.send_query(query)
@@ -117,7 +117,7 @@ def _copy_writer_class() -> type:
                 while link.pgconn.put_copy_end(message) == 0:
                     link.wait(write=True)
                 link.flush()
-            except Exception as lost:
+            except Exception as lost:  # noqa: BLE001 - see below
                 # Kept for the outcome, not raised: the next read fails too, unless this was the
                 # last COPY. When the COPY was being cancelled (``exc``), nothing can commit and
                 # ``exc`` is what the caller sees; psycopg would only log this one.

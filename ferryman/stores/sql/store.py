@@ -305,7 +305,7 @@ class SqlStore(Store):
 
     # --- matching -------------------------------------------------------------------------
 
-    def match_pages(self, filter: Filter | ClauseElement | None, batch_size: int,  # type: ignore[override]
+    def match_pages(self, filter: Filter | ClauseElement | None, batch_size: int,
                     columns: Sequence[str] | None = None) -> Iterator[list[Record]]:
         """Keyset pages as :meth:`read_pages` reads them; with ``columns``, of those columns only."""
         if columns is None:

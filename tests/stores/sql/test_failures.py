@@ -22,9 +22,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
+import helpers
 import psycopg
 import pymysql  # type: ignore[import-untyped]
 import pytest
@@ -33,7 +35,6 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-import helpers
 from ferryman import Cardinality, MigrationService, Retry, migration
 from ferryman.errors import ConnectionDroppedError, StoreError, StoreUnusableError, TransientStoreError
 from ferryman.pipeline.pages import source_pages
@@ -549,7 +550,7 @@ def run_through(
     def run() -> None:
         try:
             outcome["result"] = service.run()
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below
             outcome["error"] = exc
 
     worker = threading.Thread(target=run)

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 import psycopg
 import pymysql  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, event, exc as sa_exc, text
+from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import NullPool
 
 from ferryman.errors import (
-    DuplicateDataError, StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError,
+    DuplicateDataError,
+    StoreError,
+    StoreUnusableError,
+    TerminalStoreError,
+    TransientStoreError,
 )
 from ferryman.stores import JournalEntry, SqlStore
 from ferryman.stores.common import OnConflict
@@ -88,7 +94,7 @@ class TestPostgresStore(SqlContract):
 @pytest.mark.mysql
 class TestMariaDbStore(SqlContract):
     database = "mariadb"
-    not_applicable = {
+    not_applicable: ClassVar[dict[str, str]] = {
         "test_upsert_still_rejects_a_clash_on_another_unique_field":
             "ON DUPLICATE KEY UPDATE fires on a clash with any unique key (docs/stores.md)",
     }
@@ -212,7 +218,7 @@ def test_postgres_page_reads_leave_pooled_connections_as_they_were(
                 raw = conn.connection.driver_connection
                 assert raw is not None and raw.autocommit is False
             with pytest.raises(DuplicateDataError):  # still one transaction: nothing of it stays
-                store.save_all(INT_KEY.rows(range(20, 40)) + [INT_KEY.row(3)], journal=JournalEntry("m", "q"))
+                store.save_all([*INT_KEY.rows(range(20, 40)), INT_KEY.row(3)], journal=JournalEntry("m", "q"))
             assert store.count() == 20 and [e.payload for e in store.read_journal("m")] == ["p"]
             store.delete_journal("m")
             with engine.begin() as conn:

@@ -9,9 +9,10 @@ themselves (COPY used, multi-row INSERT on MariaDB), their fallbacks, and bounde
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event, text
