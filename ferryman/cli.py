@@ -247,7 +247,8 @@ def _duration(text: str | None, option: str) -> float | None:
 @progress_option(False, f"{LEDGER_HELP} Default: the service's own ledger, else "
                         f"./{commands.DEFAULT_PROGRESS}.")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this migration (name or identity); repeatable.")
-@click.option("--serve", metavar="HOST:PORT", help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")
+@click.option("--serve", metavar="HOST:PORT",
+              help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")
 @click.option("--linger", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="With --serve: keep serving the final status this long after the run (Ctrl-C "
                    f"ends it sooner; 0: stop at once). Default {commands.DEFAULT_LINGER:g}.")
@@ -383,7 +384,8 @@ def reset(target: str, migrations: tuple[str, ...], with_dependants: bool, progr
 @click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
               help=f"Replay N succeeded records per migration, chosen at random (default {DEFAULT_VERIFY_SAMPLE:,}).")
 @click.option("--all", "all_", is_flag=True, help="Replay every succeeded record (slower; memory stays bounded).")
-@click.option("--only", multiple=True, metavar="NAME", help="Verify only this migration (name or identity); repeatable.")
+@click.option("--only", multiple=True, metavar="NAME",
+              help="Verify only this migration (name or identity); repeatable.")
 @click.option("--seed", type=int, default=None, help="Seed of the random sample (the same seed, the same sample).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @debug_option
@@ -492,7 +494,8 @@ def failed() -> None:
 
 
 def _selection_options(f: F) -> F:
-    f = click.option("--grep", metavar="TEXT", help="Only records whose description or cause contains TEXT (any case).")(f)
+    f = click.option("--grep", metavar="TEXT",
+                     help="Only records whose description or cause contains TEXT (any case).")(f)
     f = click.option("--migration", metavar="NAME", help="Only this migration (name or identity).")(f)
     return progress_option(True, LEDGER_HELP)(f)
 

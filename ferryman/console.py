@@ -470,6 +470,7 @@ def verification_lines(verification: dict[str, Any]) -> list[str]:
         lines.append(f"  {shown(m.get('name'))}: failed {', '.join(failed)}")
         for problem in (m.get("problems") or [])[:5]:
             pid = problem.get("id")
-            where = f" record {shown(format_id(tuple(pid) if isinstance(pid, list) else pid))}" if pid is not None else ""
+            pid = tuple(pid) if isinstance(pid, list) else pid
+            where = f" record {shown(format_id(pid))}" if pid is not None else ""
             lines.append(f"    {shown(problem.get('check'))}{where}: {shown(problem.get('detail'))}")
     return lines

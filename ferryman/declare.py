@@ -11,9 +11,10 @@ import difflib
 import inspect
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 from .defaults import (
     DEFAULT_BATCH_SIZE,
@@ -47,10 +48,6 @@ class Cardinality(str, Enum):
         """True when a final count of ``n`` conforms."""
         low, high = _BOUNDS[self.value]
         return low <= n <= high
-
-    def allows_so_far(self, n: int) -> bool:
-        """False as soon as a running count of ``n`` can no longer conform (fail early)."""
-        return n <= 1 if self in (Cardinality.EXACTLY_ONE, Cardinality.ZERO_OR_ONE) else True
 
     @property
     def strict(self) -> bool:

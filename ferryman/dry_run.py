@@ -10,7 +10,6 @@ from .report import MigrationState, RunResult
 from .stores.base import JournalEntry, Store
 from .types import Filter, Record, RecordId
 
-
 DRY_RUN_FOOTER = ("dry run: nothing was saved and no progress was written; what a destination would refuse "
                   "(a duplicate key, NOT NULL, another constraint) shows only in a real run")
 """The last line of a dry run's summary: its counts cannot include the destinations' refusals."""

@@ -15,8 +15,9 @@ listed, after the Matches of a lower ``order``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .declare import Cardinality, Match
 from .errors import CardinalityError

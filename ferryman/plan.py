@@ -12,9 +12,9 @@ in hash order).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Iterable, Mapping, Sequence
 
 from .declare import MigrationSpec
 from .errors import PlanError
@@ -74,7 +74,8 @@ def _check_writers(group: Sequence[MigrationSpec], dataset_of: Mapping[str, str]
     for spec in group:
         other = writers.setdefault(dataset_of[spec.dest], spec)
         if other is not spec:
-            what = repr(spec.dest) if other.dest == spec.dest else f"{dataset_of[spec.dest]} ({other.dest!r}, {spec.dest!r})"
+            what = repr(spec.dest) if other.dest == spec.dest else \
+                f"{dataset_of[spec.dest]} ({other.dest!r}, {spec.dest!r})"
             raise PlanError(
                 f"migrations {other.name} and {spec.name} both write store {what} in order "
                 f"group {spec.order}; give them different order= values to say which runs first",

@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from itertools import compress
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from .declare import MigrationSpec
 from .defaults import DEFAULT_ALL_FAILED_LIMIT, FAILURE_RATIO_MIN_RECORDS
-from .events import RunObserver
 from .errors import LeaseLostError, LedgerWriteError, StopRequested, StoreUnusableError
+from .events import RunObserver
 from .pipeline.attempt import Transformer
 from .pipeline.pages import SourceUnreadable, pages_by_id, source_pages, with_retry
 from .pipeline.save import PendingSave, Saver
@@ -108,7 +109,7 @@ class MigrationRunner:
         except (LeaseLostError, LedgerWriteError) as exc:
             report.fatal_error = report.last_error = describe_error(exc)
             raise
-        except BaseException as exc:  # noqa: B036 - the migration's code may raise anything
+        except BaseException as exc:
             self._fatal(f"migration {spec.name} stopped by an error its code raised", exc)
         finally:
             report.finished_at = time.time()
@@ -337,6 +338,7 @@ class MigrationRunner:
         again: list[Work] = []
         delay = 0.0
         for w in failed:
+            assert w.error is not None and w.phase is not None  # a failed Work has both
             self.report.last_error = f"{self._describe(w.record)}: {describe_error(w.error)}"
             key = (w.id, w.phase)
             attempts[key] = attempts.get(key, 0) + 1
@@ -367,7 +369,7 @@ class _BudgetExceeded(Exception):
 class _Page:
     """One page on its way: its first attempt, that attempt's save, and what to record."""
 
-    __slots__ = ("main_pass", "attempt", "pending", "succeeded", "failures")
+    __slots__ = ("attempt", "failures", "main_pass", "pending", "succeeded")
 
     def __init__(self, main_pass: bool, attempt: Attempt) -> None:
         self.main_pass = main_pass

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import inspect
 import logging
+import os
 import re
 import shlex
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -17,8 +17,8 @@ from typing import IO, Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from .deadline import check_timeout, deadline, timed_out_message
-from .defaults import DEFAULT_VERIFY_SAMPLE
 from .declare import MigrationSpec, check_max_failures, spec_of
+from .defaults import DEFAULT_VERIFY_SAMPLE
 from .dry_run import DryRunResult, DryRunStore
 from .errors import (
     FerrymanError,
@@ -553,10 +553,10 @@ class _Run:
         if refused:  # one command for them all, not one refusal per run
             names = [name for name, _ in refused]
             resets = " ".join(f"--migration {shlex.quote(name)}" for name in names)
-            others = f". So do the destinations of {', '.join(names[1:])}; to start all {len(names)} over" \
+            tail = f". So do the destinations of {', '.join(names[1:])}; to start all {len(names)} over" \
                 if len(names) > 1 else ", or start over on purpose"
             raise LedgerMismatchError(
-                f"{refused[0][1]}{others}: `ferryman reset {shlex.quote(self.service.target or 'TARGET')} "
+                f"{refused[0][1]}{tail}: `ferryman reset {shlex.quote(self.service.target or 'TARGET')} "
                 f"{resets}` (after emptying {'their destinations' if len(names) > 1 else 'the destination'})"
             ) from refused[0][1]
 

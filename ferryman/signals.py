@@ -106,11 +106,13 @@ def stop_on_signals(flag: StopFlag) -> Iterator[None]:
         if flag.requested:
             _force_stop(name)
             return
+        # Requested before saying so: a second signal can run this handler again while the
+        # first is still logging, and must find the stop requested.
+        flag.request(name)
         log.warning(
             "%s received: stopping at the next record boundary and saving progress "
             "(send it again to stop at once)", name,
         )
-        flag.request(name)
 
     previous = {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS}
     try:

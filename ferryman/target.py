@@ -191,7 +191,3 @@ def _as_list(spec: str, name: str, value: Any) -> list[Any]:
         raise TargetError(f"TARGET {spec}: `{name}` must be a list, not {type(value).__name__}")
     return list(value)
 
-
-def load_service(spec: str) -> MigrationService:
-    """:func:`load_target` then :meth:`Target.build_service`."""
-    return load_target(spec).build_service()

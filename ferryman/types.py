@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, TYPE_CHECKING, Union
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .progress.model import MigrationProgress
@@ -10,7 +11,7 @@ if TYPE_CHECKING:
 Record = dict[str, Any]
 """A record is a plain dict: field name -> value."""
 
-RecordId = Union[int, str, tuple[Any, ...]]
+RecordId = int | str | tuple[Any, ...]
 """An id: an int (any size), a str, or a tuple of those for a composite key."""
 
 Filter = Mapping[str, Any]

@@ -8,6 +8,7 @@ needed.
 from __future__ import annotations
 
 import base64
+import contextlib
 import fcntl
 import json
 import os
@@ -135,15 +136,13 @@ class Chromium:
         height = int(self.js("document.documentElement.scrollHeight"))
         self.page("Emulation.setDeviceMetricsOverride", width=width, height=height,
                   deviceScaleFactor=1, mobile=False)
-        time.sleep(0.3)
+        self.js("new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))")
         data = self.page("Page.captureScreenshot", format="png")["data"]
         path.write_bytes(base64.b64decode(data))
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(AssertionError):
             self.call("Browser.close")
-        except AssertionError:
-            pass
         try:
             self.proc.wait(10)
         except subprocess.TimeoutExpired:

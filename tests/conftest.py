@@ -9,6 +9,13 @@ to servers it found or started itself):
 An unreachable server makes the tests that need it fail (never skip).
 Every test that asks for ``postgres_url`` / ``mysql_url`` gets a brand-new
 empty database (``ft_<hex>``) on that server, dropped after the test.
+
+Tests that need a server or a browser carry the marker ``postgres``, ``mysql``
+or ``browser``, set at collection (:func:`pytest_collection_modifyitems`) from
+the fixtures they use, so that this runs anywhere, with no server and no
+Chromium:
+
+    pytest -m "not postgres and not mysql and not browser"
 """
 
 from __future__ import annotations
@@ -21,11 +28,10 @@ import threading
 import weakref
 from collections import defaultdict
 
+import helpers
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-
-import helpers
 
 # --- engines opened by tests, per database name ---------------------------
 # Tests create their own engines on the URL they are given; to drop the
@@ -48,6 +54,42 @@ def _dispose_engines_for(name: str) -> None:
         engines = list(_engines_by_db.pop(name, ()))
     for eng in engines:
         eng.dispose()
+
+
+# --- markers: what a test needs besides Python ----------------------------
+
+NEEDS_BY_FIXTURE = {
+    "postgres_server_url": "postgres", "mysql_server_url": "mysql", "chromium_path": "browser",
+    "private_pg": "postgres",  # tests/stores/sql/test_failures.py runs PostgreSQL's own binaries
+}
+"""A test using one of these fixtures, directly or through another fixture, needs that."""
+
+NEEDS_BY_PARAM = {
+    "postgres": "postgres", "postgresql": "postgres", "postgres_url": "postgres",
+    "mysql": "mysql", "mariadb": "mysql", "mysql_url": "mysql",
+}
+"""A parametrized test (or fixture) that asks ``request.getfixturevalue`` for a server's URL
+names the database in its parameter: ``"postgresql"``, ``("postgresql", "mariadb")``,
+``"mysql_url"``. Only counted for tests that use ``request``; a parameter that merely names a
+dialect elsewhere (an error to classify) needs no server."""
+
+
+def _needs(item: pytest.Item) -> set[str]:
+    fixtures = set(getattr(item, "fixturenames", ()))
+    needs = {NEEDS_BY_FIXTURE[name] for name in fixtures & NEEDS_BY_FIXTURE.keys()}
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "request" in fixtures:
+        for value in callspec.params.values():
+            for part in value if isinstance(value, tuple) else (value,):
+                if isinstance(part, str) and part in NEEDS_BY_PARAM:
+                    needs.add(NEEDS_BY_PARAM[part])
+    return needs
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for need in sorted(_needs(item)):
+            item.add_marker(need)
 
 
 # --- simple fixtures ------------------------------------------------------
@@ -135,15 +177,27 @@ def _fresh_database(admin, server_url: str):
             helpers.drop_database(conn, name)
 
 
+def _check_marked(request, need: str) -> None:
+    """A test that reaches a server without its marker (by ``request.getfixturevalue``, with a
+    parameter :data:`NEEDS_BY_PARAM` does not know) would break the selection that runs without
+    servers: it fails here, naming what to do."""
+    if request.node.get_closest_marker(need) is None:
+        pytest.fail(f"{request.node.nodeid} uses a {need} server but is not marked {need}: mark it "
+                    f"@pytest.mark.{need}, or name the database in a parameter NEEDS_BY_PARAM knows",
+                    pytrace=False)
+
+
 @pytest.fixture
-def postgres_url(_postgres_admin, postgres_server_url):
+def postgres_url(request, _postgres_admin, postgres_server_url):
     """URL of a new, empty PostgreSQL database, dropped after the test."""
+    _check_marked(request, "postgres")
     yield from _fresh_database(_postgres_admin, postgres_server_url)
 
 
 @pytest.fixture
-def mysql_url(_mysql_admin, mysql_server_url):
+def mysql_url(request, _mysql_admin, mysql_server_url):
     """URL of a new, empty MySQL/MariaDB database, dropped after the test."""
+    _check_marked(request, "mysql")
     yield from _fresh_database(_mysql_admin, mysql_server_url)
 
 

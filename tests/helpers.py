@@ -171,7 +171,7 @@ def drop_database(conn, name: str) -> None:
         for pid in ids:
             try:
                 conn.execute(text(f"KILL {int(pid)}"))
-            except Exception:
+            except Exception:  # noqa: BLE001
                 pass  # already gone
         conn.execute(text(f"DROP DATABASE IF EXISTS {q}"))
 

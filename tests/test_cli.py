@@ -16,11 +16,12 @@ import sys
 import textwrap
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+import helpers
 import pytest
 from click.testing import CliRunner
 
-import helpers
 from ferryman import MigrationProgress
 from ferryman.cli import cli
 
@@ -534,7 +535,7 @@ def test_max_tries_retries_until_it_works(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("did not complete; trying again in 0 s") == 2
     assert "attempts: 3 of 3" in result.stdout
-    assert open(counter).read() == "3"
+    assert Path(counter).read_text() == "3"
     runs = ledger_rows(str(tmp_path / "p.db"), "SELECT job, attempt, outcome FROM run ORDER BY id")
     assert runs == [(1, 1, "failed"), (1, 2, "failed"), (1, 3, "completed")]
     assert dst_ids(tmp_path) == list(range(1, 31))

@@ -122,9 +122,6 @@ def test_cardinality_truth_tables(n):
     assert Cardinality.ONE_OR_MORE.allows(n) == (n >= 1)
     assert Cardinality.ZERO_OR_ONE.allows(n) == (n <= 1)
     assert Cardinality.ZERO_OR_MORE.allows(n)
-    assert Cardinality.EXACTLY_ONE.allows_so_far(n) == (n <= 1)
-    assert Cardinality.ZERO_OR_ONE.allows_so_far(n) == (n <= 1)
-    assert Cardinality.ONE_OR_MORE.allows_so_far(n)
 
 
 @pytest.mark.parametrize("signature, fine", [

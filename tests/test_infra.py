@@ -5,11 +5,10 @@ from __future__ import annotations
 import socket
 import subprocess
 
+import helpers
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
-
-import helpers
 
 # Database names handed out so far in this session, per backend.
 _seen: dict[str, list[str]] = {"postgresql": [], "mysql": []}

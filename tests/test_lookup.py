@@ -16,8 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ferryman import (
-    Cardinality, CardinalityError, Lookup, Match, MigrationDefinitionError, MigrationProgress, MigrationService,
-    Retry, SqlDatabase, migration,
+    Cardinality,
+    CardinalityError,
+    Lookup,
+    Match,
+    MigrationDefinitionError,
+    MigrationProgress,
+    MigrationService,
+    Retry,
+    SqlDatabase,
+    migration,
 )
 
 SCHEMA = """

@@ -5,11 +5,19 @@ from __future__ import annotations
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ferryman import (
-    Action, Cardinality, Match, MemoryStore, MigrationProgress, MigrationService, MigrationState,
-    Retry, migration,
+    Action,
+    Cardinality,
+    Match,
+    MemoryStore,
+    MigrationProgress,
+    MigrationService,
+    MigrationState,
+    Retry,
+    migration,
 )
 
 FAST = Retry(times=2, delay=0)

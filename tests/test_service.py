@@ -14,8 +14,17 @@ import time
 import pytest
 
 from ferryman import (
-    InputError, LedgerMismatchError, MemoryStore, MigrationProgress, MigrationService, MigrationState, PlanError,
-    Retry, RunObserver, SqlDatabase, migration,
+    InputError,
+    LedgerMismatchError,
+    MemoryStore,
+    MigrationProgress,
+    MigrationService,
+    MigrationState,
+    PlanError,
+    Retry,
+    RunObserver,
+    SqlDatabase,
+    migration,
 )
 
 NO_RETRY = Retry(times=0, delay=0)
@@ -120,15 +129,28 @@ JOB = textwrap.dedent("""
 """)
 
 
+def _lines_until(stream, text: str) -> str:
+    """The lines read from ``stream`` up to and including the first one containing ``text``."""
+    lines = []
+    while not lines or text not in lines[-1]:
+        line = stream.readline()
+        assert line, f"the stream ended before {text!r}: {''.join(lines)}"
+        lines.append(line)
+    return "".join(lines)
+
+
 @pytest.mark.parametrize("signals", [1, 2])
 def test_sigterm_stops_at_a_record_boundary_and_saves(tmp_path, signals):
     job = subprocess.Popen([sys.executable, "-c", JOB, str(tmp_path / "run.db")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert job.stdout.readline() == "page\n"
-    for _ in range(signals):
+    said = []
+    for i in range(signals):
         job.send_signal(signal.SIGTERM)
-        time.sleep(0.05)  # a signal still pending when the next arrives would merge with it
+        if i + 1 < signals:  # the next signal only once this one was handled: pending ones merge
+            said.append(_lines_until(job.stderr, "received: stopping"))
     out, err = job.communicate(timeout=60)
+    err = "".join(said) + err
     assert job.returncode == 130, err
     assert "interrupted by SIGTERM; progress saved, run again to resume" in out
     assert "SIGTERM received: stopping at the next record boundary" in err

@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 from ferryman import MemoryStore, MigrationDefinitionError, MigrationService, PlanError
-from ferryman.target import TargetError, is_file_target, load_service, load_target
+from ferryman.target import TargetError, is_file_target, load_target
 
 GOOD = """
 from ferryman import MemoryStore, migration
@@ -61,7 +61,7 @@ def test_an_importable_module_is_a_target(tmp_path, monkeypatch):
     write(package / "__init__.py", "")
     write(package / "migs.py", GOOD)
     monkeypatch.syspath_prepend(str(tmp_path))
-    service = load_service("fm_target_pkg.migs")
+    service = load_target("fm_target_pkg.migs").build_service()
     assert service.plan() == ["fm_target_pkg.migs.Copy"]
     sys.modules.pop("fm_target_pkg.migs", None)
     sys.modules.pop("fm_target_pkg", None)
@@ -103,19 +103,25 @@ def test_an_error_raised_in_a_library_names_both_lines(tmp_path):
 
         json.loads("{")
     """)
-    message = str(pytest.raises(TargetError, load_target, path).value)
+    with pytest.raises(TargetError) as caught:
+        load_target(path)
+    message = str(caught.value)
     assert "JSONDecodeError" in message and "bad_lib.py:3" in message and "decoder.py" in message
 
 
 def test_a_syntax_error_names_the_line(tmp_path):
     path = write(tmp_path / "bad_syntax.py", "x = 1\ndef (:\n")
-    message = str(pytest.raises(TargetError, load_target, path).value)
+    with pytest.raises(TargetError) as caught:
+        load_target(path)
+    message = str(caught.value)
     assert "SyntaxError" in message and "bad_syntax.py:2" in message
 
 
 def test_a_missing_import_inside_the_file_is_not_a_missing_target(tmp_path):
     path = write(tmp_path / "bad_dep.py", "import no_such_dependency_fm\n")
-    message = str(pytest.raises(TargetError, load_target, path).value)
+    with pytest.raises(TargetError) as caught:
+        load_target(path)
+    message = str(caught.value)
     assert "ModuleNotFoundError" in message and "bad_dep.py:1" in message
 
 
@@ -126,7 +132,9 @@ def test_a_missing_database_driver_names_the_extra_to_install(tmp_path, monkeypa
         stores = [SqlStore("t", "postgresql+psycopg://u@db.example/shop", "t")]
         migrations = []
     """))
-    message = str(pytest.raises(TargetError, load_target, path).value)
+    with pytest.raises(TargetError) as caught:
+        load_target(path)
+    message = str(caught.value)
     assert "the database driver is not installed (pip install 'ferryman[postgres]')" in message
 
 

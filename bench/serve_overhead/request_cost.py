@@ -18,14 +18,15 @@ requests, the spaced ones over ``--spaced``, so their resolution is 10 ms divide
 from __future__ import annotations
 
 import argparse
-import math
 import http.client
+import math
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ferryman import MemoryStore, MigrationService, Retry, migration
 

@@ -85,6 +85,7 @@ def next_steps(data: DemoData, url: str | None) -> str:
     """What to try after the demo's run, as shell commands."""
     progress = shlex.quote(data.progress)
     target = shlex.quote(data.target)
+    exported = shlex.quote(os.path.join(data.directory, "progress.json"))
     ferryman = command_name()
     bad_order = data.negative_qty_orders[0]
     lines = [""]
@@ -100,6 +101,6 @@ def next_steps(data: DemoData, url: str | None) -> str:
         f"  {ferryman} failed ignore --progress {progress} --grep 'UNIQUE constraint'",
         f"  {ferryman} run {target} --progress {progress}    # resumes: only what is left",
         f"  {ferryman} plan {target}",
-        f"  {ferryman} progress export --progress {progress} --out {shlex.quote(os.path.join(data.directory, 'progress.json'))}",
+        f"  {ferryman} progress export --progress {progress} --out {exported}",
     ]
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 The source has ``customers``, ``products``, ``orders`` (``rows`` of them) and ``countries``.
 A handful of records are bad on purpose, so the demo shows failures and how to deal with them:
 
-* :data:`NEGATIVE_QTY_ORDERS`-style orders with a negative quantity, which the ``order_lines``
+* orders with a negative quantity (:func:`negative_qty_orders`), which the ``order_lines``
   migration rejects with a ``ValueError``;
 * two customers whose email repeats an earlier customer's, which the destination's
   ``UNIQUE(email)`` refuses (a ``DuplicateDataError``).
@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Iterator
 
 SOURCE_FILE = "source.db"
 DEST_FILE = "dest.db"
@@ -102,10 +102,6 @@ class DemoData:
     @property
     def negative_qty_orders(self) -> list[int]:
         return negative_qty_orders(self.orders)
-
-    @property
-    def duplicate_email_customers(self) -> list[int]:
-        return [c for c, _ in duplicate_emails(self.customers)]
 
 
 def sizes(rows: int) -> tuple[int, int, int]:

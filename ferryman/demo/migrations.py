@@ -100,7 +100,8 @@ class CountryTotals:
     def start_reduction(self, record: dict[str, Any], aggregates: dict[str, Any]) -> None:
         aggregates.update(customers=0, revenue=0.0)
 
-    def match_with_customer_summaries(self, record: dict[str, Any], aggregates: dict[str, Any], store: Any) -> dict[str, Any]:
+    def match_with_customer_summaries(self, record: dict[str, Any], aggregates: dict[str, Any],
+                                      store: Any) -> dict[str, Any]:
         return {"country": record["code"]}
 
     def reduce_from_customer_summaries(self, aggregates: dict[str, Any], batch: list[dict[str, Any]]) -> None:

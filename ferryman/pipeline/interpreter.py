@@ -13,8 +13,8 @@ run's own.
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 GEN0_THRESHOLD = 100_000
 """Net new container objects that start a collection during a run (CPython's default: 700)."""

@@ -25,9 +25,9 @@ migration instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Hashable, Iterable, Mapping
 from contextlib import closing
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from ..declare import Cardinality, Match, MigrationSpec
 from ..errors import CardinalityError, StoreUnusableError
@@ -77,13 +77,13 @@ def _value_key(value: Any) -> Hashable:
     if isinstance(value, IN_TYPES):
         return ("in", frozenset(value))
     hash(value)
-    return value
+    return cast(Hashable, value)
 
 
 class _Group:
     """The records whose filters are equal: they share every page of matches."""
 
-    __slots__ = ("filter", "shape", "members", "count", "ended", "cardinality", "most")
+    __slots__ = ("cardinality", "count", "ended", "filter", "members", "most", "shape")
 
     def __init__(self, flt: Any, shape: tuple[tuple[str, ...], tuple[Any, ...]] | None,
                  cardinality: Cardinality) -> None:
@@ -319,7 +319,7 @@ def _preload_key(match: Match) -> Hashable:
     return (match.store, match.columns, match.preload, match.preload_max_records, match.preload_max_mb)
 
 
-def _iterator(items: Iterable[T]) -> Iterator[T]:
+def _iterator(items: Iterable[T]) -> Generator[T, None, None]:
     """``items`` as a generator, whose ``close`` ends a store's read (and its cursor) early."""
     yield from items
 

@@ -9,7 +9,9 @@ as retrying cannot change it.
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence, TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from typing import TypeVar
 
 from ..declare import Retry
 from ..errors import StoreUnusableError
@@ -83,6 +85,6 @@ def pages_by_id(
     """The records with these ids, ``batch_size`` ids per lookup; vanished ids are left out."""
     for start in range(0, len(ids), batch_size):
         chunk = list(ids[start:start + batch_size])
-        page = with_retry(lambda: source.get_many(chunk), retry, wait, f"source {source.name!r} unreadable")
+        page = with_retry(partial(source.get_many, chunk), retry, wait, f"source {source.name!r} unreadable")
         if page:
             yield page

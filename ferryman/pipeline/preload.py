@@ -14,12 +14,13 @@ from __future__ import annotations
 import copy
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import date, datetime, time as time_of_day, timedelta
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from datetime import date, datetime, timedelta
+from datetime import time as time_of_day
 from decimal import Decimal
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Hashable
+from typing import Any
 from uuid import UUID
 
 from ..stores.base import Store, match_fields

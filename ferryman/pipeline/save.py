@@ -36,12 +36,17 @@ GIL at every row a driver hands over.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from operator import itemgetter
-from typing import Any, Callable, Mapping, Union
+from typing import Any
 
 from ..declare import MigrationSpec
 from ..errors import (
-    ConnectionDroppedError, DuplicateDataError, StoreUnusableError, TerminalStoreError, TransientStoreError,
+    ConnectionDroppedError,
+    DuplicateDataError,
+    StoreUnusableError,
+    TerminalStoreError,
+    TransientStoreError,
     describe_error,
 )
 from ..stores.base import JournalEntry, PendingWrite, Store
@@ -51,12 +56,12 @@ from .work import Attempt, Phase, Work
 _FIRST = itemgetter(0)
 log = logging.getLogger("ferryman")
 
-Positions = Union[range, list[int]]
+Positions = range | list[int]
 """Where a batch's records are in its attempt: a run of positions, or a list of them."""
 Batch = tuple[Positions, list[Record]]
 """One ``save_all``: its records' positions and their outputs."""
 
-JournalFor = Callable[[list[RecordId]], Union[JournalEntry, None]]
+JournalFor = Callable[[list[RecordId]], JournalEntry | None]
 
 
 class Saver:
@@ -257,7 +262,7 @@ class Saver:
 class PendingSave:
     """An attempt's batches as begun by :meth:`Saver.start`, and what became of its records so far."""
 
-    __slots__ = ("attempt", "batches", "outcomes", "write", "succeeded", "failed")
+    __slots__ = ("attempt", "batches", "failed", "outcomes", "succeeded", "write")
 
     def __init__(self, attempt: Attempt, batches: list[Batch]) -> None:
         self.attempt = attempt

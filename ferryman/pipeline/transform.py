@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from itertools import compress, islice, repeat
-from typing import Any
+from typing import Any, cast
 
 from ..declare import MigrationSpec, Retry
 from ..errors import CardinalityError
@@ -123,4 +123,4 @@ def _checked(spec: MigrationSpec, outputs: Any) -> list[Record] | Exception:
     if not low <= len(outputs) <= high:
         return CardinalityError(f"migration {spec.name}: transform must return {spec.cardinality.value} "
                                 f"record(s), returned {len(outputs)}")
-    return outputs
+    return cast(list[Record], outputs)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from enum import Enum
-from typing import Sequence
-
 
 from ..declare import Retry
 from ..errors import describe_error
@@ -29,7 +28,7 @@ class Work:
     outputs, lists returned by handle_duplicate) leaks into the next one.
     """
 
-    __slots__ = ("record", "id", "aggregates", "outputs", "phase", "error", "retry", "saved", "shared")
+    __slots__ = ("aggregates", "error", "id", "outputs", "phase", "record", "retry", "saved", "shared")
 
     def __init__(self, record: Record, record_id: RecordId) -> None:
         self.record = record
@@ -78,11 +77,11 @@ class Attempt:
     ``records`` and their ``outputs``, by position) and the Works of those that failed before it.
 
     Columns, not a Work per record: a copy of a million rows would otherwise make a million Works
-    and free them a page later, a fifth of the caller's CPU time (measured). A record gets a Work
-    only where it is handled on its own: when it fails, or when its batch is split to find one.
+    only to free them a page later. A record gets a Work only where it is handled on its own:
+    when it fails, or when its batch is split to find one.
     """
 
-    __slots__ = ("ids", "records", "outputs", "failed", "size")
+    __slots__ = ("failed", "ids", "outputs", "records", "size")
 
     def __init__(self, ids: list[RecordId], records: list[Record], outputs: list[Sequence[Record]],
                  failed: list[Work], size: int) -> None:
@@ -126,4 +125,4 @@ def format_error(error: BaseException) -> str:
     return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
 
 
-__all__ = ["Attempt", "Phase", "Work", "live", "describe_error", "format_error"]
+__all__ = ["Attempt", "Phase", "Work", "describe_error", "format_error", "live"]

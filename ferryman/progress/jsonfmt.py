@@ -230,7 +230,7 @@ class Reader:
     def expect(self, value: Any, kind: type, path: str) -> Any:
         if type(value) is not kind:
             self.fail(f"expected {_JSON_TYPES[kind]}, got {_JSON_TYPES[type(value)]}", path)
-        if kind is str and len(value) > MAX_STRING_CHARS:
+        if isinstance(value, str) and len(value) > MAX_STRING_CHARS:
             self.fail(string_too_long(), path)
         return value
 
@@ -369,7 +369,7 @@ class Reader:
             if not 5 <= len(fields) <= 7 or any(type(f) is not int for f in fields):
                 self.fail("invalid timestamp array: expected [year, month, day, hour, minute"
                           "(, second(, nanosecond))] of integers", path)
-            fields = fields[:6] + [fields[6] // 1000] if len(fields) == 7 else fields
+            fields = [*fields[:6], fields[6] // 1000] if len(fields) == 7 else fields
         else:
             match = _TIMESTAMP.fullmatch(self.expect(value, str, path))
             if match is None:

@@ -7,6 +7,7 @@ to disk, and then atomically renamed over the old file.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
@@ -53,10 +54,8 @@ def save_chunks_atomically(path: str | os.PathLike[str], chunks: Iterable[str]) 
         os.replace(temp, target)
     except BaseException as exc:
         if created:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(temp)
-            except OSError:
-                pass
         if isinstance(exc, OSError):
             raise _save_error(path, exc) from exc
         raise

@@ -18,7 +18,8 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import uvicorn
 
@@ -54,7 +55,7 @@ def bind(host: str, port: int) -> socket.socket:
             raise FerrymanError(f"port {port} on {host} is in use") from exc
         raise FerrymanError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     sock.set_inheritable(True)
-    if not _is_loopback(address[0]):
+    if not _is_loopback(str(address[0])):
         log.warning("the status server listens on %s, beyond loopback: anyone who can reach it "
                     "reads the migration status, record ids and failure causes (no authentication)",
                     url_of(sock).removeprefix("http://"))
@@ -114,7 +115,7 @@ class BackgroundServer:
     def _serve(self, server: uvicorn.Server, sock: socket.socket) -> None:
         try:
             server.run(sockets=[sock])
-        except BaseException as exc:  # reported by start(); a daemon thread must not spew
+        except BaseException as exc:  # noqa: BLE001 - reported by start(); a daemon thread must not spew
             self._error = exc
         finally:
             sock.close()

@@ -13,7 +13,8 @@ from ..errors import FerrymanError, InputError
 
 def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
     """``{"result": <GET /migrate/result>, "progress": <GET /migrate/progress>,
-    "verification": <GET /migrate/verify, None when none ran>}`` of the server at ``url`` (``http://`` is assumed when it names no scheme).
+    "verification": <GET /migrate/verify, None when none ran>}`` of the server at ``url``
+    (``http://`` is assumed when it names no scheme).
 
     Raises:
         InputError: the URL is malformed, or nothing answers there.

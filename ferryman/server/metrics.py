@@ -9,7 +9,8 @@ else, as exporters do, so that an alert can tell "ledger unreadable" from "serve
 from __future__ import annotations
 
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .status import MIGRATION_STATES, Status, StatusSnapshot
 

@@ -34,14 +34,14 @@ Rules:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Callable, Generator, Iterator, Sequence
+from typing import Any
 
 from ..defaults import DEFAULT_BATCH_SIZE
 from ..ids import normalize_id
 from ..types import Filter, Record, RecordId
-
 
 _PLAIN_ID_TYPES = frozenset({int, str})
 """Key value types that are ids as they are (bool is not: it becomes an int)."""
@@ -220,7 +220,8 @@ class Store(ABC):
         """Pages of matching records in key order until the end."""
         return self.read_pages(filter, None, batch_size)
 
-    def read_pages(self, filter: Filter | None, after: RecordId | None, limit: int) -> Generator[list[Record], None, None]:
+    def read_pages(self, filter: Filter | None, after: RecordId | None,
+                   limit: int) -> Generator[list[Record], None, None]:
         """:meth:`read_page` after ``after``, then after each page's last key, until the end.
 
         A store may ask for the next page before this one is consumed (PostgreSQL does), so the

@@ -6,7 +6,8 @@ a behaviour defined here cannot drift apart between them.
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence, get_args
+from collections.abc import Sequence
+from typing import Any, Literal, get_args
 
 OnConflict = Literal["error", "update", "ignore"]
 """What ``save_all`` does with a record whose key is already stored.

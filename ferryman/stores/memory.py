@@ -11,8 +11,9 @@ from __future__ import annotations
 import bisect
 import copy
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Callable, Iterable, Iterator, Mapping, NoReturn, Sequence
+from typing import Any, NoReturn
 
 from ..errors import DuplicateDataError, TerminalStoreError
 from ..ids import normalize_id
@@ -66,7 +67,8 @@ class MemoryStore(Store):
 
     # --- reading ------------------------------------------------------------------------
 
-    def read_page(self, filter: Filter | Callable[[Record], bool] | None, after: RecordId | None, limit: int) -> list[Record]:
+    def read_page(self, filter: Filter | Callable[[Record], bool] | None, after: RecordId | None,
+                  limit: int) -> list[Record]:
         if limit < 1:
             raise ValueError(f"{self._label}: limit must be at least 1, not {limit}")
         matches = _matcher(filter)

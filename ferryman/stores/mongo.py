@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from ..errors import DuplicateDataError, TerminalStoreError, TransientStoreError
 from ..redact import mask_secrets
@@ -151,7 +152,7 @@ class MongoStore(Store):
                 hello = self.db.client.admin.command("hello")
             except NotImplementedError:  # mongomock
                 self._transactions = False
-            except Exception as exc:  # unreachable now: assume the weaker promise, ask again later
+            except Exception as exc:  # noqa: BLE001 - unreachable now: assume the weaker promise, ask later
                 log.warning("%s: cannot tell whether transactions are available (%s); saving "
                             "as if not", self._label, exc)
                 return False
@@ -301,10 +302,7 @@ class MongoStore(Store):
                 continue
             match = {f: doc[f] for f in self.key_fields}
             fields = {k: v for k, v in doc.items() if k != "_id"}  # _id cannot be $set
-            if self.on_conflict == "update" and fields:
-                update = {"$set": fields}
-            else:
-                update = {"$setOnInsert": fields or match}
+            update = {"$set": fields} if self.on_conflict == "update" and fields else {"$setOnInsert": fields or match}
             collection.update_one(match, update, upsert=True, session=session)
 
     def _ensure_index(self) -> None:

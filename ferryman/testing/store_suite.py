@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Protocol
+from typing import Any, ClassVar, Protocol
 
 import pytest
 from sqlalchemy import BigInteger, Column, Engine, Integer, MetaData, String, Table
@@ -193,9 +194,9 @@ class StoreContract:
         pages = list(itertools.islice(store.read_pages(None, 3, 5), 100))
         assert [len(p) for p in pages] == [5] * 7 + [1]
         assert [r for page in pages for r in page] == INT_KEY.rows(range(4, 40))
-        pages = store.read_pages(None, None, 4)
-        assert next(pages) == INT_KEY.rows(range(4))
-        getattr(pages, "close", lambda: None)()  # left early: a read-ahead is dropped
+        ahead = store.read_pages(None, None, 4)
+        assert next(ahead) == INT_KEY.rows(range(4))
+        ahead.close()  # left early: a read-ahead is dropped
         assert store.read_page(None, 35, 10) == INT_KEY.rows(range(36, 40))
 
     # --- filters --------------------------------------------------------------------------
@@ -452,7 +453,7 @@ class StoreContract:
         store = self._journal_store(make_store)
         for i in range(3):
             store.save_all([INT_KEY.row(i)], journal=JournalEntry("m", f"p{i}"))
-        first, second, third = store.read_journal()
+        _first, second, third = store.read_journal()
         store.delete_journal("m", up_to_seq=second.seq)
         assert store.read_journal() == [third]
         store.delete_journal(up_to_seq=third.seq)

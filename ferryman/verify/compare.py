@@ -102,7 +102,7 @@ def compare(expected: Any, stored: Any) -> bool | str:
         return bool(expected == stored)
     if expected is None or stored is None:
         return False
-    if te is bool and ts is int or te is int and ts is bool:
+    if (te is bool and ts is int) or (te is int and ts is bool):
         return bool(int(expected) == int(stored))
     numeric = (int, float, Decimal)
     if isinstance(expected, numeric) and isinstance(stored, numeric) and not isinstance(stored, bool):

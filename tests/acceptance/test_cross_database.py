@@ -14,9 +14,10 @@ type matrix in ``docs/stores.md``), and a second run must skip everything.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -59,7 +60,7 @@ DDL = {
 }
 
 STATIONS = 40
-EPOCH = datetime(2024, 3, 31, 22, 30, 0, 250000, tzinfo=timezone.utc)
+EPOCH = datetime(2024, 3, 31, 22, 30, 0, 250000, tzinfo=UTC)
 
 
 def station(i: int) -> Record:
@@ -98,7 +99,7 @@ class CopyStations:
     def transform(self, aggregates: Any, record: Record) -> list[Record]:
         seen = record["seen_at"]
         if seen.tzinfo is None:  # SQLite keeps UTC without a zone
-            seen = seen.replace(tzinfo=timezone.utc)
+            seen = seen.replace(tzinfo=UTC)
         return [{
             "id": record["id"],
             "label": f"{record['code']}: {record['name'].upper()}",
@@ -189,7 +190,7 @@ def stores(pair: tuple[str, str], request: pytest.FixtureRequest) -> Iterator[di
 def test_copy_and_match_across_databases(
     pair: tuple[str, str], stores: dict[str, SqlStore], tmp_path: Any
 ) -> None:
-    source_db, dest_db = pair
+    _source_db, dest_db = pair
     service = MigrationService(list(stores.values()), [CopyStations, TotalReadings], ledger=tmp_path / "run.db")
     result = service.run()
     assert result.ok, result.summary()

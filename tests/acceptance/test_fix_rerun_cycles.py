@@ -68,10 +68,7 @@ def expected_revenue(skip: set[int] = frozenset()) -> dict[str, float]:  # type:
 @pytest.fixture(params=["sqlite", "postgres"])
 def shop(request, tmp_path):
     """(cwd, env) for running the target: a fresh source and destination."""
-    if request.param == "sqlite":
-        dst = f"sqlite:///{tmp_path}/dst.db"
-    else:
-        dst = request.getfixturevalue("postgres_url")
+    dst = f"sqlite:///{tmp_path}/dst.db" if request.param == "sqlite" else request.getfixturevalue("postgres_url")
     make_destination(dst)
     env = {**os.environ, "CYCLES_SRC": make_source(tmp_path), "CYCLES_DST": dst}
     return tmp_path, env
@@ -151,7 +148,7 @@ def test_an_upserting_dependant_runs_again_by_itself(shop):
 
 
 def test_a_class_reused_for_another_destination_is_not_taken_for_done(shop, tmp_path):
-    cwd, env = shop
+    _cwd, env = shop
     first = run(shop, "--only", "CopyInvoices")
     assert first.returncode == 1 and len(query(env["CYCLES_DST"], "SELECT id FROM new_invoices")) == 9
     archive = f"sqlite:///{tmp_path}/archive.db"

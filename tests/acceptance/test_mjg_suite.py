@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 import mjg_suite as suite
+import pytest
 from mjg_suite import M1_PopulatePivotTable as M1
+
 from ferryman import Action, MigrationProgress, MigrationService, MigrationState
 
 M1_ID = f"{M1.__module__}.{M1.__qualname__}"

@@ -7,11 +7,10 @@ each server instead of in memory or SQLite.
 
 from __future__ import annotations
 
-from typing import Iterator
-
-import pytest
+from collections.abc import Iterator
 
 import mjg_suite as suite
+import pytest
 from mjg_suite import M1_PopulatePivotTable as M1
 from test_mjg_suite import (  # noqa: F401 - collected here, run with this module's fixture
     test_data_migrated_properly_in_one_run,

@@ -11,8 +11,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import helpers
+
 from ferryman.demo.data import duplicate_emails, ensure_data, negative_qty_orders, sizes
 
 
@@ -40,7 +42,7 @@ def test_sample_data_is_deterministic_and_reused(tmp_path):
     before = os.stat(data.source).st_mtime_ns
     again = ensure_data(str(tmp_path / "d"), 99999)  # reused as it is, whatever --rows says
     assert not again.created and again.orders == 3000 and os.stat(data.source).st_mtime_ns == before
-    assert open(again.target).read().count("from ferryman.demo.migrations import") == 1
+    assert Path(again.target).read_text().count("from ferryman.demo.migrations import") == 1
 
 
 def test_demo_end_to_end(tmp_path):

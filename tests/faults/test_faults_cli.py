@@ -15,25 +15,24 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import urllib.request
 from datetime import datetime
 
+import helpers
+import ledger_files
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, make_url, text
+from test_cli import files_state, one_error_line, write_target
 
-import helpers
-import ledger_files
 from ferryman import Action, FailedRecord, MigrationProgress
 from ferryman.console import printable
 from ferryman.progress.lease import Process
 from ferryman.redact import MASK, mask_secrets
-from test_cli import files_state, one_error_line, write_target
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -388,7 +387,7 @@ def test_a_run_whose_reader_goes_away_completes_with_its_own_exit_code(tmp_path)
 
 def test_a_failing_run_whose_reader_goes_away_keeps_exit_code_1(tmp_path):
     write_target(tmp_path, n=40, delay=0.01, bad=(3,))
-    code, first, stderr = head_1(f"{PY} run migrations.py --progress p.db --bar", tmp_path)
+    code, _first, stderr = head_1(f"{PY} run migrations.py --progress p.db --bar", tmp_path)
     assert code == 1 and stderr == "", stderr
     status = json.loads(ferryman("status", "--json", "--progress", "p.db", cwd=tmp_path).stdout)
     assert status["result"]["status"] == "failed"

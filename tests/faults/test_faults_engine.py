@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-
 from helpers import poll_until
 
 from ferryman import MigrationService, RunObserver, SqlStore, migration

@@ -18,10 +18,9 @@ import sys
 import time
 from pathlib import Path
 
+import ledger_files
 import pytest
 import sqlalchemy as sa
-
-import ledger_files
 from helpers import poll_until
 
 from ferryman import LedgerFileError, MigrationProgress, MigrationService, SqlStore
@@ -183,7 +182,7 @@ def test_a_stopped_run_keeps_its_lease_and_completes_alone(setting):
     assert ledger_files.runs(ledger) == runs
 
     first.send_signal(signal.SIGCONT)
-    out, err = first.communicate(timeout=300)
+    _out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert_every_id_once(engine)
     reader = SqliteLedger(ledger, read_only=True)
@@ -216,7 +215,7 @@ def test_a_run_whose_lease_was_taken_over_stops_and_writes_nothing_more(setting)
 
     first.send_signal(signal.SIGCONT)
     (directory / "open-gate").touch()
-    out, err = first.communicate(timeout=120)
+    _, err = first.communicate(timeout=120)
     assert first.returncode == 1, err
     line = one_error_line(err)
     assert "this run lost the lease of progress ledger run.db: pid 4242 on elsewhere.example" in line
@@ -226,7 +225,7 @@ def test_a_run_whose_lease_was_taken_over_stops_and_writes_nothing_more(setting)
     # the other host's run never beats: once it is stale, a run here takes over and finishes
     wait_until_stale(ledger)
     last = start_run(directory, "run.db", processes)
-    out, err = last.communicate(timeout=300)
+    _out, err = last.communicate(timeout=300)
     assert last.returncode == 0, err
     assert_every_id_once(engine)
 
@@ -337,7 +336,7 @@ def test_two_runs_on_one_json_file_are_one_at_a_time(setting):
     assert dest_counts(engine) == written
 
     (directory / "open-gate").touch()
-    out, err = first.communicate(timeout=300)
+    _out, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     assert_every_id_once(engine)
     again = ferryman(directory, "run", "lease_target.py", "--progress", "progress.json", "--no-bar")

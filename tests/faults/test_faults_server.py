@@ -19,24 +19,25 @@ import urllib.request
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import helpers
 import httpx
+import ledger_files
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-import helpers
-import ledger_files
 from ferryman.cli import cli
 from ferryman.progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
 from ferryman.progress.sqlite import FAILED_INDEX, SqliteLedger
 from ferryman.progress.sqlite.schema import objects
+from ferryman.report import RunResult
 from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
 from ferryman.server import app as server_app
 from ferryman.server.background import KEEP_ALIVE, _is_loopback
 from ferryman.server.protocol import HEAD_TIMEOUT
 from ferryman.server.sources import read_view
 from ferryman.server.status import FAILED_RECORDS_SHOWN
-from ferryman.report import RunResult
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -265,7 +266,7 @@ def closed_after(sock: socket.socket, limit: float) -> tuple[float, bytes]:
     while True:
         try:
             chunk = sock.recv(65536)
-        except socket.timeout:
+        except TimeoutError:
             raise AssertionError(f"still open after {limit} s (received {received[:80]!r})") from None
         except ConnectionResetError:
             chunk = b""

@@ -12,7 +12,8 @@ PostgreSQL and MariaDB.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -20,7 +21,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ferryman import (
-    Cardinality, Match, MemoryStore, MigrationProgress, MigrationService, Retry, SqlStore, Store, migration,
+    Cardinality,
+    Match,
+    MemoryStore,
+    MigrationProgress,
+    MigrationService,
+    Retry,
+    SqlStore,
+    Store,
+    migration,
 )
 from ferryman.errors import StoreUnusableError
 from ferryman.pipeline import preload as preload_module
@@ -352,7 +361,7 @@ def test_columns_give_reduce_the_key_and_the_columns_only(sqlite_tables: SqlTabl
                 def match_with_m(self, record, aggregates, store):
                     return {"a": record["id"] % 2}
 
-                def reduce_from_m(self, aggregates, batch):
+                def reduce_from_m(self, aggregates, batch, seen=seen):
                     seen.extend(sorted(r) for r in batch)
 
                 def transform(self, aggregates, record):

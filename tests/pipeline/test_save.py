@@ -5,13 +5,23 @@ from __future__ import annotations
 import math
 import threading
 
-from hypothesis import given, settings, strategies as st
-
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from ferryman import (
-    ConnectionDroppedError, Match, MemoryStore, MigrationProgress, MigrationService, PendingWrite, Retry, SqlStore,
-    StoreUnusableError, TerminalStoreError, TransientStoreError, migration,
+    ConnectionDroppedError,
+    Match,
+    MemoryStore,
+    MigrationProgress,
+    MigrationService,
+    PendingWrite,
+    Retry,
+    SqlStore,
+    StoreUnusableError,
+    TerminalStoreError,
+    TransientStoreError,
+    migration,
 )
 
 
@@ -127,12 +137,15 @@ def test_everything_runs_on_the_callers_thread():
     assert seen == {"transform": {main}, "save_all": {main}, "handle_duplicate": {main}}
 
 
+DID_NOT_COMMIT = TerminalStoreError("the batch did not commit")
+
+
 class AheadStore(MemoryStore):
     """Saves when a write is waited for, as a database committing on its own would; logs the order.
 
     A batch holding one of ``fail_ids`` fails with ``error`` (the first ``fail_times`` times)."""
 
-    def __init__(self, *args, log, fail_ids=(), error=TerminalStoreError("the batch did not commit"),
+    def __init__(self, *args, log, fail_ids=(), error=DID_NOT_COMMIT,
                  fail_times=math.inf, **kwargs):
         super().__init__(*args, **kwargs)
         self.log, self.fail_ids, self.in_flight = log, set(fail_ids), 0
@@ -257,7 +270,7 @@ def test_an_unusable_matching_store_ends_the_migration_instead_of_failing_each_r
             return [{"id": record["id"]}]
 
     dst = MemoryStore("dst")
-    result, progress = run_in_fours(dst, GoneStore("other"), migrations=(Matched,))
+    result, _progress = run_in_fours(dst, GoneStore("other"), migrations=(Matched,))
     report = result.reports[0]
     assert report.fatal_error is not None and "does not exist" in report.fatal_error
     assert (report.failed, report.retried) == (0, 0) and dst.records() == []

@@ -12,8 +12,8 @@ import pytest
 
 from ferryman import Action, FailedRecord, MigrationProgress, ProgressFormatError
 from ferryman.progress.exchange import export_json, import_json
-from tests.progress.test_jsonfmt import LIMIT_CASES
 from ferryman.progress.sqlite import SqliteLedger
+from tests.progress.test_jsonfmt import LIMIT_CASES
 
 SCRIPT = """
 import resource, sys

@@ -8,10 +8,9 @@ import sys
 from collections.abc import Callable
 
 import pytest
+from helpers import poll_until
 from hypothesis import given
 from hypothesis import strategies as st
-
-from helpers import poll_until
 
 from ferryman import FerrymanError
 from ferryman.progress.lease import Holder, holder_alive, process_start

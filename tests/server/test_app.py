@@ -19,9 +19,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ferryman import FerrymanError, MemoryStore, MigrationService, Retry, migration
 from ferryman.server import (
-    BackgroundServer, LedgerStatusSource, LiveStatusSource, StatusSnapshot, create_app, serve_forever,
+    BackgroundServer,
+    LedgerStatusSource,
+    LiveStatusSource,
+    StatusSnapshot,
+    create_app,
+    metrics,
+    serve_forever,
 )
-from ferryman.server import metrics
 
 REPO = Path(__file__).resolve().parents[2]
 NO_RETRY = Retry(times=0, delay=0)
@@ -106,7 +111,7 @@ def test_live_server_shows_running_then_completed_during_a_real_run(tmp_path):
     service.ledger.close()
     assert final == {"status": "completed", "step": "copy_areas", "last_err": None, "try_count": 1}
     assert "running" in statuses and set(statuses) <= {"pending", "running", "completed"}
-    assert statuses.index("running") < (statuses + ["completed"]).index("completed")
+    assert statuses.index("running") < ([*statuses, "completed"]).index("completed")
     assert len(reads) >= 3 and reads == sorted(reads) and reads[0] < 60
 
 
@@ -296,7 +301,7 @@ def test_serve_forever_answers_and_stops_cleanly_on_a_signal(tmp_path, sig):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
-        assert url.startswith("http://127.0.0.1:"), proc.stderr.read() if not url else url
+        assert url.startswith("http://127.0.0.1:"), url if url else proc.stderr.read()
         assert httpx.get(f"{url}/migrate/result").json()["status"] == "pending"
         proc.send_signal(sig)
         out, err = proc.communicate(timeout=20)

@@ -15,8 +15,8 @@ import pytest
 from chromium import Chromium
 
 from ferryman import MemoryStore, MigrationService, Retry, migration
-from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
 from ferryman.progress.reader import FailedPage
+from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
 from ferryman.server.failed import FailedQuery, page_body
 from ferryman.server.status import StatusSnapshot
 
@@ -127,8 +127,9 @@ def test_dashboard_renders_progress_escapes_data_and_exports_json(server, browse
     browser.wait_js(f"document.querySelector('{oldest}').open")
     cause = browser.js(f"document.querySelector('{oldest} pre.cause').textContent")
     assert cause.startswith("Traceback") and cause.endswith(f"ValueError: bad coordinates in {PAYLOAD}")
-    time.sleep(2)  # a refresh keeps the open record open
-    assert browser.js(f"document.querySelector('{oldest}').open") is True
+    refreshes = "performance.getEntriesByType('resource').filter(e => e.name.includes('/migrate/progress')).length"
+    browser.wait_js(f"{refreshes} >= {browser.js(refreshes) + 2}")  # a whole refresh ran since
+    assert browser.js(f"document.querySelector('{oldest}').open") is True  # and kept the record open
 
     # run history
     runs = browser.js("[...document.querySelectorAll('#runs tr')].map(r => r.textContent)")

@@ -12,14 +12,22 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
-
 import ledger_files
+import pytest
 from helpers import poll_until
 
 from ferryman import (
-    Action, FailedRecord, FerrymanError, MemoryLedger, MemoryStore, MigrationProgress,
-    MigrationService, Retry, RunObserver, SqlStore, migration,
+    Action,
+    FailedRecord,
+    FerrymanError,
+    MemoryLedger,
+    MemoryStore,
+    MigrationProgress,
+    MigrationService,
+    Retry,
+    RunObserver,
+    SqlStore,
+    migration,
 )
 from ferryman.progress.sqlite import SqliteLedger
 from ferryman.server import LedgerStatusSource, LiveStatusSource, StatusSnapshot

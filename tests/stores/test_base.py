@@ -6,7 +6,8 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ferryman import MemoryStore
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
+from typing import ClassVar
 
 import pytest
 
@@ -14,7 +15,7 @@ from ferryman.types import Record
 
 
 class TestMemoryStore(StoreContract):
-    not_applicable = {
+    not_applicable: ClassVar[dict[str, str]] = {
         "test_missing_required_field_is_not_a_duplicate": "a MemoryStore has no schema, so no required fields",
     }
 

@@ -10,7 +10,8 @@ checks the calls, not MongoDB's atomicity.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar
 
 import mongomock
 import pymongo
@@ -38,7 +39,7 @@ NO_JOURNAL = "without transactions MongoStore keeps no journal"
 
 
 class TestMongoStoreOnMongomock(StoreContract):
-    not_applicable = {
+    not_applicable: ClassVar[dict[str, str]] = {
         "test_batch_with_a_stored_key_saves_nothing": NO_TRANSACTIONS,
         "test_a_begun_batch_with_a_stored_key_saves_nothing": NO_TRANSACTIONS,
         "test_duplicate_within_a_batch_saves_nothing": NO_TRANSACTIONS,

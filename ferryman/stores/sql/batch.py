@@ -1,13 +1,14 @@
-"""One ``save_all`` as the inserters see it: rows of one table that share their set of fields."""
+"""One ``save_all`` as the dialects' ``insert`` sees it: rows of one table that share their set of fields."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import chain
 from operator import itemgetter
-from typing import Any, Callable
+from typing import Any, Protocol
 
-from sqlalchemy import Connection, Table
+from sqlalchemy import Table
 
 from ...types import Record
 from ..common import OnConflict
@@ -36,8 +37,12 @@ class InsertBatch:
         return [c for c in self.columns if c not in self.key]
 
 
-Inserter = Callable[[Connection, InsertBatch], None]
-"""Writes a batch inside the caller's transaction."""
+class WriteInFlight(Protocol):
+    """A batch sent by a bulk path that commits while the caller goes on."""
+
+    def finish(self) -> None:
+        """Read the batch's outcome (once); raises what saving it raised, or
+        :class:`FastPathRefused`."""
 
 
 class FastPathRefused(Exception):

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, true, tuple_
+from sqlalchemy import ColumnElement, Table, and_, bindparam, true, tuple_
 from sqlalchemy.sql import ClauseElement
 
 from ...errors import StoreUnusableError
 from ..common import IN_TYPES
+
+if TYPE_CHECKING:
+    from .dialect import SqlDialect
 
 
 def filter_clause(table: Table, filter: Mapping[str, Any] | ClauseElement | None, label: str) -> ColumnElement[bool]:
@@ -42,26 +46,17 @@ def after_param(i: int) -> str:
     return f"after_{i}"
 
 
-def after_clause(columns: Sequence[ColumnElement[Any]], dialect: str = "") -> ColumnElement[bool]:
-    """``key > (:after_0, ...)`` in tuple order, in the form each database answers from the key's index.
+def after_clause(columns: Sequence[ColumnElement[Any]], dialect: SqlDialect) -> ColumnElement[bool]:
+    """``key > (:after_0, ...)`` in tuple order, in the form ``dialect`` answers from the key's index.
 
-    The values are bound by name (:func:`after_param`), so one statement serves every page.
-    One column: ``a > x``. PostgreSQL compares row values, ``(a, b) > (x, y)``, as an index range.
-    Elsewhere row values are not understood (SQLite before 3.15) or not used as a range
-    (MariaDB), so the comparison is expanded as ``a >= x AND (a > x OR (a = x AND b > y))``; the
-    leading ``a >= x`` keeps the index range on the first column.
+    The values are bound by name (:func:`after_param`), so one statement serves every page. One
+    column: ``a > x``; more: :meth:`~.dialect.SqlDialect.after_columns`.
     """
     values = [bindparam(after_param(i), type_=c.type) for i, c in enumerate(columns)]
     if len(columns) == 1:
         single: ColumnElement[bool] = columns[0] > values[0]
         return single
-    if dialect == "postgresql":
-        row_value: ColumnElement[bool] = tuple_(*columns) > tuple_(*values)
-        return row_value
-    terms = [
-        and_(*(columns[j] == values[j] for j in range(i)), columns[i] > values[i]) for i in range(len(columns))
-    ]
-    return and_(columns[0] >= values[0], or_(*terms))
+    return dialect.after_columns(columns, values)
 
 
 def ids_clause(columns: Sequence[ColumnElement[Any]], ids: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:

@@ -9,7 +9,8 @@ connects). Every table of a database shares one engine, so one connection pool.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import URL, Engine, make_url
 

@@ -1,68 +1,32 @@
-"""What differs per database besides inserting (``inserts.py``): reflected types, sessions, options,
-and what may make a database drop a connection."""
+"""The dialect classes ferryman knows, by SQLAlchemy dialect name; any other name gets the
+generic :class:`~.dialect.SqlDialect`."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from functools import cache
 
-from sqlalchemy import URL, Connection, Table
+from ..common import OnConflict
+from .dialect import SqlDialect
+from .mysql import MySQLDialect
+from .postgres import PostgreSQLDialect
+from .sqlite import SQLiteDialect
 
-from ...types import Record
-from . import mysql, postgres, sqlite
+DIALECTS: tuple[type[SqlDialect], ...] = (SQLiteDialect, PostgreSQLDialect, MySQLDialect)
+"""A database ferryman knows its own way: one class here."""
 
-TableAdapter = Callable[[Table, Connection], None]
-
-TABLE_ADAPTERS: dict[str, TableAdapter] = {
-    "sqlite": sqlite.adapt_table,
-    "postgresql": postgres.adapt_table,
-    "mysql": mysql.adapt_table,
-    "mariadb": mysql.adapt_table,
-}
-"""Per dialect: how a freshly reflected table's column types are made faithful (``types.py``)."""
-
-SESSION_SETUP: dict[str, tuple[str, ...]] = {
-    "mysql": mysql.SESSION_SETUP,
-    "mariadb": mysql.SESSION_SETUP,
-}
-"""Per dialect: statements run on each new DBAPI connection of an engine ferryman builds."""
-
-ENGINE_OPTIONS: dict[str, Callable[[URL, dict[str, Any]], dict[str, Any]]] = {
-    "postgresql": postgres.engine_options,
-}
-"""Per dialect: ``create_engine`` defaults for a URL (the caller's options still win)."""
+_BY_NAME = {name: cls for cls in DIALECTS for name in cls.names}
 
 
-def adapt_reflected_table(table: Table, conn: Connection) -> None:
-    adapter = TABLE_ADAPTERS.get(conn.dialect.name)
-    if adapter is not None:
-        adapter(table, conn)
+@cache
+def dialect_for(name: str) -> SqlDialect:
+    """The dialect object for SQLAlchemy's dialect ``name`` (``URL.get_backend_name()``)."""
+    return _BY_NAME.get(name, SqlDialect)(name)
 
 
-UNKEPT_VALUES: dict[str, Callable[[list[Record]], tuple[Record, str, str] | None]] = {
-    "sqlite": sqlite.unkept_value,
-}
-"""Per dialect: the first record with a value the database would change without a word instead
-of keeping or refusing it (SQLite stores NaN as NULL), its field, and why."""
-
-
-def unkept_value(dialect: str, rows: list[Record]) -> tuple[Record, str, str] | None:
-    check = UNKEPT_VALUES.get(dialect)
-    return None if check is None else check(rows)
-
-
-DROP_EXPLAINERS: dict[str, Callable[[Connection, list[Record]], str]] = {
-    "mysql": mysql.why_dropped,
-    "mariadb": mysql.why_dropped,
-}
-"""Per dialect: asked on a new connection after a batch's connection was lost, what in the batch
-may have made the database drop it ("" if nothing is known)."""
-
-
-def why_dropped(conn: Connection, rows: list[Record]) -> str:
-    """What in ``rows`` may have made the database drop a connection, or ""; asks the database
-    (on ``conn``, a new connection), so it raises when the database does not answer."""
-    explain = DROP_EXPLAINERS.get(conn.dialect.name)
-    if explain is not None:
-        return explain(conn, rows)
-    conn.exec_driver_sql("SELECT 1")
-    return ""
+def check_upsert(dialect: SqlDialect, on_conflict: OnConflict) -> None:
+    """Raises:
+        ValueError: ``on_conflict`` needs an upsert that ferryman does not know for ``dialect``.
+    """
+    if on_conflict != "error" and not dialect.upserts:
+        supported = ", ".join(name for cls in DIALECTS if cls.upserts for name in cls.names)
+        raise ValueError(f"on_conflict={on_conflict!r} is not supported on {dialect.name}; supported: {supported}")

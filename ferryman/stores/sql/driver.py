@@ -11,18 +11,21 @@ written never depends on the path taken.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.sql import Executable
-from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
 
 from ...types import Record
 from .driver_errors import driver_error
-from .postgres import alone_in_autocommit
+
+if TYPE_CHECKING:
+    from .dialect import SqlDialect
 
 
 @dataclass(frozen=True)
@@ -49,9 +52,9 @@ class DriverStatement:
         """``statement`` compiled for ``conn``'s dialect, unless it needs SQLAlchemy at each run."""
         if conn.get_execution_options().get("schema_translate_map"):
             return None  # applied by SQLAlchemy when it executes, not when it compiles
-        return cls.of(statement.compile(dialect=conn.dialect))  # type: ignore[arg-type]
+        return cls.of(statement.compile(dialect=conn.dialect))  # type: ignore[attr-defined]
 
-    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | dict[str, Any]:
+    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         # Adds the statement's own literals (e.g. SQLite's OFFSET 0).
         merged = self.compiled.construct_params(dict(values), extracted_parameters=self.extracted)
         order = self.compiled.positiontup
@@ -65,8 +68,9 @@ class PageQuery:
     processing, later runs send the same SQL to the driver and zip its tuples into dicts.
     """
 
-    def __init__(self, statement: Executable) -> None:
+    def __init__(self, statement: Executable, dialect: SqlDialect) -> None:
         self.statement = statement
+        self._dialect = dialect
         self._keys: list[str] = []
         self._driver: DriverStatement | None = None
 
@@ -80,7 +84,7 @@ class PageQuery:
         driver = self._driver
         if driver is not None:
             keys = self._keys
-            return [dict(zip(keys, row)) for row in fetch_all(conn, driver, values)]
+            return [dict(zip(keys, row)) for row in fetch_all(conn, driver, values, self._dialect)]
         result = conn.execute(self.statement, dict(values))
         if unprocessed(result):
             context = result.context
@@ -91,15 +95,17 @@ class PageQuery:
         return as_dicts(result)
 
 
-def fetch_all(conn: Connection, statement: DriverStatement, values: Mapping[str, Any]) -> list[Any]:
-    """The rows of a lone SELECT, as the driver's tuples, from ``conn``'s DBAPI cursor.
+def fetch_all(conn: Connection, statement: DriverStatement, values: Mapping[str, Any],
+              dialect: SqlDialect) -> list[Any]:
+    """The rows of a lone SELECT, as the driver's tuples, from ``conn``'s DBAPI cursor (inside
+    ``dialect``'s :meth:`~.dialect.SqlDialect.lone_statement`).
 
     SQLAlchemy's execution events do not see it; driver errors are raised as SQLAlchemy raises them.
     """
     raw: Any = conn.connection.driver_connection
     params = statement.params(values)
     try:
-        with alone_in_autocommit(raw, conn.dialect.driver):
+        with dialect.lone_statement(conn):
             cursor = raw.cursor()
             try:
                 cursor.execute(statement.sql, params)

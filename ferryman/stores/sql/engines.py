@@ -3,9 +3,9 @@
 A migration often declares many stores on one database; sharing one engine gives them one
 connection pool instead of one each. Engines are counted by their users and disposed when the
 last store using them closes, so short-lived stores (tests) do not leak connections or files.
-Engines passed in by the caller are never cached or disposed here, nor given the per-dialect
-session setup (``dialects.SESSION_SETUP``: UTC sessions on MySQL), defaults (a connect timeout
-on PostgreSQL) and SQLite pragmas that engines built here get.
+Engines passed in by the caller are never cached or disposed here, nor given what the dialect
+object gives engines built here (``SqlDialect.engine_kwargs``, ``connect_statements``,
+``write_statements``: a connect timeout on PostgreSQL, UTC sessions on MySQL, SQLite's pragmas).
 
 A store that is only read is never changed: SQLite's WAL mode is written into the database file
 (and a WAL database grows -wal and -shm files beside it whenever it is open), so it is switched
@@ -20,29 +20,19 @@ import select
 import threading
 import time
 import weakref
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, create_engine, event, make_url
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.pool import StaticPool
 
-from .dialects import ENGINE_OPTIONS, SESSION_SETUP
+from .dialects import dialect_for
 from .driver_errors import driver_error
-
-SQLITE_BUSY_TIMEOUT_MS = 30_000
-"""How long a SQLite writer waits for another one's lock before "database is locked"."""
 
 MAX_UNCHECKED_IDLE = 1.0
 """Seconds a pooled server connection may have been idle and be handed out without a ping,
 when its socket shows no sign of the server having closed it (see ``_ping_when_in_doubt``)."""
-
-SQLITE_SESSION_PRAGMAS = (f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}", "PRAGMA foreign_keys = ON")
-"""On every SQLite connection: settings of the connection alone, which change no file."""
-
-SQLITE_WRITE_PRAGMAS = ("PRAGMA journal_mode = WAL", "PRAGMA synchronous = NORMAL")
-"""Before a connection's first write to a SQLite file: WAL lets readers run beside the writer
-(and stays on in the file), NORMAL sync is safe with WAL."""
 
 _RETURNED_AT = "ferryman_returned_at"
 _READY_TO_WRITE = "ferryman_ready_to_write"
@@ -89,27 +79,16 @@ def release_engine(engine: Engine) -> None:
 
 
 def _create(url: URL, options: Mapping[str, Any]) -> Engine:
-    backend = url.get_backend_name()
-    kwargs: dict[str, Any] = {}
-    if backend == "sqlite" and _is_sqlite_memory(url):
-        # One connection for everyone: with a pool, each connection would get its own empty
-        # database. Fine for tests and demos; use a file when several threads write.
-        kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
-    defaults = ENGINE_OPTIONS.get(backend)
-    if defaults is not None:
-        kwargs.update(defaults(url, dict(options)))  # merges the caller's connect_args
-        options = {k: v for k, v in options.items() if k != "connect_args"}
-    kwargs.update(options)
-    engine = create_engine(url, **kwargs)
-    if backend == "sqlite":
-        event.listen(engine, "connect", _run_on_connect(SQLITE_SESSION_PRAGMAS))
-        if not _is_sqlite_memory(url):
-            _write_setup[engine] = SQLITE_WRITE_PRAGMAS
-    elif "pool_pre_ping" not in options:  # a server connection can die while pooled; a file cannot
+    dialect = dialect_for(url.get_backend_name())
+    engine = create_engine(url, **dialect.engine_kwargs(url, options))
+    connect = dialect.connect_statements(url)
+    if connect:
+        event.listen(engine, "connect", _run_on_connect(connect))
+    write = dialect.write_statements(url)
+    if write:
+        _write_setup[engine] = write
+    if dialect.pings_pooled and "pool_pre_ping" not in options:
         _ping_when_in_doubt(engine)
-    setup = SESSION_SETUP.get(backend)
-    if setup:
-        event.listen(engine, "connect", _run_on_connect(setup))
     return engine
 
 
@@ -156,18 +135,14 @@ def _has_input(dbapi_connection: Any) -> bool:
             poller.register(fd, select.POLLIN | select.POLLPRI)
             return bool(poller.poll(0))
         return bool(select.select([fd], [], [], 0)[0])
-    except Exception:  # closed, or a driver without a socket we know: ping
+    except Exception:  # noqa: BLE001 - closed, or a driver without a socket we know: ping
         return True
 
 
-def _is_sqlite_memory(url: URL) -> bool:
-    return url.database in (None, "", ":memory:") or url.query.get("mode") == "memory"
-
-
 def prepare_to_write(conn: Connection) -> None:
-    """Run the engine's write setup (:data:`SQLITE_WRITE_PRAGMAS`) on ``conn``'s DBAPI connection
-    before its first write; once per DBAPI connection, and before any transaction is open on it
-    (SQLite cannot switch to WAL inside one). Nothing for other engines."""
+    """Run the engine's write setup (``SqlDialect.write_statements``: SQLite's WAL) on ``conn``'s
+    DBAPI connection before its first write; once per DBAPI connection, and before any
+    transaction is open on it (SQLite cannot switch to WAL inside one)."""
     statements = _write_setup.get(conn.engine)
     if statements is None:
         return

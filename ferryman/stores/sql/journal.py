@@ -2,22 +2,18 @@
 
 One table per database (and schema), shared by every store there; entries name their migration.
 ``seq`` never repeats, even after deletes (SQLite needs AUTOINCREMENT for that), so the ledger can
-rely on "everything up to seq N" meaning the same thing before and after a delete.
+rely on "everything up to seq N" meaning the same thing before and after a delete. Entries are
+appended by the store's dialect (``SqlDialect.append_journal``), inside the batch's transaction.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import (
-    Column, Connection, Engine, Integer, MetaData, String, Table, Text, bindparam, delete, func, insert, inspect,
-    select,
-)
+from sqlalchemy import Column, Connection, Engine, Integer, MetaData, String, Table, Text, delete, func, inspect, select
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.schema import CreateTable
 
 from ..base import JournalEntry
-from .driver import DriverStatement
-from .postgres import insert_and_commit
 
 JOURNAL_TABLE = "ferryman_journal"
 
@@ -49,27 +45,6 @@ def create_journal(engine: Engine, table: Table) -> None:
 
 def journal_exists(engine: Engine, table: Table) -> bool:
     return inspect(engine).has_table(table.name, schema=table.schema)
-
-
-def append_entry(conn: Connection, table: Table, entry: JournalEntry, *, commit: bool = False) -> None:
-    """One INSERT per saved batch, so its SQL is compiled once per table and dialect.
-
-    With ``commit``, the last statement of the batch's transaction: on psycopg the INSERT and the
-    COMMIT then go to the server together (elsewhere the caller's commit follows as usual).
-    """
-    values = journal_values(entry)
-    if commit and conn.dialect.name == "postgresql" and insert_and_commit(conn, table, values):
-        return
-    cache_key = f"ferryman_append_{conn.dialect.name}"
-    statement = table.info.get(cache_key)
-    if statement is None:
-        # inline(): no RETURNING of the new seq, which nobody reads here.
-        plain = insert(table).inline().values(migration=bindparam("migration"), payload=bindparam("payload"))
-        statement = table.info[cache_key] = DriverStatement.compile(plain, conn) or plain
-    if isinstance(statement, DriverStatement):
-        conn.exec_driver_sql(statement.sql, statement.params(values))  # type: ignore[arg-type]
-    else:
-        conn.execute(statement, values)
 
 
 def journal_values(entry: JournalEntry) -> dict[str, str]:

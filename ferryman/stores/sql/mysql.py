@@ -1,9 +1,10 @@
-"""MariaDB and MySQL through PyMySQL: multi-row INSERTs, faithful types, UTC sessions.
+"""MariaDB and MySQL through PyMySQL (:class:`MySQLDialect`): multi-row INSERTs, faithful types,
+UTC sessions, the servers' error numbers.
 
 Bulk writes: SQLAlchemy hands a batch to ``cursor.executemany``, and PyMySQL rewrites
 ``INSERT ... VALUES (...)`` (with or without ``ON DUPLICATE KEY UPDATE``) into multi-row
 statements of up to ``max_stmt_length`` bytes (1 MB): a batch of 512 rows costs one or a few
-round trips, not 512. ``tests/stores/test_sql_types.py`` checks this with the server's
+round trips, not 512. ``tests/stores/sql/test_types.py`` checks this with the server's
 ``Com_insert`` counter.
 
 Every connection of an engine built by ferryman runs ``SET time_zone = '+00:00'``, so
@@ -15,15 +16,23 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from sqlalchemy import Connection, Table, text
+from sqlalchemy import URL, Connection, Table, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TIMESTAMP, Float, Uuid
 
 from ...types import Record
 from .batch import InsertBatch, all_native, value_tuples
+from .dialect import SqlDialect
+from .driver_errors import ConstraintDetails, Kind
 from .types import (
-    NaiveUtcDateTime, TextAcceptingUuid, TinyIntBool, UtcTimestamp, UuidAsText, is_naive_timestamp, is_text,
+    NaiveUtcDateTime,
+    TextAcceptingUuid,
+    TinyIntBool,
+    UtcTimestamp,
+    UuidAsText,
+    is_naive_timestamp,
+    is_text,
     sends_natives_unchanged,
 )
 
@@ -31,6 +40,19 @@ SESSION_SETUP = ("SET time_zone = '+00:00'",)
 """Run on every new connection of an engine that ferryman builds."""
 
 _JSON_CHECK = re.compile(r"^\s*json_valid\(`((?:[^`]|``)+)`\)\s*$", re.IGNORECASE)
+
+_DUPLICATE = {1062, 1586}
+_UNUSABLE = {1036, 1044, 1045, 1049, 1054, 1142, 1143, 1146, 1290, 1698}
+_LOST = {1053, 1158, 1159, 1160, 1161, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
+_BUSY = {1040, 1205, 1213, 1317}
+_DETAILS = {
+    1062: re.compile(r"Duplicate entry '(?P<values>.*)' for key '(?P<constraint>[^']*)'", re.S),
+    1048: re.compile(r"Column '(?P<columns>[^']*)' cannot be null"),
+    1364: re.compile(r"Field '(?P<columns>[^']*)' doesn't have a default value"),
+    1452: re.compile(r"CONSTRAINT `(?P<constraint>[^`]*)` FOREIGN KEY \((?P<columns>[^)]*)\)"),
+    4025: re.compile(r"CONSTRAINT `(?P<constraint>[^`]*)` failed"),
+    3819: re.compile(r"Check constraint '(?P<constraint>[^']*)' is violated"),
+}
 
 
 def insert_mysql(conn: Connection, batch: InsertBatch) -> None:
@@ -45,7 +67,7 @@ def insert_mysql(conn: Connection, batch: InsertBatch) -> None:
         sql, positional = plain
         rows = value_tuples(batch)
         if all_native(rows):
-            conn.exec_driver_sql(sql, rows if positional else batch.rows)  # type: ignore[arg-type]
+            conn.exec_driver_sql(sql, rows if positional else batch.rows)
             return
     conn.execute(_statement(batch), batch.rows)
 
@@ -131,3 +153,63 @@ def _mariadb_json_columns(table: Table, conn: Connection) -> set[str]:
         return set()
     found = (_JSON_CHECK.match(c or "") for c in clauses)
     return {m.group(1).replace("``", "`") for m in found if m}
+
+
+class MySQLDialect(SqlDialect):
+    """MariaDB and MySQL through PyMySQL."""
+
+    names = ("mysql", "mariadb")
+    upserts = True
+
+    def connect_statements(self, url: URL) -> tuple[str, ...]:
+        return SESSION_SETUP
+
+    def adapt_table(self, table: Table, conn: Connection) -> None:
+        adapt_table(table, conn)
+
+    def insert(self, conn: Connection, batch: InsertBatch) -> None:
+        insert_mysql(conn, batch)
+
+    def why_dropped(self, conn: Connection, rows: list[Record]) -> str:
+        return why_dropped(conn, rows)
+
+    def driver_kind(self, orig: BaseException) -> Kind | None:
+        """By the server's error number:
+
+        * duplicate: 1062, 1586
+        * unusable: 1146, 1054 (no such table, column), 1142, 1143, 1044, 1045, 1698 (denied),
+          1049 (no such database), 1290, 1036 (read only)
+        * lost: 1053 (server shutting down), 1158-1161 (network read/write), 1927 (connection
+          killed), 2002, 2003 (cannot connect), 2006 (server gone), 2013 (connection lost), 2055,
+          4031 (disconnected by the server)
+        * transient: 1040 (too many connections), 1205 (lock wait timeout), 1213 (deadlock), 1317
+          (query interrupted)
+        """
+        errno = orig.args[0] if orig.args else None
+        if errno in _DUPLICATE:
+            return "duplicate"
+        if errno in _UNUSABLE:
+            return "unusable"
+        if errno in _LOST:
+            return "lost"
+        if errno in _BUSY:
+            return "transient"
+        return None
+
+    def constraint_details(self, orig: BaseException) -> ConstraintDetails:
+        """``Duplicate entry 'x' for key 'k'`` (1062; the key's columns come from the reflected
+        table), ``Column 'a' cannot be null`` (1048), ``Field 'a' doesn't have a default value``
+        (1364), ``... CONSTRAINT `fk` FOREIGN KEY (`a`) ...`` (1452), ``CONSTRAINT `c` failed``
+        (4025), ``Check constraint 'c' is violated`` (3819)."""
+        errno, message = (orig.args[0], str(orig.args[1])) if len(orig.args) == 2 else (None, "")
+        pattern = _DETAILS.get(errno) if isinstance(errno, int) else None
+        found = pattern.search(message) if pattern is not None else None
+        if found is None:
+            return ConstraintDetails()
+        named = found.groupdict()
+        constraint = named.get("constraint")
+        if errno == 1062 and constraint is not None:
+            constraint = constraint.rsplit(".", 1)[-1]  # MySQL 8 says 'table.key'
+        columns = tuple(c.strip().strip("`") for c in named["columns"].split(",")) if named.get("columns") else ()
+        values = (named["values"],) if named.get("values") is not None else ()
+        return ConstraintDetails(constraint, columns, values)

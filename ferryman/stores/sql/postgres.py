@@ -1,20 +1,41 @@
-"""PostgreSQL through psycopg 3: what differs from the other databases, besides COPY
-(``postgres_copy.py``, which saves plain batches)."""
+"""PostgreSQL through psycopg 3 (:class:`PostgreSQLDialect`): upserts, row-value keysets,
+pipelined page reads, a batch's journal entry sent with its COMMIT, sqlstates; and COPY
+(``postgres_copy.py``), which saves plain batches."""
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from typing import Any
 
-from sqlalchemy import URL, Connection, Table
+from sqlalchemy import CHAR, NCHAR, URL, ColumnElement, Connection, Engine, Table, tuple_
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.types import TypeEngine
 
-from .batch import InsertBatch, on_conflict_statement
-from .driver_errors import driver_error
+from ...types import Record, RecordId
+from ..base import JournalEntry
+from ..common import OnConflict
+from .batch import InsertBatch, WriteInFlight, on_conflict_statement
+from .dialect import SqlDialect
+from .driver import DriverStatement
+from .driver_errors import ConstraintDetails, Kind, driver_error
+from .journal import journal_values
+from .postgres_copy import COPY_MIN_ROWS, can_stream, start_copy
+from .postgres_link import plain_session, sends_sql_as_is
 from .types import NaiveUtcDateTime, is_naive_timestamp
 
 CONNECT_TIMEOUT = 10
 """Seconds to wait for a connection unless the URL or ``create_engine_kwargs`` say otherwise."""
+
+_UNUSABLE = {"42P01", "42703", "3F000", "42501", "25006"}
+_LOST = {"57P01", "57P02", "57P03"}
+_BUSY = {"40001", "40P01", "55P03", "53300"}
+_REFUSED = ("does not exist", "authentication failed", "no pg_hba.conf entry", "permission denied")
+_CONNECTION_ERRORS = frozenset({"OperationalError", "InterfaceError"})
+"""DBAPI error classes that mean the connection failed, not a value (psycopg raises DataError,
+ProgrammingError, ... for a value it refuses before sending it)."""
+_KEY = re.compile(r'Key \((?P<columns>.*)\)=\((?P<values>.*)\) (?:already exists|is not present)', re.S)
 
 
 def insert_postgresql(conn: Connection, batch: InsertBatch) -> None:
@@ -31,7 +52,8 @@ def journal_insert(conn: Connection, table: Table, values: dict[str, str]) -> by
     if prefix is None:
         preparer = conn.dialect.identifier_preparer
         names = ", ".join(preparer.quote(name) for name in values)
-        prefix = table.info["ferryman_journal_insert"] = f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ("
+        prefix = f"INSERT INTO {preparer.format_table(table)} ({names}) VALUES ("
+        table.info["ferryman_journal_insert"] = prefix
     from psycopg.pq import Escaping
 
     escape = Escaping(raw.pgconn).escape_literal
@@ -55,21 +77,6 @@ def insert_and_commit(conn: Connection, table: Table, values: dict[str, str]) ->
     except conn.dialect.loaded_dbapi.Error as exc:
         raise driver_error(conn, exc, statement.decode(raw.info.encoding)) from exc
     return True
-
-
-def sends_sql_as_is(conn: Connection) -> bool:
-    """True when SQL written here can go to ``conn``'s driver as it is: psycopg, and no schema
-    translation (SQLAlchemy applies that when it executes, not to raw SQL)."""
-    return conn.dialect.driver == "psycopg" and not conn.get_execution_options().get("schema_translate_map")
-
-
-def plain_session(raw: Any) -> bool:
-    """True when the psycopg connection is idle and asks nothing of a BEGIN (an isolation level,
-    read only, deferrable): then a statement's implicit transaction is what BEGIN would open."""
-    return (
-        raw.isolation_level is None and raw.read_only is None and raw.deferrable is None
-        and raw.info.transaction_status.name == "IDLE"
-    )
 
 
 @contextmanager
@@ -121,3 +128,137 @@ def engine_options(url: URL, options: dict[str, Any]) -> dict[str, Any]:
     if "connect_timeout" not in url.query and "connect_timeout" not in connect_args:
         connect_args["connect_timeout"] = CONNECT_TIMEOUT
     return {"connect_args": connect_args}
+
+
+class PostgreSQLDialect(SqlDialect):
+    """PostgreSQL; the fast paths (COPY, pipelined pages, COMMIT sent with the journal entry) need
+    psycopg 3, other drivers get plain SQLAlchemy."""
+
+    names = ("postgresql",)
+    upserts = True
+
+    def engine_kwargs(self, url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
+        rest = {k: v for k, v in options.items() if k != "connect_args"}
+        return engine_options(url, dict(options)) | rest
+
+    def adapt_table(self, table: Table, conn: Connection) -> None:
+        adapt_table(table, conn)
+
+    def after_columns(self, columns: Sequence[ColumnElement[Any]],
+                      values: Sequence[ColumnElement[Any]]) -> ColumnElement[bool]:
+        """``(a, b) > (x, y)``: PostgreSQL compares row values, as an index range."""
+        row_value: ColumnElement[bool] = tuple_(*columns) > tuple_(*values)
+        return row_value
+
+    def lone_statement(self, conn: Connection) -> AbstractContextManager[None]:
+        return alone_in_autocommit(conn.connection.driver_connection, conn.dialect.driver)
+
+    def compares_like_python(self, column_type: TypeEngine[Any]) -> bool:
+        """The default collation compares bytes; CHAR is blank-padded ('a' = 'a  ')."""
+        return not getattr(column_type, "collation", None) and not isinstance(column_type, (CHAR, NCHAR))
+
+    def pipelines(self, engine: Engine) -> bool:
+        return engine.dialect.driver == "psycopg"
+
+    def pipelined_pages(self, conn: Connection, statement: DriverStatement, keys: list[str],
+                        params: Callable[[RecordId], Any], id_of: Callable[[Record], RecordId],
+                        after: RecordId, limit: int) -> Iterator[list[Record]] | None:
+        """psycopg's pipeline mode, each query still a transaction of its own; None unless the
+        session is plain (else the pipeline would run in one long transaction)."""
+        raw: Any = conn.connection.driver_connection
+        if not plain_session(raw):
+            return None
+        return _pipelined(conn, raw, statement, keys, params, id_of, after, limit)
+
+    def insert(self, conn: Connection, batch: InsertBatch) -> None:
+        insert_postgresql(conn, batch)
+
+    def start_copy(self, engine: Engine, table: Table, groups: list[list[Record]], on_conflict: OnConflict,
+                   journal_table: Table, journal: JournalEntry | None) -> WriteInFlight | None:
+        """COPY for a plain batch (``on_conflict="error"``) of :data:`~.postgres_copy.COPY_MIN_ROWS`
+        rows or more, on a connection of its own; None when the session cannot stream."""
+        if on_conflict != "error" or sum(map(len, groups)) < COPY_MIN_ROWS:
+            return None
+        conn = engine.connect()
+        try:
+            if not can_stream(conn):
+                conn.close()
+                return None
+            statement = None if journal is None else journal_insert(conn, journal_table, journal_values(journal))
+        except BaseException:
+            conn.close()
+            raise
+        return start_copy(conn, table, groups, statement, self)
+
+    def append_journal(self, conn: Connection, table: Table, entry: JournalEntry, *, commit: bool) -> None:
+        """With ``commit`` on psycopg, the INSERT and the COMMIT go to the server together."""
+        if commit and insert_and_commit(conn, table, journal_values(entry)):
+            return
+        super().append_journal(conn, table, entry, commit=commit)
+
+    def driver_kind(self, orig: BaseException) -> Kind | None:
+        """By sqlstate:
+
+        * duplicate: 23505
+        * unusable: 42P01, 42703, 3F000 (no such table, column, schema), 42501 (permission
+          denied), 25006 (read-only transaction); no sqlstate and turned away at login (no such
+          role or database, authentication failed)
+        * lost: no sqlstate and an OperationalError or InterfaceError (refused, unreachable,
+          timed out, closed); class 08; 57P01-57P03 (shutting down, restarting)
+        * transient: 40001, 40P01, 55P03, 53300
+        """
+        sqlstate = getattr(orig, "sqlstate", None)
+        if sqlstate == "23505":
+            return "duplicate"
+        if sqlstate is None:
+            if any(marker in str(orig) for marker in _REFUSED):
+                return "unusable"  # turned away at login
+            return "lost" if _is_connection_error(orig) else None
+        if sqlstate in _UNUSABLE:
+            return "unusable"
+        if sqlstate.startswith("08") or sqlstate in _LOST:
+            return "lost"
+        if sqlstate in _BUSY:
+            return "transient"
+        return None
+
+    def constraint_details(self, orig: BaseException) -> ConstraintDetails:
+        """The error's ``diag`` (constraint name, column name) and its DETAIL, ``Key (a, b)=(1, x)
+        already exists`` / ``... is not present in table ...``."""
+        diag = getattr(orig, "diag", None)
+        if diag is None:
+            return ConstraintDetails()
+        column = getattr(diag, "column_name", None)
+        found = _KEY.search(getattr(diag, "message_detail", None) or "")
+        columns: tuple[str, ...] = (column,) if column else ()
+        values: tuple[str, ...] = ()
+        if found is not None:
+            columns = tuple(c.strip().strip('"') for c in found["columns"].split(", "))
+            parts = tuple(found["values"].split(", "))
+            values = parts if len(parts) == len(columns) else ()  # a value with ", " in it: unknown
+        return ConstraintDetails(getattr(diag, "constraint_name", None), columns, values)
+
+
+def _pipelined(conn: Connection, raw: Any, statement: DriverStatement, keys: list[str],
+               params: Callable[[RecordId], Any], id_of: Callable[[Record], RecordId],
+               after: RecordId, limit: int) -> Iterator[list[Record]]:
+    def send(last: RecordId) -> Any:
+        cursor = raw.cursor()
+        cursor.execute(statement.sql, params(last))
+        return cursor
+
+    try:
+        with alone_in_autocommit(raw, "psycopg"), quiet_pipeline(raw):
+            pending = send(after)
+            while pending is not None:
+                page = [dict(zip(keys, row)) for row in pending.fetchall()]
+                pending = send(id_of(page[-1])) if len(page) == limit else None
+                if page:
+                    yield page
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise driver_error(conn, exc, statement.sql) from exc
+
+
+def _is_connection_error(orig: BaseException) -> bool:
+    return any(cls.__name__ in _CONNECTION_ERRORS for cls in type(orig).__mro__)
+

@@ -30,17 +30,20 @@ a custom ``Writer``), on a connection checked out for the batch: nothing else to
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Table
 
 from ...types import Record
 from .batch import FastPathRefused
-from .driver_errors import driver_error, driver_kind
-from .postgres import plain_session, sends_sql_as_is
-from .postgres_link import COPY_IN, FATAL_ERROR, Link
+from .driver_errors import driver_error
+from .postgres_link import COPY_IN, FATAL_ERROR, Link, plain_session, sends_sql_as_is
+
+if TYPE_CHECKING:
+    from .dialect import SqlDialect
 
 COPY_MIN_ROWS = 8
 """Smaller batches use INSERT: starting a COPY costs more than a few single-row inserts."""
@@ -76,15 +79,16 @@ class _CopyPlan:
 
 
 def can_stream(conn: Connection) -> bool:
-    """True when ``conn`` can take :func:`start_copy`: psycopg, in a :func:`~.postgres.plain_session`."""
+    """True when ``conn`` can take :func:`start_copy`: psycopg, in a :func:`~.postgres_link.plain_session`."""
     return sends_sql_as_is(conn) and plain_session(conn.connection.driver_connection)
 
 
 class CopyInFlight:
     """A batch sent by :func:`start_copy`; :meth:`finish` reads its outcome (once)."""
 
-    def __init__(self, conn: Connection, plans: list[_CopyPlan], query: bytes) -> None:
+    def __init__(self, conn: Connection, plans: list[_CopyPlan], query: bytes, dialect: SqlDialect) -> None:
         self.conn = conn
+        self._dialect = dialect
         self._plans = plans
         self._query = query
         raw: Any = conn.connection.driver_connection
@@ -129,7 +133,7 @@ class CopyInFlight:
             except _CLIENT_ERRORS as exc:  # psycopg could not write a value in this format
                 raise self._refusal("could not send a value", exc) from exc
             except self.conn.dialect.loaded_dbapi.Error as exc:
-                if _refused(exc, any(p.use_binary for p in self._plans)):
+                if _refused(exc, any(p.use_binary for p in self._plans), self._dialect):
                     raise self._refusal("refused the batch", exc) from exc
                 raise driver_error(self.conn, exc, self._statement) from exc
         finally:
@@ -160,10 +164,11 @@ class CopyInFlight:
 
 
 def start_copy(conn: Connection, table: Table, groups: list[list[Record]],
-               journal: bytes | None) -> CopyInFlight:
+               journal: bytes | None, dialect: SqlDialect) -> CopyInFlight:
     """Send ``groups`` (rows of one field set each) with a COPY each, then the ``journal``
     statement if any, all as one query. ``conn`` is the batch's own: it is closed by
-    :meth:`CopyInFlight.finish`, or here when this raises.
+    :meth:`CopyInFlight.finish`, or here when this raises. ``dialect`` tells the server's errors
+    apart.
 
     Raises:
         FastPathRefused: the batch must be sent again, in text COPY or as INSERTs.
@@ -181,7 +186,7 @@ def start_copy(conn: Connection, table: Table, groups: list[list[Record]],
         conn.close()
         raise
     statements = [p.copy_statement.encode(raw.info.encoding) for p in plans]
-    flight = CopyInFlight(conn, plans, b"; ".join([*statements, journal] if journal else statements))
+    flight = CopyInFlight(conn, plans, b"; ".join([*statements, journal] if journal else statements), dialect)
     flight._guarded(lambda: flight._send(groups), keep=True)
     return flight
 
@@ -199,10 +204,10 @@ def send_rows(raw: Any, link: Link, plan: _CopyPlan, rows: list[Record]) -> None
             write(row_values(row))
 
 
-def _refused(exc: BaseException, binary: bool) -> bool:
+def _refused(exc: BaseException, binary: bool, dialect: SqlDialect) -> bool:
     """True when plain INSERTs (or text COPY, after binary) might take what COPY did not."""
     sqlstate = getattr(exc, "sqlstate", None) or ""
-    if sqlstate.startswith(("23", "57")) or driver_kind(exc, "postgresql") != "terminal":
+    if sqlstate.startswith(("23", "57")) or dialect.driver_kind(exc) not in (None, "terminal"):
         return False  # integrity (same for INSERT), cancelled, the connection, the table: not the format
     if not sqlstate:  # raised by psycopg itself: a value it cannot adapt
         return True

@@ -1,4 +1,5 @@
-"""Non-blocking libpq calls on one psycopg connection, for a query whose results are read later.
+"""One psycopg connection as the fast paths see it: may SQL go to it as it is, is its session plain,
+and non-blocking libpq calls for a query whose results are read later.
 
 psycopg's own calls wait for each result; a batch sent by COPY (``postgres_copy.py``) must not. So
 this drives libpq through psycopg's documented low-level API (``psycopg.pq``): send, flush,
@@ -11,9 +12,26 @@ import select
 from functools import cache
 from typing import Any
 
+from sqlalchemy import Connection
+
 COPY_IN = 4  # psycopg.pq.ExecStatus.COPY_IN
 FATAL_ERROR = 7  # psycopg.pq.ExecStatus.FATAL_ERROR
 IDLE = 0  # psycopg.pq.TransactionStatus.IDLE
+
+
+def sends_sql_as_is(conn: Connection) -> bool:
+    """True when SQL written here can go to ``conn``'s driver as it is: psycopg, and no schema
+    translation (SQLAlchemy applies that when it executes, not to raw SQL)."""
+    return conn.dialect.driver == "psycopg" and not conn.get_execution_options().get("schema_translate_map")
+
+
+def plain_session(raw: Any) -> bool:
+    """True when the psycopg connection is idle and asks nothing of a BEGIN (an isolation level,
+    read only, deferrable): then a statement's implicit transaction is what BEGIN would open."""
+    return bool(
+        raw.isolation_level is None and raw.read_only is None and raw.deferrable is None
+        and raw.info.transaction_status.name == "IDLE"
+    )
 
 
 class Link:
@@ -28,7 +46,7 @@ class Link:
     @property
     def idle(self) -> bool:
         """True when the server waits for the next query (every result read, none pending)."""
-        return self.pgconn.transaction_status == IDLE
+        return bool(self.pgconn.transaction_status == IDLE)
 
     def send(self, query: bytes) -> None:
         self.pgconn.send_query(query)
@@ -99,7 +117,7 @@ def _copy_writer_class() -> type:
                 while link.pgconn.put_copy_end(message) == 0:
                     link.wait(write=True)
                 link.flush()
-            except Exception as lost:
+            except Exception as lost:  # noqa: BLE001 - see below
                 # Kept for the outcome, not raised: the next read fails too, unless this was the
                 # last COPY. When the COPY was being cancelled (``exc``), nothing can commit and
                 # ``exc`` is what the caller sees; psycopg would only log this one.

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import Counter
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from functools import cached_property
 from itertools import chain, groupby, islice, repeat
 from operator import eq, itemgetter, methodcaller
-from typing import Any, Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import (
-    CHAR, NCHAR, URL, ColumnElement, Connection, Engine, MetaData, Table, bindparam, func, make_url, select, tuple_,
+    URL,
+    ColumnElement,
+    Connection,
+    Engine,
+    MetaData,
+    Table,
+    bindparam,
+    func,
+    make_url,
+    select,
+    tuple_,
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
@@ -23,25 +33,14 @@ from ...redact import mask_secrets
 from ...types import Filter, Record, RecordId
 from ..base import SAVED, JournalEntry, PendingWrite, Store, keyset_pages, match_fields
 from ..common import OnConflict, check_on_conflict, describe_values
+from .batch import FastPathRefused, InsertBatch, WriteInFlight
 from .clauses import after_clause, after_param, filter_clause, ids_clause
-from .dialects import adapt_reflected_table, unkept_value, why_dropped
+from .dialects import check_upsert, dialect_for
 from .driver import DriverStatement, PageQuery, as_dicts, unprocessed
 from .driver_errors import classify, driver_error, error_detail, map_errors
 from .engines import acquire_engine, prepare_to_write, release_engine
-from .identity import sql_dataset, sqlite_file
-from .inserts import FastPathRefused, InsertBatch, inserter_for
-from .journal import (
-    append_entry,
-    create_journal,
-    delete_entries,
-    has_entry,
-    journal_exists,
-    journal_table,
-    journal_values,
-    read_entries,
-)
-from .postgres import alone_in_autocommit, journal_insert, plain_session, quiet_pipeline
-from .postgres_copy import COPY_MIN_ROWS, CopyInFlight, can_stream, start_copy
+from .identity import sql_dataset
+from .journal import create_journal, delete_entries, has_entry, journal_exists, journal_table, read_entries
 
 EXPLAIN_DUPLICATES_UP_TO = 10_000
 """Largest batch whose duplicate error names the clashing records: one lookup of the batch's
@@ -85,7 +84,8 @@ class SqlStore(Store):
 
     A native filter is a SQLAlchemy clause, e.g. ``store.table.c.n > 3``.
 
-    Per database (``docs/stores.md`` has the details): PostgreSQL saves plain batches with
+    What differs per database is the store's :attr:`impl`, one :class:`~.dialect.SqlDialect`
+    class per database (``docs/stores.md`` has the details): PostgreSQL saves plain batches with
     ``COPY`` (``postgres.py``), MariaDB/MySQL with multi-row INSERTs (``mysql.py``). A reflected
     table's types are made faithful (``types.py``): JSON columns give dicts and lists on every
     database, MySQL's BOOL gives bool, aware datetimes keep their instant.
@@ -125,7 +125,9 @@ class SqlStore(Store):
         else:
             self.url = make_url(url_or_engine)
             self.dialect = self.url.get_backend_name()
-        self._insert = inserter_for(self.dialect, self.on_conflict)
+        self.impl = dialect_for(self.dialect)
+        """What this store's database does its own way."""
+        check_upsert(self.impl, self.on_conflict)
         self._engine_options = dict(create_engine_kwargs or {})
         self._table: Table | None = table if isinstance(table, Table) else None
         self._table_arg = table if isinstance(table, str) else table.name
@@ -165,21 +167,14 @@ class SqlStore(Store):
         if self._table is None:
             with self._lock:
                 if self._table is None:
-                    self._check_database_file()
+                    self.impl.check_url(self.url, self._label)
                     with self._errors(), self.engine.connect() as conn:
                         table = Table(self._table_arg, MetaData(), schema=self._schema, autoload_with=conn)
-                        adapt_reflected_table(table, conn)
+                        self.impl.adapt_table(table, conn)
                     if self.key_given:
                         self._check_key(table)
                     self._table = table
         return self._table
-
-    def _check_database_file(self) -> None:
-        """A SQLite file that does not exist holds no table: a mistyped path, which connecting
-        would answer by creating an empty file (and "no such table")."""
-        path = sqlite_file(self.url) if self.dialect == "sqlite" else None
-        if path is not None and not os.path.exists(path):
-            raise StoreUnusableError(f"{self._label}: no SQLite database file at {path}")
 
     @cached_property
     def key_fields(self) -> tuple[str, ...]:  # type: ignore[override]  # given: an attribute
@@ -218,7 +213,7 @@ class SqlStore(Store):
             )
 
     def _errors(self) -> AbstractContextManager[None]:
-        return map_errors(self._label, self.dialect)
+        return map_errors(self._label, self.impl)
 
     def _key_columns(self) -> list[ColumnElement[Any]]:
         return [self.table.c[f] for f in self.key_fields]
@@ -247,11 +242,11 @@ class SqlStore(Store):
 
     def read_pages(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int
                    ) -> Generator[list[Record], None, None]:
-        """Pages in key order; on PostgreSQL (psycopg) an unfiltered scan sends each page's query
-        as soon as the page before it is read (psycopg's pipeline mode; each query is still a
-        transaction of its own), so the server runs it while the caller works on that page."""
+        """Pages in key order; where the dialect can (PostgreSQL on psycopg) an unfiltered scan
+        sends each page's query as soon as the page before it is read, so the server runs it
+        while the caller works on that page."""
         pages = super().read_pages(filter, after, limit)  # type: ignore[arg-type]  # read_page takes clauses
-        if filter is not None or self.engine.dialect.driver != "psycopg":
+        if filter is not None or not self.impl.pipelines(self.engine):
             yield from pages
             return
         for page in pages:  # the first pages go through SQLAlchemy, which shows the driver's SQL
@@ -266,24 +261,11 @@ class SqlStore(Store):
                          ) -> Generator[list[Record], None, None]:
         statement, keys = driver
         with self._errors(), self.engine.connect() as conn:
-            raw: Any = conn.connection.driver_connection
-            if plain_session(raw):  # else a pipeline would run in one long transaction
-
-                def send(last: RecordId) -> Any:
-                    cursor = raw.cursor()
-                    cursor.execute(statement.sql, statement.params(self._page_values(last, limit)))
-                    return cursor
-
-                try:
-                    with alone_in_autocommit(raw, "psycopg"), quiet_pipeline(raw):
-                        pending = send(after)
-                        while pending is not None:
-                            page = [dict(zip(keys, row)) for row in pending.fetchall()]
-                            pending = send(self.id_of(page[-1])) if len(page) == limit else None
-                            if page:
-                                yield page
-                except conn.dialect.loaded_dbapi.Error as exc:
-                    raise driver_error(conn, exc, statement.sql) from exc
+            pages = self.impl.pipelined_pages(conn, statement, keys,
+                                              lambda last: statement.params(self._page_values(last, limit)),
+                                              self.id_of, after, limit)
+            if pages is not None:
+                yield from pages
                 return
         yield from super().read_pages(None, after, limit)  # page by page, that connection back in the pool
 
@@ -304,8 +286,8 @@ class SqlStore(Store):
         columns = self._key_columns()
         statement = select(*self._columns(names)).where(filter_clause(self.table, filter, self._label))
         if after:
-            statement = statement.where(after_clause(columns, self.dialect))
-        query = PageQuery(statement.order_by(*columns).limit(bindparam("limit")))
+            statement = statement.where(after_clause(columns, self.impl))
+        query = PageQuery(statement.order_by(*columns).limit(bindparam("limit")), self.impl)
         if cached:
             self._pages[after] = query
         return query
@@ -323,7 +305,7 @@ class SqlStore(Store):
 
     # --- matching -------------------------------------------------------------------------
 
-    def match_pages(self, filter: Filter | ClauseElement | None, batch_size: int,  # type: ignore[override]
+    def match_pages(self, filter: Filter | ClauseElement | None, batch_size: int,
                     columns: Sequence[str] | None = None) -> Iterator[list[Record]]:
         """Keyset pages as :meth:`read_pages` reads them; with ``columns``, of those columns only."""
         if columns is None:
@@ -369,10 +351,7 @@ class SqlStore(Store):
 
     def _streamed_rows(self, conn: Connection, statement: Any) -> tuple[list[str], Iterator[Sequence[Any]]]:
         """The column names of ``statement`` and its rows, fetched :data:`FETCH_ROWS` at a time."""
-        if self.dialect == "sqlite":  # a sqlite3 cursor steps through the result as it is read
-            result = conn.execute(statement)
-        else:
-            result = conn.execution_options(stream_results=True, max_row_buffer=FETCH_ROWS).execute(statement)
+        result = conn.execution_options(**self.impl.stream_options(FETCH_ROWS)).execute(statement)
         keys = list(result.keys())
         if unprocessed(result):  # plain columns: the driver's tuples, without SQLAlchemy's Rows
             return keys, chain.from_iterable(_driver_chunks(conn, result))
@@ -389,8 +368,9 @@ class SqlStore(Store):
         return sorted(records, key=self.id_of)
 
     def can_match_in(self, field: str, values: Sequence[Any]) -> bool:
-        """Integer columns always compare like Python; text columns only with the binary
-        comparison of SQLite and PostgreSQL's default collation (MySQL's ignore case)."""
+        """Integer columns always compare like Python; text columns where the dialect says so
+        (``SqlDialect.compares_like_python``: SQLite's and PostgreSQL's default collations, not
+        MySQL's, which ignore case)."""
         column = self.table.c.get(field)
         if column is None:
             return False
@@ -400,10 +380,8 @@ class SqlStore(Store):
         except NotImplementedError:
             return False
         if kind is str:
-            if self.dialect not in ("sqlite", "postgresql") or getattr(sql_type, "collation", None):
+            if not self.impl.compares_like_python(sql_type):
                 return False
-            if self.dialect != "sqlite" and isinstance(sql_type, (CHAR, NCHAR)):
-                return False  # blank-padded: 'a' = 'a  ' in the database, not in Python
         elif kind is not int:
             return False
         return all(type(v) is kind for v in values)
@@ -420,8 +398,8 @@ class SqlStore(Store):
         self.begin_save_all(records, journal=journal).wait()
 
     def begin_save_all(self, records: list[Record], *, journal: JournalEntry | None = None) -> PendingWrite:
-        """:meth:`save_all`, except that on PostgreSQL a plain batch is sent with COPY and
-        committed by the server while the caller goes on (``postgres_copy.py``)."""
+        """:meth:`save_all`, except that where the dialect has a bulk path (PostgreSQL's COPY) a
+        plain batch is sent and committed by the server while the caller goes on."""
         if not records and journal is None:
             return SAVED
         rows, groups = self._rows_to_insert(records)
@@ -436,10 +414,9 @@ class SqlStore(Store):
         with self._batch_errors(rows):
             while True:
                 try:
-                    if fast and self._copies(rows):
-                        flight = self._start_copy(groups, journal)
-                        if flight is not None:
-                            return _CopyWrite(self, rows, groups, journal, flight)
+                    flight = self._start_copy(groups, journal) if fast else None
+                    if flight is not None:
+                        return _CopyWrite(self, rows, groups, journal, flight)
                     self._write(groups, journal, fast)
                     return SAVED
                 except FastPathRefused as refused:
@@ -451,7 +428,7 @@ class SqlStore(Store):
         """Errors of saving ``rows`` mapped: a duplicate names its records (in batches small enough
         to look them up), a lost connection asks whether the database still answers."""
         explain = (lambda: self._explain_duplicate(rows)) if len(rows) <= EXPLAIN_DUPLICATES_UP_TO else None
-        return map_errors(self._label, self.dialect, explain, on_lost=lambda: self._still_answers(rows),
+        return map_errors(self._label, self.impl, explain, on_lost=lambda: self._still_answers(rows),
                           constraint_columns=self._constraint_columns)
 
     def _constraint_columns(self, name: str) -> tuple[str, ...]:
@@ -473,25 +450,13 @@ class SqlStore(Store):
         "" (see ``driver_errors``)."""
         try:
             with self.engine.connect() as conn:
-                return why_dropped(conn, rows)
+                return self.impl.why_dropped(conn, rows)
         except Exception:  # noqa: BLE001 - any failure to answer is an answer
             return None
 
-    def _copies(self, rows: list[Record]) -> bool:
-        return self.dialect == "postgresql" and self.on_conflict == "error" and len(rows) >= COPY_MIN_ROWS
-
-    def _start_copy(self, groups: list[list[Record]], journal: JournalEntry | None) -> CopyInFlight | None:
-        """The batch sent by COPY on a connection of its own; None if the session cannot stream."""
-        conn = self.engine.connect()
-        try:
-            if not can_stream(conn):
-                conn.close()
-                return None
-            statement = None if journal is None else journal_insert(conn, self._journal, journal_values(journal))
-        except BaseException:
-            conn.close()
-            raise
-        return start_copy(conn, self.table, groups, statement)
+    def _start_copy(self, groups: list[list[Record]], journal: JournalEntry | None) -> WriteInFlight | None:
+        """The batch sent by the dialect's bulk path, or None if it has none for these rows."""
+        return self.impl.start_copy(self.engine, self.table, groups, self.on_conflict, self._journal, journal)
 
     def _log_refusal(self, refused: FastPathRefused) -> None:
         log.debug("%s: %s; saving the batch again%s", self._label, refused,
@@ -504,10 +469,10 @@ class SqlStore(Store):
                 prepare_to_write(conn)
                 with conn.begin() as transaction:
                     for rows in groups:
-                        self._insert(conn, InsertBatch(self.table, rows, self.key_fields, self.on_conflict, fast))
+                        self.impl.insert(conn, InsertBatch(self.table, rows, self.key_fields, self.on_conflict, fast))
                     if journal is not None:
                         committing = True  # from here a lost connection leaves the outcome in doubt
-                        append_entry(conn, self._journal, journal, commit=True)
+                        self.impl.append_journal(conn, self._journal, journal, commit=True)
                     transaction.commit()  # nothing left to do if the entry's INSERT committed it
         except sa_exc.DBAPIError as error:
             if not (committing and self._landed(error, journal)):
@@ -520,7 +485,7 @@ class SqlStore(Store):
         plain TransientStoreError (never split: the engine retries the same batch, whose
         :meth:`_committed_before` asks again), and never a ConnectionDroppedError.
         """
-        if journal is None or classify(error, self.dialect) != "lost":
+        if journal is None or classify(error, self.impl) != "lost":
             return False
         try:
             with self.engine.connect() as conn:
@@ -568,7 +533,7 @@ class SqlStore(Store):
                 raise StoreUnusableError(
                     f"{self._label}: {self.describe(record)} has fields the table lacks: {', '.join(unknown)}"
                 )
-        unkept = unkept_value(self.dialect, rows)
+        unkept = self.impl.unkept_value(rows)
         if unkept is not None:
             record, field, why = unkept
             raise TerminalStoreError(
@@ -653,11 +618,11 @@ class SqlStore(Store):
 
 
 class _CopyWrite(PendingWrite):
-    """A batch sent by COPY: waiting reads its outcome, and sends it again (text COPY, then
-    INSERT) if COPY refused a value."""
+    """A batch sent by a bulk path (COPY): waiting reads its outcome, and sends it again (text
+    COPY, then INSERT) if the bulk path refused a value."""
 
     def __init__(self, store: SqlStore, rows: list[Record], groups: list[list[Record]],
-                 journal: JournalEntry | None, flight: CopyInFlight) -> None:
+                 journal: JournalEntry | None, flight: WriteInFlight) -> None:
         self._store, self._rows, self._groups, self._journal, self._flight = store, rows, groups, journal, flight
 
     def wait(self) -> None:

@@ -2,7 +2,7 @@
 
 SQLAlchemy's reflection is faithful on PostgreSQL. Elsewhere a few reflected types lose
 information or refuse common values, so right after reflecting a table the store replaces them
-with the types below (each dialect's module has an ``adapt_table``; ``dialects.py`` lists them):
+with the types below (each dialect class's ``adapt_table``):
 
 =================  ==============================  ====================================================
 database           column                          read / written as
@@ -26,7 +26,7 @@ Tables passed in as ``sqlalchemy.Table`` objects are used as given: their types 
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import DateTime, Integer, String
@@ -36,7 +36,7 @@ from sqlalchemy.types import TypeDecorator, TypeEngine
 def to_utc_naive(value: Any) -> Any:
     """An aware datetime as naive UTC; anything else unchanged."""
     if isinstance(value, datetime) and value.tzinfo is not None:
-        return value.astimezone(timezone.utc).replace(tzinfo=None)
+        return value.astimezone(UTC).replace(tzinfo=None)
     return value
 
 
@@ -61,7 +61,7 @@ class UtcTimestamp(TypeDecorator[datetime]):
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
+            return value.replace(tzinfo=UTC)
         return value
 
 

@@ -4,6 +4,7 @@ epochs, a lost lease, the heartbeat, one run at a time."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import socket
 import sqlite3
@@ -127,18 +128,22 @@ def test_assert_held_asks_the_file_even_when_the_heartbeat_saw_nothing(tmp_path:
     ledger.close()
 
 
-def test_the_heartbeat_survives_a_locked_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_heartbeat_survives_a_locked_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     monkeypatch.setenv("FERRYMAN_LEASE_STALE_AFTER", "0.4")
     path = tmp_path / "l.db"
     ledger = SqliteLedger(path)
     ledger.begin_run([])
     blocker = sqlite3.connect(path, isolation_level=None)  # a lock, no SQL on the ledger's tables
-    blocker.execute("BEGIN IMMEDIATE")  # the heartbeat's updates fail: "database is locked"
-    locked_at = time.time()
-    time.sleep(0.5)  # several heartbeats fail meanwhile: that is what is tested
-    blocker.execute("COMMIT")
+    with caplog.at_level(logging.WARNING, logger="ferryman"):
+        blocker.execute("BEGIN IMMEDIATE")  # the heartbeat's updates fail: "database is locked"
+        # several heartbeats fail meanwhile, for half the stale limit: that is what is tested
+        poll_until(lambda: any("heartbeat" in r.getMessage() and "has failed for" in r.getMessage()
+                               for r in caplog.records), what="the warning of a failing heartbeat")
+        blocker.execute("COMMIT")
+    unlocked_at = time.time()
     blocker.close()
-    poll_until(lambda: (holder := ledger.holder()) is not None and holder.heartbeat > locked_at + 0.5,
+    poll_until(lambda: (holder := ledger.holder()) is not None and holder.heartbeat > unlocked_at,
                what="a heartbeat after the lock")
     ledger.assert_held()
     ledger.end_run(RunResult([]))

@@ -5,9 +5,10 @@ an INSERT through SQLAlchemy stores (JSON text for a str in a JSON column, ...).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, create_engine, event, text

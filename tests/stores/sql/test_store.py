@@ -3,21 +3,28 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, ClassVar
 
 import psycopg
 import pymysql  # type: ignore[import-untyped]
 import pytest
-from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, event, exc as sa_exc, text
+from sqlalchemy import Column, Engine, ForeignKey, Integer, MetaData, Table, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import NullPool
 
 from ferryman.errors import (
-    DuplicateDataError, StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError,
+    DuplicateDataError,
+    StoreError,
+    StoreUnusableError,
+    TerminalStoreError,
+    TransientStoreError,
 )
 from ferryman.stores import JournalEntry, SqlStore
 from ferryman.stores.common import OnConflict
-from ferryman.stores.sql import driver as driver_module
+from ferryman.stores.sql import postgres as postgres_module
+from ferryman.stores.sql.dialects import dialect_for
 from ferryman.stores.sql.driver_errors import classify
 from ferryman.testing import COMPOSITE_KEY, INT_KEY, Layout, StoreContract, StoreFactory, create_test_table
 from ferryman.testing.store_suite import shuffled
@@ -79,13 +86,15 @@ class TestSqliteStore(SqlContract):
     database = "sqlite"
 
 
+@pytest.mark.postgres
 class TestPostgresStore(SqlContract):
     database = "postgresql"
 
 
+@pytest.mark.mysql
 class TestMariaDbStore(SqlContract):
     database = "mariadb"
-    not_applicable = {
+    not_applicable: ClassVar[dict[str, str]] = {
         "test_upsert_still_rejects_a_clash_on_another_unique_field":
             "ON DUPLICATE KEY UPDATE fires on a clash with any unique key (docs/stores.md)",
     }
@@ -187,7 +196,7 @@ def test_postgres_page_reads_leave_pooled_connections_as_they_were(
     create_test_table(ddl, "items", INT_KEY)
     ddl.dispose()
     in_autocommit: list[bool] = []
-    real = driver_module.alone_in_autocommit
+    real = postgres_module.alone_in_autocommit
 
     @contextmanager
     def spy(raw: Any, driver: str) -> Iterator[None]:
@@ -195,7 +204,7 @@ def test_postgres_page_reads_leave_pooled_connections_as_they_were(
             in_autocommit.append(raw.autocommit)
             yield
 
-    monkeypatch.setattr(driver_module, "alone_in_autocommit", spy)
+    monkeypatch.setattr(postgres_module, "alone_in_autocommit", spy)
     for options, autocommit in (({}, True), ({"isolation_level": "REPEATABLE READ"}, False)):
         in_autocommit.clear()
         engine = create_engine(postgres_url, **options)  # type: ignore[arg-type]
@@ -209,7 +218,7 @@ def test_postgres_page_reads_leave_pooled_connections_as_they_were(
                 raw = conn.connection.driver_connection
                 assert raw is not None and raw.autocommit is False
             with pytest.raises(DuplicateDataError):  # still one transaction: nothing of it stays
-                store.save_all(INT_KEY.rows(range(20, 40)) + [INT_KEY.row(3)], journal=JournalEntry("m", "q"))
+                store.save_all([*INT_KEY.rows(range(20, 40)), INT_KEY.row(3)], journal=JournalEntry("m", "q"))
             assert store.count() == 20 and [e.payload for e in store.read_journal("m")] == ["p"]
             store.delete_journal("m")
             with engine.begin() as conn:
@@ -472,12 +481,12 @@ def _wrapped(orig: BaseException, wrapper: type[sa_exc.DBAPIError] = sa_exc.Oper
     ids=lambda value: value if isinstance(value, str) else None,
 )
 def test_error_classification(error: Exception, dialect: str, kind: str) -> None:
-    assert classify(error, dialect) == kind
+    assert classify(error, dialect_for(dialect)) == kind
 
 
 def test_invalidated_connection_is_lost() -> None:
     error = sa_exc.DBAPIError("SELECT 1", {}, sqlite3.DatabaseError("boom"), connection_invalidated=True)
-    assert classify(error, "sqlite") == "lost"
+    assert classify(error, dialect_for("sqlite")) == "lost"
 
 
 def test_can_match_in_only_where_the_database_compares_like_python(sqlite_url, mysql_url):

@@ -9,9 +9,10 @@ themselves (COPY used, multi-row INSERT on MariaDB), their fallbacks, and bounde
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, event, text
@@ -21,8 +22,8 @@ from ferryman import Cardinality, MigrationService, Retry, migration
 from ferryman.errors import DuplicateDataError, StopRequested, StoreError, StoreUnusableError, TerminalStoreError
 from ferryman.progress.files import open_ledger
 from ferryman.stores import JournalEntry, MemoryStore, SqlStore
+from ferryman.stores.sql import postgres as postgres_module
 from ferryman.stores.sql import postgres_copy as copy_module
-from ferryman.stores.sql import store as store_module
 from ferryman.types import Record
 
 DATABASES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
@@ -377,7 +378,7 @@ def test_copy_commits_with_the_journal_entry_or_not_at_all(
     def failing_insert(*args: Any) -> bytes:
         return b"INSERT INTO no_such_table VALUES (1)"  # the journal insert fails after the COPY
 
-    monkeypatch.setattr(store_module, "journal_insert", failing_insert)
+    monkeypatch.setattr(postgres_module, "journal_insert", failing_insert)
     with pytest.raises(StoreUnusableError, match="no_such_table"):
         pg_items.save_all(items(range(20, 40)), journal=JournalEntry("m", "second"))
     assert copy_calls == [(True, 20), (True, 20)]  # a missing table is not a format: not sent again

@@ -22,9 +22,11 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
+import helpers
 import psycopg
 import pymysql  # type: ignore[import-untyped]
 import pytest
@@ -33,14 +35,14 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-import helpers
 from ferryman import Cardinality, MigrationService, Retry, migration
 from ferryman.errors import ConnectionDroppedError, StoreError, StoreUnusableError, TransientStoreError
 from ferryman.pipeline.pages import source_pages
 from ferryman.progress.files import open_ledger
 from ferryman.report import RunResult
 from ferryman.stores import JournalEntry, SqlStore
-from ferryman.stores.sql import journal as journal_module
+from ferryman.stores.sql import engines
+from ferryman.stores.sql import postgres as postgres_module
 from ferryman.stores.sql import postgres_copy as copy_module
 from ferryman.stores.sql import postgres_link as link_module
 from ferryman.stores.sql import store as store_module
@@ -332,10 +334,11 @@ def test_a_pooled_connection_killed_while_idle_is_replaced_unnoticed(
         assert store.count() == 3
     assert pings == []  # the pooled connection came back a moment ago and the server sent nothing
     with store.engine.connect() as conn:
-        killed = connection_id(conn.connection.driver_connection)
+        pooled = conn.connection.driver_connection
+        killed = connection_id(pooled)
     kill_backend(server_url, killed)
     wait_until(lambda: not _alive(server_url, killed), 10)
-    time.sleep(0.05)  # the socket's end reaches us
+    wait_until(lambda: engines._has_input(pooled), 10)  # the socket's end reaches us
     assert store.count() == 3  # no error: the dead connection was noticed, pinged and replaced
     assert len(pings) == 1
     with store.engine.connect() as conn:
@@ -345,8 +348,6 @@ def test_a_pooled_connection_killed_while_idle_is_replaced_unnoticed(
 def test_a_connection_idle_for_long_is_pinged(
     server_url: str, stores: list[SqlStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ferryman.stores.sql import engines
-
     store = make_items(server_url, stores)
     assert store.count() == 0
     pings: list[Any] = []
@@ -414,14 +415,14 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
         store.save_all([], journal=JournalEntry("warm-up", ""))  # the journal table exists now
         dialect = store.engine.dialect
         real = dialect.do_commit
-        real_insert_and_commit = journal_module.insert_and_commit
+        real_insert_and_commit = postgres_module.insert_and_commit
         real_finish = copy_module.CopyInFlight.finish
         copy_writer = link_module._copy_writer_class()
         real_end_copy = copy_writer.finish
 
         def once() -> None:
             monkeypatch.setattr(dialect, "do_commit", real)
-            monkeypatch.setattr(journal_module, "insert_and_commit", real_insert_and_commit)
+            monkeypatch.setattr(postgres_module, "insert_and_commit", real_insert_and_commit)
             monkeypatch.setattr(copy_module.CopyInFlight, "finish", real_finish)
             monkeypatch.setattr(copy_writer, "finish", real_end_copy)
 
@@ -454,7 +455,7 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
             raise sa_exc.OperationalError("COPY", {}, lost, connection_invalidated=True)
 
         monkeypatch.setattr(dialect, "do_commit", do_commit)
-        monkeypatch.setattr(journal_module, "insert_and_commit", insert_and_commit)
+        monkeypatch.setattr(postgres_module, "insert_and_commit", insert_and_commit)
         monkeypatch.setattr(copy_writer, "finish", end_copy)
         monkeypatch.setattr(copy_module.CopyInFlight, "finish", finish)
 
@@ -549,7 +550,7 @@ def run_through(
     def run() -> None:
         try:
             outcome["result"] = service.run()
-        except BaseException as exc:  # reported below
+        except BaseException as exc:  # noqa: BLE001 - reported below
             outcome["error"] = exc
 
     worker = threading.Thread(target=run)

@@ -75,7 +75,7 @@ def test_not_null_check_and_foreign_key_violations_name_what_they_can(items):
 
 
 def test_a_field_missing_from_a_not_null_column_without_default_names_it(items):
-    dialect, store = items
+    _dialect, store = items
     with pytest.raises(TerminalStoreError) as info:
         store.save_all([{"id": 7, "b": 1, "c": 1}])
     assert info.value.columns == ("a",), str(info.value)
