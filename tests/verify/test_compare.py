@@ -1,18 +1,15 @@
-"""Field comparison and sampling, the two pieces of verification with rules of their own."""
+"""Field comparison: equal, drifted (by kind) or different."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
-import random
-from collections import Counter
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ferryman.sampling import reservoir
 from ferryman.verify.compare import as_float4, compare, diff_record
 
 finite = st.floats(allow_nan=False, allow_infinity=False, min_value=-1e30, max_value=1e30)
@@ -73,24 +70,3 @@ def test_a_record_is_compared_on_the_fields_of_the_output():
     assert [(d.field, d.drift) for d in diffs] == [("name", None), ("price", "decimal_as_float")]
     missing = diff_record({"id": 1, "gone": 2}, {"id": 1})
     assert [d.describe() for d in missing] == ["gone: different: wrote 2 (int), found nothing (no such column)"]
-
-
-@given(st.lists(st.integers(), unique=True, max_size=300), st.integers(min_value=0, max_value=50),
-       st.integers(min_value=0))
-def test_a_reservoir_is_a_subset_of_the_right_size_with_the_right_count(items, k, seed):
-    sample, n = reservoir(iter(items), k, random.Random(seed))
-    assert n == len(items)
-    assert len(sample) == min(k, len(items))
-    assert len(set(sample)) == len(sample) and set(sample) <= set(items)
-
-
-def test_a_reservoir_is_uniform():
-    """Each of 10 items lands in a sample of 3 as often as random.sample puts it there."""
-    rng = random.Random(7)
-    ours: Counter[int] = Counter()
-    theirs: Counter[int] = Counter()
-    for _ in range(20_000):
-        ours.update(reservoir(range(10), 3, rng)[0])
-        theirs.update(rng.sample(range(10), 3))
-    for item in range(10):  # 6,000 expected; 5 standard deviations is about 330
-        assert abs(ours[item] - 6000) < 330 and abs(theirs[item] - 6000) < 330
