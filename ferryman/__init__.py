@@ -27,14 +27,17 @@ from .errors import (
     TerminalStoreError,
     TransientStoreError,
 )
+from .eventlog import EventLog
 from .events import RunObserver
 from .lookup import Lookup
+from .notify import Notifier
 from .progress.failed import FailedRecords
 from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
 from .report import MigrationReport, MigrationState, RunResult
 from .service import MigrationService, StoreRegistry
 from .stores import JournalEntry, MemoryStore, PendingWrite, SqlDatabase, SqlStore, Store
+from .verify import MigrationVerification, VerificationResult
 
 __version__ = "0.1.0"
 
@@ -54,6 +57,7 @@ __all__ = [
     "CardinalityError",
     "ConnectionDroppedError",
     "DuplicateDataError",
+    "EventLog",
     "FailedRecord",
     "FailedRecords",
     "FerrymanError",
@@ -76,7 +80,9 @@ __all__ = [
     "MigrationService",
     "MigrationSpec",
     "MigrationState",
+    "MigrationVerification",
     "MongoStore",
+    "Notifier",
     "PendingWrite",
     "PlanError",
     "ProgressFormatError",
@@ -93,5 +99,6 @@ __all__ = [
     "TargetError",
     "TerminalStoreError",
     "TransientStoreError",
+    "VerificationResult",
     "migration",
 ]

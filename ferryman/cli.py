@@ -27,8 +27,10 @@ from typing import Any, TypeVar
 import click
 
 from . import __version__, commands, console
+from .deadline import parse_duration
 from .declare import check_max_failures
-from .errors import DRIVER_MODULES, FerrymanError, StopRequested, one_line
+from .defaults import DEFAULT_VERIFY_SAMPLE
+from .errors import DRIVER_MODULES, FerrymanError, InputError, StopRequested, one_line
 from .ids import parse_id
 from .progress.model import Action
 from .report import RunResult
@@ -230,6 +232,16 @@ def _budget(text: str | None) -> int | float | None:
             param_hint="--max-failures") from None
 
 
+def _duration(text: str | None, option: str) -> float | None:
+    """A DURATION option (``90s``, ``10m``, ``2h``) in seconds."""
+    if text is None:
+        return None
+    try:
+        return parse_duration(text, option)
+    except InputError as exc:
+        raise click.BadParameter(str(exc).removeprefix(f"{option}: "), param_hint=option) from None
+
+
 @cli.command(context_settings=CONTEXT, short_help="Run the migrations of TARGET (resumes).")
 @click.argument("target")
 @progress_option(False, f"{LEDGER_HELP} Default: the service's own ledger, else "
@@ -250,19 +262,35 @@ def _budget(text: str | None) -> int | float | None:
               help="Stop a migration once more than N of its records failed in this run (or more than "
                    "RATIO, e.g. 0.05, of those attempted); 'inf' never stops. Overrides the migrations' "
                    "own max_failures. Default: each migration's, else stop when its first 1,000 all fail.")
+@click.option("--timeout", metavar="DURATION", callback=lambda _c, _p, v: _duration(v, "--timeout"),
+              help="Stop at the next batch once the run has taken this long (e.g. 90s, 10m, 2h, "
+                   "1h30m), attempts included: it ends failed (exit 1), the progress saved; the next "
+                   "run resumes.")
+@click.option("--events", metavar="FILE", type=click.Path(dir_okay=False),
+              help="Append one JSON line per status change (run and migration started, completed, "
+                   "failed, held back, retried, stopped) to FILE; the ledger keeps them either way "
+                   "(GET /migrate/events).")
+@click.option("--notify", multiple=True, metavar="URL",
+              help="POST JSON to URL when the run starts, each migration ends, the run ends and on "
+                   "fatal errors (a Slack incoming-webhook URL works as is); repeatable. Never fails "
+                   "nor blocks the run: what could not be delivered is listed at the end.")
+@click.option("--verify-sample", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Once the run completed, verify it (as `ferryman verify --sample N`): exit 0 only "
+                   "when the verification passed too.")
 @click.option("--bar/--no-bar", "bar", default=None,
               help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
 @verbose_option
 @debug_option
 def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None,
         linger: float | None, max_tries: int, retry_delay: float, dry_run: bool,
-        max_failures: float | None, bar: bool | None) -> None:
+        max_failures: float | None, timeout: float | None, events: str | None, notify: tuple[str, ...],
+        verify_sample: int | None, bar: bool | None) -> None:
     """Run the migrations of TARGET, resuming where the progress ledger left off.
 
-    Exit codes: 0 every selected migration completed; 1 records failed or migrations
-    were held back (the progress is saved: fix, then run again); 2 usage, definition,
-    plan or connection error before any work; 130 interrupted (Ctrl-C / SIGTERM; the
-    progress is saved). With --serve, the server keeps serving the final status for
+    Exit codes: 0 every selected migration completed; 1 records failed, migrations
+    were held back or the run timed out (the progress is saved: fix, then run again);
+    2 usage, definition, plan or connection error before any work; 130 interrupted
+    (Ctrl-C / SIGTERM; the progress is saved). With --serve, the server keeps serving the final status for
     --linger seconds after the run; Ctrl-C then ends the linger, not the exit code.
 
     \b
@@ -270,6 +298,8 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
       ferryman run migrations.py
       ferryman run pkg.migrations --progress progress.db --only order_lines
       ferryman run migrations.py --serve 127.0.0.1:8765 --max-tries 3 --retry-delay 60
+      ferryman run migrations.py --timeout 2h --verify-sample 1000 --events events.jsonl
+      ferryman run migrations.py --notify https://hooks.slack.com/services/T000/B000/XXXX
       ferryman run migrations.py --dry-run
     """
     if linger is not None and serve is None:
@@ -296,7 +326,8 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
     try:
         result = commands.run(
             target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
-            retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, observers=[display],
+            retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, timeout=timeout,
+            events=events, notify=list(notify), verify_sample=verify_sample, observers=[display],
             echo=say, linger=commands.DEFAULT_LINGER if linger is None else linger, on_finished=finished,
         )
     finally:
@@ -345,6 +376,51 @@ def reset(target: str, migrations: tuple[str, ...], with_dependants: bool, progr
     """
     for line in commands.reset(target, list(migrations), progress=progress, with_dependants=with_dependants):
         click.echo(line)
+
+
+@cli.command(context_settings=CONTEXT, short_help="Check the destinations hold what the progress says.")
+@click.argument("target")
+@progress_option(False, f"{LEDGER_HELP} Default: the one `ferryman run TARGET` uses.")
+@click.option("--sample", type=click.IntRange(min=1), default=None, metavar="N",
+              help=f"Replay N succeeded records per migration, chosen at random (default {DEFAULT_VERIFY_SAMPLE:,}).")
+@click.option("--all", "all_", is_flag=True, help="Replay every succeeded record (slower; memory stays bounded).")
+@click.option("--only", multiple=True, metavar="NAME",
+              help="Verify only this migration (name or identity); repeatable.")
+@click.option("--seed", type=int, default=None, help="Seed of the random sample (the same seed, the same sample).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@debug_option
+def verify(target: str, progress: str | None, sample: int | None, all_: bool, only: tuple[str, ...],
+           seed: int | None, as_json: bool) -> None:
+    """Check that the destinations hold what the progress says was migrated.
+
+    For each migration: the source's count must equal succeeded + failed + ignored; a random
+    sample (or --all) of succeeded records is read again, matched and transformed (read-only:
+    nothing is saved), and each output is looked up under its key and compared field by field
+    (missing, duplicated, different, type drift such as a float stored as float4, a Decimal
+    back as float, a timestamp that lost its zone); then the migration's own verify hook.
+    Never writes to a destination. The result is kept in the progress ledger (ferryman status,
+    GET /migrate/verify, metrics).
+
+    Exit codes: 0 every check passed; 1 a check failed; 2 nothing was checked (usage, no
+    ledger, a store that cannot be read, a run holding the ledger).
+
+    \b
+    Examples:
+      ferryman verify migrations.py --progress progress.db
+      ferryman verify migrations.py --progress progress.db --all --only order_lines
+      ferryman verify migrations.py --sample 10000 --seed 7 --json
+    """
+    if all_ and sample is not None:
+        raise click.UsageError("--sample and --all do not go together: --all replays every record")
+    result = commands.verify(target, progress=progress, only=list(only) or None, seed=seed,
+                             sample=None if all_ else (sample or DEFAULT_VERIFY_SAMPLE))
+    ctx = click.get_current_context()
+    ctx.meta[EXIT_CODE] = result.exit_code
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        echo(result.summary())
+    ctx.exit(result.exit_code)
 
 
 # --- serve and status --------------------------------------------------------------------------------

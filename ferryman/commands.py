@@ -15,19 +15,24 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from .console import RetryLines
+from .deadline import check_timeout, parse_duration
+from .defaults import DEFAULT_VERIFY_SAMPLE
 from .dry_run import DryRunResult
 from .errors import FerrymanError, InputError, TargetError, one_line
 from .events import RunObserver
+from .notify import check_url
 from .progress.exchange import export_progress, import_progress
 from .progress.failed import FailedRecords, FailedRow
 from .progress.files import checked_location, existing, load_progress, open_ledger, remove_ledger
 from .progress.ledger import Ledger
 from .progress.model import Action
+from .progress.reader import LedgerReader
 from .progress.storage import checked_path
 from .report import RunResult
 from .server.address import DEFAULT_HOST, DEFAULT_PORT, check_port_free, parse_host_port
@@ -35,6 +40,7 @@ from .service import DEFAULT_RETRY_DELAY, MigrationService, check_attempts
 from .signals import stops_interrupt
 from .target import Target, load_target
 from .types import RecordId
+from .verify import VerificationResult, check_sample
 
 DEFAULT_PROGRESS = "ferryman-progress.db"
 """The progress ledger ``ferryman run`` uses when no ``--progress`` is given (in the cwd)."""
@@ -119,6 +125,10 @@ def run(
     retry_delay: float = DEFAULT_RETRY_DELAY,
     dry_run: bool = False,
     max_failures: float | None = None,
+    timeout: float | str | None = None,
+    events: str | os.PathLike[str] | None = None,
+    notify: Sequence[str] = (),
+    verify_sample: int | None = None,
     observers: Sequence[RunObserver] = (),
     echo: Echo = _quiet,
     linger: float = 0.0,
@@ -138,6 +148,13 @@ def run(
             result (a :class:`~ferryman.dry_run.DryRunResult`) says what would be written.
         max_failures: a failure budget for every migration, over their own (see
             ``@migration(max_failures=...)``).
+        timeout: seconds, or a duration such as ``"90s"``, ``"10m"``, ``"2h"``: the run stops
+            at the next batch once it is up, and ends failed (see :meth:`MigrationService.run`).
+        events: a file the run appends its events to, one JSON line each (see
+            :mod:`ferryman.eventlog`); the ledger keeps them either way.
+        notify: URLs to POST the run's events to, as JSON (see :mod:`ferryman.notify`); a
+            notification not delivered is said by ``echo``, never fatal.
+        verify_sample: once the run completed, verify it with this sample (see :func:`verify`).
         observers: more RunObservers (the CLI adds its progress display here).
         echo: receives the lines a person watching the run wants to see.
         linger: with ``serve``, seconds to keep serving the final status once the run is over
@@ -149,6 +166,9 @@ def run(
             unreachable, the port is taken, the target or an argument is unusable.
     """
     check_attempts(max_tries, retry_delay, ("--max-tries", "--retry-delay"))
+    seconds = parse_duration(timeout, "--timeout") if isinstance(timeout, str) else check_timeout(timeout)
+    for url in notify:
+        check_url(url)
     if not 0 <= linger <= threading.TIMEOUT_MAX:  # also NaN
         raise InputError(f"--linger must be a number of seconds >= 0, not {linger:g}")
     with stops_interrupt():  # until the run handles them itself
@@ -157,8 +177,8 @@ def run(
         address = parse_host_port(serve) if isinstance(serve, str) else serve
         with service.observed_by([*observers, RetryLines(echo)]):
             if not dry_run:
-                return _run(service, progress, only, address, max_tries, retry_delay, max_failures, echo,
-                            linger, on_finished)
+                options = _Options(max_tries, retry_delay, max_failures, seconds, events, notify, verify_sample)
+                return _run(service, progress, only, address, options, echo, linger, on_finished)
             result = _dry_run(service, progress, only, max_failures, echo)
             if on_finished is not None:
                 on_finished(result)
@@ -177,9 +197,22 @@ def _dry_run(service: MigrationService, progress: str | os.PathLike[str] | None,
     return service.dry_run(existing, only=only, max_failures=max_failures)
 
 
+@dataclass(frozen=True)
+class _Options:
+    """What ``commands.run`` hands on to :meth:`MigrationService.run`."""
+
+    max_tries: int
+    retry_delay: float
+    max_failures: float | None
+    timeout: float | None
+    events: str | os.PathLike[str] | None
+    notify: Sequence[str]
+    verify_sample: int | None
+
+
 def _run(
     service: MigrationService, progress: str | os.PathLike[str] | None, only: Sequence[str] | None,
-    address: tuple[str, int] | None, max_tries: int, retry_delay: float, max_failures: float | None,
+    address: tuple[str, int] | None, options: _Options,
     echo: Echo, linger: float, on_finished: Callable[[RunResult], None] | None,
 ) -> RunResult:
     if address is not None:
@@ -204,7 +237,7 @@ def _run(
             echo(f"status API and dashboard: {server.url}")
         try:
             with service.observed_by([server.source] if server is not None else []):
-                result = _attempts(service, ledger, only, max_tries, retry_delay, max_failures)
+                result = _attempts(service, ledger, only, options)
         except InputError:  # nothing was done: a ledger this run created goes again
             if created and path is not None:
                 ledger.close()
@@ -226,14 +259,16 @@ def _run(
             ledger.close()
 
 
-def _attempts(service: MigrationService, ledger: Ledger, only: Sequence[str] | None, max_tries: int,
-              retry_delay: float, max_failures: float | None) -> RunResult:
+def _attempts(service: MigrationService, ledger: Ledger, only: Sequence[str] | None,
+              options: _Options) -> RunResult:
     """The run; an error before any migration started is "nothing was done" (InputError)."""
     tracker = _WorkTracker()
     try:
         with service.observed_by([tracker]):
-            return service.run(ledger, only=only, max_failures=max_failures, max_tries=max_tries,
-                               retry_delay=retry_delay)
+            return service.run(ledger, only=only, max_failures=options.max_failures,
+                               max_tries=options.max_tries, retry_delay=options.retry_delay,
+                               timeout=options.timeout, events=options.events, notify=options.notify,
+                               verify_sample=options.verify_sample)
     except (FerrymanError, OSError, sqlite3.Error, SQLAlchemyError) as exc:
         error: BaseException = exc
         if isinstance(exc, sqlite3.Error):  # only the ledger speaks to sqlite3 itself
@@ -284,6 +319,42 @@ def _nothing_done() -> Iterator[None]:
         raise InputError(one_line(exc)) from exc
 
 
+# --- verify --------------------------------------------------------------------------------------
+
+
+def verify(
+    target: str | Target | MigrationService, *, progress: str | os.PathLike[str] | None = None,
+    sample: int | None = DEFAULT_VERIFY_SAMPLE, only: Sequence[str] | None = None, seed: int | None = None,
+) -> VerificationResult:
+    """:meth:`MigrationService.verify` of the target's migrations against the ledger a run of
+    ``target`` would use (``progress``, else the service's own, else ``ferryman-progress.db``);
+    ``sample`` None replays every succeeded record.
+
+    Raises:
+        InputError: nothing was checked: no such ledger or migration, a live run holds the
+            ledger, a store cannot be read.
+    """
+    service = _service_of(target)
+    with _nothing_done():
+        check_sample(sample)
+        service.select(only)
+    path = _ledger_path(service, progress)
+    if path is not None and not os.path.exists(path):
+        raise InputError(f"no progress ledger at {path}: nothing to verify (run the migrations first, "
+                         "or give --progress)")
+    ledger = service.ledger if path is None else _open_ledger(path)
+    assert ledger is not None
+    try:
+        service.check_stores(only)
+        with _nothing_done():
+            if isinstance(ledger, LedgerReader):
+                ledger.refuse_if_live("verify the migrations")
+        return service.verify(ledger, sample=sample, only=only, seed=seed)
+    finally:
+        if path is not None:
+            ledger.close()
+
+
 # --- failed records, export and import -----------------------------------------------------------
 
 
@@ -324,8 +395,9 @@ def status(*, progress: str | os.PathLike[str] | None = None, url: str | None = 
     assert progress is not None
     from .server import LedgerStatusSource
 
-    snapshot = LedgerStatusSource(existing(progress)).snapshot()
-    return {"result": snapshot.result(), "progress": snapshot.progress()}
+    source = LedgerStatusSource(existing(progress))
+    snapshot = source.snapshot()
+    return {"result": snapshot.result(), "progress": snapshot.progress(), "verification": source.verification()}
 
 
 def serve(progress: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,

@@ -449,4 +449,28 @@ def format_status(snapshot: dict[str, Any]) -> str:
         lines.append(format_table([h for h, _ in columns], table))
     elif not lines:
         lines.append("no status to show")
+    verification = snapshot.get("verification")
+    if isinstance(verification, dict) and verification.get("ok") is not None:
+        lines.extend(verification_lines(verification))
     return "\n".join(lines)
+
+
+def verification_lines(verification: dict[str, Any]) -> list[str]:
+    """The newest verification, as ``ferryman status`` shows it: a line, then one per
+    migration that did not pass, with its first problems."""
+    sample = verification.get("sample")
+    scope = "all succeeded records" if sample is None else f"sample {sample:,} per migration"
+    lines = [f"verification: {shown(verification.get('status'))} ({scope}, "
+             f"{shown(verification.get('finished_at', '-'))})"]
+    for m in verification.get("migrations") or []:
+        if not isinstance(m, dict) or m.get("ok"):
+            continue
+        failed = [name for name, check in (m.get("checks") or {}).items()
+                  if isinstance(check, dict) and not check.get("ok")]
+        lines.append(f"  {shown(m.get('name'))}: failed {', '.join(failed)}")
+        for problem in (m.get("problems") or [])[:5]:
+            pid = problem.get("id")
+            pid = tuple(pid) if isinstance(pid, list) else pid
+            where = f" record {shown(format_id(pid))}" if pid is not None else ""
+            lines.append(f"    {shown(problem.get('check'))}{where}: {shown(problem.get('detail'))}")
+    return lines

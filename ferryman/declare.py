@@ -204,6 +204,7 @@ _HOOKS: dict[str, tuple[str, ...]] = {
     "transform": ("aggregates", "record"),
     "start_reduction": ("record", "aggregates"),
     "handle_duplicate": ("error", "record", "outputs", "source", "dest", "registry"),
+    "verify": ("record", "outputs", "stored"),
 }
 _MATCH_PARAMS = ("record", "aggregates", "store")
 _REDUCE_PARAMS = ("aggregates", "batch")

@@ -31,3 +31,7 @@ per migration when its ``Match`` leaves ``preload`` to ferryman (``preload=None`
 PRELOAD_MAX_MB = 256.0
 """Memory budget of one preloaded store, in MB (its records as Python objects, estimated while
 loading). A store that outgrows it is not preloaded: its matches are queried page by page."""
+
+DEFAULT_VERIFY_SAMPLE = 1_000
+"""Succeeded records a verification replays per migration, chosen at random, unless told to
+replay all of them."""

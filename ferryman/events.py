@@ -35,6 +35,11 @@ class RunObserver:
 
     def migration_finished(self, report: MigrationReport) -> None: ...
 
+    def migration_held_back(self, report: MigrationReport) -> None:
+        """The migration will not run in this run: it reads what a migration that failed
+        writes, or what changed since it last ran (``report.held_back_by`` and
+        ``report.held_back_reason`` say which)."""
+
     def run_finished(self, result: RunResult) -> None: ...
 
     def retrying(self, result: RunResult, max_tries: int, delay: float) -> None:
@@ -80,6 +85,9 @@ class Observers(RunObserver):
 
     def migration_finished(self, report: MigrationReport) -> None:
         self._emit("migration_finished", report)
+
+    def migration_held_back(self, report: MigrationReport) -> None:
+        self._emit("migration_held_back", report)
 
     def run_finished(self, result: RunResult) -> None:
         self._emit("run_finished", result)

@@ -6,7 +6,10 @@ import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .verify import VerificationResult
 
 
 class MigrationState(str, Enum):
@@ -100,13 +103,22 @@ class RunResult:
     the run stopped there; the next run records what the destination's journal holds."""
     attempts: int = 1
     """Which attempt this run was (``MigrationService.run(max_tries=...)`` runs several)."""
+    timed_out: str | None = None
+    """What ``last_err`` says when the run's ``timeout`` stopped it (it ends failed), else None."""
+    notification_errors: list[str] = field(default_factory=list)
+    """Notifications (``notify=``) that could not be delivered; they never fail the run."""
+    verification: VerificationResult | None = None
+    """The verification after the run (``verify_sample=``), if one ran."""
+    verification_error: str | None = None
+    """Why the verification after the run could not run (the run is then not ok)."""
 
     @property
     def ok(self) -> bool:
         """True when every selected migration completed and every progress save worked."""
         return (
-            not self.interrupted and not self.callback_errors and not self.ledger_error
+            not self.interrupted and not self.timed_out and not self.callback_errors and not self.ledger_error
             and all(r.state is MigrationState.COMPLETED for r in self.reports)
+            and (self.verification is None or self.verification.ok) and not self.verification_error
         )
 
     def report(self, name: str) -> MigrationReport:
@@ -118,7 +130,8 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """The CLI's exit code: 0 all completed, 1 failures or held back, 130 interrupted."""
+        """The CLI's exit code: 0 all completed, 1 failures, held back or timed out, 130
+        interrupted."""
         if self.interrupted:
             return 130
         return 0 if self.ok else 1
@@ -142,10 +155,17 @@ class RunResult:
             lines.append(line)
         if self.interrupted:
             lines.append(f"interrupted by {self.interrupted}; progress saved, run again to resume")
+        if self.timed_out:
+            lines.append(self.timed_out)
         for err in self.callback_errors:
             lines.append(f"progress persistence failed: {err}")
         if self.ledger_error:
             lines.append(f"the run stopped: {self.ledger_error}")
+        if self.verification is not None:
+            lines.append(self.verification.summary())
+        if self.verification_error:
+            lines.append(self.verification_error)
+        lines.extend(self.notification_errors)
         return "\n".join(lines)
 
 

@@ -22,10 +22,9 @@ from .declare import MigrationSpec
 from .defaults import DEFAULT_ALL_FAILED_LIMIT, FAILURE_RATIO_MIN_RECORDS
 from .errors import LeaseLostError, LedgerWriteError, StopRequested, StoreUnusableError
 from .events import RunObserver
-from .pipeline.match import Matcher, start_reduction
+from .pipeline.attempt import Transformer
 from .pipeline.pages import SourceUnreadable, pages_by_id, source_pages, with_retry
 from .pipeline.save import PendingSave, Saver
-from .pipeline.transform import transform, transform_records
 from .pipeline.work import Attempt, Phase, Work, describe_error, format_error
 from .progress.ledger import Ledger
 from .progress.model import Action, FailedRecord
@@ -68,9 +67,7 @@ class MigrationRunner:
             journal_for=(lambda ids: ledger.journal_for(spec.identity, ids)) if ledger.journals else None,
             should_stop=lambda: stop.requested, before_write=ledger.assert_held,
         )
-        self.matcher = Matcher(spec, instance, stores, report)
-        self._by_column = getattr(instance, "start_reduction", None) is None and not spec.matches
-        """No matching: records need no Work each on their way (see :class:`Attempt`)."""
+        self.transformer = Transformer(spec, instance, stores, report)
         self._attempts: dict[tuple[RecordId, Phase], int] = {}
         self._deferred: dict[RecordId, float] = {}
         """Ids to run again after the main pass, with the pause their failure asks for."""
@@ -130,6 +127,10 @@ class MigrationRunner:
         self.ledger.record_fatal(self.spec.identity, format_error(cause))
 
     def _final_state(self, finished: bool) -> MigrationState:
+        if self.stop.timeout is not None:  # out of time: failed, resumed by the next run
+            self.report.fatal_error = self.report.fatal_error or self.stop.timeout
+            self.report.last_error = self.report.fatal_error
+            return MigrationState.FAILED
         if self.report.fatal_error or self.report.failed:
             return MigrationState.FAILED
         if not finished or self.stop.requested:
@@ -228,14 +229,7 @@ class MigrationRunner:
 
     def _attempt(self, ids: list[RecordId], records: list[Record]) -> Attempt:
         """One attempt, up to the save: fresh aggregates, so nothing of an earlier one leaks."""
-        if self._by_column:
-            return transform_records(self.spec, self.instance, ids, records)
-        works = [Work(record, record_id) for record_id, record in zip(ids, records)]
-        if works:
-            start_reduction(self.spec, self.instance, works)
-            self.matcher.match_and_reduce(works)
-            transform(self.spec, self.instance, works)
-        return Attempt.of_works(works)
+        return self.transformer.attempt(ids, records)
 
     def _complete(self, page: _Page) -> None:
         """Settle the page's save, run what a retry may fix, record it all in the ledger."""

@@ -12,13 +12,16 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import fields, replace
-from typing import Any
+from typing import IO, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from .deadline import check_timeout, deadline, timed_out_message
 from .declare import MigrationSpec, check_max_failures, spec_of
+from .defaults import DEFAULT_VERIFY_SAMPLE
 from .dry_run import DryRunResult, DryRunStore
 from .errors import (
+    FerrymanError,
     InputError,
     LeaseLostError,
     LedgerMismatchError,
@@ -29,18 +32,22 @@ from .errors import (
     StoreError,
     one_line,
 )
+from .eventlog import EventLog
 from .events import Observers, RunObserver
+from .notify import Notifier
 from .pipeline.interpreter import tuned_for_pipeline
 from .pipeline.work import describe_error
 from .plan import PlanStep, build_plan, dependants
 from .progress.files import open_ledger
 from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import MigrationProgress
+from .progress.reader import LedgerReader
 from .report import MigrationReport, MigrationState, RunResult
 from .runner import MigrationRunner
 from .signals import StopFlag, critical, stop_on_signals
 from .stores.base import Store
 from .types import ProgressCallback
+from .verify import VerificationResult, check_sample, verify_steps
 
 log = logging.getLogger("ferryman")
 
@@ -233,6 +240,10 @@ class MigrationService:
         max_failures: float | None = None,
         max_tries: int = 1,
         retry_delay: float = DEFAULT_RETRY_DELAY,
+        timeout: float | None = None,
+        events: str | os.PathLike[str] | IO[str] | None = None,
+        notify: Sequence[str | Notifier] = (),
+        verify_sample: int | None = None,
     ) -> RunResult:
         """Run the plan (or the ``only`` subset) and return what happened to each migration.
 
@@ -246,23 +257,78 @@ class MigrationService:
         seconds, on the same progress; a stop signal during the pause ends it, ``interrupted``.
         The result is the last attempt's (``result.attempts`` says which); observers hear
         :meth:`~RunObserver.attempt_started` and :meth:`~RunObserver.retrying`.
+
+        ``timeout`` (seconds) bounds the whole run, attempts and pauses included: when it is
+        up, the run stops at the next batch boundary and ends failed (``result.timed_out``
+        says so, and so does ``last_err``); the progress is saved and the next run resumes.
+
+        Every status change is an event (:mod:`ferryman.eventlog`) kept in the ledger; with
+        ``events`` (a path, appended to, or an open text stream) also written there, one JSON
+        line each.
+
+        ``notify`` is URLs (or :class:`~ferryman.notify.Notifier` objects) to POST the run's
+        start, each migration's end, the run's end and fatal errors to, as JSON; they never
+        fail nor block the run (``result.notification_errors`` lists those not delivered).
+
+        ``verify_sample``: once the run completed, :meth:`verify` with that sample
+        (``result.verification``; the run is ``ok`` only when it passed too).
         """
         check_max_failures(max_failures)
         check_attempts(max_tries, retry_delay)
+        check_timeout(timeout)
+        check_sample(verify_sample)
         self.select(only)  # unknown names: refused before anything
+        urls = [n for n in notify if isinstance(n, str)]
+        notifiers = [n for n in notify if isinstance(n, Notifier)] + ([Notifier(urls)] if urls else [])
         ledger = self._ledger_for(progress)
+        event_log = EventLog(ledger, events)
+        for notifier in notifiers:
+            notifier.ledger = ledger
+        try:
+            with self.observed_by([event_log, *notifiers]), _told_to(notifiers):
+                result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout)
+                if verify_sample is not None and result.ok:
+                    self._verify_after(result, ledger, verify_sample, only, notifiers)
+        finally:
+            event_log.close()
+            errors = [line for notifier in notifiers for line in notifier.close()]
+        result.notification_errors = errors
+        return result
+
+    def _verify_after(self, result: RunResult, ledger: Ledger, sample: int, only: Sequence[str] | None,
+                      notifiers: Sequence[Notifier]) -> None:
+        """Verify a completed run; a verification that cannot run (a store gone meanwhile) is
+        said in the result (it is then not ok), not raised: the run's own result stands."""
+        try:
+            result.verification = self.verify(ledger, sample=sample, only=only)
+        except (FerrymanError, SQLAlchemyError, OSError) as exc:
+            result.verification_error = f"the verification could not run: {one_line(exc)}"
+            log.error("%s", result.verification_error)
+            return
+        for notifier in notifiers:
+            notifier.verified(result.verification)
+
+    def _attempts(self, ledger: Ledger, only: Sequence[str] | None, max_failures: float | None,
+                  max_tries: int, retry_delay: float, timeout: float | None) -> RunResult:
+        ends = None if timeout is None else time.monotonic() + timeout
+        message = timed_out_message(timeout) if timeout is not None else ""
         attempt = 1
         while True:
             self.observers.attempt_started(attempt)
-            result = _Run(self, ledger, self.select(only), max_failures).execute()
+            left = None if ends is None else ends - time.monotonic()
+            result = _Run(self, ledger, self.select(only), max_failures, (left, message)).execute()
             result.attempts = attempt
-            if result.ok or result.interrupted or attempt >= max_tries:
+            if result.ok or result.interrupted or result.timed_out or attempt >= max_tries:
                 return result
             self.observers.retrying(result, max_tries, retry_delay)
             pause = StopFlag()
-            with stop_on_signals(pause):
+            with stop_on_signals(pause), deadline(pause, None if ends is None else ends - time.monotonic(),
+                                                  message):
                 if pause.wait(retry_delay):
-                    result.interrupted = pause.reason
+                    if pause.timeout is not None:
+                        result.timed_out = pause.timeout
+                    else:
+                        result.interrupted = pause.reason
                     return result
             attempt += 1
 
@@ -272,6 +338,36 @@ class MigrationService:
         if progress is None and self.ledger is not None:
             return self.ledger
         return MemoryLedger(progress)
+
+    def verify(
+        self,
+        progress: MigrationProgress | Ledger | None = None,
+        *,
+        sample: int | None = DEFAULT_VERIFY_SAMPLE,
+        only: Sequence[str] | None = None,
+        seed: int | None = None,
+    ) -> VerificationResult:
+        """Check that the destinations hold what ``progress`` (as for :meth:`run`) says was
+        migrated: counts that must add up, a replay of ``sample`` succeeded records per
+        migration chosen at random (None: all of them) compared field by field with what the
+        destination holds, and the migrations' ``verify`` hooks (see :mod:`ferryman.verify`).
+
+        Nothing is written to a store. The result is kept in the ledger (and its event log);
+        ``result.ok`` only when every check passed. Refused while a live run holds the ledger
+        (:class:`~ferryman.errors.LedgerBusyError`).
+        """
+        check_sample(sample)
+        steps = self.select(only)
+        ledger = self._ledger_for(progress)
+        if isinstance(ledger, LedgerReader):
+            ledger.refuse_if_live("verify the migrations")
+        result = verify_steps(steps, self._instances, self.stores, ledger, sample, seed)
+        ledger.record_verification(result.to_dict())
+        EventLog(ledger).emit(
+            f"verification.{'passed' if result.ok else 'failed'}", sample=sample,
+            migrations=[{"name": m.name, "ok": m.ok, "checked": m.checked, "problems": len(m.problems)}
+                        for m in result.migrations])
+        return result
 
     def dry_run(
         self,
@@ -331,12 +427,27 @@ class MigrationService:
         return [s.spec for s in steps]
 
 
+@contextmanager
+def _told_to(notifiers: Sequence[Notifier]) -> Iterator[None]:
+    """An error that escapes the run (the ledger refused it, a bug) is a fatal error the
+    notifiers are told about, then raised on."""
+    try:
+        yield
+    except Exception as exc:
+        for notifier in notifiers:
+            notifier.fatal(one_line(exc))
+        raise
+
+
 class _Run:
     """The state of one call to :meth:`MigrationService.run`."""
 
     def __init__(self, service: MigrationService, ledger: Ledger, steps: list[PlanStep],
-                 max_failures: float | None = None) -> None:
+                 max_failures: float | None = None,
+                 time_left: tuple[float | None, str] = (None, "")) -> None:
         self.service = service
+        self.time_left = time_left
+        """Seconds this attempt may take (None: no limit), and what ``last_err`` says then."""
         self.max_failures = max_failures
         self.ledger = ledger
         self.steps = steps
@@ -357,7 +468,7 @@ class _Run:
         ``result.ledger_error``. The saving at the end holds a second signal until it is done.
         """
         observers = self.service.observers
-        with stop_on_signals(self.stop):  # first: a signal from here on stops the run gently
+        with stop_on_signals(self.stop), deadline(self.stop, *self.time_left):
             self.ledger.begin_run(self.result.reports)  # refused (busy, unwritable): nothing done
             try:
                 self._bind()
@@ -372,7 +483,10 @@ class _Run:
                 for report in self.result.reports:
                     if report.state is MigrationState.RUNNING:
                         report.state = MigrationState.INTERRUPTED
-                self.result.interrupted = self.stop.reason
+                if self.stop.timeout is not None:
+                    self._timed_out(self.stop.timeout)
+                else:
+                    self.result.interrupted = self.stop.reason
                 with critical():
                     self._end()
         if self.result.interrupted:
@@ -381,6 +495,17 @@ class _Run:
             log.error("%s", self.result.ledger_error)
         observers.run_finished(self.result)
         return self.result
+
+    def _timed_out(self, message: str) -> None:
+        """The run ends failed because its time is up; a migration says so: the one the
+        timeout stopped, else (it came between two) the next that would have run."""
+        self.result.timed_out = message
+        if any(r.fatal_error == message for r in self.result.reports):
+            return
+        waiting = next((r for r in self.result.reports if r.state is MigrationState.PENDING), None)
+        if waiting is not None:
+            waiting.state = MigrationState.FAILED
+            waiting.fatal_error = waiting.last_error = message
 
     def _end(self) -> None:
         """The last checkpoint and the run's outcome in the ledger (which may refuse both; the
@@ -459,10 +584,13 @@ class _Run:
     def _hold_back_dependants(self, upstream: MigrationSpec, why: str) -> None:
         for spec in dependants(self.steps, upstream):
             report = self.reports[spec.identity]
+            first = report.state is not MigrationState.HELD_BACK
             report.state = MigrationState.HELD_BACK
             if upstream.name not in report.held_back_by:
                 report.held_back_by.append(upstream.name)
             log.warning("%s held back: it %s", spec.name, why)
+            if first:
+                self.service.observers.migration_held_back(report)
 
     def _inputs_ready(self, step: PlanStep, report: MigrationReport) -> bool:
         """Whether the migration may run on what its inputs hold now; True once it is known.
@@ -503,6 +631,7 @@ class _Run:
                     f"{step.spec.name}), empty its destination {dest.name!r} or make it upsert "
                     "(on_conflict='update'), then run again")
                 log.warning("%s held back: %s", step.spec.name, report.held_back_reason)
+                self.service.observers.migration_held_back(report)
                 return False
         ledger.note_inputs(key, inputs)
         return True

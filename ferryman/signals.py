@@ -34,6 +34,8 @@ class StopFlag:
     def __init__(self) -> None:
         self._event = threading.Event()
         self.reason: str | None = None
+        self.timeout: str | None = None
+        """Set (to what ``last_err`` says) when the stop came from a timeout, not a signal."""
 
     @property
     def requested(self) -> bool:
@@ -43,6 +45,13 @@ class StopFlag:
         if not self._event.is_set():
             self.reason = reason
             self._event.set()
+
+    def time_out(self, message: str) -> None:
+        """Stop because the run's time is up (see :mod:`ferryman.deadline`); a stop already
+        asked for by a signal stays one."""
+        if not self._event.is_set():
+            self.timeout = message
+            self.request(message)
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; True (at once) when a stop is requested."""

@@ -99,6 +99,12 @@ def as_version_1(path: str | os.PathLike[str], *encoded_ids: str) -> None:
     set_schema(path, "1")
 
 
+def as_version_3(path: str | os.PathLike[str]) -> None:
+    """What version 3 wrote: no event log, no verification results."""
+    _change(path, "DROP TABLE event", "DROP TABLE verification")
+    set_schema(path, "3")
+
+
 def as_version_2_held_by(path: str | os.PathLike[str], pid: int, host: str) -> None:
     """What version 2 wrote: a lease without epoch nor start time, held by ``pid`` on ``host``
     since the epoch of time."""

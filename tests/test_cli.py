@@ -129,7 +129,7 @@ def runner(tmp_path, monkeypatch) -> CliRunner:
 VERBS = [
     ["demo"], ["run"], ["plan"], ["serve"], ["status"], ["failed"], ["failed", "list"],
     ["failed", "ignore"], ["failed", "retry"], ["progress"], ["progress", "export"], ["progress", "import"],
-    ["reset"],
+    ["reset"], ["verify"],
 ]
 
 

@@ -11,7 +11,8 @@
        |          apart, else in halves) until the failing records are found; handle_duplicate
     (ledger)      succeeded ids and failed records are recorded by the runner, page by page
 
-``work.py`` holds :class:`Work`, the state of one record in one attempt, and :class:`Attempt`,
+``attempt.py`` runs match and transform for a batch (what the runner saves, and what a
+verification replays). ``work.py`` holds :class:`Work`, the state of one record in one attempt, and :class:`Attempt`,
 the same for many records by column: a migration with no matching makes no Work for a record
 unless it fails. ``runner.py`` is the only
 place that calls the stages in this order; it overlaps them across pages: the database saves

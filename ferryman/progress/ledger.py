@@ -8,13 +8,28 @@ persistence is the callbacks' job); the durable ledger plugs in behind the same 
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from ..report import MigrationReport, RunResult
 from ..stores.base import JournalEntry, Store
 from ..types import RecordId
 from .model import Action, FailedRecord, MigrationProgress, display_name
+from .reader import EVENTS_PAGE
+
+MEMORY_EVENTS = 10_000
+"""Events a ledger kept in memory holds, the newest (a run has a few per migration)."""
+
+
+def new_event(kind: str, **fields: Any) -> dict[str, Any]:
+    """An event of the event log: ``{"event": kind, "time": <UTC, ISO 8601>, **fields}``, the
+    fields that are None left out. The ledger that keeps it adds its ``seq``."""
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {"event": kind, "time": now, **{k: v for k, v in fields.items() if v is not None}}
 
 
 class Ledger(ABC):
@@ -66,6 +81,11 @@ class Ledger(ABC):
         dataset): its identity; but when the ledger holds that identity's progress for another
         destination, ``identity@dest``, so the same class writing elsewhere starts afresh there
         instead of being taken for done. A ledger that cannot tell keeps the identity."""
+        return identity
+
+    def key_of(self, identity: str, dest: str) -> str:
+        """The key :meth:`bind` gives, without recording anything (for readers such as a
+        verification)."""
         return identity
 
     def lineage(self) -> dict[str, tuple[str | None, int]]:
@@ -131,12 +151,50 @@ class Ledger(ABC):
     def close(self) -> None:
         """Release files and leases."""
 
+    # --- the event log and verifications -------------------------------------------------------
+
+    def record_event(self, event: dict[str, Any]) -> int | None:
+        """Keep an event (:func:`new_event`) in the ledger's event log; its ``seq`` (rising),
+        or None where the ledger keeps no events."""
+        return None
+
+    def events(self, after: int = 0, limit: int = EVENTS_PAGE) -> list[dict[str, Any]]:
+        """The events kept, oldest first, ``seq`` above ``after``, at most ``limit``."""
+        return []
+
+    def record_verification(self, result: dict[str, Any]) -> None:
+        """Keep a verification's result (``VerificationResult.to_dict()``)."""
+
+    def verification(self) -> dict[str, Any] | None:
+        """The newest verification result kept, if any."""
+        return None
+
 
 class MemoryLedger(Ledger):
-    """Progress kept in a :class:`MigrationProgress`, mutated in place like mjg's."""
+    """Progress kept in a :class:`MigrationProgress`, mutated in place like mjg's; its event
+    log (the newest MEMORY_EVENTS events) and its newest verification in memory too."""
 
     def __init__(self, progress: MigrationProgress | None = None) -> None:
         self._progress = progress if progress is not None else MigrationProgress()
+        self._events: deque[dict[str, Any]] = deque(maxlen=MEMORY_EVENTS)
+        self._events_lock = threading.Lock()  # the status server reads them from its thread
+        self._verification: dict[str, Any] | None = None
+
+    def record_event(self, event: dict[str, Any]) -> int:
+        with self._events_lock:
+            seq = self._events[-1]["seq"] + 1 if self._events else 1
+            self._events.append({"seq": seq, **event})
+            return int(seq)
+
+    def events(self, after: int = 0, limit: int = EVENTS_PAGE) -> list[dict[str, Any]]:
+        with self._events_lock:
+            return [dict(e) for e in self._events if e["seq"] > after][:limit]
+
+    def record_verification(self, result: dict[str, Any]) -> None:
+        self._verification = result
+
+    def verification(self) -> dict[str, Any] | None:
+        return self._verification
 
     def start_migration(self, identity: str) -> None:
         self._progress.start_migration(identity)
@@ -179,9 +237,17 @@ class MemoryLedger(Ledger):
     def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:
         if ids is None:
             ids = [record.id for record in self.failed_records(identity)]
-        return self._progress.set_action(identity, ids, action)
+        changed = self._progress.set_action(identity, ids, action)
+        if changed:
+            self.record_event(marked_event(display_name(identity), action, changed))
+        return changed
 
     def progress(self) -> MigrationProgress:
         return self._progress
+
+
+def marked_event(name: str, action: Action, count: int) -> dict[str, Any]:
+    """The event of failed records marked IGNORE or RETRY."""
+    return new_event("records.marked", migration=name, action=Action(action).value, count=count)
 
 

@@ -12,6 +12,7 @@ A reader never writes: not the progress, not the lease. Reads fail with
 
 from __future__ import annotations
 
+import random
 import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
@@ -20,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Self
 
 from ..errors import InputError
+from ..sampling import reservoir
 from ..types import RecordId
 from .lease import Holder, busy_error
 from .model import (
@@ -29,6 +31,9 @@ from .model import (
     ProgressMetadata,
     display_name,
 )
+
+EVENTS_PAGE = 500
+"""Events a read of the event log returns at most (``GET /migrate/events`` pages with ``after``)."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +179,11 @@ class LedgerReader(ABC):
     def iter_succeeded(self, identity: str) -> Iterator[RecordId]:
         """Every id the migration migrated, each once (none for an unknown migration)."""
 
+    def sample_succeeded(self, identity: str, k: int, rng: random.Random) -> tuple[list[RecordId], int]:
+        """``k`` of the migration's succeeded ids chosen uniformly at random (all of them when
+        it has fewer), and how many it has: one pass, memory for ``k`` ids."""
+        return reservoir(self.iter_succeeded(identity), k, rng)
+
     @abstractmethod
     def iter_failed(self, identity: str) -> Iterator[FailedRecord]:
         """The migration's failed records, the first failure first."""
@@ -212,6 +222,18 @@ class LedgerReader(ABC):
     @abstractmethod
     def fatal_count(self) -> int:
         """How many fatal errors are recorded."""
+
+    # --- events and verifications -----------------------------------------------------------------
+
+    def events(self, after: int = 0, limit: int = EVENTS_PAGE) -> list[dict[str, Any]]:
+        """The event log (:func:`~ferryman.progress.ledger.new_event`), oldest first: at most
+        ``limit`` events whose ``seq`` is above ``after`` (a ledger that keeps none: empty)."""
+        return []
+
+    def verification(self) -> dict[str, Any] | None:
+        """The newest verification result (``VerificationResult.to_dict()``), None when the
+        ledger holds none."""
+        return None
 
     # --- the whole progress ---------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 The status routes answer from one :class:`~ferryman.server.status.StatusSnapshot`, taken at most
 every REFRESH seconds (in a worker thread: sources do blocking I/O) and rendered once per route
-into bytes that every request until the next snapshot reuses (:class:`Answers`). When the source
-fails, the JSON routes answer ``500 {"error": "..."}``; that is the only case of a 500.
+into bytes that every request until the next snapshot reuses (:class:`Answers`). The event log
+(``/migrate/events``, paged) and the newest verification (``/migrate/verify``) are read from the
+source at each request. When the source fails, the JSON routes answer ``500 {"error": "..."}``;
+that is the only case of a 500.
 
 While the server runs it also takes a snapshot every :data:`~.history.SAMPLE_EVERY` seconds by
 itself (through the same :class:`Answers`), so that the throughput history
@@ -33,6 +35,7 @@ from starlette.routing import Route
 
 from .. import __version__
 from ..errors import InputError, one_line
+from ..progress.reader import EVENTS_PAGE
 from . import metrics
 from .actions import Actions, actions_routes
 from .failed import FailedQuery
@@ -162,9 +165,24 @@ def create_app(source: StatusSource, actions: Actions | None = None) -> Starlett
     async def metrics_page(request: Request) -> Response:
         try:
             text = await answers.body("/metrics", render_metrics)
+            text += metrics.render_verification(await _read(source.verification)).encode()
         except SourceFailed:
             text = metrics.render_down().encode()
         return Response(text, media_type=metrics.CONTENT_TYPE, headers=NO_STORE)
+
+    async def events(request: Request) -> Response:
+        try:
+            after = _count_param(request, "after", 0)
+            limit = min(_count_param(request, "limit", EVENTS_PAGE), EVENTS_PAGE)
+        except ValueError as exc:
+            return error_response(400, str(exc))
+        found = await _read(source.events, after, limit)
+        return JSONResponse({"events": found, "next": found[-1]["seq"] if found else after},
+                            headers=NO_STORE)
+
+    async def verification(request: Request) -> Response:
+        found = await _read(source.verification)
+        return JSONResponse(found if found is not None else NO_VERIFICATION, headers=NO_STORE)
 
     async def failed_records(request: Request) -> Response:
         search = getattr(source, "failed_page", None)
@@ -208,6 +226,8 @@ def create_app(source: StatusSource, actions: Actions | None = None) -> Starlett
         Route("/", dashboard, methods=["GET"]),
         json_route("/migrate/result", StatusSnapshot.result),
         json_route("/migrate/progress", StatusSnapshot.progress),
+        Route("/migrate/events", events, methods=["GET"]),
+        Route("/migrate/verify", verification, methods=["GET"]),
         json_route("/migrate/history", history.to_dict),
         Route("/migrate/failed", failed_records, methods=["GET"]),
         *actions_routes(actions),
@@ -232,6 +252,29 @@ async def _sample(answers: Answers) -> None:
         await asyncio.sleep(SAMPLE_EVERY)
         with contextlib.suppress(SourceFailed):  # logged once by Answers; the routes say it
             await answers.current()
+
+
+NO_VERIFICATION: dict[str, Any] = {"status": "none", "ok": None, "migrations": []}
+"""``GET /migrate/verify`` before any verification."""
+
+
+def _count_param(request: Request, name: str, default: int) -> int:
+    """A query parameter that must be an int >= 0 (ValueError naming it otherwise)."""
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
+        raise ValueError(f"query parameter {name} must be an integer >= 0, not {text[:40]!r}")
+    return int(text)
+
+
+async def _read(read: Callable[..., Any], *args: Any) -> Any:
+    """``read(*args)`` of the source, in a worker thread (it does blocking I/O); a failure is
+    the 500 every JSON route answers."""
+    try:
+        return await run_in_threadpool(read, *args)
+    except Exception as exc:
+        raise SourceFailed(f"cannot read the migration status: {one_line(exc, typed=True)}") from exc
 
 
 def _asset(name: str) -> bytes:

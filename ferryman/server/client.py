@@ -12,16 +12,24 @@ from ..errors import FerrymanError, InputError
 
 
 def fetch_status(url: str, timeout: float = 5.0) -> dict[str, Any]:
-    """``{"result": <GET /migrate/result>, "progress": <GET /migrate/progress>}`` of the
-    server at ``url`` (``http://`` is assumed when it names no scheme).
+    """``{"result": <GET /migrate/result>, "progress": <GET /migrate/progress>,
+    "verification": <GET /migrate/verify, None when none ran>}`` of the server at ``url``
+    (``http://`` is assumed when it names no scheme).
 
     Raises:
         InputError: the URL is malformed, or nothing answers there.
         FerrymanError: the server answered with an HTTP error or not with JSON.
     """
     base = _base(url)
-    return {"result": _get_json(f"{base}/migrate/result", timeout),
-            "progress": _get_json(f"{base}/migrate/progress", timeout)}
+    status = {"result": _get_json(f"{base}/migrate/result", timeout),
+              "progress": _get_json(f"{base}/migrate/progress", timeout)}
+    try:
+        verification = _get_json(f"{base}/migrate/verify", timeout)
+    except FerrymanError:  # a server of an older ferryman has no such route
+        verification = None
+    status["verification"] = verification if isinstance(verification, dict) and verification.get("ok") is not None \
+        else None
+    return status
 
 
 def _base(url: str) -> str:

@@ -114,3 +114,27 @@ def render(snapshot: StatusSnapshot) -> str:
                [({"migration": label}, float(m["eta"])) for m, label in zip(migrations, labels)
                 if m.get("eta") is not None])
     return out.render()
+
+
+VERIFY_CHECKS = ("counts", "outputs", "replay", "hook")
+
+
+def render_verification(verification: dict[str, Any] | None) -> str:
+    """The newest verification (``GET /migrate/verify``) as metrics; nothing before any."""
+    if not verification or verification.get("ok") is None:
+        return ""
+    out = Exposition()
+    out.family("ferryman_verification_ok", "gauge",
+               "1 when the newest verification passed every check, else 0.",
+               [({}, int(bool(verification["ok"])))])
+    migrations = [m for m in verification.get("migrations") or [] if isinstance(m, dict)]
+    labels = _labels(migrations)
+    out.family("ferryman_verification_check_ok", "gauge",
+               "1 when the check passed for the migration in the newest verification, else 0.",
+               [({"migration": label, "check": check}, int(bool((m.get("checks") or {}).get(check, {}).get("ok"))))
+                for m, label in zip(migrations, labels) for check in VERIFY_CHECKS])
+    out.family("ferryman_verification_records_checked", "gauge",
+               "Succeeded records the newest verification replayed, per migration.",
+               [({"migration": label}, int(((m.get("checks") or {}).get("replay") or {}).get("checked") or 0))
+                for m, label in zip(migrations, labels)])
+    return out.render()

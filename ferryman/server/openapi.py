@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..progress.reader import EVENTS_PAGE
 from .status import MIGRATION_STATES, Status
 
 NULLABLE_STRING: dict[str, Any] = {"type": ["string", "null"]}
@@ -133,6 +134,60 @@ PROGRESS: dict[str, Any] = {
 }
 
 
+EVENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["seq", "event", "time"],
+    "properties": {
+        "seq": {"type": "integer", "minimum": 1, "description": "Rising; page with ?after=seq"},
+        "event": {"type": "string", "description": (
+            "run.started, run.completed, run.failed, run.stopped, run.retrying, migration.started, "
+            "migration.completed, migration.failed, migration.stopped, migration.held_back, "
+            "records.marked, migration.reset, verification.passed, verification.failed")},
+        "time": {"type": "string", "description": "UTC, ISO 8601"},
+        "migration": {"type": "string"},
+        "attempt": {"type": "integer"},
+        "counts": {"type": "object", "additionalProperties": COUNT},
+        "last_err": {"type": "string"},
+    },
+}
+
+EVENTS: dict[str, Any] = {
+    "type": "object",
+    "required": ["events", "next"],
+    "properties": {
+        "events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+        "next": {"type": "integer", "minimum": 0,
+                 "description": "The seq to ask for next (?after=next); the same when nothing is new"},
+    },
+}
+
+VERIFIED_MIGRATION: dict[str, Any] = {
+    "type": "object",
+    "required": ["name", "ok", "checks", "problems"],
+    "properties": {
+        "name": {"type": "string"},
+        "identity": {"type": "string"},
+        "ok": {"type": "boolean"},
+        "checks": {"type": "object", "description": "Each check's counts and whether it passed"},
+        "problems": {"type": "array", "items": {"type": "object"},
+                     "description": "The first problems found, each with its check, record id and detail"},
+    },
+}
+
+VERIFICATION: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "ok", "migrations"],
+    "properties": {
+        "status": {"type": "string", "enum": ["passed", "failed", "none"],
+                   "description": "none: no verification has run on this progress"},
+        "ok": {"type": ["boolean", "null"]},
+        "sample": {"type": ["integer", "null"], "description": "Records replayed per migration; null: all"},
+        "started_at": {"type": "string"},
+        "finished_at": {"type": "string"},
+        "migrations": {"type": "array", "items": {"$ref": "#/components/schemas/VerifiedMigration"}},
+    },
+}
+
 HISTORY: dict[str, Any] = {
     "type": "object",
     "required": ["updated_at", "migrations"],
@@ -228,6 +283,20 @@ def openapi_document(version: str) -> dict[str, Any]:
                 "200": _json("Result", "The status now"), "500": SERVER_ERROR}),
             "/migrate/progress": _get("Per migration counts, totals, rate, ETA, runs, failures", {
                 "200": _json("Progress", "The progress now"), "500": SERVER_ERROR}),
+            "/migrate/events": {"get": {
+                "summary": "The event log: every status change, oldest first",
+                "tags": ["status"],
+                "parameters": [
+                    {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0},
+                     "description": "Only events whose seq is above this (default 0)"},
+                    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 0,
+                                                                "maximum": EVENTS_PAGE}},
+                ],
+                "responses": {"200": _json("Events", "A page of events"),
+                              "400": _json("Error", "after or limit is not an integer >= 0"),
+                              "500": SERVER_ERROR}}},
+            "/migrate/verify": _get("The newest verification: counts, replayed records, problems", {
+                "200": _json("Verification", "The newest verification result"), "500": SERVER_ERROR}),
             "/migrate/history": _get("Counts over time per migration, for a throughput chart", {
                 "200": _json("History", "Each migration's points since it started, at most 600, "
                              "evenly spread; kept in the server's memory"),
@@ -291,6 +360,10 @@ def openapi_document(version: str) -> dict[str, Any]:
             "Migration": MIGRATION,
             "Run": RUN,
             "FailedRecord": FAILED_RECORD,
+            "Event": EVENT,
+            "Events": EVENTS,
+            "Verification": VERIFICATION,
+            "VerifiedMigration": VERIFIED_MIGRATION,
             "History": HISTORY,
             "FailedPage": FAILED_PAGE,
             "Actions": ACTIONS,

@@ -58,6 +58,14 @@ class StatusSource(Protocol):
         before would hide (a run started or ended); cheap: the server asks at every request."""
         ...
 
+    def events(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """The event log, oldest first: at most ``limit`` events whose ``seq`` is above ``after``."""
+        ...
+
+    def verification(self) -> dict[str, Any] | None:
+        """The newest verification result, None when there is none."""
+        ...
+
 
 def reader_page(reader: LedgerReader, query: FailedQuery) -> dict[str, Any]:
     """:func:`~.failed.page_body` of a search through ``reader``, in one snapshot of it."""
@@ -172,6 +180,19 @@ class LedgerStatusSource:
                                  text=query.text, offset=query.offset, limit=query.limit)
             return page_body(page, names, query)
         return page_body(search_failed([], {}, self.path, migration=query.migration), {}, query)
+
+    def events(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """From the ledger (mjg JSON progress keeps no events)."""
+        if self._kind() != "sqlite" or not os.path.exists(self.path):
+            return []
+        with open_reader(self.path) as reader:
+            return reader.events(after, limit)
+
+    def verification(self) -> dict[str, Any] | None:
+        if self._kind() != "sqlite" or not os.path.exists(self.path):
+            return None
+        with open_reader(self.path) as reader:
+            return reader.verification()
 
     def _json_snapshot(self) -> StatusSnapshot:
         st = os.stat(self.path)
@@ -291,6 +312,21 @@ class LiveStatusSource(RunObserver):
             name = names.get(identity) or display_name(identity)
             found[(identity, repr(record.id))] = _KeptFailure(identity, name, record)
         return found, len(pairs)
+
+    # --- the event log and verifications (on the server's thread) ----------------------------
+
+    def events(self, after: int, limit: int) -> list[dict[str, Any]]:
+        """The run's ledger's (a durable one read on a connection of the server's own)."""
+        if self._durable is not None:
+            with self._durable.new_reader() as reader:
+                return reader.events(after, limit)
+        return [] if self._ledger is None else self._ledger.events(after, limit)
+
+    def verification(self) -> dict[str, Any] | None:
+        if self._durable is not None:
+            with self._durable.new_reader() as reader:
+                return reader.verification()
+        return None if self._ledger is None else self._ledger.verification()
 
     # --- the snapshot (on the server's thread) --------------------------------------------------
 

@@ -10,18 +10,23 @@ ledger with nothing in it yet.
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
+from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from ...errors import LedgerFileError
 from ...ids import format_id
+from ...sampling import reservoir
 from ...types import RecordId
 from ..lease import Holder
 from ..model import Action, FailedRecord, ProgressMetadata
 from ..reader import (
+    EVENTS_PAGE,
     FailedPage,
     LedgerReader,
     MigrationRecord,
@@ -193,6 +198,23 @@ class SqliteReader(LedgerReader):
                         continue
                 yield from array_ids(text)
 
+    def sample_succeeded(self, identity: str, k: int, rng: random.Random) -> tuple[list[RecordId], int]:
+        """The reservoir runs over the ids' stored texts and decodes only the ``k`` it keeps
+        (decoding a million ids would cost more than the whole sample)."""
+        with self._reading(), self.snapshot():
+            mid = self.migration_id(identity)
+            if mid is None:
+                return [], 0
+            if not self._has_log or self.conn.execute(
+                    "SELECT 1 FROM failed WHERE migration = ? LIMIT 1", (mid,)).fetchone() is not None:
+                return super().sample_succeeded(identity, k, rng)  # ids logged, then failed: left out there
+            # two statements in one read transaction (the snapshot): one state of the ledger
+            table = map(itemgetter(0), self.conn.execute("SELECT rid FROM succeeded WHERE migration = ?", (mid,)))
+            logged = chain.from_iterable(map(array_keys, map(itemgetter(0), self.conn.execute(
+                "SELECT ids FROM succeeded_log WHERE migration = ? ORDER BY seq", (mid,)))))
+            keys, total = reservoir(chain(table, logged), k, rng)
+        return [decode_id(key) for key in keys], total
+
     def _present(self, table: str, mid: int, keys: list[str]) -> Iterator[str]:
         """Which of ``keys`` (encoded ids) ``table`` holds for the migration."""
         for start in range(0, len(keys), LOOKUP_CHUNK):
@@ -295,6 +317,24 @@ class SqliteReader(LedgerReader):
             return 0
         with self._reading():
             return int(self.conn.execute("SELECT count(*) FROM fatal_error").fetchone()[0])
+
+    # --- events and verifications -----------------------------------------------------------------
+
+    def events(self, after: int = 0, limit: int = EVENTS_PAGE) -> list[dict[str, Any]]:
+        if "event" not in self._tables:
+            return []
+        with self._reading():
+            rows = self.conn.execute("SELECT seq, body FROM event WHERE seq > ? ORDER BY seq LIMIT ?",
+                                     (after, limit)).fetchall()
+        return [{"seq": seq, **json.loads(body)} for seq, body in rows]
+
+    def verification(self) -> dict[str, Any] | None:
+        if "verification" not in self._tables:
+            return None
+        with self._reading():
+            row = self.conn.execute("SELECT body FROM verification ORDER BY id DESC LIMIT 1").fetchone()
+        found: dict[str, Any] | None = None if row is None else json.loads(row[0])
+        return found
 
     def row_counts(self) -> dict[str, int]:
         """How many rows each table of the ledger holds (a table the file lacks is left out):

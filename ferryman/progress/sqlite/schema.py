@@ -16,10 +16,13 @@ from pathlib import Path
 
 from ...errors import LedgerFileError
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 """2: succeeded ids may also be in ``succeeded_log`` (a version 1 file gets the table on open).
 3: the lease records the holder's process start time and an epoch; each migration its
 destination dataset, write count and inputs (both added to older files on open).
+4: ``event`` keeps every status change (the event log) and ``verification`` the results of
+verifications (both tables added, empty, to older files on open; a reader of an older file
+reads them as empty).
 A file of a newer version is refused: this code cannot know what it would break in it."""
 
 LEASE_SCHEMA = """
@@ -60,6 +63,8 @@ CREATE TABLE IF NOT EXISTS run (
     started_at REAL NOT NULL, ended_at REAL, outcome TEXT, pid INTEGER, host TEXT,
     step TEXT, last_error TEXT, reports TEXT
 );
+CREATE TABLE IF NOT EXISTS event (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS verification (id INTEGER PRIMARY KEY, ok INTEGER NOT NULL, body TEXT NOT NULL);
 """
 
 _COUNT_NEW = ("INSERT INTO failed_count VALUES (NEW.migration, NEW.action, 1) "
@@ -81,7 +86,7 @@ Created, and filled from ``failed``, the first time a ledger is opened for writi
 
 LEASE_TABLES = frozenset({"lease", "lease_epoch"})
 LEDGER_TABLES = frozenset({"meta", "migration", "succeeded", "succeeded_log", "failed", "failed_count",
-                           "fatal_error", "run"}) | LEASE_TABLES
+                           "fatal_error", "run", "event", "verification"}) | LEASE_TABLES
 
 _LATER_COLUMNS = {
     "lease": {"epoch": "INTEGER NOT NULL DEFAULT 0", "started": "TEXT"},

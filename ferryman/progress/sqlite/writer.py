@@ -41,7 +41,7 @@ from ...report import last_error as run_last_error
 from ...signals import critical
 from ...stores.base import JournalEntry, Store
 from ...types import RecordId
-from ..ledger import Ledger
+from ..ledger import Ledger, marked_event, new_event
 from ..model import Action, FailedRecord, MigrationProgress
 from ..storage import checked_path
 from .codec import array_keys, as_id, decode_id, encode_id, encode_ids, failed_row
@@ -581,6 +581,10 @@ class SqliteLedger(SqliteReader, Ledger):
                 self.conn.execute("UPDATE migration SET dest = ? WHERE identity = ?", (dest, key))
         return key
 
+    def key_of(self, identity: str, dest: str) -> str:
+        current = self._dest_of(identity)
+        return identity if current in (None, dest) else derived_key(identity, dest)
+
     def _dest_of(self, key: str) -> str | None:
         row = self.conn.execute("SELECT dest FROM migration WHERE identity = ?", (key,)).fetchone()
         return None if row is None or row[0] is None else str(row[0])
@@ -605,6 +609,7 @@ class SqliteLedger(SqliteReader, Ledger):
         ledger); its destination journal's entries too, so none is folded back later."""
         mid = self._mid(key)
         self._flush()
+        name = self.names().get(key, key)
         with self._tx():
             if self.lease is None:  # a run resets its own
                 self.refuse_if_live("reset a migration")
@@ -613,6 +618,7 @@ class SqliteLedger(SqliteReader, Ledger):
             self.conn.execute("DELETE FROM fatal_error WHERE migration = ?", (key,))
             self.conn.execute("UPDATE migration SET in_progress = 0, completed = 0, report = NULL, "
                               "inputs = NULL WHERE id = ?", (mid,))
+            self._append_event(new_event("migration.reset", migration=name, identity=key))
         for cache in (self._maybe_done, self._has_failed):
             cache.discard(mid)
         self._ignored.pop(mid, None)
@@ -629,16 +635,42 @@ class SqliteLedger(SqliteReader, Ledger):
         return super().progress()
 
     def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:
-        """Set the action of failed records (all of the migration's when ``ids`` is None)."""
+        """Set the action of failed records (all of the migration's when ``ids`` is None); the
+        event log says so, in the same transaction."""
         mid = self._mid(identity)
+        name = self.names().get(identity, identity)
         with self._tx():
             if ids is None:
-                return self.conn.execute(
+                changed = self.conn.execute(
                     "UPDATE failed SET action = ? WHERE migration = ? AND action != ?",
                     (action.value, mid, action.value)).rowcount
-            return sum(self.conn.execute(
-                "UPDATE failed SET action = ? WHERE migration = ? AND rid = ? AND action != ?",
-                (action.value, mid, encode_id(i), action.value)).rowcount for i in ids)
+            else:
+                changed = sum(self.conn.execute(
+                    "UPDATE failed SET action = ? WHERE migration = ? AND rid = ? AND action != ?",
+                    (action.value, mid, encode_id(i), action.value)).rowcount for i in ids)
+            if changed:
+                self._append_event(marked_event(name, action, changed))
+            return changed
+
+    # --- the event log and verifications -------------------------------------------------------
+
+    def record_event(self, event: dict[str, Any]) -> int | None:
+        """Append an event to the ``event`` table, in a transaction of its own."""
+        if self.read_only:
+            return None
+        with self._tx():
+            return self._append_event(event)
+
+    def _append_event(self, event: dict[str, Any]) -> int:
+        body = {k: v for k, v in event.items() if k != "seq"}
+        return inserted(self.conn.execute("INSERT INTO event (body) VALUES (?)", (json.dumps(body, default=str),)))
+
+    def record_verification(self, result: dict[str, Any]) -> None:
+        if self.read_only:
+            return
+        with self._tx():
+            self.conn.execute("INSERT INTO verification (ok, body) VALUES (?, ?)",
+                              (int(bool(result.get("ok"))), json.dumps(result, default=str)))
 
     @contextmanager
     def replacing(self) -> Iterator[LedgerImport]:

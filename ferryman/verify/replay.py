@@ -1,0 +1,198 @@
+"""Replay: records the ledger says succeeded go through match and transform again, read-only,
+and their outputs are compared with what the destination holds under their keys.
+
+Nothing is saved and no progress is recorded: only ``get_many`` (the source records by id, the
+stored outputs by key) and the matched stores' reads. A sample is replayed without preloading
+matched stores (a query per page costs less than reading a store whole for a few pages).
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from itertools import islice
+from typing import Any, Protocol
+
+from ..declare import MigrationSpec
+from ..errors import describe_error
+from ..pipeline.attempt import Transformer
+from ..pipeline.work import Attempt
+from ..stores.base import Store
+from ..types import Record, RecordId
+from .compare import diff_record
+from .result import MigrationVerification, Problem
+
+
+class SucceededIds(Protocol):
+    """A migration's succeeded ids in the ledger: all of them, streamed, or a random sample."""
+
+    def all(self) -> Iterable[RecordId]: ...
+
+    def sample(self, k: int, rng: random.Random) -> tuple[list[RecordId], int]:
+        """``k`` ids chosen uniformly at random, and how many there are."""
+        ...
+
+
+def verify_migration(spec: MigrationSpec, key: str, instance: Any, stores: Mapping[str, Store],
+                     succeeded: SucceededIds, failed: tuple[int, int], sample: int | None,
+                     rng: random.Random) -> MigrationVerification:
+    """Every check of one migration whose progress is kept under ``key``: ``succeeded`` gives
+    its succeeded ids from the ledger, ``failed`` is its failed records (RETRY, IGNORE)."""
+    source = stores[spec.source]
+    result = MigrationVerification(spec.name, key, spec.source, spec.dest)
+    result.failed, result.ignored = failed
+    try:
+        result.source_total = source.count()
+    except Exception as exc:  # noqa: BLE001 - said as a problem; the other checks go on
+        result.problem("counts", f"the source {source.name!r} could not be counted: {describe_error(exc)}")
+    replay = _Replay(spec, instance, stores, result, sampled=sample is not None)
+    if sample is None:
+        counted = _Counted(succeeded.all())
+        for chunk in _chunks(counted, spec.batch_size):
+            replay.check(chunk)
+        result.succeeded = counted.n
+    else:
+        chosen, result.succeeded = succeeded.sample(sample, rng)
+        for chunk in _chunks(chosen, spec.batch_size):
+            replay.check(chunk)
+    if not result.counts_ok:
+        n = result.unaccounted or 0
+        result.problems.insert(0, _counts_problem(result, n))
+    return result
+
+
+def _counts_problem(result: MigrationVerification, n: int) -> Problem:
+    if n > 0:
+        return Problem("counts", f"{n:,} record(s) of {result.source!r} have no outcome in the progress "
+                                 "(not migrated yet, or added to the source since): run the migration again")
+    return Problem("counts", f"the progress holds {-n:,} outcome(s) more than {result.source!r} has records "
+                             "(records deleted from the source since they were migrated)")
+
+
+class _Counted:
+    """An iterable that counts what was drawn from it."""
+
+    def __init__(self, items: Iterable[RecordId]) -> None:
+        self.items = items
+        self.n = 0
+
+    def __iter__(self) -> Iterator[RecordId]:
+        for item in self.items:
+            self.n += 1
+            yield item
+
+
+def _chunks(items: Iterable[RecordId], size: int) -> Iterator[list[RecordId]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class _Replay:
+    """Replays chunks of ids of one migration into its result."""
+
+    def __init__(self, spec: MigrationSpec, instance: Any, stores: Mapping[str, Store],
+                 result: MigrationVerification, sampled: bool) -> None:
+        if sampled:
+            spec = replace(spec, matches=tuple(replace(m, preload=False) for m in spec.matches))
+        self.result = result
+        self.source, self.dest = stores[spec.source], stores[spec.dest]
+        self.transformer = Transformer(spec, instance, stores)
+        self.hook = getattr(instance, "verify", None)
+        self.ignore = frozenset(getattr(instance, "verify_ignore", ()))
+
+    def check(self, ids: Sequence[RecordId]) -> None:
+        result, source = self.result, self.source
+        got = source.get_many(ids)
+        records = dict(zip(source.ids_of(got), got))
+        found_ids, found = [], []
+        for record_id in ids:
+            record = records.get(record_id)
+            if record is None:
+                result.source_missing += 1
+                result.problem("source", "the progress says it succeeded, but the source no longer has it",
+                               record_id)
+            else:
+                found_ids.append(record_id)
+                found.append(record)
+        result.checked += len(found)
+        attempt = self.transformer.attempt(found_ids, found)
+        for w in attempt.failed:
+            result.replay_failed += 1
+            why = describe_error(w.error) if w.error is not None else "no error said why"
+            result.problem("replay", f"cannot be matched and transformed again: {why}", w.id)
+        if result.skipped is None:
+            self._compare(attempt)
+
+    def _compare(self, attempt: Attempt) -> None:
+        result, dest = self.result, self.dest
+        outputs = [out for outs in attempt.outputs for out in outs]
+        try:
+            keys = dest.ids_of(outputs)
+        except KeyError as exc:
+            result.skipped = f"the outputs carry no key of {dest.name!r} ({exc.args[0]})"
+            return
+        wanted = Counter(keys)
+        stored: dict[RecordId, list[Record]] = {}
+        rows = dest.get_many(list(wanted))
+        for k, row in zip(dest.ids_of(rows), rows):
+            stored.setdefault(k, []).append(row)
+        reported: set[RecordId] = set()
+        at = 0
+        for position, outs in enumerate(attempt.outputs):
+            record_id = attempt.ids[position]
+            found = [self._compare_one(record_id, out, k, stored.get(k, []), wanted[k], reported)
+                     for out, k in zip(outs, keys[at:at + len(outs)])]
+            at += len(outs)
+            if self.hook is not None:
+                self._hook(record_id, attempt.records[position], outs, found)
+
+    def _compare_one(self, record_id: RecordId, output: Record, k: RecordId, rows: list[Record],
+                     expected: int, reported: set[RecordId]) -> Record | None:
+        result, dest = self.result, self.dest
+        result.outputs_expected += 1
+        if not rows:
+            result.missing += 1
+            result.problem("missing", f"its output {dest.describe(output)} is not in {dest.name!r}", record_id)
+            return None
+        result.outputs_found += 1
+        if len(rows) > expected and k not in reported:
+            reported.add(k)
+            result.duplicated += 1
+            result.problem("duplicated", f"its output {dest.describe(output)} is in {dest.name!r} "
+                                         f"{len(rows)} times", record_id)
+        best = min((diff_record(output, row, self.ignore) for row in rows), key=len)
+        if not best:
+            return rows[0]
+        if all(d.drift for d in best):
+            result.drifted += 1
+            for kind in {d.drift for d in best if d.drift}:
+                result.drift[kind] = result.drift.get(kind, 0) + 1
+            check = "drift"
+        else:
+            result.different += 1
+            check = "different"
+        shown = "; ".join(d.describe() for d in best[:3]) + (f"; and {len(best) - 3} more" if len(best) > 3 else "")
+        result.problem(check, f"{dest.describe(output)}: {shown}", record_id)
+        return rows[0]
+
+    def _hook(self, record_id: RecordId, record: Record, outputs: Sequence[Record],
+              stored: list[Record | None]) -> None:
+        assert self.hook is not None
+        try:
+            verdict = self.hook(record, list(outputs), stored)
+        except Exception as exc:  # noqa: BLE001 - the user's check: a problem, not a crash
+            verdict = f"verify raised {describe_error(exc)}"
+        if verdict is None or verdict is True:
+            return
+        if verdict is False:
+            lines = ["verify returned False"]
+        elif isinstance(verdict, str):
+            lines = [verdict]
+        else:
+            lines = [str(v) for v in verdict]
+        if lines:
+            self.result.hook_failed += 1
+            self.result.problem("hook", "; ".join(lines), record_id)
