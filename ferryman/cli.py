@@ -26,12 +26,13 @@ from typing import Any, TypeVar
 
 import click
 
-from . import __version__, commands, console
+from . import __version__, commands, console, ledger_commands
 from .deadline import parse_duration
 from .declare import check_max_failures
 from .defaults import DEFAULT_VERIFY_SAMPLE
 from .errors import DRIVER_MODULES, FerrymanError, InputError, StopRequested, one_line
 from .ids import parse_id
+from .progress.files import DEFAULT_PROGRESS
 from .progress.model import Action
 from .report import RunResult
 from .server.address import DEFAULT_HOST, DEFAULT_PORT
@@ -245,7 +246,7 @@ def _duration(text: str | None, option: str) -> float | None:
 @cli.command(context_settings=CONTEXT, short_help="Run the migrations of TARGET (resumes).")
 @click.argument("target")
 @progress_option(False, f"{LEDGER_HELP} Default: the service's own ledger, else "
-                        f"./{commands.DEFAULT_PROGRESS}.")
+                        f"./{DEFAULT_PROGRESS}.")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this migration (name or identity); repeatable.")
 @click.option("--serve", metavar="HOST:PORT",
               help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")
@@ -321,7 +322,7 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
         if result.exit_code == 1 and not dry_run:
             records_failed = any(r.failed for r in result.reports)
             if records_failed or any(r.fatal_error for r in result.reports):
-                say(console.next_steps_after_failures(target, progress or commands.DEFAULT_PROGRESS, records_failed))
+                say(console.next_steps_after_failures(target, progress or DEFAULT_PROGRESS, records_failed))
 
     try:
         result = commands.run(
@@ -454,7 +455,7 @@ def serve(progress: str, host: str, port: int, allow_actions: bool, token: str |
         if source is not click.core.ParameterSource.ENVIRONMENT:  # FERRYMAN_TOKEN alone is harmless
             raise click.UsageError("--token is for --allow-actions: a read-only server needs no token")
         token = None
-    commands.serve(progress, host, port, echo=echo, allow_actions=allow_actions, token=token)
+    ledger_commands.serve(progress, host, port, echo=echo, allow_actions=allow_actions, token=token)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Show where a migration stands.")
@@ -470,7 +471,7 @@ def status(progress: str | None, url: str | None, as_json: bool) -> None:
       ferryman status --progress progress.db
       ferryman status --url http://127.0.0.1:8765
     """
-    snapshot = commands.status(progress=progress, url=url)
+    snapshot = ledger_commands.status(progress=progress, url=url)
     click.echo(json.dumps(snapshot, indent=2, default=str) if as_json else console.format_status(snapshot))
     hint = None if as_json or progress is None else console.next_step_after_status(snapshot, progress)
     if hint is not None:
@@ -522,7 +523,7 @@ def failed_list(progress: str, migration: str | None, grep: str | None, wide: bo
     """
     if wide and as_json:
         raise click.UsageError("--wide and --json do not go together: --json shows everything")
-    rows = commands.failed_list(progress, migration=migration, grep=grep)
+    rows = ledger_commands.failed_list(progress, migration=migration, grep=grep)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2, default=str))
     else:
@@ -541,7 +542,7 @@ def _set_action(action: Action) -> Callable[..., None]:
     verb = "ignored" if action is Action.IGNORE else "marked for retry"
 
     def command(progress: str, migration: str | None, grep: str | None, all_: bool, ids: tuple[str, ...]) -> None:
-        changed = commands.failed_set_action(
+        changed = ledger_commands.failed_set_action(
             progress, action, ids=[parse_id(i) for i in ids], all=all_, grep=grep, migration=migration,
         )
         total = sum(changed.values())
@@ -604,7 +605,7 @@ def progress_export(progress: str, out: str) -> None:
     Example:
       ferryman progress export --progress progress.db --out progress.json
     """
-    counts = commands.progress_export(progress, out)
+    counts = ledger_commands.progress_export(progress, out)
     echo(f"exported {counts} to {out}")
 
 
@@ -619,7 +620,7 @@ def progress_import(progress: str, file: str) -> None:
     Example:
       ferryman progress import --progress progress.db progress.json
     """
-    counts = commands.progress_import(progress, file)
+    counts = ledger_commands.progress_import(progress, file)
     echo(f"imported {counts} into {progress}")
 
 

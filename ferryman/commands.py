@@ -13,9 +13,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,38 +22,32 @@ from .console import RetryLines
 from .deadline import check_timeout, parse_duration
 from .defaults import DEFAULT_VERIFY_SAMPLE
 from .dry_run import DryRunResult
-from .errors import FerrymanError, InputError, TargetError, one_line
+from .errors import FerrymanError, InputError, TargetError, nothing_done, one_line
 from .events import RunObserver
+from .ledger_commands import Echo, quiet
 from .notify import check_url
-from .progress.exchange import export_progress, import_progress
-from .progress.failed import FailedRecords, FailedRow
-from .progress.files import checked_location, existing, load_progress, open_ledger, remove_ledger
+from .progress.files import (
+    DEFAULT_PROGRESS,
+    command_location,
+    load_progress,
+    open_ledger,
+    remove_ledger,
+)
 from .progress.ledger import Ledger
-from .progress.model import Action
 from .progress.reader import LedgerReader
 from .progress.storage import checked_path
 from .report import RunResult
-from .server.address import DEFAULT_HOST, DEFAULT_PORT, check_port_free, parse_host_port
+from .server.address import check_port_free, parse_host_port
 from .service import DEFAULT_RETRY_DELAY, MigrationService, check_attempts
 from .signals import stops_interrupt
 from .target import Target, load_target
-from .types import RecordId
 from .verify import VerificationResult, check_sample
-
-DEFAULT_PROGRESS = "ferryman-progress.db"
-"""The progress ledger ``ferryman run`` uses when no ``--progress`` is given (in the cwd)."""
 
 DEFAULT_LINGER = 300.0
 """``ferryman run --serve``: seconds the server keeps serving the final status after the run."""
 
 DEFAULT_MAX_TRIES = 1
 """``ferryman run --max-tries N``: attempts in all (``--retry-delay``: DEFAULT_RETRY_DELAY)."""
-
-Echo = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 # --- plan and reset ---------------------------------------------------------------------------
@@ -86,7 +78,7 @@ def reset(
     path = _ledger_path(service, progress)
     ledger = service.ledger if path is None else _open_ledger(path)
     try:
-        with _nothing_done():
+        with nothing_done():
             done = service.reset(migrations, with_dependants=with_dependants, progress=ledger)
     finally:
         if path is not None and ledger is not None:
@@ -130,7 +122,7 @@ def run(
     notify: Sequence[str] = (),
     verify_sample: int | None = None,
     observers: Sequence[RunObserver] = (),
-    echo: Echo = _quiet,
+    echo: Echo = quiet,
     linger: float = 0.0,
     on_finished: Callable[[RunResult], None] | None = None,
 ) -> RunResult:
@@ -177,7 +169,8 @@ def run(
         address = parse_host_port(serve) if isinstance(serve, str) else serve
         with service.observed_by([*observers, RetryLines(echo)]):
             if not dry_run:
-                options = _Options(max_tries, retry_delay, max_failures, seconds, events, notify, verify_sample)
+                options = dict(max_tries=max_tries, retry_delay=retry_delay, max_failures=max_failures,
+                               timeout=seconds, events=events, notify=notify, verify_sample=verify_sample)
                 return _run(service, progress, only, address, options, echo, linger, on_finished)
             result = _dry_run(service, progress, only, max_failures, echo)
             if on_finished is not None:
@@ -189,7 +182,7 @@ def _dry_run(service: MigrationService, progress: str | os.PathLike[str] | None,
              max_failures: float | None, echo: Echo) -> DryRunResult:
     existing = None  # what the real run would resume from, read, not changed
     if progress is not None or service.ledger is None:
-        with _nothing_done():
+        with nothing_done():
             path = checked_path(progress if progress is not None else DEFAULT_PROGRESS)
             existing = load_progress(path) if os.path.exists(path) else None
     service.check_stores(only)
@@ -197,22 +190,9 @@ def _dry_run(service: MigrationService, progress: str | os.PathLike[str] | None,
     return service.dry_run(existing, only=only, max_failures=max_failures)
 
 
-@dataclass(frozen=True)
-class _Options:
-    """What ``commands.run`` hands on to :meth:`MigrationService.run`."""
-
-    max_tries: int
-    retry_delay: float
-    max_failures: float | None
-    timeout: float | None
-    events: str | os.PathLike[str] | None
-    notify: Sequence[str]
-    verify_sample: int | None
-
-
 def _run(
     service: MigrationService, progress: str | os.PathLike[str] | None, only: Sequence[str] | None,
-    address: tuple[str, int] | None, options: _Options,
+    address: tuple[str, int] | None, options: dict[str, Any],
     echo: Echo, linger: float, on_finished: Callable[[RunResult], None] | None,
 ) -> RunResult:
     if address is not None:
@@ -228,7 +208,8 @@ def _run(
         if ledger is None:
             assert path is not None
             ledger = _open_ledger(path)
-        echo(f"progress ledger: {path if path is not None else _describe(ledger)}")
+        own = "" if path else " (the service's own)"
+        echo(f"progress ledger: {path or getattr(ledger, 'path', None) or type(ledger).__name__}{own}")
         if address is not None:
             from .server.live import LiveServer
 
@@ -260,15 +241,13 @@ def _run(
 
 
 def _attempts(service: MigrationService, ledger: Ledger, only: Sequence[str] | None,
-              options: _Options) -> RunResult:
-    """The run; an error before any migration started is "nothing was done" (InputError)."""
+              options: dict[str, Any]) -> RunResult:
+    """:meth:`MigrationService.run` with ``options``; an error before any migration started is
+    "nothing was done" (InputError)."""
     tracker = _WorkTracker()
     try:
         with service.observed_by([tracker]):
-            return service.run(ledger, only=only, max_failures=options.max_failures,
-                               max_tries=options.max_tries, retry_delay=options.retry_delay,
-                               timeout=options.timeout, events=options.events, notify=options.notify,
-                               verify_sample=options.verify_sample)
+            return service.run(ledger, only=only, **options)
     except (FerrymanError, OSError, sqlite3.Error, SQLAlchemyError) as exc:
         error: BaseException = exc
         if isinstance(exc, sqlite3.Error):  # only the ledger speaks to sqlite3 itself
@@ -290,33 +269,15 @@ class _WorkTracker(RunObserver):
         self.started = True
 
 
-def _describe(ledger: Ledger) -> str:
-    path = getattr(ledger, "path", None)
-    return f"{path} (the service's own)" if path else f"{type(ledger).__name__} (the service's own)"
-
-
 def _ledger_path(service: MigrationService, progress: str | os.PathLike[str] | None) -> str | None:
     """The ledger path to open, or None to use the service's own ledger."""
-    if progress is None and service.ledger is not None:
-        return None
-    with _nothing_done():
-        return checked_location(progress if progress is not None else DEFAULT_PROGRESS)
+    with nothing_done():
+        return command_location(progress, own=service.ledger is not None)
 
 
 def _open_ledger(path: str) -> Ledger:
-    with _nothing_done():
+    with nothing_done():
         return open_ledger(path)
-
-
-@contextmanager
-def _nothing_done() -> Iterator[None]:
-    """Any error here means nothing was done (InputError, in one line)."""
-    try:
-        yield
-    except InputError:
-        raise
-    except (FerrymanError, OSError, sqlite3.Error) as exc:
-        raise InputError(one_line(exc)) from exc
 
 
 # --- verify --------------------------------------------------------------------------------------
@@ -335,7 +296,7 @@ def verify(
             ledger, a store cannot be read.
     """
     service = _service_of(target)
-    with _nothing_done():
+    with nothing_done():
         check_sample(sample)
         service.select(only)
     path = _ledger_path(service, progress)
@@ -346,84 +307,10 @@ def verify(
     assert ledger is not None
     try:
         service.check_stores(only)
-        with _nothing_done():
+        with nothing_done():
             if isinstance(ledger, LedgerReader):
                 ledger.refuse_if_live("verify the migrations")
         return service.verify(ledger, sample=sample, only=only, seed=seed)
     finally:
         if path is not None:
             ledger.close()
-
-
-# --- failed records, export and import -----------------------------------------------------------
-
-
-def failed_list(
-    progress: str | os.PathLike[str], *, migration: str | None = None, grep: str | None = None
-) -> list[FailedRow]:
-    """:meth:`FailedRecords.list <ferryman.progress.failed.FailedRecords.list>` of the progress
-    at ``progress`` (SQLite ledger or mjg JSON)."""
-    return FailedRecords(progress).list(migration=migration, grep=grep)
-
-
-def failed_set_action(
-    progress: str | os.PathLike[str], action: Action | str, *, ids: Sequence[RecordId] = (),
-    all: bool = False, grep: str | None = None, migration: str | None = None,
-) -> dict[str, int]:
-    """:meth:`FailedRecords.mark <ferryman.progress.failed.FailedRecords.mark>`: set the action
-    (IGNORE or RETRY) of failed records; how many changed, per migration name."""
-    return FailedRecords(progress).mark(action, ids=ids, all=all, grep=grep, migration=migration)
-
-
-progress_export = export_progress
-progress_import = import_progress
-
-
-# --- status and serve -----------------------------------------------------------------------------
-
-
-def status(*, progress: str | os.PathLike[str] | None = None, url: str | None = None,
-           timeout: float = 5.0) -> dict[str, Any]:
-    """``{"result": <GET /migrate/result>, "progress": <GET /migrate/progress>}`` from a running
-    server at ``url``, or computed from the ledger at ``progress``."""
-    if (progress is None) == (url is None):
-        raise InputError("give either --progress PATH or --url URL")
-    if url is not None:
-        from .server.client import fetch_status
-
-        return fetch_status(url, timeout)
-    assert progress is not None
-    from .server import LedgerStatusSource
-
-    source = LedgerStatusSource(existing(progress))
-    snapshot = source.snapshot()
-    return {"result": snapshot.result(), "progress": snapshot.progress(), "verification": source.verification()}
-
-
-def serve(progress: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          echo: Echo = _quiet, *, allow_actions: bool = False, token: str | None = None) -> None:
-    """Serve the status API and dashboard for the ledger at ``progress`` until Ctrl-C.
-
-    The ledger may not exist yet (the status is ``pending`` until a run starts on it). With
-    ``allow_actions``, the dashboard may mark failed records (``POST /migrate/actions``) with
-    ``token`` (a random one when None; the start message gives it).
-    """
-    from .server import Actions, LedgerStatusSource, create_app, serve_forever
-
-    path = checked_location(progress)
-    actions = Actions(path, token) if allow_actions else None
-    check_port_free(host, port)  # before the source opens the ledger
-    app = create_app(LedgerStatusSource(path), actions)
-    waiting = "" if os.path.exists(path) else (
-        f"; there is no progress ledger at {path} yet: its status is 'pending' until a run starts on it "
-        "(a mistyped path stays pending)")
-
-    def ready(url: str) -> None:
-        echo(f"serving the status of {path} at {url}/ (Ctrl-C to stop){waiting}")
-        if actions is not None:
-            shown = actions.token if token is None else "TOKEN"  # a given token is not echoed
-            echo(f"actions allowed: open {url}/#actions={shown} (the page keeps the token for its "
-                 f"tab), or send the header X-Ferryman-Token: {shown}")
-
-    serve_forever(app, host, port, on_ready=ready)
-

@@ -13,7 +13,9 @@ Python traceback, a Java stack trace).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import sqlite3
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
@@ -169,6 +171,18 @@ class StopRequested(BaseException):
     """
 
     exit_code = 130
+
+
+@contextmanager
+def nothing_done() -> Iterator[None]:
+    """Any error in the block means nothing was done: it is raised as an InputError (exit 2) in
+    one line. What a command checks and opens before it changes anything runs in one."""
+    try:
+        yield
+    except InputError:
+        raise
+    except (FerrymanError, OSError, sqlite3.Error) as exc:
+        raise InputError(one_line(exc)) from exc
 
 
 # --- errors as text --------------------------------------------------------------------------------

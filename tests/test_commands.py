@@ -23,6 +23,7 @@ from ferryman import (
     SqlStore,
     commands,
     console,
+    ledger_commands,
     migration,
 )
 from ferryman.dry_run import DryRunResult
@@ -82,16 +83,16 @@ def test_failures_then_ignore_then_run_again(tmp_path):
     service, dst = make_service(bad={3, 11})
     outcome = commands.run(service, progress=progress)
     assert outcome.exit_code == 1
-    rows = commands.failed_list(progress)
+    rows = ledger_commands.failed_list(progress)
     assert [(r.record.id, r.name, r.record.action) for r in rows] == [
         (3, "Copy", Action.RETRY), (11, "Copy", Action.RETRY)]
     assert rows[0].cause == "ValueError: bad record 3"
-    assert commands.failed_set_action(progress, "IGNORE", ids=[3, 11]) == {"Copy": 2}
+    assert ledger_commands.failed_set_action(progress, "IGNORE", ids=[3, 11]) == {"Copy": 2}
     service, _ = make_service(bad={3, 11}, dst=dst)
     outcome = commands.run(service, progress=progress)
     assert outcome.exit_code == 0
     assert outcome.reports[0].ignored == 2
-    assert [r.record.action for r in commands.failed_list(progress)] == [Action.IGNORE] * 2
+    assert [r.record.action for r in ledger_commands.failed_list(progress)] == [Action.IGNORE] * 2
 
 
 def test_max_tries_runs_again_until_it_completes(tmp_path):
@@ -244,7 +245,7 @@ def ledger_path(request, tmp_path) -> str:
         sample_progress().save(path)
     else:
         path = str(tmp_path / "progress.db")
-        commands.progress_import(path, _json_file(tmp_path))
+        ledger_commands.progress_import(path, _json_file(tmp_path))
     return path
 
 
@@ -255,7 +256,7 @@ def _json_file(tmp_path) -> str:
 
 
 def test_failed_list_everything(ledger_path):
-    rows = commands.failed_list(ledger_path)
+    rows = ledger_commands.failed_list(ledger_path)
     assert [(r.name, r.record.id, r.record.action.value) for r in rows] == [
         ("CopyOrders", 17, "RETRY"), ("CopyOrders", (1, "a"), "RETRY"), ("CopyOrders", "x9", "IGNORE"),
         ("CopyCustomers", 17, "RETRY"),
@@ -267,52 +268,52 @@ def test_failed_list_everything(ledger_path):
 
 
 def test_failed_list_filters(ledger_path):
-    assert [r.record.id for r in commands.failed_list(ledger_path, migration="CopyCustomers")] == [17]
-    assert [r.record.id for r in commands.failed_list(ledger_path, migration="shop.CopyCustomers")] == [17]
-    assert [r.record.id for r in commands.failed_list(ledger_path, grep="unique")] == ["x9", 17]
+    assert [r.record.id for r in ledger_commands.failed_list(ledger_path, migration="CopyCustomers")] == [17]
+    assert [r.record.id for r in ledger_commands.failed_list(ledger_path, migration="shop.CopyCustomers")] == [17]
+    assert [r.record.id for r in ledger_commands.failed_list(ledger_path, grep="unique")] == ["x9", 17]
     with pytest.raises(InputError, match="no migration 'Nope'.*CopyOrders, CopyCustomers"):
-        commands.failed_list(ledger_path, migration="Nope")
+        ledger_commands.failed_list(ledger_path, migration="Nope")
 
 
 def test_ignore_and_retry_by_id(ledger_path):
-    changed = commands.failed_set_action(ledger_path, Action.IGNORE, ids=[17, (1, "a")], migration="CopyOrders")
+    changed = ledger_commands.failed_set_action(ledger_path, Action.IGNORE, ids=[17, (1, "a")], migration="CopyOrders")
     assert changed == {"CopyOrders": 2}
-    actions = {(r.name, r.record.id): r.record.action.value for r in commands.failed_list(ledger_path)}
+    actions = {(r.name, r.record.id): r.record.action.value for r in ledger_commands.failed_list(ledger_path)}
     assert actions == {("CopyOrders", 17): "IGNORE", ("CopyOrders", (1, "a")): "IGNORE",
                        ("CopyOrders", "x9"): "IGNORE", ("CopyCustomers", 17): "RETRY"}
-    assert commands.failed_set_action(ledger_path, "RETRY", ids=["x9"]) == {"CopyOrders": 1}
-    assert commands.failed_set_action(ledger_path, "RETRY", ids=["x9"]) == {"CopyOrders": 0}
+    assert ledger_commands.failed_set_action(ledger_path, "RETRY", ids=["x9"]) == {"CopyOrders": 1}
+    assert ledger_commands.failed_set_action(ledger_path, "RETRY", ids=["x9"]) == {"CopyOrders": 0}
 
 
 def test_ignore_all_and_grep(ledger_path):
-    assert commands.failed_set_action(ledger_path, "IGNORE", grep="UNIQUE") == {"CopyOrders": 0, "CopyCustomers": 1}
-    assert commands.failed_set_action(ledger_path, "IGNORE", all=True) == {"CopyOrders": 2, "CopyCustomers": 0}
-    assert {r.record.action for r in commands.failed_list(ledger_path)} == {Action.IGNORE}
-    assert commands.failed_set_action(ledger_path, "RETRY", all=True, migration="CopyCustomers") == {"CopyCustomers": 1}
+    assert ledger_commands.failed_set_action(ledger_path, "IGNORE", grep="UNIQUE") == {"CopyOrders": 0, "CopyCustomers": 1}
+    assert ledger_commands.failed_set_action(ledger_path, "IGNORE", all=True) == {"CopyOrders": 2, "CopyCustomers": 0}
+    assert {r.record.action for r in ledger_commands.failed_list(ledger_path)} == {Action.IGNORE}
+    assert ledger_commands.failed_set_action(ledger_path, "RETRY", all=True, migration="CopyCustomers") == {"CopyCustomers": 1}
 
 
 def test_bad_selections_change_nothing(ledger_path):
     before = snapshot(ledger_path)
     with pytest.raises(InputError, match="exactly one") as info:
-        commands.failed_set_action(ledger_path, "IGNORE")
+        ledger_commands.failed_set_action(ledger_path, "IGNORE")
     assert info.value.exit_code == 2
     with pytest.raises(InputError, match="exactly one"):
-        commands.failed_set_action(ledger_path, "IGNORE", ids=[17], all=True)
+        ledger_commands.failed_set_action(ledger_path, "IGNORE", ids=[17], all=True)
     with pytest.raises(InputError, match="not a failed record.*: 99, nope"):
-        commands.failed_set_action(ledger_path, "IGNORE", ids=[(1, "a"), 99, "nope"], migration="CopyOrders")
+        ledger_commands.failed_set_action(ledger_path, "IGNORE", ids=[(1, "a"), 99, "nope"], migration="CopyOrders")
     with pytest.raises(InputError, match="id 17 failed in several migrations.*--migration"):
-        commands.failed_set_action(ledger_path, "IGNORE", ids=[17])
+        ledger_commands.failed_set_action(ledger_path, "IGNORE", ids=[17])
     assert snapshot(ledger_path) == before
 
 
 def test_a_missing_progress_file(tmp_path):
     for path in (tmp_path / "nope.db", tmp_path / "nope.json"):
         with pytest.raises(FileNotFoundError) as info:
-            commands.failed_list(path)
+            ledger_commands.failed_list(path)
         assert one_line(info.value) == f"no progress file: {path}"
         assert not path.exists()
     with pytest.raises(InputError, match="is a directory"):
-        commands.failed_list(tmp_path)
+        ledger_commands.failed_list(tmp_path)
 
 
 def test_a_malformed_progress_file(tmp_path):
@@ -320,32 +321,32 @@ def test_a_malformed_progress_file(tmp_path):
     path.write_text('{"migrationProgress": {"a": {"succeededRecordIds": [1.5]}}}')
     before = snapshot(path)
     with pytest.raises(ProgressFormatError) as info:
-        commands.failed_set_action(path, "IGNORE", all=True)
+        ledger_commands.failed_set_action(path, "IGNORE", all=True)
     assert "$.migrationProgress" in one_line(info.value) and "\n" not in one_line(info.value)
     assert snapshot(path) == before
 
 
 def test_a_live_run_holds_the_ledger(tmp_path):
     path = str(tmp_path / "p.db")
-    commands.progress_import(path, _json_file(tmp_path))
+    ledger_commands.progress_import(path, _json_file(tmp_path))
     other = tmp_path / "other.json"
     MigrationProgress().save(other)
     run = SqliteLedger(path)
     run.begin_run([])
     try:
-        before = {r.record.id: r.record.action for r in commands.failed_list(path)}  # reading is fine
+        before = {r.record.id: r.record.action for r in ledger_commands.failed_list(path)}  # reading is fine
         with pytest.raises(LedgerBusyError, match="cannot change failed records in .* is in use by pid"):
-            commands.failed_set_action(path, "IGNORE", all=True)
+            ledger_commands.failed_set_action(path, "IGNORE", all=True)
         with pytest.raises(LedgerBusyError):
-            commands.progress_import(path, other)
+            ledger_commands.progress_import(path, other)
         with pytest.raises(LedgerBusyError):
-            commands.progress_export(path, tmp_path / "out.json")
-        assert {r.record.id: r.record.action for r in commands.failed_list(path)} == before
+            ledger_commands.progress_export(path, tmp_path / "out.json")
+        assert {r.record.id: r.record.action for r in ledger_commands.failed_list(path)} == before
         assert not (tmp_path / "out.json").exists()
     finally:
         run.end_run(RunResult([]))
         run.close()
-    assert commands.failed_set_action(path, "IGNORE", all=True) == {"CopyOrders": 2, "CopyCustomers": 1}
+    assert ledger_commands.failed_set_action(path, "IGNORE", all=True) == {"CopyOrders": 2, "CopyCustomers": 1}
 
 
 # --- export and import ---------------------------------------------------------------------------------
@@ -353,41 +354,41 @@ def test_a_live_run_holds_the_ledger(tmp_path):
 
 def test_export_then_import_round_trip(tmp_path):
     db = str(tmp_path / "p.db")
-    counts = commands.progress_import(db, _json_file(tmp_path))
+    counts = ledger_commands.progress_import(db, _json_file(tmp_path))
     assert (counts.migrations, counts.succeeded, counts.failed) == (2, 3, 4)
     assert str(counts) == "2 migration(s), 3 succeeded and 4 failed record(s)"
     out = tmp_path / "out.json"
-    assert commands.progress_export(db, out) == counts
+    assert ledger_commands.progress_export(db, out) == counts
     assert MigrationProgress.load(out).migrations == sample_progress().migrations
     again = tmp_path / "again.db"
-    commands.progress_import(again, out)
-    assert commands.failed_list(again)[0].record.id == 17
+    ledger_commands.progress_import(again, out)
+    assert ledger_commands.failed_list(again)[0].record.id == 17
 
 
 def test_export_from_json_and_refusals(tmp_path):
     src = _json_file(tmp_path)
-    commands.progress_export(src, tmp_path / "copy.json")
+    ledger_commands.progress_export(src, tmp_path / "copy.json")
     assert MigrationProgress.load(tmp_path / "copy.json") == MigrationProgress.load(src)
     with pytest.raises(InputError, match="the progress file itself"):
-        commands.progress_export(src, src)
+        ledger_commands.progress_export(src, src)
     with pytest.raises(InputError, match="import goes into an SQLite ledger"):
-        commands.progress_import(tmp_path / "x.json", src)
+        ledger_commands.progress_import(tmp_path / "x.json", src)
 
 
 def test_import_of_a_malformed_file_changes_nothing(tmp_path):
     db = str(tmp_path / "p.db")
-    commands.progress_import(db, _json_file(tmp_path))
-    before = commands.failed_list(db)
+    ledger_commands.progress_import(db, _json_file(tmp_path))
+    before = ledger_commands.failed_list(db)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ProgressFormatError):
-        commands.progress_import(db, bad)
-    assert [r.record for r in commands.failed_list(db)] == [r.record for r in before]
+        ledger_commands.progress_import(db, bad)
+    assert [r.record for r in ledger_commands.failed_list(db)] == [r.record for r in before]
     with pytest.raises(ProgressFormatError):
-        commands.progress_import(tmp_path / "new.db", bad)
+        ledger_commands.progress_import(tmp_path / "new.db", bad)
     assert not [p for p in os.listdir(tmp_path) if p.startswith("new.db")]  # not even an empty ledger
     with pytest.raises(FileNotFoundError):
-        commands.progress_import(tmp_path / "new.db", tmp_path / "missing.json")
+        ledger_commands.progress_import(tmp_path / "new.db", tmp_path / "missing.json")
     assert not (tmp_path / "new.db").exists()
 
 
@@ -398,20 +399,20 @@ def test_status_of_a_progress_file(tmp_path):
     progress = str(tmp_path / "p.json")
     service, _ = make_service(bad={2})
     commands.run(service, progress=progress)
-    snap = commands.status(progress=progress)
+    snap = ledger_commands.status(progress=progress)
     assert snap["result"]["status"] == "failed"
     text = console.format_status(snap)
     assert text.startswith("status: failed")
     assert "MIGRATION" in text and "Copy" in text
     with pytest.raises(FileNotFoundError):
-        commands.status(progress=tmp_path / "missing.db")
+        ledger_commands.status(progress=tmp_path / "missing.db")
     with pytest.raises(InputError):
-        commands.status()
+        ledger_commands.status()
 
 
 def test_status_of_an_unreachable_server():
     with pytest.raises(InputError, match="cannot reach http://127.0.0.1:9/migrate/result"):
-        commands.status(url="http://127.0.0.1:9", timeout=2)
+        ledger_commands.status(url="http://127.0.0.1:9", timeout=2)
 
 
 def test_format_status_tolerates_missing_parts():

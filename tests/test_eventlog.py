@@ -18,7 +18,7 @@ from ferryman import (
     SqlStore,
     migration,
 )
-from ferryman.commands import failed_set_action
+from ferryman.ledger_commands import failed_set_action
 from ferryman.progress.sqlite import SqliteLedger
 from ferryman.server import (
     BackgroundServer,

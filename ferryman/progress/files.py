@@ -158,6 +158,19 @@ def remove_ledger(path: str | os.PathLike[str]) -> None:
             os.remove(leftover)
 
 
+DEFAULT_PROGRESS = "ferryman-progress.db"
+"""The progress ledger a command uses when given no ``--progress`` and the service has no
+ledger of its own (in the cwd)."""
+
+
+def command_location(progress: str | os.PathLike[str] | None, *, own: bool) -> str | None:
+    """The ledger path a command means: ``progress``, else None when the service has its ``own``
+    ledger, else DEFAULT_PROGRESS; checked by :func:`checked_location`."""
+    if progress is None and own:
+        return None
+    return checked_location(progress if progress is not None else DEFAULT_PROGRESS)
+
+
 def checked_location(path: str | os.PathLike[str]) -> str:
     """``path`` as a place where a progress file may be: not empty, in a directory that
     exists, and not a directory itself (LedgerFileError otherwise)."""

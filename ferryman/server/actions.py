@@ -77,6 +77,12 @@ class Actions:
         body; InputError in it answers 400, LedgerBusyError 409."""
         self._handlers[name] = handler
 
+    def invitation(self, url: str, *, show_token: bool) -> str:
+        """How to act on the server at ``url``; a token the user gave is not shown again."""
+        shown = self.token if show_token else "TOKEN"
+        return (f"actions allowed: open {url}/#actions={shown} (the page keeps the token for its tab), "
+                f"or send the header X-Ferryman-Token: {shown}")
+
     def allows(self, token: str | None) -> bool:
         """Whether ``token`` is the server's (in constant time)."""
         return token is not None and hmac.compare_digest(token.encode(), self.token.encode())

@@ -375,7 +375,7 @@ def test_an_mjg_json_progress_is_searched_too(tmp_path):
 
 def test_a_token_in_the_environment_alone_leaves_a_server_read_only(ledger, monkeypatch):
     served = {}
-    monkeypatch.setattr("ferryman.commands.serve",
+    monkeypatch.setattr("ferryman.ledger_commands.serve",
                         lambda progress, host, port, **options: served.update(options))
     result = CliRunner().invoke(cli, ["serve", "--progress", str(ledger)], env={"FERRYMAN_TOKEN": TOKEN})
     assert result.exit_code == 0, result.output

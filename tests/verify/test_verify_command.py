@@ -105,9 +105,9 @@ def test_exit_codes_and_what_every_reader_shows(project):
         assert metrics["ferryman_verification_check_ok[('check', 'counts'), ('migration', 'copy')]"] == 1
         assert metrics["ferryman_verification_check_ok[('check', 'replay'), ('migration', 'copy')]"] == 0
         assert metrics["ferryman_verification_records_checked[('migration', 'copy')]"] == 40
-        from ferryman import commands
+        from ferryman import ledger_commands
 
-        over_http = commands.status(url=server.url)  # ferryman status --url
+        over_http = ledger_commands.status(url=server.url)  # ferryman status --url
         assert over_http["verification"]["status"] == "failed"
         events = client.get("/migrate/events").json()["events"]
         assert [e["event"] for e in events if e["event"].startswith("verification")] == [

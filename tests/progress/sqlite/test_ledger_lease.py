@@ -25,7 +25,7 @@ from ferryman import (
     LedgerBusyError,
     MigrationProgress,
     RunResult,
-    commands,
+    ledger_commands,
 )
 from ferryman.progress.files import JsonFileLedger
 from ferryman.progress.lease import Holder, Process
@@ -193,10 +193,10 @@ def test_one_run_at_a_time_on_a_json_file(tmp_path: Path) -> None:
     with pytest.raises(LedgerBusyError, match=f"p.json is in use by pid {os.getpid()} on "):
         second.begin_run([])
     with pytest.raises(LedgerBusyError, match="cannot change failed records in .*p.json"):
-        commands.failed_set_action(path, "IGNORE", all=True)
+        ledger_commands.failed_set_action(path, "IGNORE", all=True)
     first.end_run(RunResult([]))
     first.close()
-    assert commands.failed_set_action(path, "IGNORE", all=True) == {"Copy": 1}  # released
+    assert ledger_commands.failed_set_action(path, "IGNORE", all=True) == {"Copy": 1}  # released
     second.begin_run([])  # it reads the file as the last holder left it
     assert second.progress().migrations[MIGRATION].failed[5].action is Action.IGNORE
     second.end_run(RunResult([]))
