@@ -449,6 +449,12 @@ class CountingSource:
     def version(self):
         return self.inner.version()
 
+    def events(self, after, limit):
+        return self.inner.events(after, limit)
+
+    def verification(self):
+        return self.inner.verification()
+
 
 def test_many_polls_read_the_source_at_most_once_per_refresh_and_at_once_when_it_ends():
     live = LiveStatusSource()

@@ -262,6 +262,12 @@ class FixedSource:
     def failed_page(self, query: FailedQuery) -> dict:
         return page_body(FailedPage(0), {}, query)
 
+    def events(self, after: int, limit: int) -> list[dict]:
+        return []
+
+    def verification(self) -> dict | None:
+        return None
+
 
 def big_snapshot() -> StatusSnapshot:
     began = time.time() - 4000
@@ -356,3 +362,25 @@ def test_the_throughput_chart_follows_a_live_run(browser, tmp_path):
         assert browser.js("document.getElementById('t-eta-label').textContent") == "Duration"
         assert browser.js("document.getElementById('t-eta').textContent") != "—"
     service.ledger.close()
+
+
+def test_a_verification_shows_what_it_found_as_text(browser, tmp_path):
+    labels = MemoryStore("areas", records=[{"id": i, "label": f"area {i}"} for i in range(1, 13)])
+    copies = MemoryStore("area_copy", on_conflict="update")
+    service = MigrationService([labels, copies], [CopyAreas], ledger=tmp_path / "run.db", checkpoint_interval=0)
+    assert service.run().ok
+    with BackgroundServer(create_app(LedgerStatusSource(tmp_path / "run.db"))) as running:
+        browser.page("Page.navigate", url=f"{running.url}/")
+        browser.wait_js("Number(document.documentElement.dataset.renders || 0) >= 1")
+        assert browser.js("document.getElementById('verification-card').hidden") is True  # none yet
+
+        copies.save_all([{"id": 5, "label": PAYLOAD}])  # the destination drifted from what was written
+        assert not service.verify(sample=None).ok
+        browser.wait_js("document.getElementById('verification-card').hidden === false")
+        assert browser.js("document.getElementById('verification-status').textContent") == "failed"
+        rows = browser.js("[...document.querySelectorAll('.verified')].map(r => r.textContent)")
+        assert len(rows) == 1 and rows[0].startswith("failed areas")
+        problem = browser.js("document.querySelector('.verified .problems li').textContent")
+        assert problem.startswith("different · 5 · area_copy(id=5): label: different: wrote 'area 5'")
+        assert "found '<script>window.__xss = 1; alert(1)</script><img src=x onerror=" in problem  # as text
+        assert browser.js("window.__xss === undefined && !document.querySelector('.verified img')")

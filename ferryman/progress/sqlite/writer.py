@@ -94,6 +94,8 @@ class SqliteLedger(SqliteReader, Ledger):
         if not is_ledger_file(self.path):
             raise LedgerFileError(f"{self.path} is not a ferryman progress ledger (not an SQLite file)")
         self.lease: Lease | None = None
+        self.lost_lease: str | None = None
+        """Why this ledger's run lost its lease, kept after the run: it then writes nothing more."""
         try:
             self._open()
             try:
@@ -243,7 +245,7 @@ class SqliteLedger(SqliteReader, Ledger):
                 "INSERT INTO run (job, attempt, started_at, pid, host) VALUES (?, ?, ?, ?, ?)",
                 (job, attempt, now, os.getpid(), socket.gethostname()),
             ))
-        self.lease = lease
+        self.lease, self.lost_lease = lease, None
         self._reports = reports
         self._changed.clear()
         lease.start_heartbeat()
@@ -273,10 +275,15 @@ class SqliteLedger(SqliteReader, Ledger):
     def _release(self) -> None:
         lease, self.lease = self.lease, None
         if lease is not None:
+            self.lost_lease = lease.lost
             try:
                 lease.release(self.conn)
             except sqlite3.Error as exc:  # the heartbeat has stopped: the lease goes stale
                 log.warning("could not release the lease of %s: %s", self.path, exc)
+
+    def _lost(self) -> bool:
+        """Whether this ledger's run lost its lease, now or before it ended."""
+        return self.lost_lease is not None or (self.lease is not None and self.lease.lost is not None)
 
     def assert_held(self) -> None:
         """Raise LeaseLostError when this run's lease was taken over (one indexed SELECT)."""
@@ -655,8 +662,9 @@ class SqliteLedger(SqliteReader, Ledger):
     # --- the event log and verifications -------------------------------------------------------
 
     def record_event(self, event: dict[str, Any]) -> int | None:
-        """Append an event to the ``event`` table, in a transaction of its own."""
-        if self.read_only:
+        """Append an event to the ``event`` table, in a transaction of its own; nothing once
+        the run lost its lease (the ledger is the new holder's)."""
+        if self.read_only or self._lost():
             return None
         with self._tx():
             return self._append_event(event)
@@ -666,7 +674,7 @@ class SqliteLedger(SqliteReader, Ledger):
         return inserted(self.conn.execute("INSERT INTO event (body) VALUES (?)", (json.dumps(body, default=str),)))
 
     def record_verification(self, result: dict[str, Any]) -> None:
-        if self.read_only:
+        if self.read_only or self._lost():
             return
         with self._tx():
             self.conn.execute("INSERT INTO verification (ok, body) VALUES (?, ?)",

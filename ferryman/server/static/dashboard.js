@@ -19,7 +19,7 @@
 
   let latest = null;
   const openFailures = new Set();
-  const rendered = { failed: '', runs: '', chart: '', migrations: '' };
+  const rendered = { failed: '', runs: '', chart: '', migrations: '', verification: '' };
   const search = { q: '', migration: '', offset: 0 };
   let failedPage = null;
   let latestHistory = null;
@@ -361,6 +361,34 @@
     return lines.length ? lines[lines.length - 1] : '';
   }
 
+  // The newest `ferryman verify` (or `run --verify-sample`): hidden until one ran.
+  function renderVerification(result) {
+    const text = JSON.stringify(result);
+    if (text === rendered.verification) return;
+    rendered.verification = text;
+    $('verification-card').hidden = !result || result.status === 'none';
+    if ($('verification-card').hidden) return;
+    const status = $('verification-status');
+    status.textContent = result.status;
+    status.dataset.state = result.ok ? 'completed' : 'failed';
+    const sample = result.sample === null ? 'every succeeded record' : `a sample of ${num(result.sample)}`;
+    $('verification-when').textContent = `${sample} · ${result.finished_at || result.started_at || ''}`;
+    $('verification').replaceChildren(...result.migrations.map((m) => {
+      const row = el('div', 'verified');
+      const pill = el('span', 'pill', m.ok ? 'passed' : 'failed');
+      pill.dataset.state = m.ok ? 'completed' : 'failed';
+      row.append(pill, el('strong', null, ` ${m.name} `),
+        el('span', 'hint', m.problems.length ? `${m.problems.length} problem(s) shown` : 'no problem'));
+      if (m.problems.length) {
+        const list = el('ul', 'problems');
+        list.append(...m.problems.map((p) => el('li', 'mono',
+          `${p.check} · ${JSON.stringify(p.id)} · ${p.detail}`)));
+        row.append(list);
+      }
+      return row;
+    }));
+  }
+
   function renderRuns(data) {
     const text = JSON.stringify(data.runs);
     if (text === rendered.runs) return;
@@ -449,9 +477,11 @@
   async function tick() {
     try {
       const failed = loadFailed().then(() => '', (error) => error.message);
-      const [data, history, failedProblem] = await Promise.all([
-        fetchJson('/migrate/progress'), fetchJson('/migrate/history'), failed]);
+      const [data, history, verification, failedProblem] = await Promise.all([
+        fetchJson('/migrate/progress'), fetchJson('/migrate/history'),
+        fetchJson('/migrate/verify').catch(() => null), failed]);
       render(data, history);
+      renderVerification(verification);
       $('failed-problem').hidden = !failedProblem;
       $('failed-problem').textContent = failedProblem ? `Cannot search the failed records: ${failedProblem}` : '';
       setConnection('live', 'live');
