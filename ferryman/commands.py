@@ -163,6 +163,12 @@ def run(
         check_url(url)
     if not 0 <= linger <= threading.TIMEOUT_MAX:  # also NaN
         raise InputError(f"--linger must be a number of seconds >= 0, not {linger:g}")
+    if dry_run:
+        _refuse_beside_dry_run({
+            "--serve": serve is not None, "--max-tries": max_tries != DEFAULT_MAX_TRIES,
+            "--retry-delay": retry_delay != DEFAULT_RETRY_DELAY, "--timeout": seconds is not None,
+            "--events": events is not None, "--notify": bool(notify), "--verify-sample": verify_sample is not None,
+        })
     with stops_interrupt():  # until the run handles them itself
         service = _service_of(target)
         service.select(only)
@@ -176,6 +182,15 @@ def run(
             if on_finished is not None:
                 on_finished(result)
             return result
+
+
+def _refuse_beside_dry_run(given: dict[str, bool]) -> None:
+    """A dry run has no status to serve, no attempts, no events and nothing to verify: an option
+    for those is refused rather than silently ignored."""
+    options = [name for name, present in given.items() if present]
+    if options:
+        raise InputError(f"{', '.join(options)}: not for --dry-run, which saves nothing and keeps no "
+                         "progress; drop the option or run for real")
 
 
 def _dry_run(service: MigrationService, progress: str | os.PathLike[str] | None, only: Sequence[str] | None,

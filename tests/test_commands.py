@@ -133,6 +133,18 @@ def test_dry_run_saves_nothing_and_writes_no_progress(tmp_path):
     assert "copy: would write 19 record(s) to dst (20 read, 0 already done, 0 ignored, 1 would fail)" in text
 
 
+@pytest.mark.parametrize(("option", "named"), [
+    ({"serve": "127.0.0.1:0"}, "--serve"), ({"max_tries": 3}, "--max-tries"), ({"retry_delay": 5}, "--retry-delay"),
+    ({"timeout": "10m"}, "--timeout"), ({"events": "events.jsonl"}, "--events"),
+    ({"notify": ["http://127.0.0.1:9/hook"]}, "--notify"), ({"verify_sample": 10}, "--verify-sample"),
+])
+def test_dry_run_refuses_the_options_of_a_real_run_and_changes_nothing(tmp_path, option, named):
+    service, dst = make_service()
+    with pytest.raises(InputError, match=f"^{named}: not for --dry-run"):
+        commands.run(service, progress=tmp_path / "p.json", dry_run=True, **option)
+    assert dst.records() == [] and os.listdir(tmp_path) == []
+
+
 def test_dry_run_skips_what_the_progress_says_is_done(tmp_path):
     progress = tmp_path / "p.json"
     service, dst = make_service(n=10)
