@@ -568,6 +568,10 @@ class _Run:
                 continue
             if self.stop.requested:
                 return
+            left_out = self._unfinished_inputs_left_out(step)
+            if left_out:
+                self._hold_back_for_left_out(step, report, left_out)
+                continue
             if not self._inputs_ready(step, report):
                 self._hold_back_dependants(spec, f"reads what {spec.name} writes, which is out of date")
                 continue
@@ -591,6 +595,31 @@ class _Run:
             log.warning("%s held back: it %s", spec.name, why)
             if first:
                 self.service.observers.migration_held_back(report)
+
+    def _unfinished_inputs_left_out(self, step: PlanStep) -> list[str]:
+        """The names of the migrations whose output ``step`` reads (or names in ``depends_on``)
+        that this run leaves out (``only``) and that have not completed: what it would read
+        is missing or partial."""
+        selected = {s.spec.name for s in self.steps}
+        return [
+            upstream.spec.name for upstream in self.service._steps
+            if upstream.spec.name not in selected
+            and (upstream.writes in step.reads or upstream.spec.identity in step.depends_on)
+            and not self.ledger.completed(self.ledger.key_of(upstream.spec.identity, upstream.writes))
+        ]
+
+    def _hold_back_for_left_out(self, step: PlanStep, report: MigrationReport, left_out: list[str]) -> None:
+        names = ", ".join(left_out)
+        only = " ".join(f"--only {shlex.quote(n)}" for n in [*left_out, step.spec.name])
+        report.state = MigrationState.HELD_BACK
+        report.held_back_by = list(left_out)
+        report.held_back_reason = (
+            f"it reads what {names} {'writes' if len(left_out) == 1 else 'write'}, which this run leaves out "
+            f"and which {'has' if len(left_out) == 1 else 'have'} not completed: its results would be "
+            f"wrong. Run {'it' if len(left_out) == 1 else 'them'} too ({only}), or without --only")
+        log.warning("%s held back: %s", step.spec.name, report.held_back_reason)
+        self.service.observers.migration_held_back(report)
+        self._hold_back_dependants(step.spec, f"reads what {step.spec.name} writes, which was held back")
 
     def _inputs_ready(self, step: PlanStep, report: MigrationReport) -> bool:
         """Whether the migration may run on what its inputs hold now; True once it is known.

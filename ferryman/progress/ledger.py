@@ -46,6 +46,10 @@ class Ledger(ABC):
     def finish_migration(self, identity: str, completed: bool) -> None:
         """Mark the migration completed, or leave it in progress when it is not."""
 
+    def completed(self, key: str) -> bool:
+        """Whether the migration's last run completed it (and nothing reset it since)."""
+        return key in self.progress().metadata.completed
+
     @abstractmethod
     def succeeded_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
         """Which of ``ids`` an earlier page or run migrated already."""
@@ -202,6 +206,9 @@ class MemoryLedger(Ledger):
     def finish_migration(self, identity: str, completed: bool) -> None:
         if completed:
             self._progress.finish_migration(identity)
+
+    def completed(self, key: str) -> bool:
+        return key in self._progress.metadata.completed
 
     def succeeded_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
         entry = self._progress.migrations.get(identity)

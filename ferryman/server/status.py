@@ -342,6 +342,10 @@ def ledger_status(view: LedgerView, alive: bool, watched: bool) -> tuple[Status,
     if outcome == "completed":
         if view.retry_total:
             return Status.FAILED, _remaining_failures(view)
+        unfinished = [display_name(m["identity"]) for m in view.migrations if not m["completed"]]
+        if unfinished:  # a run of some migrations (--only) completed; the others have not
+            return Status.FAILED, (f"not completed: {', '.join(unfinished)} (the last run completed "
+                                   "without them); run again to finish them")
         return (Status.COMPLETED if watched else Status.MIGRATED), run["last_error"]
     if run["last_error"]:
         return Status.FAILED, run["last_error"]

@@ -171,6 +171,24 @@ def test_failed_records_left_by_an_earlier_run_keep_the_status_failed(tmp_path):
     assert {m["name"] for m in snap.migrations} == {"Copy", "CopyOther"}
 
 
+def test_a_completed_run_of_some_migrations_leaves_the_status_failed_while_others_have_not(tmp_path):
+    ledger = tmp_path / "run.db"
+    other = [MemoryStore("other", records=[{"id": 1}]), dest(MemoryStore("other_dst"))]
+    BROKEN.add(2)
+    svc = service(ledger, migrations=(Copy, CopyOther), extra=other)
+    try:
+        assert not svc.run().ok
+        (copy,) = [i for i in svc.ledger.identities() if i.endswith(".Copy")]
+        assert svc.ledger.set_action(copy, [2], Action.IGNORE) == 1
+        assert svc.run(only=["CopyOther"]).ok  # no failed record left to retry, but Copy never completed
+    finally:
+        svc.ledger.close()
+    snap = LedgerStatusSource(ledger).snapshot()
+    assert snap.status == "failed"
+    assert snap.last_err == ("not completed: Copy (the last run completed without them); "
+                             "run again to finish them")
+
+
 def test_running_while_the_run_is_alive_then_completed(tmp_path):
     ledger = tmp_path / "run.db"
     source = LedgerStatusSource(ledger)
@@ -229,8 +247,10 @@ def test_a_run_whose_process_was_killed_is_failed_not_running(tmp_path):
     assert LedgerStatusSource(ledger).snapshot().result()["status"] == "failed"
     assert run_once(ledger).ok
     snap = source.snapshot()
-    assert (snap.status, snap.try_count, snap.step) == ("completed", 2, "Copy")
+    assert (snap.try_count, snap.step) == (2, "Copy")
     assert [r["outcome"] for r in snap.runs] == ["completed", "died"]
+    # that run completed Copy; the ledger still holds Slow, interrupted: nothing says "completed"
+    assert snap.status == "failed" and snap.last_err.startswith("not completed: Slow")
 
 
 def test_an_unreadable_ledger_raises(tmp_path):

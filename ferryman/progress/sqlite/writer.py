@@ -592,6 +592,10 @@ class SqliteLedger(SqliteReader, Ledger):
         current = self._dest_of(identity)
         return identity if current in (None, dest) else derived_key(identity, dest)
 
+    def completed(self, key: str) -> bool:
+        row = self.conn.execute("SELECT completed FROM migration WHERE identity = ?", (key,)).fetchone()
+        return bool(row and row[0])
+
     def _dest_of(self, key: str) -> str | None:
         row = self.conn.execute("SELECT dest FROM migration WHERE identity = ?", (key,)).fetchone()
         return None if row is None or row[0] is None else str(row[0])
