@@ -196,6 +196,12 @@ class Store(ABC):
         """How many records match, or None where counting is not cheap."""
         return None
 
+    def unique_keys(self) -> list[tuple[str | None, tuple[str, ...]]]:
+        """The store's unique constraints besides its key, as (name or None, fields): what a
+        record may clash on when its key does not. A verification replays ``handle_duplicate``
+        with them. Default: none known."""
+        return []
+
     def read_journal(self, migration: str | None = None) -> list[JournalEntry]:
         """Journal entries committed with earlier batches, oldest first; only ``migration``'s if given."""
         return []

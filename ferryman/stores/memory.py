@@ -197,6 +197,9 @@ class MemoryStore(Store):
                     owners[values] = record_id
         self._ids = ids
 
+    def unique_keys(self) -> list[tuple[str | None, tuple[str, ...]]]:
+        return [(None, tuple(fields)) for fields in self.unique]
+
     def _raise_duplicate(self, fields: Sequence[str], values: Sequence[Any], record: Record) -> NoReturn:
         what = describe_values(fields, values)
         # A KeyError plays the driver error's part, so __cause__ is set as with a database.

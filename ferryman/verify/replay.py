@@ -4,6 +4,12 @@ and their outputs are compared with what the destination holds under their keys.
 Nothing is saved and no progress is recorded: only ``get_many`` (the source records by id, the
 stored outputs by key) and the matched stores' reads. A sample is replayed without preloading
 matched stores (a query per page costs less than reading a store whole for a few pages).
+
+A record whose outputs the destination does not hold as replayed may have met a duplicate in
+the run, which the migration's ``handle_duplicate`` settled: then the replay finds the clash the
+destination shows (a stored row with the output's key, or another row with the same values of a
+unique constraint), asks ``handle_duplicate`` again, and compares what it says would have been
+saved instead (nothing, for a skip).
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from itertools import islice
 from typing import Any, Protocol
 
 from ..declare import MigrationSpec
-from ..errors import describe_error
+from ..errors import DuplicateDataError, describe_error
 from ..pipeline.attempt import Transformer
 from ..pipeline.work import Attempt
 from ..stores.base import Store
+from ..stores.common import describe_values
 from ..types import Record, RecordId
 from .compare import diff_record
 from .result import MigrationVerification, Problem
@@ -98,8 +105,9 @@ class _Replay:
         if sampled:
             spec = replace(spec, matches=tuple(replace(m, preload=False) for m in spec.matches))
         self.result = result
-        self.source, self.dest = stores[spec.source], stores[spec.dest]
+        self.source, self.dest, self.stores = stores[spec.source], stores[spec.dest], stores
         self.transformer = Transformer(spec, instance, stores)
+        self.handle_duplicate = getattr(instance, "handle_duplicate", None)
         self.hook = getattr(instance, "verify", None)
         self.ignore = frozenset(getattr(instance, "verify_ignore", ()))
 
@@ -142,12 +150,75 @@ class _Replay:
         reported: set[RecordId] = set()
         at = 0
         for position, outs in enumerate(attempt.outputs):
-            record_id = attempt.ids[position]
-            found = [self._compare_one(record_id, out, k, stored.get(k, []), wanted[k], reported)
-                     for out, k in zip(outs, keys[at:at + len(outs)])]
+            record_id, record = attempt.ids[position], attempt.records[position]
+            out_keys = keys[at:at + len(outs)]
             at += len(outs)
+            if self.handle_duplicate is not None and not self._all_stored(outs, out_keys, stored):
+                handled = self._as_handled(record, outs, out_keys, stored)
+                if handled is not None:
+                    wanted.subtract(out_keys)
+                    outs, out_keys = handled
+                    wanted.update(out_keys)
+            found = [self._compare_one(record_id, out, k, stored.get(k, []), wanted[k], reported)
+                     for out, k in zip(outs, out_keys)]
             if self.hook is not None:
-                self._hook(record_id, attempt.records[position], outs, found)
+                self._hook(record_id, record, outs, found)
+
+    def _all_stored(self, outs: Sequence[Record], keys: Sequence[RecordId],
+                    stored: Mapping[RecordId, list[Record]]) -> bool:
+        return all(any(not diff_record(out, row, self.ignore) for row in stored.get(k, ()))
+                   for out, k in zip(outs, keys))
+
+    def _as_handled(self, record: Record, outs: Sequence[Record], keys: list[RecordId],
+                    stored: dict[RecordId, list[Record]]) -> tuple[list[Record], list[RecordId]] | None:
+        """What ``handle_duplicate`` says the run saved instead of ``outs``, with their keys, for
+        a clash the destination shows; None when no clash it shows makes ``handle_duplicate``
+        account for what is stored.
+
+        Which clash the run met is not known (a row stored before the run, or one saved after
+        this record by the run itself), so each is tried: the first whose settlement matches
+        the destination is taken, else a skip (nothing saved: nothing to compare), counted."""
+        assert self.handle_duplicate is not None
+        skips = False
+        for error in (e for out, k in zip(outs, keys) for e in self._clashes(out, k, stored)):
+            try:
+                replacement = self.handle_duplicate(error, record, list(outs), self.source, self.dest, self.stores)
+            except Exception:  # noqa: BLE001 - the run failed the record then
+                continue
+            replaced = None if replacement is None else list(replacement)
+            if not replaced:
+                skips = skips or replaced is not None
+                continue
+            new_keys = self.dest.ids_of(replaced)
+            unseen = [k for k in new_keys if k not in stored]
+            for k, row in zip(self.dest.ids_of(rows := self.dest.get_many(unseen)), rows):
+                stored.setdefault(k, []).append(row)
+            if self._all_stored(replaced, new_keys, stored):
+                self.result.settled += 1
+                return replaced, new_keys
+        if skips:
+            self.result.settled_skipped += 1
+            return [], []
+        return None
+
+    def _clashes(self, output: Record, key: RecordId,
+                 stored: Mapping[RecordId, list[Record]]) -> Iterator[DuplicateDataError]:
+        """The duplicates saving ``output`` may have met, as the store raises them: a stored row
+        with its key, another row with the same values of a unique constraint."""
+        dest = self.dest
+        rows = stored.get(key)
+        if rows:
+            values = dest.key_filter_value(key)
+            yield DuplicateDataError(f"{dest.name}: duplicate key {describe_values(dest.key_fields, values)}",
+                                     [output], columns=dest.key_fields, values=tuple(map(str, values)))
+        for name, fields in dest.unique_keys():
+            values = tuple(output.get(f) for f in fields)
+            if any(v is None for v in values):
+                continue  # NULLs clash with nothing
+            others = [r for r in dest.read_page(dict(zip(fields, values)), None, 2) if dest.id_of(r) != key]
+            if others:
+                yield DuplicateDataError(f"{dest.name}: duplicate {describe_values(fields, values)}",
+                                         [output], constraint=name, columns=fields, values=tuple(map(str, values)))
 
     def _compare_one(self, record_id: RecordId, output: Record, k: RecordId, rows: list[Record],
                      expected: int, reported: set[RecordId]) -> Record | None:

@@ -44,6 +44,9 @@ class MigrationVerification:
     once. Replay: every field of every output found equal (``different``, ``drifted`` count the
     outputs that were not; ``drift`` counts them by kind); ``replay_failed`` records could not be
     read or transformed again; ``hook_failed`` the migration's ``verify`` hook refused.
+    ``settled``: records whose stored outputs are what ``handle_duplicate`` saves instead, for a
+    clash the destination shows (compared as such); ``settled_skipped``: records it skips for
+    such a clash (nothing of theirs to compare).
     """
 
     name: str
@@ -64,6 +67,8 @@ class MigrationVerification:
     replay_failed: int = 0
     source_missing: int = 0
     hook_failed: int = 0
+    settled: int = 0
+    settled_skipped: int = 0
     drift: dict[str, int] = field(default_factory=dict)
     skipped: str | None = None
     """Why the outputs could not be looked up (they carry no destination key), if so."""
@@ -109,7 +114,8 @@ class MigrationVerification:
                             "skipped": self.skipped},
                 "replay": {"ok": self.replay_ok, "checked": self.checked, "different": self.different,
                            "drifted": self.drifted, "drift": dict(self.drift), "failed": self.replay_failed,
-                           "gone_from_source": self.source_missing},
+                           "gone_from_source": self.source_missing, "settled": self.settled,
+                           "settled_skipped": self.settled_skipped},
                 "hook": {"ok": not self.hook_failed, "failed": self.hook_failed},
             },
             "problems": [p.to_dict() for p in self.problems],
@@ -126,6 +132,10 @@ class MigrationVerification:
                          ("different", self.different), ("drifted", self.drifted),
                          ("not replayable", self.replay_failed), ("gone from the source", self.source_missing),
                          ("refused by the verify hook", self.hook_failed)):
+            if n:
+                parts.append(f"{n:,} {label}")
+        for label, n in (("as handle_duplicate settled them", self.settled),
+                         ("skipped by handle_duplicate, not compared", self.settled_skipped)):
             if n:
                 parts.append(f"{n:,} {label}")
         if self.skipped:

@@ -87,6 +87,11 @@ def test_the_chinook_walk_through(tmp_path):
     assert sum(n for _, n, _ in expected_country_sales(new)) == 2000
     assert "no failed records" in ferryman("failed", "list", "--progress", p, cwd=tmp_path).stdout
 
+    # and a verification agrees, customer 30 included: stored as handle_duplicate settled it
+    verified = ferryman("verify", CHINOOK, "--progress", p, "--all", cwd=tmp_path)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "Customers: passed" in verified.stdout and "1 as handle_duplicate settled them" in verified.stdout
+
 
 def code_lines(path: str, start: str, end: str) -> int:
     """Lines of code between two marker comments: blank and comment lines are not counted."""

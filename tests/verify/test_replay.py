@@ -31,6 +31,11 @@ DDL = {
         "mariadb": "CREATE TABLE copies (id bigint NOT NULL, name varchar(100), weight double)",
         "sqlite": "CREATE TABLE copies (id INTEGER NOT NULL, name TEXT, weight REAL)",
     },
+    "people": {  # a unique column besides the key: what handle_duplicate settles
+        "postgresql": "CREATE TABLE people (id bigint PRIMARY KEY, email varchar(100) NOT NULL UNIQUE)",
+        "mariadb": "CREATE TABLE people (id bigint PRIMARY KEY, email varchar(100) NOT NULL UNIQUE)",
+        "sqlite": "CREATE TABLE people (id INTEGER PRIMARY KEY, email TEXT NOT NULL UNIQUE)",
+    },
     "drifts": {  # columns that change what the transform made
         "postgresql": "CREATE TABLE drifts (id bigint PRIMARY KEY, price double precision, ratio real, at timestamp)",
         "mariadb": "CREATE TABLE drifts (id bigint PRIMARY KEY, price double, ratio float, at datetime(6))",
@@ -50,6 +55,22 @@ class Drift:
     def transform(self, aggregates, record):
         i = record["id"]
         return [{"id": i, "price": Decimal(f"{i}.25"), "ratio": i / 3, "at": AT + dt.timedelta(hours=i)}]
+
+
+@migration(source="items", dest="people", batch_size=16, name="people")
+class People:
+    """Items 51-60 share their email with items 1-10 (the unique column): renamed; an id
+    already stored (another system's row) is left as it is: skipped."""
+
+    def transform(self, aggregates, record):
+        return [{"id": record["id"], "email": f"{(record['id'] - 1) % 50 + 1}@example.com"}]
+
+    def handle_duplicate(self, error, record, outputs, source, dest, registry):
+        if error.columns == ("email",):
+            return [{**out, "email": f"dup-{out['id']}-{out['email']}"} for out in outputs]
+        if error.columns == ("id",) and record["id"] == 3:  # the row another system wrote
+            return []
+        return None
 
 
 @pytest.fixture(params=list(URL_FIXTURES))
@@ -82,7 +103,7 @@ def _rows(url: str, table: str) -> list[tuple]:
 
 def _service(url: str, *migrations: type) -> MigrationService:
     stores = [SqlStore("items", url, "items"), SqlStore("copies", url, "copies", key="id"),
-              SqlStore("drifts", url, "drifts")]
+              SqlStore("drifts", url, "drifts"), SqlStore("people", url, "people")]
     return MigrationService(stores, list(migrations))
 
 
@@ -102,6 +123,26 @@ def test_a_clean_run_passes_sampled_and_whole(database, tmp_path, stores):
         N, N, N, N, N)
     assert sampled.migration("copy").checked == 10 and sampled.migration("copy").succeeded == N
     assert kept is not None and kept["status"] == "passed" and kept["sample"] is None
+
+
+def test_what_handle_duplicate_saved_instead_is_what_it_expects(database, tmp_path):
+    _, url = database
+    _execute(url, "INSERT INTO people VALUES (3, 'kept@elsewhere.example')")  # a row of another system
+    service = _service(url, People)
+    with SqliteLedger(tmp_path / "p.db") as ledger:
+        assert service.run(ledger).ok
+        assert ("dup-55-5@example.com",) in [row[1:] for row in _rows(url, "people")]
+        clean = service.verify(ledger, sample=None)
+        _execute(url, "UPDATE people SET email = 'changed@example.com' WHERE id = 57")
+        changed = service.verify(ledger, sample=None)
+    assert clean.ok, clean.summary()
+    people = clean.migration("people")
+    assert (people.succeeded, people.outputs_found, people.different) == (N, N - 1, 0)
+    assert (people.settled, people.settled_skipped) == (9, 1)  # 51-60 but 53 (3 was not taken), and 3
+    assert "9 as handle_duplicate settled them, 1 skipped by handle_duplicate" in clean.summary()
+    assert not changed.ok
+    problems = {(p.check, p.id): p.detail for p in changed.migration("people").problems}
+    assert set(problems) == {("different", 57)} and "changed@example.com" in problems[("different", 57)]
 
 
 def test_it_finds_a_corrupted_a_deleted_and_a_duplicated_row(database, tmp_path):

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Engine,
     MetaData,
     Table,
+    UniqueConstraint,
     bindparam,
     func,
     make_url,
@@ -443,6 +444,18 @@ class SqlStore(Store):
             if getattr(item, "name", None) == name:
                 return tuple(c.name for c in getattr(item, "columns", ()))
         return ()
+
+    def unique_keys(self) -> list[tuple[str | None, tuple[str, ...]]]:
+        """The table's unique constraints and unique indexes, as reflected, but its key."""
+        table, key = self.table, set(self.key_fields)
+        found: dict[tuple[str, ...], str | None] = {}
+        named = [(c.name, c.columns) for c in table.constraints if isinstance(c, UniqueConstraint)]
+        named += [(i.name, i.columns) for i in table.indexes if i.unique]
+        for name, columns in named:
+            fields = tuple(c.name for c in columns)
+            if fields and set(fields) != key:
+                found.setdefault(fields, None if name is None else str(name))
+        return [(name, fields) for fields, name in found.items()]
 
     def _still_answers(self, rows: list[Record]) -> str | None:
         """After saving ``rows`` lost its connection: None when the database does not answer on a
