@@ -460,10 +460,15 @@ def verification_lines(verification: dict[str, Any]) -> list[str]:
     migration that did not pass, with its first problems."""
     sample = verification.get("sample")
     scope = "all succeeded records" if sample is None else f"sample {sample:,} per migration"
-    lines = [f"verification: {shown(verification.get('status'))} ({scope}, "
-             f"{shown(verification.get('finished_at', '-'))})"]
+    finished = verification.get("finished_at", "-")
+    lines = [f"verification: {shown(verification.get('status'))} ({scope}, {shown(finished)})"]
     for m in verification.get("migrations") or []:
-        if not isinstance(m, dict) or m.get("ok"):
+        if not isinstance(m, dict):
+            continue
+        if m.get("verified_at", finished) != finished:
+            lines.append(f"  {shown(m.get('name'))}: {'passed' if m.get('ok') else 'failed'} in an earlier "
+                         f"verification ({shown(m.get('verified_at'))})")
+        if m.get("ok"):
             continue
         failed = [name for name, check in (m.get("checks") or {}).items()
                   if isinstance(check, dict) and not check.get("ok")]

@@ -362,7 +362,7 @@ class MigrationService:
         if isinstance(ledger, LedgerReader):
             ledger.refuse_if_live("verify the migrations")
         result = verify_steps(steps, self._instances, self.stores, ledger, sample, seed)
-        ledger.record_verification(result.to_dict())
+        ledger.record_verification(result.kept_with(ledger.verification()))
         EventLog(ledger).emit(
             f"verification.{'passed' if result.ok else 'failed'}", sample=sample,
             migrations=[{"name": m.name, "ok": m.ok, "checked": m.checked, "problems": len(m.problems)}

@@ -173,10 +173,25 @@ class VerificationResult:
         raise KeyError(f"no migration {name!r} in this verification")
 
     def to_dict(self) -> dict[str, Any]:
+        finished = self.finished_at.isoformat()
         return {"status": "passed" if self.ok else "failed", "ok": self.ok, "sample": self.sample,
-                "seed": self.seed, "started_at": self.started_at.isoformat(),
-                "finished_at": self.finished_at.isoformat(),
-                "migrations": [m.to_dict() for m in self.migrations]}
+                "seed": self.seed, "started_at": self.started_at.isoformat(), "finished_at": finished,
+                "migrations": [{**m.to_dict(), "verified_at": finished} for m in self.migrations]}
+
+    def kept_with(self, previous: dict[str, Any] | None) -> dict[str, Any]:
+        """What a ledger keeps as the newest verification: this one, plus the migrations that
+        ``previous`` (the one kept before) checked and this one did not (a verification of some
+        migrations, ``--only``), as they were then, each with its ``verified_at``. So a passed
+        check of one migration never hides another's earlier failure."""
+        body = self.to_dict()
+        mine = {m["identity"] for m in body["migrations"]}
+        earlier = [m for m in (previous or {}).get("migrations") or []
+                   if isinstance(m, dict) and m.get("identity") not in mine]
+        if earlier:
+            body["migrations"] = earlier + body["migrations"]
+            body["ok"] = all(bool(m.get("ok")) for m in body["migrations"])
+            body["status"] = "passed" if body["ok"] else "failed"
+        return body
 
     def summary(self) -> str:
         scope = "every succeeded record" if self.sample is None else f"a sample of {self.sample:,} per migration"

@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from ferryman import Cardinality, Match, MigrationService, SqlStore, migration
+from ferryman.console import verification_lines
 from ferryman.progress.sqlite import SqliteLedger
 
 URL_FIXTURES = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
@@ -253,3 +254,24 @@ def test_replay_matches_and_reduces_again(sqlite_url, tmp_path, preload):
     problems = {(p.check, p.id): p.detail for p in result.problems}
     assert "total: different" in problems[("different", 4)]
     assert "cannot total an exploding item" in problems[("replay", 9)]
+
+
+def test_a_verification_of_some_migrations_keeps_the_others_earlier_results(sqlite_url, tmp_path):
+    _execute(sqlite_url, DDL["items"]["sqlite"])
+    for table in ("copies", "people"):
+        _execute(sqlite_url, DDL[table]["sqlite"])
+    _execute(sqlite_url, "INSERT INTO items VALUES (1, 'one', 0.5), (2, 'two', 1.5)")
+    service = _service(sqlite_url, Copy, People)
+    with SqliteLedger(tmp_path / "p.db") as ledger:
+        assert service.run(ledger).ok
+        _execute(sqlite_url, "UPDATE copies SET name = 'CORRUPTED' WHERE id = 2")
+        assert not service.verify(ledger, sample=None).ok
+        people_only = service.verify(ledger, sample=None, only=["people"])
+        kept = ledger.verification()
+    assert people_only.ok and [m.name for m in people_only.migrations] == ["people"]
+    assert kept is not None and kept["status"] == "failed" and not kept["ok"]
+    by_name = {m["name"]: m for m in kept["migrations"]}
+    assert set(by_name) == {"copy", "people"} and not by_name["copy"]["ok"] and by_name["people"]["ok"]
+    assert by_name["copy"]["verified_at"] < by_name["people"]["verified_at"] == kept["finished_at"]
+    lines = verification_lines(kept)
+    assert lines[0].startswith("verification: failed") and "copy: failed in an earlier verification" in lines[1]
