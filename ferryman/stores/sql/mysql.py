@@ -25,6 +25,7 @@ from ...types import Record
 from .batch import InsertBatch, all_native, value_tuples
 from .dialect import SqlDialect
 from .driver_errors import ConstraintDetails, Kind
+from .mysql_upsert import needs_key_only_upsert, upsert_by_key
 from .types import (
     NaiveUtcDateTime,
     TextAcceptingUuid,
@@ -61,7 +62,11 @@ def insert_mysql(conn: Connection, batch: InsertBatch) -> None:
     When SQLAlchemy would send every value unchanged (no column type processes driver-native
     values, and all values are native), the rows go to PyMySQL with the statement's cached SQL:
     SQLAlchemy's per-row parameter processing cost about as much as PyMySQL's own escaping.
+    An upsert into a table with another unique key goes by the key alone (:mod:`.mysql_upsert`).
     """
+    if needs_key_only_upsert(batch):
+        upsert_by_key(conn, batch)
+        return
     plain = _driver_sql(conn, batch)
     if plain is not None:
         sql, positional = plain

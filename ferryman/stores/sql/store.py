@@ -19,7 +19,6 @@ from sqlalchemy import (
     Engine,
     MetaData,
     Table,
-    UniqueConstraint,
     bindparam,
     func,
     make_url,
@@ -36,6 +35,7 @@ from ..base import SAVED, JournalEntry, PendingWrite, Store, keyset_pages, match
 from ..common import OnConflict, check_on_conflict, describe_values
 from .batch import FastPathRefused, InsertBatch, WriteInFlight
 from .clauses import after_clause, after_param, filter_clause, ids_clause
+from .constraints import unique_keys
 from .dialects import check_upsert, dialect_for
 from .driver import DriverStatement, PageQuery, as_dicts, unprocessed
 from .driver_errors import classify, driver_error, error_detail, map_errors
@@ -447,15 +447,7 @@ class SqlStore(Store):
 
     def unique_keys(self) -> list[tuple[str | None, tuple[str, ...]]]:
         """The table's unique constraints and unique indexes, as reflected, but its key."""
-        table, key = self.table, set(self.key_fields)
-        found: dict[tuple[str, ...], str | None] = {}
-        named = [(c.name, c.columns) for c in table.constraints if isinstance(c, UniqueConstraint)]
-        named += [(i.name, i.columns) for i in table.indexes if i.unique]
-        for name, columns in named:
-            fields = tuple(c.name for c in columns)
-            if fields and set(fields) != key:
-                found.setdefault(fields, None if name is None else str(name))
-        return [(name, fields) for fields, name in found.items()]
+        return unique_keys(self.table, self.key_fields)
 
     def _still_answers(self, rows: list[Record]) -> str | None:
         """After saving ``rows`` lost its connection: None when the database does not answer on a
