@@ -200,7 +200,7 @@ def test_unreadable_source_is_a_fatal_error():
     result = run([Copy], src, dst, progress=progress)
     report = result.reports[0]
     assert report.state is MigrationState.FAILED
-    assert report.fatal_error == "source 'src' unreadable: OSError: disk gone"
+    assert report.fatal_error == "source 'src' unreadable after id 2 (a page of up to 3 records): OSError: disk gone"
     assert len(progress.fatal_errors) == 1 and "OSError: disk gone" in progress.fatal_errors[0]
     assert len(dst.records()) == 3  # the first page made it and is recorded
     assert len(progress.migrations[report.identity].succeeded) == 3

@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from ..declare import Retry
 from ..errors import StoreUnusableError
+from ..ids import format_id
 from ..stores.base import Store
 from ..types import Record, RecordId
 
@@ -65,7 +66,9 @@ def source_pages(
             except Exception as exc:
                 failures += 1
                 if failures > retry.times or wait(retry.delay):
-                    raise SourceUnreadable(f"source {source.name!r} unreadable") from exc
+                    where = "from its first record" if after is None else f"after id {format_id(after)}"
+                    raise SourceUnreadable(f"source {source.name!r} unreadable {where} (a page of up to "
+                                           f"{batch_size} records)") from exc
                 pages = source.read_pages(None, after, batch_size)
                 continue
             if page is None:
