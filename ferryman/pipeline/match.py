@@ -30,7 +30,7 @@ from contextlib import closing
 from typing import Any, TypeVar, cast
 
 from ..declare import Cardinality, Match, MigrationSpec
-from ..errors import CardinalityError, StoreUnusableError
+from ..errors import CardinalityError, StoreError, StoreUnusableError
 from ..report import MigrationReport
 from ..stores.base import Store
 from ..stores.common import IN_TYPES
@@ -162,6 +162,10 @@ class Matcher:
         self.stores = stores
         self.report = report
         self._preloads: dict[Hashable, _Preload] = {}
+        self._alone: dict[Hashable, set[tuple[Any, ...]]] = {}
+        """Per Match and filter fields, the values whose query together with others failed:
+        from then on each is read alone, so one unreadable row fails only the records whose
+        own filter reads it."""
         for m in spec.matches:
             if m.preload is not False:
                 self._preloads.setdefault(_preload_key(m), _Preload(m, stores[m.store]))
@@ -284,8 +288,11 @@ class Matcher:
         rest: list[_Group] = []
         match = reducer.match
         for fields, by_values in shapes.items():
-            if len(by_values) == 1:  # one filter: one query either way
-                rest.extend(*by_values.values())
+            alone = self._alone.get((match.label, fields), set())
+            for values in [v for v in by_values if v in alone]:
+                rest.extend(by_values.pop(values))
+            if len(by_values) <= 1:  # one filter: one query either way
+                rest.extend(group for slot in by_values.values() for group in slot)
                 continue
             slots = list(by_values.values())
             members = [g for slot in slots for g in slot]
@@ -297,8 +304,13 @@ class Matcher:
                             reducer.take(group, page)
             except StoreUnusableError:
                 raise
-            except Exception as exc:  # the matching store could not be read: retry these records
-                reducer.unreadable(members, exc)
+            except Exception as exc:
+                self._alone.setdefault((match.label, fields), set()).update(by_values)
+                error = StoreError(f"{match.label}: the matches of {len(by_values)} filters, read together, "
+                                   f"could not be read ({describe_error(exc)}); a retry reads them one by one")
+                error.__cause__ = exc
+                reducer.unreadable([g for g in members if g.count or g.ended], error)  # partly reduced
+                rest.extend(g for g in members if not (g.count or g.ended))
         return rest
 
     def _by_filter(self, reducer: _Reducer, store: Store, group: _Group) -> None:
@@ -311,7 +323,10 @@ class Matcher:
         except StoreUnusableError:
             raise
         except Exception as exc:  # the matching store could not be read: retry these records
-            reducer.unreadable([group], exc)
+            error = StoreError(f"{match.label}: the matches of filter {group.filter!r} could not be read: "
+                               f"{describe_error(exc)}")
+            error.__cause__ = exc
+            reducer.unreadable([group], error)
 
 
 def _preload_key(match: Match) -> Hashable:

@@ -383,6 +383,32 @@ def test_a_store_that_becomes_unusable_while_matching_ends_the_migration():
     assert dst.records() == []
 
 
+def test_an_unreadable_row_fails_only_the_records_whose_own_filter_reads_it():
+    class OneBadRow(MemoryStore):
+        """Reading product 3 fails (a value the driver cannot convert); sets of filters are read
+        filter after filter, so the filters before it in a set were answered when it fails."""
+
+        def match_pages(self, filter, batch_size, columns=None):
+            if filter == {"sku": "p3"}:
+                raise ValueError("day is out of range for month")
+            return super().match_pages(filter, batch_size, columns)
+
+        def match_pages_in(self, fields, values, batch_size, columns=None):
+            return Store.match_pages_in(self, fields, values, batch_size, columns)
+
+    products = OneBadRow("products", records=[{"id": i, "sku": f"p{i}", "price": i * 1.5} for i in range(7)])
+    lines = MemoryStore("lines", records=[{"id": i, "product": i % 7} for i in range(1, 101)])
+    dst = MemoryStore("dst")
+    progress = MigrationProgress()
+    service = MigrationService([lines, products, dst], [price_migration(preload=False, retry=FAST)])
+    (report,) = service.run(progress).reports
+    failed = {record.id: record.cause for _, record in progress.failed_records()}
+    assert set(failed) == {i for i in range(1, 101) if i % 7 == 3}  # not their pages' other records
+    assert (report.succeeded, report.failed) == (86, 14) and len(dst.records()) == 86
+    assert all("Match('products'): the matches of filter {'sku': 'p3'} could not be read: ValueError: day is "
+               "out of range for month" in cause for cause in failed.values())
+
+
 def test_preload_true_keeps_the_databases_comparison_where_python_differs(mysql_url, warnings_logged):
     """MariaDB's collation finds 'P1' for 'p1': a dict keyed in Python would not, so those
     filters are still queried, and the Match says so once."""
