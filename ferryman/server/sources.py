@@ -38,6 +38,7 @@ from .status import (
     ledger_migrations,
     ledger_status,
     newest_failures,
+    not_completed,
     run_is_alive,
     snapshot_of_progress,
 )
@@ -285,6 +286,9 @@ class LiveStatusSource(RunObserver):
     def run_finished(self, result: RunResult) -> None:
         failed, total = self._ledger_failures(result.reports)
         last_err = last_error(result.reports)
+        unfinished = self._unfinished() if result.ok else []
+        if unfinished:  # this run (--only) completed, the job has not
+            last_err = not_completed(unfinished)
         if result.callback_errors:
             last_err = f"progress persistence failed: {result.callback_errors[-1]}"
         if not result.ok and last_err is None:
@@ -292,12 +296,22 @@ class LiveStatusSource(RunObserver):
                         if result.interrupted else "the run did not complete")
         with self._lock:
             self._revision += 1
-            self._status = Status.COMPLETED if result.ok else Status.FAILED
+            self._status = Status.COMPLETED if result.ok and not unfinished else Status.FAILED
             self._last_err = last_err
             self._failed, self._failed_total = failed, total
             if self._runs:
                 self._runs[0].update(ended_at=time.time(), last_error=last_err, outcome=(
                     "completed" if result.ok else "interrupted" if result.interrupted else "failed"))
+
+    def _unfinished(self) -> list[str]:
+        """The names of the migrations the run's ledger holds and has not seen completed
+        (read on the run's thread, where it is safe)."""
+        if self._ledger is None:
+            return []
+        try:
+            return [display_name(i) for i in self._ledger.identities() if not self._ledger.completed(i)]
+        except FerrymanError:  # never fail the run for the status page
+            return []
 
     def _ledger_failures(
         self, reports: Sequence[MigrationReport]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -323,6 +323,11 @@ def _remaining_failures(view: LedgerView) -> str:
             "run again to retry them")
 
 
+def not_completed(names: Sequence[str]) -> str:
+    """``last_err`` of a completed run over a ledger that holds migrations it did not complete."""
+    return f"not completed: {', '.join(names)} (the last run completed without them); run again to finish them"
+
+
 def ledger_status(view: LedgerView, alive: bool, watched: bool) -> tuple[Status, str | None]:
     """``status`` and ``last_err`` of a ledger; ``watched``: this server saw the newest run."""
     run = view.last_run
@@ -344,8 +349,7 @@ def ledger_status(view: LedgerView, alive: bool, watched: bool) -> tuple[Status,
             return Status.FAILED, _remaining_failures(view)
         unfinished = [display_name(m["identity"]) for m in view.migrations if not m["completed"]]
         if unfinished:  # a run of some migrations (--only) completed; the others have not
-            return Status.FAILED, (f"not completed: {', '.join(unfinished)} (the last run completed "
-                                   "without them); run again to finish them")
+            return Status.FAILED, not_completed(unfinished)
         return (Status.COMPLETED if watched else Status.MIGRATED), run["last_error"]
     if run["last_error"]:
         return Status.FAILED, run["last_error"]

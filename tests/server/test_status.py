@@ -391,3 +391,22 @@ def test_live_source_follows_one_run(tmp_path, kind):
     assert [r["outcome"] for r in done.runs] == ["completed", "failed"]
     if kind == "sqlite":
         svc.ledger.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_live_source_says_failed_when_the_run_completed_but_the_ledger_holds_unfinished_migrations(tmp_path, kind):
+    other = [MemoryStore("other", records=[{"id": 1}]), dest(MemoryStore("other_dst"))]
+    ledger = tmp_path / "run.db" if kind == "sqlite" else MemoryLedger()
+    svc = MigrationService([*stores(), *other], [Copy, CopyOther], ledger=ledger, checkpoint_interval=0)
+    BROKEN.add(2)
+    try:
+        assert not svc.run().ok  # Copy fails on record 2
+        (copy,) = [i for i in svc.ledger.identities() if i.endswith(".Copy")]
+        assert svc.ledger.set_action(copy, [2], Action.IGNORE) == 1
+        live = LiveStatusSource(svc.ledger)
+        svc.add_observer(live)
+        assert svc.run(only=["CopyOther"]).ok
+    finally:
+        svc.ledger.close()
+    assert live.snapshot().result()["status"] == "failed"
+    assert live.snapshot().result()["last_err"].startswith("not completed: Copy (the last run completed without them)")
