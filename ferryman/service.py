@@ -40,7 +40,7 @@ from .pipeline.work import describe_error
 from .plan import PlanStep, build_plan, dependants
 from .progress.files import open_ledger
 from .progress.ledger import Ledger, MemoryLedger
-from .progress.model import MigrationProgress
+from .progress.model import MigrationProgress, keyed_name
 from .progress.reader import LedgerReader
 from .report import MigrationReport, MigrationState, RunResult
 from .runner import MigrationRunner
@@ -542,7 +542,7 @@ class _Run:
             self.steps[i] = replace(step, spec=replace(step.spec, identity=key))
             self.instances[key] = self.instances.pop(identity)
             self.reports[key] = report = self.reports.pop(identity)
-            report.identity = key
+            report.identity, report.name = key, keyed_name(report.name, key)
             apart.append(step.spec.name)
         if apart:
             log.warning("progress ledger %s holds the progress of %s for other destinations; for these "
