@@ -163,6 +163,14 @@ def test_the_command_to_suggest_is_the_one_that_runs(tmp_path, monkeypatch):
     assert command_name() == "ferryman"
     monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/ferryman/__main__.py"])
     assert command_name() == "python -m ferryman"
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", [str(venv_script)])
+    assert command_name() == str(venv_script)  # outside the cwd: as typed, not ../.venv/bin/ferryman
+    monkeypatch.setattr(sys, "argv", ["../.venv/bin/ferryman"])
+    assert command_name() == "../.venv/bin/ferryman"  # typed relative: the same from this cwd
 
 
 def test_python_dash_m_and_version(tmp_path):
