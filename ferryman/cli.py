@@ -371,7 +371,8 @@ def reset(target: str, migrations: tuple[str, ...], with_dependants: bool, forge
           progress: str | None) -> None:
     """Forget the progress of a migration of TARGET, so the next run migrates it from the start.
 
-    Its destination still holds what it wrote: empty it first, or let it upsert
+    Its failed records go too, with their IGNORE and RETRY marks: an ignored record is tried
+    again. Its destination still holds what it wrote: empty it first, or let it upsert
     (on_conflict='update'). Refused while a run holds the progress ledger, and when there is no ledger.
 
     \b
