@@ -362,20 +362,26 @@ def plan(target: str) -> None:
               help="The migration to reset (name or identity); repeatable.")
 @click.option("--with-dependants", is_flag=True,
               help="Also reset every migration that reads, directly or not, what it writes.")
+@click.option("--forget-other-ledgers", is_flag=True,
+              help="Also forget the marks other progress ledgers left on the destinations, to start over "
+                   "with this ledger on purpose (it is created if missing).")
 @progress_option(False, f"{LEDGER_HELP} Default: the one `ferryman run TARGET` uses.")
 @debug_option
-def reset(target: str, migrations: tuple[str, ...], with_dependants: bool, progress: str | None) -> None:
+def reset(target: str, migrations: tuple[str, ...], with_dependants: bool, forget_other_ledgers: bool,
+          progress: str | None) -> None:
     """Forget the progress of a migration of TARGET, so the next run migrates it from the start.
 
-    Its destination still holds what it wrote: empty it first, or let it upsert
-    (on_conflict='update'). Refused while a run holds the progress ledger.
+    Its failed records go too, with their IGNORE and RETRY marks: an ignored record is tried
+    again. Its destination still holds what it wrote: empty it first, or let it upsert
+    (on_conflict='update'). Refused while a run holds the progress ledger, and when there is no ledger.
 
     \b
     Example:
       ferryman reset migrations.py --migration revenue --with-dependants
       ferryman run migrations.py
     """
-    for line in commands.reset(target, list(migrations), progress=progress, with_dependants=with_dependants):
+    for line in commands.reset(target, list(migrations), progress=progress, with_dependants=with_dependants,
+                               forget_other_ledgers=forget_other_ledgers):
         click.echo(line)
 
 

@@ -63,23 +63,30 @@ def plan(target: str | Target | MigrationService) -> tuple[list[str], list[str]]
 def reset(
     target: str | Target | MigrationService, migrations: Sequence[str], *,
     progress: str | os.PathLike[str] | None = None, with_dependants: bool = False,
+    forget_other_ledgers: bool = False,
 ) -> list[str]:
     """Forget the progress of ``migrations`` (and their dependants) in the ledger a run of
     ``target`` would use; one line per migration reset, saying what its destination still holds.
 
-    A ledger that does not exist yet is created: resetting then forgets what other ledgers
-    marked on the destinations, to start over with this one on purpose.
+    Only that ledger's journal entries are forgotten: another ledger's mark on a destination
+    keeps refusing a run on a ledger that knows nothing of the migration, unless
+    ``forget_other_ledgers``, which starts over with this ledger on purpose (and creates it
+    when it does not exist yet).
 
     Raises:
-        InputError: there is no such migration, or a live run holds the ledger; nothing is
-            changed then.
+        InputError: there is no such migration or ledger, or a live run holds the ledger;
+            nothing is changed then.
     """
     service = _service_of(target)
     path = _ledger_path(service, progress)
+    if path is not None and not os.path.exists(path) and not forget_other_ledgers:
+        raise InputError(f"no progress ledger at {path}: nothing to reset (give the ledger's --progress; "
+                         "to start over with a new ledger on purpose, add --forget-other-ledgers)")
     ledger = service.ledger if path is None else _open_ledger(path)
     try:
         with nothing_done():
-            done = service.reset(migrations, with_dependants=with_dependants, progress=ledger)
+            done = service.reset(migrations, with_dependants=with_dependants, progress=ledger,
+                                 every_ledger=forget_other_ledgers)
     finally:
         if path is not None and ledger is not None:
             ledger.close()

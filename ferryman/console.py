@@ -100,15 +100,20 @@ def discard_output(stream: IO[str]) -> None:
 
 
 def command_name() -> str:
-    """How to call ferryman again from this shell: ``ferryman`` when that is what runs, else
-    the script's own path (a ``.venv/bin/ferryman`` not on ``PATH``) or ``python -m ferryman``."""
+    """How to call ferryman again from this shell: ``ferryman`` when that is what ``PATH``
+    finds, else the script's own path (a ``.venv/bin/ferryman`` not on ``PATH``) as typed, or
+    relative when it is under the current directory (never climbing out of it with ``..``,
+    which reads as a puzzle), or ``python -m ferryman``."""
     script = sys.argv[0] if sys.argv else ""
     if os.path.basename(script) != "ferryman":
         return "python -m ferryman"
     found = shutil.which("ferryman")
     if found and os.path.realpath(found) == os.path.realpath(script):
         return "ferryman"
-    return shlex.quote(os.path.relpath(script) if not script.startswith("..") else script)
+    if os.path.isabs(script):
+        relative = os.path.relpath(script)
+        script = script if relative.startswith(os.pardir) else relative
+    return shlex.quote(script)
 
 
 def next_steps_after_failures(target: str, progress: str, records_failed: bool = True) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -67,12 +68,23 @@ def parse_id(text: str) -> RecordId:
 
 def format_id(record_id: RecordId) -> str:
     """An id as typed on the command line (the inverse of :func:`parse_id`); a string id that
-    holds control characters is written as a JSON string, whose escapes type back as the id."""
+    holds control characters, whitespace at an end (which a table does not show, and which is
+    easily lost in typing), or nothing, is written as a JSON string, which types back as the id."""
     if isinstance(record_id, tuple):
         return _json_text(list(record_id))
-    if isinstance(record_id, str) and (_needs_quotes(record_id) or CONTROL_CHARACTERS.search(record_id)):
+    if isinstance(record_id, str) and (_needs_quotes(record_id) or CONTROL_CHARACTERS.search(record_id)
+                                       or record_id != record_id.strip() or not record_id):
         return _json_text(record_id)
     return str(record_id)
+
+
+def near_miss(typed: RecordId, known: Iterable[RecordId]) -> RecordId | None:
+    """The id of ``known`` that ``typed`` differs from only by whitespace at the ends of a
+    string (``Val2`` for ``"Val2 "``), if any: what a "not found" may suggest."""
+    if not isinstance(typed, str | int):
+        return None
+    bare = str(typed).strip()
+    return next((k for k in known if isinstance(k, str) and k != typed and k.strip() == bare), None)
 
 
 def _needs_quotes(text: str) -> bool:

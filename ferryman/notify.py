@@ -20,6 +20,8 @@ runtime dependency only for this would not pay for itself.
 
 from __future__ import annotations
 
+import base64
+import http.client
 import json
 import logging
 import queue
@@ -58,21 +60,39 @@ _ENDS = {MigrationState.COMPLETED: "completed", MigrationState.FAILED: "failed",
 
 
 def check_url(url: str) -> str:
-    """``url`` when it is an http(s) URL with a host; InputError naming it otherwise."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        given = mask_secrets(url)
-        raise InputError(f"--notify: {given if len(given) <= 60 else given[:59] + '…'!r} is not an "
-                         "http:// or https:// URL")
+    """``url`` when it is an http(s) URL with a host and a valid port; InputError naming it
+    otherwise, with its password masked."""
+    given = mask_secrets(url)
+    given = given if len(given) <= 60 else given[:59] + "…"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host, _ = parts.hostname, parts.port  # the port raises ValueError unless a number in 0-65535
+    except ValueError as exc:
+        raise InputError(f"--notify: {given!r} is not a valid URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise InputError(f"--notify: {given!r} is not an http:// or https:// URL")
     return url
 
 
 def shown_url(url: str) -> str:
-    """The URL as logs may show it: scheme and host only (a webhook's path is its secret)."""
+    """The URL as logs may show it: scheme and host only (a webhook's path is its secret, and
+    so is the password of its ``user:password@``)."""
     parts = urllib.parse.urlsplit(url)
     host = parts.hostname or ""
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{host}{port}/..." if parts.scheme else url[:8] + "..."
+
+
+def _request(url: str, data: bytes) -> urllib.request.Request:
+    """The POST of ``data`` to ``url``; its ``user:password@``, if any, goes as HTTP Basic auth
+    (urllib would take it for part of the host)."""
+    parts = urllib.parse.urlsplit(url)
+    headers = {"Content-Type": "application/json", "User-Agent": "ferryman"}
+    if parts.username is not None:
+        credentials = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+        parts = parts._replace(netloc=parts.netloc.rpartition("@")[2])
+    return urllib.request.Request(urllib.parse.urlunsplit(parts), data=data, method="POST", headers=headers)
 
 
 class Notifier(RunObserver):
@@ -223,8 +243,7 @@ class _Sender:
     def _deliver(self, data: bytes) -> str | None:
         """POST until delivered (None) or out of tries (why not)."""
         n = self.notifier
-        request = urllib.request.Request(self.url, data=data, method="POST", headers={
-            "Content-Type": "application/json", "User-Agent": "ferryman"})
+        request = _request(self.url, data)
         why = ""
         for attempt in range(n.retries + 1):
             if attempt and self.give_up.wait(n.backoff * 2 ** (attempt - 1)):
@@ -237,6 +256,6 @@ class _Sender:
                 why = f"HTTP {exc.code} {exc.reason}"
                 if 400 <= exc.code < 500 and exc.code != 429:
                     return why  # the receiver refuses this body: retrying would not help
-            except (OSError, ValueError) as exc:  # refused, unreachable, timed out, bad answer
-                why = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
+            except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, unreachable, timed out,
+                why = str(getattr(exc, "reason", None) or exc) or type(exc).__name__  # a bad answer
         return f"{why} (after {n.retries + 1} tries)"

@@ -40,7 +40,7 @@ from .pipeline.work import describe_error
 from .plan import PlanStep, build_plan, dependants
 from .progress.files import open_ledger
 from .progress.ledger import Ledger, MemoryLedger
-from .progress.model import MigrationProgress
+from .progress.model import MigrationProgress, keyed_name
 from .progress.reader import LedgerReader
 from .report import MigrationReport, MigrationState, RunResult
 from .runner import MigrationRunner
@@ -405,7 +405,7 @@ class MigrationService:
 
 
     def reset(self, names: Sequence[str], *, with_dependants: bool = False,
-              progress: Ledger | None = None) -> list[MigrationSpec]:
+              progress: Ledger | None = None, every_ledger: bool = False) -> list[MigrationSpec]:
         """Forget the progress of these migrations (names or identities), so that the next run
         migrates them from the start; the migrations reset, in plan order.
 
@@ -413,6 +413,8 @@ class MigrationService:
         (empty the destination first, or let it upsert with ``on_conflict="update"``).
         ``with_dependants`` resets every migration that reads, directly or not, what they
         write. Refused (:class:`LedgerBusyError`) while a live run holds the ledger.
+        ``every_ledger`` also forgets other ledgers' marks on their destinations (see
+        :meth:`Ledger.forget`), to start over on a new ledger on purpose.
         """
         ledger = progress if progress is not None else self.ledger
         if ledger is None:
@@ -423,7 +425,8 @@ class MigrationService:
                        for d in dependants(self._steps, s.spec)}
         steps = [s for s in self._steps if s.spec.identity in chosen]
         for step in steps:
-            ledger.forget(ledger.bind(step.spec.identity, step.writes), self.stores[step.spec.dest])
+            ledger.forget(ledger.bind(step.spec.identity, step.writes), self.stores[step.spec.dest],
+                          every_ledger=every_ledger)
         return [s.spec for s in steps]
 
 
@@ -539,7 +542,7 @@ class _Run:
             self.steps[i] = replace(step, spec=replace(step.spec, identity=key))
             self.instances[key] = self.instances.pop(identity)
             self.reports[key] = report = self.reports.pop(identity)
-            report.identity = key
+            report.identity, report.name = key, keyed_name(report.name, key)
             apart.append(step.spec.name)
         if apart:
             log.warning("progress ledger %s holds the progress of %s for other destinations; for these "
@@ -552,13 +555,19 @@ class _Run:
                 refused.append((step.spec.name, exc))
         if refused:  # one command for them all, not one refusal per run
             names = [name for name, _ in refused]
-            resets = " ".join(f"--migration {shlex.quote(name)}" for name in names)
             tail = f". So do the destinations of {', '.join(names[1:])}; to start all {len(names)} over" \
                 if len(names) > 1 else ", or start over on purpose"
             raise LedgerMismatchError(
-                f"{refused[0][1]}{tail}: `ferryman reset {shlex.quote(self.service.target or 'TARGET')} "
-                f"{resets}` (after emptying {'their destinations' if len(names) > 1 else 'the destination'})"
+                f"{refused[0][1]}{tail} with this ledger: `{self._reset_command(names)} --forget-other-ledgers` "
+                f"(after emptying {'their destinations' if len(names) > 1 else 'the destination'})"
             ) from refused[0][1]
+
+    def _reset_command(self, names: Sequence[str]) -> str:
+        """The ``ferryman reset`` command line that resets ``names`` in this run's ledger."""
+        target = shlex.quote(self.service.target or "TARGET")
+        path = getattr(self.ledger, "path", None)
+        progress = "" if self.ledger is self.service.ledger or path is None else f" --progress {shlex.quote(path)}"
+        return f"ferryman reset {target}{progress} " + " ".join(f"--migration {shlex.quote(n)}" for n in names)
 
     def _run_steps(self) -> None:
         for step in self.steps:
@@ -655,9 +664,8 @@ class _Run:
                 report.held_back_by = [self._name_of(k) for k in reduced]
                 report.held_back_reason = (
                     f"{names} wrote records after {step.spec.name} last ran, and {step.spec.name} reduces "
-                    f"them: its results may be out of date. Reset it (ferryman reset "
-                    f"{shlex.quote(self.service.target or 'TARGET')} --migration "
-                    f"{step.spec.name}), empty its destination {dest.name!r} or make it upsert "
+                    f"them: its results may be out of date. Reset it ({self._reset_command([step.spec.name])}), "
+                    f"empty its destination {dest.name!r} or make it upsert "
                     "(on_conflict='update'), then run again")
                 log.warning("%s held back: %s", step.spec.name, report.held_back_reason)
                 self.service.observers.migration_held_back(report)

@@ -22,7 +22,7 @@ import helpers
 import pytest
 from click.testing import CliRunner
 
-from ferryman import MigrationProgress
+from ferryman import MigrationProgress, SqlStore
 from ferryman.cli import cli
 
 TARGET = '''\
@@ -163,6 +163,14 @@ def test_the_command_to_suggest_is_the_one_that_runs(tmp_path, monkeypatch):
     assert command_name() == "ferryman"
     monkeypatch.setattr(sys, "argv", ["/usr/lib/python3/ferryman/__main__.py"])
     assert command_name() == "python -m ferryman"
+    elsewhere = tmp_path / "work"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", [str(venv_script)])
+    assert command_name() == str(venv_script)  # outside the cwd: as typed, not ../.venv/bin/ferryman
+    monkeypatch.setattr(sys, "argv", ["../.venv/bin/ferryman"])
+    assert command_name() == "../.venv/bin/ferryman"  # typed relative: the same from this cwd
 
 
 def test_python_dash_m_and_version(tmp_path):
@@ -640,3 +648,72 @@ def test_serve_says_when_there_is_no_ledger_yet(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+TWO_DESTINATIONS = '''\
+import os, sqlite3
+from contextlib import closing
+from ferryman import Retry, SqlStore, migration
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DST = os.path.join(HERE, os.environ["DST"])
+for path in (os.path.join(HERE, "src.db"), DST):
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, name TEXT)")
+        if path.endswith("src.db") and not db.execute("SELECT 1 FROM items LIMIT 1").fetchone():
+            db.executemany("INSERT INTO items VALUES (?, ?)", [(i, f"item {i}") for i in range(1, 11)])
+
+stores = [SqlStore("src", "sqlite:///" + os.path.join(HERE, "src.db"), "items"),
+          SqlStore("dst", "sqlite:///" + DST, "items")]
+
+
+@migration(source="src", dest="dst", save_retry=Retry(times=0, delay=0))
+class Copy:
+    def transform(self, aggregates, record):
+        if record["id"] in (3, 7):
+            raise ValueError(f"bad item {record['id']}")
+        return [dict(record)]
+
+
+migrations = [Copy]
+'''
+
+
+def test_one_class_run_into_two_destinations_on_one_ledger_is_two_migrations_by_name(tmp_path):
+    (tmp_path / "t.py").write_text(TWO_DESTINATIONS)
+
+    def command(*args: str, dst: str = "a.db") -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ferryman", *args], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120, env={**os.environ, "DST": dst})
+
+    assert command("run", "t.py", "--progress", "p.db", dst="a.db").returncode == 1
+    second = command("run", "t.py", "--progress", "p.db", dst="b.db")
+    assert second.returncode == 1, second.stdout + second.stderr
+    other = "Copy@" + SqlStore("dst", f"sqlite:///{tmp_path / 'b.db'}", "items").dataset
+    assert f"{other}: failed - 8 migrated, 2 failed" in second.stdout  # the run says which one it is
+
+    listed = json.loads(command("failed", "list", "--progress", "p.db", "--json").stdout)
+    assert [(row["migration"], row["id"]) for row in listed] == [("Copy", 3), ("Copy", 7), (other, 3), (other, 7)]
+    ignored = command("failed", "ignore", "--progress", "p.db", "--migration", "Copy", "3")
+    assert ignored.returncode == 0, ignored.stderr
+    assert ignored.stdout.strip() == "ignored 1 failed record(s) (Copy 1)"
+    ambiguous = command("failed", "ignore", "--progress", "p.db", "7")
+    assert ambiguous.returncode == 2
+    assert f"id 7 failed in several migrations (Copy, {other}); choose one with --migration NAME" in ambiguous.stderr
+    retried = command("failed", "retry", "--progress", "p.db", "--all")
+    assert retried.stdout.strip() == "marked for retry 1 failed record(s) (Copy 1)"
+    ignored_all = command("failed", "ignore", "--progress", "p.db", "--all")
+    assert ignored_all.stdout.strip() == f"ignored 4 failed record(s) (Copy 2, {other} 2)"
+    chosen = command("failed", "retry", "--progress", "p.db", "--migration", other, "3")
+    assert chosen.stdout.strip() == f"marked for retry 1 failed record(s) ({other} 1)"
+
+    table = command("status", "--progress", "p.db").stdout.splitlines()
+    rows = [line.split()[0] for line in table[2:] if line.startswith("Copy")]
+    assert sorted(rows) == ["Copy", other], table  # the newest run's migration first
+
+    with sqlite3.connect(tmp_path / "p.db") as db:  # as a run before the names were told apart wrote them
+        for run_id, reports in db.execute("SELECT id, reports FROM run").fetchall():
+            db.execute("UPDATE run SET reports = ? WHERE id = ?",
+                       (json.dumps([{**r, "name": "Copy"} for r in json.loads(reports)]), run_id))
+    table = command("status", "--progress", "p.db").stdout.splitlines()
+    assert sorted(line.split()[0] for line in table[2:] if line.startswith("Copy")) == ["Copy", other], table

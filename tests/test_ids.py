@@ -41,6 +41,13 @@ def test_every_id_shown_types_back_as_itself(value: RecordId) -> None:
     assert "\n" not in shown and "\x1b" not in shown  # one line, no terminal control
     parsed = parse_id(shown)
     assert parsed == value and type(parsed) is type(value)
+    assert shown and shown == shown.strip()  # what a table shows is all there is to type
+
+
+@pytest.mark.parametrize("value, shown", [("Val2 ", '"Val2 "'), (" a", '" a"'), ("a b", "a b"), ("", '""'),
+                                          ("\t", '"\\t"')])
+def test_a_string_id_with_whitespace_at_an_end_or_none_at_all_is_shown_quoted(value: str, shown: str) -> None:
+    assert format_id(value) == shown
 
 
 def test_native_key_values_become_canonical_ids() -> None:

@@ -3,8 +3,10 @@ answers 500 neither fails nor blocks the run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -42,6 +44,7 @@ class Receiver:
     def __init__(self, status: int = 200, delay: float = 0.0) -> None:
         self.status, self.delay = status, delay
         self.bodies: list[dict] = []
+        self.authorizations: list[str | None] = []
         self.hits = 0
         receiver = self
 
@@ -50,6 +53,7 @@ class Receiver:
                 length = int(self.headers["Content-Length"])
                 body = json.loads(self.rfile.read(length))
                 receiver.hits += 1
+                receiver.authorizations.append(self.headers["Authorization"])
                 time.sleep(receiver.delay)
                 if receiver.status == 200:
                     receiver.bodies.append(body)
@@ -170,6 +174,62 @@ def test_a_bad_receiver_neither_fails_nor_blocks_the_run(kind, receiver):
 def test_a_url_that_is_not_http_is_refused_before_any_work():
     with pytest.raises(InputError, match="--notify: 'ftp://x/y' is not an http:// or https:// URL"):
         _service().run(notify=["ftp://x/y"])
+
+
+def test_a_urls_user_and_password_go_as_basic_auth_and_are_never_shown(receiver, caplog):
+    with_password = receiver.url.replace("http://", "http://hook%40team:s3cret%3Ax@")
+    down = f"http://ops:s3cret@127.0.0.1:{helpers.free_port()}/hook"
+    result = _service().run(notify=[with_password, down])
+    assert result.ok
+    assert [b["event"] for b in receiver.bodies] == ["run.started", "migration.completed", "run.completed"]
+    assert receiver.authorizations == ["Basic aG9va0B0ZWFtOnMzY3JldDp4"] * 3  # base64 of hook@team:s3cret:x
+    assert len(result.notification_errors) == 3  # the one that is down is said, each event once
+    assert "s3cret" not in "\n".join(result.notification_errors) + caplog.text
+
+
+def test_a_receiver_that_answers_no_http_is_a_notification_not_delivered():
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(10)
+
+    def answer_nonsense() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(65536)
+                    conn.sendall(b"nonsense\r\n\r\n")
+
+    threading.Thread(target=answer_nonsense, daemon=True).start()
+    url = f"http://127.0.0.1:{server.getsockname()[1]}/hook"
+    try:
+        notifier = Notifier(url, retries=0)
+        result = _service().run(notify=[notifier])
+    finally:
+        server.close()
+    assert result.ok
+    assert len(result.notification_errors) == 3, result.notification_errors
+    assert all("not delivered: nonsense" in line for line in result.notification_errors)
+
+
+BAD_URLS = [
+    ("http://[::1", "'http://[::1' is not a valid URL: Invalid IPv6 URL"),
+    ("http://example.invalid:99999/x", "'http://example.invalid:99999/x' is not a valid URL: Port out of range 0-65535"),
+    ("https://user:s3cret@example.invalid:x/", "'https://user:***@example.invalid:x/' is not a valid URL: Port could "
+                                               "not be cast to integer value as 'x'"),
+    ("ftp://user:s3cret@x/y", "'ftp://user:***@x/y' is not an http:// or https:// URL"),
+]
+
+
+@pytest.mark.parametrize("url, message", BAD_URLS, ids=[u for u, _ in BAD_URLS])
+def test_cli_a_malformed_notify_url_is_one_line_without_its_password(tmp_path, url, message):
+    (tmp_path / "m.py").write_text(TARGET)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    bad = subprocess.run([sys.executable, "-m", "ferryman", "run", "m.py", "--progress", "p.db", "--notify", url],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env, check=False)
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert bad.stderr.splitlines() == [f"ferryman: error: --notify: {message}"]
+    assert "s3cret" not in bad.stdout + bad.stderr
+    assert not (tmp_path / "p.db").exists()  # nothing was done
 
 
 TARGET = """

@@ -260,5 +260,6 @@ def test_another_ledger_on_several_written_destinations_is_refused_once_for_them
         second.run()
     message = str(caught.value)
     assert message.startswith("destination 'b' holds what migration CopyAB wrote under another progress ledger")
-    assert message.endswith("So do the destinations of CopyCD; to start all 2 over: `ferryman reset job.py "
-                            "--migration CopyAB --migration CopyCD` (after emptying their destinations)")
+    assert message.endswith("So do the destinations of CopyCD; to start all 2 over with this ledger: `ferryman reset "
+                            "job.py --migration CopyAB --migration CopyCD --forget-other-ledgers` (after emptying "
+                            "their destinations)")  # the service's own ledger: no --progress

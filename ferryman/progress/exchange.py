@@ -135,6 +135,8 @@ class Sink(Protocol):
 
     def metadata(self, metadata: ProgressMetadata) -> None: ...
 
+    def migration(self, identity: str) -> None: ...
+
     def succeeded(self, identity: str, ids: list[RecordId]) -> None: ...
 
     def failed(self, identity: str, records: list[FailedRecord]) -> None: ...
@@ -144,6 +146,9 @@ class Sink(Protocol):
 
 class _Discard:
     def metadata(self, metadata: ProgressMetadata) -> None:
+        pass
+
+    def migration(self, identity: str) -> None:
         pass
 
     def succeeded(self, identity: str, ids: list[RecordId]) -> None:
@@ -255,6 +260,7 @@ class _Importer:
     def migrations(self) -> None:
         for identity in self.members("$.migrationProgress"):
             path = key_path("$.migrationProgress", self.reader.expect(identity, str, "$.migrationProgress"))
+            self.load.migration(identity)
             for field in self.members(path):
                 if field == "succeededRecordIds":
                     self.chunked(identity, f"{path}.succeededRecordIds", 4, self.reader.record_id,

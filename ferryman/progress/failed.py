@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import builtins
 import os
+import shlex
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InputError, cause_summary
-from ..ids import format_id
+from ..ids import format_id, near_miss
 from ..types import RecordId
 from .files import changing, reading
 from .ledger import Ledger
@@ -131,8 +132,12 @@ class FailedRecords:
         missing = [i for i in ids if i not in by_id]
         if missing:
             where = f" of migration {migration}" if migration else ""
+            near = next(((i, k) for i in missing if (k := near_miss(i, by_id)) is not None), None)
+            hint = "" if near is None else (
+                f"; did you mean {shlex.quote(format_id(near[1]))}? An id with whitespace at an end is shown, "
+                f"and typed, as a JSON string")
             raise InputError(f"not a failed record{where} in {self.where}: "
-                             f"{', '.join(map(format_id, missing))} (see `ferryman failed list`)")
+                             f"{', '.join(map(format_id, missing))} (see `ferryman failed list`{hint})")
         ambiguous = [i for i in ids if len(by_id[i]) > 1]
         if ambiguous:
             where = ", ".join(r.name for r in by_id[ambiguous[0]])

@@ -116,8 +116,8 @@ class JsonFileLedger(MemoryLedger):
     def close(self) -> None:
         self._lease.release()
 
-    def forget(self, key: str, dest: Store | None = None) -> None:
-        super().forget(key, dest)
+    def forget(self, key: str, dest: Store | None = None, *, every_ledger: bool = False) -> None:
+        super().forget(key, dest, every_ledger=every_ledger)
         self.save()
 
     def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:

@@ -110,8 +110,10 @@ class Ledger(ABC):
         migration wrote under another ledger while this one has no progress for it (a ledger
         that cannot tell lets it pass)."""
 
-    def forget(self, key: str, dest: Store | None = None) -> None:
-        """Forget a migration's progress, so that it runs again from the start."""
+    def forget(self, key: str, dest: Store | None = None, *, every_ledger: bool = False) -> None:
+        """Forget a migration's progress, so that it runs again from the start, and this
+        ledger's journal entries for it in ``dest``; ``every_ledger``: every other ledger's
+        too (their marks, which refuse a run on a ledger that knows nothing of the migration)."""
         raise NotImplementedError(f"{type(self).__name__} cannot forget a migration's progress")
 
     # --- failed records, for those who list and mark them (outside a run) ---------------------
@@ -238,7 +240,7 @@ class MemoryLedger(Ledger):
     def record_fatal(self, identity: str, text: str) -> None:
         self._progress.record_fatal(text)
 
-    def forget(self, key: str, dest: Store | None = None) -> None:
+    def forget(self, key: str, dest: Store | None = None, *, every_ledger: bool = False) -> None:
         self._progress.forget(key)
 
     def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:

@@ -50,8 +50,18 @@ def is_key_part(value: object) -> TypeGuard[int | str]:
 
 
 def display_name(identity: str) -> str:
-    """A migration's name when only its identity (``module.Class``) is known."""
-    return identity.rsplit(".", 1)[-1]
+    """A migration's name when only its key is known: the class name of its identity
+    (``module.Class``), and, for the key of a second destination (``module.Class@dataset``),
+    that destination."""
+    return keyed_name(identity.partition("@")[0].rsplit(".", 1)[-1], identity)
+
+
+def keyed_name(name: str, key: str) -> str:
+    """A migration's ``name`` as shown for the progress kept under ``key``: with ``@dataset``
+    when the key is a second destination's, so that one class run into two destinations is
+    two migrations that every command tells apart (and ``--migration`` chooses between)."""
+    dest = key.partition("@")[2]
+    return f"{name}@{dest}" if dest and not name.endswith(f"@{dest}") else name
 
 
 @dataclass

@@ -30,6 +30,7 @@ from .model import (
     MigrationProgress,
     ProgressMetadata,
     display_name,
+    keyed_name,
 )
 
 EVENTS_PAGE = 500
@@ -79,7 +80,7 @@ class MigrationRecord:
     def name(self) -> str:
         """Its name as its last report gave it, else the class name in its identity."""
         name = self.report.get("name") if self.report else None
-        return name if isinstance(name, str) and name else display_name(self.identity)
+        return keyed_name(name, self.identity) if isinstance(name, str) and name else display_name(self.identity)
 
 
 @dataclass(frozen=True)

@@ -53,7 +53,8 @@ class FieldDiff:
     def describe(self) -> str:
         stored = "nothing (no such column)" if self.stored is _MISSING else _shown(self.stored)
         what = _DRIFT_WORDS.get(self.drift or "", "type drift") if self.drift else "different"
-        return f"{self.field}: {what}: wrote {_shown(self.expected)}, found {stored}"
+        # "expected": the transform's output replayed now, which may not be what the run wrote
+        return f"{self.field}: {what}: expected {_shown(self.expected)}, found {stored}"
 
 
 _DRIFT_WORDS = {

@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from ferryman import SqlStore
+
 HERE = Path(__file__).parent
 TARGET = HERE / "shop_cycles.py"
 INVOICES = [(i, "FR" if i % 2 else "DE", None if i == 7 else 10.0 + i) for i in range(1, 11)]
@@ -117,7 +119,7 @@ def test_a_fixed_and_retried_record_makes_a_reducing_dependant_out_of_date(shop)
     assert third.returncode == 1, third.stdout + third.stderr  # never "completed" over stale totals
     assert "CopyInvoices: completed - 1 migrated, 0 failed, 9 already done, 0 ignored" in third.stdout
     assert "Revenue: held back -" in third.stdout and "CopyInvoices wrote records after Revenue last ran" in third.stdout
-    assert f"ferryman reset {TARGET} --migration Revenue" in third.stdout
+    assert f"ferryman reset {TARGET} --progress progress.db --migration Revenue" in third.stdout  # its ledger
     assert revenue(dst) == expected_revenue(skip={7})  # untouched until the user says
 
     reset = ferryman(shop, "reset", str(TARGET), "--migration", "Revenue", "--progress", "progress.db")
@@ -176,7 +178,8 @@ def test_a_class_reused_for_another_destination_is_not_taken_for_done(shop, tmp_
     make_destination(archive)
     second = run(shop, "--only", "CopyInvoices", CYCLES_DST=archive)
     assert second.returncode == 1, second.stdout + second.stderr
-    assert "CopyInvoices: failed - 9 migrated, 1 failed, 0 already done" in second.stdout
+    archived = "CopyInvoices@" + SqlStore("archive", archive, "new_invoices").dataset  # named apart too
+    assert f"{archived}: failed - 9 migrated, 1 failed, 0 already done" in second.stdout
     assert "is kept apart" in second.stderr
     assert sorted(i for (i,) in query(archive, "SELECT id FROM new_invoices")) == [i for i in range(1, 11) if i != 7]
     third = run(shop, "--only", "CopyInvoices")  # the first destination resumes as before

@@ -406,10 +406,15 @@ def test_a_generator_that_raises_fails_its_record_only(tmp_path):
 # --- a forgotten or mistyped --progress ---------------------------------------------------------------------
 
 
-def test_a_second_ledger_on_a_written_destination_is_refused_until_reset(tmp_path):
+def _destination(request, tmp_path: Path, database: str) -> str:
+    return f"sqlite:///{tmp_path}/dst.db" if database == "sqlite" else request.getfixturevalue(database)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres_url"])
+def test_a_second_ledger_on_a_written_destination_is_refused_until_reset(request, tmp_path, database):
     n = 3_000
     src = make_source(tmp_path, n)
-    dst = f"sqlite:///{tmp_path}/dst.db"
+    dst = _destination(request, tmp_path, database)
     make_destination(dst)
     environ = env(src, dst)
     first = ferryman("run", str(TARGET), "--progress", "scratch.db", "--only", "Copy", cwd=tmp_path, environ=environ)
@@ -418,19 +423,62 @@ def test_a_second_ledger_on_a_written_destination_is_refused_until_reset(tmp_pat
     forgot = ferryman("run", str(TARGET), "--only", "Copy", cwd=tmp_path, environ=environ)  # no --progress
     assert forgot.returncode == 2, forgot.stdout + forgot.stderr
     assert "destination 'dst' holds what migration Copy wrote under another progress ledger" in forgot.stderr
-    assert f"or start over on purpose: `ferryman reset {TARGET} --migration Copy` (after emptying the " \
-           "destination)" in forgot.stderr.replace("\n", " ")  # the command as it is to be typed
+    assert (f"or start over on purpose with this ledger: `ferryman reset {TARGET} --progress ferryman-progress.db "
+            "--migration Copy --forget-other-ledgers` (after emptying the destination)"
+            in forgot.stderr.replace("\n", " "))  # the command as it is to be typed
     assert_exactly_once(dst, n)  # nothing written twice
 
     again = ferryman("run", str(TARGET), "--progress", "scratch.db", "--only", "Copy", cwd=tmp_path, environ=environ)
     assert again.returncode == 0 and "3,000 already done" in again.stdout  # the right ledger still works
 
     assert not (tmp_path / "ferryman-progress.db").exists()  # the refused run left nothing behind
-    assert ferryman("reset", str(TARGET), "--migration", "Copy", cwd=tmp_path, environ=environ).returncode == 0
+    missing = ferryman("reset", str(TARGET), "--migration", "Copy", cwd=tmp_path, environ=environ)
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert missing.stderr == ("ferryman: error: no progress ledger at ferryman-progress.db: nothing to reset (give "
+                              "the ledger's --progress; to start over with a new ledger on purpose, add "
+                              "--forget-other-ledgers)\n")
+    assert not (tmp_path / "ferryman-progress.db").exists()  # nor did the refused reset
+    still = ferryman("run", str(TARGET), "--only", "Copy", cwd=tmp_path, environ=environ)
+    assert still.returncode == 2 and "under another progress ledger" in still.stderr  # the mark is still there
+    assert_exactly_once(dst, n)
+
     engine = sa.create_engine(dst)
     with engine.begin() as conn:
         conn.exec_driver_sql("DELETE FROM dst")  # starting over on purpose: the destination emptied
     engine.dispose()
+    over = ferryman("reset", str(TARGET), "--progress", "ferryman-progress.db", "--migration", "Copy",
+                    "--forget-other-ledgers", cwd=tmp_path, environ=environ)
+    assert over.returncode == 0, over.stdout + over.stderr
     fresh = ferryman("run", str(TARGET), "--only", "Copy", cwd=tmp_path, environ=environ)
     assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    assert_exactly_once(dst, n)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgres_url"])
+def test_a_reset_forgets_its_own_ledgers_journal_entries_only(request, tmp_path, database):
+    n = 600
+    src = make_source(tmp_path, n)
+    dst = _destination(request, tmp_path, database)
+    make_destination(dst)
+    environ = env(src, dst)
+    assert ferryman("run", str(TARGET), "--progress", "a.db", "--only", "Copy", cwd=tmp_path,
+                    environ=environ).returncode == 0
+    other = ferryman("run", str(TARGET), "--progress", "b.db", "--only", "Side", cwd=tmp_path, environ=environ)
+    assert other.returncode == 0, other.stdout + other.stderr  # b.db exists and knows nothing of Copy
+
+    reset = ferryman("reset", str(TARGET), "--progress", "b.db", "--migration", "Copy", cwd=tmp_path, environ=environ)
+    assert reset.returncode == 0, reset.stdout + reset.stderr
+    refused = ferryman("run", str(TARGET), "--progress", "b.db", "--only", "Copy", cwd=tmp_path, environ=environ)
+    assert refused.returncode == 2, refused.stdout + refused.stderr  # a.db's mark survived b.db's reset
+    assert "under another progress ledger" in refused.stderr
+    assert_exactly_once(dst, n)
+
+    own = ferryman("reset", str(TARGET), "--progress", "a.db", "--migration", "Copy", cwd=tmp_path, environ=environ)
+    assert own.returncode == 0, own.stdout + own.stderr
+    engine = sa.create_engine(dst)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DELETE FROM dst")
+    engine.dispose()
+    rerun = ferryman("run", str(TARGET), "--progress", "b.db", "--only", "Copy", cwd=tmp_path, environ=environ)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr  # a.db reset itself: its mark went with it
     assert_exactly_once(dst, n)

@@ -150,3 +150,17 @@ def test_a_million_ids_round_trip_in_bounded_memory(tmp_path):
     assert len(back.migrations["m.Big"].succeeded) == n
     assert set(back.migrations["m.Big"].succeeded) == {*range(n // 2), *(f"key-{i}" for i in range(n // 2))}
     assert back.metadata.completed == ["m.Big"]
+
+
+def test_a_migration_with_no_ids_yet_is_imported_and_counted_as_export_counts_it(tmp_path):
+    from ferryman.progress.exchange import export_progress, import_progress
+
+    progress = sample_progress()
+    progress.entry("com.x.M3")  # listed, nothing migrated nor failed, neither started nor completed
+    (tmp_path / "in.json").write_text(progress.to_json())
+    imported = import_progress(tmp_path / "l.db", tmp_path / "in.json")
+    exported = export_progress(tmp_path / "l.db", tmp_path / "out.json")
+    assert imported == exported and imported.migrations == 3
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert list(out["migrationProgress"]) == ["com.x.M1", "com.x.M2", "com.x.M3"]
+    assert MigrationProgress.from_json((tmp_path / "out.json").read_text()) == progress

@@ -96,3 +96,32 @@ def test_a_choice_of_records_is_exactly_one_way() -> None:
         failed.list(grep="")
     with pytest.raises(InputError, match="no migration 'Nope' in MemoryLedger; it has: Orders, Lines"):
         failed.list(migration="Nope")
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "json"])
+def test_an_id_with_whitespace_at_an_end_is_listed_so_it_types_back_and_a_bare_one_is_told_why(
+        tmp_path: Path, kind: str) -> None:
+    from click.testing import CliRunner
+
+    from ferryman.cli import cli
+
+    progress = MigrationProgress()
+    progress.entry("shop.Customers").mark_failed([FailedRecord("Val2 ", "customers(id='Val2 ')", "KeyError: 'x'",
+                                                               Action.RETRY, WHEN)])
+    path = tmp_path / f"p.{'db' if kind == 'sqlite' else 'json'}"
+    if kind == "json":
+        progress.save(path)
+    else:
+        with SqliteLedger(path) as sqlite:
+            sqlite.import_progress(progress)
+    runner = CliRunner()
+    listed = runner.invoke(cli, ["failed", "list", "--progress", str(path)])
+    assert listed.stdout.splitlines()[1].split()[:2] == ['"Val2', '"'], listed.stdout  # "Val2 ", quoted
+    bare = runner.invoke(cli, ["failed", "ignore", "--progress", str(path), "Val2"])
+    assert bare.exit_code == 2
+    assert bare.stderr == (f"ferryman: error: not a failed record in {path}: Val2 (see `ferryman failed list`; "
+                           "did you mean '\"Val2 \"'? An id with whitespace at an end is shown, and typed, as a "
+                           "JSON string)\n")
+    assert [r.record.action for r in FailedRecords(path).list()] == [Action.RETRY]  # nothing changed
+    typed = runner.invoke(cli, ["failed", "ignore", "--progress", str(path), listed.stdout.splitlines()[1][:7]])
+    assert typed.exit_code == 0 and typed.stdout.strip() == "ignored 1 failed record(s) (Customers 1)"

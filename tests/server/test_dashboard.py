@@ -381,6 +381,6 @@ def test_a_verification_shows_what_it_found_as_text(browser, tmp_path):
         rows = browser.js("[...document.querySelectorAll('.verified')].map(r => r.textContent)")
         assert len(rows) == 1 and rows[0].startswith("failed areas")
         problem = browser.js("document.querySelector('.verified .problems li').textContent")
-        assert problem.startswith("different · 5 · area_copy(id=5): label: different: wrote 'area 5'")
+        assert problem.startswith("different · 5 · area_copy(id=5): label: different: expected 'area 5'")
         assert "found '<script>window.__xss = 1; alert(1)</script><img src=x onerror=" in problem  # as text
         assert browser.js("window.__xss === undefined && !document.querySelector('.verified img')")

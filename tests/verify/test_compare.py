@@ -69,4 +69,4 @@ def test_a_record_is_compared_on_the_fields_of_the_output():
     diffs = diff_record(output, stored, ignore=frozenset({"loaded_at"}))
     assert [(d.field, d.drift) for d in diffs] == [("name", None), ("price", "decimal_as_float")]
     missing = diff_record({"id": 1, "gone": 2}, {"id": 1})
-    assert [d.describe() for d in missing] == ["gone: different: wrote 2 (int), found nothing (no such column)"]
+    assert [d.describe() for d in missing] == ["gone: different: expected 2 (int), found nothing (no such column)"]

@@ -164,7 +164,7 @@ def test_it_finds_a_corrupted_a_deleted_and_a_duplicated_row(database, tmp_path)
     assert copy.counts_ok and not copy.outputs_ok and not copy.replay_ok
     problems = {(p.check, p.id): p.detail for p in copy.problems}
     assert set(problems) == {("different", 5), ("missing", 7), ("duplicated", 9)}
-    assert "name: different: wrote 'ITEM 5' (str), found 'CORRUPTED' (str)" in problems[("different", 5)]
+    assert "name: different: expected 'ITEM 5' (str), found 'CORRUPTED' (str)" in problems[("different", 5)]
     assert "copies(id=9)" in problems[("duplicated", 9)] and "2 times" in problems[("duplicated", 9)]
     assert events[-1]["event"] == "verification.failed"
 
@@ -191,7 +191,7 @@ def test_it_reports_type_drift(database, tmp_path):
     assert set(drift.drift) == expected, drift.summary()
     assert all(n == N for n in drift.drift.values()) or backend != "sqlite"
     first = drift.problems[0].detail
-    assert "price: Decimal came back as float: wrote Decimal('1.25')" in first
+    assert "price: Decimal came back as float: expected Decimal('1.25')" in first
     assert "at: timestamp lost its time zone" in first
 
 

@@ -77,7 +77,7 @@ def test_exit_codes_and_what_every_reader_shows(project):
     bad = ferryman("verify", "m.py", "--all", cwd=project)
     assert bad.returncode == 1, bad.stderr
     assert "copy: FAILED" in bad.stdout
-    assert "different record 3: dst(id=3): name: different: wrote 'ITEM 3' (str), found 'BAD 3' (str)" in bad.stdout
+    assert "different record 3: dst(id=3): name: different: expected 'ITEM 3' (str), found 'BAD 3' (str)" in bad.stdout
     assert "hook record 3: item 3 became BAD 3" in bad.stdout
 
     usage = ferryman("verify", "m.py", "--all", "--sample", "3", cwd=project)

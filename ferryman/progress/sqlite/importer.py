@@ -35,6 +35,11 @@ class LedgerImport:
         self.ledger.conn.execute("UPDATE meta SET value = ? WHERE key = 'timestamp'",
                                  (metadata.timestamp.isoformat(),))
 
+    def migration(self, identity: str) -> None:
+        """A migration of the progress, kept even with no ids yet: the ledger has every
+        migration the file has (an export counts them all, and writes them all back)."""
+        self._migration(identity)
+
     def succeeded(self, identity: str, ids: Iterable[RecordId]) -> None:
         mid = self._migration(identity)
         params = [(mid, encode_id(i)) for i in ids]

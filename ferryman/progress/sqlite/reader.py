@@ -24,7 +24,7 @@ from ...ids import format_id
 from ...sampling import reservoir
 from ...types import RecordId
 from ..lease import Holder
-from ..model import Action, FailedRecord, ProgressMetadata
+from ..model import Action, FailedRecord, ProgressMetadata, keyed_name
 from ..reader import (
     EVENTS_PAGE,
     FailedPage,
@@ -109,6 +109,10 @@ class SqliteReader(LedgerReader):
         with self._reading():
             row = self.conn.execute("SELECT reports FROM run WHERE id = ?", (run_id,)).fetchone()
         reports: list[dict[str, Any]] = json.loads(row[0]) if row is not None and row[0] else []
+        for report in reports:  # a run before second destinations were named apart named them alike
+            name, identity = report.get("name"), report.get("identity")
+            if isinstance(name, str) and isinstance(identity, str):
+                report["name"] = keyed_name(name, identity)
         return reports
 
     def holder(self) -> Holder | None:

@@ -615,9 +615,11 @@ class SqliteLedger(SqliteReader, Ledger):
             self.conn.execute("UPDATE migration SET inputs = ? WHERE id = ?",
                               (json.dumps(inputs, sort_keys=True), self._mid(key)))
 
-    def forget(self, key: str, dest: Store | None = None) -> None:
+    def forget(self, key: str, dest: Store | None = None, *, every_ledger: bool = False) -> None:
         """Forget everything about a migration's progress (refused while a live run holds the
-        ledger); its destination journal's entries too, so none is folded back later."""
+        ledger); its destination journal's entries too, so none is folded back later. Another
+        ledger's entries are its mark, which keeps a run on a ledger that knows nothing of the
+        migration from writing it all again: they go only with ``every_ledger``."""
         mid = self._mid(key)
         self._flush()
         name = self.names().get(key, key)
@@ -633,10 +635,12 @@ class SqliteLedger(SqliteReader, Ledger):
         for cache in (self._maybe_done, self._has_failed):
             cache.discard(mid)
         self._ignored.pop(mid, None)
-        if dest is not None and dest.supports_journal:  # every ledger's entries and marks for it
+        if dest is not None and dest.supports_journal:
             self.assert_held()
-            for entry_key in {e.migration for e in dest.read_journal() if e.migration.partition(":")[2] == key}:
-                dest.delete_journal(entry_key)
+            dest.delete_journal(self.journal_key(key))
+            if every_ledger:
+                for entry_key in {e.migration for e in dest.read_journal() if e.migration.partition(":")[2] == key}:
+                    dest.delete_journal(entry_key)
 
     # --- the whole progress, failed records' actions, the whole content -----------------------
 

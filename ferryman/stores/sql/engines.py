@@ -16,6 +16,7 @@ are.
 
 from __future__ import annotations
 
+import logging
 import select
 import threading
 import time
@@ -81,6 +82,7 @@ def release_engine(engine: Engine) -> None:
 def _create(url: URL, options: Mapping[str, Any]) -> Engine:
     dialect = dialect_for(url.get_backend_name())
     engine = create_engine(url, **dialect.engine_kwargs(url, options))
+    _quiet_cleanup(engine)
     connect = dialect.connect_statements(url)
     if connect:
         event.listen(engine, "connect", _run_on_connect(connect))
@@ -90,6 +92,33 @@ def _create(url: URL, options: Mapping[str, Any]) -> Engine:
     if dialect.pings_pooled and "pool_pre_ping" not in options:
         _ping_when_in_doubt(engine)
     return engine
+
+
+class _CleanupAfterAnError(logging.Filter):
+    """Demotes to DEBUG what psycopg and SQLAlchemy's pool log when cleaning up after an error
+    that is raised anyway, and that ferryman handles and reports itself (a failed record's
+    batch split in halves, a connection lost and replaced): psycopg's "error ignored terminating
+    <Pipeline>: pipeline aborted", once per failed ``executemany``; the pool's "Exception during
+    reset or similar" with a traceback, when a connection the server killed is given back (the
+    pool discards it). With no logging set up, Python prints either on stderr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == "error ignored terminating %r: %s" or (
+                record.msg == "Exception during reset or similar" and record.exc_info
+                and type(record.exc_info[1]).__name__ in ("OperationalError", "InterfaceError")):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+_CLEANUP_FILTER = _CleanupAfterAnError()
+
+
+def _quiet_cleanup(engine: Engine) -> None:
+    """:class:`_CleanupAfterAnError` on the loggers of psycopg and of the engine's pool (a
+    logger's filter applies to what it logs itself, not to its children's records)."""
+    pool_logger: Any = engine.pool.logger  # a Logger, or SQLAlchemy's InstanceLogger around one (echo_pool)
+    for logger in (logging.getLogger("psycopg"), getattr(pool_logger, "logger", pool_logger)):
+        logger.addFilter(_CLEANUP_FILTER)  # once: addFilter ignores a filter it has
 
 
 def _ping_when_in_doubt(engine: Engine) -> None:
