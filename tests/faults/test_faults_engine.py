@@ -406,19 +406,21 @@ def test_a_generator_that_raises_fails_its_record_only(tmp_path):
 # --- a forgotten or mistyped --progress ---------------------------------------------------------------------
 
 
-def _destination(request, tmp_path: Path, database: str) -> str:
-    return f"sqlite:///{tmp_path}/dst.db" if database == "sqlite" else request.getfixturevalue(database)
+def _copied(request, tmp_path: Path, database: str, n: int, ledger: str) -> tuple[str, dict[str, str]]:
+    """A source of ``n`` records copied by Copy with ``ledger``: the destination's URL, the environment."""
+    src = make_source(tmp_path, n)
+    dst = f"sqlite:///{tmp_path}/dst.db" if database == "sqlite" else request.getfixturevalue(database)
+    make_destination(dst)
+    environ = env(src, dst)
+    first = ferryman("run", str(TARGET), "--progress", ledger, "--only", "Copy", cwd=tmp_path, environ=environ)
+    assert first.returncode == 0, first.stdout + first.stderr
+    return dst, environ
 
 
 @pytest.mark.parametrize("database", ["sqlite", "postgres_url"])
 def test_a_second_ledger_on_a_written_destination_is_refused_until_reset(request, tmp_path, database):
     n = 3_000
-    src = make_source(tmp_path, n)
-    dst = _destination(request, tmp_path, database)
-    make_destination(dst)
-    environ = env(src, dst)
-    first = ferryman("run", str(TARGET), "--progress", "scratch.db", "--only", "Copy", cwd=tmp_path, environ=environ)
-    assert first.returncode == 0, first.stdout + first.stderr
+    dst, environ = _copied(request, tmp_path, database, n, "scratch.db")
 
     forgot = ferryman("run", str(TARGET), "--only", "Copy", cwd=tmp_path, environ=environ)  # no --progress
     assert forgot.returncode == 2, forgot.stdout + forgot.stderr
@@ -457,12 +459,7 @@ def test_a_second_ledger_on_a_written_destination_is_refused_until_reset(request
 @pytest.mark.parametrize("database", ["sqlite", "postgres_url"])
 def test_a_reset_forgets_its_own_ledgers_journal_entries_only(request, tmp_path, database):
     n = 600
-    src = make_source(tmp_path, n)
-    dst = _destination(request, tmp_path, database)
-    make_destination(dst)
-    environ = env(src, dst)
-    assert ferryman("run", str(TARGET), "--progress", "a.db", "--only", "Copy", cwd=tmp_path,
-                    environ=environ).returncode == 0
+    dst, environ = _copied(request, tmp_path, database, n, "a.db")
     other = ferryman("run", str(TARGET), "--progress", "b.db", "--only", "Side", cwd=tmp_path, environ=environ)
     assert other.returncode == 0, other.stdout + other.stderr  # b.db exists and knows nothing of Copy
 

@@ -155,35 +155,32 @@ def test_try_count_counts_the_runs_of_a_job_and_starts_again_after_a_completion(
     assert snap.last_err is None and snap.failed_total == 0
 
 
-def test_failed_records_left_by_an_earlier_run_keep_the_status_failed(tmp_path):
-    ledger = tmp_path / "run.db"
+def run_copy_then_copy_other_alone(ledger: Path, ignore_the_failure: bool) -> None:
+    """Copy fails on record 2 (marked IGNORE if asked), then a run of CopyOther alone completes."""
     other = [MemoryStore("other", records=[{"id": 1}]), dest(MemoryStore("other_dst"))]
     BROKEN.add(2)
     svc = service(ledger, migrations=(Copy, CopyOther), extra=other)
     try:
         assert not svc.run().ok
-        assert svc.run(only=["CopyOther"]).ok  # this run completes; Copy's failure remains
+        if ignore_the_failure:
+            (copy,) = [i for i in svc.ledger.identities() if i.endswith(".Copy")]
+            assert svc.ledger.set_action(copy, [2], Action.IGNORE) == 1
+        assert svc.run(only=["CopyOther"]).ok
     finally:
         svc.ledger.close()
-    snap = LedgerStatusSource(ledger).snapshot()
+
+
+def test_failed_records_left_by_an_earlier_run_keep_the_status_failed(tmp_path):
+    run_copy_then_copy_other_alone(tmp_path / "run.db", ignore_the_failure=False)
+    snap = LedgerStatusSource(tmp_path / "run.db").snapshot()
     assert snap.status == "failed" and snap.step == "CopyOther"
     assert snap.last_err == "1 failed record(s) remain in Copy; run again to retry them"
     assert {m["name"] for m in snap.migrations} == {"Copy", "CopyOther"}
 
 
 def test_a_completed_run_of_some_migrations_leaves_the_status_failed_while_others_have_not(tmp_path):
-    ledger = tmp_path / "run.db"
-    other = [MemoryStore("other", records=[{"id": 1}]), dest(MemoryStore("other_dst"))]
-    BROKEN.add(2)
-    svc = service(ledger, migrations=(Copy, CopyOther), extra=other)
-    try:
-        assert not svc.run().ok
-        (copy,) = [i for i in svc.ledger.identities() if i.endswith(".Copy")]
-        assert svc.ledger.set_action(copy, [2], Action.IGNORE) == 1
-        assert svc.run(only=["CopyOther"]).ok  # no failed record left to retry, but Copy never completed
-    finally:
-        svc.ledger.close()
-    snap = LedgerStatusSource(ledger).snapshot()
+    run_copy_then_copy_other_alone(tmp_path / "run.db", ignore_the_failure=True)  # Copy never completed
+    snap = LedgerStatusSource(tmp_path / "run.db").snapshot()
     assert snap.status == "failed"
     assert snap.last_err == ("not completed: Copy (the last run completed without them); "
                              "run again to finish them")
