@@ -25,7 +25,7 @@ migration instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator, Hashable, Iterable, Mapping
+from collections.abc import Callable, Generator, Hashable, Iterable, Mapping, Sequence
 from contextlib import closing
 from typing import Any, TypeVar, cast
 
@@ -98,6 +98,30 @@ class _Group:
         self.most = cardinality.bounds[1]
 
 
+class _Keyed:
+    """A page's filters while every one is ``{name: value}`` on the same field, with an int or
+    str value and the Match's fixed cardinality: the records by value (in the order met), with
+    no group object per value (a lookup by key has about as many values as records)."""
+
+    __slots__ = ("cardinality", "members", "name")
+
+    def __init__(self, cardinality: Cardinality) -> None:
+        self.cardinality = cardinality
+        self.name: str | None = None
+        self.members: dict[int | str, list[Work]] = {}
+
+    def groups(self) -> dict[Hashable, _Group]:
+        """The same records as groups, as the general path takes them (by ``filter_key``)."""
+        name = self.name
+        found: dict[Hashable, _Group] = {}
+        if name is None:
+            return found
+        for value, members in self.members.items():
+            group = found[(name, value)] = _Group({name: value}, ((name,), (value,)), self.cardinality)
+            group.members = members
+        return found
+
+
 class _Reducer:
     """One Match over one page of records: hands pages to groups, checks cardinality."""
 
@@ -140,13 +164,18 @@ class _Reducer:
 
     def _fail_cardinality(self, group: _Group, early: bool) -> None:
         group.ended = True
-        found = f"at least {group.count}" if early else str(group.count)
+        self.fail_cardinality(group.members, group.filter, group.cardinality, group.count, early)
+
+    def fail_cardinality(self, members: list[Work], flt: Any, cardinality: Cardinality, count: int,
+                         early: bool) -> None:
+        """Fail the ``members`` still alive: ``flt`` matched ``count`` records (``early``: at
+        least that many, the rest unread), which ``cardinality`` forbids."""
+        found = f"at least {count}" if early else str(count)
         error = CardinalityError(
             f"migration {self.spec.name}: {self.match.label} requires "
-            f"{group.cardinality.value} record(s) per filter, but filter {group.filter!r} "
-            f"matched {found}"
+            f"{cardinality.value} record(s) per filter, but filter {flt!r} matched {found}"
         )
-        for w in group.members:
+        for w in members:
             if w.error is None:
                 w.fail(Phase.MATCH, error, None)
 
@@ -176,14 +205,20 @@ class Matcher:
 
     def _run(self, match: Match, works: list[Work]) -> None:
         store = self.stores[match.store]
-        groups = self._groups(match, store, works)
+        found = self._groups(match, store, works)
+        reducer = _Reducer(self.spec, match, match.hooks(self.instance)[1])
+        if isinstance(found, _Keyed):
+            if self._keyed_from_preload(reducer, found):
+                return
+            groups = list(found.groups().values())
+        else:
+            groups = found
         if not groups:
             return
-        reducer = _Reducer(self.spec, match, match.hooks(self.instance)[1])
         shapes, others = _by_shape(groups)
         preload = self._preloads.get(_preload_key(match))
         if preload is not None:
-            table = preload.table_for(groups, self.spec, self.report)
+            table = preload.table_for(lambda: [g.filter for g in groups], self.spec, self.report)
             if table is not None:
                 shapes = self._from_preload(preload, table, reducer, shapes)
                 others = self._others_from_preload(preload, table, reducer, others)
@@ -192,10 +227,16 @@ class Matcher:
             self._by_filter(reducer, store, group)
         reducer.finish(groups)
 
-    def _groups(self, match: Match, store: Store, works: list[Work]) -> list[_Group]:
-        """``match_with_*`` for each record; records with equal filters share a group."""
+    def _groups(self, match: Match, store: Store, works: list[Work]) -> _Keyed | list[_Group]:
+        """``match_with_*`` for each record; records with equal filters share a group.
+
+        While every filter is ``{name: value}`` on one field with an int or str value (a
+        lookup by key, the usual) and the cardinality is fixed, records are only sorted by
+        value (:class:`_Keyed`); the first other filter turns them into groups, in the order
+        they were met, and the page goes on as groups."""
         match_with: Callable[..., Any] = match.hooks(self.instance)[0]
         fixed = match.fixed_cardinality
+        keyed = _Keyed(fixed) if fixed is not None else None
         groups: dict[Hashable, _Group] = {}
         for w in works:
             try:
@@ -213,6 +254,18 @@ class Matcher:
                         f"migration {self.spec.name}: {match.match_method} returned None (no match), but "
                         f"{match.label} requires {cardinality.value} record(s)"), None)
                 continue
+            if keyed is not None:
+                if type(flt) is dict and len(flt) == 1:
+                    (name, value), = flt.items()
+                    if (type(value) is int or type(value) is str) and (name == keyed.name or keyed.name is None):
+                        keyed.name = name
+                        members = keyed.members.get(value)
+                        if members is None:
+                            keyed.members[value] = [w]
+                        else:
+                            members.append(w)
+                        continue
+                groups, keyed = keyed.groups(), None
             if fixed is None:  # records with equal filters but other cardinalities: other groups
                 key: Hashable = (cardinality, filter_key(flt))
                 group = groups.get(key)
@@ -220,21 +273,57 @@ class Matcher:
                     group = groups[key] = _Group(flt, _equality_shape(flt), cardinality)
                 group.members.append(w)
                 continue
-            if type(flt) is dict and len(flt) == 1:  # the usual {field: value}, without filter_key
-                (name, value), = flt.items()
-                if type(value) is int or type(value) is str:
-                    key = (name, value)
-                    group = groups.get(key)
-                    if group is None:
-                        group = groups[key] = _Group(flt, ((name,), (value,)), fixed)
-                    group.members.append(w)
-                    continue
             key = filter_key(flt)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(flt, _equality_shape(flt), fixed)
             group.members.append(w)
-        return list(groups.values())
+        return keyed if keyed is not None else list(groups.values())
+
+    def _keyed_from_preload(self, reducer: _Reducer, keyed: _Keyed) -> bool:
+        """Answer a page of lookups by key from the preloaded store, if it has one that
+        compares these values as the store does; False when the page must go on as groups.
+
+        What the group path does, without a group per value: each value's matches are one
+        dict lookup, handed to its records as one page (a copy of the records, shared by
+        them), the cardinality checked before the reduce when there are too many matches and
+        after it when too few; a value with more than a page of matches goes page by page
+        through a group."""
+        match, name, members_of = reducer.match, keyed.name, keyed.members
+        preload = self._preloads.get(_preload_key(match))
+        if preload is None or name is None:
+            return not members_of
+        table = preload.table_for(lambda: [{name: value} for value in members_of], self.spec, self.report)
+        index = None if table is None else preload.equality_index(table, (name,), [list(members_of)])
+        if table is None or index is None:
+            return False
+        cardinality, batch_size = keyed.cardinality, match.batch_size
+        low, most = cardinality.bounds
+        get, page_at, reduce_from, retry = index.get, table.page_at, reducer.reduce_from, match.retry
+        handed, copy_of = table.handed, table.copy_of
+        for value, members in members_of.items():
+            positions: Sequence[int] = get(value) or ()
+            count = len(positions)
+            if count > batch_size:
+                group = _Group({name: value}, ((name,), (value,)), cardinality)
+                group.members = members
+                for page in table.pages_at(positions, batch_size):
+                    if not reducer.take(group, page):
+                        break
+                reducer.finish([group])
+            elif count > most:  # one page, already too many: no reduce
+                reducer.fail_cardinality(members, {name: value}, cardinality, count, early=True)
+            else:
+                if count:
+                    page = [copy_of(handed[positions[0]])] if count == 1 else page_at(positions)
+                    for w in members:  # all alive: a record is in one value's members only
+                        try:
+                            reduce_from(w.aggregates, page)
+                        except Exception as exc:  # this record fails alone
+                            w.fail(Phase.MATCH, exc, retry)
+                if count < low:
+                    reducer.fail_cardinality(members, {name: value}, cardinality, count, early=False)
+        return True
 
     def _from_preload(self, preload: _Preload, table: Preloaded, reducer: _Reducer, shapes: _Shapes) -> _Shapes:
         """Answer the equality groups the preloaded store can (a dict lookup each); the shapes
@@ -243,7 +332,7 @@ class Matcher:
         batch_size = reducer.match.batch_size
         take = reducer.take
         for fields, by_values in shapes.items():
-            index = preload.equality_index(table, fields, by_values)
+            index = preload.equality_index(table, fields, [[v[j] for v in by_values] for j in range(len(fields))])
             if index is None:
                 left[fields] = by_values
                 continue
@@ -378,14 +467,17 @@ class _Preload:
         self._small: bool | None = None
         self._warned: set[str] = set()
 
-    def table_for(self, groups: list[_Group], spec: MigrationSpec, report: MigrationReport | None) -> Preloaded | None:
-        """The preloaded store, loading it now if this page is the first that needs it."""
+    def table_for(self, page_filters: Callable[[], list[Any]], spec: MigrationSpec,
+                  report: MigrationReport | None) -> Preloaded | None:
+        """The preloaded store, loading it now if this page (whose distinct filters
+        ``page_filters`` gives) is the first that needs it."""
         if self.table is not None or self.declined:
             return self.table
-        if not self._worth_loading(groups):
+        filters = page_filters()
+        if not self._worth_loading(filters):
             return None
         match, store = self.match, self.store
-        named = sorted({n for g in groups if isinstance(g.filter, Mapping) for n in g.filter})
+        named = sorted({n for flt in filters if isinstance(flt, Mapping) for n in flt})
         try:
             self.table = load(store, match.columns, named, match.preload_max_mb * 1e6)
         except OverBudget as over:
@@ -404,7 +496,7 @@ class _Preload:
             report.preloaded[store.name] = {"records": len(table.records), "mb": round(table.mb, 3)}
         return table
 
-    def _worth_loading(self, groups: list[_Group]) -> bool:
+    def _worth_loading(self, filters: list[Any]) -> bool:
         """True when the Match asks for it, or leaves it to ferryman and the store is small; and
         some filter of this page could be answered from memory."""
         if self.match.preload is None and self._small is None:
@@ -419,19 +511,20 @@ class _Preload:
             if not self._small:
                 self.declined = True
                 return False
-        probe = _Probe(self.store, [g.filter for g in groups])
-        worth = any([probe.compares(g.filter) for g in groups])
+        probe = _Probe(self.store, filters)
+        worth = any([probe.compares(flt) for flt in filters])
         if self.match.preload:
             self._warn_unanswered(probe.refused)
         return worth
 
     def equality_index(self, table: Preloaded, fields: tuple[str, ...],
-                       by_values: Mapping[tuple[Any, ...], object]) -> dict[Hashable, list[int]] | None:
-        """The index that answers these equality filters as the store would, or None."""
+                       values: Sequence[Sequence[Any]]) -> dict[Hashable, list[int]] | None:
+        """The index that answers equality filters on ``fields`` as the store would, or None;
+        ``values[j]`` are the filters' values of ``fields[j]``."""
         if not table.has(fields):
             return None
-        for j, name in enumerate(fields):
-            if not self.store.can_match_in(name, [values[j] for values in by_values]):
+        for name, found in zip(fields, values):
+            if not self.store.can_match_in(name, found):
                 if self.match.preload:
                     self._warn_unanswered({name})
                 return None

@@ -55,9 +55,10 @@ class Preloaded:
         self.bytes = size
         """Estimated memory of the records and their indexes."""
         self.seconds = seconds
-        self._copy: Callable[[Record], Record] = dict.copy if flat else copy.deepcopy
-        self._out = out
-        """The records as they are handed out: with the key and the Match's columns only."""
+        self.copy_of: Callable[[Record], Record] = dict.copy if flat else copy.deepcopy
+        """How a record is copied to be handed out (a shallow copy where its values are immutable)."""
+        self.handed = out
+        """The records as they are handed out (copied): with the key and the Match's columns only."""
         self._indexes: dict[tuple[str, ...], dict[Hashable, list[int]] | None] = {}
 
     @property
@@ -95,13 +96,16 @@ class Preloaded:
 
     def pages_at(self, positions: Sequence[int], batch_size: int) -> Iterable[list[Record]]:
         """Copies of the records at ``positions`` (ascending), in pages of ``batch_size``."""
-        records, copy_of = self._out, self._copy
-        if len(positions) == 1:  # the usual lookup: one record
-            return [[copy_of(records[positions[0]])]]
         if len(positions) <= batch_size:
-            return [list(map(copy_of, map(records.__getitem__, positions)))] if positions else []
-        return (list(map(copy_of, map(records.__getitem__, positions[start:start + batch_size])))
-                for start in range(0, len(positions), batch_size))
+            return [self.page_at(positions)] if positions else []
+        return (self.page_at(positions[start:start + batch_size]) for start in range(0, len(positions), batch_size))
+
+    def page_at(self, positions: Sequence[int]) -> list[Record]:
+        """Copies of the records at ``positions`` (ascending), as one page."""
+        records, copy_of = self.handed, self.copy_of
+        if len(positions) == 1:  # the usual lookup: one record
+            return [copy_of(records[positions[0]])]
+        return list(map(copy_of, map(records.__getitem__, positions)))
 
     def _positions(self, flt: Mapping[str, Any]) -> Sequence[int]:
         """Where the matches are in :attr:`records`, ascending (so in key order)."""
