@@ -36,23 +36,23 @@ from ..stores.base import Store
 from ..stores.common import IN_TYPES
 from ..types import Record
 from .preload import OverBudget, Preloaded, load
-from .work import Phase, Work, describe_error
+from .work import Batch, Phase, describe_error
 
 log = logging.getLogger("ferryman")
 
 T = TypeVar("T")
 
 
-def start_reduction(spec: MigrationSpec, instance: Any, works: list[Work]) -> None:
+def start_reduction(spec: MigrationSpec, instance: Any, batch: Batch) -> None:
     """Call the optional ``start_reduction(record, aggregates)`` for each record."""
     hook = getattr(instance, "start_reduction", None)
     if hook is None:
         return
-    for w in works:
+    for position, (record, aggregates) in enumerate(zip(batch.records, batch.aggregates)):
         try:
-            hook(w.record, w.aggregates)
+            hook(record, aggregates)
         except Exception as exc:
-            w.fail(Phase.START, exc, spec.load_retry)
+            batch.fail(position, Phase.START, exc, spec.load_retry)
 
 
 def filter_key(flt: Any) -> Hashable:
@@ -90,7 +90,8 @@ class _Group:
         self.filter = flt
         self.shape = shape
         """``(fields, values)`` of a filter of plain equalities, else None."""
-        self.members: list[Work] = []
+        self.members: list[int] = []
+        """The positions of its records in the batch."""
         self.count = 0
         self.ended = False
         self.cardinality = cardinality
@@ -108,7 +109,7 @@ class _Keyed:
     def __init__(self, cardinality: Cardinality) -> None:
         self.cardinality = cardinality
         self.name: str | None = None
-        self.members: dict[int | str, list[Work]] = {}
+        self.members: dict[int | str, list[int]] = {}
 
     def groups(self) -> dict[Hashable, _Group]:
         """The same records as groups, as the general path takes them (by ``filter_key``)."""
@@ -125,10 +126,11 @@ class _Keyed:
 class _Reducer:
     """One Match over one page of records: hands pages to groups, checks cardinality."""
 
-    def __init__(self, spec: MigrationSpec, match: Match, reduce_from: Callable[..., Any]) -> None:
+    def __init__(self, spec: MigrationSpec, match: Match, reduce_from: Callable[..., Any], batch: Batch) -> None:
         self.spec = spec
         self.match = match
         self.reduce_from = reduce_from
+        self.batch = batch
 
     def take(self, group: _Group, page: list[Record]) -> bool:
         """``reduce_from_*`` of ``page`` for each member still alive; False once the group
@@ -139,13 +141,14 @@ class _Reducer:
         if group.count > group.most:  # can no longer conform: fail early
             self._fail_cardinality(group, early=True)
             return False
-        reduce_from, retry = self.reduce_from, self.match.retry
-        for w in group.members:
-            if w.error is None:
+        reduce_from, retry, batch = self.reduce_from, self.match.retry, self.batch
+        aggregates, failed = batch.aggregates, batch.failed
+        for p in group.members:
+            if p not in failed:
                 try:
-                    reduce_from(w.aggregates, page)
+                    reduce_from(aggregates[p], page)
                 except Exception as exc:  # this record fails alone
-                    w.fail(Phase.MATCH, exc, retry)
+                    batch.fail(p, Phase.MATCH, exc, retry)
         return True
 
     def finish(self, groups: Iterable[_Group]) -> None:
@@ -156,17 +159,18 @@ class _Reducer:
 
     def unreadable(self, groups: Iterable[_Group], error: Exception) -> None:
         """The store failed while answering ``groups``: their records fail, a retry may help."""
+        batch = self.batch
         for group in groups:
             group.ended = True
-            for w in group.members:
-                if w.error is None:
-                    w.fail(Phase.MATCH, error, self.match.retry)
+            for p in group.members:
+                if p not in batch.failed:
+                    batch.fail(p, Phase.MATCH, error, self.match.retry)
 
     def _fail_cardinality(self, group: _Group, early: bool) -> None:
         group.ended = True
         self.fail_cardinality(group.members, group.filter, group.cardinality, group.count, early)
 
-    def fail_cardinality(self, members: list[Work], flt: Any, cardinality: Cardinality, count: int,
+    def fail_cardinality(self, members: list[int], flt: Any, cardinality: Cardinality, count: int,
                          early: bool) -> None:
         """Fail the ``members`` still alive: ``flt`` matched ``count`` records (``early``: at
         least that many, the rest unread), which ``cardinality`` forbids."""
@@ -175,9 +179,10 @@ class _Reducer:
             f"migration {self.spec.name}: {self.match.label} requires "
             f"{cardinality.value} record(s) per filter, but filter {flt!r} matched {found}"
         )
-        for w in members:
-            if w.error is None:
-                w.fail(Phase.MATCH, error, None)
+        batch = self.batch
+        for p in members:
+            if p not in batch.failed:
+                batch.fail(p, Phase.MATCH, error, None)
 
 
 class Matcher:
@@ -195,18 +200,18 @@ class Matcher:
             if m.preload is not False:
                 self._preloads.setdefault(_preload_key(m), _Preload(m, stores[m.store]))
 
-    def match_and_reduce(self, works: list[Work]) -> None:
+    def match_and_reduce(self, batch: Batch) -> None:
         """Run every Match of the migration, in order, over the records still alive."""
         for match in self.spec.matches:
-            alive = [w for w in works if w.error is None and not w.saved]
+            alive = batch.alive()
             if not alive:
                 return
-            self._run(match, alive)
+            self._run(match, batch, alive)
 
-    def _run(self, match: Match, works: list[Work]) -> None:
+    def _run(self, match: Match, batch: Batch, alive: list[int]) -> None:
         store = self.stores[match.store]
-        found = self._groups(match, store, works)
-        reducer = _Reducer(self.spec, match, match.hooks(self.instance)[1])
+        found = self._groups(match, store, batch, alive)
+        reducer = _Reducer(self.spec, match, match.hooks(self.instance)[1], batch)
         if isinstance(found, _Keyed):
             if self._keyed_from_preload(reducer, found):
                 return
@@ -227,7 +232,7 @@ class Matcher:
             self._by_filter(reducer, store, group)
         reducer.finish(groups)
 
-    def _groups(self, match: Match, store: Store, works: list[Work]) -> _Keyed | list[_Group]:
+    def _groups(self, match: Match, store: Store, batch: Batch, alive: list[int]) -> _Keyed | list[_Group]:
         """``match_with_*`` for each record; records with equal filters share a group.
 
         While every filter is ``{name: value}`` on one field with an int or str value (a
@@ -238,19 +243,20 @@ class Matcher:
         fixed = match.fixed_cardinality
         keyed = _Keyed(fixed) if fixed is not None else None
         groups: dict[Hashable, _Group] = {}
-        for w in works:
+        records, aggregates = batch.records, batch.aggregates
+        for p in alive:
             try:
-                flt = match_with(w.record, w.aggregates, store)
-                cardinality = fixed or match.cardinality_for(w.record)
+                flt = match_with(records[p], aggregates[p], store)
+                cardinality = fixed or match.cardinality_for(records[p])
             except CardinalityError as exc:  # the hook knows the record cannot match as it must
-                w.fail(Phase.MATCH, exc, None)
+                batch.fail(p, Phase.MATCH, exc, None)
                 continue
             except Exception as exc:
-                w.fail(Phase.MATCH, exc, match.retry)
+                batch.fail(p, Phase.MATCH, exc, match.retry)
                 continue
             if flt is None:
                 if cardinality.strict:  # None: no match, which a strict cardinality forbids
-                    w.fail(Phase.MATCH, CardinalityError(
+                    batch.fail(p, Phase.MATCH, CardinalityError(
                         f"migration {self.spec.name}: {match.match_method} returned None (no match), but "
                         f"{match.label} requires {cardinality.value} record(s)"), None)
                 continue
@@ -261,9 +267,9 @@ class Matcher:
                         keyed.name = name
                         members = keyed.members.get(value)
                         if members is None:
-                            keyed.members[value] = [w]
+                            keyed.members[value] = [p]
                         else:
-                            members.append(w)
+                            members.append(p)
                         continue
                 groups, keyed = keyed.groups(), None
             if fixed is None:  # records with equal filters but other cardinalities: other groups
@@ -271,13 +277,13 @@ class Matcher:
                 group = groups.get(key)
                 if group is None:
                     group = groups[key] = _Group(flt, _equality_shape(flt), cardinality)
-                group.members.append(w)
+                group.members.append(p)
                 continue
             key = filter_key(flt)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(flt, _equality_shape(flt), fixed)
-            group.members.append(w)
+            group.members.append(p)
         return keyed if keyed is not None else list(groups.values())
 
     def _keyed_from_preload(self, reducer: _Reducer, keyed: _Keyed) -> bool:
@@ -300,7 +306,8 @@ class Matcher:
         cardinality, batch_size = keyed.cardinality, match.batch_size
         low, most = cardinality.bounds
         get, page_at, reduce_from, retry = index.get, table.page_at, reducer.reduce_from, match.retry
-        handed, copy_of = table.handed, table.copy_of
+        handed, copy_of, batch = table.handed, table.copy_of, reducer.batch
+        aggregates = batch.aggregates
         for value, members in members_of.items():
             positions: Sequence[int] = get(value) or ()
             count = len(positions)
@@ -316,11 +323,11 @@ class Matcher:
             else:
                 if count:
                     page = [copy_of(handed[positions[0]])] if count == 1 else page_at(positions)
-                    for w in members:  # all alive: a record is in one value's members only
+                    for p in members:  # all alive: a record is in one value's members only
                         try:
-                            reduce_from(w.aggregates, page)
+                            reduce_from(aggregates[p], page)
                         except Exception as exc:  # this record fails alone
-                            w.fail(Phase.MATCH, exc, retry)
+                            batch.fail(p, Phase.MATCH, exc, retry)
                 if count < low:
                     reducer.fail_cardinality(members, {name: value}, cardinality, count, early=False)
         return True

@@ -61,7 +61,7 @@ class ContractOnly(Store):
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> dict[str, Any]:
+def scenarios(draw: st.DrawFn, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
     string_keys = draw(st.booleans())
 
     def key(n: int) -> Any:
@@ -72,7 +72,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         for i in range(draw(st.integers(0, 12)))
     ]
     sources = [
-        {"id": i, "kind": draw(st.sampled_from(KINDS)), "x": draw(A_VALUES), "y": draw(B_VALUES),
+        {"id": i, "kind": draw(st.sampled_from(kinds)), "x": draw(A_VALUES), "y": draw(B_VALUES),
          "k": key(draw(st.integers(0, 12)))}
         for i in range(1, draw(st.integers(1, 14)) + 1)
     ]
@@ -235,6 +235,21 @@ def test_every_path_gives_the_per_filter_result_on_sqlite(sqlite_tables: SqlTabl
 @given(scenario=scenarios())
 def test_every_path_gives_the_per_filter_result_on_servers(server_tables: SqlTables, scenario: dict[str, Any]) -> None:
     assert_every_path_agrees(server_tables.stores(scenario), scenario)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=QUIET)
+@given(st.sampled_from([("key",), ("a",), ("key", "a")]).flatmap(scenarios))
+def test_lookups_by_key_give_the_per_filter_result(scenario: dict[str, Any]) -> None:
+    """Pages whose filters are all ``{field: value}`` on one field (the path without a group per
+    value), and pages that turn to groups part way: a None value, another field."""
+    assert_every_path_agrees(memory_stores(scenario), scenario)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=QUIET)
+@given(scenario=st.sampled_from([("key",), ("a",)]).flatmap(scenarios))
+def test_lookups_by_key_give_the_per_filter_result_on_sqlite(sqlite_tables: SqlTables,
+                                                              scenario: dict[str, Any]) -> None:
+    assert_every_path_agrees(sqlite_tables.stores(scenario), scenario)
 
 
 # --- preloading -----------------------------------------------------------------------------
