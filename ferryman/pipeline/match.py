@@ -305,24 +305,24 @@ class Matcher:
             return False
         cardinality, batch_size = keyed.cardinality, match.batch_size
         low, most = cardinality.bounds
-        get, page_at, reduce_from, retry = index.get, table.page_at, reducer.reduce_from, match.retry
-        handed, copy_of, batch = table.handed, table.copy_of, reducer.batch
+        get, reduce_from, retry = table.lookup((name,)).get, reducer.reduce_from, match.retry
+        copy_of, batch = table.copy_of, reducer.batch
         aggregates = batch.aggregates
         for value, members in members_of.items():
-            positions: Sequence[int] = get(value) or ()
-            count = len(positions)
+            found = get(value, ())
+            count = len(found)
             if count > batch_size:
                 group = _Group({name: value}, ((name,), (value,)), cardinality)
                 group.members = members
-                for page in table.pages_at(positions, batch_size):
-                    if not reducer.take(group, page):
+                for start in range(0, count, batch_size):
+                    if not reducer.take(group, list(map(copy_of, found[start:start + batch_size]))):
                         break
                 reducer.finish([group])
             elif count > most:  # one page, already too many: no reduce
                 reducer.fail_cardinality(members, {name: value}, cardinality, count, early=True)
             else:
                 if count:
-                    page = [copy_of(handed[positions[0]])] if count == 1 else page_at(positions)
+                    page = [copy_of(found[0])] if count == 1 else list(map(copy_of, found))
                     for p in members:  # all alive: a record is in one value's members only
                         try:
                             reduce_from(aggregates[p], page)

@@ -60,6 +60,7 @@ class Preloaded:
         self.handed = out
         """The records as they are handed out (copied): with the key and the Match's columns only."""
         self._indexes: dict[tuple[str, ...], dict[Hashable, list[int]] | None] = {}
+        self._lookups: dict[tuple[str, ...], dict[Hashable, tuple[Record, ...]]] = {}
 
     @property
     def mb(self) -> float:
@@ -96,16 +97,13 @@ class Preloaded:
 
     def pages_at(self, positions: Sequence[int], batch_size: int) -> Iterable[list[Record]]:
         """Copies of the records at ``positions`` (ascending), in pages of ``batch_size``."""
-        if len(positions) <= batch_size:
-            return [self.page_at(positions)] if positions else []
-        return (self.page_at(positions[start:start + batch_size]) for start in range(0, len(positions), batch_size))
-
-    def page_at(self, positions: Sequence[int]) -> list[Record]:
-        """Copies of the records at ``positions`` (ascending), as one page."""
         records, copy_of = self.handed, self.copy_of
         if len(positions) == 1:  # the usual lookup: one record
-            return [copy_of(records[positions[0]])]
-        return list(map(copy_of, map(records.__getitem__, positions)))
+            return [[copy_of(records[positions[0]])]]
+        if len(positions) <= batch_size:
+            return [list(map(copy_of, map(records.__getitem__, positions)))] if positions else []
+        return (list(map(copy_of, map(records.__getitem__, positions[start:start + batch_size])))
+                for start in range(0, len(positions), batch_size))
 
     def _positions(self, flt: Mapping[str, Any]) -> Sequence[int]:
         """Where the matches are in :attr:`records`, ascending (so in key order)."""
@@ -128,6 +126,21 @@ class Preloaded:
             records = self.records
             positions = [p for p in positions if all(records[p].get(n) in v for n, v in listed)]
         return positions
+
+    def lookup(self, fields: tuple[str, ...]) -> dict[Hashable, tuple[Record, ...]]:
+        """The records as handed out (before their copy) by their values of ``fields``, where
+        :meth:`index`, which must have been built, has their positions: a lookup by key then
+        reads one dict entry and the records, with no position to follow (at a million lookups
+        in a table bigger than the CPU's caches, each hop is a cache miss)."""
+        found = self._lookups.get(fields)
+        if found is None:
+            index = self._indexes[fields]
+            assert index is not None
+            handed = self.handed
+            found = self._lookups[fields] = {value: tuple(map(handed.__getitem__, positions))
+                                             for value, positions in index.items()}
+            self.bytes += INDEX_BYTES_PER_RECORD * len(self.records)
+        return found
 
     def index(self, fields: tuple[str, ...]) -> dict[Hashable, list[int]] | None:
         """Positions of the records by their values of ``fields`` (one value for one field, a
