@@ -364,6 +364,33 @@ def test_the_budget_counts_the_records_read(monkeypatch):
     assert 0 < result.reports[0].preloaded["products"]["mb"] <= budget_mb
 
 
+def test_a_native_sql_filter_is_answered_beside_lookups_by_key(sqlite_tables: SqlTables):
+    """A SQLAlchemy clause (whose ``==`` builds SQL, never a bool) among dict filters and None."""
+    scenario = {"string_keys": False, "matched": [{"id": i, "a": i % 3, "b": "x", "v": i} for i in range(6)]}
+    m = sqlite_tables.stores(scenario)["m"]
+    assert isinstance(m, SqlStore)
+
+    @migration(source="src", dest="dst", match=[Match("m", preload=False)])
+    class Native:
+        def start_reduction(self, record, aggregates):
+            aggregates["v"] = []
+
+        def match_with_m(self, record, aggregates, store):
+            return [{"id": record["id"]}, store.table.c.a == 2, None][record["id"] % 3]
+
+        def reduce_from_m(self, aggregates, batch):
+            aggregates["v"] += [r["v"] for r in batch]
+
+        def transform(self, aggregates, record):
+            return [{"id": record["id"], "v": aggregates["v"]}]
+
+    dst = MemoryStore("dst")
+    sources = MemoryStore("src", records=[{"id": i} for i in range(6)])
+    assert MigrationService([sources, dst, m], [Native], checkpoint_interval=0).run().ok
+    assert dst.records() == [{"id": 0, "v": [0]}, {"id": 1, "v": [2, 5]}, {"id": 2, "v": []},
+                             {"id": 3, "v": [3]}, {"id": 4, "v": [2, 5]}, {"id": 5, "v": []}]
+
+
 def test_columns_give_reduce_the_key_and_the_columns_only(sqlite_tables: SqlTables):
     scenario = {"string_keys": False, "matched": [{"id": i, "a": i % 2, "b": "x", "v": i} for i in range(4)]}
     for stores in (memory_stores(scenario), sqlite_tables.stores(scenario)):
