@@ -8,14 +8,18 @@ group that shares every page of matches. The groups are then answered by the fir
    migration, when asked to (True), or automatically (None) when its ``count()`` is at most
    ``Match.preload_max_records``, within ``Match.preload_max_mb``. It answers every dict filter
    whose fields the store compares as Python does (:meth:`Store.can_match_in`: no
-   case-insensitive collation, no type coercion); others go on to 2 and 3.
+   case-insensitive collation, no type coercion); others go on to 2 and 3. A page whose
+   filters are all lookups by key (``{field: value}`` on one field, int or str values, a fixed
+   cardinality: what a ``Lookup`` gives) is answered without a group object per value: one
+   dict lookup per value, the cardinality checked in line.
 2. **Set-oriented**: equality filters on the same fields (``{"a": x}``, ``{"a": x, "b": y}``;
    no None, no lists) go to :meth:`Store.match_pages_in` together; on SQL that is one streamed
    ``IN`` (or row-value ``IN``) query per page of records.
 3. **Per filter**: anything else (lists, None, ``{}``, native filters) goes filter by filter
    through :meth:`Store.match_pages`.
 
-Every path hands each group the same pages in the same order (key order, ``Match.batch_size``
+The records are the page's :class:`Batch` (by position: aggregates in a list, a Work made only
+for a record that fails). Every path hands each group the same pages in the same order (key order, ``Match.batch_size``
 records but the last), so cardinality checks, ``reduce_from_*`` calls (once per page for each
 member), failures and retries are the same whichever answers. A store that cannot be read fails
 the groups it was to answer, with the Match's retry; :class:`StoreUnusableError` ends the
