@@ -252,6 +252,13 @@ def test_lookups_by_key_give_the_per_filter_result_on_sqlite(sqlite_tables: SqlT
     assert_every_path_agrees(sqlite_tables.stores(scenario), scenario)
 
 
+@settings(max_examples=10, deadline=None, suppress_health_check=QUIET)
+@given(scenario=st.sampled_from([("key",), ("a",)]).flatmap(scenarios))
+def test_lookups_by_key_give_the_per_filter_result_on_servers(server_tables: SqlTables,
+                                                               scenario: dict[str, Any]) -> None:
+    assert_every_path_agrees(server_tables.stores(scenario), scenario)
+
+
 # --- preloading -----------------------------------------------------------------------------
 
 
