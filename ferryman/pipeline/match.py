@@ -304,16 +304,18 @@ class Matcher:
         if preload is None or name is None:
             return not members_of
         table = preload.table_for(lambda: [{name: value} for value in members_of], self.spec, self.report)
-        index = None if table is None else preload.equality_index(table, (name,), [list(members_of)])
-        if table is None or index is None:
+        if table is None or not preload.compares(table, (name,), [list(members_of)]):
+            return False
+        by_value = table.lookup(name)
+        if by_value is None:
             return False
         cardinality, batch_size = keyed.cardinality, match.batch_size
         low, most = cardinality.bounds
-        get, reduce_from, retry = table.lookup((name,)).get, reducer.reduce_from, match.retry
+        get, reduce_from, retry = by_value.get, reducer.reduce_from, match.retry
         copy_of, batch = table.copy_of, reducer.batch
         aggregates = batch.aggregates
         for value, members in members_of.items():
-            found = get(value, ())
+            found: Sequence[Record] = get(value) or ()
             count = len(found)
             if count > batch_size:
                 group = _Group({name: value}, ((name,), (value,)), cardinality)
@@ -504,7 +506,7 @@ class _Preload:
         log.info("migration %s: preloaded %s records of store %r (about %.1f MB) in %.2f s",
                  spec.name, f"{len(table.records):,}", store.name, table.mb, table.seconds)
         if report is not None:
-            report.preloaded[store.name] = {"records": len(table.records), "mb": round(table.mb, 3)}
+            table.reported = report.preloaded[store.name] = {"records": len(table.records), "mb": round(table.mb, 3)}
         return table
 
     def _worth_loading(self, filters: list[Any]) -> bool:
@@ -532,14 +534,19 @@ class _Preload:
                        values: Sequence[Sequence[Any]]) -> dict[Hashable, list[int]] | None:
         """The index that answers equality filters on ``fields`` as the store would, or None;
         ``values[j]`` are the filters' values of ``fields[j]``."""
+        return table.index(fields) if self.compares(table, fields, values) else None
+
+    def compares(self, table: Preloaded, fields: tuple[str, ...], values: Sequence[Sequence[Any]]) -> bool:
+        """True when ``table`` holds ``fields`` and the store compares these values of them as
+        Python does, so that equality filters on them can be answered from memory."""
         if not table.has(fields):
-            return None
+            return False
         for name, found in zip(fields, values):
             if not self.store.can_match_in(name, found):
                 if self.match.preload:
                     self._warn_unanswered({name})
-                return None
-        return table.index(fields)
+                return False
+        return True
 
     def answerable(self, table: Preloaded, groups: list[_Group]) -> list[_Group]:
         """The groups whose filters ``table`` answers as the store would."""

@@ -54,13 +54,15 @@ class Preloaded:
         """The fields each record holds, or None for whole records."""
         self.bytes = size
         """Estimated memory of the records and their indexes."""
+        self.reported: dict[str, float] | None = None
+        """The run report's entry for this store, whose ``mb`` follows :attr:`bytes` as indexes are built."""
         self.seconds = seconds
         self.copy_of: Callable[[Record], Record] = dict.copy if flat else copy.deepcopy
         """How a record is copied to be handed out (a shallow copy where its values are immutable)."""
         self.handed = out
         """The records as they are handed out (copied): with the key and the Match's columns only."""
         self._indexes: dict[tuple[str, ...], dict[Hashable, list[int]] | None] = {}
-        self._lookups: dict[tuple[str, ...], dict[Hashable, tuple[Record, ...]]] = {}
+        self._lookups: dict[str, dict[Hashable, list[Record]] | None] = {}
 
     @property
     def mb(self) -> float:
@@ -127,20 +129,30 @@ class Preloaded:
             positions = [p for p in positions if all(records[p].get(n) in v for n, v in listed)]
         return positions
 
-    def lookup(self, fields: tuple[str, ...]) -> dict[Hashable, tuple[Record, ...]]:
-        """The records as handed out (before their copy) by their values of ``fields``, where
-        :meth:`index`, which must have been built, has their positions: a lookup by key then
-        reads one dict entry and the records, with no position to follow (at a million lookups
-        in a table bigger than the CPU's caches, each hop is a cache miss)."""
-        found = self._lookups.get(fields)
-        if found is None:
-            index = self._indexes[fields]
-            assert index is not None
-            handed = self.handed
-            found = self._lookups[fields] = {value: tuple(map(handed.__getitem__, positions))
-                                             for value, positions in index.items()}
-            self.bytes += INDEX_BYTES_PER_RECORD * len(self.records)
+    def lookup(self, name: str) -> dict[Hashable, list[Record]] | None:
+        """The records as handed out (before their copy) by their value of ``name``, in key
+        order; None when a value cannot be a dict key. What :meth:`index` is for a page's other
+        filters, for lookups by key: one dict entry leads to the records, with no position to
+        follow (at a million lookups in a table bigger than the CPU's caches, each hop is a
+        cache miss)."""
+        if name in self._lookups:
+            return self._lookups[name]
+        found: dict[Hashable, list[Record]] | None = {}
+        assert found is not None
+        try:
+            for record, handed in zip(self.records, self.handed):
+                found.setdefault(record.get(name), []).append(handed)
+        except TypeError:  # an unhashable value: filters on it go to the store
+            found = None
+        else:
+            self._grew(INDEX_BYTES_PER_RECORD * len(self.records))
+        self._lookups[name] = found
         return found
+
+    def _grew(self, size: int) -> None:
+        self.bytes += size
+        if self.reported is not None:
+            self.reported["mb"] = round(self.mb, 3)
 
     def index(self, fields: tuple[str, ...]) -> dict[Hashable, list[int]] | None:
         """Positions of the records by their values of ``fields`` (one value for one field, a
@@ -160,7 +172,7 @@ class Preloaded:
         except TypeError:  # an unhashable value (a JSON list, say): filters on it go to the store
             index = None
         else:
-            self.bytes += INDEX_BYTES_PER_RECORD * len(self.records)
+            self._grew(INDEX_BYTES_PER_RECORD * len(self.records))
         self._indexes[fields] = index
         return index
 

@@ -324,6 +324,14 @@ def test_a_small_store_is_read_once_per_run_and_reported():
     assert report.to_dict()["preloaded"] == report.preloaded
 
 
+def test_the_reported_memory_counts_the_indexes_built_during_the_run():
+    """Lookups by sku build one index (the records by sku), after the report was first made."""
+    records_only = preload_module.load(products_store(2000), None, ["sku"], 1e9).mb
+    _, result, _ = run_prices(products_store(2000))
+    index = preload_module.INDEX_BYTES_PER_RECORD * 2000 / 1e6
+    assert result.reports[0].preloaded["products"]["mb"] == round(records_only + index, 3)
+
+
 def test_a_store_counting_more_than_the_threshold_is_queried():
     products = products_store()
     _, result, _ = run_prices(products, preload_max_records=6)
