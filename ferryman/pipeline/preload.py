@@ -3,10 +3,11 @@
 :func:`load` reads the store once, in key order, into a list, estimating its memory as it goes
 and giving up past the Match's budget. :class:`Preloaded` then answers dict filters from that
 list, through an index per set of fields built on first use: ``{"sku": x}`` is one dict lookup
-instead of a query. The pages it gives are those :meth:`Store.match_pages` would give (key order,
-``batch_size`` records but the last), as long as the store compares the filters' values as Python
-does, which the caller checks with :meth:`Store.can_match_in`. Every record handed out is a
-copy, so a ``reduce_from_*`` that changes its batch cannot change what later records see.
+instead of a query (a page of such lookups by key reads the records by value,
+:meth:`Preloaded.lookup`). The pages it gives are those :meth:`Store.match_pages` would give (key
+order, ``batch_size`` records but the last), as long as the store compares the filters' values as
+Python does, which the caller checks with :meth:`Store.can_match_in`. Every record handed out is
+a copy, so a ``reduce_from_*`` that changes its batch cannot change what later records see.
 """
 
 from __future__ import annotations
