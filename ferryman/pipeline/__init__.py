@@ -12,9 +12,9 @@
     (ledger)      succeeded ids and failed records are recorded by the runner, page by page
 
 ``attempt.py`` runs match and transform for a batch (what the runner saves, and what a
-verification replays). ``work.py`` holds :class:`Work`, the state of one record in one attempt, and :class:`Attempt`,
-the same for many records by column: a migration with no matching makes no Work for a record
-unless it fails. ``runner.py`` is the only
+verification replays). ``work.py`` holds :class:`Work`, the state of one record in one attempt, and :class:`Batch`
+and :class:`Attempt`, the same for many records by column (while matched, then up to the save):
+no Work is made for a record unless it fails or is saved alone. ``runner.py`` is the only
 place that calls the stages in this order; it overlaps them across pages: the database saves
 page n while page n+1 is read, matched and transformed (``Store.begin_save_all``).
 ``interpreter.py`` tunes CPython's garbage collector for a run's length.

@@ -13,8 +13,8 @@ from ..report import MigrationReport
 from ..stores.base import Store
 from ..types import Record, RecordId
 from .match import Matcher, start_reduction
-from .transform import transform, transform_records
-from .work import Attempt, Work
+from .transform import transform_batch, transform_records
+from .work import Attempt, Batch
 
 
 class Transformer:
@@ -27,15 +27,14 @@ class Transformer:
         self.instance = instance
         self.matcher = Matcher(spec, instance, stores, report)
         self.by_column = getattr(instance, "start_reduction", None) is None and not spec.matches
-        """No matching: records need no Work each on their way (see :class:`Attempt`)."""
+        """No matching: records need no aggregates kept between the stages."""
 
     def attempt(self, ids: list[RecordId], records: list[Record]) -> Attempt:
         """One attempt: fresh aggregates, so nothing of an earlier one leaks."""
         if self.by_column:
             return transform_records(self.spec, self.instance, ids, records)
-        works = [Work(record, record_id) for record_id, record in zip(ids, records)]
-        if works:
-            start_reduction(self.spec, self.instance, works)
-            self.matcher.match_and_reduce(works)
-            transform(self.spec, self.instance, works)
-        return Attempt.of_works(works)
+        batch = Batch(ids, records)
+        if records:
+            start_reduction(self.spec, self.instance, batch)
+            self.matcher.match_and_reduce(batch)
+        return transform_batch(self.spec, self.instance, batch)

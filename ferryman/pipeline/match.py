@@ -8,14 +8,18 @@ group that shares every page of matches. The groups are then answered by the fir
    migration, when asked to (True), or automatically (None) when its ``count()`` is at most
    ``Match.preload_max_records``, within ``Match.preload_max_mb``. It answers every dict filter
    whose fields the store compares as Python does (:meth:`Store.can_match_in`: no
-   case-insensitive collation, no type coercion); others go on to 2 and 3.
+   case-insensitive collation, no type coercion); others go on to 2 and 3. A page whose
+   filters are all lookups by key (``{field: value}`` on one field, int or str values, a fixed
+   cardinality: what a ``Lookup`` gives) is answered without a group object per value: one
+   dict lookup per value, the cardinality checked in line.
 2. **Set-oriented**: equality filters on the same fields (``{"a": x}``, ``{"a": x, "b": y}``;
    no None, no lists) go to :meth:`Store.match_pages_in` together; on SQL that is one streamed
    ``IN`` (or row-value ``IN``) query per page of records.
 3. **Per filter**: anything else (lists, None, ``{}``, native filters) goes filter by filter
    through :meth:`Store.match_pages`.
 
-Every path hands each group the same pages in the same order (key order, ``Match.batch_size``
+The records are the page's :class:`Batch` (by position: aggregates in a list, a Work made only
+for a record that fails). Every path hands each group the same pages in the same order (key order, ``Match.batch_size``
 records but the last), so cardinality checks, ``reduce_from_*`` calls (once per page for each
 member), failures and retries are the same whichever answers. A store that cannot be read fails
 the groups it was to answer, with the Match's retry; :class:`StoreUnusableError` ends the
@@ -25,7 +29,7 @@ migration instead.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator, Hashable, Iterable, Mapping
+from collections.abc import Callable, Generator, Hashable, Iterable, Mapping, Sequence
 from contextlib import closing
 from typing import Any, TypeVar, cast
 
@@ -36,23 +40,23 @@ from ..stores.base import Store
 from ..stores.common import IN_TYPES
 from ..types import Record
 from .preload import OverBudget, Preloaded, load
-from .work import Phase, Work, describe_error
+from .work import Batch, Phase, describe_error
 
 log = logging.getLogger("ferryman")
 
 T = TypeVar("T")
 
 
-def start_reduction(spec: MigrationSpec, instance: Any, works: list[Work]) -> None:
+def start_reduction(spec: MigrationSpec, instance: Any, batch: Batch) -> None:
     """Call the optional ``start_reduction(record, aggregates)`` for each record."""
     hook = getattr(instance, "start_reduction", None)
     if hook is None:
         return
-    for w in works:
+    for position, (record, aggregates) in enumerate(zip(batch.records, batch.aggregates)):
         try:
-            hook(w.record, w.aggregates)
+            hook(record, aggregates)
         except Exception as exc:
-            w.fail(Phase.START, exc, spec.load_retry)
+            batch.fail(position, Phase.START, exc, spec.load_retry)
 
 
 def filter_key(flt: Any) -> Hashable:
@@ -90,7 +94,8 @@ class _Group:
         self.filter = flt
         self.shape = shape
         """``(fields, values)`` of a filter of plain equalities, else None."""
-        self.members: list[Work] = []
+        self.members: list[int] = []
+        """The positions of its records in the batch."""
         self.count = 0
         self.ended = False
         self.cardinality = cardinality
@@ -98,13 +103,38 @@ class _Group:
         self.most = cardinality.bounds[1]
 
 
+class _Keyed:
+    """A page's filters while every one is ``{name: value}`` on the same field, with an int or
+    str value and the Match's fixed cardinality: the records by value (in the order met), with
+    no group object per value (a lookup by key has about as many values as records)."""
+
+    __slots__ = ("cardinality", "members", "name")
+
+    def __init__(self, cardinality: Cardinality) -> None:
+        self.cardinality = cardinality
+        self.name: str | None = None
+        self.members: dict[int | str, list[int]] = {}
+
+    def groups(self) -> dict[Hashable, _Group]:
+        """The same records as groups, as the general path takes them (by ``filter_key``)."""
+        name = self.name
+        found: dict[Hashable, _Group] = {}
+        if name is None:
+            return found
+        for value, members in self.members.items():
+            group = found[(name, value)] = _Group({name: value}, ((name,), (value,)), self.cardinality)
+            group.members = members
+        return found
+
+
 class _Reducer:
     """One Match over one page of records: hands pages to groups, checks cardinality."""
 
-    def __init__(self, spec: MigrationSpec, match: Match, reduce_from: Callable[..., Any]) -> None:
+    def __init__(self, spec: MigrationSpec, match: Match, reduce_from: Callable[..., Any], batch: Batch) -> None:
         self.spec = spec
         self.match = match
         self.reduce_from = reduce_from
+        self.batch = batch
 
     def take(self, group: _Group, page: list[Record]) -> bool:
         """``reduce_from_*`` of ``page`` for each member still alive; False once the group
@@ -115,13 +145,14 @@ class _Reducer:
         if group.count > group.most:  # can no longer conform: fail early
             self._fail_cardinality(group, early=True)
             return False
-        reduce_from, retry = self.reduce_from, self.match.retry
-        for w in group.members:
-            if w.error is None:
+        reduce_from, retry, batch = self.reduce_from, self.match.retry, self.batch
+        aggregates, failed = batch.aggregates, batch.failed
+        for p in group.members:
+            if p not in failed:
                 try:
-                    reduce_from(w.aggregates, page)
+                    reduce_from(aggregates[p], page)
                 except Exception as exc:  # this record fails alone
-                    w.fail(Phase.MATCH, exc, retry)
+                    batch.fail(p, Phase.MATCH, exc, retry)
         return True
 
     def finish(self, groups: Iterable[_Group]) -> None:
@@ -132,23 +163,30 @@ class _Reducer:
 
     def unreadable(self, groups: Iterable[_Group], error: Exception) -> None:
         """The store failed while answering ``groups``: their records fail, a retry may help."""
+        batch = self.batch
         for group in groups:
             group.ended = True
-            for w in group.members:
-                if w.error is None:
-                    w.fail(Phase.MATCH, error, self.match.retry)
+            for p in group.members:
+                if p not in batch.failed:
+                    batch.fail(p, Phase.MATCH, error, self.match.retry)
 
     def _fail_cardinality(self, group: _Group, early: bool) -> None:
         group.ended = True
-        found = f"at least {group.count}" if early else str(group.count)
+        self.fail_cardinality(group.members, group.filter, group.cardinality, group.count, early)
+
+    def fail_cardinality(self, members: list[int], flt: Any, cardinality: Cardinality, count: int,
+                         early: bool) -> None:
+        """Fail the ``members`` still alive: ``flt`` matched ``count`` records (``early``: at
+        least that many, the rest unread), which ``cardinality`` forbids."""
+        found = f"at least {count}" if early else str(count)
         error = CardinalityError(
             f"migration {self.spec.name}: {self.match.label} requires "
-            f"{group.cardinality.value} record(s) per filter, but filter {group.filter!r} "
-            f"matched {found}"
+            f"{cardinality.value} record(s) per filter, but filter {flt!r} matched {found}"
         )
-        for w in group.members:
-            if w.error is None:
-                w.fail(Phase.MATCH, error, None)
+        batch = self.batch
+        for p in members:
+            if p not in batch.failed:
+                batch.fail(p, Phase.MATCH, error, None)
 
 
 class Matcher:
@@ -170,24 +208,30 @@ class Matcher:
             if m.preload is not False:
                 self._preloads.setdefault(_preload_key(m), _Preload(m, stores[m.store]))
 
-    def match_and_reduce(self, works: list[Work]) -> None:
+    def match_and_reduce(self, batch: Batch) -> None:
         """Run every Match of the migration, in order, over the records still alive."""
         for match in self.spec.matches:
-            alive = [w for w in works if w.error is None and not w.saved]
+            alive = batch.alive()
             if not alive:
                 return
-            self._run(match, alive)
+            self._run(match, batch, alive)
 
-    def _run(self, match: Match, works: list[Work]) -> None:
+    def _run(self, match: Match, batch: Batch, alive: list[int]) -> None:
         store = self.stores[match.store]
-        groups = self._groups(match, store, works)
+        found = self._groups(match, store, batch, alive)
+        reducer = _Reducer(self.spec, match, match.hooks(self.instance)[1], batch)
+        if isinstance(found, _Keyed):
+            if self._keyed_from_preload(reducer, found):
+                return
+            groups = list(found.groups().values())
+        else:
+            groups = found
         if not groups:
             return
-        reducer = _Reducer(self.spec, match, match.hooks(self.instance)[1])
         shapes, others = _by_shape(groups)
         preload = self._preloads.get(_preload_key(match))
         if preload is not None:
-            table = preload.table_for(groups, self.spec, self.report)
+            table = preload.table_for(lambda: [g.filter for g in groups], self.spec, self.report)
             if table is not None:
                 shapes = self._from_preload(preload, table, reducer, shapes)
                 others = self._others_from_preload(preload, table, reducer, others)
@@ -196,49 +240,107 @@ class Matcher:
             self._by_filter(reducer, store, group)
         reducer.finish(groups)
 
-    def _groups(self, match: Match, store: Store, works: list[Work]) -> list[_Group]:
-        """``match_with_*`` for each record; records with equal filters share a group."""
+    def _groups(self, match: Match, store: Store, batch: Batch, alive: list[int]) -> _Keyed | list[_Group]:
+        """``match_with_*`` for each record; records with equal filters share a group.
+
+        While every filter is ``{name: value}`` on one field with an int or str value (a
+        lookup by key, the usual) and the cardinality is fixed, records are only sorted by
+        value (:class:`_Keyed`); the first other filter turns them into groups, in the order
+        they were met, and the page goes on as groups."""
         match_with: Callable[..., Any] = match.hooks(self.instance)[0]
         fixed = match.fixed_cardinality
+        keyed = _Keyed(fixed) if fixed is not None else None
         groups: dict[Hashable, _Group] = {}
-        for w in works:
+        records, aggregates = batch.records, batch.aggregates
+        for p in alive:
             try:
-                flt = match_with(w.record, w.aggregates, store)
-                cardinality = fixed or match.cardinality_for(w.record)
+                flt = match_with(records[p], aggregates[p], store)
+                cardinality = fixed or match.cardinality_for(records[p])
             except CardinalityError as exc:  # the hook knows the record cannot match as it must
-                w.fail(Phase.MATCH, exc, None)
+                batch.fail(p, Phase.MATCH, exc, None)
                 continue
             except Exception as exc:
-                w.fail(Phase.MATCH, exc, match.retry)
+                batch.fail(p, Phase.MATCH, exc, match.retry)
                 continue
             if flt is None:
                 if cardinality.strict:  # None: no match, which a strict cardinality forbids
-                    w.fail(Phase.MATCH, CardinalityError(
+                    batch.fail(p, Phase.MATCH, CardinalityError(
                         f"migration {self.spec.name}: {match.match_method} returned None (no match), but "
                         f"{match.label} requires {cardinality.value} record(s)"), None)
                 continue
+            if keyed is not None:
+                if type(flt) is dict and len(flt) == 1:
+                    (name, value), = flt.items()
+                    if (type(value) is int or type(value) is str) and (name == keyed.name or keyed.name is None):
+                        keyed.name = name
+                        members = keyed.members.get(value)
+                        if members is None:
+                            keyed.members[value] = [p]
+                        else:
+                            members.append(p)
+                        continue
+                groups, keyed = keyed.groups(), None
             if fixed is None:  # records with equal filters but other cardinalities: other groups
                 key: Hashable = (cardinality, filter_key(flt))
                 group = groups.get(key)
                 if group is None:
                     group = groups[key] = _Group(flt, _equality_shape(flt), cardinality)
-                group.members.append(w)
+                group.members.append(p)
                 continue
-            if type(flt) is dict and len(flt) == 1:  # the usual {field: value}, without filter_key
-                (name, value), = flt.items()
-                if type(value) is int or type(value) is str:
-                    key = (name, value)
-                    group = groups.get(key)
-                    if group is None:
-                        group = groups[key] = _Group(flt, ((name,), (value,)), fixed)
-                    group.members.append(w)
-                    continue
             key = filter_key(flt)
             group = groups.get(key)
             if group is None:
                 group = groups[key] = _Group(flt, _equality_shape(flt), fixed)
-            group.members.append(w)
-        return list(groups.values())
+            group.members.append(p)
+        return keyed if keyed is not None else list(groups.values())
+
+    def _keyed_from_preload(self, reducer: _Reducer, keyed: _Keyed) -> bool:
+        """Answer a page of lookups by key from the preloaded store, if it has one that
+        compares these values as the store does; False when the page must go on as groups.
+
+        What the group path does, without a group per value: each value's matches are one
+        dict lookup, handed to its records as one page (a copy of the records, shared by
+        them), the cardinality checked before the reduce when there are too many matches and
+        after it when too few; a value with more than a page of matches goes page by page
+        through a group."""
+        match, name, members_of = reducer.match, keyed.name, keyed.members
+        preload = self._preloads.get(_preload_key(match))
+        if preload is None or name is None:
+            return not members_of
+        table = preload.table_for(lambda: [{name: value} for value in members_of], self.spec, self.report)
+        if table is None or not preload.compares(table, (name,), [list(members_of)]):
+            return False
+        by_value = table.lookup(name)
+        if by_value is None:
+            return False
+        cardinality, batch_size = keyed.cardinality, match.batch_size
+        low, most = cardinality.bounds
+        get, reduce_from, retry = by_value.get, reducer.reduce_from, match.retry
+        copy_of, batch = table.copy_of, reducer.batch
+        aggregates = batch.aggregates
+        for value, members in members_of.items():
+            found: Sequence[Record] = get(value) or ()
+            count = len(found)
+            if count > batch_size:
+                group = _Group({name: value}, ((name,), (value,)), cardinality)
+                group.members = members
+                for start in range(0, count, batch_size):
+                    if not reducer.take(group, list(map(copy_of, found[start:start + batch_size]))):
+                        break
+                reducer.finish([group])
+            elif count > most:  # one page, already too many: no reduce
+                reducer.fail_cardinality(members, {name: value}, cardinality, count, early=True)
+            else:
+                if count:
+                    page = [copy_of(found[0])] if count == 1 else list(map(copy_of, found))
+                    for p in members:  # all alive: a record is in one value's members only
+                        try:
+                            reduce_from(aggregates[p], page)
+                        except Exception as exc:  # this record fails alone
+                            batch.fail(p, Phase.MATCH, exc, retry)
+                if count < low:
+                    reducer.fail_cardinality(members, {name: value}, cardinality, count, early=False)
+        return True
 
     def _from_preload(self, preload: _Preload, table: Preloaded, reducer: _Reducer, shapes: _Shapes) -> _Shapes:
         """Answer the equality groups the preloaded store can (a dict lookup each); the shapes
@@ -247,7 +349,7 @@ class Matcher:
         batch_size = reducer.match.batch_size
         take = reducer.take
         for fields, by_values in shapes.items():
-            index = preload.equality_index(table, fields, by_values)
+            index = preload.equality_index(table, fields, [[v[j] for v in by_values] for j in range(len(fields))])
             if index is None:
                 left[fields] = by_values
                 continue
@@ -393,14 +495,17 @@ class _Preload:
         self._small: bool | None = None
         self._warned: set[str] = set()
 
-    def table_for(self, groups: list[_Group], spec: MigrationSpec, report: MigrationReport | None) -> Preloaded | None:
-        """The preloaded store, loading it now if this page is the first that needs it."""
+    def table_for(self, page_filters: Callable[[], list[Any]], spec: MigrationSpec,
+                  report: MigrationReport | None) -> Preloaded | None:
+        """The preloaded store, loading it now if this page (whose distinct filters
+        ``page_filters`` gives) is the first that needs it."""
         if self.table is not None or self.declined:
             return self.table
-        if not self._worth_loading(groups):
+        filters = page_filters()
+        if not self._worth_loading(filters):
             return None
         match, store = self.match, self.store
-        named = sorted({n for g in groups if isinstance(g.filter, Mapping) for n in g.filter})
+        named = sorted({n for flt in filters if isinstance(flt, Mapping) for n in flt})
         try:
             self.table = load(store, match.columns, named, match.preload_max_mb * 1e6)
         except OverBudget as over:
@@ -416,10 +521,10 @@ class _Preload:
         log.info("migration %s: preloaded %s records of store %r (about %.1f MB) in %.2f s",
                  spec.name, f"{len(table.records):,}", store.name, table.mb, table.seconds)
         if report is not None:
-            report.preloaded[store.name] = {"records": len(table.records), "mb": round(table.mb, 3)}
+            table.reported = report.preloaded[store.name] = {"records": len(table.records), "mb": round(table.mb, 3)}
         return table
 
-    def _worth_loading(self, groups: list[_Group]) -> bool:
+    def _worth_loading(self, filters: list[Any]) -> bool:
         """True when the Match asks for it, or leaves it to ferryman and the store is small; and
         some filter of this page could be answered from memory."""
         if self.match.preload is None and self._small is None:
@@ -434,23 +539,29 @@ class _Preload:
             if not self._small:
                 self.declined = True
                 return False
-        probe = _Probe(self.store, [g.filter for g in groups])
-        worth = any([probe.compares(g.filter) for g in groups])
+        probe = _Probe(self.store, filters)
+        worth = any([probe.compares(flt) for flt in filters])
         if self.match.preload:
             self._warn_unanswered(probe.refused)
         return worth
 
     def equality_index(self, table: Preloaded, fields: tuple[str, ...],
-                       by_values: Mapping[tuple[Any, ...], object]) -> dict[Hashable, list[int]] | None:
-        """The index that answers these equality filters as the store would, or None."""
+                       values: Sequence[Sequence[Any]]) -> dict[Hashable, list[int]] | None:
+        """The index that answers equality filters on ``fields`` as the store would, or None;
+        ``values[j]`` are the filters' values of ``fields[j]``."""
+        return table.index(fields) if self.compares(table, fields, values) else None
+
+    def compares(self, table: Preloaded, fields: tuple[str, ...], values: Sequence[Sequence[Any]]) -> bool:
+        """True when ``table`` holds ``fields`` and the store compares these values of them as
+        Python does, so that equality filters on them can be answered from memory."""
         if not table.has(fields):
-            return None
-        for j, name in enumerate(fields):
-            if not self.store.can_match_in(name, [values[j] for values in by_values]):
+            return False
+        for name, found in zip(fields, values):
+            if not self.store.can_match_in(name, found):
                 if self.match.preload:
                     self._warn_unanswered({name})
-                return None
-        return table.index(fields)
+                return False
+        return True
 
     def answerable(self, table: Preloaded, groups: list[_Group]) -> list[_Group]:
         """The groups whose filters ``table`` answers as the store would."""

@@ -3,10 +3,11 @@
 :func:`load` reads the store once, in key order, into a list, estimating its memory as it goes
 and giving up past the Match's budget. :class:`Preloaded` then answers dict filters from that
 list, through an index per set of fields built on first use: ``{"sku": x}`` is one dict lookup
-instead of a query. The pages it gives are those :meth:`Store.match_pages` would give (key order,
-``batch_size`` records but the last), as long as the store compares the filters' values as Python
-does, which the caller checks with :meth:`Store.can_match_in`. Every record handed out is a
-copy, so a ``reduce_from_*`` that changes its batch cannot change what later records see.
+instead of a query (a page of such lookups by key reads the records by value,
+:meth:`Preloaded.lookup`). The pages it gives are those :meth:`Store.match_pages` would give (key
+order, ``batch_size`` records but the last), as long as the store compares the filters' values as
+Python does, which the caller checks with :meth:`Store.can_match_in`. Every record handed out is
+a copy, so a ``reduce_from_*`` that changes its batch cannot change what later records see.
 """
 
 from __future__ import annotations
@@ -54,11 +55,15 @@ class Preloaded:
         """The fields each record holds, or None for whole records."""
         self.bytes = size
         """Estimated memory of the records and their indexes."""
+        self.reported: dict[str, float] | None = None
+        """The run report's entry for this store, whose ``mb`` follows :attr:`bytes` as indexes are built."""
         self.seconds = seconds
-        self._copy: Callable[[Record], Record] = dict.copy if flat else copy.deepcopy
-        self._out = out
-        """The records as they are handed out: with the key and the Match's columns only."""
+        self.copy_of: Callable[[Record], Record] = dict.copy if flat else copy.deepcopy
+        """How a record is copied to be handed out (a shallow copy where its values are immutable)."""
+        self.handed = out
+        """The records as they are handed out (copied): with the key and the Match's columns only."""
         self._indexes: dict[tuple[str, ...], dict[Hashable, list[int]] | None] = {}
+        self._lookups: dict[str, dict[Hashable, list[Record]] | None] = {}
 
     @property
     def mb(self) -> float:
@@ -95,7 +100,7 @@ class Preloaded:
 
     def pages_at(self, positions: Sequence[int], batch_size: int) -> Iterable[list[Record]]:
         """Copies of the records at ``positions`` (ascending), in pages of ``batch_size``."""
-        records, copy_of = self._out, self._copy
+        records, copy_of = self.handed, self.copy_of
         if len(positions) == 1:  # the usual lookup: one record
             return [[copy_of(records[positions[0]])]]
         if len(positions) <= batch_size:
@@ -125,6 +130,31 @@ class Preloaded:
             positions = [p for p in positions if all(records[p].get(n) in v for n, v in listed)]
         return positions
 
+    def lookup(self, name: str) -> dict[Hashable, list[Record]] | None:
+        """The records as handed out (before their copy) by their value of ``name``, in key
+        order; None when a value cannot be a dict key. What :meth:`index` is for a page's other
+        filters, for lookups by key: one dict entry leads to the records, with no position to
+        follow (at a million lookups in a table bigger than the CPU's caches, each hop is a
+        cache miss)."""
+        if name in self._lookups:
+            return self._lookups[name]
+        found: dict[Hashable, list[Record]] | None = {}
+        assert found is not None
+        try:
+            for record, handed in zip(self.records, self.handed):
+                found.setdefault(record.get(name), []).append(handed)
+        except TypeError:  # an unhashable value: filters on it go to the store
+            found = None
+        else:
+            self._grew(INDEX_BYTES_PER_RECORD * len(self.records))
+        self._lookups[name] = found
+        return found
+
+    def _grew(self, size: int) -> None:
+        self.bytes += size
+        if self.reported is not None:
+            self.reported["mb"] = round(self.mb, 3)
+
     def index(self, fields: tuple[str, ...]) -> dict[Hashable, list[int]] | None:
         """Positions of the records by their values of ``fields`` (one value for one field, a
         tuple for several); None when a value cannot be a dict key."""
@@ -143,7 +173,7 @@ class Preloaded:
         except TypeError:  # an unhashable value (a JSON list, say): filters on it go to the store
             index = None
         else:
-            self.bytes += INDEX_BYTES_PER_RECORD * len(self.records)
+            self._grew(INDEX_BYTES_PER_RECORD * len(self.records))
         self._indexes[fields] = index
         return index
 

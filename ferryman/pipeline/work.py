@@ -1,4 +1,5 @@
-"""The state of input records during one attempt of the pipeline: a Work per record, or by column."""
+"""The state of input records during one attempt of the pipeline: by column, with a Work for each
+record handled on its own (one that failed, or one saved alone)."""
 
 from __future__ import annotations
 
@@ -92,13 +93,6 @@ class Attempt:
         self.size = size
         """How many records were attempted: those that reached the save and those that failed."""
 
-    @classmethod
-    def of_works(cls, works: list[Work]) -> Attempt:
-        """The attempt that ``works`` (matched and transformed one by one) add up to."""
-        ok = [w for w in works if w.error is None]
-        failed = [w for w in works if w.error is not None] if len(ok) < len(works) else []
-        return cls([w.id for w in ok], [w.record for w in ok], [w.outputs for w in ok], failed, len(works))
-
     def work(self, position: int) -> Work:
         """The record at ``position`` as a Work of its own, outputs included."""
         w = Work(self.records[position], self.ids[position])
@@ -106,8 +100,49 @@ class Attempt:
         return w
 
 
-def live(works: list[Work]) -> list[Work]:
-    return [w for w in works if w.error is None and not w.saved]
+class Batch:
+    """Records of one attempt by column while they are matched: their aggregates by position,
+    and a Work only for each record that fails (made when it fails).
+
+    What :class:`Attempt` is for a copy, for a migration that matches: a page of lookups makes
+    no object per record on its way to the save.
+    """
+
+    __slots__ = ("aggregates", "failed", "ids", "records")
+
+    def __init__(self, ids: list[RecordId], records: list[Record]) -> None:
+        self.ids = ids
+        self.records = records
+        self.aggregates: list[Aggregates] = [{} for _ in records]
+        """Fresh for every attempt, so nothing a failed attempt reduced leaks into the next."""
+        self.failed: dict[int, Work] = {}
+        """The records that failed, by position."""
+
+    def fail(self, position: int, phase: Phase, error: BaseException, retry: Retry | None) -> None:
+        """Fail the record at ``position`` (see :meth:`Work.fail`)."""
+        w = Work(self.records[position], self.ids[position])
+        w.aggregates = self.aggregates[position]
+        w.fail(phase, error, retry)
+        self.failed[position] = w
+
+    def alive(self) -> list[int]:
+        """The positions of the records that have not failed, ascending."""
+        failed = self.failed
+        if not failed:
+            return list(range(len(self.records)))
+        return [p for p in range(len(self.records)) if p not in failed]
+
+    def attempt(self, positions: list[int], outputs: list[Sequence[Record]]) -> Attempt:
+        """The attempt: the records at ``positions`` (ascending) with their ``outputs``, less
+        those failed since, and the failed ones in record order."""
+        failed = self.failed
+        size = len(self.records)
+        if not failed:
+            return Attempt(self.ids, self.records, outputs, [], size)
+        kept = [k for k, p in enumerate(positions) if p not in failed]
+        ids, records = self.ids, self.records
+        return Attempt([ids[positions[k]] for k in kept], [records[positions[k]] for k in kept],
+                       [outputs[k] for k in kept], [failed[p] for p in sorted(failed)], size)
 
 
 CAUSE_LIMIT = 8_000
@@ -125,4 +160,4 @@ def format_error(error: BaseException) -> str:
     return f"{text[:head]}\n[... {len(text) - head - tail} characters cut ...]\n{text[-tail:]}"
 
 
-__all__ = ["Attempt", "Phase", "Work", "describe_error", "format_error", "live"]
+__all__ = ["Attempt", "Batch", "Phase", "Work", "describe_error", "format_error"]

@@ -61,7 +61,7 @@ class ContractOnly(Store):
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> dict[str, Any]:
+def scenarios(draw: st.DrawFn, kinds: tuple[str, ...] = KINDS) -> dict[str, Any]:
     string_keys = draw(st.booleans())
 
     def key(n: int) -> Any:
@@ -72,7 +72,7 @@ def scenarios(draw: st.DrawFn) -> dict[str, Any]:
         for i in range(draw(st.integers(0, 12)))
     ]
     sources = [
-        {"id": i, "kind": draw(st.sampled_from(KINDS)), "x": draw(A_VALUES), "y": draw(B_VALUES),
+        {"id": i, "kind": draw(st.sampled_from(kinds)), "x": draw(A_VALUES), "y": draw(B_VALUES),
          "k": key(draw(st.integers(0, 12)))}
         for i in range(1, draw(st.integers(1, 14)) + 1)
     ]
@@ -237,6 +237,28 @@ def test_every_path_gives_the_per_filter_result_on_servers(server_tables: SqlTab
     assert_every_path_agrees(server_tables.stores(scenario), scenario)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=QUIET)
+@given(st.sampled_from([("key",), ("a",), ("key", "a")]).flatmap(scenarios))
+def test_lookups_by_key_give_the_per_filter_result(scenario: dict[str, Any]) -> None:
+    """Pages whose filters are all ``{field: value}`` on one field (the path without a group per
+    value), and pages that turn to groups part way: a None value, another field."""
+    assert_every_path_agrees(memory_stores(scenario), scenario)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=QUIET)
+@given(scenario=st.sampled_from([("key",), ("a",)]).flatmap(scenarios))
+def test_lookups_by_key_give_the_per_filter_result_on_sqlite(sqlite_tables: SqlTables,
+                                                              scenario: dict[str, Any]) -> None:
+    assert_every_path_agrees(sqlite_tables.stores(scenario), scenario)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=QUIET)
+@given(scenario=st.sampled_from([("key",), ("a",)]).flatmap(scenarios))
+def test_lookups_by_key_give_the_per_filter_result_on_servers(server_tables: SqlTables,
+                                                               scenario: dict[str, Any]) -> None:
+    assert_every_path_agrees(server_tables.stores(scenario), scenario)
+
+
 # --- preloading -----------------------------------------------------------------------------
 
 
@@ -302,6 +324,14 @@ def test_a_small_store_is_read_once_per_run_and_reported():
     assert report.to_dict()["preloaded"] == report.preloaded
 
 
+def test_the_reported_memory_counts_the_indexes_built_during_the_run():
+    """Lookups by sku build one index (the records by sku), after the report was first made."""
+    records_only = preload_module.load(products_store(2000), None, ["sku"], 1e9).mb
+    _, result, _ = run_prices(products_store(2000))
+    index = preload_module.INDEX_BYTES_PER_RECORD * 2000 / 1e6
+    assert result.reports[0].preloaded["products"]["mb"] == round(records_only + index, 3)
+
+
 def test_a_store_counting_more_than_the_threshold_is_queried():
     products = products_store()
     _, result, _ = run_prices(products, preload_max_records=6)
@@ -347,6 +377,33 @@ def test_the_budget_counts_the_records_read(monkeypatch):
     _, result, _ = run_prices(products, preload=True, preload_max_mb=budget_mb)
     assert products.loads == 1 and products.sets == 0
     assert 0 < result.reports[0].preloaded["products"]["mb"] <= budget_mb
+
+
+def test_a_native_sql_filter_is_answered_beside_lookups_by_key(sqlite_tables: SqlTables):
+    """A SQLAlchemy clause (whose ``==`` builds SQL, never a bool) among dict filters and None."""
+    scenario = {"string_keys": False, "matched": [{"id": i, "a": i % 3, "b": "x", "v": i} for i in range(6)]}
+    m = sqlite_tables.stores(scenario)["m"]
+    assert isinstance(m, SqlStore)
+
+    @migration(source="src", dest="dst", match=[Match("m", preload=False)])
+    class Native:
+        def start_reduction(self, record, aggregates):
+            aggregates["v"] = []
+
+        def match_with_m(self, record, aggregates, store):
+            return [{"id": record["id"]}, store.table.c.a == 2, None][record["id"] % 3]
+
+        def reduce_from_m(self, aggregates, batch):
+            aggregates["v"] += [r["v"] for r in batch]
+
+        def transform(self, aggregates, record):
+            return [{"id": record["id"], "v": aggregates["v"]}]
+
+    dst = MemoryStore("dst")
+    sources = MemoryStore("src", records=[{"id": i} for i in range(6)])
+    assert MigrationService([sources, dst, m], [Native], checkpoint_interval=0).run().ok
+    assert dst.records() == [{"id": 0, "v": [0]}, {"id": 1, "v": [2, 5]}, {"id": 2, "v": []},
+                             {"id": 3, "v": [3]}, {"id": 4, "v": [2, 5]}, {"id": 5, "v": []}]
 
 
 def test_columns_give_reduce_the_key_and_the_columns_only(sqlite_tables: SqlTables):

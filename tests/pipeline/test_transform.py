@@ -1,4 +1,5 @@
-"""Transform: records with no matching go through by column, the same as one Work per record."""
+"""Transform: records with no matching (fresh aggregates made on the way) give the same as records
+that keep their aggregates from start_reduction and matching (:class:`Batch`)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def run(behaviours: list[str], cardinality: Cardinality, batch: int, by_column: 
 
     class WithHook(Base):
         def start_reduction(self, record: Any, aggregates: Any) -> None:
-            """Present, so the records go one Work each."""
+            """Present, so the records keep their aggregates in a Batch."""
 
     cls = migration(source="src", dest="dst", cardinality=cardinality, batch_size=batch, save_batch_size=3,
                     save_retry=Retry(times=1, delay=0))(type("T", (Base if by_column else WithHook,), {}))

@@ -648,8 +648,8 @@ class _CopyWrite(PendingWrite):
 
 def _records_maker(keys: list[str], kept: Sequence[str]) -> Callable[[Iterable[Sequence[Any]]], list[Record]]:
     """Turns rows of the columns ``keys`` into records of the fields ``kept`` (at C speed)."""
-    if list(kept) == keys:
-        return lambda rows: list(map(dict, map(zip, repeat(keys), rows)))
+    if keys[:len(kept)] == list(kept):  # the first columns (a match's, before its filter's): zip stops there
+        return lambda rows: list(map(dict, map(zip, repeat(kept), rows)))
     if len(kept) == 1:
         name, at = kept[0], keys.index(kept[0])
         return lambda rows: [{name: row[at]} for row in rows]
