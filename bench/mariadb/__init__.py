@@ -85,9 +85,9 @@ class MariaDbCopyWorkload(Workload):
     key = "MDB"
     title = "copy stations SQLite -> MariaDB, per-row upper(name)"
     variants = (
-        Variant("ferryman", "ferryman (durable ledger)", "bench.mariadb.runs:copy_ferryman", "ferryman"),
+        Variant("ferryman", "ferryman (durable ledger)", "bench.mariadb.ferryman_run:copy_ferryman", "ferryman"),
         Variant("executemany-loop", "hand-written PyMySQL executemany loop",
-                "bench.mariadb.runs:copy_executemany_loop", "hand-written"),
+                "bench.mariadb.handwritten:copy_executemany_loop", "hand-written"),
     )
 
     def source(self, size: int, cache_dir: Path) -> Path:
