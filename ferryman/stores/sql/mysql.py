@@ -1,10 +1,10 @@
 """MariaDB and MySQL through PyMySQL (:class:`MySQLDialect`): multi-row INSERTs, faithful types,
 UTC sessions, the servers' error numbers.
 
-Bulk writes: SQLAlchemy hands a batch to ``cursor.executemany``, and PyMySQL rewrites
-``INSERT ... VALUES (...)`` (with or without ``ON DUPLICATE KEY UPDATE``) into multi-row
-statements of up to ``max_stmt_length`` bytes (1 MB): a batch of 512 rows costs one or a few
-round trips, not 512. ``tests/stores/sql/test_types.py`` checks this with the server's
+Bulk writes: a batch goes as the multi-row statements that PyMySQL's ``executemany`` makes of
+``INSERT ... VALUES (...)`` (with or without ``ON DUPLICATE KEY UPDATE``), of up to
+``max_stmt_length`` bytes (1 MB) each: a batch of 512 rows costs one or a few round trips, not
+512 (``mysql_values.py`` writes them). ``tests/stores/sql/test_types.py`` checks this with the server's
 ``Com_insert`` counter.
 
 Every connection of an engine built by ferryman runs ``SET time_zone = '+00:00'``, so
@@ -22,9 +22,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TIMESTAMP, Float, Uuid
 
 from ...types import Record
-from .batch import InsertBatch, all_native, value_tuples
+from .batch import InsertBatch
 from .dialect import SqlDialect
 from .driver_errors import ConstraintDetails, Kind
+from .mysql_values import InsertText, send
 from .types import (
     NaiveUtcDateTime,
     TextAcceptingUuid,
@@ -59,17 +60,16 @@ def insert_mysql(conn: Connection, batch: InsertBatch) -> None:
     """``ON DUPLICATE KEY UPDATE``; note that MySQL applies it to a clash on *any* unique key.
 
     When SQLAlchemy would send every value unchanged (no column type processes driver-native
-    values, and all values are native), the rows go to PyMySQL with the statement's cached SQL:
-    SQLAlchemy's per-row parameter processing cost about as much as PyMySQL's own escaping.
+    values, and all values are native), the batch goes to PyMySQL as the multi-row statements its
+    ``executemany`` would make, but escaped a column at a time instead of a value at a time
+    (``mysql_values.py``); SQLAlchemy's per-row parameter processing is skipped too.
     """
-    plain = _driver_sql(conn, batch)
-    if plain is not None:
-        sql, positional = plain
-        rows = value_tuples(batch)
-        if all_native(rows):
-            conn.exec_driver_sql(sql, rows if positional else batch.rows)
-            return
-    conn.execute(_statement(batch), batch.rows)
+    text = _insert_text(conn, batch)
+    columns = text.columns(batch.rows) if text is not None else None
+    if text is None or columns is None:
+        conn.execute(_statement(batch), batch.rows)
+        return
+    send(conn, text, columns)
 
 
 def _statement(batch: InsertBatch) -> Any:
@@ -83,23 +83,25 @@ def _statement(batch: InsertBatch) -> Any:
     return statement
 
 
-def _driver_sql(conn: Connection, batch: InsertBatch) -> tuple[str, bool] | None:
-    """The batch's statement as the driver's SQL, and whether it takes tuples (else the records
-    themselves); None when the columns' types process native values. Compiled once per table,
-    column list and ``on_conflict``."""
+def _insert_text(conn: Connection, batch: InsertBatch) -> InsertText | None:
+    """The batch's statement taken apart for :class:`InsertText`; None for a driver other than
+    PyMySQL, or when the columns' types process native values (SQLAlchemy must see every value).
+    Compiled once per table, column list and ``on_conflict``."""
     columns = batch.columns
-    cache: dict[tuple[Any, ...], tuple[str, bool] | None] = batch.table.info.setdefault("ferryman_mysql_inserts", {})
+    cache: dict[tuple[Any, ...], InsertText | None] = batch.table.info.setdefault("ferryman_mysql_inserts", {})
     key = (tuple(columns), batch.on_conflict, conn.dialect.name, conn.dialect.server_version_info)
     if key not in cache:
         compiled = _statement(batch).compile(dialect=conn.dialect, column_keys=columns, for_executemany=True)
-        names = list(compiled.positiontup or ()) if compiled.positional else sorted(compiled.bind_names.values())
         plain = (
-            names == (columns if compiled.positional else sorted(columns))
+            conn.dialect.driver == "pymysql"
+            and not compiled.positional
+            and sorted(compiled.bind_names.values()) == sorted(columns)
             and not compiled.escaped_bind_names
             and not conn.get_execution_options().get("schema_translate_map")
             and all(sends_natives_unchanged(batch.table.c[c].type, conn.dialect) for c in columns)
         )
-        cache[key] = (compiled.string, compiled.positional) if plain else None
+        text = InsertText.of(compiled.string) if plain else None
+        cache[key] = text if text is not None and sorted(text.names) == sorted(columns) else None
     return cache[key]
 
 

@@ -533,8 +533,8 @@ def test_mariadb_sends_a_batch_as_multi_row_inserts(mysql_url: str, stores: list
     finally:
         event.remove(store.engine, "before_cursor_execute", record)
     assert store.count() == 2000
-    # 2000 rows and the journal entry: one executemany that PyMySQL folds into a few statements
-    # (up to 1 MB each), plus the journal's INSERT; other sessions may add a few of their own.
+    # 2000 rows and the journal entry: the rows in multi-row statements of up to 1 MB each (one
+    # here), plus the journal's INSERT; other sessions may add a few of their own.
     assert len(statements) == 2
     assert sent < 20, f"{sent} INSERT statements for one batch"
 
