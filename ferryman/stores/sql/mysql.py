@@ -4,8 +4,9 @@ UTC sessions, the servers' error numbers.
 Bulk writes: a batch goes as the multi-row statements that PyMySQL's ``executemany`` makes of
 ``INSERT ... VALUES (...)`` (with or without ``ON DUPLICATE KEY UPDATE``), of up to
 ``max_stmt_length`` bytes (1 MB) each: a batch of 512 rows costs one or a few round trips, not
-512 (``mysql_values.py`` writes them). ``tests/stores/sql/test_types.py`` checks this with the server's
-``Com_insert`` counter.
+512 (``mysql_values.py`` writes them, escaping a column at a time). ``tests/stores/sql/test_types.py``
+checks this with the server's ``Com_insert`` counter. A plain batch is saved ahead: its
+transaction runs on a thread of its own while the caller goes on (``mysql_ahead.py``).
 
 Every connection of an engine built by ferryman runs ``SET time_zone = '+00:00'``, so
 TIMESTAMP columns (instants) are read and written in UTC whatever the server's zone is.
@@ -14,18 +15,22 @@ TIMESTAMP columns (instants) are read and written in UTC whatever the server's z
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any
 
-from sqlalchemy import URL, Connection, Table, text
+from sqlalchemy import URL, Connection, Engine, Table, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TIMESTAMP, Float, Uuid
 
 from ...types import Record
-from .batch import InsertBatch
+from ..base import JournalEntry
+from ..common import OnConflict
+from .batch import InsertBatch, WriteInFlight
 from .dialect import SqlDialect
 from .driver_errors import ConstraintDetails, Kind
-from .mysql_values import InsertText, send
+from .mysql_ahead import InsertsInFlight, execute_text
+from .mysql_values import InsertText, statements_for
 from .types import (
     NaiveUtcDateTime,
     TextAcceptingUuid,
@@ -64,12 +69,19 @@ def insert_mysql(conn: Connection, batch: InsertBatch) -> None:
     ``executemany`` would make, but escaped a column at a time instead of a value at a time
     (``mysql_values.py``); SQLAlchemy's per-row parameter processing is skipped too.
     """
-    text = _insert_text(conn, batch)
-    columns = text.columns(batch.rows) if text is not None else None
-    if text is None or columns is None:
+    statements = _statements(conn, batch)
+    if statements is None:
         conn.execute(_statement(batch), batch.rows)
         return
-    send(conn, text, columns)
+    for statement in statements:
+        execute_text(conn, statement)
+
+
+def _statements(conn: Connection, batch: InsertBatch) -> list[str] | None:
+    """The batch as complete multi-row statements, or None when SQLAlchemy must send it."""
+    text = _insert_text(conn, batch)
+    columns = text.columns(batch.rows) if text is not None else None
+    return None if text is None or columns is None else statements_for(conn, text, columns)
 
 
 def _statement(batch: InsertBatch) -> Any:
@@ -171,6 +183,29 @@ class MySQLDialect(SqlDialect):
 
     def insert(self, conn: Connection, batch: InsertBatch) -> None:
         insert_mysql(conn, batch)
+
+    def start_copy(self, engine: Engine, table: Table, groups: list[list[Record]], on_conflict: OnConflict,
+                   journal_table: Table, journal: JournalEntry | None) -> WriteInFlight | None:
+        """A batch of plain rows (``on_conflict="error"``) that :func:`insert_mysql` would send as
+        multi-row text: built here, sent and committed on a thread of its own
+        (``mysql_ahead.py``); None for any other."""
+        if on_conflict != "error":
+            return None
+        conn = engine.connect()
+        try:
+            statements: list[str] = []
+            for rows in groups:
+                made = _statements(conn, InsertBatch(table, rows, (), on_conflict))
+                if made is None:
+                    conn.close()
+                    return None
+                statements += made
+        except BaseException:
+            conn.close()
+            raise
+        append = None if journal is None else partial(self.append_journal, table=journal_table, entry=journal,
+                                                      commit=True)
+        return InsertsInFlight(conn, statements, append)
 
     def why_dropped(self, conn: Connection, rows: list[Record]) -> str:
         return why_dropped(conn, rows)

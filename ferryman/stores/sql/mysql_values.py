@@ -106,23 +106,17 @@ class InsertText:
         return statements
 
 
-def send(conn: Connection, text: InsertText, columns: Sequence[list[Any]]) -> None:
-    """The rows of ``columns`` inserted with ``text``'s statements on ``conn``, in the caller's
-    transaction (through SQLAlchemy, sent to PyMySQL unformatted)."""
+def statements_for(conn: Connection, text: InsertText, columns: Sequence[list[Any]]) -> list[str]:
+    """:meth:`InsertText.statements` for ``conn``'s PyMySQL session; a value PyMySQL refuses to
+    write (NaN) raised as SQLAlchemy raises the driver's errors."""
     from pymysql.constants import SERVER_STATUS  # type: ignore[import-untyped]
 
     raw: Any = conn.connection.driver_connection
     backslashes = not raw.server_status & SERVER_STATUS.SERVER_STATUS_NO_BACKSLASH_ESCAPES
     try:
-        statements = text.statements(columns, raw.escape, backslashes, raw.encoding, raw.cursorclass.max_stmt_length)
-    except conn.dialect.loaded_dbapi.Error as exc:  # a value PyMySQL refuses to write (NaN)
+        return text.statements(columns, raw.escape, backslashes, raw.encoding, raw.cursorclass.max_stmt_length)
+    except conn.dialect.loaded_dbapi.Error as exc:
         raise driver_error(conn, exc, f"{text.head}(...){text.tail}") from exc
-    for statement in statements:
-        conn.exec_driver_sql(statement, execution_options=_UNFORMATTED)
-
-
-_UNFORMATTED = {"no_parameters": True}
-"""``cursor.execute(statement)`` with no parameters: PyMySQL then leaves ``%`` as it is."""
 
 
 def _column_text(values: list[Any], escape: Callable[[Any], str], backslashes: bool) -> Iterable[str]:
