@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from itertools import chain
 from operator import itemgetter, methodcaller
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
 
@@ -32,10 +32,8 @@ _ESCAPED = {"\0": "\\0", "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\032": "\\Z", 
 ``NO_BACKSLASH_ESCAPES``)."""
 _BACKSLASH_ESCAPES = [_ESCAPED.get(chr(code), chr(code)) for code in range(128)]
 """The same as a table for ``str.translate`` (a list: faster than a dict there)."""
-_QUOTED = "'{}'".format
 _ROW = "({})".format
 _JOIN_VALUES = ", ".join
-_WITH_EXPONENT = "{}e0".format
 
 
 @dataclass(frozen=True)
@@ -48,11 +46,6 @@ class InsertText:
     """The fields whose values make a row, in the statement's order."""
     tail: str
     """Everything after them: ``""`` or `` ON DUPLICATE KEY UPDATE ...``."""
-
-    @cached_property
-    def _row_format(self) -> str:
-        """``({}, {})``: one row's text from its values' literals."""
-        return _ROW(_JOIN_VALUES(["{}"] * len(self.names)))
 
     @classmethod
     def of(cls, sql: str) -> InsertText | None:
@@ -70,43 +63,64 @@ class InsertText:
             return None
         return cls(head, names, tail)
 
-    def columns(self, rows: Sequence[Record]) -> list[list[Any]] | None:
+    def columns(self, rows: Sequence[Record]) -> list[Column] | None:
         """The rows' values by column, in :attr:`names` order; None when a value is not of a
         type the driver takes as it is (:data:`~.batch.DRIVER_NATIVE`)."""
-        columns = [list(map(itemgetter(name), rows)) for name in self.names]
-        return columns if DRIVER_NATIVE.issuperset(map(type, chain.from_iterable(columns))) else None
+        columns = [Column(values, set(map(type, values))) for values in map(list, zip(*map(self._values, rows)))]
+        return columns if DRIVER_NATIVE.issuperset(chain.from_iterable(c.kinds for c in columns)) else None
 
-    def statements(self, columns: Sequence[list[Any]], escape: Callable[[Any], str], backslashes: bool,
+    @cached_property
+    def _values(self) -> Callable[[Record], tuple[Any, ...]]:
+        """A record's values in :attr:`names` order, as a tuple."""
+        if len(self.names) == 1:
+            only = self.names[0]
+            return lambda record: (record[only],)
+        return itemgetter(*self.names)
+
+    def statements(self, columns: Sequence[Column], escape: Callable[[Any], str], backslashes: bool,
                    encoding: str, max_length: int) -> list[str]:
         """The statements that send the rows of ``columns``, as PyMySQL's ``executemany`` splits
         them: a row joins the current statement unless that would make it longer than
         ``max_length`` bytes in ``encoding``. ``escape`` is the connection's; ``backslashes`` is
-        False in a session with ``NO_BACKSLASH_ESCAPES``."""
-        texts = [_column_text(column, escape, backslashes) for column in columns]
-        rows = list(map(self._row_format.format, *texts))
-        whole = f"{self.head}{','.join(rows)}{self.tail}"
+        False in a session with ``NO_BACKSLASH_ESCAPES``.
+
+        A row's text is one ``str.format`` of a template made per batch, whose slots add what
+        PyMySQL adds around a value (quotes, a float's ``e0``): so a column of plain values goes
+        into it as it is, with no call per value."""
+        slots, values = zip(*(_column_text(column, escape, backslashes) for column in columns))
+        row = _ROW(_JOIN_VALUES(slots)).format
+        whole = f"{self.head}{','.join(map(row, *values))}{self.tail}"
         if len(whole) <= max_length and (whole.isascii() or len(whole.encode(encoding)) <= max_length):
             return [whole]  # the usual case: one statement
+        rows = list(map(row, *(_column_text(column, escape, backslashes)[1] for column in columns)))
+
         def size(text: str) -> int:
             return len(text.encode(encoding))
 
         head, tail = size(self.head), size(self.tail)
         statements: list[str] = []
         current, length = [rows[0]], head + size(rows[0])
-        for row in rows[1:]:
-            row_length = size(row)
-            if length + row_length + tail + 1 > max_length:
+        for text in rows[1:]:
+            text_length = size(text)
+            if length + text_length + tail + 1 > max_length:
                 statements.append(f"{self.head}{','.join(current)}{self.tail}")
                 current, length = [], head
             else:
                 length += 1
-            current.append(row)
-            length += row_length
+            current.append(text)
+            length += text_length
         statements.append(f"{self.head}{','.join(current)}{self.tail}")
         return statements
 
 
-def statements_for(conn: Connection, text: InsertText, columns: Sequence[list[Any]]) -> list[str]:
+class Column(NamedTuple):
+    """One field's values in a batch, and their types."""
+
+    values: list[Any]
+    kinds: set[type]
+
+
+def statements_for(conn: Connection, text: InsertText, columns: Sequence[Column]) -> list[str]:
     """:meth:`InsertText.statements` for ``conn``'s PyMySQL session; a value PyMySQL refuses to
     write (NaN) raised as SQLAlchemy raises the driver's errors."""
     from pymysql.constants import SERVER_STATUS  # type: ignore[import-untyped]
@@ -119,20 +133,21 @@ def statements_for(conn: Connection, text: InsertText, columns: Sequence[list[An
         raise driver_error(conn, exc, f"{text.head}(...){text.tail}") from exc
 
 
-def _column_text(values: list[Any], escape: Callable[[Any], str], backslashes: bool) -> Iterable[str]:
-    """The column's values as SQL literals, as the connection's ``escape`` writes each of them."""
-    kinds = set(map(type, values))
+def _column_text(column: Column, escape: Callable[[Any], str], backslashes: bool) -> tuple[str, Iterable[Any]]:
+    """A row template's slot for the column, and what fills it row by row: together, each value
+    as the connection's ``escape`` writes it."""
+    values, kinds = column
     if kinds == {str}:
         joined = "".join(values)
         if not any(map(joined.__contains__, _ESCAPED if backslashes else "'")):
-            return map(_QUOTED, values)  # nothing to escape: the usual case, found in one pass
+            return "'{}'", values  # nothing to escape: the usual case, found in one pass
         quote = methodcaller("translate", _BACKSLASH_ESCAPES) if backslashes else methodcaller("replace", "'", "''")
-        return map(_QUOTED, map(quote, values))
+        return "'{}'", map(quote, values)
     if kinds == {int}:
-        return map(int.__repr__, values)
+        return "{}", values  # format() writes an int as str() does
     if kinds == {float}:
         texts = list(map(float.__repr__, values))
         joined = "".join(texts)
         if "e" not in joined and "n" not in joined:  # no exponent, no inf or nan
-            return map(_WITH_EXPONENT, texts)
-    return map(escape, values)
+            return "{}e0", texts
+    return "{}", map(escape, values)

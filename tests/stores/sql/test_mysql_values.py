@@ -90,7 +90,8 @@ def test_a_value_the_driver_does_not_take_as_it_is_leaves_the_batch_to_sqlalchem
 
     insert_text = InsertText.of(SQL)
     assert insert_text is not None
-    assert insert_text.columns([{"a": 1, "b": "x", "c": 1.5}]) == [[1], ["x"], [1.5]]
+    columns = insert_text.columns([{"a": 1, "b": "x", "c": 1.5}, {"a": 2, "b": "y", "c": 2}])
+    assert columns == [([1, 2], {int}), (["x", "y"], {str}), ([1.5, 2], {float, int})]
     assert insert_text.columns([{"a": 1, "b": "x", "c": Decimal("1.5")}]) is None
 
 
