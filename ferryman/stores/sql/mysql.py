@@ -6,7 +6,7 @@ Bulk writes: a batch goes as the multi-row statements that PyMySQL's ``executema
 ``max_stmt_length`` bytes (1 MB) each: a batch of 512 rows costs one or a few round trips, not
 512 (``mysql_values.py`` writes them, escaping a column at a time). ``tests/stores/sql/test_types.py``
 checks this with the server's ``Com_insert`` counter. A plain batch is saved ahead: its
-transaction runs on a thread of its own while the caller goes on (``mysql_ahead.py``).
+transaction is sent as one query, its outcome read while the caller goes on (``mysql_ahead.py``).
 
 Every connection of an engine built by ferryman runs ``SET time_zone = '+00:00'``, so
 TIMESTAMP columns (instants) are read and written in UTC whatever the server's zone is.
@@ -15,7 +15,7 @@ TIMESTAMP columns (instants) are read and written in UTC whatever the server's z
 from __future__ import annotations
 
 import re
-from functools import partial
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import URL, Connection, Engine, Table, text
@@ -29,7 +29,7 @@ from ..common import OnConflict
 from .batch import InsertBatch, WriteInFlight
 from .dialect import SqlDialect
 from .driver_errors import ConstraintDetails, Kind
-from .mysql_ahead import InsertsInFlight, execute_text
+from .mysql_ahead import AHEAD_MIN_ROWS, can_send_ahead, execute_text, start_inserts
 from .mysql_values import InsertText, statements_for
 from .types import (
     NaiveUtcDateTime,
@@ -82,6 +82,17 @@ def _statements(conn: Connection, batch: InsertBatch) -> list[str] | None:
     text = _insert_text(conn, batch)
     columns = text.columns(batch.rows) if text is not None else None
     return None if text is None or columns is None else statements_for(conn, text, columns)
+
+
+def _all_statements(conn: Connection, table: Table, groups: list[list[Record]]) -> list[str] | None:
+    """:func:`_statements` of plain INSERTs of every group, or None if one needs SQLAlchemy."""
+    statements: list[str] = []
+    for rows in groups:
+        made = _statements(conn, InsertBatch(table, rows, (), "error"))
+        if made is None:
+            return None
+        statements += made
+    return statements
 
 
 def _statement(batch: InsertBatch) -> Any:
@@ -184,28 +195,36 @@ class MySQLDialect(SqlDialect):
     def insert(self, conn: Connection, batch: InsertBatch) -> None:
         insert_mysql(conn, batch)
 
+    def engine_kwargs(self, url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
+        """PyMySQL sessions that take several statements in one query (``CLIENT.MULTI_STATEMENTS``),
+        for :meth:`start_copy`; SQLAlchemy's own flag (``FOUND_ROWS``) and a ``client_flag`` of
+        the URL kept. A ``client_flag`` given in ``connect_args`` is used as it is."""
+        connect_args = dict(options.get("connect_args") or {})
+        if url.get_driver_name() == "pymysql" and "client_flag" not in connect_args:
+            from pymysql.constants import CLIENT  # type: ignore[import-untyped]
+
+            given = int(url.query.get("client_flag", 0))  # type: ignore[arg-type]
+            connect_args["client_flag"] = given | CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
+        return {**options, "connect_args": connect_args}
+
     def start_copy(self, engine: Engine, table: Table, groups: list[list[Record]], on_conflict: OnConflict,
                    journal_table: Table, journal: JournalEntry | None) -> WriteInFlight | None:
-        """A batch of plain rows (``on_conflict="error"``) that :func:`insert_mysql` would send as
-        multi-row text: built here, sent and committed on a thread of its own
-        (``mysql_ahead.py``); None for any other."""
-        if on_conflict != "error":
+        """A plain batch (``on_conflict="error"``) of :data:`~.mysql_ahead.AHEAD_MIN_ROWS` rows or
+        more that :func:`insert_mysql` would send as multi-row text: sent with its journal row and
+        COMMIT as one query, its outcome read later (``mysql_ahead.py``); None for any other, or
+        when the session cannot."""
+        if on_conflict != "error" or sum(map(len, groups)) < AHEAD_MIN_ROWS:
             return None
         conn = engine.connect()
         try:
-            statements: list[str] = []
-            for rows in groups:
-                made = _statements(conn, InsertBatch(table, rows, (), on_conflict))
-                if made is None:
-                    conn.close()
-                    return None
-                statements += made
+            statements = _all_statements(conn, table, groups) if can_send_ahead(conn) else None
         except BaseException:
             conn.close()
             raise
-        append = None if journal is None else partial(self.append_journal, table=journal_table, entry=journal,
-                                                      commit=True)
-        return InsertsInFlight(conn, statements, append)
+        if statements is None:
+            conn.close()
+            return None
+        return start_inserts(conn, statements, journal_table, journal)
 
     def why_dropped(self, conn: Connection, rows: list[Record]) -> str:
         return why_dropped(conn, rows)

@@ -1,21 +1,34 @@
-"""MariaDB/MySQL's saving ahead: a batch's transaction run on a thread of its own while the caller
-goes on with the next page.
+"""MariaDB/MySQL's saving ahead: a batch's transaction sent as one query whose outcome is read
+later, while the caller goes on with the next page (as PostgreSQL's COPY, ``postgres_copy.py``).
 
-PyMySQL waits for every answer, and a batch waits three times (its INSERTs, the journal row, the
-COMMIT) while the server parses, inserts and flushes. :func:`start_inserts` takes statements that
-are already complete text (``mysql_values.py`` builds them on the caller's thread), so the thread
-does nothing but send them and wait: it holds the GIL only to hand a statement over and read an
-answer, and does not compete with the caller's reading and transforming. The batch is still one
-transaction with its journal row; :meth:`InsertsInFlight.finish` waits for it and raises what it
-raised, as a ``save_all`` would have.
+:func:`start_inserts` sends ``START TRANSACTION; INSERT ...; INSERT INTO ferryman_journal ...;
+COMMIT`` as one query and returns without waiting: the server parses, inserts and commits while
+the caller reads and transforms the next page, on the same thread (a thread waiting on the
+server would have to win the GIL back from the caller at every answer).
+:meth:`QueryInFlight.finish` then reads the statements' results. The server stops at the first
+statement that fails, so the COMMIT only runs when every row and the journal row were written:
+the batch is one transaction with its journal row, as ever; the pool rolls back what a failed
+batch began when the connection goes back.
+
+Statements in one query need the session's ``CLIENT.MULTI_STATEMENTS``, which the engines that
+ferryman builds ask for (``MySQLDialect.engine_kwargs``); on a connection without it, or a driver
+other than PyMySQL, batches are saved at once. Sending without waiting is PyMySQL's
+``Connection._execute_command`` (what its ``query`` does before reading the result); the results
+are read with its ``next_result``.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
+from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table, bindparam, insert
+
+from ..base import JournalEntry
+from .driver_errors import driver_error
+
+AHEAD_MIN_ROWS = 8
+"""Smaller batches are saved at once: the parts of a failed batch are saved one by one, and
+waited for, anyway."""
 
 _UNFORMATTED = {"no_parameters": True}
 """``cursor.execute(statement)`` with no parameters: PyMySQL then leaves ``%`` as it is."""
@@ -26,37 +39,72 @@ def execute_text(conn: Connection, statement: str) -> None:
     conn.exec_driver_sql(statement, execution_options=_UNFORMATTED)
 
 
-class InsertsInFlight:
-    """A batch's transaction running on its own thread; :meth:`finish` waits for it (once)."""
+def can_send_ahead(conn: Connection) -> bool:
+    """True when ``conn``'s session takes several statements in one query (PyMySQL's)."""
+    from pymysql.constants import CLIENT  # type: ignore[import-untyped]
 
-    def __init__(self, conn: Connection, statements: list[str], journal: Callable[[Connection], None] | None) -> None:
-        self._conn = conn
-        self._statements = statements
-        self._journal = journal
-        self._error: BaseException | None = None
-        # A daemon: a process that ends meanwhile leaves the batch uncommitted or committed with
-        # its journal row, never half-done, so it need not wait for the server.
-        self._thread = threading.Thread(target=self._run, name="ferryman-mysql-batch", daemon=True)
-        self._thread.start()
+    raw: Any = conn.connection.driver_connection
+    return conn.dialect.driver == "pymysql" and bool(getattr(raw, "client_flag", 0) & CLIENT.MULTI_STATEMENTS)
 
-    def _run(self) -> None:
-        conn = self._conn
+
+class QueryInFlight:
+    """A batch's query, sent; :meth:`finish` reads its outcome (once) and releases the connection."""
+
+    def __init__(self, conn: Connection, query: str) -> None:
+        from pymysql.constants import COMMAND
+
+        raw: Any = conn.connection.driver_connection
+        self._conn, self._raw = conn, raw
+        self._head = query.split(" VALUES ", 1)[0][:300]  # for error reports: no values
         try:
-            with conn.begin() as transaction:
-                for statement in self._statements:
-                    execute_text(conn, statement)
-                if self._journal is not None:
-                    self._journal(conn)
-                transaction.commit()
-        except BaseException as exc:  # noqa: BLE001 - raised by finish(), on the caller's thread
-            self._error = exc
-        finally:
+            raw._execute_command(COMMAND.COM_QUERY, query)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            error = driver_error(conn, exc, self._head)
             conn.close()
+            raise error from exc
+        except BaseException:
+            conn.close()
+            raise
 
     def finish(self) -> None:
-        """Wait for the batch; raise what writing it raised (``sqlalchemy.exc.DBAPIError``: nothing
-        was committed unless the connection was lost while committing, which the journal tells)."""
-        self._thread.join()
-        error, self._error = self._error, None
-        if error is not None:
-            raise error
+        """Read every statement's result; the connection goes back to the pool.
+
+        Raises:
+            sqlalchemy.exc.DBAPIError: what the server or the connection said; nothing was
+                committed unless the connection was lost (then the journal knows).
+        """
+        from pymysql.constants import SERVER_STATUS
+
+        raw = self._raw
+        try:
+            raw.next_result()
+            while raw.server_status & SERVER_STATUS.SERVER_MORE_RESULTS_EXISTS:
+                raw.next_result()
+        except self._conn.dialect.loaded_dbapi.Error as exc:
+            raise driver_error(self._conn, exc, self._head) from exc
+        finally:
+            self._conn.close()
+
+
+def start_inserts(conn: Connection, statements: list[str], journal_table: Table,
+                  journal: JournalEntry | None) -> QueryInFlight:
+    """Send ``statements`` and the ``journal`` row as one transaction in one query, on ``conn``
+    (the batch's own: :meth:`QueryInFlight.finish` closes it, or this when it raises)."""
+    parts = ["START TRANSACTION", *statements]
+    if journal is not None:
+        parts.append(_journal_insert(conn, journal_table, journal))
+    parts.append("COMMIT")
+    return QueryInFlight(conn, ";".join(parts))
+
+
+def _journal_insert(conn: Connection, table: Table, entry: JournalEntry) -> str:
+    """The journal row's INSERT as complete text, escaped by PyMySQL."""
+    sql = table.info.get("ferryman_mysql_journal")
+    if sql is None:
+        statement = insert(table).inline().values(migration=bindparam("migration"), payload=bindparam("payload"))
+        sql = table.info["ferryman_mysql_journal"] = str(statement.compile(dialect=conn.dialect))
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        return str(cursor.mogrify(sql, {"migration": entry.migration, "payload": entry.payload}))
+    finally:
+        cursor.close()
