@@ -60,3 +60,28 @@ def test_an_upsert_is_saved_at_once(mysql_url: str, mariadb_items: SqlStore, sto
     stores.append(upserting)
     assert upserting.begin_save_all(items(range(5)), journal=JournalEntry("m", "u")) is SAVED
     assert upserting.count() == 5
+
+
+def test_an_engine_of_your_own_without_multi_statements_saves_at_once(mysql_url: str, mariadb_items: SqlStore,
+                                                                       stores: list[SqlStore]) -> None:
+    engine = create_engine(mysql_url)
+    store = SqlStore("items", engine, "items")
+    stores.append(store)
+    try:
+        assert store.begin_save_all(items(range(20)), journal=JournalEntry("m", "own")) is SAVED
+        assert store.count() == 20 and [e.payload for e in store.read_journal("m")] == ["own"]
+    finally:
+        engine.dispose()
+
+
+def test_ferrymans_engines_ask_for_multi_statements_and_keep_the_urls_flags() -> None:
+    from pymysql.constants import CLIENT
+    from sqlalchemy import make_url
+
+    from ferryman.stores.sql.dialects import dialect_for
+
+    mysql = dialect_for("mysql")
+    flags = mysql.engine_kwargs(make_url("mysql+pymysql://u@h/db?client_flag=32"), {})["connect_args"]["client_flag"]
+    assert flags == 32 | CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
+    given = mysql.engine_kwargs(make_url("mysql+pymysql://u@h/db"), {"connect_args": {"client_flag": 2}})
+    assert given["connect_args"] == {"client_flag": 2}  # the caller's own flags, as they are
