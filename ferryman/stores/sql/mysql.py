@@ -210,9 +210,11 @@ class MySQLDialect(SqlDialect):
     def start_copy(self, engine: Engine, table: Table, groups: list[list[Record]], on_conflict: OnConflict,
                    journal_table: Table, journal: JournalEntry | None) -> WriteInFlight | None:
         """A plain batch (``on_conflict="error"``) of :data:`~.mysql_ahead.AHEAD_MIN_ROWS` rows or
-        more that :func:`insert_mysql` would send as multi-row text: sent with its journal row and
-        COMMIT as one query, its outcome read later (``mysql_ahead.py``); None for any other, or
-        when the session cannot."""
+        more that :func:`insert_mysql` would send as multi-row text in one statement: sent with its
+        journal row and COMMIT as one query, its outcome read later (``mysql_ahead.py``); None for
+        any other, or when the session cannot. Rows that need several statements (more than
+        ``max_stmt_length`` bytes) are saved at once, statement by statement: one query holding
+        them all could pass the server's ``max_allowed_packet``."""
         if on_conflict != "error" or sum(map(len, groups)) < AHEAD_MIN_ROWS:
             return None
         conn = engine.connect()
@@ -221,7 +223,7 @@ class MySQLDialect(SqlDialect):
         except BaseException:
             conn.close()
             raise
-        if statements is None:
+        if statements is None or len(statements) > 1:
             conn.close()
             return None
         return start_inserts(conn, statements, journal_table, journal)

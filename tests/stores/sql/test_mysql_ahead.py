@@ -85,3 +85,18 @@ def test_ferrymans_engines_ask_for_multi_statements_and_keep_the_urls_flags() ->
     assert flags == 32 | CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
     given = mysql.engine_kwargs(make_url("mysql+pymysql://u@h/db"), {"connect_args": {"client_flag": 2}})
     assert given["connect_args"] == {"client_flag": 2}  # the caller's own flags, as they are
+
+
+def test_rows_of_more_than_one_statement_are_saved_at_once(mariadb_items: SqlStore, mysql_url: str) -> None:
+    """One query holding several 1 MB statements could pass the server's max_allowed_packet."""
+    engine = create_engine(mysql_url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE wide (id bigint PRIMARY KEY, body longtext)"))
+    engine.dispose()
+    wide = SqlStore("wide", mysql_url, "wide")
+    try:
+        rows = [{"id": i, "body": "x" * 200_000} for i in range(10)]  # 2 MB: two statements or more
+        assert wide.begin_save_all(rows, journal=JournalEntry("m", "wide")) is SAVED
+        assert wide.count() == 10 and [e.payload for e in wide.read_journal("m")] == ["wide"]
+    finally:
+        wide.close()
