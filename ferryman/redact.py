@@ -42,12 +42,25 @@ _QUOTED_MEMBER = re.compile(
 JSON: a quoted value stays quoted)."""
 
 
+_NAME_PARTS = ("pass", "pwd", "secret", "token", "key")
+"""Every name :data:`_SECRET_NAME` matches holds one of these, case folded (``casefold`` maps
+what the regular expressions' IGNORECASE matches, the long s and the Kelvin sign too)."""
+
+
 def mask_secrets(text: str) -> str:
     """``text`` with the password of every URL and the value of every credential parameter
-    replaced by ``***``; everything else is kept as it is."""
+    replaced by ``***``; everything else is kept as it is.
+
+    The expressions only run on text that holds what they need to match (``://``; a credential's
+    name): most text is a traceback or a message without either, and every failed record's
+    cause passes through here."""
     if "=" not in text and "@" not in text and ":" not in text:
         return text
-    text = _USERINFO.sub(rf"\g<1>{MASK}\g<2>", text)
+    if "://" in text:
+        text = _USERINFO.sub(rf"\g<1>{MASK}\g<2>", text)
+    folded = text.casefold()
+    if not any(map(folded.__contains__, _NAME_PARTS)):
+        return text
     text = _PARAMETER.sub(rf"\g<1>{MASK}", text)
     return _QUOTED_MEMBER.sub(_mask_member, text)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import traceback
 from collections.abc import Sequence
 from enum import Enum
+from typing import Any
 
 from ..declare import Retry
 from ..errors import describe_error
@@ -150,10 +151,51 @@ CAUSE_LIMIT = 8_000
 exception is). A million failed records must not make a ledger of gigabytes."""
 
 
+FRAMES_KEPT = 4096
+"""Formatted frames :class:`_KnownFrames` keeps; past that it starts over."""
+_formatted_frames: dict[tuple[Any, ...], str] = {}
+
+
+class _KnownFrames(traceback.StackSummary):
+    """A stack formatted as Python formats it, each frame's text made once per process.
+
+    A frame's text (the file, line and function, the source line, the ``^^^^`` under the failing
+    expression, which Python finds by parsing that line) depends on nothing but those; failed
+    records fail in the same few places, so a thousand failures format a handful of frames."""
+
+    def format_frame_summary(self, frame_summary: traceback.FrameSummary, **options: Any) -> str:
+        if frame_summary.locals is not None:
+            return super().format_frame_summary(frame_summary, **options)
+        key = (frame_summary.filename, frame_summary.lineno, frame_summary.name, frame_summary.line,
+               getattr(frame_summary, "end_lineno", None), getattr(frame_summary, "colno", None),
+               getattr(frame_summary, "end_colno", None), tuple(sorted(options.items())))
+        text = _formatted_frames.get(key)
+        if text is None:
+            if len(_formatted_frames) >= FRAMES_KEPT:
+                _formatted_frames.clear()
+            text = _formatted_frames[key] = super().format_frame_summary(frame_summary, **options)
+        return text
+
+
+def _traceback_text(error: BaseException) -> str:
+    """``traceback.format_exception(error)``, its frames formatted by :class:`_KnownFrames`."""
+    top = traceback.TracebackException.from_exception(error, compact=True)
+    pending, seen = [top], set()
+    while pending:  # the chain of causes and contexts, and an exception group's members
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.stack = _KnownFrames(current.stack)
+        pending += [e for e in (current.__cause__, current.__context__) if e is not None]
+        pending += getattr(current, "exceptions", None) or []
+    return "".join(top.format())
+
+
 def format_error(error: BaseException) -> str:
     """An error's traceback as the progress stores it (secrets masked, as everywhere; the middle
     of a very long one cut out)."""
-    text = mask_secrets("".join(traceback.format_exception(error)).rstrip())
+    text = mask_secrets(_traceback_text(error).rstrip())
     if len(text) <= CAUSE_LIMIT:
         return text
     head, tail = CAUSE_LIMIT // 4, CAUSE_LIMIT * 3 // 4

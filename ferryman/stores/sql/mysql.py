@@ -1,11 +1,12 @@
 """MariaDB and MySQL through PyMySQL (:class:`MySQLDialect`): multi-row INSERTs, faithful types,
 UTC sessions, the servers' error numbers.
 
-Bulk writes: SQLAlchemy hands a batch to ``cursor.executemany``, and PyMySQL rewrites
-``INSERT ... VALUES (...)`` (with or without ``ON DUPLICATE KEY UPDATE``) into multi-row
-statements of up to ``max_stmt_length`` bytes (1 MB): a batch of 512 rows costs one or a few
-round trips, not 512. ``tests/stores/sql/test_types.py`` checks this with the server's
-``Com_insert`` counter.
+Bulk writes: a batch goes as the multi-row statements that PyMySQL's ``executemany`` makes of
+``INSERT ... VALUES (...)`` (with or without ``ON DUPLICATE KEY UPDATE``), of up to
+``max_stmt_length`` bytes (1 MB) each: a batch of 512 rows costs one or a few round trips, not
+512 (``mysql_values.py`` writes them, escaping a column at a time). ``tests/stores/sql/test_types.py``
+checks this with the server's ``Com_insert`` counter. A plain batch is saved ahead: its
+transaction is sent as one query, its outcome read while the caller goes on (``mysql_ahead.py``).
 
 Every connection of an engine built by ferryman runs ``SET time_zone = '+00:00'``, so
 TIMESTAMP columns (instants) are read and written in UTC whatever the server's zone is.
@@ -14,18 +15,23 @@ TIMESTAMP columns (instants) are read and written in UTC whatever the server's z
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import URL, Connection, Table, text
+from sqlalchemy import URL, Connection, Engine, Table, text
 from sqlalchemy.dialects import mysql
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TIMESTAMP, Float, Uuid
 
 from ...types import Record
-from .batch import InsertBatch, all_native, value_tuples
+from ..base import JournalEntry
+from ..common import OnConflict
+from .batch import InsertBatch, WriteInFlight
 from .dialect import SqlDialect
 from .driver_errors import ConstraintDetails, Kind
+from .mysql_ahead import AHEAD_MIN_ROWS, can_send_ahead, execute_text, start_inserts
 from .mysql_upsert import needs_key_only_upsert, upsert_by_key
+from .mysql_values import InsertText, statements_for
 from .types import (
     NaiveUtcDateTime,
     TextAcceptingUuid,
@@ -60,21 +66,38 @@ def insert_mysql(conn: Connection, batch: InsertBatch) -> None:
     """``ON DUPLICATE KEY UPDATE``; note that MySQL applies it to a clash on *any* unique key.
 
     When SQLAlchemy would send every value unchanged (no column type processes driver-native
-    values, and all values are native), the rows go to PyMySQL with the statement's cached SQL:
-    SQLAlchemy's per-row parameter processing cost about as much as PyMySQL's own escaping.
-    An upsert into a table with another unique key goes by the key alone (:mod:`.mysql_upsert`).
+    values, and all values are native), the batch goes to PyMySQL as the multi-row statements its
+    ``executemany`` would make, but escaped a column at a time instead of a value at a time
+    (``mysql_values.py``); SQLAlchemy's per-row parameter processing is skipped too. An upsert
+    into a table with another unique key goes by the key alone (:mod:`.mysql_upsert`).
     """
     if needs_key_only_upsert(batch):
         upsert_by_key(conn, batch)
         return
-    plain = _driver_sql(conn, batch)
-    if plain is not None:
-        sql, positional = plain
-        rows = value_tuples(batch)
-        if all_native(rows):
-            conn.exec_driver_sql(sql, rows if positional else batch.rows)
-            return
-    conn.execute(_statement(batch), batch.rows)
+    statements = _statements(conn, batch)
+    if statements is None:
+        conn.execute(_statement(batch), batch.rows)
+        return
+    for statement in statements:
+        execute_text(conn, statement)
+
+
+def _statements(conn: Connection, batch: InsertBatch) -> list[str] | None:
+    """The batch as complete multi-row statements, or None when SQLAlchemy must send it."""
+    text = _insert_text(conn, batch)
+    columns = text.columns(batch.rows) if text is not None else None
+    return None if text is None or columns is None else statements_for(conn, text, columns)
+
+
+def _all_statements(conn: Connection, table: Table, groups: list[list[Record]]) -> list[str] | None:
+    """:func:`_statements` of plain INSERTs of every group, or None if one needs SQLAlchemy."""
+    statements: list[str] = []
+    for rows in groups:
+        made = _statements(conn, InsertBatch(table, rows, (), "error"))
+        if made is None:
+            return None
+        statements += made
+    return statements
 
 
 def _statement(batch: InsertBatch) -> Any:
@@ -88,23 +111,25 @@ def _statement(batch: InsertBatch) -> Any:
     return statement
 
 
-def _driver_sql(conn: Connection, batch: InsertBatch) -> tuple[str, bool] | None:
-    """The batch's statement as the driver's SQL, and whether it takes tuples (else the records
-    themselves); None when the columns' types process native values. Compiled once per table,
-    column list and ``on_conflict``."""
+def _insert_text(conn: Connection, batch: InsertBatch) -> InsertText | None:
+    """The batch's statement taken apart for :class:`InsertText`; None for a driver other than
+    PyMySQL, or when the columns' types process native values (SQLAlchemy must see every value).
+    Compiled once per table, column list and ``on_conflict``."""
     columns = batch.columns
-    cache: dict[tuple[Any, ...], tuple[str, bool] | None] = batch.table.info.setdefault("ferryman_mysql_inserts", {})
+    cache: dict[tuple[Any, ...], InsertText | None] = batch.table.info.setdefault("ferryman_mysql_inserts", {})
     key = (tuple(columns), batch.on_conflict, conn.dialect.name, conn.dialect.server_version_info)
     if key not in cache:
         compiled = _statement(batch).compile(dialect=conn.dialect, column_keys=columns, for_executemany=True)
-        names = list(compiled.positiontup or ()) if compiled.positional else sorted(compiled.bind_names.values())
         plain = (
-            names == (columns if compiled.positional else sorted(columns))
+            conn.dialect.driver == "pymysql"
+            and not compiled.positional
+            and sorted(compiled.bind_names.values()) == sorted(columns)
             and not compiled.escaped_bind_names
             and not conn.get_execution_options().get("schema_translate_map")
             and all(sends_natives_unchanged(batch.table.c[c].type, conn.dialect) for c in columns)
         )
-        cache[key] = (compiled.string, compiled.positional) if plain else None
+        text = InsertText.of(compiled.string) if plain else None
+        cache[key] = text if text is not None and sorted(text.names) == sorted(columns) else None
     return cache[key]
 
 
@@ -174,6 +199,39 @@ class MySQLDialect(SqlDialect):
 
     def insert(self, conn: Connection, batch: InsertBatch) -> None:
         insert_mysql(conn, batch)
+
+    def engine_kwargs(self, url: URL, options: Mapping[str, Any]) -> dict[str, Any]:
+        """PyMySQL sessions that take several statements in one query (``CLIENT.MULTI_STATEMENTS``),
+        for :meth:`start_copy`; SQLAlchemy's own flag (``FOUND_ROWS``) and a ``client_flag`` of
+        the URL kept. A ``client_flag`` given in ``connect_args`` is used as it is."""
+        connect_args = dict(options.get("connect_args") or {})
+        if url.get_driver_name() == "pymysql" and "client_flag" not in connect_args:
+            from pymysql.constants import CLIENT  # type: ignore[import-untyped]
+
+            given = int(url.query.get("client_flag", 0))  # type: ignore[arg-type]
+            connect_args["client_flag"] = given | CLIENT.FOUND_ROWS | CLIENT.MULTI_STATEMENTS
+        return {**options, "connect_args": connect_args}
+
+    def start_copy(self, engine: Engine, table: Table, groups: list[list[Record]], on_conflict: OnConflict,
+                   journal_table: Table, journal: JournalEntry | None) -> WriteInFlight | None:
+        """A plain batch (``on_conflict="error"``) of :data:`~.mysql_ahead.AHEAD_MIN_ROWS` rows or
+        more that :func:`insert_mysql` would send as multi-row text in one statement: sent with its
+        journal row and COMMIT as one query, its outcome read later (``mysql_ahead.py``); None for
+        any other, or when the session cannot. Rows that need several statements (more than
+        ``max_stmt_length`` bytes) are saved at once, statement by statement: one query holding
+        them all could pass the server's ``max_allowed_packet``."""
+        if on_conflict != "error" or sum(map(len, groups)) < AHEAD_MIN_ROWS:
+            return None
+        conn = engine.connect()
+        try:
+            statements = _all_statements(conn, table, groups) if can_send_ahead(conn) else None
+        except BaseException:
+            conn.close()
+            raise
+        if statements is None or len(statements) > 1:
+            conn.close()
+            return None
+        return start_inserts(conn, statements, journal_table, journal)
 
     def why_dropped(self, conn: Connection, rows: list[Record]) -> str:
         return why_dropped(conn, rows)

@@ -359,14 +359,18 @@ class SqlStore(Store):
         return keys, chain.from_iterable(result.partitions(FETCH_ROWS))
 
     def get_many(self, ids: Sequence[RecordId]) -> list[Record]:
+        return sorted(self._rows_of(ids, list(self.table.c)), key=self.id_of)
+
+    def _rows_of(self, ids: Sequence[RecordId], selected: list[ColumnElement[Any]]) -> list[Record]:
+        """The ``selected`` columns of the stored rows with these ids, in no order."""
         wanted = list(dict.fromkeys(self._key_values(i) for i in ids))
         columns = self._key_columns()
         records: list[Record] = []
         with self._errors(), self.engine.connect() as conn:
             for start in range(0, len(wanted), IDS_PER_QUERY):
-                query = select(self.table).where(ids_clause(columns, wanted[start : start + IDS_PER_QUERY]))
+                query = select(*selected).where(ids_clause(columns, wanted[start : start + IDS_PER_QUERY]))
                 records.extend(as_dicts(conn.execute(query)))
-        return sorted(records, key=self.id_of)
+        return records
 
     def can_match_in(self, field: str, values: Sequence[Any]) -> bool:
         """Integer columns always compare like Python; text columns where the dialect says so
@@ -567,8 +571,8 @@ class SqlStore(Store):
             return "", []
         ids = [_id_or_none(self, row) for row in rows]
         counts = Counter(i for i in ids if i is not None)
-        try:
-            stored = {self.id_of(r) for r in self.get_many(list(counts))}
+        try:  # the key columns only: which ids are stored, not what they hold
+            stored = set(map(self.id_of, self._rows_of(list(counts), self._key_columns())))
         except StoreError:
             stored = set()
         clashing = [(i, row) for i, row in zip(ids, rows) if i is not None and (counts[i] > 1 or i in stored)]

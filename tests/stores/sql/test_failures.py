@@ -42,6 +42,7 @@ from ferryman.progress.files import open_ledger
 from ferryman.report import RunResult
 from ferryman.stores import JournalEntry, SqlStore
 from ferryman.stores.sql import engines
+from ferryman.stores.sql import mysql_ahead as ahead_module
 from ferryman.stores.sql import postgres as postgres_module
 from ferryman.stores.sql import postgres_copy as copy_module
 from ferryman.stores.sql import postgres_link as link_module
@@ -378,6 +379,28 @@ def test_connection_killed_mid_copy_is_dropped(
     assert store.count() == 100
 
 
+def test_connection_killed_while_a_batch_is_sent_ahead_is_dropped(
+    mysql_url: str, stores: list[SqlStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MariaDB: killed before the batch's query (rows, journal row, COMMIT) is sent."""
+    store = make_items(mysql_url, stores)
+    real = ahead_module.QueryInFlight.__init__
+
+    def killed_first(self: ahead_module.QueryInFlight, conn: Any, query: str) -> None:
+        kill_backend(mysql_url, connection_id(conn.connection.driver_connection))
+        real(self, conn, query)
+
+    monkeypatch.setattr(ahead_module.QueryInFlight, "__init__", killed_first)
+    with pytest.raises(StoreError) as caught:
+        store.save_all(rows(range(100)), journal=JournalEntry("m", "p"))
+    assert type(caught.value) is ConnectionDroppedError
+    assert isinstance(caught.value.__cause__, pymysql.err.OperationalError)
+    monkeypatch.setattr(ahead_module.QueryInFlight, "__init__", real)
+    assert store.count() == 0 and store.read_journal("m") == []
+    store.save_all(rows(range(100)), journal=JournalEntry("m", "p"))
+    assert store.count() == 100
+
+
 def test_a_scan_whose_connection_is_killed_resumes_after_its_last_page(
     postgres_url: str, stores: list[SqlStore]
 ) -> None:
@@ -419,12 +442,16 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
         real_finish = copy_module.CopyInFlight.finish
         copy_writer = link_module._copy_writer_class()
         real_end_copy = copy_writer.finish
+        real_query_init = ahead_module.QueryInFlight.__init__
+        real_query_finish = ahead_module.QueryInFlight.finish
 
         def once() -> None:
             monkeypatch.setattr(dialect, "do_commit", real)
             monkeypatch.setattr(postgres_module, "insert_and_commit", real_insert_and_commit)
             monkeypatch.setattr(copy_module.CopyInFlight, "finish", real_finish)
             monkeypatch.setattr(copy_writer, "finish", real_end_copy)
+            monkeypatch.setattr(ahead_module.QueryInFlight, "__init__", real_query_init)
+            monkeypatch.setattr(ahead_module.QueryInFlight, "finish", real_query_finish)
 
         def do_commit(dbapi_connection: Any) -> None:
             once()
@@ -454,7 +481,21 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
             lost = psycopg.OperationalError("consuming input failed: server closed the connection unexpectedly")
             raise sa_exc.OperationalError("COPY", {}, lost, connection_invalidated=True)
 
+        def send_query(self: ahead_module.QueryInFlight, conn: Any, query: str) -> None:
+            """MariaDB sends a batch ahead as one query; one that does not land never commits."""
+            real_query_init(self, conn, query if lands else query.removesuffix(";COMMIT"))
+
+        def read_query(self: ahead_module.QueryInFlight) -> None:
+            """The query's results are read (the connection goes back, rolled back unless it
+            committed), then its connection is lost."""
+            once()
+            real_query_finish(self)
+            lost = pymysql.err.OperationalError(2013, "Lost connection to server during query")
+            raise sa_exc.OperationalError("COMMIT", {}, lost, connection_invalidated=True)
+
         monkeypatch.setattr(dialect, "do_commit", do_commit)
+        monkeypatch.setattr(ahead_module.QueryInFlight, "__init__", send_query)
+        monkeypatch.setattr(ahead_module.QueryInFlight, "finish", read_query)
         monkeypatch.setattr(postgres_module, "insert_and_commit", insert_and_commit)
         monkeypatch.setattr(copy_writer, "finish", end_copy)
         monkeypatch.setattr(copy_module.CopyInFlight, "finish", finish)
