@@ -303,6 +303,13 @@ class LiveStatusSource(RunObserver):
                 self._runs[0].update(ended_at=time.time(), last_error=last_err, outcome=(
                     "completed" if result.ok else "interrupted" if result.interrupted else "failed"))
 
+    def retrying(self, result: RunResult, max_tries: int, delay: float) -> None:
+        """Between two attempts the job is not over: ``running``, with the attempt's last error,
+        so that a client that stops at ``failed`` does not take a pause for the end."""
+        with self._lock:
+            self._revision += 1
+            self._status = Status.RUNNING
+
     def _unfinished(self) -> list[str]:
         """The names of the migrations the run's ledger holds and has not seen completed
         (read on the run's thread, where it is safe)."""

@@ -375,7 +375,8 @@ def test_live_source_follows_one_run(tmp_path, kind):
     svc.run(max_tries=2, retry_delay=0)
     running, failed = watch.seen["running"], watch.seen["failed"]
     assert running.status == "running" and running.try_count == 1 and running.step == "Copy"
-    assert failed.result() == {"status": "failed", "step": "Copy",
+    # between two attempts the job goes on: running, with the failed attempt's error
+    assert failed.result() == {"status": "running", "step": "Copy",
                                "last_err": "Copy: src(id=9): ValueError: cannot copy record 9",
                                "try_count": 1}
     assert [(f["id"], f["action"]) for f in failed.failed_records] == [(9, "RETRY")]
