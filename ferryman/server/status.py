@@ -286,9 +286,12 @@ def ledger_migrations(view: LedgerView, alive: bool) -> list[dict[str, Any]]:
         report = dict(row["report"]) if row["report"] else _bare_report(row, counts)
         result.append(report)
     if not alive:
+        completed = {row["identity"]: bool(row["completed"]) for row in view.migrations}
         for report in result:
             if report.get("state") == "running":
                 report["state"] = "interrupted"
+            elif report.get("state") == "completed" and not completed.get(report["identity"], True):
+                report["state"] = "pending"  # reset since that run: it runs again from the start
             report["eta"] = None
     return result
 

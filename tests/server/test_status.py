@@ -408,3 +408,17 @@ def test_live_source_says_failed_when_the_run_completed_but_the_ledger_holds_unf
         svc.ledger.close()
     assert live.snapshot().result()["status"] == "failed"
     assert live.snapshot().result()["last_err"].startswith("not completed: Copy (the last run completed without them)")
+
+
+def test_a_reset_migration_is_pending_in_every_view_not_completed(tmp_path):
+    ledger = tmp_path / "run.db"
+    svc = service(ledger)
+    try:
+        assert svc.run().ok
+        svc.reset(["Copy"])
+    finally:
+        svc.ledger.close()
+    snap = LedgerStatusSource(ledger).snapshot()
+    assert snap.status == "failed" and snap.last_err.startswith("not completed: Copy")
+    (copy,) = snap.progress()["migrations"]
+    assert copy["state"] == "pending" and snap.progress()["totals"]["completed"] == 0
