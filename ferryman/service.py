@@ -523,9 +523,10 @@ class _Run:
 
     def _bind(self) -> None:
         """Key each migration's progress by its identity and destination (see
-        :meth:`Ledger.bind`), say so when the ledger knows none of this run's migrations, and
-        refuse a destination another ledger wrote for a migration this one has not run
-        (:meth:`Ledger.check_destination`)."""
+        :meth:`Ledger.bind`), the target's migrations this run leaves out (``only``) included, so
+        that the ledger knows the whole job (a run of some is not the job's completion); say so
+        when the ledger knows none of this run's migrations, and refuse a destination another
+        ledger wrote for a migration this one has not run (:meth:`Ledger.check_destination`)."""
         known = set(self.ledger.lineage())
         where = getattr(self.ledger, "path", "in use")
         if known and not known & {s.spec.identity for s in self.steps}:
@@ -544,6 +545,10 @@ class _Run:
             self.reports[key] = report = self.reports.pop(identity)
             report.identity, report.name = key, keyed_name(report.name, key)
             apart.append(step.spec.name)
+        selected = {s.spec.name for s in self.steps}
+        for step in self.service._steps:  # the target's others too: the ledger knows the whole job
+            if step.spec.name not in selected:
+                self.ledger.bind(step.spec.identity, step.writes)
         if apart:
             log.warning("progress ledger %s holds the progress of %s for other destinations; for these "
                         "destinations it is kept apart (key: module.Class@dataset)", where, ", ".join(apart))

@@ -149,6 +149,9 @@ def test_only_a_reduction_over_an_unfinished_input_is_held_back_and_the_status_s
 
     fix_invoice_7(cwd)
     assert run(shop, "--only", "CopyInvoices").returncode == 0
+    status = ferryman(shop, "status", "--progress", "progress.db", "--json")  # the job is not done
+    assert json.loads(status.stdout)["result"]["status"] == "failed"
+    assert "not completed: Revenue" in json.loads(status.stdout)["result"]["last_err"]
     reduced = run(shop, "--only", "Revenue")  # now complete: the reduction sees every invoice
     assert reduced.returncode == 0, reduced.stdout + reduced.stderr
     assert revenue(dst) == expected_revenue()
