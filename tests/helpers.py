@@ -214,3 +214,16 @@ def poll_until(predicate, timeout: float = 30.0, what: str = "condition"):
             return value
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def created_store(url: str, ddl: str, table: str, opened: list):
+    """A SqlStore on ``table``, made by ``ddl`` in the database at ``url``; closed with ``opened``."""
+    from ferryman.stores import SqlStore
+
+    engine = create_engine(url, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.execute(text(ddl))
+    engine.dispose()
+    store = SqlStore(table, url, table)
+    opened.append(store)
+    return store

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from helpers import created_store
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
@@ -20,12 +21,8 @@ def items(ids: range) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def mariadb_items(mysql_url: str, stores: list[SqlStore]) -> SqlStore:
-    engine = create_engine(mysql_url, poolclass=NullPool)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE items (id bigint PRIMARY KEY, code varchar(20) NOT NULL, n bigint)"))
-    engine.dispose()
-    store = SqlStore("items", mysql_url, "items")
-    stores.append(store)
+    store = created_store(mysql_url, "CREATE TABLE items (id bigint PRIMARY KEY, code varchar(20) NOT NULL, "
+                                     "n bigint)", "items", stores)
     store.save_all(items(range(0)), journal=JournalEntry("warm-up", ""))  # table reflected, journal made
     return store
 

@@ -15,6 +15,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from helpers import created_store
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
 
@@ -534,12 +535,7 @@ def test_mariadb_sends_a_batch_as_multi_row_inserts(mysql_url: str, stores: list
 
 @pytest.mark.parametrize("database", ["postgresql", "mariadb"])
 def test_a_page_fetches_only_limit_rows_from_the_server(db_url: str, stores: list[SqlStore]) -> None:
-    engine = create_engine(db_url, poolclass=NullPool)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE big (id bigint PRIMARY KEY, pad varchar(200))"))
-    engine.dispose()
-    store = SqlStore("big", db_url, "big")
-    stores.append(store)
+    store = created_store(db_url, "CREATE TABLE big (id bigint PRIMARY KEY, pad varchar(200))", "big", stores)
     store.save_all([{"id": i, "pad": "x" * 200} for i in range(20_000)])
     seen: list[tuple[str, int]] = []
 
