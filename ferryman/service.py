@@ -584,7 +584,8 @@ class _Run:
                 return
             left_out = self._unfinished_inputs_left_out(step)
             if left_out:
-                self._hold_back_for_left_out(step, report, left_out)
+                self._hold_back(step, report, left_out, _left_out_reason(step, left_out))
+                self._hold_back_dependants(spec, f"reads what {spec.name} writes, which was held back")
                 continue
             if not self._inputs_ready(step, report):
                 self._hold_back_dependants(spec, f"reads what {spec.name} writes, which is out of date")
@@ -622,18 +623,13 @@ class _Run:
             and not self.ledger.completed(self.ledger.key_of(upstream.spec.identity, upstream.writes))
         ]
 
-    def _hold_back_for_left_out(self, step: PlanStep, report: MigrationReport, left_out: list[str]) -> None:
-        names = ", ".join(left_out)
-        only = " ".join(f"--only {shlex.quote(n)}" for n in [*left_out, step.spec.name])
+    def _hold_back(self, step: PlanStep, report: MigrationReport, by: list[str], reason: str) -> None:
+        """Hold ``step`` back before it runs, ``by`` the migrations named, for ``reason``."""
         report.state = MigrationState.HELD_BACK
-        report.held_back_by = list(left_out)
-        report.held_back_reason = (
-            f"it reads what {names} {'writes' if len(left_out) == 1 else 'write'}, which this run leaves out "
-            f"and which {'has' if len(left_out) == 1 else 'have'} not completed: its results would be "
-            f"wrong. Run {'it' if len(left_out) == 1 else 'them'} too ({only}), or without --only")
-        log.warning("%s held back: %s", step.spec.name, report.held_back_reason)
+        report.held_back_by = by
+        report.held_back_reason = reason
+        log.warning("%s held back: %s", step.spec.name, reason)
         self.service.observers.migration_held_back(report)
-        self._hold_back_dependants(step.spec, f"reads what {step.spec.name} writes, which was held back")
 
     def _inputs_ready(self, step: PlanStep, report: MigrationReport) -> bool:
         """Whether the migration may run on what its inputs hold now; True once it is known.
@@ -665,15 +661,11 @@ class _Run:
                             step.spec.name, names, dest.name)
                 ledger.forget(key, dest)
             else:
-                report.state = MigrationState.HELD_BACK
-                report.held_back_by = [self._name_of(k) for k in reduced]
-                report.held_back_reason = (
+                self._hold_back(step, report, [self._name_of(k) for k in reduced], (
                     f"{names} wrote records after {step.spec.name} last ran, and {step.spec.name} reduces "
                     f"them: its results may be out of date. Reset it ({self._reset_command([step.spec.name])}), "
                     f"empty its destination {dest.name!r} or make it upsert "
-                    "(on_conflict='update'), then run again")
-                log.warning("%s held back: %s", step.spec.name, report.held_back_reason)
-                self.service.observers.migration_held_back(report)
+                    "(on_conflict='update'), then run again"))
                 return False
         ledger.note_inputs(key, inputs)
         return True
@@ -700,3 +692,13 @@ class _Run:
                 message = f"{getattr(callback, '__qualname__', callback)!s}: {exc!r}"
                 log.error("progress persistence callback failed: %s", message)
                 self.result.callback_errors.append(message)
+
+
+def _left_out_reason(step: PlanStep, left_out: list[str]) -> str:
+    """Why ``step`` is held back when it reads what ``left_out`` (left out by ``--only``, not
+    completed) write."""
+    one = len(left_out) == 1
+    only = " ".join(f"--only {shlex.quote(n)}" for n in [*left_out, step.spec.name])
+    return (f"it reads what {', '.join(left_out)} {'writes' if one else 'write'}, which this run leaves out "
+            f"and which {'has' if one else 'have'} not completed: its results would be "
+            f"wrong. Run {'it' if one else 'them'} too ({only}), or without --only")

@@ -145,15 +145,19 @@ class _Reducer:
         if group.count > group.most:  # can no longer conform: fail early
             self._fail_cardinality(group, early=True)
             return False
+        self.reduce(group.members, page)
+        return True
+
+    def reduce(self, members: list[int], page: list[Record]) -> None:
+        """``reduce_from_*`` of ``page`` for each of ``members`` still alive."""
         reduce_from, retry, batch = self.reduce_from, self.match.retry, self.batch
         aggregates, failed = batch.aggregates, batch.failed
-        for p in group.members:
+        for p in members:
             if p not in failed:
                 try:
                     reduce_from(aggregates[p], page)
                 except Exception as exc:  # this record fails alone
                     batch.fail(p, Phase.MATCH, exc, retry)
-        return True
 
     def finish(self, groups: Iterable[_Group]) -> None:
         """After the last page: a count the cardinality forbids fails the group."""
@@ -315,9 +319,7 @@ class Matcher:
             return False
         cardinality, batch_size = keyed.cardinality, match.batch_size
         low, most = cardinality.bounds
-        get, reduce_from, retry = by_value.get, reducer.reduce_from, match.retry
-        copy_of, batch = table.copy_of, reducer.batch
-        aggregates = batch.aggregates
+        get, copy_of = by_value.get, table.copy_of
         for value, members in members_of.items():
             found: Sequence[Record] = get(value) or ()
             count = len(found)
@@ -332,12 +334,7 @@ class Matcher:
                 reducer.fail_cardinality(members, {name: value}, cardinality, count, early=True)
             else:
                 if count:
-                    page = [copy_of(found[0])] if count == 1 else list(map(copy_of, found))
-                    for p in members:  # all alive: a record is in one value's members only
-                        try:
-                            reduce_from(aggregates[p], page)
-                        except Exception as exc:  # this record fails alone
-                            batch.fail(p, Phase.MATCH, exc, retry)
+                    reducer.reduce(members, [copy_of(found[0])] if count == 1 else list(map(copy_of, found)))
                 if count < low:
                     reducer.fail_cardinality(members, {name: value}, cardinality, count, early=False)
         return True

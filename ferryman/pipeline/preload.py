@@ -136,19 +136,17 @@ class Preloaded:
         filters, for lookups by key: one dict entry leads to the records, with no position to
         follow (at a million lookups in a table bigger than the CPU's caches, each hop is a
         cache miss)."""
-        if name in self._lookups:
-            return self._lookups[name]
-        found: dict[Hashable, list[Record]] | None = {}
-        assert found is not None
-        try:
-            for record, handed in zip(self.records, self.handed):
-                found.setdefault(record.get(name), []).append(handed)
-        except TypeError:  # an unhashable value: filters on it go to the store
-            found = None
-        else:
-            self._grew(INDEX_BYTES_PER_RECORD * len(self.records))
-        self._lookups[name] = found
-        return found
+        if name not in self._lookups:
+            found: dict[Hashable, list[Record]] = {}
+            try:
+                for record, handed in zip(self.records, self.handed):
+                    found.setdefault(record.get(name), []).append(handed)
+            except TypeError:  # an unhashable value: filters on it go to the store
+                self._lookups[name] = None
+            else:
+                self._grew(INDEX_BYTES_PER_RECORD * len(self.records))
+                self._lookups[name] = found
+        return self._lookups[name]
 
     def _grew(self, size: int) -> None:
         self.bytes += size
