@@ -278,6 +278,8 @@ def _duration(text: str | None, option: str) -> float | None:
 @click.option("--verify-sample", type=click.IntRange(min=1), default=None, metavar="N",
               help="Once the run completed, verify it (as `ferryman verify --sample N`): exit 0 only "
                    "when the verification passed too.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
+              help="Run each migration that allows it in key-range partitions, N worker processes at once.")
 @click.option("--bar/--no-bar", "bar", default=None,
               help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
 @verbose_option
@@ -285,7 +287,7 @@ def _duration(text: str | None, option: str) -> float | None:
 def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None,
         linger: float | None, max_tries: int, retry_delay: float, dry_run: bool,
         max_failures: float | None, timeout: float | None, events: str | None, notify: tuple[str, ...],
-        verify_sample: int | None, bar: bool | None) -> None:
+        verify_sample: int | None, workers: int, bar: bool | None) -> None:
     """Run the migrations of TARGET, resuming where the progress ledger left off.
 
     Exit codes: 0 every selected migration completed; 1 records failed, migrations
@@ -301,6 +303,7 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
       ferryman run migrations.py --serve 127.0.0.1:8765 --max-tries 3 --retry-delay 60
       ferryman run migrations.py --timeout 2h --verify-sample 1000 --events events.jsonl
       ferryman run migrations.py --notify https://hooks.slack.com/services/T000/B000/XXXX
+      ferryman run migrations.py --workers 4
       ferryman run migrations.py --dry-run
     """
     if linger is not None and serve is None:
@@ -328,12 +331,27 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
         result = commands.run(
             target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
             retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, timeout=timeout,
-            events=events, notify=list(notify), verify_sample=verify_sample, observers=[display],
+            events=events, notify=list(notify), verify_sample=verify_sample, workers=workers, observers=[display],
             echo=say, linger=commands.DEFAULT_LINGER if linger is None else linger, on_finished=finished,
         )
     finally:
         display.close()
     ctx.exit(result.exit_code)
+
+
+@cli.command(context_settings=CONTEXT, short_help="Run partitions of a run with --workers (started by it).")
+@click.argument("target")
+@progress_option(required=True, help="The progress ledger of the run with --workers.")
+@click.option("--migration", required=True, metavar="KEY", help="The migration's key in the ledger (its identity).")
+def worker(target: str, progress: str, migration: str) -> None:
+    """Run partitions of MIGRATION that a run of TARGET with --workers split, until none is left.
+
+    `ferryman run --workers N` starts its workers with this command; one more started by hand
+    on the same host joins in. Exit codes: 0 no partition left for it; 1 it lost a partition's
+    lease (another worker took it over) or could not write its ledger; 130 interrupted.
+    """
+    ctx = click.get_current_context()
+    ctx.exit(commands.work(target, progress=progress, migration=migration).exit_code)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Show the run order of TARGET, and why.")

@@ -22,12 +22,13 @@ from .console import RetryLines
 from .deadline import check_timeout, parse_duration
 from .defaults import DEFAULT_VERIFY_SAMPLE
 from .dry_run import DryRunResult
-from .errors import FerrymanError, InputError, TargetError, nothing_done, one_line
+from .errors import FerrymanError, InputError, PlanError, TargetError, nothing_done, one_line
 from .events import RunObserver
 from .ledger_commands import Echo, quiet
 from .notify import check_url
 from .progress.files import (
     DEFAULT_PROGRESS,
+    checked_location,
     command_location,
     load_progress,
     open_ledger,
@@ -39,9 +40,10 @@ from .progress.storage import checked_path
 from .report import RunResult
 from .server.address import check_port_free, parse_host_port
 from .service import DEFAULT_RETRY_DELAY, MigrationService, check_attempts
-from .signals import stops_interrupt
+from .signals import StopFlag, stop_on_signals, stops_interrupt
 from .target import Target, load_target
 from .verify import VerificationResult, check_sample
+from .worker import WorkerResult, run_partitions
 
 DEFAULT_LINGER = 300.0
 """``ferryman run --serve``: seconds the server keeps serving the final status after the run."""
@@ -128,6 +130,7 @@ def run(
     events: str | os.PathLike[str] | None = None,
     notify: Sequence[str] = (),
     verify_sample: int | None = None,
+    workers: int = 1,
     observers: Sequence[RunObserver] = (),
     echo: Echo = quiet,
     linger: float = 0.0,
@@ -154,6 +157,8 @@ def run(
         notify: URLs to POST the run's events to, as JSON (see :mod:`ferryman.notify`); a
             notification not delivered is said by ``echo``, never fatal.
         verify_sample: once the run completed, verify it with this sample (see :func:`verify`).
+        workers: processes that run migrations in key-range partitions (see
+            :meth:`MigrationService.run`); 1: this process alone.
         observers: more RunObservers (the CLI adds its progress display here).
         echo: receives the lines a person watching the run wants to see.
         linger: with ``serve``, seconds to keep serving the final status once the run is over
@@ -175,6 +180,7 @@ def run(
             "--serve": serve is not None, "--max-tries": max_tries != DEFAULT_MAX_TRIES,
             "--retry-delay": retry_delay != DEFAULT_RETRY_DELAY, "--timeout": seconds is not None,
             "--events": events is not None, "--notify": bool(notify), "--verify-sample": verify_sample is not None,
+            "--workers": workers != 1,
         })
     with stops_interrupt():  # until the run handles them itself
         service = _service_of(target)
@@ -183,7 +189,8 @@ def run(
         with service.observed_by([*observers, RetryLines(echo)]):
             if not dry_run:
                 options = dict(max_tries=max_tries, retry_delay=retry_delay, max_failures=max_failures,
-                               timeout=seconds, events=events, notify=notify, verify_sample=verify_sample)
+                               timeout=seconds, events=events, notify=notify, verify_sample=verify_sample,
+                               workers=workers)
                 return _run(service, progress, only, address, options, echo, linger, on_finished)
             result = _dry_run(service, progress, only, max_failures, echo)
             if on_finished is not None:
@@ -300,6 +307,30 @@ def _ledger_path(service: MigrationService, progress: str | os.PathLike[str] | N
 def _open_ledger(path: str) -> Ledger:
     with nothing_done():
         return open_ledger(path)
+
+
+# --- worker --------------------------------------------------------------------------------------
+
+
+def work(target: str | Target | MigrationService, *, progress: str | os.PathLike[str], migration: str) -> WorkerResult:
+    """Run, as one worker, the partitions of ``migration`` (its key in the ledger) that a run
+    with workers split and no other live worker holds (see :mod:`ferryman.worker`); the
+    coordinator starts workers itself, one may also be started by hand on the same host.
+
+    Raises:
+        InputError: nothing was done: no such ledger, or the target has no such migration.
+    """
+    service = _service_of(target)
+    with nothing_done():
+        path = checked_location(progress)
+    if not os.path.exists(path):
+        raise InputError(f"no progress ledger at {path}: a worker runs the partitions of a run with workers")
+    stop = StopFlag()
+    with stop_on_signals(stop):
+        try:
+            return run_partitions(service, path, migration, stop)
+        except PlanError as exc:
+            raise InputError(one_line(exc)) from exc
 
 
 # --- verify --------------------------------------------------------------------------------------

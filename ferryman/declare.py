@@ -189,6 +189,9 @@ class MigrationSpec:
     """Names or identities of migrations that must run (and succeed) first."""
     max_failures: int | float | None = None
     """The failure budget: see :func:`check_max_failures`."""
+    partition: bool = True
+    """Whether a run with several workers may split its source into key ranges run at once
+    (False: the records must be met in one order, by one process)."""
 
     @property
     def reads(self) -> frozenset[str]:
@@ -210,7 +213,7 @@ _MATCH_PARAMS = ("record", "aggregates", "store")
 _REDUCE_PARAMS = ("aggregates", "batch")
 _OPTIONS = {
     "source", "dest", "match", "batch_size", "save_batch_size", "cardinality",
-    "load_retry", "save_retry", "order", "name", "depends_on", "max_failures",
+    "load_retry", "save_retry", "order", "name", "depends_on", "max_failures", "partition",
 }
 PARAMETER_ALIASES: dict[str, frozenset[str]] = {
     "record": frozenset({"rec", "row", "item"}),
@@ -383,6 +386,9 @@ def migration(**options: Any) -> Callable[[T], T]:
         except ValueError as exc:
             problems.append(str(exc))
             max_failures = None
+        partition = options.get("partition", True)
+        if not isinstance(partition, bool):
+            problems.append(f"partition must be True or False, got {partition!r}")
         display = options.get("name", cls.__name__)
         if not isinstance(display, str) or not display:
             problems.append(f"name must be a non-empty string, got {display!r}")
@@ -405,6 +411,7 @@ def migration(**options: Any) -> Callable[[T], T]:
             cardinality=cardinality,
             depends_on=tuple(r for r in refs if r is not None),
             max_failures=max_failures,
+            partition=partition is not False,
             **values,
         )
         return cls

@@ -50,7 +50,12 @@ class MigrationRunner:
         stop: StopFlag,
         checkpoint: Callable[..., None],
         max_failures: int | float | None = None,
+        key_range: tuple[RecordId | None, RecordId | None] = (None, None),
+        handled: Iterable[RecordId] = (),
     ) -> None:
+        """``key_range`` ``(after, upto]`` bounds the main pass to one partition of the source
+        (None: unbounded); ``handled`` are ids this run's retry pass already ran (in another
+        process), which the main pass leaves out as its own retry pass's."""
         self.spec = spec
         self.instance = instance
         self.stores = stores
@@ -71,7 +76,8 @@ class MigrationRunner:
         self._attempts: dict[tuple[RecordId, Phase], int] = {}
         self._deferred: dict[RecordId, float] = {}
         """Ids to run again after the main pass, with the pause their failure asks for."""
-        self._retried: set[RecordId] = set()
+        self.key_range = key_range
+        self._retried: set[RecordId] = set(handled)
         """Ids the retry passes handled; the main pass skips them, so the ledger
         never needs to look up ids this run recorded itself (keyset paging reads each id once)."""
 
@@ -88,14 +94,13 @@ class MigrationRunner:
         report.state = MigrationState.RUNNING
         report.started_at = time.time()
         self.ledger.start_migration(spec.identity)
-        report.total = self._count_source()
+        report.total = self._count_source() if self.key_range == (None, None) else None
         self.observer.migration_started(report)
         finished = False
         try:
             self._recover_journal()
             self._retry_previous_failures()
-            self._run_pages(source_pages(self.source, spec.batch_size, spec.load_retry, self.stop.wait),
-                            main_pass=True)
+            self._main_pass()
             self._retry_deferred()
             finished = True
         except SourceUnreadable as exc:
@@ -116,6 +121,12 @@ class MigrationRunner:
             report.state = self._final_state(finished)
             self._finish()
         return report
+
+    def _main_pass(self) -> None:
+        """Every record of the source (of its key range), page by page."""
+        after, upto = self.key_range
+        self._run_pages(source_pages(self.source, self.spec.batch_size, self.spec.load_retry, self.stop.wait,
+                                     after=after, upto=upto), main_pass=True)
 
     def _fatal(self, what: str, cause: BaseException | None = None) -> None:
         """End the migration with one fatal error: ``what`` happened, because of ``cause``."""

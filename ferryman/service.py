@@ -35,6 +35,7 @@ from .errors import (
 from .eventlog import EventLog
 from .events import Observers, RunObserver
 from .notify import Notifier
+from .partitioned import PartitionedRunner, partition_refusal
 from .pipeline.interpreter import tuned_for_pipeline
 from .pipeline.work import describe_error
 from .plan import PlanStep, build_plan, dependants
@@ -53,6 +54,12 @@ log = logging.getLogger("ferryman")
 
 DEFAULT_RETRY_DELAY = 30.0
 """Seconds between two attempts of :meth:`MigrationService.run` with ``max_tries`` above 1."""
+
+
+def check_workers(workers: int) -> None:
+    """Refuse a number of workers below 1 (before anything runs)."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be a whole number of processes, 1 or more, got {workers!r}")
 
 
 def check_attempts(max_tries: int, retry_delay: float,
@@ -244,6 +251,7 @@ class MigrationService:
         events: str | os.PathLike[str] | IO[str] | None = None,
         notify: Sequence[str | Notifier] = (),
         verify_sample: int | None = None,
+        workers: int = 1,
     ) -> RunResult:
         """Run the plan (or the ``only`` subset) and return what happened to each migration.
 
@@ -272,11 +280,17 @@ class MigrationService:
 
         ``verify_sample``: once the run completed, :meth:`verify` with that sample
         (``result.verification``; the run is ``ok`` only when it passed too).
+
+        ``workers`` above 1 runs each migration that allows it in key-range partitions, up to
+        ``workers`` processes at once (``python -m ferryman worker``, importing :attr:`target`);
+        this process coordinates. A migration that cannot (see
+        :func:`~ferryman.partitioned.partition_refusal`) runs in this process, and the log says why.
         """
         check_max_failures(max_failures)
         check_attempts(max_tries, retry_delay)
         check_timeout(timeout)
         check_sample(verify_sample)
+        check_workers(workers)
         self.select(only)  # unknown names: refused before anything
         urls = [n for n in notify if isinstance(n, str)]
         notifiers = [n for n in notify if isinstance(n, Notifier)] + ([Notifier(urls)] if urls else [])
@@ -286,7 +300,7 @@ class MigrationService:
             notifier.ledger = ledger
         try:
             with self.observed_by([event_log, *notifiers]), _told_to(notifiers):
-                result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout)
+                result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout, workers)
                 if verify_sample is not None and result.ok:
                     self._verify_after(result, ledger, verify_sample, only, notifiers)
         finally:
@@ -309,14 +323,14 @@ class MigrationService:
             notifier.verified(result.verification)
 
     def _attempts(self, ledger: Ledger, only: Sequence[str] | None, max_failures: float | None,
-                  max_tries: int, retry_delay: float, timeout: float | None) -> RunResult:
+                  max_tries: int, retry_delay: float, timeout: float | None, workers: int = 1) -> RunResult:
         ends = None if timeout is None else time.monotonic() + timeout
         message = timed_out_message(timeout) if timeout is not None else ""
         attempt = 1
         while True:
             self.observers.attempt_started(attempt)
             left = None if ends is None else ends - time.monotonic()
-            result = _Run(self, ledger, self.select(only), max_failures, (left, message)).execute()
+            result = _Run(self, ledger, self.select(only), max_failures, (left, message), workers).execute()
             result.attempts = attempt
             if result.ok or result.interrupted or result.timed_out or attempt >= max_tries:
                 return result
@@ -447,8 +461,9 @@ class _Run:
 
     def __init__(self, service: MigrationService, ledger: Ledger, steps: list[PlanStep],
                  max_failures: float | None = None,
-                 time_left: tuple[float | None, str] = (None, "")) -> None:
+                 time_left: tuple[float | None, str] = (None, ""), workers: int = 1) -> None:
         self.service = service
+        self.workers = workers
         self.time_left = time_left
         """Seconds this attempt may take (None: no limit), and what ``last_err`` says then."""
         self.max_failures = max_failures
@@ -590,15 +605,24 @@ class _Run:
             if not self._inputs_ready(step, report):
                 self._hold_back_dependants(spec, f"reads what {spec.name} writes, which is out of date")
                 continue
-            MigrationRunner(
-                spec, self.instances[spec.identity], self.service.stores, self.ledger,
-                report, self.service.observers, self.stop, self._persist, self.max_failures,
-            ).run()
+            self._runner(spec, report).run()
             self._persist(force=True)
             self.service.observers.migration_finished(report)
             if report.state is MigrationState.FAILED:
                 failed = "would fail (dry run)" if self.service._dry_run else "failed"
                 self._hold_back_dependants(spec, f"reads what {spec.name} writes, which {failed}")
+
+    def _runner(self, spec: MigrationSpec, report: MigrationReport) -> MigrationRunner:
+        """The migration's runner: partitioned over workers when the run has them and the
+        migration allows it, else in this process."""
+        args = (spec, self.instances[spec.identity], self.service.stores, self.ledger, report,
+                self.service.observers, self.stop, self._persist, self.max_failures)
+        if self.workers > 1:
+            refusal = partition_refusal(spec, self.service.stores, self.ledger, self.service.target)
+            if refusal is None:
+                return PartitionedRunner(*args, workers=self.workers, target=self.service.target or "")
+            log.warning("%s runs in one process: %s", spec.name, refusal)
+        return MigrationRunner(*args)
 
     def _hold_back_dependants(self, upstream: MigrationSpec, why: str) -> None:
         for spec in dependants(self.steps, upstream):

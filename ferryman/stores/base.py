@@ -83,6 +83,15 @@ class Store(ABC):
     supports_journal: bool = False
     """True when :meth:`save_all` can commit a :class:`JournalEntry` with the batch."""
 
+    shared: bool = False
+    """True when another process that builds this store the same way (a worker importing the
+    same TARGET) reads and writes the same records: a database server or file. Only then can
+    a migration over it run in partitions on several workers."""
+
+    concurrent_writes: bool = False
+    """True when several processes may write the store at once (a database server; not an
+    SQLite file, which takes one writer at a time)."""
+
     key_given: bool = True
     """False when the store finds its key in its database (``ferryman plan`` shows it)."""
 

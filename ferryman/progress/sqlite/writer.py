@@ -23,9 +23,11 @@ so a record is never written twice nor lost. Journal rows are deleted once the l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import sqlite3
 import time
@@ -79,8 +81,13 @@ class SqliteLedger(SqliteReader, Ledger):
 
     journals = True
 
-    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False,
+                 journal_owner: str | None = None) -> None:
         """Open the ledger at ``path``, creating it unless ``read_only``.
+
+        ``journal_owner`` names this ledger in its journal keys (default: its uid); a partition's
+        ledger gives ``<main ledger uid>/<its own uid>``, so that the destination knows its
+        entries for the main ledger's.
 
         Raises:
             LedgerFileError: before anything is written, when ``path`` is empty, names another
@@ -101,6 +108,7 @@ class SqliteLedger(SqliteReader, Ledger):
             try:
                 super().__init__(self.conn, self.path)
                 self.uid = self._meta("uid")
+                self.journal_owner = journal_owner or self.uid
                 self._seq = int(self.conn.execute("SELECT COALESCE(MAX(seq), 0) FROM failed").fetchone()[0])
             except BaseException:
                 self.conn.close()
@@ -215,7 +223,7 @@ class SqliteLedger(SqliteReader, Ledger):
         return self._seq
 
     def journal_key(self, identity: str) -> str:
-        return f"{self.uid}:{identity}"
+        return f"{self.journal_owner}:{identity}"
 
     # --- runs and the lease ------------------------------------------------------------------
 
@@ -553,8 +561,7 @@ class SqliteLedger(SqliteReader, Ledger):
             entries = dest.read_journal()
         except StoreError:
             return  # the migration's own journal recovery retries it, and fails it if it must
-        others = {e.migration.partition(":")[0] for e in entries
-                  if e.migration.partition(":")[2] == key and e.migration != self.journal_key(key)}
+        others = {ledger_of(e.migration) for e in entries if e.migration.partition(":")[2] == key} - {self.uid}
         if others:
             name = key.rsplit(".", 1)[-1]
             raise LedgerMismatchError(
@@ -635,12 +642,13 @@ class SqliteLedger(SqliteReader, Ledger):
         for cache in (self._maybe_done, self._has_failed):
             cache.discard(mid)
         self._ignored.pop(mid, None)
+        shutil.rmtree(parts_directory(self.path, key), ignore_errors=True)
         if dest is not None and dest.supports_journal:
             self.assert_held()
-            dest.delete_journal(self.journal_key(key))
-            if every_ledger:
-                for entry_key in {e.migration for e in dest.read_journal() if e.migration.partition(":")[2] == key}:
-                    dest.delete_journal(entry_key)
+            keys = {e.migration for e in dest.read_journal() if e.migration.partition(":")[2] == key
+                    and (every_ledger or ledger_of(e.migration) == self.uid)}  # its partitions' too
+            for entry_key in keys | {self.journal_key(key)}:
+                dest.delete_journal(entry_key)
 
     # --- the whole progress, failed records' actions, the whole content -----------------------
 
@@ -697,6 +705,7 @@ class SqliteLedger(SqliteReader, Ledger):
                 self.conn.execute(f"DELETE FROM {table}")
             for cache in (self._ids, self._maybe_done, self._has_failed, self._ignored):
                 cache.clear()  # keyed by migration ids, which the new content may reuse
+            shutil.rmtree(self.path + PARTS_SUFFIX, ignore_errors=True)  # unmerged partitions' progress
             load = LedgerImport(self)
             yield load
             load.finish()
@@ -727,6 +736,22 @@ _NOT_INT64 = "SELECT 1 FROM json_each(?) WHERE typeof(value) != 'integer' LIMIT 
 int as a float: its text would not be the id's)."""
 _FOLD_INT64 = "INSERT OR IGNORE INTO succeeded SELECT ?1, CAST(value AS TEXT) FROM json_each(?2)"
 """A JSON array of 64-bit ints into ``succeeded``: SQLite writes an int's text as Python does."""
+
+
+PARTS_SUFFIX = ".parts"
+
+
+def parts_directory(path: str, key: str) -> str:
+    """Where the partitions of migration ``key`` keep their progress while a run with several
+    workers runs it (beside the ledger at ``path``; merged into it, then removed)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return os.path.join(path + PARTS_SUFFIX, digest)
+
+
+def ledger_of(journal_key: str) -> str:
+    """The uid of the ledger that wrote a journal entry under ``journal_key`` (its partitions'
+    entries included)."""
+    return journal_key.partition(":")[0].partition("/")[0]
 
 
 def derived_key(identity: str, dest: str) -> str:

@@ -128,6 +128,8 @@ class SqlStore(Store):
             self.dialect = self.url.get_backend_name()
         self.impl = dialect_for(self.dialect)
         """What this store's database does its own way."""
+        self.shared = self.dialect != "sqlite" or self.url.database not in (None, "", ":memory:")
+        self.concurrent_writes = self.dialect != "sqlite"
         check_upsert(self.impl, self.on_conflict)
         self._engine_options = dict(create_engine_kwargs or {})
         self._table: Table | None = table if isinstance(table, Table) else None

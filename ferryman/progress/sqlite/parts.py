@@ -1,0 +1,178 @@
+"""The partitions of a migration that several workers run at once: their ranges and progress.
+
+While a run with workers runs a migration, the directory :func:`~.writer.parts_directory` beside
+the ledger holds:
+
+- ``split.json``: the key-range boundaries, computed once and kept until the partitions are
+  merged, so that a resumed run gives every partition the range it had;
+- ``retried.json``: the ids the coordinator's retry pass ran in this round (the workers' main
+  passes leave them out, as a single process's main pass does);
+- ``<i>.db``: partition ``i``'s own ledger (:class:`PartitionLedger`). A worker claims a
+  partition by taking that ledger's lease; the ledger's journal key and lease epoch fence its
+  batches in the destination, so a worker taken over after a pause cannot commit a batch more.
+
+Once every partition is settled, the coordinator folds their progress into the main ledger
+(:meth:`PartitionSet.merge_into`), then removes the directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from itertools import islice
+from typing import Any
+
+from ...types import RecordId
+from ..ledger import Ledger
+from ..storage import save_text_atomically
+from .codec import as_id, decode_id, encode_id, encode_ids
+from .reader import LOOKUP_CHUNK, SqliteReader
+from .writer import SqliteLedger
+
+MERGE_CHUNK = 10_000
+"""Ids a merge hands the main ledger at a time (memory stays bounded by it)."""
+
+SETTLED = frozenset({"completed", "failed"})
+"""Run outcomes after which a partition is done for this round (failures are merged as failed
+records or fatal errors; the next run runs the range again, skipping what succeeded)."""
+
+KeyRange = tuple[RecordId | None, RecordId | None]
+
+
+class PartitionLedger(SqliteLedger):
+    """Partition ``i``'s ledger: a file, a lease and journal key of its own; what earlier
+    runs did is looked up in the main ledger (``main``, read only), where merges put it."""
+
+    def __init__(self, path: str, main: SqliteReader, main_uid: str) -> None:
+        super().__init__(path)
+        self.journal_owner = f"{main_uid}/{self.uid}"
+        self.main = main
+
+    def succeeded_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
+        return super().succeeded_among(identity, ids) | self._in_main(identity, ids, "succeeded")
+
+    def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
+        return super().ignored_among(identity, ids) | self._in_main(identity, ids, "failed", "IGNORE")
+
+    def _in_main(self, identity: str, ids: Sequence[RecordId], table: str, action: str | None = None) -> set[RecordId]:
+        mid = self.main.migration_id(identity)
+        if mid is None:
+            return set()
+        keys = [encode_id(i) for i in ids]
+        found: set[RecordId] = set()
+        where = "" if action is None else " AND action = ?"
+        for start in range(0, len(keys), LOOKUP_CHUNK):
+            chunk = keys[start:start + LOOKUP_CHUNK]
+            found.update(decode_id(rid) for (rid,) in self.main.conn.execute(
+                f"SELECT rid FROM {table} WHERE migration = ? AND rid IN ({','.join('?' * len(chunk))}){where}",
+                (mid, *chunk, *([] if action is None else [action]))))
+        return found
+
+
+class PartitionSet:
+    """The partitions of one migration, kept in ``directory`` (see the module docstring)."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    # --- the split, kept on resume --------------------------------------------------------------
+
+    def boundaries(self) -> list[RecordId] | None:
+        """The boundaries saved by an earlier round not merged yet; None when there is none."""
+        data = self._read("split.json")
+        return None if data is None else [as_id(b) for b in data["boundaries"]]
+
+    def save_split(self, boundaries: Sequence[RecordId]) -> None:
+        os.makedirs(self.directory, exist_ok=True)
+        self._write("split.json", {"boundaries": json.loads(encode_ids(boundaries))})
+
+    def ranges(self) -> list[KeyRange]:
+        """The partitions' key ranges ``(after, upto]``, in key order."""
+        bounds: list[RecordId | None] = [None, *(self.boundaries() or []), None]
+        return list(zip(bounds[:-1], bounds[1:]))
+
+    def save_retried(self, ids: Sequence[RecordId]) -> None:
+        self._write("retried.json", {"ids": json.loads(encode_ids(list(ids)))})
+
+    def retried(self) -> list[RecordId]:
+        data = self._read("retried.json")
+        return [] if data is None else [as_id(i) for i in data["ids"]]
+
+    # --- the partitions' ledgers ------------------------------------------------------------------
+
+    def ledger_path(self, index: int) -> str:
+        return os.path.join(self.directory, f"{index}.db")
+
+    def settled(self, index: int) -> bool:
+        """Whether partition ``index`` ended its range in this round (completed or failed)."""
+        outcome = self.outcome(index)
+        return outcome in SETTLED
+
+    def outcome(self, index: int) -> str | None:
+        """How the newest run of the partition ended (None: never ran, or running)."""
+        reader = self._reader(index)
+        if reader is None:
+            return None
+        try:
+            runs = reader.runs(limit=1)
+            return runs[0].outcome if runs else None
+        finally:
+            reader.close()
+
+    def reports(self, index: int, since: float) -> list[dict[str, Any]]:
+        """The reports of the partition's runs started at ``since`` or later (as of their last
+        checkpoint: a worker killed since lost only what its next run redoes)."""
+        reader = self._reader(index)
+        if reader is None:
+            return []
+        try:
+            return [report for run in reader.runs() if run.started_at >= since
+                    for report in reader.run_reports(run.id)]
+        finally:
+            reader.close()
+
+    def merge_into(self, ledger: Ledger, key: str, index: int) -> tuple[list[str], str | None]:
+        """Hand partition ``index``'s succeeded ids, failed records and fatal errors to
+        ``ledger`` (recorded, not yet checkpointed). Returns the fatal errors and the uid of
+        the partition's ledger (its journal entries' owner, to clean once ``ledger`` is durable).
+
+        Merging twice records the same again, which changes nothing: a coordinator that dies
+        in the middle merges the whole partition again."""
+        reader = self._reader(index)
+        if reader is None:
+            return [], None
+        try:
+            ids = reader.iter_succeeded(key)
+            while chunk := list(islice(ids, MERGE_CHUNK)):
+                ledger.record(key, chunk, [])
+            failed = list(reader.iter_failed(key))
+            if failed:
+                ledger.record(key, [], failed)
+            fatal = reader.fatal_errors()
+            for text in fatal:
+                ledger.record_fatal(key, text)
+            owner = reader._meta("uid")
+        finally:
+            reader.close()
+        return fatal, owner
+
+    def remove(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _reader(self, index: int) -> SqliteReader | None:
+        path = self.ledger_path(index)
+        if not os.path.exists(path) or os.path.getsize(path) == 0:
+            return None
+        return SqliteReader.open(path)
+
+    def _read(self, name: str) -> Any:
+        try:
+            with open(os.path.join(self.directory, name), encoding="utf-8") as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return None
+
+    def _write(self, name: str, data: Any) -> None:
+        save_text_atomically(os.path.join(self.directory, name), json.dumps(data))

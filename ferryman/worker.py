@@ -1,0 +1,120 @@
+"""A worker of a run with several workers: it claims partitions of one migration and runs them.
+
+The coordinator (``ferryman run --workers N``, see :mod:`ferryman.partitioned`) starts workers
+as ``python -m ferryman worker TARGET --progress LEDGER --migration KEY``. A worker imports the
+TARGET itself, then takes the partitions of the migration one after the other: a partition
+whose ledger's lease another live worker holds is left to it, one already settled is skipped.
+It ends when no partition is left for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from typing import Any
+
+from .declare import MigrationSpec
+from .errors import LeaseLostError, LedgerBusyError, LedgerWriteError, PlanError, StopRequested
+from .events import Observers
+from .progress.sqlite.parts import SETTLED, PartitionLedger, PartitionSet
+from .progress.sqlite.reader import SqliteReader
+from .progress.sqlite.writer import SqliteLedger, parts_directory
+from .report import MigrationReport, MigrationState, RunResult
+from .runner import MigrationRunner
+from .service import MigrationService
+from .signals import StopFlag, critical
+
+log = logging.getLogger("ferryman")
+
+
+@dataclass
+class WorkerResult:
+    """What a worker did: the partitions it ran, and why it stopped early, if it did."""
+
+    partitions: list[int]
+    interrupted: str | None = None
+    ledger_error: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return 130 if self.interrupted else 1 if self.ledger_error else 0
+
+
+def run_partitions(service: MigrationService, progress: str, key: str, stop: StopFlag) -> WorkerResult:
+    """Run the partitions of migration ``key`` (its key in the ledger at ``progress``) that
+    no other worker holds, until none is left or ``stop`` is requested."""
+    main = SqliteLedger(progress, read_only=True)
+    try:
+        spec, instance = _migration_of(service, main, key)
+        parts = PartitionSet(parts_directory(main.path, key))
+        handled = parts.retried()
+        result = WorkerResult([])
+        reader = SqliteReader(main.conn, main.path)
+        for index, key_range in enumerate(parts.ranges() if parts.boundaries() is not None else []):
+            if stop.requested or result.ledger_error:
+                break
+            if parts.settled(index):
+                continue
+            ledger = PartitionLedger(parts.ledger_path(index), reader, main.uid)
+            report = MigrationReport(spec.identity, spec.name, spec.source, spec.dest)
+            try:
+                if _claim(ledger, report, index):
+                    result.partitions.append(index)
+                    runner = MigrationRunner(
+                        spec, instance, service.stores, ledger, report, Observers(), stop,
+                        lambda force=False, urgent=True, ledger=ledger: ledger.checkpoint(urgent=urgent or force),
+                        key_range=key_range, handled=handled)
+                    _run_one(runner, ledger, stop, result)
+            finally:
+                ledger.close()
+        result.interrupted = stop.reason
+        return result
+    finally:
+        main.close()
+
+
+def _migration_of(service: MigrationService, main: SqliteLedger, key: str) -> tuple[MigrationSpec, Any]:
+    """The migration the ledger keeps under ``key`` (its spec carrying that key), and its instance."""
+    instances = dict(zip(service.plan(), service.migrations))
+    for step in service.select(None):
+        if main.key_of(step.spec.identity, step.writes) == key:
+            return replace(step.spec, identity=key), instances[step.spec.identity]
+    raise PlanError(f"the target has no migration kept under {key!r} in {main.path}", [key])
+
+
+def _claim(ledger: PartitionLedger, report: MigrationReport, index: int) -> bool:
+    """Take the partition's lease; False when a live worker holds it, or when the run before
+    this one settled it meanwhile (then this run is recorded as settling it again, empty)."""
+    try:
+        ledger.begin_run([report])
+    except LedgerBusyError:
+        return False
+    runs = ledger.runs(limit=2)
+    if len(runs) == 2 and runs[1].outcome in SETTLED:
+        report.state = MigrationState.COMPLETED if runs[1].outcome == "completed" else MigrationState.FAILED
+        ledger.end_run(RunResult([report]))
+        log.info("%s: partition %d was settled meanwhile", report.name, index)
+        return False
+    return True
+
+
+def _run_one(runner: MigrationRunner, ledger: PartitionLedger, stop: StopFlag, result: WorkerResult) -> None:
+    """Run the claimed partition to its end and record how it ended (a stop or a lost lease
+    ends it early: the next worker or run resumes it)."""
+    report = runner.report
+    run = RunResult([report])
+    try:
+        runner.run()
+    except (StopRequested, KeyboardInterrupt) as exc:
+        stop.request(str(exc) or type(exc).__name__)
+    except (LeaseLostError, LedgerWriteError) as exc:
+        run.ledger_error = result.ledger_error = str(exc)
+    finally:
+        if report.state is MigrationState.RUNNING:
+            report.state = MigrationState.INTERRUPTED
+        run.interrupted = stop.reason
+        with critical():
+            try:
+                ledger.end_run(run)
+            except (LeaseLostError, LedgerWriteError) as exc:
+                result.ledger_error = result.ledger_error or str(exc)
