@@ -1,4 +1,4 @@
-"""Source pages in key order: the RETRY ids first (by id), then the whole source.
+"""Source pages in key order: the RETRY ids first (by id), then the whole source (or one key range of it).
 
 Reading is keyset-paged (``read_page(after=last key)``), so a page costs the same at the end of
 a table as at its start and no row is skipped or read twice. A page that cannot be read after
@@ -50,13 +50,15 @@ def with_retry(
 
 
 def source_pages(
-    source: Store, batch_size: int, retry: Retry, wait: Callable[[float], bool]
+    source: Store, batch_size: int, retry: Retry, wait: Callable[[float], bool],
+    after: RecordId | None = None, upto: RecordId | None = None,
 ) -> Iterator[list[Record]]:
-    """Every record of the source, page by page, in key order (``Store.read_pages``, which may
-    read ahead); a failed read starts again after the last page read, ``retry`` allowing."""
-    after: RecordId | None = None
+    """The source's records after ``after`` and up to ``upto`` (None: from the first, to the
+    last), page by page, in key order (``Store.read_pages``, which may read ahead); a failed read
+    starts again after the last page read, within the same range, ``retry`` allowing."""
+    bounds = {} if upto is None else {"upto": upto}  # a store written before upto may not take it
     failures = 0
-    pages = source.read_pages(None, after, batch_size)
+    pages = source.read_pages(None, after, batch_size, **bounds)
     try:
         while True:
             try:
@@ -69,7 +71,7 @@ def source_pages(
                     where = "from its first record" if after is None else f"after id {format_id(after)}"
                     raise SourceUnreadable(f"source {source.name!r} unreadable {where} (a page of up to "
                                            f"{batch_size} records)") from exc
-                pages = source.read_pages(None, after, batch_size)
+                pages = source.read_pages(None, after, batch_size, **bounds)
                 continue
             if page is None:
                 return

@@ -27,6 +27,11 @@ Rules:
   :meth:`Store.read_page`; a store overrides them to answer many filters with one query, or to
   read only the columns a Match names. Either way filter ``i``'s pages must be exactly the
   pages ``match_pages`` gives for it alone.
+* **Key ranges.** :meth:`Store.split` cuts the records into ranges of about equal size, named
+  by boundary ids; ``read_pages(..., after=lo, upto=hi)`` reads one range ``(lo, hi]``, so that
+  several readers can share a source. The defaults (one range; ``upto`` applied in Python to
+  :meth:`Store.read_page`'s pages) work for any store; a store overrides them to cut and bound
+  in its database (``docs/stores.md``, "Key ranges").
 * **Journal.** A store with ``supports_journal = True`` writes the given journal entry in the
   same transaction as the batch, which is how ferryman records progress exactly once.
 """
@@ -36,6 +41,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import pairwise, takewhile
 from operator import itemgetter
 from typing import Any
 
@@ -235,13 +241,33 @@ class Store(ABC):
         """Pages of matching records in key order until the end."""
         return self.read_pages(filter, None, batch_size)
 
-    def read_pages(self, filter: Filter | None, after: RecordId | None,
-                   limit: int) -> Generator[list[Record], None, None]:
-        """:meth:`read_page` after ``after``, then after each page's last key, until the end.
+    def read_pages(self, filter: Filter | None, after: RecordId | None, limit: int,
+                   upto: RecordId | None = None) -> Generator[list[Record], None, None]:
+        """:meth:`read_page` after ``after``, then after each page's last key, until the end, or,
+        with ``upto``, until the last record whose id is ``<= upto`` (the range ``(after, upto]``).
 
         A store may ask for the next page before this one is consumed (PostgreSQL does), so the
-        database works while the caller does; an error ends the iteration."""
-        return keyset_pages(lambda last: self.read_page(filter, last, limit), self.id_of, after, limit)
+        database works while the caller does; an error ends the iteration.
+
+        This default bounds the pages in Python (:func:`pages_upto`), which is exact when the
+        store's key order is Python's order of ids; a store whose database orders keys its own
+        way (a collation) applies ``upto`` in its query instead."""
+        pages = keyset_pages(lambda last: self.read_page(filter, last, limit), self.id_of, after, limit)
+        return pages if upto is None else pages_upto(pages, self.id_of, upto)
+
+    def split(self, parts: int) -> list[RecordId]:
+        """Up to ``parts - 1`` ids, ascending in key order, that cut all the store's records into
+        ranges of about equal size: ``(None, b[0]]``, ``(b[0], b[1]]``, ..., ``(b[-1], None)``
+        (:func:`key_ranges`); each range is read by ``read_pages(None, lo, limit, upto=hi)``.
+
+        Fewer boundaries when there are fewer records than ``parts``. This default returns none:
+        the whole store is one range, which every store can read.
+
+        Raises:
+            ValueError: ``parts`` is less than 1.
+        """
+        check_parts(parts)
+        return []
 
     def match_pages(self, filter: Filter | None, batch_size: int,
                     columns: Sequence[str] | None = None) -> Iterator[list[Record]]:
@@ -286,6 +312,51 @@ def keyset_pages(read: Callable[[RecordId | None], list[Record]], id_of: Callabl
         if len(page) < limit:
             return
         after = id_of(page[-1])
+
+
+def pages_upto(pages: Generator[list[Record], None, None], id_of: Callable[[Record], RecordId],
+               upto: RecordId) -> Generator[list[Record], None, None]:
+    """``pages`` (in key order) up to the last record whose id is ``<= upto``, compared in Python.
+
+    The page holding the first record past ``upto`` is cut before it and ends the pages; the
+    pages behind it are never asked for (``pages`` is closed, which ends a read-ahead)."""
+    bound = normalize_id(upto)
+    try:
+        for page in pages:
+            if id_of(page[-1]) <= bound:  # type: ignore[operator]  # ids of one key compare
+                yield page
+                continue
+            kept = list(takewhile(lambda record: id_of(record) <= bound, page))  # type: ignore[operator]
+            if kept:
+                yield kept
+            return
+    finally:
+        pages.close()
+
+
+def check_parts(parts: int) -> None:
+    """Refuse a number of key ranges below one (:meth:`Store.split`)."""
+    if parts < 1:
+        raise ValueError(f"a store is split into at least 1 part, not {parts}")
+
+
+def split_positions(total: int, parts: int) -> list[int]:
+    """Where :meth:`Store.split` cuts ``total`` records in key order into ``parts`` ranges: the
+    0-based positions of each range's last record but the last range's, ascending.
+
+    The ranges hold ``total // parts`` or one more records (one record each when ``total`` is
+    less than ``parts``); a store that can reach its n-th key cheaply splits with these."""
+    check_parts(parts)
+    ends = {-(-i * total // parts) for i in range(1, parts)}  # ceil(i * total / parts), counted from 1
+    return sorted(end - 1 for end in ends if 0 < end < total)
+
+
+def key_ranges(boundaries: Sequence[RecordId]) -> list[tuple[RecordId | None, RecordId | None]]:
+    """The ranges ``(after, upto)`` that :meth:`Store.split`'s boundaries cut, in key order,
+    None meaning unbounded: ``[b1, b2]`` gives ``[(None, b1), (b1, b2), (b2, None)]``; ``[]``
+    one range of everything."""
+    edges: list[RecordId | None] = [None, *boundaries, None]
+    return list(pairwise(edges))
 
 
 def match_fields(key_fields: Sequence[str], columns: Sequence[str]) -> tuple[str, ...]:

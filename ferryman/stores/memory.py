@@ -18,7 +18,7 @@ from typing import Any, NoReturn
 from ..errors import DuplicateDataError, TerminalStoreError
 from ..ids import normalize_id
 from ..types import Filter, Record, RecordId
-from .base import JournalEntry, Store, match_fields, project
+from .base import JournalEntry, Store, match_fields, project, split_positions
 from .common import IN_TYPES, OnConflict, check_on_conflict, describe_values
 
 UniqueFields = tuple[str, ...]
@@ -38,6 +38,9 @@ class MemoryStore(Store):
             into the stored record, like SqlStore's upsert.
 
     A native filter is a callable ``record -> bool``.
+
+    Keys are kept in Python's order, so ``read_pages(..., upto=...)`` is
+    :meth:`Store.read_pages`'s own, and :meth:`split` cuts that order exactly.
     """
 
     supports_journal = True
@@ -82,6 +85,13 @@ class MemoryStore(Store):
                     if len(page) == limit:
                         break
         return page
+
+    def split(self, parts: int) -> list[RecordId]:
+        """The ids at :func:`~ferryman.stores.base.split_positions`: ranges whose sizes differ by
+        one record at most."""
+        with self._lock:
+            ids = self._ids  # replaced by a save, never changed in place
+        return [ids[at] for at in split_positions(len(ids), parts)]
 
     def get_many(self, ids: Sequence[RecordId]) -> list[Record]:
         wanted = {normalize_id(i) for i in ids}

@@ -1,9 +1,10 @@
-"""WHERE clauses: dict filters, the keyset "after this key" condition, and id lookups."""
+"""WHERE clauses: dict filters, the keyset bounds ("after this key", "up to this key"), and id lookups."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from operator import ge, gt, le, lt
+from typing import TYPE_CHECKING, Any, Literal
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, true, tuple_
 from sqlalchemy.sql import ClauseElement
@@ -41,22 +42,37 @@ def filter_clause(table: Table, filter: Mapping[str, Any] | ClauseElement | None
     return and_(true(), *terms)
 
 
-def after_param(i: int) -> str:
-    """The name of the bound value of the ``i``-th key column in :func:`after_clause`."""
-    return f"after_{i}"
+Bound = Literal["after", "upto"]
+"""An end of a key range: ``after`` leaves its key out (``key > after``), ``upto`` keeps it in
+(``key <= upto``)."""
+
+Comparison = Callable[[Any, Any], Any]
+
+BOUND_COMPARISONS: dict[Bound, tuple[Comparison, Comparison, Comparison]] = {
+    "after": (ge, gt, gt),
+    "upto": (le, lt, le),
+}
+"""For each bound, in tuple order: the first key column's range, an earlier column's strict
+comparison, and the comparison of the whole key (or of its last column)."""
 
 
-def after_clause(columns: Sequence[ColumnElement[Any]], dialect: SqlDialect) -> ColumnElement[bool]:
-    """``key > (:after_0, ...)`` in tuple order, in the form ``dialect`` answers from the key's index.
+def bound_param(bound: Bound, i: int) -> str:
+    """The name of the bound value of the ``i``-th key column in :func:`bound_clause`."""
+    return f"{bound}_{i}"
 
-    The values are bound by name (:func:`after_param`), so one statement serves every page. One
-    column: ``a > x``; more: :meth:`~.dialect.SqlDialect.after_columns`.
+
+def bound_clause(columns: Sequence[ColumnElement[Any]], dialect: SqlDialect, bound: Bound) -> ColumnElement[bool]:
+    """``key > (:after_0, ...)`` or ``key <= (:upto_0, ...)`` in tuple order, in the form
+    ``dialect`` answers from the key's index.
+
+    The values are bound by name (:func:`bound_param`), so one statement serves every page. One
+    column: ``a > x``, ``a <= y``; more: :meth:`~.dialect.SqlDialect.key_bound`.
     """
-    values = [bindparam(after_param(i), type_=c.type) for i, c in enumerate(columns)]
+    values = [bindparam(bound_param(bound, i), type_=c.type) for i, c in enumerate(columns)]
     if len(columns) == 1:
-        single: ColumnElement[bool] = columns[0] > values[0]
+        single: ColumnElement[bool] = BOUND_COMPARISONS[bound][2](columns[0], values[0])
         return single
-    return dialect.after_columns(columns, values)
+    return dialect.key_bound(columns, values, bound)
 
 
 def ids_clause(columns: Sequence[ColumnElement[Any]], ids: Sequence[tuple[Any, ...]]) -> ColumnElement[bool]:

@@ -21,6 +21,7 @@ from ...types import Record, RecordId
 from ..base import JournalEntry
 from ..common import OnConflict
 from .batch import InsertBatch, WriteInFlight
+from .clauses import BOUND_COMPARISONS, Bound
 from .driver import DriverStatement
 from .driver_errors import ConstraintDetails
 from .journal import journal_values
@@ -71,19 +72,24 @@ class SqlDialect:
 
     # --- reading ----------------------------------------------------------------------------
 
-    def after_columns(self, columns: Sequence[ColumnElement[Any]],
-                      values: Sequence[ColumnElement[Any]]) -> ColumnElement[bool]:
-        """``columns > values`` in tuple order, for a key of two or more columns, in a form the
-        database answers from the key's index (``clauses.after_clause`` binds the values).
+    def key_bound(self, columns: Sequence[ColumnElement[Any]], values: Sequence[ColumnElement[Any]],
+                  bound: Bound) -> ColumnElement[bool]:
+        """``columns > values`` (``bound`` "after") or ``columns <= values`` ("upto") in tuple
+        order, for a key of two or more columns, in a form the database answers from the key's
+        index (``clauses.bound_clause`` binds the values).
 
         Row values are not understood everywhere (SQLite before 3.15) nor used as an index range
-        everywhere (MariaDB), so the comparison is expanded as ``a >= x AND (a > x OR (a = x AND
-        b > y))``; the leading ``a >= x`` keeps the index range on the first column.
+        everywhere (MariaDB), so the comparison is expanded: ``a >= x AND (a > x OR (a = x AND
+        b > y))``, ``a <= x AND (a < x OR (a = x AND b <= y))``; the leading ``a >= x`` (``a <=
+        x``) keeps the index range on the first column.
         """
+        first, earlier, last = BOUND_COMPARISONS[bound]
         terms = [
-            and_(*(columns[j] == values[j] for j in range(i)), columns[i] > values[i]) for i in range(len(columns))
+            and_(*(columns[j] == values[j] for j in range(i)),
+                 (last if i == len(columns) - 1 else earlier)(columns[i], values[i]))
+            for i in range(len(columns))
         ]
-        return and_(columns[0] >= values[0], or_(*terms))
+        return and_(first(columns[0], values[0]), or_(*terms))
 
     def lone_statement(self, conn: Connection) -> AbstractContextManager[None]:
         """Around one statement read on ``conn``'s DBAPI connection with no transaction wanted."""

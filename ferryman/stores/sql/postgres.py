@@ -17,6 +17,7 @@ from ...types import Record, RecordId
 from ..base import JournalEntry
 from ..common import OnConflict
 from .batch import InsertBatch, WriteInFlight, on_conflict_statement
+from .clauses import BOUND_COMPARISONS, Bound
 from .dialect import SqlDialect
 from .driver import DriverStatement
 from .driver_errors import ConstraintDetails, Kind, driver_error
@@ -144,10 +145,10 @@ class PostgreSQLDialect(SqlDialect):
     def adapt_table(self, table: Table, conn: Connection) -> None:
         adapt_table(table, conn)
 
-    def after_columns(self, columns: Sequence[ColumnElement[Any]],
-                      values: Sequence[ColumnElement[Any]]) -> ColumnElement[bool]:
-        """``(a, b) > (x, y)``: PostgreSQL compares row values, as an index range."""
-        row_value: ColumnElement[bool] = tuple_(*columns) > tuple_(*values)
+    def key_bound(self, columns: Sequence[ColumnElement[Any]], values: Sequence[ColumnElement[Any]],
+                  bound: Bound) -> ColumnElement[bool]:
+        """``(a, b) > (x, y)``, ``(a, b) <= (x, y)``: PostgreSQL compares row values, as an index range."""
+        row_value: ColumnElement[bool] = BOUND_COMPARISONS[bound][2](tuple_(*columns), tuple_(*values))
         return row_value
 
     def lone_statement(self, conn: Connection) -> AbstractContextManager[None]:

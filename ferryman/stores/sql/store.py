@@ -31,10 +31,10 @@ from sqlalchemy.sql import ClauseElement
 from ...errors import StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError
 from ...redact import mask_secrets
 from ...types import Filter, Record, RecordId
-from ..base import SAVED, JournalEntry, PendingWrite, Store, keyset_pages, match_fields
+from ..base import SAVED, JournalEntry, PendingWrite, Store, check_parts, keyset_pages, match_fields
 from ..common import OnConflict, check_on_conflict, describe_values
 from .batch import FastPathRefused, InsertBatch, WriteInFlight
-from .clauses import after_clause, after_param, filter_clause, ids_clause
+from .clauses import Bound, bound_clause, bound_param, filter_clause, ids_clause
 from .constraints import unique_keys
 from .dialects import check_upsert, dialect_for
 from .driver import DriverStatement, PageQuery, as_dicts, unprocessed
@@ -42,6 +42,7 @@ from .driver_errors import classify, driver_error, error_detail, map_errors
 from .engines import acquire_engine, prepare_to_write, release_engine
 from .identity import sql_dataset
 from .journal import create_journal, delete_entries, has_entry, journal_exists, journal_table, read_entries
+from .split import split_query
 
 EXPLAIN_DUPLICATES_UP_TO = 10_000
 """Largest batch whose duplicate error names the clashing records: one lookup of the batch's
@@ -141,7 +142,7 @@ class SqlStore(Store):
         self._journal = journal_table(self._schema)
         self._journal_ready = False
         self._in_doubt: set[tuple[str, str]] = set()  # journal entries whose commit was cut off
-        self._pages: dict[bool, PageQuery] = {}  # read_page's unfiltered SELECTs, by "after a key"
+        self._pages: dict[tuple[bool, bool], PageQuery] = {}  # unfiltered page SELECTs, by their bounds
         if self._table is not None and self.key_given:
             self._check_key(self._table)
         # Building the engine now reports a missing driver or a bad option at once; it does not connect.
@@ -230,70 +231,94 @@ class SqlStore(Store):
     # --- reading --------------------------------------------------------------------------
 
     def read_page(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int) -> list[Record]:
-        if limit < 1:
-            raise ValueError(f"{self._label}: limit must be at least 1, not {limit}")
         return self._read_page(filter, after, limit, None)
 
     def _read_page(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int,
-                   names: Sequence[str] | None) -> list[Record]:
-        values = self._page_values(after, limit)
-        query = self._page_query(filter, after is not None, names)
+                   names: Sequence[str] | None, upto: RecordId | None = None) -> list[Record]:
+        values = self._page_values(after, limit, upto)
+        query = self._page_query(filter, after is not None, names, upto is not None)
         # One LIMITed query: the drivers' default (client-side) cursors hold at most ``limit``
         # rows, so memory stays bounded however large the table is.
         with self._errors(), self.engine.connect() as conn:
             return query.read(conn, values)
 
-    def read_pages(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int
-                   ) -> Generator[list[Record], None, None]:
-        """Pages in key order; where the dialect can (PostgreSQL on psycopg) an unfiltered scan
-        sends each page's query as soon as the page before it is read, so the server runs it
-        while the caller works on that page."""
-        pages = super().read_pages(filter, after, limit)  # type: ignore[arg-type]  # read_page takes clauses
+    def read_pages(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int,
+                   upto: RecordId | None = None) -> Generator[list[Record], None, None]:
+        """Pages in key order, ``upto`` bounding the query (``key <= upto``) like ``after``;
+        where the dialect can (PostgreSQL on psycopg) an unfiltered scan sends each page's query
+        as soon as the page before it is read, so the server runs it while the caller works on
+        that page."""
+        pages = self._keyset_pages(filter, after, limit, upto)
         if filter is not None or not self.impl.pipelines(self.engine):
             yield from pages
             return
         for page in pages:  # the first pages go through SQLAlchemy, which shows the driver's SQL
             yield page
-            query = self._pages.get(True)
+            query = self._pages.get((True, upto is not None))
             if len(page) == limit and query is not None and query.driver is not None:
                 pages.close()
-                yield from self._pipelined_pages(query.driver, self.id_of(page[-1]), limit)
+                yield from self._pipelined_pages(query.driver, self.id_of(page[-1]), limit, upto)
                 return
 
-    def _pipelined_pages(self, driver: tuple[DriverStatement, list[str]], after: RecordId, limit: int
-                         ) -> Generator[list[Record], None, None]:
+    def _keyset_pages(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int,
+                      upto: RecordId | None) -> Generator[list[Record], None, None]:
+        """Page after page, each a query of its own."""
+        return keyset_pages(lambda last: self._read_page(filter, last, limit, None, upto), self.id_of, after, limit)
+
+    def _pipelined_pages(self, driver: tuple[DriverStatement, list[str]], after: RecordId, limit: int,
+                         upto: RecordId | None) -> Generator[list[Record], None, None]:
         statement, keys = driver
         with self._errors(), self.engine.connect() as conn:
             pages = self.impl.pipelined_pages(conn, statement, keys,
-                                              lambda last: statement.params(self._page_values(last, limit)),
+                                              lambda last: statement.params(self._page_values(last, limit, upto)),
                                               self.id_of, after, limit)
             if pages is not None:
                 yield from pages
                 return
-        yield from super().read_pages(None, after, limit)  # page by page, that connection back in the pool
+        yield from self._keyset_pages(None, after, limit, upto)  # page by page, that connection back in the pool
 
-    def _page_values(self, after: RecordId | None, limit: int) -> dict[str, Any]:
+    def _page_values(self, after: RecordId | None, limit: int, upto: RecordId | None = None) -> dict[str, Any]:
         """The bound values of a page SELECT."""
+        if limit < 1:
+            raise ValueError(f"{self._label}: limit must be at least 1, not {limit}")
         values: dict[str, Any] = {"limit": limit}
-        if after is not None:
-            values.update((after_param(i), v) for i, v in enumerate(self._key_values(after)))
+        self._bind(values, "after", after)
+        self._bind(values, "upto", upto)
         return values
 
+    def _bind(self, values: dict[str, Any], bound: Bound, record_id: RecordId | None) -> None:
+        """Add the values of ``bound`` (:func:`~.clauses.bound_clause`) for ``record_id``, if any."""
+        if record_id is not None:
+            values.update((bound_param(bound, i), v) for i, v in enumerate(self._key_values(record_id)))
+
     def _page_query(self, filter: Filter | ClauseElement | None, after: bool,
-                    names: Sequence[str] | None = None) -> PageQuery:
-        """The page SELECT (of the columns ``names``, or all); without a filter (a migration's
-        scan) built once per store and shape."""
+                    names: Sequence[str] | None = None, upto: bool = False) -> PageQuery:
+        """The page SELECT (of the columns ``names``, or all), bounded below (``after``) and
+        above (``upto``) or not; without a filter (a migration's scan) built once per store and
+        shape."""
         cached = filter is None and names is None
-        if cached and after in self._pages:
-            return self._pages[after]
+        shape = (after, upto)
+        if cached and shape in self._pages:
+            return self._pages[shape]
         columns = self._key_columns()
         statement = select(*self._columns(names)).where(filter_clause(self.table, filter, self._label))
-        if after:
-            statement = statement.where(after_clause(columns, self.impl))
+        bounds: tuple[tuple[Bound, bool], ...] = (("after", after), ("upto", upto))
+        for bound, wanted in bounds:
+            if wanted:
+                statement = statement.where(bound_clause(columns, self.impl, bound))
         query = PageQuery(statement.order_by(*columns).limit(bindparam("limit")), self.impl)
         if cached:
-            self._pages[after] = query
+            self._pages[shape] = query
         return query
+
+    def split(self, parts: int) -> list[RecordId]:
+        """Boundaries in the database's key order (its collation's for text), found by one
+        query that reads the key's index once (:func:`~.split.split_query`)."""
+        check_parts(parts)
+        if parts == 1:
+            return []
+        with self._errors(), self.engine.connect() as conn:
+            return [self.id_of(row) for row in as_dicts(conn.execute(split_query(self._key_columns(), parts)))]
 
     def _columns(self, names: Sequence[str] | None) -> list[ColumnElement[Any]]:
         """The table's columns called ``names`` (all of them for None)."""

@@ -14,7 +14,7 @@ from sqlalchemy.pool import NullPool
 
 from ferryman.stores import SqlStore
 from ferryman.stores.common import OnConflict
-from ferryman.stores.sql.clauses import after_clause, after_param
+from ferryman.stores.sql.clauses import Bound, bound_clause, bound_param
 from ferryman.stores.sql.dialect import SqlDialect
 from ferryman.stores.sql.dialects import DIALECTS, check_upsert, dialect_for
 from ferryman.stores.sql.driver_errors import ConstraintDetails, Kind
@@ -49,11 +49,11 @@ def test_an_upsert_on_a_database_without_a_known_one_is_refused_naming_those_wit
         check_upsert(dialect_for(name), "update")
 
 
-# --- the keyset condition: every form agrees with Python's tuple order --------------------------
+# --- the keyset bounds: every form agrees with Python's tuple order -----------------------------
 
 KEYS = st.lists(st.tuples(st.integers(-3, 3), st.sampled_from(["", "a", "b", "ab"]), st.integers(-2, 2)),
                 unique=True, max_size=25)
-AFTER = st.tuples(st.integers(-4, 4), st.sampled_from(["", "a", "aa", "b", "c"]), st.integers(-3, 3))
+BOUND_VALUES = st.tuples(st.integers(-4, 4), st.sampled_from(["", "a", "aa", "b", "c"]), st.integers(-3, 3))
 
 
 def keyset_table() -> Table:
@@ -61,10 +61,19 @@ def keyset_table() -> Table:
                  Column("c", Integer, primary_key=True))
 
 
-def rows_after(engine: Engine, dialect: SqlDialect, keys: Iterable[tuple[Any, ...]], after: tuple[Any, ...],
-               width: int) -> list[tuple[Any, ...]]:
-    """The keys stored in a fresh table that ``dialect``'s condition puts after ``after``, on
-    the first ``width`` key columns."""
+BOUNDS: tuple[Bound, ...] = ("after", "upto")
+
+
+def in_python(keys: Iterable[tuple[Any, ...]], bound: Bound, value: tuple[Any, ...], width: int) -> list[tuple[Any, ...]]:
+    """The keys that ``bound`` keeps, on the first ``width`` key columns, by Python's tuple order."""
+    kept = (k for k in keys if (k[:width] > value[:width] if bound == "after" else k[:width] <= value[:width]))
+    return sorted(kept)
+
+
+def rows_within(engine: Engine, dialect: SqlDialect, keys: Iterable[tuple[Any, ...]], bound: Bound,
+                value: tuple[Any, ...], width: int) -> list[tuple[Any, ...]]:
+    """The keys stored in a fresh table that ``dialect``'s ``bound`` condition keeps for
+    ``value``, on the first ``width`` key columns."""
     table = keyset_table()
     with engine.begin() as conn:
         table.drop(conn, checkfirst=True)
@@ -73,8 +82,8 @@ def rows_after(engine: Engine, dialect: SqlDialect, keys: Iterable[tuple[Any, ..
         if rows:
             conn.execute(insert(table), rows)
         columns = list(table.c)[:width]
-        query = select(*table.c).where(after_clause(columns, dialect)).order_by(*table.c)
-        values = {after_param(i): after[i] for i in range(width)}
+        query = select(*table.c).where(bound_clause(columns, dialect, bound)).order_by(*table.c)
+        values = {bound_param(bound, i): value[i] for i in range(width)}
         return [tuple(row) for row in conn.execute(query, values)]
 
 
@@ -85,14 +94,15 @@ def sqlite_engine() -> Iterator[Engine]:
     engine.dispose()
 
 
+@pytest.mark.parametrize("bound", BOUNDS)
 @pytest.mark.parametrize("width", [1, 2, 3])
 @pytest.mark.parametrize("dialect", [SqlDialect("sqlite"), SQLiteDialect("sqlite")], ids=repr)
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(keys=KEYS, after=AFTER)
-def test_the_expanded_keyset_condition_is_tuple_order(sqlite_engine: Engine, dialect: SqlDialect, width: int,
-                                                       keys: list[tuple[Any, ...]], after: tuple[Any, ...]) -> None:
-    expected = sorted(k for k in keys if k[:width] > after[:width])
-    assert rows_after(sqlite_engine, dialect, keys, after, width) == expected
+@given(keys=KEYS, value=BOUND_VALUES)
+def test_the_expanded_keyset_conditions_are_tuple_order(sqlite_engine: Engine, dialect: SqlDialect, width: int,
+                                                        bound: Bound, keys: list[tuple[Any, ...]],
+                                                        value: tuple[Any, ...]) -> None:
+    assert rows_within(sqlite_engine, dialect, keys, bound, value, width) == in_python(keys, bound, value, width)
 
 
 @pytest.mark.postgres
@@ -102,10 +112,10 @@ def test_postgres_row_values_and_the_expanded_condition_are_both_tuple_order(pos
     engine = create_engine(postgres_url, poolclass=NullPool)
 
     @settings(max_examples=40, deadline=None)
-    @given(keys=KEYS, after=AFTER, width=st.integers(2, 3))
-    def agrees(keys: list[tuple[Any, ...]], after: tuple[Any, ...], width: int) -> None:
+    @given(keys=KEYS, value=BOUND_VALUES, width=st.integers(2, 3), bound=st.sampled_from(BOUNDS))
+    def agrees(keys: list[tuple[Any, ...]], value: tuple[Any, ...], width: int, bound: Bound) -> None:
         # the strings drawn sort alike in every collation: "" < "a" < "aa" < "ab" < "b" < "c"
-        assert rows_after(engine, dialect, keys, after, width) == sorted(k for k in keys if k[:width] > after[:width])
+        assert rows_within(engine, dialect, keys, bound, value, width) == in_python(keys, bound, value, width)
 
     try:
         agrees()
