@@ -101,32 +101,36 @@ class PartitionedRunner(MigrationRunner):
             self._merge(len(ranges))
 
     def _supervise(self, count: int, refresh: Callable[[], None]) -> list[int]:
-        """Keep up to ``workers`` workers running while partitions are left; the partitions
-        not settled at the end (a stop, or workers failing too often)."""
-        procs: list[subprocess.Popen[bytes]] = []
-        restarts = 0
+        """Keep up to ``workers`` workers running while partitions are left, a new one in the
+        place of one that failed, as long as the partitions move on between two failures (at
+        most RESTARTS_WITHOUT_PROGRESS per worker in a row without a record read); the
+        partitions not settled at the end (a stop, or workers failing over and over)."""
+        procs = [self._spawn() for _ in range(min(self.workers, count))]
+        in_a_row, done_at_failure = 0, -1
         forwarded = False
-        for _ in range(min(self.workers, count)):
-            procs.append(self._spawn())
         while procs:
             time.sleep(POLL_INTERVAL)
+            refresh()
             if self.stop.requested and not forwarded:
                 for proc in procs:  # a signal the terminal sent them too is harmless: one stop
                     proc.send_signal(signal.SIGINT)
                 forwarded = True
-            for proc in [p for p in procs if p.poll() is not None]:
-                procs.remove(proc)
-                if proc.returncode != 0 and not self.stop.requested:
-                    left = self._unsettled(count)
-                    if left and restarts < RESTARTS_PER_PARTITION * count:
-                        restarts += 1
-                        log.warning("%s: a worker ended with exit code %s; starting another for partition(s) %s",
-                                    self.spec.name, proc.returncode, ", ".join(map(str, left)))
-                        procs.append(self._spawn())
-            if not procs and not self.stop.requested and self._unsettled(count) and restarts < RESTARTS_PER_PARTITION * count:
-                restarts += 1  # workers that ended well while a partition was still held elsewhere
+            ended = [p for p in procs if p.poll() is not None]
+            procs = [p for p in procs if p not in ended]
+            failed = [p.returncode for p in ended if p.returncode != 0]
+            # a failed worker is replaced; so is the last one when a partition is still open
+            # (held by a worker that died meanwhile)
+            wanted = len(failed) + (1 if ended and not procs else 0)
+            left = self._unsettled(count) if wanted and not self.stop.requested else []
+            if failed:
+                done = self.report.read
+                in_a_row = 1 if done > done_at_failure else in_a_row + 1
+                done_at_failure = done
+            for _ in range(min(wanted, len(left)) if in_a_row <= RESTARTS_WITHOUT_PROGRESS * self.workers else 0):
+                log.warning("%s: %s; starting a worker for partition(s) %s", self.spec.name,
+                            f"a worker ended with exit code {failed[0]}" if failed else "partitions are left",
+                            ", ".join(map(str, left)))
                 procs.append(self._spawn())
-            refresh()
             self.observer.page_done(self.report)
             self.checkpoint(urgent=False)
         return self._unsettled(count)
@@ -138,11 +142,12 @@ class PartitionedRunner(MigrationRunner):
         return [i for i in range(count) if not self.parts.settled(i)]
 
     def _add_up(self, count: int, base: dict[str, int], since: float) -> None:
-        """The report's counters: this process's, plus every partition's runs of this round."""
+        """The report's counters: this process's, plus every partition's in this round."""
         totals = dict(base)
         last_error = None
         for i in range(count):
-            for report in self.parts.reports(i, since):
+            report = self.parts.report(i, since)
+            if report is not None:
                 for name in COUNTERS:
                     totals[name] += int(report.get(name) or 0)
                 last_error = report.get("last_error") or last_error
@@ -164,13 +169,14 @@ class PartitionedRunner(MigrationRunner):
             if owner is not None:
                 owners.append(owner)
         self.checkpoint(force=True)
-        for owner in owners:
-            dest.delete_journal(f"{self.main.uid}/{owner}:{key}")
+        for owner in owners:  # the newest entry stays: this ledger's mark on the destination
+            dest.delete_journal(f"{self.main.uid}/{owner}:{key}", keep_last=True)
         self.parts.remove()
 
 
-RESTARTS_PER_PARTITION = 3
-"""How many times a partition's worker may fail in one run before the migration fails."""
+RESTARTS_WITHOUT_PROGRESS = 3
+"""Workers (per worker allowed) that may fail in a row, no record read in between, before the
+migration fails: a worker that cannot start is not started for ever."""
 
 
 def worker_command(target: str, progress: str, key: str) -> Sequence[str]:

@@ -232,6 +232,10 @@ class MigrationRunner:
             report.read += len(records) - len(again)
             report.skipped += len(done - again)
             report.ignored += len(ignored - again)
+            succeeded, failed = self.ledger.done_before(self.spec.identity, ids)
+            report.succeeded += len(succeeded)
+            report.failed += len(failed)
+            again |= succeeded | failed
         skip = done | ignored | again
         if skip:
             kept = [i not in skip for i in ids]

@@ -58,6 +58,12 @@ class Ledger(ABC):
     def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
         """Which of ``ids`` are failed records marked IGNORE."""
 
+    def done_before(self, identity: str, ids: Sequence[RecordId]) -> tuple[set[RecordId], set[RecordId]]:
+        """Which of ``ids`` an earlier attempt within this same run recorded (a partition whose
+        worker died): those that succeeded, those that failed. The main pass counts them so,
+        without running them again; their failures are the next run's to retry."""
+        return set(), set()
+
     @abstractmethod
     def retry_ids(self, identity: str) -> list[RecordId]:
         """Ids of the failed records marked RETRY, to re-run before the main pass."""

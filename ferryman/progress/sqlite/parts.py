@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 from collections.abc import Sequence
-from itertools import islice
+from itertools import islice, pairwise
 from typing import Any
 
 from ...types import RecordId
@@ -38,6 +38,9 @@ SETTLED = frozenset({"completed", "failed"})
 """Run outcomes after which a partition is done for this round (failures are merged as failed
 records or fatal errors; the next run runs the range again, skipping what succeeded)."""
 
+ADDED_UP = ("written", "retried")
+"""Counters each attempt at a partition counts for itself alone."""
+
 KeyRange = tuple[RecordId | None, RecordId | None]
 
 
@@ -51,10 +54,27 @@ class PartitionLedger(SqliteLedger):
         self.main = main
 
     def succeeded_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
-        return super().succeeded_among(identity, ids) | self._in_main(identity, ids, "succeeded")
+        """Done by earlier runs: merged into the main ledger."""
+        return self._in_main(identity, ids, "succeeded")
 
     def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
-        return super().ignored_among(identity, ids) | self._in_main(identity, ids, "failed", "IGNORE")
+        return self._in_main(identity, ids, "failed", "IGNORE")
+
+    def done_before(self, identity: str, ids: Sequence[RecordId]) -> tuple[set[RecordId], set[RecordId]]:
+        """What earlier attempts at this partition in this run recorded (a worker that died),
+        batches found in the destination's journal included."""
+        mid = self._mid(identity)
+        if mid not in self._maybe_done and mid not in self._has_failed:
+            return set(), set()  # a first attempt
+        keys = list(map(encode_id, ids))
+        succeeded, failed = ({decode_id(k) for k in self._present(table, mid, keys)}
+                             for table in ("succeeded", "failed"))
+        return succeeded, failed
+
+    def retry_ids(self, identity: str) -> list[RecordId]:
+        """None: an earlier attempt's failures are the next run's to retry (the coordinator's,
+        from the main ledger), not this attempt's."""
+        return []
 
     def _in_main(self, identity: str, ids: Sequence[RecordId], table: str, action: str | None = None) -> set[RecordId]:
         mid = self.main.migration_id(identity)
@@ -91,7 +111,7 @@ class PartitionSet:
     def ranges(self) -> list[KeyRange]:
         """The partitions' key ranges ``(after, upto]``, in key order."""
         bounds: list[RecordId | None] = [None, *(self.boundaries() or []), None]
-        return list(zip(bounds[:-1], bounds[1:]))
+        return list(pairwise(bounds))
 
     def save_retried(self, ids: Sequence[RecordId]) -> None:
         self._write("retried.json", {"ids": json.loads(encode_ids(list(ids)))})
@@ -121,17 +141,25 @@ class PartitionSet:
         finally:
             reader.close()
 
-    def reports(self, index: int, since: float) -> list[dict[str, Any]]:
-        """The reports of the partition's runs started at ``since`` or later (as of their last
-        checkpoint: a worker killed since lost only what its next run redoes)."""
+    def report(self, index: int, since: float) -> dict[str, Any] | None:
+        """The partition's report for this round (runs started at ``since`` or later): the
+        attempt that got furthest counts every record of the range it met (what earlier
+        attempts did among them), so its counters are the partition's; the outputs written
+        and records retried add up over the attempts. As of each attempt's last checkpoint."""
         reader = self._reader(index)
         if reader is None:
-            return []
+            return None
         try:
-            return [report for run in reader.runs() if run.started_at >= since
-                    for report in reader.run_reports(run.id)]
+            reports = [report for run in reader.runs() if run.started_at >= since
+                       for report in reader.run_reports(run.id)]
         finally:
             reader.close()
+        if not reports:
+            return None
+        furthest: dict[str, Any] = dict(max(reports, key=_read))
+        for name in ADDED_UP:
+            furthest[name] = sum(int(r.get(name) or 0) for r in reports)
+        return furthest
 
     def merge_into(self, ledger: Ledger, key: str, index: int) -> tuple[list[str], str | None]:
         """Hand partition ``index``'s succeeded ids, failed records and fatal errors to
@@ -160,6 +188,10 @@ class PartitionSet:
 
     def remove(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
+        try:
+            os.rmdir(os.path.dirname(self.directory))  # the ledger's partitions directory, once empty
+        except OSError:
+            pass
 
     def _reader(self, index: int) -> SqliteReader | None:
         path = self.ledger_path(index)
@@ -176,3 +208,7 @@ class PartitionSet:
 
     def _write(self, name: str, data: Any) -> None:
         save_text_atomically(os.path.join(self.directory, name), json.dumps(data))
+
+
+def _read(report: dict[str, Any]) -> int:
+    return int(report.get("read") or 0)
