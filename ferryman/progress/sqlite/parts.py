@@ -150,8 +150,8 @@ class PartitionSet:
         if reader is None:
             return None
         try:
-            reports = [report for run in reader.runs() if run.started_at >= since
-                       for report in reader.run_reports(run.id)]
+            reports: list[dict[str, Any]] = [report for run in reader.runs() if run.started_at >= since
+                                             for report in reader.run_reports(run.id)]
         finally:
             reader.close()
         if not reports:
