@@ -156,7 +156,7 @@ class PartitionSet:
             reader.close()
         if not reports:
             return None
-        furthest: dict[str, Any] = dict(max(reports, key=_read))
+        furthest = max(reports, key=_read).copy()
         for name in ADDED_UP:
             furthest[name] = sum(int(r.get(name) or 0) for r in reports)
         return furthest
