@@ -77,12 +77,12 @@ class PartitionedRunner(MigrationRunner):
         self.parts = PartitionSet(parts_directory(ledger.path, self.spec.identity))
 
     def _main_pass(self) -> None:
-        """Split (or take the kept split), run the partitions in workers, merge them."""
+        """Split the source, run the partitions in workers, fold them into the main ledger."""
         self._retry_deferred()  # before any worker can meet these records in its range
-        self.checkpoint(force=True)  # what the retry pass did, for the workers to read
+        self._fold_partitions()  # left by a coordinator that died: this round starts afresh
+        self.main.index_succeeded(self.spec.identity)  # what the workers look up
         parts = self.parts
-        if parts.boundaries() is None:
-            parts.save_split(self.source.split(self.workers))
+        parts.save_split(self.source.split(self.workers))
         ranges = parts.ranges()
         if len(ranges) == 1:
             parts.remove()
@@ -91,49 +91,48 @@ class PartitionedRunner(MigrationRunner):
             return
         parts.save_retried(sorted(self._retried, key=repr))
         base = {name: getattr(self.report, name) for name in COUNTERS}
-        since = time.time()
-        unsettled = self._supervise(len(ranges), lambda: self._add_up(len(ranges), base, since))
-        self._add_up(len(ranges), base, since)
+        try:
+            unsettled = self._supervise(len(ranges), lambda: self._add_up(len(ranges), base))
+            self._add_up(len(ranges), base)
+        finally:
+            self._fold_partitions()
         if unsettled and not self.stop.requested:
             self._fatal(f"partition(s) {', '.join(map(str, unsettled))} of {len(ranges)} did not finish: their "
-                        "workers failed (see the messages above); run again to resume them")
-        if not unsettled:
-            self._merge(len(ranges))
+                        "workers failed (see the messages above); run again to go on")
 
     def _supervise(self, count: int, refresh: Callable[[], None]) -> list[int]:
-        """Keep up to ``workers`` workers running while partitions are left, a new one in the
-        place of one that failed, as long as the partitions move on between two failures (at
-        most RESTARTS_WITHOUT_PROGRESS per worker in a row without a record read); the
-        partitions not settled at the end (a stop, or workers failing over and over)."""
+        """Keep up to ``workers`` workers running while partitions are left that no live worker
+        holds: a worker killed is replaced, one of an earlier coordinator still at work is waited
+        for. Workers failing over and over are not: at most RESTARTS_WITHOUT_PROGRESS per worker
+        in a row with no record read in between. Returns the partitions not settled at the end
+        (a stop, or workers failing over and over)."""
         procs = [self._spawn() for _ in range(min(self.workers, count))]
-        in_a_row, done_at_failure = 0, -1
+        in_a_row, read_at_failure = 0, -1
         forwarded = False
-        while procs:
+        while True:
             time.sleep(POLL_INTERVAL)
             refresh()
+            self.observer.page_done(self.report)
+            self.checkpoint(urgent=False)
             if self.stop.requested and not forwarded:
                 for proc in procs:  # a signal the terminal sent them too is harmless: one stop
                     proc.send_signal(signal.SIGINT)
                 forwarded = True
-            ended = [p for p in procs if p.poll() is not None]
-            procs = [p for p in procs if p not in ended]
-            failed = [p.returncode for p in ended if p.returncode != 0]
-            # a failed worker is replaced; so is the last one when a partition is still open
-            # (held by a worker that died meanwhile)
-            wanted = len(failed) + (1 if ended and not procs else 0)
-            left = self._unsettled(count) if wanted and not self.stop.requested else []
+            failed = [p.returncode for p in procs if p.poll() not in (None, 0)]
+            procs = [p for p in procs if p.poll() is None]
             if failed:
-                done = self.report.read
-                in_a_row = 1 if done > done_at_failure else in_a_row + 1
-                done_at_failure = done
-            for _ in range(min(wanted, len(left)) if in_a_row <= RESTARTS_WITHOUT_PROGRESS * self.workers else 0):
-                log.warning("%s: %s; starting a worker for partition(s) %s", self.spec.name,
-                            f"a worker ended with exit code {failed[0]}" if failed else "partitions are left",
-                            ", ".join(map(str, left)))
+                log.warning("%s: a worker ended with exit code %s", self.spec.name, failed[0])
+                in_a_row = 1 if self.report.read > read_at_failure else in_a_row + 1
+                read_at_failure = self.report.read
+            left = self._unsettled(count)
+            if self.stop.requested or not left or in_a_row > RESTARTS_WITHOUT_PROGRESS * self.workers:
+                if not procs:
+                    return left
+                continue
+            free = [i for i in left if not self.parts.held(i)]
+            for _ in range(min(len(free), self.workers - len(procs))):
+                log.info("%s: starting a worker for partition(s) %s", self.spec.name, ", ".join(map(str, free)))
                 procs.append(self._spawn())
-            self.observer.page_done(self.report)
-            self.checkpoint(urgent=False)
-        return self._unsettled(count)
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen(worker_command(self.target, self.main.path, self.spec.identity))
@@ -141,12 +140,12 @@ class PartitionedRunner(MigrationRunner):
     def _unsettled(self, count: int) -> list[int]:
         return [i for i in range(count) if not self.parts.settled(i)]
 
-    def _add_up(self, count: int, base: dict[str, int], since: float) -> None:
-        """The report's counters: this process's, plus every partition's in this round."""
+    def _add_up(self, count: int, base: dict[str, int]) -> None:
+        """The report's counters: this process's, plus every partition's."""
         totals = dict(base)
         last_error = None
         for i in range(count):
-            report = self.parts.report(i, since)
+            report = self.parts.report(i)
             if report is not None:
                 for name in COUNTERS:
                     totals[name] += int(report.get(name) or 0)
@@ -156,13 +155,22 @@ class PartitionedRunner(MigrationRunner):
         if last_error:
             self.report.last_error = last_error
 
-    def _merge(self, count: int) -> None:
-        """Fold every partition into the main ledger, make it durable, then clean the
-        partitions' journal entries and files (in that order: a crash in between merges
-        again, which changes nothing)."""
+    def _fold_partitions(self) -> None:
+        """Fold every partition's progress into the main ledger and remove the partitions.
+
+        Each partition's ledger is taken over first (after waiting for a live worker still at
+        it, e.g. one of a coordinator killed before), which raises its fence in the destination
+        and folds back the batches its last worker committed after its last checkpoint. The main
+        ledger is made durable before the partitions' journal entries and files go: a crash in
+        between folds them again, which changes nothing."""
+        indexes = self.parts.existing()
+        if not indexes:
+            return
+        self._wait_for_holders(indexes)
         key, dest = self.spec.identity, self.stores[self.spec.dest]
         owners = []
-        for i in range(count):
+        for i in indexes:
+            self.parts.take_over(i, self.main, key, dest)
             fatal, owner = self.parts.merge_into(self.main, key, i)
             if fatal and not self.report.fatal_error:
                 self.report.fatal_error = self.report.last_error = fatal[0].splitlines()[0]
@@ -172,6 +180,16 @@ class PartitionedRunner(MigrationRunner):
         for owner in owners:  # the newest entry stays: this ledger's mark on the destination
             dest.delete_journal(f"{self.main.uid}/{owner}:{key}", keep_last=True)
         self.parts.remove()
+
+    def _wait_for_holders(self, indexes: list[int]) -> None:
+        """Wait while live workers hold some of the partitions (they end their range, then exit)."""
+        said = False
+        while any(self.parts.held(i) for i in indexes):
+            if not said:
+                log.warning("%s: waiting for the workers of an earlier run still at its partitions",
+                            self.spec.name)
+                said = True
+            time.sleep(POLL_INTERVAL)
 
 
 RESTARTS_WITHOUT_PROGRESS = 3

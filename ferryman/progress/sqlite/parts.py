@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from itertools import islice, pairwise
 from typing import Any
 
+from ...report import RunResult
+from ...stores.base import Store
 from ...types import RecordId
 from ..ledger import Ledger
 from ..storage import save_text_atomically
@@ -130,6 +132,17 @@ class PartitionSet:
         outcome = self.outcome(index)
         return outcome in SETTLED
 
+    def held(self, index: int) -> bool:
+        """Whether a live worker (of this run or of one before it) holds partition ``index``."""
+        reader = self._reader(index)
+        if reader is None:
+            return False
+        try:
+            holder = reader.holder()
+        finally:
+            reader.close()
+        return holder is not None and holder.alive()
+
     def outcome(self, index: int) -> str | None:
         """How the newest run of the partition ended (None: never ran, or running)."""
         reader = self._reader(index)
@@ -141,16 +154,16 @@ class PartitionSet:
         finally:
             reader.close()
 
-    def report(self, index: int, since: float) -> dict[str, Any] | None:
-        """The partition's report for this round (runs started at ``since`` or later): the
-        attempt that got furthest counts every record of the range it met (what earlier
-        attempts did among them), so its counters are the partition's; the outputs written
-        and records retried add up over the attempts. As of each attempt's last checkpoint."""
+    def report(self, index: int) -> dict[str, Any] | None:
+        """The partition's report: the attempt that got furthest counts every record of the
+        range it met (what earlier attempts did among them), so its counters are the
+        partition's; the outputs written and records retried add up over the attempts. As of
+        each attempt's last checkpoint."""
         reader = self._reader(index)
         if reader is None:
             return None
         try:
-            reports: list[dict[str, Any]] = [report for run in reader.runs() if run.started_at >= since
+            reports: list[dict[str, Any]] = [report for run in reader.runs()
                                              for report in reader.run_reports(run.id)]
         finally:
             reader.close()
@@ -160,6 +173,24 @@ class PartitionSet:
         for name in ADDED_UP:
             furthest[name] = sum(int(r.get(name) or 0) for r in reports)
         return furthest
+
+    def existing(self) -> list[int]:
+        """The partitions that have a ledger."""
+        if not os.path.isdir(self.directory):
+            return []
+        return sorted(int(name[:-3]) for name in os.listdir(self.directory)
+                      if name.endswith(".db") and name[:-3].isdigit())
+
+    def take_over(self, index: int, main: SqliteLedger, key: str, dest: Store) -> None:
+        """Take partition ``index``'s lease from its dead worker (raising the fence, so that it
+        cannot commit a batch more) and fold the batches in the destination's journal back."""
+        ledger = PartitionLedger(self.ledger_path(index), SqliteReader(main.conn, main.path), main.uid)
+        try:
+            ledger.begin_run([])
+            ledger.recover(key, dest)
+            ledger.end_run(RunResult([]))
+        finally:
+            ledger.close()
 
     def merge_into(self, ledger: Ledger, key: str, index: int) -> tuple[list[str], str | None]:
         """Hand partition ``index``'s succeeded ids, failed records and fatal errors to

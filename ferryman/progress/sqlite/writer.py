@@ -319,6 +319,16 @@ class SqliteLedger(SqliteReader, Ledger):
                 "SELECT rid FROM failed WHERE migration = ? AND action = 'IGNORE'", (mid,))
         }
 
+    def index_succeeded(self, identity: str) -> None:
+        """Fold the successes logged since the migration started into the per-id table, which
+        lookups read: for those made by other processes (partitions' workers) reading this
+        ledger, after successes were merged into it."""
+        mid = self._mid(identity)
+        self._flush()
+        with self._tx():
+            if self._fold(mid):
+                self._maybe_done.add(mid)
+
     def finish_migration(self, identity: str, completed: bool) -> None:
         self._flush()  # raises when it cannot commit: then the journal must stay as it is
         self._clean_journal(identity)
