@@ -1,0 +1,164 @@
+"""A migration run in key-range partitions by worker processes (``ferryman run --workers N``).
+
+Real ``python -m ferryman`` processes: the source is an SQLite file, the destination a
+PostgreSQL table without a unique key (a record written twice shows as two rows).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from ferryman.progress.sqlite import SqliteLedger
+
+pytestmark = pytest.mark.postgres
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = 20_000
+FAILING = 1_000
+"""Records whose id is a multiple of this fail until the file ``fixed`` exists."""
+
+TARGET = '''\
+import os
+from ferryman import SqlStore, migration
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+stores = [SqlStore("src", "sqlite:///" + os.path.join(HERE, "src.db"), "items"),
+          SqlStore("dst", {dest_url!r}, "items"),
+          SqlStore("local", "sqlite:///" + os.path.join(HERE, "local.db"), "items")]
+
+
+@migration(source="src", dest="{dest}", name="copy_items", batch_size=300)
+class CopyItems:
+    def transform(self, aggregates, record):
+        if record["id"] % {failing} == 0 and not os.path.exists(os.path.join(HERE, "fixed")):
+            raise ValueError("not fixed yet")
+        return [{{"id": record["id"], "name": record["name"]}}]
+
+
+migrations = [CopyItems]
+'''
+
+
+def make_target(directory: Path, dest_url: str, dest: str = "dst") -> None:
+    with sqlite3.connect(directory / "src.db") as db:
+        db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        db.executemany("INSERT INTO items VALUES (?, ?)", ((i, f"item {i}") for i in range(1, ROWS + 1)))
+    db.close()
+    with sqlite3.connect(directory / "local.db") as db:
+        db.execute("CREATE TABLE items (id INTEGER NOT NULL, name TEXT NOT NULL)")
+    db.close()
+    (directory / "target.py").write_text(TARGET.format(dest_url=dest_url, dest=dest, failing=FAILING))
+
+
+@pytest.fixture
+def setting(tmp_path: Path, postgres_url: str):
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")  # no key
+    make_target(tmp_path, postgres_url)
+    yield tmp_path, engine
+    engine.dispose()
+
+
+def ferryman(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "ferryman", *args], cwd=directory, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def run(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return ferryman(directory, "run", "target.py", "--no-bar", "--workers", "2", *args)
+
+
+def summary(result: subprocess.CompletedProcess[str]) -> str:
+    return next(line for line in result.stdout.splitlines() if line.startswith("copy_items: "))
+
+
+def dest_rows(engine: sa.Engine) -> tuple[int, int]:
+    with engine.connect() as conn:
+        rows, distinct = conn.exec_driver_sql("SELECT count(*), count(DISTINCT id) FROM items").one()
+    return rows, distinct
+
+
+def ledger_counts(directory: Path) -> tuple[int, list[tuple[int, str]]]:
+    """(succeeded ids, failed records as (id, action)) in the run's ledger."""
+    ledger = SqliteLedger(directory / "ferryman-progress.db", read_only=True)
+    try:
+        progress = ledger.progress()
+        (entry,) = progress.migrations.values()
+        return len(entry.succeeded), sorted((f.id, f.action.value) for f in entry.failed.values())
+    finally:
+        ledger.close()
+
+
+def test_workers_migrate_every_record_once_and_the_ledger_and_counts_say_so(setting):
+    directory, engine = setting
+    (directory / "fixed").touch()
+    first = run(directory)
+    assert first.returncode == 0, first.stderr
+    assert summary(first) == (f"copy_items: completed - {ROWS:,} migrated, 0 failed, 0 already done, "
+                              f"0 ignored, {ROWS:,} written")
+    assert dest_rows(engine) == (ROWS, ROWS)
+    assert ledger_counts(directory) == (ROWS, [])
+    assert not (directory / "ferryman-progress.db.parts").exists()  # folded into the ledger
+
+    again = run(directory)
+    assert again.returncode == 0, again.stderr
+    assert summary(again).startswith(f"copy_items: completed - 0 migrated, 0 failed, {ROWS:,} already done")
+    assert dest_rows(engine) == (ROWS, ROWS)
+
+
+def test_failed_records_are_kept_fixed_and_retried_or_ignored_as_in_one_process(setting):
+    directory, engine = setting
+    failing = ROWS // FAILING
+    first = run(directory)
+    assert first.returncode == 1
+    assert summary(first).startswith(f"copy_items: failed - {ROWS - failing:,} migrated, {failing} failed")
+    succeeded, failed = ledger_counts(directory)
+    assert (succeeded, len(failed)) == (ROWS - failing, failing)
+    assert {action for _, action in failed} == {"RETRY"}
+    listed = ferryman(directory, "failed", "list", "--progress", "ferryman-progress.db", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert len(json.loads(listed.stdout)) == failing
+
+    ignored = ferryman(directory, "failed", "ignore", "--progress", "ferryman-progress.db",
+                       "--migration", "copy_items", str(FAILING))
+    assert ignored.returncode == 0, ignored.stderr
+    (directory / "fixed").touch()
+    second = run(directory)
+    assert second.returncode == 0, second.stderr  # the retry pass ran the others, now fixed
+    assert summary(second) == (f"copy_items: completed - {failing - 1} migrated, 0 failed, "
+                               f"{ROWS - failing:,} already done, 1 ignored, {failing - 1} written")
+    assert dest_rows(engine) == (ROWS - 1, ROWS - 1)
+    assert ledger_counts(directory) == (ROWS - 1, [(FAILING, "IGNORE")])
+
+
+def test_a_destination_taking_one_writer_runs_in_one_process_and_says_why(tmp_path, postgres_url):
+    make_target(tmp_path, postgres_url, dest="local")
+    (tmp_path / "fixed").touch()
+    result = run(tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "copy_items runs in one process: its destination 'local' takes one writer at a time" in result.stderr
+    with sqlite3.connect(tmp_path / "local.db") as db:
+        assert db.execute("SELECT count(*), count(DISTINCT id) FROM items").fetchone() == (ROWS, ROWS)
+    db.close()
+
+
+def test_a_worker_for_a_migration_the_target_lacks_is_refused_in_one_line(setting):
+    directory, _ = setting
+    (directory / "fixed").touch()
+    assert run(directory).returncode == 0
+    result = ferryman(directory, "worker", "target.py", "--progress", "ferryman-progress.db",
+                      "--migration", "nowhere.Missing")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ferryman: error: the target has no migration kept under 'nowhere.Missing' in ferryman-progress.db"]
