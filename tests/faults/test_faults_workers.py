@@ -1,0 +1,181 @@
+"""Faults in a run with workers: workers killed at random moments, the coordinator killed.
+
+Real ``python -m ferryman run --workers N`` processes and SIGKILL. 300,000 records from an
+SQLite file or a PostgreSQL table into a PostgreSQL table WITHOUT a unique key, so that a record
+written twice shows as two rows; the check at the end is exact: every id once, the ledger's
+succeeded ids and the run's counts equal to the source.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from helpers import poll_until
+
+from ferryman.progress.sqlite import SqliteLedger
+
+pytestmark = pytest.mark.postgres
+
+REPO = Path(__file__).resolve().parents[2]
+ROWS = 300_000
+KILLS = 10
+
+TARGET = '''\
+import os
+from ferryman import SqlStore, migration
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+stores = [SqlStore("src", {source_url!r}, "src_items"), SqlStore("dst", {dest_url!r}, "items")]
+
+
+@migration(source="src", dest="dst", name="copy_items")
+class CopyItems:
+    def transform(self, aggregates, record):
+        sum(range(100))  # a little work, so that a run lasts long enough for every kill
+        return [{{"id": record["id"], "name": record["name"].upper()}}]
+
+
+migrations = [CopyItems]
+'''
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def setting(request, tmp_path: Path, postgres_url: str):
+    """The target's directory and the destination's engine; the source is an SQLite file or a
+    table beside the destination."""
+    engine = sa.create_engine(postgres_url)
+    rows = ((i, f"item {i}") for i in range(1, ROWS + 1))
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")  # no key
+    if request.param == "sqlite":
+        source_url = "sqlite:///" + str(tmp_path / "src.db")
+        with sqlite3.connect(tmp_path / "src.db") as db:
+            db.execute("CREATE TABLE src_items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+            db.executemany("INSERT INTO src_items VALUES (?, ?)", rows)
+        db.close()
+    else:
+        source_url = postgres_url
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE src_items (id BIGINT PRIMARY KEY, name TEXT NOT NULL)")
+            conn.exec_driver_sql("INSERT INTO src_items SELECT i, 'item ' || i FROM generate_series(1, %s) i"
+                                 % ROWS)
+    (tmp_path / "target.py").write_text(TARGET.format(source_url=source_url, dest_url=postgres_url))
+    processes: list[subprocess.Popen[str]] = []
+    yield tmp_path, engine, processes
+    for proc in processes:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=60)
+    for pid in workers_of(tmp_path):
+        os.kill(pid, signal.SIGKILL)
+    engine.dispose()
+
+
+def start(directory: Path, processes: list[subprocess.Popen[str]], workers: int) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    n = len(processes)
+    # files, not pipes: workers inherit them, and a pipe would stay open as long as they live
+    with open(directory / f"out{n}.txt", "w") as out, open(directory / f"err{n}.txt", "w") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "ferryman", "run", "target.py", "--no-bar", "--workers",
+                                 str(workers)], cwd=directory, env=env, stdout=out, stderr=err, text=True,
+                                start_new_session=True)
+    processes.append(proc)
+    return proc
+
+
+def ended(directory: Path, proc: subprocess.Popen[str], processes: list[subprocess.Popen[str]]) -> tuple[str, str]:
+    """Wait for a run started by :func:`start`; its output and error output."""
+    proc.wait(timeout=600)
+    n = processes.index(proc)
+    return (directory / f"out{n}.txt").read_text(), (directory / f"err{n}.txt").read_text()
+
+
+def workers_of(directory: Path) -> list[int]:
+    """The live worker processes whose current directory is ``directory``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            here = os.readlink(entry / "cwd")
+        except OSError:
+            continue
+        if b"worker" in command and b"ferryman" in command and here == str(directory):
+            found.append(int(entry.name))
+    return found
+
+
+def written(engine: sa.Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.exec_driver_sql("SELECT count(*) FROM items").scalar_one())
+
+
+def assert_every_row_once(directory: Path, engine: sa.Engine) -> None:
+    with engine.connect() as conn:
+        twice = conn.exec_driver_sql("SELECT id FROM items GROUP BY id HAVING count(*) > 1 LIMIT 5").all()
+        rows, low, high = conn.exec_driver_sql("SELECT count(*), min(id), max(id) FROM items").one()
+        wrong = conn.exec_driver_sql("SELECT count(*) FROM items WHERE name <> 'ITEM ' || id").scalar_one()
+    assert (twice, rows, low, high, wrong) == ([], ROWS, 1, ROWS, 0)
+    ledger = SqliteLedger(directory / "ferryman-progress.db", read_only=True)
+    try:
+        (entry,) = ledger.progress().migrations.values()
+        assert (len(entry.succeeded), len(entry.failed)) == (ROWS, 0)
+    finally:
+        ledger.close()
+    assert not (directory / "ferryman-progress.db.parts").exists()
+
+
+def summary(stdout: str) -> str:
+    return next(line for line in stdout.splitlines() if line.startswith("copy_items: "))
+
+
+def test_workers_killed_at_random_moments_leave_every_row_once(setting):
+    directory, engine, processes = setting
+    run = start(directory, processes, workers=3)
+    rng = random.Random(20261207)
+    kills = 0
+    while kills < KILLS and run.poll() is None:
+        before = written(engine)
+        time.sleep(rng.uniform(0.1, 0.6))
+        # a worker that wrote nothing since the last kill may still be starting: killing
+        # only those would test the give-up rule, not the recovery
+        if written(engine) == before:
+            continue
+        pids = workers_of(directory)
+        if pids:
+            os.kill(rng.choice(pids), signal.SIGKILL)
+            kills += 1
+    out, err = ended(directory, run, processes)
+    assert kills == KILLS, "the run ended before every kill: make it longer"
+    assert run.returncode == 0, err
+    assert "a worker ended with exit code -9" in err
+    assert summary(out).startswith(f"copy_items: completed - {ROWS:,} migrated, 0 failed, 0 already done")
+    assert_every_row_once(directory, engine)
+
+
+def test_a_coordinator_killed_leaves_its_workers_to_the_next_run_which_folds_them(setting):
+    directory, engine, processes = setting
+    first = start(directory, processes, workers=2)
+    poll_until(lambda: written(engine) > ROWS // 4, timeout=120, what="a quarter of the rows")
+    first.kill()  # the coordinator alone: its workers go on, orphaned
+    first.wait(timeout=60)
+    assert workers_of(directory)
+
+    second = start(directory, processes, workers=2)
+    out, err = ended(directory, second, processes)
+    assert second.returncode == 0, err
+    line = summary(out)
+    migrated, already = (int(line.split(" - ")[1].split()[i].replace(",", "")) for i in (0, 4))
+    assert migrated + already == ROWS and already > 0, line
+    assert_every_row_once(directory, engine)
