@@ -67,8 +67,7 @@ def setting(request, tmp_path: Path, postgres_url: str):
         source_url = postgres_url
         with engine.begin() as conn:
             conn.exec_driver_sql("CREATE TABLE src_items (id BIGINT PRIMARY KEY, name TEXT NOT NULL)")
-            conn.exec_driver_sql("INSERT INTO src_items SELECT i, 'item ' || i FROM generate_series(1, %s) i"
-                                 % ROWS)
+            conn.exec_driver_sql(f"INSERT INTO src_items SELECT i, 'item ' || i FROM generate_series(1, {ROWS}) i")
     (tmp_path / "target.py").write_text(TARGET.format(source_url=source_url, dest_url=postgres_url))
     processes: list[subprocess.Popen[str]] = []
     yield tmp_path, engine, processes
