@@ -3,16 +3,17 @@
 While a run with workers runs a migration, the directory :func:`~.writer.parts_directory` beside
 the ledger holds:
 
-- ``split.json``: the key-range boundaries, computed once and kept until the partitions are
-  merged, so that a resumed run gives every partition the range it had;
-- ``retried.json``: the ids the coordinator's retry pass ran in this round (the workers' main
+- ``split.json``: the key-range boundaries of this run;
+- ``retried.json``: the ids the coordinator's retry pass ran in this run (the workers' main
   passes leave them out, as a single process's main pass does);
 - ``<i>.db``: partition ``i``'s own ledger (:class:`PartitionLedger`). A worker claims a
   partition by taking that ledger's lease; the ledger's journal key and lease epoch fence its
   batches in the destination, so a worker taken over after a pause cannot commit a batch more.
 
-Once every partition is settled, the coordinator folds their progress into the main ledger
-(:meth:`PartitionSet.merge_into`), then removes the directory.
+When the workers are done or stopped (and, first thing, when a coordinator that died left
+some), the coordinator takes each partition over, folds it into the main ledger
+(:meth:`PartitionSet.merge_into`) and removes the directory: every run starts with fresh
+partitions, and what earlier runs did is in the main ledger.
 """
 
 from __future__ import annotations
