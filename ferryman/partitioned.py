@@ -36,6 +36,10 @@ log = logging.getLogger("ferryman")
 POLL_INTERVAL = 0.5
 """Seconds between two looks at the workers and their partitions' counters."""
 
+PARTITIONS_PER_WORKER = 4
+"""Key ranges per worker: a worker that is done takes the next range left, so a slow range (or
+a dead worker's) holds the others up less than with one range per worker."""
+
 COUNTERS = ("read", "skipped", "ignored", "succeeded", "failed", "written", "retried")
 """The report's counters that a partitioned pass adds up over its partitions."""
 
@@ -82,7 +86,7 @@ class PartitionedRunner(MigrationRunner):
         self._fold_partitions()  # left by a coordinator that died: this round starts afresh
         self.main.index_succeeded(self.spec.identity)  # what the workers look up
         parts = self.parts
-        parts.save_split(self.source.split(self.workers))
+        parts.save_split(self.source.split(self.workers * PARTITIONS_PER_WORKER))
         ranges = parts.ranges()
         if len(ranges) == 1:
             parts.remove()
@@ -162,7 +166,7 @@ class PartitionedRunner(MigrationRunner):
         it, e.g. one of a coordinator killed before), which raises its fence in the destination
         and folds back the batches its last worker committed after its last checkpoint. The main
         ledger is made durable before the partitions' journal entries and files go: a crash in
-        between folds them again, which changes nothing."""
+        between folds them again, which records the same records again."""
         indexes = self.parts.existing()
         if not indexes:
             return

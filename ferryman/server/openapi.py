@@ -130,6 +130,24 @@ PROGRESS: dict[str, Any] = {
         "failed_records": {"type": "array", "items": {"$ref": "#/components/schemas/FailedRecord"},
                            "description": "The newest failed records, newest first (failed_total counts them all)"},
         "failed_total": COUNT,
+        "partitions": {"type": "array", "items": {"$ref": "#/components/schemas/Partition"},
+                       "description": "The key-range partitions of a run with --workers, while it has them"},
+    },
+}
+
+PARTITION: dict[str, Any] = {
+    "type": "object",
+    "required": ["migration", "index", "after", "upto", "state", "attempts", "holder", "rate"],
+    "properties": {
+        "migration": {"type": "string"},
+        "index": COUNT,
+        "after": {"description": "The range's lower bound, excluded (null: from the first record)"},
+        "upto": {"description": "The range's upper bound, included (null: to the last record)"},
+        "state": {"type": "string", "enum": ["pending", "running", "completed", "failed", "interrupted", "died"]},
+        "attempts": COUNT,
+        "holder": {**NULLABLE_STRING, "description": "The live worker at it: pid N on HOST"},
+        "rate": {"type": "number", "description": "Source records per second of its newest attempt"},
+        **{name: COUNT for name in ("read", "succeeded", "failed", "skipped", "ignored", "written")},
     },
 }
 
@@ -360,6 +378,7 @@ def openapi_document(version: str) -> dict[str, Any]:
             "Migration": MIGRATION,
             "Run": RUN,
             "FailedRecord": FAILED_RECORD,
+            "Partition": PARTITION,
             "Event": EVENT,
             "Events": EVENTS,
             "Verification": VERIFICATION,

@@ -25,6 +25,8 @@ from ..progress.files import is_ledger_file, load_json_progress, open_reader
 from ..progress.ledger import Ledger
 from ..progress.model import Action, FailedRecord, display_name
 from ..progress.reader import LedgerReader, search_failed
+from ..progress.sqlite.parts import partition_status
+from ..progress.sqlite.reader import SqliteReader
 from ..report import MigrationReport, RunResult, last_error
 from .failed import FailedQuery, page_body
 from .status import (
@@ -97,6 +99,8 @@ def read_view(reader: LedgerReader) -> LedgerView:
                                for identity, record in reader.newest_failed(FAILED_RECORDS_SHOWN)]
         view.fatal_count = reader.fatal_count()
         view.last_fatal = next(iter(reader.fatal_errors(1)), None)
+    if isinstance(reader, SqliteReader):  # partitions keep their progress beside the ledger
+        view.partitions = partition_status(reader.path, names)
     return view
 
 
@@ -163,7 +167,7 @@ class LedgerStatusSource:
         return StatusSnapshot(
             status.value, run["step"] if run else None, last_err, run["attempt"] if run else 0,
             ledger_migrations(view, alive), fix_dead_runs(view, alive), view.failed_records,
-            view.failed_total,
+            view.failed_total, view.partitions,
         )
 
     def failed_page(self, query: FailedQuery) -> dict[str, Any]:
@@ -364,14 +368,16 @@ class LiveStatusSource(RunObserver):
             runs = [dict(r) for r in self._runs]
             failed = [_failure_dict(kept.name, kept.record) for kept in reversed(self._failed.values())]
             failed_total = self._failed_total
+        partitions: list[dict[str, Any]] = []
         if self._durable is not None:
             with self._durable.new_reader() as reader:
                 view = read_view(reader)
             alive = status is Status.RUNNING
             runs = fix_dead_runs(view, alive)
             failed, failed_total = view.failed_records, view.failed_total
+            partitions = view.partitions
         return StatusSnapshot(status.value, step, last_err, try_count, migrations, runs, failed,
-                              failed_total)
+                              failed_total, partitions)
 
 
     def failed_page(self, query: FailedQuery) -> dict[str, Any]:

@@ -70,6 +70,8 @@ class StatusSnapshot:
     """The newest failed records, newest first: migration, id, description, cause (full), action."""
     failed_total: int = 0
     """How many failed records the progress holds (``failed_records`` shows the newest few)."""
+    partitions: list[dict[str, Any]] = field(default_factory=list)
+    """The key-range partitions of a run with workers, while it has them."""
     taken_at: float = field(default_factory=time.time)
 
     def __post_init__(self) -> None:
@@ -143,6 +145,7 @@ class StatusSnapshot:
             "runs": self.runs,
             "failed_records": self.failed_records,
             "failed_total": self.failed_total,
+            "partitions": self.partitions,
         }
 
 
@@ -236,6 +239,7 @@ class LedgerView:
     """identity -> {"RETRY": n, "IGNORE": n}"""
     fatal_count: int = 0
     last_fatal: str | None = None
+    partitions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def last_run(self) -> dict[str, Any] | None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from collections.abc import Sequence
 from itertools import islice, pairwise
 from typing import Any
@@ -32,7 +33,7 @@ from ..ledger import Ledger
 from ..storage import save_text_atomically
 from .codec import as_id, decode_id, encode_id, encode_ids
 from .reader import LOOKUP_CHUNK, SqliteReader
-from .writer import SqliteLedger
+from .writer import SqliteLedger, parts_directory
 
 MERGE_CHUNK = 10_000
 """Ids a merge hands the main ledger at a time (memory stays bounded by it)."""
@@ -40,6 +41,9 @@ MERGE_CHUNK = 10_000
 SETTLED = frozenset({"completed", "failed"})
 """Run outcomes after which a partition is done for this round (failures are merged as failed
 records or fatal errors; the next run runs the range again, skipping what succeeded)."""
+
+SHOWN_COUNTS = ("read", "succeeded", "failed", "skipped", "ignored", "written")
+"""The counters the status shows per partition."""
 
 ADDED_UP = ("written", "retried")
 """Counters each attempt at a partition counts for itself alone."""
@@ -144,6 +148,30 @@ class PartitionSet:
             reader.close()
         return holder is not None and holder.alive()
 
+    def state(self, index: int) -> dict[str, Any]:
+        """What :func:`partition_status` shows of partition ``index``."""
+        state: dict[str, Any] = {"state": "pending", "attempts": 0, "holder": None, "rate": 0.0,
+                                 **dict.fromkeys(SHOWN_COUNTS, 0)}
+        reader = self._reader(index)
+        if reader is None:
+            return state
+        try:
+            runs = reader.runs()
+            holder = reader.holder()
+        finally:
+            reader.close()
+        alive = holder is not None and holder.alive()
+        report = self.report(index) or {}
+        state.update({name: int(report.get(name) or 0) for name in SHOWN_COUNTS})
+        newest = runs[0] if runs else None
+        state["attempts"] = len(runs)
+        state["state"] = "running" if alive else (newest.outcome or "died") if newest else "pending"
+        state["holder"] = f"pid {holder.pid} on {holder.host}" if alive and holder is not None else None
+        if newest is not None:
+            elapsed = (newest.ended_at or time.time()) - newest.started_at
+            state["rate"] = round(float(report.get("read") or 0) / elapsed, 3) if elapsed > 0 else 0.0
+        return state
+
     def outcome(self, index: int) -> str | None:
         """How the newest run of the partition ended (None: never ran, or running)."""
         reader = self._reader(index)
@@ -198,8 +226,9 @@ class PartitionSet:
         ``ledger`` (recorded, not yet checkpointed). Returns the fatal errors and the uid of
         the partition's ledger (its journal entries' owner, to clean once ``ledger`` is durable).
 
-        Merging twice records the same again, which changes nothing: a coordinator that dies
-        in the middle merges the whole partition again."""
+        Merging twice records the same records again, which changes nothing (a fatal error is
+        then listed twice): a coordinator that dies in the middle merges the whole partition
+        again."""
         reader = self._reader(index)
         if reader is None:
             return [], None
@@ -240,6 +269,26 @@ class PartitionSet:
 
     def _write(self, name: str, data: Any) -> None:
         save_text_atomically(os.path.join(self.directory, name), json.dumps(data))
+
+
+def partition_status(path: str, migrations: dict[str, str]) -> list[dict[str, Any]]:
+    """The partitions a run with workers has at the moment beside the ledger at ``path``, of
+    the ``migrations`` given (key -> name): per partition its range, state (``running`` while a
+    live worker holds it, else how its last attempt ended, ``pending`` before any), attempts,
+    holder and counters as of its last checkpoint, and rate."""
+    found = []
+    for key, name in migrations.items():
+        parts = PartitionSet(parts_directory(path, key))
+        if parts.boundaries() is None:
+            continue
+        for index, (after, upto) in enumerate(parts.ranges()):
+            found.append({"migration": name, "index": index, "after": _shown(after), "upto": _shown(upto),
+                          **parts.state(index)})
+    return found
+
+
+def _shown(record_id: RecordId | None) -> Any:
+    return list(record_id) if isinstance(record_id, tuple) else record_id
 
 
 def _read(report: dict[str, Any]) -> int:

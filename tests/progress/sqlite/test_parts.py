@@ -1,0 +1,116 @@
+"""The partitions of a run with workers: their split, their ledgers, their status, the fold."""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ferryman import Action, FailedRecord, MigrationReport, MigrationState, RunResult
+from ferryman.progress.sqlite import SqliteLedger
+from ferryman.progress.sqlite.parts import PartitionLedger, PartitionSet, partition_status
+from ferryman.progress.sqlite.reader import SqliteReader
+from ferryman.progress.sqlite.writer import parts_directory
+
+KEY = "shop.CopyItems"
+
+ids = st.one_of(st.integers(-2**63, 2**63 - 1), st.text(max_size=8),
+                st.tuples(st.integers(0, 9), st.text(max_size=3)))
+
+
+@pytest.fixture
+def main(tmp_path: Path):
+    ledger = SqliteLedger(tmp_path / "run.db")
+    ledger.begin_run([])
+    ledger.start_migration(KEY)
+    PartitionSet(parts_directory(ledger.path, KEY)).save_split([1_000_000])
+    yield ledger
+    ledger.close()
+
+
+def partition(main: SqliteLedger, index: int) -> PartitionLedger:
+    parts = PartitionSet(parts_directory(main.path, KEY))
+    return PartitionLedger(parts.ledger_path(index), SqliteReader(main.conn, main.path), main.uid)
+
+
+def report() -> MigrationReport:
+    return MigrationReport(KEY, "copy_items", "src", "dst")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(ids, max_size=6))
+def test_a_split_reads_back_as_the_ranges_it_cuts(tmp_path_factory, boundaries):
+    kind = {type(b) for b in boundaries}
+    boundaries = sorted(set(boundaries)) if len(kind) <= 1 else sorted({repr(b) for b in boundaries})
+    parts = PartitionSet(str(tmp_path_factory.mktemp("parts") / "p"))
+    parts.save_split(boundaries)
+    bounds = [None, *boundaries, None]
+    assert parts.boundaries() == boundaries
+    assert parts.ranges() == list(pairwise(bounds))
+
+
+def test_a_partition_sees_what_earlier_runs_did_in_the_main_ledger_and_what_its_own_attempts_did(main):
+    main.record(KEY, [1, 2], [FailedRecord(3, action=Action.IGNORE), FailedRecord(4)])
+    main.checkpoint()
+    main.index_succeeded(KEY)
+    first = partition(main, 0)
+    first.begin_run([report()])
+    first.start_migration(KEY)
+    assert first.succeeded_among(KEY, [1, 2, 3, 4, 5]) == {1, 2}
+    assert first.ignored_among(KEY, [1, 2, 3, 4, 5]) == {3}
+    assert first.done_before(KEY, [5, 6, 7]) == (set(), set())  # a first attempt
+    first.record(KEY, [5], [FailedRecord(6)])
+    first.checkpoint()
+    first.close()  # a worker that died: nothing more
+
+    second = partition(main, 0)
+    second.begin_run([report()])
+    second.start_migration(KEY)
+    assert second.done_before(KEY, [5, 6, 7]) == ({5}, {6})
+    assert second.retry_ids(KEY) == []  # the next run's, from the main ledger
+    second.close()
+
+
+def test_a_fold_hands_everything_to_the_main_ledger_and_twice_the_same_records(main):
+    ledger = partition(main, 0)
+    ledger.begin_run([report()])
+    ledger.start_migration(KEY)
+    ledger.record(KEY, list(range(1, 25_001)), [FailedRecord("x", "item x", "boom")])
+    ledger.record_fatal(KEY, "source unreadable")
+    ledger.end_run(RunResult([report()]))
+    ledger.close()
+    parts = PartitionSet(parts_directory(main.path, KEY))
+    for _ in range(2):
+        fatal, owner = parts.merge_into(main, KEY, 0)
+        main.checkpoint()
+        assert fatal == ["source unreadable"]
+        assert owner is not None and len(owner) == 32
+    entry = main.progress().migrations[KEY]
+    assert set(entry.succeeded) == set(range(1, 25_001))
+    assert [(f.id, f.description) for f in entry.failed.values()] == [("x", "item x")]
+
+
+def test_the_status_shows_each_partition_pending_running_or_how_it_ended(main):
+    parts = PartitionSet(parts_directory(main.path, KEY))
+    parts.save_split([100, 200])
+    done = partition(main, 0)
+    finished = report()
+    finished.read = finished.succeeded = finished.written = 100
+    finished.state = MigrationState.COMPLETED
+    done.begin_run([finished])
+    done.start_migration(KEY)
+    done.end_run(RunResult([finished]))
+    done.close()
+    running = partition(main, 1)
+    running.begin_run([report()])
+    try:
+        rows = partition_status(main.path, {KEY: "copy_items", "other.Migration": "other"})
+    finally:
+        running.close()
+    assert [(r["index"], r["after"], r["upto"], r["state"], r["attempts"], r["read"]) for r in rows] == [
+        (0, None, 100, "completed", 1, 100), (1, 100, 200, "running", 1, 0), (2, 200, None, "pending", 0, 0)]
+    assert rows[1]["holder"].startswith("pid ") and rows[0]["holder"] is None
+    assert {r["migration"] for r in rows} == {"copy_items"}
