@@ -16,6 +16,10 @@ from chromium import Chromium
 
 from ferryman import MemoryStore, MigrationService, Retry, migration
 from ferryman.progress.reader import FailedPage
+from ferryman.progress.sqlite import SqliteLedger
+from ferryman.progress.sqlite.parts import PartitionLedger, PartitionSet
+from ferryman.progress.sqlite.reader import SqliteReader
+from ferryman.progress.sqlite.writer import parts_directory
 from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
 from ferryman.server.failed import FailedQuery, page_body
 from ferryman.server.status import StatusSnapshot
@@ -384,3 +388,27 @@ def test_a_verification_shows_what_it_found_as_text(browser, tmp_path):
         assert problem.startswith("different · 5 · area_copy(id=5): label: different: expected 'area 5'")
         assert "found '<script>window.__xss = 1; alert(1)</script><img src=x onerror=" in problem  # as text
         assert browser.js("window.__xss === undefined && !document.querySelector('.verified img')")
+
+
+def test_the_partitions_of_a_run_with_workers_show_as_a_grid_by_state(browser, tmp_path):
+    key = "shop.CopyItems"
+    main = SqliteLedger(tmp_path / "run.db")
+    main.begin_run([])
+    main.start_migration(key)
+    parts = PartitionSet(parts_directory(main.path, key))
+    parts.save_split([100, 200])
+    running = PartitionLedger(parts.ledger_path(1), SqliteReader(main.conn, main.path), main.uid)
+    try:
+        running.begin_run([])
+        with BackgroundServer(create_app(LedgerStatusSource(tmp_path / "run.db"))) as server:
+            browser.page("Page.navigate", url=f"{server.url}/")
+            browser.wait_js("document.getElementById('partitions-card').hidden === false")
+            cells = browser.js("[...document.querySelectorAll('.partition')]"
+                               ".map(c => [c.textContent, c.dataset.state, c.title])")
+            assert [cell[:2] for cell in cells] == [
+                ["CopyItems #0", "pending"], ["CopyItems #1", "running"], ["CopyItems #2", "pending"]]
+            assert cells[1][2].startswith("running · (100, 200] · 0 read") and "pid " in cells[1][2]
+            assert browser.js("document.getElementById('partitions-count').textContent") == "0/3"
+    finally:
+        running.close()
+        main.close()

@@ -19,7 +19,7 @@
 
   let latest = null;
   const openFailures = new Set();
-  const rendered = { failed: '', runs: '', chart: '', migrations: '', verification: '' };
+  const rendered = { failed: '', runs: '', chart: '', migrations: '', verification: '', partitions: '' };
   const search = { q: '', migration: '', offset: 0 };
   let failedPage = null;
   let latestHistory = null;
@@ -361,6 +361,25 @@
     return lines.length ? lines[lines.length - 1] : '';
   }
 
+  // The key ranges of a run with --workers, one cell each, by state: hidden when there are none.
+  function renderPartitions(data) {
+    const parts = data.partitions || [];
+    const text = JSON.stringify(parts);
+    if (text === rendered.partitions) return;
+    rendered.partitions = text;
+    $('partitions-card').hidden = !parts.length;
+    const done = parts.filter((p) => p.state === 'completed').length;
+    $('partitions-count').textContent = parts.length ? `${done}/${parts.length}` : '';
+    $('partitions').replaceChildren(...parts.map((p) => {
+      const cell = el('div', 'partition pill', `${p.migration} #${p.index}`);
+      cell.dataset.state = p.state;
+      const range = `(${JSON.stringify(p.after)}, ${JSON.stringify(p.upto)}]`;
+      cell.title = `${p.state} · ${range} · ${num(p.read)} read, ${num(p.succeeded)} migrated, ` +
+        `${num(p.failed)} failed · attempt ${p.attempts}` + (p.holder ? ` · ${p.holder}` : '');
+      return cell;
+    }));
+  }
+
   // The newest `ferryman verify` (or `run --verify-sample`): hidden until one ran.
   function renderVerification(result) {
     const text = JSON.stringify(result);
@@ -427,6 +446,7 @@
     renderHeader(data);
     renderTotals(data);
     renderMigrations(data);
+    renderPartitions(data);
     if (history) renderChart(history);
     renderFailed(data);
     renderRuns(data);
