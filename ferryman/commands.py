@@ -24,6 +24,7 @@ from .defaults import DEFAULT_VERIFY_SAMPLE
 from .dry_run import DryRunResult
 from .errors import FerrymanError, InputError, PlanError, TargetError, nothing_done, one_line
 from .events import RunObserver
+from .launchers import WorkerLauncher
 from .ledger_commands import Echo, quiet
 from .notify import check_url
 from .progress.files import (
@@ -131,6 +132,7 @@ def run(
     notify: Sequence[str] = (),
     verify_sample: int | None = None,
     workers: int = 1,
+    launcher: WorkerLauncher | None = None,
     observers: Sequence[RunObserver] = (),
     echo: Echo = quiet,
     linger: float = 0.0,
@@ -159,6 +161,7 @@ def run(
         verify_sample: once the run completed, verify it with this sample (see :func:`verify`).
         workers: processes that run migrations in key-range partitions (see
             :meth:`MigrationService.run`); 1: this process alone.
+        launcher: where the workers run (default: processes of this host).
         observers: more RunObservers (the CLI adds its progress display here).
         echo: receives the lines a person watching the run wants to see.
         linger: with ``serve``, seconds to keep serving the final status once the run is over
@@ -190,7 +193,7 @@ def run(
             if not dry_run:
                 options = dict(max_tries=max_tries, retry_delay=retry_delay, max_failures=max_failures,
                                timeout=seconds, events=events, notify=notify, verify_sample=verify_sample,
-                               workers=workers)
+                               workers=workers, launcher=launcher)
                 return _run(service, progress, only, address, options, echo, linger, on_finished)
             result = _dry_run(service, progress, only, max_failures, echo)
             if on_finished is not None:

@@ -17,14 +17,12 @@ that imports the TARGET itself, so stores and connections are never shared acros
 from __future__ import annotations
 
 import logging
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from .declare import MigrationSpec
+from .launchers import ProcessLauncher, WorkerHandle, WorkerLauncher
 from .progress.ledger import Ledger
 from .progress.sqlite.parts import PartitionSet
 from .progress.sqlite.writer import SqliteLedger, parts_directory
@@ -71,10 +69,12 @@ def partition_refusal(spec: MigrationSpec, stores: dict[str, Store] | Any, ledge
 class PartitionedRunner(MigrationRunner):
     """A migration whose main pass ``workers`` processes run, one key range each at a time."""
 
-    def __init__(self, *args: Any, workers: int, target: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, workers: int, target: str, launcher: WorkerLauncher | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.workers = workers
         self.target = target
+        self.launcher = launcher if launcher is not None else ProcessLauncher()
         ledger = self.ledger
         assert isinstance(ledger, SqliteLedger)  # partition_refusal said so
         self.main = ledger
@@ -120,10 +120,11 @@ class PartitionedRunner(MigrationRunner):
             self.checkpoint(urgent=False)
             if self.stop.requested and not forwarded:
                 for proc in procs:  # a signal the terminal sent them too is harmless: one stop
-                    proc.send_signal(signal.SIGINT)
+                    proc.interrupt()
                 forwarded = True
-            failed = [p.returncode for p in procs if p.poll() not in (None, 0)]
-            procs = [p for p in procs if p.poll() is None]
+            codes = [(p, p.poll()) for p in procs]
+            failed = [code for _, code in codes if code not in (None, 0)]
+            procs = [p for p, code in codes if code is None]
             if failed:
                 log.warning("%s: a worker ended with exit code %s", self.spec.name, failed[0])
                 in_a_row = 1 if self.report.read > read_at_failure else in_a_row + 1
@@ -138,8 +139,8 @@ class PartitionedRunner(MigrationRunner):
                 log.info("%s: starting a worker for partition(s) %s", self.spec.name, ", ".join(map(str, free)))
                 procs.append(self._spawn())
 
-    def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(worker_command(self.target, self.main.path, self.spec.identity))
+    def _spawn(self) -> WorkerHandle:
+        return self.launcher.start(self.target, self.main.path, self.spec.identity)
 
     def _unsettled(self, count: int) -> list[int]:
         return [i for i in range(count) if not self.parts.settled(i)]
@@ -199,8 +200,3 @@ class PartitionedRunner(MigrationRunner):
 RESTARTS_WITHOUT_PROGRESS = 3
 """Workers (per worker allowed) that may fail in a row, no record read in between, before the
 migration fails: a worker that cannot start is not started for ever."""
-
-
-def worker_command(target: str, progress: str, key: str) -> Sequence[str]:
-    """The command line of a worker: a new interpreter importing the target itself."""
-    return [sys.executable, "-m", "ferryman", "worker", target, "--progress", progress, "--migration", key]

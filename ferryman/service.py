@@ -35,6 +35,7 @@ from .errors import (
 from .eventlog import EventLog
 from .events import Observers, RunObserver
 from .notify import Notifier
+from .launchers import WorkerLauncher
 from .partitioned import PartitionedRunner, partition_refusal
 from .pipeline.interpreter import tuned_for_pipeline
 from .pipeline.work import describe_error
@@ -252,6 +253,7 @@ class MigrationService:
         notify: Sequence[str | Notifier] = (),
         verify_sample: int | None = None,
         workers: int = 1,
+        launcher: WorkerLauncher | None = None,
     ) -> RunResult:
         """Run the plan (or the ``only`` subset) and return what happened to each migration.
 
@@ -285,6 +287,8 @@ class MigrationService:
         ``workers`` processes at once (``python -m ferryman worker``, importing :attr:`target`);
         this process coordinates. A migration that cannot (see
         :func:`~ferryman.partitioned.partition_refusal`) runs in this process, and the log says why.
+        ``launcher`` starts the workers elsewhere (default: processes of this host, see
+        :mod:`ferryman.launchers`).
         """
         check_max_failures(max_failures)
         check_attempts(max_tries, retry_delay)
@@ -300,7 +304,8 @@ class MigrationService:
             notifier.ledger = ledger
         try:
             with self.observed_by([event_log, *notifiers]), _told_to(notifiers):
-                result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout, workers)
+                result = self._attempts(ledger, only, max_failures, max_tries, retry_delay, timeout,
+                                        (workers, launcher))
                 if verify_sample is not None and result.ok:
                     self._verify_after(result, ledger, verify_sample, only, notifiers)
         finally:
@@ -323,7 +328,8 @@ class MigrationService:
             notifier.verified(result.verification)
 
     def _attempts(self, ledger: Ledger, only: Sequence[str] | None, max_failures: float | None,
-                  max_tries: int, retry_delay: float, timeout: float | None, workers: int = 1) -> RunResult:
+                  max_tries: int, retry_delay: float, timeout: float | None,
+                  workers: tuple[int, WorkerLauncher | None] = (1, None)) -> RunResult:
         ends = None if timeout is None else time.monotonic() + timeout
         message = timed_out_message(timeout) if timeout is not None else ""
         attempt = 1
@@ -461,9 +467,10 @@ class _Run:
 
     def __init__(self, service: MigrationService, ledger: Ledger, steps: list[PlanStep],
                  max_failures: float | None = None,
-                 time_left: tuple[float | None, str] = (None, ""), workers: int = 1) -> None:
+                 time_left: tuple[float | None, str] = (None, ""),
+                 workers: tuple[int, WorkerLauncher | None] = (1, None)) -> None:
         self.service = service
-        self.workers = workers
+        self.workers, self.launcher = workers
         self.time_left = time_left
         """Seconds this attempt may take (None: no limit), and what ``last_err`` says then."""
         self.max_failures = max_failures
@@ -620,7 +627,8 @@ class _Run:
         if self.workers > 1:
             refusal = partition_refusal(spec, self.service.stores, self.ledger, self.service.target)
             if refusal is None:
-                return PartitionedRunner(*args, workers=self.workers, target=self.service.target or "")
+                return PartitionedRunner(*args, workers=self.workers, target=self.service.target or "",
+                                         launcher=self.launcher)
             log.warning("%s runs in one process: %s", spec.name, refusal)
         return MigrationRunner(*args)
 

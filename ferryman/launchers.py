@@ -1,0 +1,60 @@
+"""How a run with workers starts them: local processes by default, or anything that can run
+``ferryman worker`` somewhere (a Ray cluster, see :mod:`ferryman.ray`).
+
+A worker is started with the TARGET, the ledger's path and the migration's key, and imports the
+TARGET itself: stores and connections are never shared nor pickled. A launcher only needs to
+tell when a worker ended (and how) and to ask one to stop at a batch boundary. Whatever runs a
+worker twice (a task retried after its node died) is safe: a worker claims a partition by taking
+its lease, and a batch of a worker whose lease was taken is fenced off in the destination.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class WorkerHandle(Protocol):
+    """A started worker."""
+
+    def poll(self) -> int | None:
+        """None while it runs; then its exit code (0: no partition left for it)."""
+
+    def interrupt(self) -> None:
+        """Ask it to stop at the next batch boundary, saving its progress."""
+
+
+class WorkerLauncher(Protocol):
+    """Starts workers for :class:`~ferryman.partitioned.PartitionedRunner`."""
+
+    def start(self, target: str, progress: str, key: str) -> WorkerHandle:
+        """Start one worker of migration ``key`` of ``target``, whose ledger is at ``progress``."""
+
+
+def worker_command(target: str, progress: str, key: str) -> Sequence[str]:
+    """The command line of a worker: a new interpreter importing the target itself."""
+    return [sys.executable, "-m", "ferryman", "worker", target, "--progress", progress, "--migration", key]
+
+
+class LocalProcess:
+    """A worker in a process of this host (never forked: a new interpreter)."""
+
+    def __init__(self, command: Sequence[str]) -> None:
+        self.process = subprocess.Popen(command)
+
+    def poll(self) -> int | None:
+        return self.process.poll()
+
+    def interrupt(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+
+
+class ProcessLauncher:
+    """Workers as processes of this host: what ``ferryman run --workers N`` uses."""
+
+    def start(self, target: str, progress: str, key: str) -> WorkerHandle:
+        return LocalProcess(worker_command(target, progress, key))
