@@ -59,11 +59,12 @@ class JournalTables:
 
 
 class StaleFence(Exception):
-    """A batch's entry was refused by the fence row read in its transaction (``epoch``)."""
+    """A batch of ``migration`` under lease ``epoch`` was refused by the fence row read in its
+    transaction (``fence``); the store names itself in the FencedOffError it becomes."""
 
-    def __init__(self, epoch: int) -> None:
-        super().__init__(epoch)
-        self.epoch = epoch
+    def __init__(self, migration: str, epoch: int, fence: int) -> None:
+        super().__init__(migration, epoch, fence)
+        self.migration, self.epoch, self.fence = migration, epoch, fence
 
 
 def journal_table(schema: str | None = None) -> Table:
@@ -129,7 +130,7 @@ def check_fence_row(conn: Connection, table: Table, entry: JournalEntry) -> None
         return
     epoch = fence_epoch(conn, table, entry.migration)
     if epoch is not None and epoch > entry.fence:
-        raise StaleFence(epoch)
+        raise StaleFence(entry.migration, entry.fence, epoch)
 
 
 def raise_fence_row(conn: Connection, table: Table, migration: str, epoch: int) -> None:

@@ -452,9 +452,7 @@ class SqlStore(Store):
                             constraint_columns=self._constraint_columns, fenced=fenced):
                 yield
         except StaleFence as stale:
-            if fenced is None:
-                raise
-            raise fenced(stale.epoch) from None
+            raise FencedOffError(self._label, stale.migration, stale.epoch, stale.fence) from None
 
     def _fenced_off(self, migration: str, epoch: int, fence: int | None = None) -> FencedOffError:
         """The error of a batch of ``epoch`` refused by ``migration``'s fence; the fence's epoch
