@@ -94,6 +94,18 @@ def test_a_fence_never_goes_down(store: Store) -> None:
     assert saved(store) == [] and payloads(store) == []
 
 
+@pytest.mark.parametrize("rows", [3, BULK], ids=["insert", "bulk"])
+def test_a_migration_key_with_quotes_and_dollars_is_fenced_like_any_other(store: Store, rows: int) -> None:
+    """The key goes into the checks' SQL text as a literal (PostgreSQL's DO block is itself
+    dollar-quoted)."""
+    odd = "it's $ferryman$ \\ $ferryman_$ \"-- odd"
+    store.raise_fence(odd, 2)
+    with pytest.raises(FencedOffError):
+        store.save_all(items(range(rows)), journal=entry("late", 1, migration=odd))
+    store.save_all(items(range(rows)), journal=entry("current", 2, migration=odd))
+    assert payloads(store, odd) == ["current"] and saved(store) == list(range(rows))
+
+
 def test_a_fenced_entry_read_back_carries_no_fence(store: Store) -> None:
     """The fence is checked, not stored."""
     store.save_all(items(range(2)), journal=entry("p", 3))
