@@ -164,6 +164,24 @@ class LeaseLostError(LedgerBusyError):
     exit_code = 1
 
 
+class FencedOffError(LeaseLostError):
+    """The destination refused a batch: a run holding a newer lease of the same ledger raised
+    the migration's fence above this run's epoch (``Store.raise_fence``).
+
+    This run lost its lease while the batch was on its way (it was paused between its lease
+    check and its commit), and nothing of the batch was committed. It stops as for any lost
+    lease: the new holder writes those records.
+    """
+
+    def __init__(self, destination: str, migration: str, epoch: int, fence: int | None) -> None:
+        self.destination, self.migration, self.epoch, self.fence = destination, migration, epoch, fence
+        newer = "a newer epoch" if fence is None else f"epoch {fence}"
+        super().__init__(
+            f"{destination}: migration {migration!r} is fenced off at {newer}, above this run's "
+            f"epoch {epoch}: the run lost its lease and wrote nothing of this batch"
+        )
+
+
 class StopRequested(BaseException):
     """Raised at a record boundary after SIGINT/SIGTERM.
 

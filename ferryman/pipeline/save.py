@@ -11,6 +11,10 @@ the drivers' errors to these classes):
 * :class:`~ferryman.errors.StoreUnusableError` (the table or a column is missing, no
   permission): no record could be saved, so none is blamed. It is raised to the runner, which
   ends the migration with one fatal error; no further batch is begun, none is split.
+* :class:`~ferryman.errors.FencedOffError` (the destination's fence refused the batch: another
+  run took this run's lease over while the batch was on its way): a lost lease. It is raised to
+  the runner at once, as the ledger's own LeaseLostError is: nothing more is written, no record
+  fails, nothing is split.
 * :class:`~ferryman.errors.TransientStoreError` (an outage, a busy database, a commit whose
   outcome is unknown): not about any record. The batch's records all fail with ``save_retry``
   and are run again later; the batch is not split, so an outage costs one failed save per
@@ -44,6 +48,7 @@ from ..declare import MigrationSpec
 from ..errors import (
     ConnectionDroppedError,
     DuplicateDataError,
+    LeaseLostError,
     StoreUnusableError,
     TerminalStoreError,
     TransientStoreError,
@@ -178,9 +183,11 @@ class Saver:
         return None if self.journal_for is None else self.journal_for(ids)
 
     def _begin_batch(self, outputs: list[Record], journal: JournalEntry | None) -> PendingWrite | Exception:
-        """The batch begun, or the error that stopped it."""
+        """The batch begun, or the error that stopped it (a lost lease is raised: the run stops)."""
         try:
             return self._begin(outputs, journal)
+        except LeaseLostError:
+            raise
         except Exception as exc:
             return exc
 
@@ -202,6 +209,8 @@ class Saver:
         try:
             self._write(works, self._outputs(works))
             return
+        except LeaseLostError:
+            raise
         except Exception as exc:
             error = exc
         # Settled outside the except block: the parts' own errors would otherwise chain onto
@@ -249,7 +258,7 @@ class Saver:
         self.before_write()
         try:  # save these instead, once
             self._write([work], replacement)
-        except StoreUnusableError:
+        except (StoreUnusableError, LeaseLostError):
             raise
         except Exception as exc:
             self._fail(work, exc)
@@ -318,6 +327,8 @@ def _outcome(write: PendingWrite) -> Exception | None:
     try:
         write.wait()
         return None
+    except LeaseLostError:
+        raise
     except Exception as exc:
         return exc
 

@@ -34,6 +34,15 @@ Rules:
   in its database (``docs/stores.md``, "Key ranges").
 * **Journal.** A store with ``supports_journal = True`` writes the given journal entry in the
   same transaction as the batch, which is how ferryman records progress exactly once.
+* **Fence.** A journal entry carries the epoch of the ledger's lease (``fence``). A lease is
+  judged by time, so a run paused after its lease check (SIGSTOP, a frozen VM) may commit a
+  batch after another run took its lease over: the destination must refuse it.
+  :meth:`Store.raise_fence` ``(migration, epoch)``: once it returns, no batch whose entry names
+  ``migration`` with a ``fence`` below ``epoch`` commits any more (it raises
+  :class:`~ferryman.errors.FencedOffError` and commits nothing of the batch), and every batch of
+  an older epoch that did commit is seen by the next :meth:`Store.read_journal`: it waits for a
+  batch that checked the fence before it was raised. The fence only rises; an entry without
+  ``fence`` is never refused. A journal store implements both sides.
 """
 
 from __future__ import annotations
@@ -58,12 +67,16 @@ class JournalEntry:
     """A progress note committed together with a batch of outputs.
 
     ``migration`` is the migration identity, ``payload`` an opaque text owned by the ledger.
-    ``seq`` is assigned by the store when the entry is written.
+    ``seq`` is assigned by the store when the entry is written. ``fence`` is the epoch of the
+    writer's lease (None: no lease, no check): the batch commits only while the migration's
+    fence is not above it (:meth:`Store.raise_fence`). It is checked, not stored: entries read
+    back have None.
     """
 
     migration: str
     payload: str
     seq: int | None = None
+    fence: int | None = None
 
 
 class PendingWrite:
@@ -220,6 +233,15 @@ class Store(ABC):
     def read_journal(self, migration: str | None = None) -> list[JournalEntry]:
         """Journal entries committed with earlier batches, oldest first; only ``migration``'s if given."""
         return []
+
+    def raise_fence(self, migration: str, epoch: int) -> None:
+        """Refuse from now on the batches of ``migration`` whose journal entry's ``fence`` is
+        below ``epoch`` (see the module's rules); a fence never goes down. Returns once every
+        batch that checked the fence before is committed or rolled back.
+
+        A run that took a lease over calls it before it reads the journal, so what the old
+        holder committed is in the journal and nothing more of its can land. This default does
+        nothing: a store without a journal has nothing to fence."""
 
     def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None,
                        keep_last: bool = False) -> None:

@@ -7,7 +7,12 @@ a behaviour defined here cannot drift apart between them.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
+
+from ..errors import FencedOffError
+
+if TYPE_CHECKING:
+    from .base import JournalEntry
 
 OnConflict = Literal["error", "update", "ignore"]
 """What ``save_all`` does with a record whose key is already stored.
@@ -32,3 +37,10 @@ def check_on_conflict(value: str) -> OnConflict:
 def describe_values(fields: Sequence[str], values: Sequence[Any]) -> str:
     """Fields and values in PostgreSQL's style, e.g. ``(a, b)=(1, x)``, for error messages."""
     return f"({', '.join(fields)})=({', '.join(str(v) for v in values)})"
+
+
+def check_fence(destination: str, entry: JournalEntry, fence: int | None) -> None:
+    """Raise :class:`~ferryman.errors.FencedOffError` when the migration's ``fence`` (None: never
+    raised) is above the epoch ``entry`` was written under; an entry without one always passes."""
+    if entry.fence is not None and fence is not None and fence > entry.fence:
+        raise FencedOffError(destination, entry.migration, entry.fence, fence)

@@ -19,7 +19,7 @@ from ..errors import DuplicateDataError, TerminalStoreError
 from ..ids import normalize_id
 from ..types import Filter, Record, RecordId
 from .base import JournalEntry, Store, match_fields, project, split_positions
-from .common import IN_TYPES, OnConflict, check_on_conflict, describe_values
+from .common import IN_TYPES, OnConflict, check_fence, check_on_conflict, describe_values
 
 UniqueFields = tuple[str, ...]
 
@@ -64,6 +64,7 @@ class MemoryStore(Store):
         self._owners: list[dict[tuple[Any, ...], RecordId]] = [{} for _ in self.unique]
         self._journal: list[JournalEntry] = []
         self._last_seq = 0
+        self._fences: dict[str, int] = {}
         initial = list(records)
         if initial:
             self.save_all(initial)
@@ -143,13 +144,15 @@ class MemoryStore(Store):
         """Validate the whole batch, then apply it; on any error nothing is saved."""
         incoming = [(self._id_for_save(r), copy.deepcopy(dict(r))) for r in records]
         with self._lock:
+            if journal is not None:
+                check_fence(self._label, journal, self._fences.get(journal.migration))
             changes = self._resolve_keys(incoming)
             self._check_unique(changes)
             ids = self._sorted_ids_with(changes)
             self._apply(changes, ids)
             if journal is not None:
                 self._last_seq += 1
-                self._journal.append(replace(journal, seq=self._last_seq))
+                self._journal.append(replace(journal, seq=self._last_seq, fence=None))
 
     def _id_for_save(self, record: Record) -> RecordId:
         try:
@@ -221,6 +224,12 @@ class MemoryStore(Store):
     def read_journal(self, migration: str | None = None) -> list[JournalEntry]:
         with self._lock:
             return [e for e in self._journal if migration is None or e.migration == migration]
+
+    def raise_fence(self, migration: str, epoch: int) -> None:
+        """A batch holds the store's lock from its fence check to its commit: taking the lock
+        waits for it."""
+        with self._lock:
+            self._fences[migration] = max(epoch, self._fences.get(migration, epoch))
 
     def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None,
                        keep_last: bool = False) -> None:

@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Protocol
 import pytest
 from sqlalchemy import BigInteger, Column, Engine, Integer, MetaData, String, Table
 
-from ..errors import DuplicateDataError, StoreError, TerminalStoreError
+from ..errors import DuplicateDataError, FencedOffError, StoreError, TerminalStoreError
 from ..stores.base import JournalEntry, Store
 from ..stores.common import OnConflict
 from ..types import Filter, Record, RecordId
@@ -441,6 +441,25 @@ class StoreContract:
         store = self._journal_store(make_store)
         store.save_all([], journal=JournalEntry("m1", "nothing to save"))
         assert [e.payload for e in store.read_journal()] == ["nothing to save"]
+
+    def test_a_batch_below_its_migration_s_fence_raises_fenced_off_and_saves_nothing(
+            self, make_store: StoreFactory) -> None:
+        store = self._journal_store(make_store, INT_KEY.rows(range(2)))
+        store.raise_fence("m1", 5)
+        store.raise_fence("m1", 3)  # a fence never goes down
+        with pytest.raises(FencedOffError):
+            store.save_all(INT_KEY.rows(range(2, 4)), journal=JournalEntry("m1", "late", fence=4))
+        assert store.read_page(None, None, 10) == INT_KEY.rows(range(2))
+        assert store.read_journal() == []
+
+    def test_a_batch_at_or_above_its_migration_s_fence_or_without_one_is_saved(
+            self, make_store: StoreFactory) -> None:
+        store = self._journal_store(make_store)
+        store.raise_fence("m1", 5)
+        for i, (migration, fence) in enumerate([("m1", 5), ("m1", 6), ("m1", None), ("m2", 1)]):
+            store.save_all([INT_KEY.row(i)], journal=JournalEntry(migration, f"p{i}", fence=fence))
+        assert [e.payload for e in store.read_journal()] == ["p0", "p1", "p2", "p3"]
+        assert store.read_page(None, None, 10) == INT_KEY.rows(range(4))
 
     def test_read_journal_of_one_migration(self, make_store: StoreFactory) -> None:
         store = self._journal_store(make_store)

@@ -230,6 +230,81 @@ def test_a_run_whose_lease_was_taken_over_stops_and_writes_nothing_more(setting)
     assert_every_id_once(engine)
 
 
+HOLD_AT_GATE = f"""
+CREATE FUNCTION hold_at_gate() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.id = {GATE_AT} THEN
+        PERFORM pg_advisory_xact_lock_shared(4242);  -- waits while the test holds the lock
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER hold_at_gate BEFORE INSERT ON items FOR EACH ROW EXECUTE FUNCTION hold_at_gate();
+"""
+"""Holds the batch that writes record GATE_AT inside its destination transaction: after the
+run's lease check, before its commit."""
+
+
+def held_at_gate(engine: sa.Engine) -> bool:
+    with engine.connect() as conn:
+        return bool(conn.exec_driver_sql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted").scalar_one())
+
+
+def journal_key(ledger: Path) -> str:
+    reader = SqliteLedger(ledger, read_only=True)
+    try:
+        return reader.journal_key(reader.identities()[0])
+    finally:
+        reader.close()
+
+
+def test_a_run_paused_inside_its_batch_whose_lease_was_taken_over_is_fenced_off(setting, postgres_url):
+    directory, engine, processes = setting
+    ledger = directory / "run.db"
+    (directory / "open-gate").touch()  # the transform's gate stays open: the destination's holds
+    with engine.begin() as conn:
+        conn.exec_driver_sql(HOLD_AT_GATE)
+    gate = engine.connect()
+    gate.exec_driver_sql("SELECT pg_advisory_lock(4242)")
+    gate.commit()
+    first = start_run(directory, "run.db", processes)
+    poll_until(lambda: held_at_gate(engine) or first.poll() is not None, timeout=120,
+               what="the run's batch to be held inside its transaction")
+    assert first.poll() is None, first.communicate()
+    first.send_signal(signal.SIGSTOP)  # paused with its batch on its way
+    wait_until_stale(ledger)
+
+    # another host's run takes the lease over and, as its run's recovery does, raises the fence
+    other = ledger_files.take_lease(ledger, Process(4242, "elsewhere.example", None))
+    assert other.previous is not None and other.previous.pid == first.pid
+    new_holder = SqlStore("dst", postgres_url, "items")
+    new_holder.raise_fence(journal_key(ledger), other.epoch)  # the held batch has not read the fence yet
+    new_holder.close()
+    written, content = dest_counts(engine), ledger_files.dump(ledger)
+    assert 0 < written[0] < GATE_AT
+
+    # the batch goes on while its run is still paused: the destination ends it, not the run
+    gate.exec_driver_sql("SELECT pg_advisory_unlock(4242)")
+    gate.close()
+    poll_until(lambda: open_transactions(engine) == 0, timeout=30, what="the held batch to end")
+    assert dest_counts(engine) == written  # refused by the fence: without it, it would commit now
+
+    first.send_signal(signal.SIGCONT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 1, err
+    line = one_error_line(err)
+    # whichever the run meets first: the destination's refusal or its ledger's lost lease
+    assert "lost its lease and wrote nothing of this batch" in line or "this run lost the lease" in line
+    assert dest_counts(engine) == written
+    assert ledger_files.dump(ledger) == content
+
+    wait_until_stale(ledger)  # the other host's run never beats: a run here takes over, finishes
+    last = start_run(directory, "run.db", processes)
+    _out, err = last.communicate(timeout=300)
+    assert last.returncode == 0, err
+    assert_every_id_once(engine)
+
+
 # --- (c) files that are not ours ---------------------------------------------------------------
 
 

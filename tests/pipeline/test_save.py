@@ -377,3 +377,30 @@ def test_a_very_long_cause_keeps_its_start_and_its_end():
         text = format_error(exc)
     assert len(text) < CAUSE_LIMIT + 100 and text.startswith("Traceback") and text.endswith(" the end")
     assert "characters cut" in text
+
+
+def test_a_batch_fenced_off_stops_the_run_as_a_lost_lease_does_without_failing_or_splitting_it(tmp_path):
+    """The second batch finds the fence raised above its epoch (a run that took the lease over):
+    the run stops there, no record fails, the batch is neither split nor saved again."""
+    from ferryman.progress.sqlite import SqliteLedger
+
+    class TakenOverAtTheSecondBatch(CountingStore):
+        def save_all(self, records, *, journal=None):
+            if records[0]["id"] == 100:
+                assert journal is not None and journal.fence is not None  # the ledger's epoch
+                self.raise_fence(journal.migration, journal.fence + 1)
+            super().save_all(records, journal=journal)
+
+    dst = TakenOverAtTheSecondBatch("dst")
+    src = MemoryStore("src", records=[{"id": i} for i in range(512)])
+    ledger = SqliteLedger(tmp_path / "run.db")
+    try:
+        result = MigrationService([src, dst], [Copy], ledger=ledger, checkpoint_interval=0).run()
+        identity = ledger.identities()[0]
+        assert list(ledger.failed_records(identity)) == []
+    finally:
+        ledger.close()
+    assert "is fenced off at epoch" in result.ledger_error and "lost its lease" in result.ledger_error
+    assert dst.calls == [100, 100]  # the fenced batch once: not split, not retried; none after it
+    assert sorted(r["id"] for r in dst.records()) == list(range(100))
+    assert not result.ok

@@ -48,6 +48,8 @@ class TestMongoStoreOnMongomock(StoreContract):
         "test_journal_entry_is_not_written_when_the_batch_fails": NO_JOURNAL,
         "test_journal_entry_with_an_empty_batch": NO_JOURNAL,
         "test_read_journal_of_one_migration": NO_JOURNAL,
+        "test_a_batch_below_its_migration_s_fence_raises_fenced_off_and_saves_nothing": NO_JOURNAL,
+        "test_a_batch_at_or_above_its_migration_s_fence_or_without_one_is_saved": NO_JOURNAL,
         "test_delete_journal_forgets_entries_up_to_seq": NO_JOURNAL,
         "test_delete_journal_of_one_migration_keeps_the_others": NO_JOURNAL,
         "test_delete_journal_keep_last_keeps_the_newest_entry_of_the_migration": NO_JOURNAL,

@@ -378,12 +378,15 @@ class SqliteLedger(SqliteReader, Ledger):
                               (identity, mask_secrets(text)))
 
     def journal_for(self, identity: str, ids: Sequence[RecordId]) -> JournalEntry | None:
-        """The batch's input ids as a JSON array (ids keep their JSON types)."""
+        """The batch's input ids as a JSON array (ids keep their JSON types), fenced by the held
+        lease's epoch: once a run that took the lease over raised the migration's fence, the
+        destination refuses the batch (no lease held: no fence)."""
         text = encode_ids(ids)
         if len(self._journaled) >= JOURNALED_KEPT:
             del self._journaled[:JOURNALED_KEPT // 2]
         self._journaled.append((identity, list(ids), text))  # a copy: the caller may reuse its list
-        return JournalEntry(self.journal_key(identity), text)
+        fence = None if self.lease is None else self.lease.epoch
+        return JournalEntry(self.journal_key(identity), text, fence=fence)
 
     def _journaled_text(self, identity: str, ids: Sequence[RecordId]) -> str | None:
         """The log text of ``ids`` joined from the journal entries of their batches, if the
@@ -407,6 +410,10 @@ class SqliteLedger(SqliteReader, Ledger):
     def recover(self, identity: str, dest: Store) -> int:
         """Fold the journal's entries into ``succeeded`` directly, so lookups see them.
 
+        A run holding the lease first raises the migration's fence in the destination to its
+        epoch: a run whose lease it took over (paused, say, with a batch on its way) can commit
+        nothing more, and what it did commit is in the journal read next.
+
         The journal repeats ids the ledger may hold already (it is cleaned only now and then):
         per-id INSERT OR IGNORE keeps each once. Rare and small; not worth the log.
         """
@@ -414,6 +421,8 @@ class SqliteLedger(SqliteReader, Ledger):
             return 0
         self._dests[identity] = dest
         key = self.journal_key(identity)
+        if self.lease is not None:
+            dest.raise_fence(key, self.lease.epoch)
         entries = dest.read_journal(key)
         if not entries:
             return 0

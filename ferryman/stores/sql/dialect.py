@@ -24,7 +24,7 @@ from .batch import InsertBatch, WriteInFlight
 from .clauses import BOUND_COMPARISONS, Bound
 from .driver import DriverStatement
 from .driver_errors import ConstraintDetails
-from .journal import journal_values
+from .journal import JournalTables, check_fence_row, journal_values, raise_fence_row
 
 if TYPE_CHECKING:
     from .driver_errors import Kind
@@ -127,18 +127,21 @@ class SqlDialect:
         return None
 
     def start_copy(self, engine: Engine, table: Table, groups: list[list[Record]], on_conflict: OnConflict,
-                   journal_table: Table, journal: JournalEntry | None) -> WriteInFlight | None:
-        """A bulk path that sends a batch (and commits it with its journal entry) while the caller
-        goes on; None (the default) when there is none for these rows."""
+                   journal_tables: JournalTables, journal: JournalEntry | None) -> WriteInFlight | None:
+        """A bulk path that sends a batch (and commits it with its journal entry, checked against
+        its fence) while the caller goes on; None (the default) when there is none for these rows."""
         return None
 
-    def append_journal(self, conn: Connection, table: Table, entry: JournalEntry, *, commit: bool) -> None:
-        """INSERT ``entry`` into the journal ``table``, inside the batch's transaction; with
-        ``commit``, the transaction's last statement (a database may send the COMMIT with it).
+    def append_journal(self, conn: Connection, tables: JournalTables, entry: JournalEntry, *, commit: bool) -> None:
+        """INSERT ``entry`` into the journal, inside the batch's transaction, after checking its
+        fence there (:class:`~.journal.StaleFence`: refused); with ``commit``, the transaction's
+        last statement (a database may send the COMMIT with it).
 
         The INSERT is compiled once per table and dialect; ``inline()``: no RETURNING of the new
         seq, which nobody reads here.
         """
+        check_fence_row(conn, tables.fences, entry)
+        table = tables.entries
         values = journal_values(entry)
         cache_key = f"ferryman_append_{conn.dialect.name}"
         statement = table.info.get(cache_key)
@@ -149,6 +152,11 @@ class SqlDialect:
             conn.exec_driver_sql(statement.sql, statement.params(values))
         else:
             conn.execute(statement, values)
+
+    def raise_fence(self, conn: Connection, table: Table, migration: str, epoch: int) -> None:
+        """Raise ``migration``'s fence row to ``epoch`` (never lower it) in ``conn``'s transaction,
+        waiting for the batches that share-locked it (``journal.raise_fence_row``)."""
+        raise_fence_row(conn, table, migration, epoch)
 
     # --- errors -----------------------------------------------------------------------------
 

@@ -19,6 +19,9 @@ has one answer:
   its retry asks the journal first (``SqlStore._committed_before``).
 * ``transient`` -> :class:`TransientStoreError`: the database is busy (a deadlock, a lock
   timeout, too many connections); a retry can succeed.
+* ``fenced`` -> :class:`~ferryman.errors.FencedOffError`: the database's own check of a batch's
+  fence refused it (``journal.py``): the run lost its lease, nothing of the batch was committed.
+  Never about a record, never split, never taken for a commit that landed.
 * ``terminal`` -> :class:`TerminalStoreError`: everything else, about the values of some record:
   NOT NULL, foreign key, CHECK, a bad value; also an error the driver raises before or while
   sending (psycopg refuses a str with a NUL byte; a str that cannot be encoded). The engine
@@ -56,7 +59,7 @@ from ...errors import (
 if TYPE_CHECKING:
     from .dialect import SqlDialect
 
-Kind = Literal["duplicate", "unusable", "lost", "transient", "terminal"]
+Kind = Literal["duplicate", "unusable", "lost", "transient", "fenced", "terminal"]
 
 
 def classify(error: BaseException, dialect: SqlDialect) -> Kind:
@@ -110,6 +113,7 @@ def map_errors(
     explain_duplicate: Callable[[], tuple[str, list[Any]]] | None = None,
     on_lost: Callable[[], str | None] | None = None,
     constraint_columns: Callable[[str], tuple[str, ...]] | None = None,
+    fenced: Callable[[], Exception] | None = None,
 ) -> Iterator[None]:
     """Turn SQLAlchemy errors raised inside the block into ferryman store errors.
 
@@ -124,6 +128,8 @@ def map_errors(
             connection, possibly ``""`` (ConnectionDroppedError).
         constraint_columns: the columns of a constraint or index by name, for errors that name
             the constraint only (MySQL's duplicate entry).
+        fenced: for a block that sends a batch with a fenced journal entry, the error to raise
+            when the database refused it for its fence (the store knows the migration and epochs).
 
     The driver's error (``sqlite3.IntegrityError``, ``psycopg.errors.UniqueViolation``, ...) is
     the ``__cause__``. A str the driver cannot encode (or bytes it cannot decode), which the
@@ -151,7 +157,9 @@ def map_errors(
                 raise ConnectionDroppedError(
                     f"{label}: {detail}; the database still answers on a new connection{because}"
                 ) from cause
-        if kind == "terminal":
+        if kind == "fenced" and fenced is not None:
+            raise fenced() from cause
+        if kind in ("terminal", "fenced"):
             found = constraint_details(cause, dialect, constraint_columns)
             raise TerminalStoreError(f"{label}: {detail}", constraint=found.constraint,
                                      columns=found.columns) from cause

@@ -29,6 +29,7 @@ from ..common import OnConflict
 from .batch import InsertBatch, WriteInFlight
 from .dialect import SqlDialect
 from .driver_errors import ConstraintDetails, Kind
+from .journal import FENCE_MESSAGE, JournalTables
 from .mysql_ahead import AHEAD_MIN_ROWS, can_send_ahead, execute_text, start_inserts
 from .mysql_upsert import needs_key_only_upsert, upsert_by_key
 from .mysql_values import InsertText, statements_for
@@ -49,6 +50,7 @@ SESSION_SETUP = ("SET time_zone = '+00:00'",)
 _JSON_CHECK = re.compile(r"^\s*json_valid\(`((?:[^`]|``)+)`\)\s*$", re.IGNORECASE)
 
 _DUPLICATE = {1062, 1586}
+_SIGNALLED = 1644
 _UNUSABLE = {1036, 1044, 1045, 1049, 1054, 1142, 1143, 1146, 1290, 1698}
 _LOST = {1053, 1158, 1159, 1160, 1161, 1927, 2002, 2003, 2006, 2013, 2055, 4031}
 _BUSY = {1040, 1205, 1213, 1317}
@@ -213,14 +215,17 @@ class MySQLDialect(SqlDialect):
         return {**options, "connect_args": connect_args}
 
     def start_copy(self, engine: Engine, table: Table, groups: list[list[Record]], on_conflict: OnConflict,
-                   journal_table: Table, journal: JournalEntry | None) -> WriteInFlight | None:
+                   journal_tables: JournalTables, journal: JournalEntry | None) -> WriteInFlight | None:
         """A plain batch (``on_conflict="error"``) of :data:`~.mysql_ahead.AHEAD_MIN_ROWS` rows or
         more that :func:`insert_mysql` would send as multi-row text in one statement: sent with its
         journal row and COMMIT as one query, its outcome read later (``mysql_ahead.py``); None for
         any other, or when the session cannot. Rows that need several statements (more than
         ``max_stmt_length`` bytes) are saved at once, statement by statement: one query holding
-        them all could pass the server's ``max_allowed_packet``."""
+        them all could pass the server's ``max_allowed_packet``. So is a batch with a fenced entry
+        on MySQL, which has no ``IF`` statement outside stored programs to check it in the query."""
         if on_conflict != "error" or sum(map(len, groups)) < AHEAD_MIN_ROWS:
+            return None
+        if journal is not None and journal.fence is not None and not engine.dialect.is_mariadb:  # type: ignore[attr-defined]
             return None
         conn = engine.connect()
         try:
@@ -231,7 +236,7 @@ class MySQLDialect(SqlDialect):
         if statements is None or len(statements) > 1:
             conn.close()
             return None
-        return start_inserts(conn, statements, journal_table, journal)
+        return start_inserts(conn, statements, journal_tables, journal)
 
     def why_dropped(self, conn: Connection, rows: list[Record]) -> str:
         return why_dropped(conn, rows)
@@ -247,6 +252,7 @@ class MySQLDialect(SqlDialect):
           4031 (disconnected by the server)
         * transient: 1040 (too many connections), 1205 (lock wait timeout), 1213 (deadlock), 1317
           (query interrupted)
+        * fenced: 1644 (signalled) saying :data:`~.journal.FENCE_MESSAGE` (``mysql_ahead``)
         """
         errno = orig.args[0] if orig.args else None
         if errno in _DUPLICATE:
@@ -257,6 +263,8 @@ class MySQLDialect(SqlDialect):
             return "lost"
         if errno in _BUSY:
             return "transient"
+        if errno == _SIGNALLED and orig.args[1:] == (FENCE_MESSAGE,):
+            return "fenced"
         return None
 
     def constraint_details(self, orig: BaseException) -> ConstraintDetails:

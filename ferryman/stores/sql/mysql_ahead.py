@@ -2,7 +2,8 @@
 later, while the caller goes on with the next page (as PostgreSQL's COPY, ``postgres_copy.py``).
 
 :func:`start_inserts` sends ``START TRANSACTION; INSERT ...; INSERT INTO ferryman_journal ...;
-COMMIT`` as one query and returns without waiting: the server parses, inserts and commits while
+COMMIT`` as one query (a fenced entry's check, ``IF ... SIGNAL``, right before its journal row)
+and returns without waiting: the server parses, inserts and commits while
 the caller reads and transforms the next page, on the same thread (a thread waiting on the
 server would have to win the GIL back from the caller at every answer).
 :meth:`QueryInFlight.finish` then reads the statements' results. The server stops at the first
@@ -25,10 +26,14 @@ from sqlalchemy import Connection, Table, bindparam, insert
 
 from ..base import JournalEntry
 from .driver_errors import driver_error
+from .journal import FENCE_MESSAGE, JournalTables, fence_query
 
 AHEAD_MIN_ROWS = 8
 """Smaller batches are saved at once: the parts of a failed batch are saved one by one, and
 waited for, anyway."""
+
+SIGNALLED = "45000"
+"""The SQLSTATE of an error a statement signals (errno 1644)."""
 
 _UNFORMATTED = {"no_parameters": True}
 """``cursor.execute(statement)`` with no parameters: PyMySQL then leaves ``%`` as it is."""
@@ -86,13 +91,16 @@ class QueryInFlight:
             self._conn.close()
 
 
-def start_inserts(conn: Connection, statements: list[str], journal_table: Table,
+def start_inserts(conn: Connection, statements: list[str], journal_tables: JournalTables,
                   journal: JournalEntry | None) -> QueryInFlight:
-    """Send ``statements`` and the ``journal`` row as one transaction in one query, on ``conn``
-    (the batch's own: :meth:`QueryInFlight.finish` closes it, or this when it raises)."""
+    """Send ``statements`` and the ``journal`` row (after its fence check, if it has a fence) as
+    one transaction in one query, on ``conn`` (the batch's own: :meth:`QueryInFlight.finish`
+    closes it, or this when it raises)."""
     parts = ["START TRANSACTION", *statements]
+    if journal is not None and journal.fence is not None:
+        parts.append(_fence_check(conn, journal_tables.fences, journal.migration, journal.fence))
     if journal is not None:
-        parts.append(_journal_insert(conn, journal_table, journal))
+        parts.append(_journal_insert(conn, journal_tables.entries, journal))
     parts.append("COMMIT")
     return QueryInFlight(conn, ";".join(parts))
 
@@ -103,8 +111,26 @@ def _journal_insert(conn: Connection, table: Table, entry: JournalEntry) -> str:
     if sql is None:
         statement = insert(table).inline().values(migration=bindparam("migration"), payload=bindparam("payload"))
         sql = table.info["ferryman_mysql_journal"] = str(statement.compile(dialect=conn.dialect))
+    return _mogrify(conn, sql, {"migration": entry.migration, "payload": entry.payload})
+
+
+def _fence_check(conn: Connection, table: Table, migration: str, fence: int) -> str:
+    """MariaDB's ``IF`` (a statement of its own outside stored programs, which MySQL lacks) that
+    signals :data:`~.journal.FENCE_MESSAGE` when the migration's fence row, read ``LOCK IN SHARE
+    MODE`` (held until the transaction ends; without a row, the gap's lock under REPEATABLE READ),
+    is above ``fence``."""
+    sql = table.info.get("ferryman_mysql_fence")
+    if sql is None:
+        sql = table.info["ferryman_mysql_fence"] = str(fence_query(table).compile(dialect=conn.dialect))
+    found = _mogrify(conn, sql, {"migration": migration})
+    signal = f"SIGNAL SQLSTATE '{SIGNALLED}' SET MESSAGE_TEXT = '{FENCE_MESSAGE}'"
+    return f"IF ({found}) > {int(fence)} THEN {signal}; END IF"
+
+
+def _mogrify(conn: Connection, sql: str, values: dict[str, str]) -> str:
+    """``sql`` with ``values`` in it, escaped by PyMySQL."""
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
-        return str(cursor.mogrify(sql, {"migration": entry.migration, "payload": entry.payload}))
+        return str(cursor.mogrify(sql, values))
     finally:
         cursor.close()

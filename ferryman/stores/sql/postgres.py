@@ -21,7 +21,7 @@ from .clauses import BOUND_COMPARISONS, Bound
 from .dialect import SqlDialect
 from .driver import DriverStatement
 from .driver_errors import ConstraintDetails, Kind, driver_error
-from .journal import journal_values
+from .journal import FENCE_MESSAGE, JournalTables, journal_values
 from .postgres_copy import COPY_MIN_ROWS, can_stream, start_copy
 from .postgres_link import plain_session, sends_sql_as_is
 from .types import NaiveUtcDateTime, is_naive_timestamp
@@ -32,6 +32,8 @@ CONNECT_TIMEOUT = 10
 _UNUSABLE = {"42P01", "42703", "3F000", "42501", "25006"}
 _LOST = {"57P01", "57P02", "57P03"}
 _BUSY = {"40001", "40P01", "55P03", "53300"}
+FENCED = "FM001"
+"""The SQLSTATE of a batch refused by its fence (:func:`fence_check`); a class PostgreSQL leaves free."""
 _REFUSED = ("does not exist", "authentication failed", "no pg_hba.conf entry", "permission denied")
 _CONNECTION_ERRORS = frozenset({"OperationalError", "InterfaceError"})
 """DBAPI error classes that mean the connection failed, not a value (psycopg raises DataError,
@@ -44,11 +46,14 @@ def insert_postgresql(conn: Connection, batch: InsertBatch) -> None:
     conn.execute(on_conflict_statement(postgresql.insert, batch), batch.rows)
 
 
-def journal_insert(conn: Connection, table: Table, values: dict[str, str]) -> bytes:
-    """``INSERT INTO table (...) VALUES (...)`` with ``values`` as literals quoted by libpq, to
-    send in one query with other statements."""
+def journal_insert(conn: Connection, tables: JournalTables, entry: JournalEntry) -> bytes:
+    """``INSERT INTO ferryman_journal (...) VALUES (...)`` with the entry's values as literals
+    quoted by libpq, after the entry's :func:`fence_check` if it has a fence, to send in one
+    query with other statements."""
     raw: Any = conn.connection.driver_connection
     encoding = raw.info.encoding
+    table = tables.entries
+    values = journal_values(entry)
     prefix = table.info.get("ferryman_journal_insert")
     if prefix is None:
         preparer = conn.dialect.identifier_preparer
@@ -58,20 +63,40 @@ def journal_insert(conn: Connection, table: Table, values: dict[str, str]) -> by
     from psycopg.pq import Escaping
 
     escape = Escaping(raw.pgconn).escape_literal
-    literals = b", ".join(escape(value.encode(encoding)) for value in values.values())
-    return prefix.encode(encoding) + literals + b")"
+    literals = {name: escape(value.encode(encoding)) for name, value in values.items()}
+    insert = prefix.encode(encoding) + b", ".join(literals.values()) + b")"
+    if entry.fence is None:
+        return insert
+    return fence_check(conn, tables.fences, literals["migration"], entry.fence) + b"; " + insert
 
 
-def insert_and_commit(conn: Connection, table: Table, values: dict[str, str]) -> bool:
-    """INSERT a row of text ``values`` into ``table`` and COMMIT, in one round trip (one simple
-    query) instead of two; False when not on psycopg (nothing was done).
+def fence_check(conn: Connection, table: Table, migration: bytes, fence: int) -> bytes:
+    """A ``DO`` block that raises SQLSTATE :data:`FENCED` when the fence row of ``migration`` (a
+    quoted literal), read ``FOR SHARE`` and so locked until the transaction ends, is above
+    ``fence``. One statement more in the batch's query, not one round trip more.
+
+    ``FOR SHARE`` finds no row to lock when the fence was never raised: :meth:`PostgreSQLDialect.
+    raise_fence` locks the whole table, which waits for every batch that read it."""
+    encoding = conn.connection.driver_connection.info.encoding  # type: ignore[union-attr]
+    target = conn.dialect.identifier_preparer.format_table(table).encode(encoding)
+    tag = b"$ferryman$"
+    while tag in migration:  # the body's quotes must not end inside the literal
+        tag = tag[:-1] + b"_$"
+    return (b"DO " + tag + b"BEGIN IF (SELECT epoch FROM " + target + b" WHERE migration = " + migration
+            + b" FOR SHARE) > " + str(fence).encode() + b" THEN RAISE EXCEPTION USING ERRCODE = '"
+            + FENCED.encode() + b"', MESSAGE = '" + FENCE_MESSAGE.encode() + b"'; END IF; END" + tag)
+
+
+def insert_and_commit(conn: Connection, tables: JournalTables, entry: JournalEntry) -> bool:
+    """INSERT the journal entry (its fence checked first) and COMMIT, in one round trip (one
+    simple query) instead of two; False when not on psycopg (nothing was done).
 
     For the journal entry that ends a batch saved by INSERT: a round trip fewer per batch.
     """
     raw: Any = conn.connection.driver_connection
     if not sends_sql_as_is(conn) or raw.autocommit:
         return False
-    statement = journal_insert(conn, table, values) + b"; COMMIT"
+    statement = journal_insert(conn, tables, entry) + b"; COMMIT"
     try:
         with raw.cursor() as cursor:
             cursor.execute(statement)
@@ -175,7 +200,7 @@ class PostgreSQLDialect(SqlDialect):
         insert_postgresql(conn, batch)
 
     def start_copy(self, engine: Engine, table: Table, groups: list[list[Record]], on_conflict: OnConflict,
-                   journal_table: Table, journal: JournalEntry | None) -> WriteInFlight | None:
+                   journal_tables: JournalTables, journal: JournalEntry | None) -> WriteInFlight | None:
         """COPY for a plain batch (``on_conflict="error"``) of :data:`~.postgres_copy.COPY_MIN_ROWS`
         rows or more, on a connection of its own; None when the session cannot stream."""
         if on_conflict != "error" or sum(map(len, groups)) < COPY_MIN_ROWS:
@@ -185,17 +210,25 @@ class PostgreSQLDialect(SqlDialect):
             if not can_stream(conn):
                 conn.close()
                 return None
-            statement = None if journal is None else journal_insert(conn, journal_table, journal_values(journal))
+            statement = None if journal is None else journal_insert(conn, journal_tables, journal)
         except BaseException:
             conn.close()
             raise
         return start_copy(conn, table, groups, statement, self)
 
-    def append_journal(self, conn: Connection, table: Table, entry: JournalEntry, *, commit: bool) -> None:
-        """With ``commit`` on psycopg, the INSERT and the COMMIT go to the server together."""
-        if commit and insert_and_commit(conn, table, journal_values(entry)):
+    def append_journal(self, conn: Connection, tables: JournalTables, entry: JournalEntry, *,
+                       commit: bool) -> None:
+        """With ``commit`` on psycopg, the fence check, the INSERT and the COMMIT go to the server
+        together."""
+        if commit and insert_and_commit(conn, tables, entry):
             return
-        super().append_journal(conn, table, entry, commit=commit)
+        super().append_journal(conn, tables, entry, commit=commit)
+
+    def raise_fence(self, conn: Connection, table: Table, migration: str, epoch: int) -> None:
+        """The table locked first, ``EXCLUSIVE``: that waits for every batch that read a fence
+        ``FOR SHARE``, also those that found no row to lock (the fence never raised)."""
+        conn.exec_driver_sql(f"LOCK TABLE {conn.dialect.identifier_preparer.format_table(table)} IN EXCLUSIVE MODE")
+        super().raise_fence(conn, table, migration, epoch)
 
     def driver_kind(self, orig: BaseException) -> Kind | None:
         """By sqlstate:
@@ -207,10 +240,13 @@ class PostgreSQLDialect(SqlDialect):
         * lost: no sqlstate and an OperationalError or InterfaceError (refused, unreachable,
           timed out, closed); class 08; 57P01-57P03 (shutting down, restarting)
         * transient: 40001, 40P01, 55P03, 53300
+        * fenced: FM001, raised by :func:`fence_check`
         """
         sqlstate = getattr(orig, "sqlstate", None)
         if sqlstate == "23505":
             return "duplicate"
+        if sqlstate == FENCED:
+            return "fenced"
         if sqlstate is None:
             if any(marker in str(orig) for marker in _REFUSED):
                 return "unusable"  # turned away at login

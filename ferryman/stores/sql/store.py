@@ -6,8 +6,8 @@ import logging
 import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
-from functools import cached_property
+from contextlib import AbstractContextManager, contextmanager
+from functools import cached_property, partial
 from itertools import chain, groupby, islice, repeat
 from operator import eq, itemgetter, methodcaller
 from typing import Any
@@ -28,11 +28,11 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
 
-from ...errors import StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError
+from ...errors import FencedOffError, StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError
 from ...redact import mask_secrets
 from ...types import Filter, Record, RecordId
 from ..base import SAVED, JournalEntry, PendingWrite, Store, check_parts, keyset_pages, match_fields
-from ..common import OnConflict, check_on_conflict, describe_values
+from ..common import OnConflict, check_fence, check_on_conflict, describe_values
 from .batch import FastPathRefused, InsertBatch, WriteInFlight
 from .clauses import Bound, bound_clause, bound_param, filter_clause, ids_clause
 from .constraints import unique_keys
@@ -41,7 +41,16 @@ from .driver import DriverStatement, PageQuery, as_dicts, unprocessed
 from .driver_errors import classify, driver_error, error_detail, map_errors
 from .engines import acquire_engine, prepare_to_write, release_engine
 from .identity import sql_dataset
-from .journal import create_journal, delete_entries, has_entry, journal_exists, journal_table, read_entries
+from .journal import (
+    StaleFence,
+    create_journal,
+    delete_entries,
+    fence_epoch,
+    has_entry,
+    journal_tables,
+    read_entries,
+    table_exists,
+)
 from .split import split_query
 
 EXPLAIN_DUPLICATES_UP_TO = 10_000
@@ -139,7 +148,7 @@ class SqlStore(Store):
         self.table_name = f"{self._schema}.{self._table_arg}" if self._schema else self._table_arg
         self._label = f"store {name!r} ({self.shown_url}, table {self.table_name})"
         self._dataset = dataset or sql_dataset(self.url, self._schema, self._table_arg)
-        self._journal = journal_table(self._schema)
+        self._journal = journal_tables(self._schema)
         self._journal_ready = False
         self._in_doubt: set[tuple[str, str]] = set()  # journal entries whose commit was cut off
         self._pages: dict[tuple[bool, bool], PageQuery] = {}  # unfiltered page SELECTs, by their bounds
@@ -443,7 +452,7 @@ class SqlStore(Store):
 
     def _begin(self, rows: list[Record], groups: list[list[Record]], journal: JournalEntry | None,
                fast: bool) -> PendingWrite:
-        with self._batch_errors(rows):
+        with self._batch_errors(rows, journal):
             while True:
                 try:
                     flight = self._start_copy(groups, journal) if fast else None
@@ -456,12 +465,32 @@ class SqlStore(Store):
                     fast = refused.retry_fast
                     self._log_refusal(refused)
 
-    def _batch_errors(self, rows: list[Record]) -> AbstractContextManager[None]:
+    @contextmanager
+    def _batch_errors(self, rows: list[Record], journal: JournalEntry | None) -> Iterator[None]:
         """Errors of saving ``rows`` mapped: a duplicate names its records (in batches small enough
-        to look them up), a lost connection asks whether the database still answers."""
+        to look them up), a lost connection asks whether the database still answers, a batch
+        refused by its fence (checked by the database or by the dialect) is a FencedOffError."""
         explain = (lambda: self._explain_duplicate(rows)) if len(rows) <= EXPLAIN_DUPLICATES_UP_TO else None
-        return map_errors(self._label, self.impl, explain, on_lost=lambda: self._still_answers(rows),
-                          constraint_columns=self._constraint_columns)
+        fenced = None
+        if journal is not None and journal.fence is not None:
+            fenced = partial(self._fenced_off, journal.migration, journal.fence)
+        try:
+            with map_errors(self._label, self.impl, explain, on_lost=lambda: self._still_answers(rows),
+                            constraint_columns=self._constraint_columns, fenced=fenced):
+                yield
+        except StaleFence as stale:
+            raise FencedOffError(self._label, stale.migration, stale.epoch, stale.fence) from None
+
+    def _fenced_off(self, migration: str, epoch: int, fence: int | None = None) -> FencedOffError:
+        """The error of a batch of ``epoch`` refused by ``migration``'s fence; the fence's epoch
+        read now unless known (None if it cannot be read: the message then says less)."""
+        if fence is None:
+            try:
+                with self.engine.connect() as conn:
+                    fence = fence_epoch(conn, self._journal.fences, migration)
+            except sa_exc.SQLAlchemyError:
+                pass
+        return FencedOffError(self._label, migration, epoch, fence)
 
     def _constraint_columns(self, name: str) -> tuple[str, ...]:
         """The columns of the table's constraint or index ``name`` (MySQL's ``PRIMARY``: the
@@ -517,15 +546,16 @@ class SqlStore(Store):
     def _landed(self, error: sa_exc.DBAPIError, journal: JournalEntry | None) -> bool:
         """After an error that may have cut the batch's commit off: was it committed after all?
 
-        Asks the journal. When the database cannot be asked, the outcome is in doubt: raises a
-        plain TransientStoreError (never split: the engine retries the same batch, whose
+        Asks the journal (:meth:`_entry_landed`: never when the fence is now above the batch's).
+        When the database cannot be asked, the outcome is in doubt: raises a plain
+        TransientStoreError (never split: the engine retries the same batch, whose
         :meth:`_committed_before` asks again), and never a ConnectionDroppedError.
         """
         if journal is None or classify(error, self.impl) != "lost":
             return False
         try:
             with self.engine.connect() as conn:
-                landed = has_entry(conn, self._journal, journal)
+                landed = self._entry_landed(conn, journal)
         except sa_exc.SQLAlchemyError:
             self._in_doubt.add((journal.migration, journal.payload))
             log.warning("%s: lost the connection while committing; the outcome is checked on the "
@@ -545,9 +575,17 @@ class SqlStore(Store):
         if key not in self._in_doubt:
             return False
         with self._errors(), self.engine.connect() as conn:
-            landed = has_entry(conn, self._journal, journal)
+            landed = self._entry_landed(conn, journal)
         self._in_doubt.discard(key)
         return landed
+
+    def _entry_landed(self, conn: Connection, journal: JournalEntry) -> bool:
+        """True when ``journal`` is in the journal. Raises FencedOffError when its fence was
+        raised above it meanwhile: the run lost its lease, and an entry with the same payload
+        may be the new holder's, so it is never taken for this batch's."""
+        if journal.fence is not None:
+            check_fence(self._label, journal, fence_epoch(conn, self._journal.fences, journal.migration))
+        return has_entry(conn, self._journal.entries, journal)
 
     def _rows_to_insert(self, records: Sequence[Record]) -> tuple[list[Record], list[list[Record]]]:
         """The rows to save, and the same rows grouped by their set of fields (one statement per
@@ -617,14 +655,23 @@ class SqlStore(Store):
             self._journal_ready = True
 
     def _journal_missing(self) -> bool:
-        return not self._journal_ready and not journal_exists(self.engine, self._journal)
+        return not self._journal_ready and not table_exists(self.engine, self._journal.entries)
 
     def read_journal(self, migration: str | None = None) -> list[JournalEntry]:
         with self._errors():
             if self._journal_missing():
                 return []
             with self.engine.connect() as conn:
-                return read_entries(conn, self._journal, migration)
+                return read_entries(conn, self._journal.entries, migration)
+
+    def raise_fence(self, migration: str, epoch: int) -> None:
+        """One transaction that raises the migration's row in ``ferryman_fence`` to ``epoch``;
+        it waits for the batches that share-locked the row (``journal.py``)."""
+        self._ensure_journal()
+        with self._errors(), self.engine.connect() as conn:
+            prepare_to_write(conn)
+            with conn.begin():
+                self.impl.raise_fence(conn, self._journal.fences, migration, epoch)
 
     def delete_journal(self, migration: str | None = None, *, up_to_seq: int | None = None,
                        keep_last: bool = False) -> None:
@@ -638,7 +685,7 @@ class SqlStore(Store):
                 if self._journal_missing():
                     return
                 with self.engine.begin() as conn:
-                    delete_entries(conn, self._journal, migration, up_to_seq, keep_last)
+                    delete_entries(conn, self._journal.entries, migration, up_to_seq, keep_last)
         except TransientStoreError as exc:
             log.warning("journal cleanup postponed: %s", exc)
 
@@ -663,7 +710,7 @@ class _CopyWrite(PendingWrite):
 
     def wait(self) -> None:
         store = self._store
-        with store._batch_errors(self._rows):
+        with store._batch_errors(self._rows, self._journal):
             try:
                 self._flight.finish()
                 return

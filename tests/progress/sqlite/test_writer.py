@@ -21,6 +21,7 @@ from helpers import poll_until
 from ferryman import (
     Action,
     FailedRecord,
+    FencedOffError,
     LedgerBusyError,
     LedgerFileError,
     MemoryStore,
@@ -391,6 +392,46 @@ def test_record_reuses_the_journal_text_only_when_it_is_the_same_ids(tmp_path: P
     assert rows(tmp_path / "l.db", "succeeded_log") == 2  # a row per page, reused text or not
     assert list(ledger.iter_succeeded(MIGRATION)) == [1, 2, 3, "4", 5, 7]
     ledger.close()
+
+
+def test_journal_entries_carry_the_lease_epoch_and_the_next_holder_fences_the_older_ones_off(
+        tmp_path: Path) -> None:
+    """A run's entries carry its lease's epoch; a run that takes the lease raises the fence to
+    its own epoch before it reads the journal: what the old holder committed is folded back,
+    and a batch of the old holder still on its way is refused."""
+    calls: list[str] = []
+
+    class Recording(MemoryStore):
+        def raise_fence(self, migration: str, epoch: int) -> None:
+            calls.append(f"raise {epoch}")
+            super().raise_fence(migration, epoch)
+
+        def read_journal(self, migration: str | None = None) -> list[JournalEntry]:
+            calls.append("read")
+            return super().read_journal(migration)
+
+    dest = Recording("dst", key="n")
+    old = SqliteLedger(tmp_path / "l.db")
+    entry = old.journal_for(MIGRATION, [1])
+    assert entry is not None and entry.fence is None  # no lease held: nothing to fence
+    old.begin_run([])
+    old.start_migration(MIGRATION)
+    assert old.lease is not None
+    committed, late = old.journal_for(MIGRATION, [1]), old.journal_for(MIGRATION, [2])
+    assert committed is not None and late is not None and committed.fence == late.fence == old.lease.epoch
+    dest.save_all([{"n": 1}], journal=committed)
+    old.close()
+
+    new = SqliteLedger(tmp_path / "l.db")
+    new.begin_run([])
+    new.start_migration(MIGRATION)
+    assert new.lease is not None and new.lease.epoch > committed.fence
+    assert new.recover(MIGRATION, dest) == 1  # the old holder's committed batch
+    assert calls[:2] == [f"raise {new.lease.epoch}", "read"]
+    with pytest.raises(FencedOffError):
+        dest.save_all([{"n": 2}], journal=late)
+    assert dest.records() == [{"n": 1}]
+    new.close()
 
 
 _key_part = st.one_of(

@@ -459,11 +459,11 @@ def cut_commit(monkeypatch: pytest.MonkeyPatch) -> Callable[[SqlStore, bool], No
                 real(dbapi_connection)
             raise _lost_connection(dbapi_connection)
 
-        def insert_and_commit(conn: Any, table: Any, values: dict[str, str]) -> bool:
+        def insert_and_commit(conn: Any, tables: Any, entry: JournalEntry) -> bool:
             """PostgreSQL commits with the batch's journal entry, in the same round trip."""
             once()
             if lands:
-                real_insert_and_commit(conn, table, values)
+                real_insert_and_commit(conn, tables, entry)
             lost = _lost_connection(conn.connection)
             raise sa_exc.OperationalError("COMMIT", {}, lost, connection_invalidated=True)
 
