@@ -168,8 +168,10 @@ class PartitionedRunner(MigrationRunner):
         and folds back the batches its last worker committed after its last checkpoint. The main
         ledger is made durable before the partitions' journal entries and files go: a crash in
         between folds them again, which records the same records again."""
+        self.parts.close()
         indexes = self.parts.existing()
         if not indexes:
+            self.parts.remove()
             return
         self._wait_for_holders(indexes)
         key, dest = self.spec.identity, self.stores[self.spec.dest]

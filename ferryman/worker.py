@@ -48,17 +48,24 @@ def run_partitions(service: MigrationService, progress: str, key: str, stop: Sto
         spec, instance = _migration_of(service, main, key)
         parts = PartitionSet(parts_directory(main.path, key))
         handled = parts.retried()
+        round_id = parts.round()
         result = WorkerResult([])
+        if round_id is None:
+            return result  # no run with workers is at this migration
         reader = SqliteReader(main.conn, main.path)
-        for index, key_range in enumerate(parts.ranges() if parts.boundaries() is not None else []):
+        for index, key_range in enumerate(parts.ranges()):
             if stop.requested or result.ledger_error:
                 break
             if parts.settled(index):
                 continue
-            ledger = PartitionLedger(parts.ledger_path(index), reader, main.uid)
             report = MigrationReport(spec.identity, spec.name, spec.source, spec.dest)
+            with parts.claiming(round_id) as still_open:
+                if not still_open:
+                    break  # the coordinator that split it is gone, another one folded it
+                ledger = PartitionLedger(parts.ledger_path(index), reader, main.uid)
+                claimed = _claim(ledger, report, index)
             try:
-                if _claim(ledger, report, index):
+                if claimed:
                     result.partitions.append(index)
                     runner = MigrationRunner(
                         spec, instance, service.stores, ledger, report, Observers(), stop,

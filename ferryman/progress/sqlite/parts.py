@@ -18,11 +18,14 @@ partitions, and what earlier runs did is in the main ledger.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from itertools import islice, pairwise
 from typing import Any
 
@@ -44,6 +47,10 @@ records or fatal errors; the next run runs the range again, skipping what succee
 
 SHOWN_COUNTS = ("read", "succeeded", "failed", "skipped", "ignored", "written")
 """The counters the status shows per partition."""
+
+CLAIMS_LOCK = "claims.lock"
+"""The file whose lock a worker holds while it claims a partition, and the coordinator while it
+closes the round."""
 
 ADDED_UP = ("written", "retried")
 """Counters each attempt at a partition counts for itself alone."""
@@ -107,13 +114,49 @@ class PartitionSet:
     # --- the split, kept on resume --------------------------------------------------------------
 
     def boundaries(self) -> list[RecordId] | None:
-        """The boundaries saved by an earlier round not merged yet; None when there is none."""
+        """The boundaries of the open round; None when there is none (or it was closed)."""
         data = self._read("split.json")
         return None if data is None else [as_id(b) for b in data["boundaries"]]
 
+    def round(self) -> str | None:
+        """The open round's id: a new one for every split, so that a worker of an earlier
+        round never takes a partition of a later one for its own."""
+        data = self._read("split.json")
+        return None if data is None else str(data["round"])
+
     def save_split(self, boundaries: Sequence[RecordId]) -> None:
+        """Open a round with these boundaries."""
         os.makedirs(self.directory, exist_ok=True)
-        self._write("split.json", {"boundaries": json.loads(encode_ids(boundaries))})
+        self._write("split.json", {"round": uuid.uuid4().hex, "boundaries": json.loads(encode_ids(boundaries))})
+
+    @contextmanager
+    def claiming(self, round_id: str) -> Iterator[bool]:
+        """Hold the right to claim a partition of round ``round_id``; yields False when that
+        round is over (closed, or another round opened since): then the worker stops."""
+        with self._claims_locked() as present:
+            yield present and self.round() == round_id
+
+    def close(self) -> None:
+        """End the round: no worker claims a partition of it any more (one claiming now
+        finishes its claim first, and then holds the partition's lease)."""
+        with self._claims_locked() as present:
+            if present:
+                with suppress(FileNotFoundError):
+                    os.remove(os.path.join(self.directory, "split.json"))
+
+    @contextmanager
+    def _claims_locked(self) -> Iterator[bool]:
+        """The claims lock held (False: no partitions directory, nothing to claim)."""
+        try:
+            fd = os.open(os.path.join(self.directory, CLAIMS_LOCK), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        except FileNotFoundError:  # the partitions were folded and removed
+            yield False
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield True
+        finally:
+            os.close(fd)
 
     def ranges(self) -> list[KeyRange]:
         """The partitions' key ranges ``(after, upto]``, in key order."""
