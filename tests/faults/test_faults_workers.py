@@ -41,7 +41,7 @@ stores = [SqlStore("src", {source_url!r}, "src_items"), SqlStore("dst", {dest_ur
 @migration(source="src", dest="dst", name="copy_items")
 class CopyItems:
     def transform(self, aggregates, record):
-        sum(range(100))  # a little work, so that a run lasts long enough for every kill
+        sum(range(300))  # a little work, so that a run lasts long enough for every kill
         return [{{"id": record["id"], "name": record["name"].upper()}}]
 
 
@@ -146,7 +146,7 @@ def test_workers_killed_at_random_moments_leave_every_row_once(setting):
     kills = 0
     while kills < KILLS and run.poll() is None:
         before = written(engine)
-        time.sleep(rng.uniform(0.1, 0.6))
+        time.sleep(rng.uniform(0.1, 0.4))
         # a worker that wrote nothing since the last kill may still be starting: killing
         # only those would test the give-up rule, not the recovery
         if written(engine) == before:
@@ -156,7 +156,7 @@ def test_workers_killed_at_random_moments_leave_every_row_once(setting):
             os.kill(rng.choice(pids), signal.SIGKILL)
             kills += 1
     out, err = ended(directory, run, processes)
-    assert kills == KILLS, "the run ended before every kill: make it longer"
+    assert kills == KILLS, f"the run ended before every kill: make it longer\n{out}\n{err}"
     assert run.returncode == 0, err
     assert "a worker ended with exit code -9" in err
     assert summary(out).startswith(f"copy_items: completed - {ROWS:,} migrated, 0 failed, 0 already done")
