@@ -223,3 +223,28 @@ def test_sql_split_is_one_query(request: pytest.FixtureRequest, database: str) -
         assert len(statements) == 1 and "row_number() OVER" in statements[0]
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("key", [("id",), ("a", "b")], ids=["one_column", "composite"])
+def test_sqlite_reads_a_range_page_from_the_last_key_read_not_from_the_range_start(
+    sqlite_url: str, key: tuple[str, ...]
+) -> None:
+    """Both bounds are one index range that starts at the page's ``after``: SQLite searches the
+    key's index between the two, it does not walk from the range's start on every page."""
+    columns = [Column(name, Integer, primary_key=True, autoincrement=False) for name in key]
+    ddl = create_engine(sqlite_url, poolclass=NullPool)
+    Table("r", MetaData(), *columns, Column("v", Integer)).create(ddl)
+    store = SqlStore("r", sqlite_url, "r")
+    try:
+        store.save_all([{**{name: n for name in key}, "v": n} for n in range(50)])
+        sent: list[tuple[str, Any]] = []
+        event.listen(store.engine, "before_cursor_execute", lambda *args: sent.append((args[2], args[3])))
+        low, high = store.id_of({name: 10 for name in key}), store.id_of({name: 40 for name in key})
+        assert len(next(store.read_pages(None, low, 5, upto=high))) == 5
+        with ddl.connect() as conn:
+            plan = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sent[0][0]}", sent[0][1]).fetchall()
+        assert len(plan) == 1 and plan[0][3].startswith("SEARCH r USING") and ">?" in plan[0][3] \
+            and "<?" in plan[0][3]
+    finally:
+        store.close()
+        ddl.dispose()
