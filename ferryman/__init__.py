@@ -37,7 +37,7 @@ from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
 from .report import MigrationReport, MigrationState, RunResult
 from .service import MigrationService, StoreRegistry
-from .stores import JournalEntry, MemoryStore, PendingWrite, SqlDatabase, SqlStore, Store
+from .stores import JournalEntry, MemoryStore, PendingWrite, SqlDatabase, SqlStore, Store, key_ranges
 from .verify import MigrationVerification, VerificationResult
 
 __version__ = "0.1.0"
@@ -102,5 +102,6 @@ __all__ = [
     "TerminalStoreError",
     "TransientStoreError",
     "VerificationResult",
+    "key_ranges",
     "migration",
 ]

@@ -5,11 +5,13 @@
 
 from typing import Any
 
-from .base import JournalEntry, PendingWrite, Store
+from .base import JournalEntry, PendingWrite, Store, key_ranges
 from .memory import MemoryStore
 from .sql import SqlDatabase, SqlStore
 
-__all__ = ["JournalEntry", "MemoryStore", "MongoStore", "PendingWrite", "SqlDatabase", "SqlStore", "Store"]
+__all__ = [
+    "JournalEntry", "MemoryStore", "MongoStore", "PendingWrite", "SqlDatabase", "SqlStore", "Store", "key_ranges",
+]
 
 
 def __getattr__(name: str) -> Any:

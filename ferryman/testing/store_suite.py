@@ -28,7 +28,7 @@ import pytest
 from sqlalchemy import BigInteger, Column, Engine, Integer, MetaData, String, Table
 
 from ..errors import DuplicateDataError, FencedOffError, StoreError, TerminalStoreError
-from ..stores.base import JournalEntry, Store
+from ..stores.base import JournalEntry, Store, key_ranges
 from ..stores.common import OnConflict
 from ..types import Filter, Record, RecordId
 
@@ -198,6 +198,34 @@ class StoreContract:
         assert next(ahead) == INT_KEY.rows(range(4))
         ahead.close()  # left early: a read-ahead is dropped
         assert store.read_page(None, 35, 10) == INT_KEY.rows(range(36, 40))
+
+    # --- key ranges -----------------------------------------------------------------------
+
+    @pytest.mark.parametrize("layout", [INT_KEY, TEXT_KEY, COMPOSITE_KEY], ids=lambda layout: layout.name)
+    @pytest.mark.parametrize("parts", [1, 3, 8])
+    def test_split_ranges_read_one_after_another_are_the_whole_store_once(
+        self, make_store: StoreFactory, layout: Layout, parts: int
+    ) -> None:
+        """A store that does not split (the default) passes with one range."""
+        store = make_store(layout, shuffled(layout.rows(range(40))))
+        boundaries = store.split(parts)
+        assert len(boundaries) <= parts - 1
+        assert boundaries == sorted(boundaries, key=layout.ids(range(40)).index)
+        ranges = [list(store.read_pages(None, after, 6, upto=upto)) for after, upto in key_ranges(boundaries)]
+        assert [r for pages in ranges for page in pages for r in page] == layout.rows(range(40))
+        assert all(0 < len(page) <= 6 for pages in ranges for page in pages)
+
+    def test_upto_bounds_a_read_to_the_ids_up_to_it(self, make_store: StoreFactory) -> None:
+        store = make_store(INT_KEY, shuffled(INT_KEY.rows(range(40))))
+        assert [r for page in store.read_pages(None, 3, 5, upto=21) for r in page] == INT_KEY.rows(range(4, 22))
+        assert [r for page in store.read_pages(None, None, 5, upto=2) for r in page] == INT_KEY.rows(range(3))
+        assert list(store.read_pages(None, 21, 5, upto=21)) == []
+        assert [r for page in store.read_pages({"n": 1}, 3, 5, upto=21) for r in page] == [
+            r for r in INT_KEY.rows(range(4, 22)) if r["n"] == 1]
+
+    def test_split_refuses_fewer_than_one_part(self, store: Store) -> None:
+        with pytest.raises(ValueError):
+            store.split(0)
 
     # --- filters --------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from operator import ge, gt, le, lt
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from sqlalchemy import ColumnElement, Table, and_, bindparam, true, tuple_
 from sqlalchemy.sql import ClauseElement
@@ -48,12 +48,22 @@ Bound = Literal["after", "upto"]
 
 Comparison = Callable[[Any, Any], Any]
 
-BOUND_COMPARISONS: dict[Bound, tuple[Comparison, Comparison, Comparison]] = {
-    "after": (ge, gt, gt),
-    "upto": (le, lt, le),
+
+class KeyComparisons(NamedTuple):
+    """How one bound compares a key, in tuple order."""
+
+    first: Comparison
+    """The first key column's range (``>=``, ``<=``), which keeps an index range on it."""
+    earlier: Comparison
+    """A column before the last one, its equal prefix given (strict: ``>``, ``<``)."""
+    whole: Comparison
+    """The whole key, or its last column (``>`` for after, ``<=`` for upto)."""
+
+
+BOUND_COMPARISONS: dict[Bound, KeyComparisons] = {
+    "after": KeyComparisons(ge, gt, gt),
+    "upto": KeyComparisons(le, lt, le),
 }
-"""For each bound, in tuple order: the first key column's range, an earlier column's strict
-comparison, and the comparison of the whole key (or of its last column)."""
 
 
 def bound_param(bound: Bound, i: int) -> str:
@@ -70,7 +80,7 @@ def bound_clause(columns: Sequence[ColumnElement[Any]], dialect: SqlDialect, bou
     """
     values = [bindparam(bound_param(bound, i), type_=c.type) for i, c in enumerate(columns)]
     if len(columns) == 1:
-        single: ColumnElement[bool] = BOUND_COMPARISONS[bound][2](columns[0], values[0])
+        single: ColumnElement[bool] = BOUND_COMPARISONS[bound].whole(columns[0], values[0])
         return single
     return dialect.key_bound(columns, values, bound)
 

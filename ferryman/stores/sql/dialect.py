@@ -83,13 +83,13 @@ class SqlDialect:
         b > y))``, ``a <= x AND (a < x OR (a = x AND b <= y))``; the leading ``a >= x`` (``a <=
         x``) keeps the index range on the first column.
         """
-        first, earlier, last = BOUND_COMPARISONS[bound]
+        compare = BOUND_COMPARISONS[bound]
         terms = [
             and_(*(columns[j] == values[j] for j in range(i)),
-                 (last if i == len(columns) - 1 else earlier)(columns[i], values[i]))
+                 (compare.whole if i == len(columns) - 1 else compare.earlier)(columns[i], values[i]))
             for i in range(len(columns))
         ]
-        return and_(first(columns[0], values[0]), or_(*terms))
+        return and_(compare.first(columns[0], values[0]), or_(*terms))
 
     def lone_statement(self, conn: Connection) -> AbstractContextManager[None]:
         """Around one statement read on ``conn``'s DBAPI connection with no transaction wanted."""

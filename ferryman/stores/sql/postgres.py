@@ -173,7 +173,7 @@ class PostgreSQLDialect(SqlDialect):
     def key_bound(self, columns: Sequence[ColumnElement[Any]], values: Sequence[ColumnElement[Any]],
                   bound: Bound) -> ColumnElement[bool]:
         """``(a, b) > (x, y)``, ``(a, b) <= (x, y)``: PostgreSQL compares row values, as an index range."""
-        row_value: ColumnElement[bool] = BOUND_COMPARISONS[bound][2](tuple_(*columns), tuple_(*values))
+        row_value: ColumnElement[bool] = BOUND_COMPARISONS[bound].whole(tuple_(*columns), tuple_(*values))
         return row_value
 
     def lone_statement(self, conn: Connection) -> AbstractContextManager[None]:

@@ -240,7 +240,12 @@ class SqlStore(Store):
     # --- reading --------------------------------------------------------------------------
 
     def read_page(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int) -> list[Record]:
+        self._check_limit(limit)
         return self._read_page(filter, after, limit, None)
+
+    def _check_limit(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"{self._label}: limit must be at least 1, not {limit}")
 
     def _read_page(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int,
                    names: Sequence[str] | None, upto: RecordId | None = None) -> list[Record]:
@@ -272,6 +277,7 @@ class SqlStore(Store):
     def _keyset_pages(self, filter: Filter | ClauseElement | None, after: RecordId | None, limit: int,
                       upto: RecordId | None) -> Generator[list[Record], None, None]:
         """Page after page, each a query of its own."""
+        self._check_limit(limit)
         return keyset_pages(lambda last: self._read_page(filter, last, limit, None, upto), self.id_of, after, limit)
 
     def _pipelined_pages(self, driver: tuple[DriverStatement, list[str]], after: RecordId, limit: int,
@@ -288,8 +294,6 @@ class SqlStore(Store):
 
     def _page_values(self, after: RecordId | None, limit: int, upto: RecordId | None = None) -> dict[str, Any]:
         """The bound values of a page SELECT."""
-        if limit < 1:
-            raise ValueError(f"{self._label}: limit must be at least 1, not {limit}")
         values: dict[str, Any] = {"limit": limit}
         self._bind(values, "after", after)
         self._bind(values, "upto", upto)

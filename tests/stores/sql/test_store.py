@@ -257,6 +257,30 @@ def test_postgres_scans_send_the_next_page_query_ahead(
     assert pipelines == [1, 1]
 
 
+def test_postgres_reads_a_key_range_ahead_too(
+    postgres_url: str, sql_factory: Callable[[str], StoreFactory], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A range ``(after, upto]`` is read ahead like a scan, its upper bound in each query: the
+    pages stop at ``upto`` and no query ahead reaches past it."""
+    import psycopg
+
+    pipelines: list[int] = []
+    real = psycopg.Connection.pipeline
+
+    def counted(self: Any) -> Any:
+        pipelines.append(1)
+        return real(self)
+
+    monkeypatch.setattr(psycopg.Connection, "pipeline", counted)
+    store = sql_factory(postgres_url)(COMPOSITE_KEY, shuffled(COMPOSITE_KEY.rows(range(300))))
+    statements: list[str] = []
+    event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+    pages = list(store.read_pages(None, COMPOSITE_KEY.id(10), 7, upto=COMPOSITE_KEY.id(250)))
+    assert [r for page in pages for r in page] == COMPOSITE_KEY.rows(range(11, 251)) and pipelines == [1]
+    assert [len(p) for p in pages] == [7] * 34 + [2]
+    assert len(statements) == 1 and "<=" in statements[0]  # the first page's query, through SQLAlchemy
+
+
 def test_missing_table_is_terminal_and_named(db_url: str) -> None:
     store = SqlStore("ghosts", db_url, "no_such_table")
     if store.dialect == "sqlite":
