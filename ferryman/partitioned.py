@@ -177,7 +177,8 @@ class PartitionedRunner(MigrationRunner):
         key, dest = self.spec.identity, self.stores[self.spec.dest]
         owners = []
         for i in indexes:
-            self.parts.take_over(i, self.main, key, dest)
+            if self.parts.outcome(i) is None:  # its worker died: fence it off, fold its journal
+                self.parts.take_over(i, self.main, key, dest)
             fatal, owner = self.parts.merge_into(self.main, key, i)
             if fatal and not self.report.fatal_error:
                 self.report.fatal_error = self.report.last_error = fatal[0].splitlines()[0]

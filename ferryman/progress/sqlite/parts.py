@@ -32,7 +32,6 @@ from typing import Any
 from ...report import RunResult
 from ...stores.base import Store
 from ...types import RecordId
-from ..ledger import Ledger
 from ..storage import save_text_atomically
 from .codec import as_id, decode_id, encode_id, encode_ids
 from .reader import LOOKUP_CHUNK, SqliteReader
@@ -66,6 +65,7 @@ class PartitionLedger(SqliteLedger):
         super().__init__(path)
         self.journal_owner = f"{main_uid}/{self.uid}"
         self.main = main
+        self._main_tables: dict[str, bool] = {}
 
     def succeeded_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
         """Done by earlier runs: merged into the main ledger."""
@@ -91,8 +91,10 @@ class PartitionLedger(SqliteLedger):
         return []
 
     def _in_main(self, identity: str, ids: Sequence[RecordId], table: str, action: str | None = None) -> set[RecordId]:
+        """Which of ``ids`` the main ledger's ``table`` holds (of ``action``), asked only when
+        it holds any for the migration (it does not change while workers run)."""
         mid = self.main.migration_id(identity)
-        if mid is None:
+        if mid is None or not self._main_holds(table, mid):
             return set()
         keys = [encode_id(i) for i in ids]
         found: set[RecordId] = set()
@@ -103,6 +105,13 @@ class PartitionLedger(SqliteLedger):
                 f"SELECT rid FROM {table} WHERE migration = ? AND rid IN ({','.join('?' * len(chunk))}){where}",
                 (mid, *chunk, *([] if action is None else [action]))))
         return found
+
+    def _main_holds(self, table: str, mid: int) -> bool:
+        held = self._main_tables.get(table)
+        if held is None:
+            held = self._main_tables[table] = self.main.conn.execute(
+                f"SELECT 1 FROM {table} WHERE migration = ? LIMIT 1", (mid,)).fetchone() is not None
+        return held
 
 
 class PartitionSet:
@@ -264,27 +273,31 @@ class PartitionSet:
         finally:
             ledger.close()
 
-    def merge_into(self, ledger: Ledger, key: str, index: int) -> tuple[list[str], str | None]:
-        """Hand partition ``index``'s succeeded ids, failed records and fatal errors to
-        ``ledger`` (recorded, not yet checkpointed). Returns the fatal errors and the uid of
-        the partition's ledger (its journal entries' owner, to clean once ``ledger`` is durable).
+    def merge_into(self, main: SqliteLedger, key: str, index: int) -> tuple[list[str], str | None]:
+        """Hand partition ``index``'s succeeded ids, failed records and fatal errors to the
+        main ledger (recorded, not yet checkpointed). Returns the fatal errors and the uid of
+        the partition's ledger (its journal entries' owner, to clean once ``main`` is durable).
 
-        Merging twice records the same records again, which changes nothing (a fatal error is
-        then listed twice): a coordinator that dies in the middle merges the whole partition
-        again."""
+        Successes go over as the JSON arrays the partition logged them in, undecoded (when it
+        has no failed record, which could be one of them). Merging twice records the same
+        records again, which changes nothing (a fatal error is then listed twice): a
+        coordinator that dies in the middle merges the whole partition again."""
         reader = self._reader(index)
         if reader is None:
             return [], None
         try:
-            ids = reader.iter_succeeded(key)
-            while chunk := list(islice(ids, MERGE_CHUNK)):
-                ledger.record(key, chunk, [])
             failed = list(reader.iter_failed(key))
             if failed:
-                ledger.record(key, [], failed)
+                ids = reader.iter_succeeded(key)
+                while chunk := list(islice(ids, MERGE_CHUNK)):
+                    main.record(key, chunk, [])
+                main.record(key, [], failed)
+            else:
+                for text in _logged_texts(reader, key):
+                    main.record_encoded(key, text)
             fatal = reader.fatal_errors()
             for text in fatal:
-                ledger.record_fatal(key, text)
+                main.record_fatal(key, text)
             owner = reader._meta("uid")
         finally:
             reader.close()
@@ -312,6 +325,19 @@ class PartitionSet:
 
     def _write(self, name: str, data: Any) -> None:
         save_text_atomically(os.path.join(self.directory, name), json.dumps(data))
+
+
+def _logged_texts(reader: SqliteReader, key: str) -> Iterator[str]:
+    """A partition's succeeded ids as JSON arrays: its per-id rows, MERGE_CHUNK at a time, then
+    its log as logged (a migration without failed records: nothing to leave out of it)."""
+    mid = reader.migration_id(key)
+    if mid is None:
+        return
+    rows = (rid for (rid,) in reader.conn.execute("SELECT rid FROM succeeded WHERE migration = ?", (mid,)))
+    while chunk := list(islice(rows, MERGE_CHUNK)):
+        yield "[" + ",".join(chunk) + "]"
+    for (text,) in reader.conn.execute("SELECT ids FROM succeeded_log WHERE migration = ? ORDER BY seq", (mid,)):
+        yield text
 
 
 def partition_status(path: str, migrations: dict[str, str]) -> list[dict[str, Any]]:

@@ -362,14 +362,19 @@ class SqliteLedger(SqliteReader, Ledger):
         """Queue the page for the next commit: successes as one log row, failures per id."""
         mid = self._mid(identity)
         if succeeded:
-            text = self._journaled_text(identity, succeeded) or encode_ids(succeeded)
-            # Only a migration with failed entries pays for per-id keys (to delete those entries).
-            keys = array_keys(text) if mid in self._has_failed else None
-            self._ops.append(("s", mid, (text, keys)))
+            self.record_encoded(identity, self._journaled_text(identity, succeeded) or encode_ids(succeeded))
         self._journaled.clear()
         if failed:
             self._ops.append(("f", mid, [failed_row(mid, self.next_seq(), f) for f in failed]))
             self._has_failed.add(mid)
+
+    def record_encoded(self, identity: str, text: str) -> None:
+        """Queue successes given as the JSON array of their ids (another ledger's log: no
+        decoding and encoding again)."""
+        mid = self._mid(identity)
+        # Only a migration with failed entries pays for per-id keys (to delete those entries).
+        keys = array_keys(text) if mid in self._has_failed else None
+        self._ops.append(("s", mid, (text, keys)))
 
     def record_fatal(self, identity: str, text: str) -> None:
         self._flush()

@@ -114,3 +114,33 @@ def test_the_status_shows_each_partition_pending_running_or_how_it_ended(main):
         (0, None, 100, "completed", 1, 100), (1, 100, 200, "running", 1, 0), (2, 200, None, "pending", 0, 0)]
     assert rows[1]["holder"].startswith("pid ") and rows[0]["holder"] is None
     assert {r["migration"] for r in rows} == {"copy_items"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.lists(ids, max_size=30, unique_by=repr), min_size=1, max_size=4))
+def test_a_fold_without_decoding_gives_the_ids_the_partition_reads_back(tmp_path_factory, attempts):
+    """The fast path (JSON arrays copied as logged) against the slow one (every id decoded)."""
+    main = SqliteLedger(tmp_path_factory.mktemp("fold") / "run.db")
+    try:
+        main.begin_run([])
+        main.start_migration(KEY)
+        PartitionSet(parts_directory(main.path, KEY)).save_split([])
+        seen: set = set()
+        for page in attempts:  # each attempt folds the earlier ones' log into per-id rows
+            ledger = partition(main, 0)
+            ledger.begin_run([report()])
+            ledger.start_migration(KEY)
+            fresh = [i for i in page if repr(i) not in seen]
+            seen.update(map(repr, fresh))
+            ledger.record(KEY, fresh, [])
+            ledger.close()
+        parts = PartitionSet(parts_directory(main.path, KEY))
+        reader = SqliteReader.open(parts.ledger_path(0))
+        expected = list(reader.iter_succeeded(KEY))
+        reader.close()
+        parts.merge_into(main, KEY, 0)
+        main.checkpoint()
+        got = list(main.progress().migrations[KEY].succeeded)
+        assert sorted(map(repr, got)) == sorted(map(repr, expected)) == sorted(seen)
+    finally:
+        main.close()
