@@ -43,6 +43,7 @@ TARGET_RATIO = 1.5
 """The goal: ``--workers 2`` at least this many times the rows/s of ``--workers 1``."""
 POLL = 0.02
 """Seconds between two looks at the coordinator's worker processes."""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 TARGET_TEMPLATE = '''"""Written by python -m bench.workers ({scenario}): stations copied into PostgreSQL,
 bench.postgres's transform plus {loops} turns of a pure-Python loop per record."""
@@ -101,23 +102,28 @@ class Calibration:
 
     def __str__(self) -> str:
         return (f"calibration: {self.turns} loop turns = {self.loop_us:.1f} us; the whole transform "
-                f"{self.transform_us:.1f} us per record (best of 5, in this process)")
+                f"{self.transform_us:.1f} us per record (best timings, in this process)")
 
 
 def calibrate(work_us: float) -> Calibration:
-    """The loop turns that cost ``work_us`` here (the fastest of a few timings: the machine's
-    other load only makes a turn look dearer), and what the whole transform then costs."""
-    probe = 200_000
-    per_turn = _best_seconds(lambda: spin(probe)) / probe
-    turns = max(0, round(work_us * 1e-6 / per_turn))
+    """The loop turns that make the whole transform cost ``work_us`` here: the transform timed
+    with no turn and with some, the turns interpolated (twice), then timed again (the fastest of
+    many timings each: the machine's other load only makes work look dearer)."""
     record = dict(zip(COLUMNS, next(rows(1))))
-    sample = 2_000
+    sample = 500
 
-    def transform_sample() -> None:
-        for _ in range(sample):
-            busy_transform(record, turns)
+    def per_record(turns: int) -> float:
+        def transform_sample() -> None:
+            for _ in range(sample):
+                busy_transform(record, turns)
+        return _best_seconds(transform_sample, repeat=20) / sample * 1e6
 
-    return Calibration(turns, turns * per_turn * 1e6, _best_seconds(transform_sample) / sample * 1e6)
+    base = per_record(0)
+    turns = 1_000
+    for _ in range(2):  # a second step corrects the first's guess of a turn's cost
+        per_turn = (per_record(turns) - base) / turns
+        turns = max(1, round((work_us - base) / per_turn))
+    return Calibration(turns, turns * per_turn, per_record(turns))
 
 
 def write_target(path: Path, scenario: str, url: str, sqlite_path: Path, turns: int) -> None:
@@ -172,6 +178,7 @@ class Measurement:
     rows: int
     seconds: float
     cpu_seconds: float
+    workers_cpu_seconds: float | None
     before_workers: float | None
     after_workers: float | None
     verdict: str
@@ -181,21 +188,21 @@ class Measurement:
         return self.rows / self.seconds
 
 
-def _live_children(pid: int) -> list[int]:
-    """The process's children that have not exited (a worker that ended but is not yet reaped by
-    its coordinator is a zombie: it counts as ended)."""
+def _live_children(pid: int) -> dict[int, float]:
+    """The process's children that have not exited, with the CPU seconds each used so far (a
+    worker that ended but is not yet reaped by its coordinator is a zombie: it counts as ended)."""
     try:
         kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
-        return []
-    live = []
+        return {}
+    live = {}
     for kid in kids:
         try:
-            state = Path(f"/proc/{kid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            fields = Path(f"/proc/{kid}/stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue
-        if state != "Z":
-            live.append(int(kid))
+        if fields[0] != "Z":  # state; utime and stime are fields 14 and 15 of the whole line
+            live[int(kid)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
     return live
 
 
@@ -213,10 +220,12 @@ def measure(scenario: str, workers: int, target: Path, url: str, work: Path, n: 
         start = time.perf_counter()
         proc = subprocess.Popen(command, cwd=run_dir, stdout=out, stderr=subprocess.STDOUT)
         first = last = None
+        worker_cpu: dict[int, float] = {}  # as last seen, up to POLL before each worker's end
         while proc.poll() is None:
-            if _live_children(proc.pid):
+            if live := _live_children(proc.pid):
                 first = first or time.perf_counter()
                 last = time.perf_counter()
+                worker_cpu.update(live)
             time.sleep(POLL)
         end = time.perf_counter()
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -224,8 +233,9 @@ def measure(scenario: str, workers: int, target: Path, url: str, work: Path, n: 
         raise SystemExit(f"{scenario} --workers {workers} exited {proc.returncode}:\n"
                          f"{(run_dir / 'output.txt').read_text()}")
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    return Measurement(scenario, workers, n, end - start, cpu, None if first is None else first - start,
-                       None if last is None else end - last, check(fingerprint(url), expected, n))
+    return Measurement(scenario, workers, n, end - start, cpu, sum(worker_cpu.values()) if worker_cpu else None,
+                       None if first is None else first - start, None if last is None else end - last,
+                       check(fingerprint(url), expected, n))
 
 
 # --- the command ------------------------------------------------------------------------------
@@ -289,8 +299,9 @@ def run_all(args: Any, scenarios: list[str], url: str, work: Path, calibration: 
 
 def _phases(m: Measurement) -> str:
     if m.before_workers is None or m.after_workers is None:
-        return f"{'(in process)':<26}"
-    return f"before workers {m.before_workers:4.2f}s after {m.after_workers:4.2f}s"
+        return f"{'(in process)':<52}"
+    return (f"workers' CPU {m.workers_cpu_seconds or 0:5.2f}s, before them {m.before_workers:4.2f}s, "
+            f"after {m.after_workers:4.2f}s")
 
 
 def _median(values: list[float | None]) -> str:
@@ -300,9 +311,11 @@ def _median(values: list[float | None]) -> str:
 
 def report(results: list[Measurement], scenarios: list[str], args: Any, calibration: Calibration) -> None:
     print(f"\n{args.rows:,} rows, {args.reps} runs each (medians); {calibration.transform_us:.1f} us of "
-          f"transform per record; `ferryman run TARGET --workers N`, wall time of the whole command")
+          f"transform per record; `ferryman run TARGET --workers N`, wall time of the whole command;\n"
+          f"CPU s: the command's and its workers'; workers CPU s: the workers' alone; before s / after s: the "
+          f"coordinator's wall time before the first worker started / after the last one ended")
     print(f"{'scenario':<12} {'workers':>7} {'rows/s':>10} {'seconds':>8} {'CPU s':>7} "
-          f"{'before s':>8} {'after s':>8}  check")
+          f"{'workers CPU s':>13} {'before s':>8} {'after s':>8}  check")
     for scenario in scenarios:
         rates = {}
         for workers in WORKERS:
@@ -311,7 +324,8 @@ def report(results: list[Measurement], scenarios: list[str], args: Any, calibrat
             verdict = "ok" if all(m.verdict == "ok" for m in ms) else "WRONG"
             print(f"{scenario:<12} {workers:>7} {rates[workers]:>10,.0f} "
                   f"{statistics.median(m.seconds for m in ms):>8.2f} {statistics.median(m.cpu_seconds for m in ms):>7.2f} "
-                  f"{_median([m.before_workers for m in ms]):>8} {_median([m.after_workers for m in ms]):>8}  {verdict}")
+                  f"{_median([m.workers_cpu_seconds for m in ms]):>13} {_median([m.before_workers for m in ms]):>8} "
+                  f"{_median([m.after_workers for m in ms]):>8}  {verdict}")
         ratio = rates[2] / rates[1]
         verdict = "met" if ratio >= TARGET_RATIO else "missed"
         print(f"{scenario:<12} workers 2 / workers 1: {ratio:.2f}x  (target >= {TARGET_RATIO}x: {verdict})")

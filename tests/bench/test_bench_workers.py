@@ -33,7 +33,7 @@ def test_both_worker_counts_copy_every_row_and_the_ratio_is_reported(postgres_se
     assert lines[0].startswith("calibration: "), lines[0]
     runs = [line for line in lines if line.startswith("  run ")]
     assert len(runs) == 4 and all(line.endswith("  ok") for line in runs), runs
-    assert sum("before workers" in line for line in runs) == 2, runs  # the two --workers 2 runs
+    assert sum("workers' CPU" in line for line in runs) == 2, runs  # the two --workers 2 runs
     ratios = [line for line in lines if "workers 2 / workers 1:" in line]
     assert [line.split()[0] for line in ratios] == ["sqlite-to-pg", "pg-to-pg"], proc.stdout
 
