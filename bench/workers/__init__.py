@@ -178,6 +178,7 @@ class Measurement:
     rows: int
     seconds: float
     cpu_seconds: float
+    cpu_wait_seconds: float
     workers_cpu_seconds: float | None
     before_workers: float | None
     after_workers: float | None
@@ -206,6 +207,15 @@ def _live_children(pid: int) -> dict[int, float]:
     return live
 
 
+def _run_queue_wait(pid: int) -> float | None:
+    """Seconds the process's main thread was ready to run but waited for a CPU (``schedstat``'s
+    second field): what the machine's other load took from it."""
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def measure(scenario: str, workers: int, target: Path, url: str, work: Path, n: int,
             expected: Fingerprint) -> Measurement:
     """Time ``ferryman run TARGET --workers N`` end to end (interpreter start to exit), and when
@@ -221,11 +231,15 @@ def measure(scenario: str, workers: int, target: Path, url: str, work: Path, n: 
         proc = subprocess.Popen(command, cwd=run_dir, stdout=out, stderr=subprocess.STDOUT)
         first = last = None
         worker_cpu: dict[int, float] = {}  # as last seen, up to POLL before each worker's end
+        waits: dict[int, float] = {}  # the same, for the coordinator and every worker
         while proc.poll() is None:
             if live := _live_children(proc.pid):
                 first = first or time.perf_counter()
                 last = time.perf_counter()
                 worker_cpu.update(live)
+            for pid in (proc.pid, *live):
+                if (wait := _run_queue_wait(pid)) is not None:
+                    waits[pid] = wait
             time.sleep(POLL)
         end = time.perf_counter()
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -233,7 +247,8 @@ def measure(scenario: str, workers: int, target: Path, url: str, work: Path, n: 
         raise SystemExit(f"{scenario} --workers {workers} exited {proc.returncode}:\n"
                          f"{(run_dir / 'output.txt').read_text()}")
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    return Measurement(scenario, workers, n, end - start, cpu, sum(worker_cpu.values()) if worker_cpu else None,
+    return Measurement(scenario, workers, n, end - start, cpu, sum(waits.values()),
+                       sum(worker_cpu.values()) if worker_cpu else None,
                        None if first is None else first - start, None if last is None else end - last,
                        check(fingerprint(url), expected, n))
 
@@ -292,7 +307,7 @@ def run_all(args: Any, scenarios: list[str], url: str, work: Path, calibration: 
                 m = measure(scenario, workers, targets[scenario], url, work, args.rows, expected)
                 results.append(m)
                 print(f"  run {rep + 1}: {scenario:<12} --workers {workers}  {m.rate:>9,.0f} rows/s "
-                      f"{m.seconds:6.2f}s  CPU {m.cpu_seconds:6.2f}s  {_phases(m)}  {m.verdict}", flush=True)
+                      f"{m.seconds:6.2f}s  CPU {m.cpu_seconds:6.2f}s  waited {m.cpu_wait_seconds:5.2f}s  {_phases(m)}  {m.verdict}", flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     return results
 
@@ -312,9 +327,10 @@ def _median(values: list[float | None]) -> str:
 def report(results: list[Measurement], scenarios: list[str], args: Any, calibration: Calibration) -> None:
     print(f"\n{args.rows:,} rows, {args.reps} runs each (medians); {calibration.transform_us:.1f} us of "
           f"transform per record; `ferryman run TARGET --workers N`, wall time of the whole command;\n"
-          f"CPU s: the command's and its workers'; workers CPU s: the workers' alone; before s / after s: the "
+          f"CPU s: the command's and its workers'; waited s: their main threads' time ready to run but "
+          f"waiting for a CPU;\nworkers CPU s: the workers' alone; before s / after s: the "
           f"coordinator's wall time before the first worker started / after the last one ended")
-    print(f"{'scenario':<12} {'workers':>7} {'rows/s':>10} {'seconds':>8} {'CPU s':>7} "
+    print(f"{'scenario':<12} {'workers':>7} {'rows/s':>10} {'seconds':>8} {'CPU s':>7} {'waited s':>8} "
           f"{'workers CPU s':>13} {'before s':>8} {'after s':>8}  check")
     for scenario in scenarios:
         rates = {}
@@ -324,7 +340,7 @@ def report(results: list[Measurement], scenarios: list[str], args: Any, calibrat
             verdict = "ok" if all(m.verdict == "ok" for m in ms) else "WRONG"
             print(f"{scenario:<12} {workers:>7} {rates[workers]:>10,.0f} "
                   f"{statistics.median(m.seconds for m in ms):>8.2f} {statistics.median(m.cpu_seconds for m in ms):>7.2f} "
-                  f"{_median([m.workers_cpu_seconds for m in ms]):>13} {_median([m.before_workers for m in ms]):>8} "
+                  f"{statistics.median(m.cpu_wait_seconds for m in ms):>8.2f} {_median([m.workers_cpu_seconds for m in ms]):>13} {_median([m.before_workers for m in ms]):>8} "
                   f"{_median([m.after_workers for m in ms]):>8}  {verdict}")
         ratio = rates[2] / rates[1]
         verdict = "met" if ratio >= TARGET_RATIO else "missed"
