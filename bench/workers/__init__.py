@@ -86,6 +86,7 @@ def busy_transform(record: dict[str, Any], turns: int) -> dict[str, Any]:
 
 
 def _best_seconds(call: Any, repeat: int = 5) -> float:
+    """The fastest of ``repeat`` timings of ``call``: other processes only ever slow it down."""
     best = float("inf")
     for _ in range(repeat):
         start = time.perf_counter()
@@ -96,6 +97,9 @@ def _best_seconds(call: Any, repeat: int = 5) -> float:
 
 @dataclass
 class Calibration:
+    """The loop turns per record, what they cost by the interpolation, what the whole transform
+    measured with them."""
+
     turns: int
     loop_us: float
     transform_us: float
