@@ -228,21 +228,27 @@ def test_postgres_page_reads_leave_pooled_connections_as_they_were(
             engine.dispose()
 
 
-def test_postgres_scans_send_the_next_page_query_ahead(
-    postgres_url: str, sql_factory: Callable[[str], StoreFactory], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """After the first pages, an unfiltered scan runs in psycopg's pipeline mode: each page's
-    query is sent before the page before it is handed over. The pages are the same."""
+@pytest.fixture
+def pipelines(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry each time a psycopg connection enters pipeline mode."""
     import psycopg
 
-    pipelines: list[int] = []
+    entered: list[int] = []
     real = psycopg.Connection.pipeline
 
     def counted(self: Any) -> Any:
-        pipelines.append(1)
+        entered.append(1)
         return real(self)
 
     monkeypatch.setattr(psycopg.Connection, "pipeline", counted)
+    return entered
+
+
+def test_postgres_scans_send_the_next_page_query_ahead(
+    postgres_url: str, sql_factory: Callable[[str], StoreFactory], pipelines: list[int]
+) -> None:
+    """After the first pages, an unfiltered scan runs in psycopg's pipeline mode: each page's
+    query is sent before the page before it is handed over. The pages are the same."""
     store = sql_factory(postgres_url)(COMPOSITE_KEY, shuffled(COMPOSITE_KEY.rows(range(300))))
     pages = list(store.read_pages(None, None, 7))
     assert [r for page in pages for r in page] == COMPOSITE_KEY.rows(range(300)) and pipelines == [1]
@@ -258,20 +264,10 @@ def test_postgres_scans_send_the_next_page_query_ahead(
 
 
 def test_postgres_reads_a_key_range_ahead_too(
-    postgres_url: str, sql_factory: Callable[[str], StoreFactory], monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, sql_factory: Callable[[str], StoreFactory], pipelines: list[int]
 ) -> None:
     """A range ``(after, upto]`` is read ahead like a scan, its upper bound in each query: the
     pages stop at ``upto`` and no query ahead reaches past it."""
-    import psycopg
-
-    pipelines: list[int] = []
-    real = psycopg.Connection.pipeline
-
-    def counted(self: Any) -> Any:
-        pipelines.append(1)
-        return real(self)
-
-    monkeypatch.setattr(psycopg.Connection, "pipeline", counted)
     store = sql_factory(postgres_url)(COMPOSITE_KEY, shuffled(COMPOSITE_KEY.rows(range(300))))
     statements: list[str] = []
     event.listen(store.engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
