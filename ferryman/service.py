@@ -34,8 +34,8 @@ from .errors import (
 )
 from .eventlog import EventLog
 from .events import Observers, RunObserver
-from .notify import Notifier
 from .launchers import WorkerLauncher
+from .notify import Notifier
 from .partitioned import PartitionedRunner, partition_refusal
 from .pipeline.interpreter import tuned_for_pipeline
 from .pipeline.work import describe_error
