@@ -48,10 +48,10 @@ migrations = [CopyItems]
 '''
 
 
-def make_target(directory: Path, dest_url: str, dest: str = "dst") -> None:
+def make_target(directory: Path, dest_url: str, dest: str = "dst", rows: int = ROWS) -> None:
     with sqlite3.connect(directory / "src.db") as db:
         db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        db.executemany("INSERT INTO items VALUES (?, ?)", ((i, f"item {i}") for i in range(1, ROWS + 1)))
+        db.executemany("INSERT INTO items VALUES (?, ?)", ((i, f"item {i}") for i in range(1, rows + 1)))
     db.close()
     with sqlite3.connect(directory / "local.db") as db:
         db.execute("CREATE TABLE items (id INTEGER NOT NULL, name TEXT NOT NULL)")
