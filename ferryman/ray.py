@@ -91,7 +91,10 @@ class RayTask:
             return ray.get(self.ref)
         except ray.exceptions.TaskCancelledError:
             return INTERRUPTED
-        except ray.exceptions.RayError as exc:
+        except ray.exceptions.RayTaskError as exc:  # the worker raised: its error, not Ray's wrapping
+            log.warning("a worker's Ray task raised %s", one_line(exc.cause, typed=True))
+            return 1
+        except ray.exceptions.RayError as exc:  # its process or node died, past Ray's retry
             log.warning("a worker's Ray task failed: %s", one_line(exc))
             return 1
 

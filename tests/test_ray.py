@@ -7,9 +7,11 @@ PostgreSQL table without a unique key (a record written twice shows as two rows)
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -103,6 +105,48 @@ def test_a_ray_node_removed_mid_run_leaves_every_record_once(setting):
     # "written" leaves out what the lost worker wrote after its last checkpoint (README)
     assert summary(subprocess.CompletedProcess(run.args, 0, out)).startswith(COMPLETED.split(", 0 ignored")[0])
     assert_rows_once_as_the_ledger_says(directory, engine)
+
+
+def test_a_ray_task_that_raised_failed_or_was_cancelled_is_a_failed_worker(tmp_path, monkeypatch, caplog):
+    import ray
+
+    from ferryman.ray import RayTask
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    ray.init(num_cpus=1, logging_level="ERROR")
+    try:
+        def run(body, **options) -> RayTask:
+            return RayTask(ray.remote(max_retries=0, **options)(body).remote())
+
+        def code(task: RayTask) -> int:
+            return poll_until(lambda: task.poll() is not None and [task.poll()], timeout=60, what="the end")[0]
+
+        def boom() -> int:
+            raise ValueError("no such column")
+
+        def dies() -> int:
+            os._exit(3)
+
+        started = tmp_path / "started"
+
+        def sleeps() -> int:
+            started.touch()
+            for _ in range(600):  # short sleeps: a cancel interrupts Python code, not a long sleep
+                time.sleep(0.1)
+            return 0
+
+        assert code(run(lambda: 0)) == 0
+        assert code(run(boom)) == 1
+        assert "a worker's Ray task raised ValueError: no such column" in caplog.messages
+        assert code(run(dies)) == 1
+        assert any(m.startswith("a worker's Ray task failed: WorkerCrashedError") for m in caplog.messages)
+        running, waiting = run(sleeps), run(sleeps)  # one CPU: the second waits for the first
+        poll_until(started.exists, timeout=60, what="the first task running")
+        waiting.interrupt()
+        running.interrupt()  # no handler of its own: stopped as a KeyboardInterrupt
+        assert (code(waiting), code(running)) == (130, 130)
+    finally:
+        ray.shutdown()
 
 
 def test_engine_ray_without_ray_installed_is_one_line_and_exit_2(tmp_path):
