@@ -66,6 +66,7 @@ def test_ray_tasks_on_a_local_ray_migrate_every_record_once(setting):
 @pytest.mark.postgres
 def test_a_stopped_run_stops_its_ray_tasks_at_a_batch_and_the_next_run_finishes(setting):
     directory, engine = setting
+    (directory / "slow").touch()
     run = run_with_ray(directory)
     poll_until(lambda: dest_rows(engine)[0] >= ROWS // 10, timeout=60, what="a tenth of the rows")
     run.send_signal(signal.SIGINT)
@@ -73,7 +74,7 @@ def test_a_stopped_run_stops_its_ray_tasks_at_a_batch_and_the_next_run_finishes(
     assert run.returncode == 130, err
     assert "copy_items: interrupted" in out
     done = dest_rows(engine)[0]
-    assert done < ROWS, "the run ended before the stop: make it longer"
+    assert done < ROWS, f"the run ended before the stop: make it longer\n{out}\n{err}"
     assert_rows_once_as_the_ledger_says(directory, engine, done)  # stopped at batch boundaries, all saved
 
     again = ferryman(directory, "run", "target.py", "--no-bar", "--workers", "2", "--engine", "ray")
@@ -87,6 +88,7 @@ def test_a_ray_node_removed_mid_run_leaves_every_record_once(setting):
     from ray.cluster_utils import Cluster
 
     directory, engine = setting
+    (directory / "slow").touch()
     # the head runs no task: each of the two workers has a node of its own
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     try:
