@@ -101,7 +101,8 @@ class RayTask:
     def interrupt(self) -> None:
         """``ray.cancel``: a task not started yet never starts; a running one is interrupted as
         by SIGINT, which its worker takes as a stop at the next batch boundary (a second one
-        would stop it at once, its ledger's commit done first)."""
+        would stop it at once, its ledger's commit done first). Unlike a real signal, it is
+        seen once the worker runs Python code again, not in the middle of a blocking call."""
         import ray
 
         if self.code is None:
@@ -113,7 +114,8 @@ class RayLauncher:
     belongs to; None: the one ``RAY_ADDRESS`` names, else a local instance started for this
     process, which Ray ends when the process exits). A Ray already initialized in this process
     is used as it is. Ray is connected to at once: a cluster that cannot be reached is an
-    :class:`InputError` before anything ran. Never shuts a cluster down."""
+    :class:`InputError` before anything ran (once Ray gives up: it keeps trying an address that
+    does not answer for minutes, saying so on stderr). Never shuts a cluster down."""
 
     def __init__(self, address: str | None = None) -> None:
         import_ray()
