@@ -34,6 +34,7 @@ from .errors import DRIVER_MODULES, FerrymanError, InputError, StopRequested, on
 from .ids import parse_id
 from .progress.files import DEFAULT_PROGRESS
 from .progress.model import Action
+from .ray import RayLauncher
 from .report import RunResult
 from .server.address import DEFAULT_HOST, DEFAULT_PORT
 from .service import DEFAULT_RETRY_DELAY
@@ -80,7 +81,8 @@ class _StderrHandler(logging.Handler):
             self.handleError(record)
 
 
-def _setup_logging(verbose: bool) -> None:
+def setup_logging(verbose: bool) -> None:
+    """ferryman's messages on stderr, one line each (also what a worker in a Ray task logs)."""
     logger = logging.getLogger("ferryman")
     for handler in list(logger.handlers):
         if isinstance(handler, _StderrHandler):
@@ -106,7 +108,7 @@ VERBOSE_HELP = "Log each page, retry, batch split and checkpoint (INFO level) on
 
 def _set_verbose(_ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value:
-        _setup_logging(True)
+        setup_logging(True)
 
 
 verbose_option = click.option(
@@ -182,7 +184,7 @@ def cli(verbose: bool) -> None:
     Start with the demo:
       ferryman demo
     """
-    _setup_logging(verbose)
+    setup_logging(verbose)
 
 
 # --- demo -------------------------------------------------------------------------------------------
@@ -280,6 +282,12 @@ def _duration(text: str | None, option: str) -> float | None:
                    "when the verification passed too.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Run each migration that allows it in key-range partitions, N worker processes at once.")
+@click.option("--engine", type=click.Choice(["process", "ray"]), default="process", show_default=True,
+              help="Where --workers run: processes of this host, or Ray tasks (needs ferryman[ray]; the "
+                   "nodes must share the progress ledger's file system).")
+@click.option("--address", metavar="ADDR",
+              help="With --engine ray: the Ray cluster ('auto': the one this node belongs to). Default: "
+                   "RAY_ADDRESS, else a local Ray started for this run.")
 @click.option("--bar/--no-bar", "bar", default=None,
               help="Progress bars (default: only when stdout is a terminal) or plain log lines.")
 @verbose_option
@@ -287,7 +295,7 @@ def _duration(text: str | None, option: str) -> float | None:
 def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | None,
         linger: float | None, max_tries: int, retry_delay: float, dry_run: bool,
         max_failures: float | None, timeout: float | None, events: str | None, notify: tuple[str, ...],
-        verify_sample: int | None, workers: int, bar: bool | None) -> None:
+        verify_sample: int | None, workers: int, engine: str, address: str | None, bar: bool | None) -> None:
     """Run the migrations of TARGET, resuming where the progress ledger left off.
 
     Exit codes: 0 every selected migration completed; 1 records failed, migrations
@@ -304,10 +312,12 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
       ferryman run migrations.py --timeout 2h --verify-sample 1000 --events events.jsonl
       ferryman run migrations.py --notify https://hooks.slack.com/services/T000/B000/XXXX
       ferryman run migrations.py --workers 4
+      ferryman run migrations.py --workers 8 --engine ray --address auto
       ferryman run migrations.py --dry-run
     """
     if linger is not None and serve is None:
         raise click.UsageError("--linger is for --serve: it keeps the status server up after the run")
+    launcher = _launcher(engine, address, workers)
     out = console.PipeSafeStream(sys.stdout)  # the run goes on to its end if the reader goes away
 
     def say(text: str) -> None:
@@ -331,12 +341,25 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
         result = commands.run(
             target, progress=progress, only=list(only) or None, serve=serve, max_tries=max_tries,
             retry_delay=retry_delay, dry_run=dry_run, max_failures=max_failures, timeout=timeout,
-            events=events, notify=list(notify), verify_sample=verify_sample, workers=workers, observers=[display],
-            echo=say, linger=commands.DEFAULT_LINGER if linger is None else linger, on_finished=finished,
+            events=events, notify=list(notify), verify_sample=verify_sample, workers=workers, launcher=launcher,
+            observers=[display], echo=say, linger=commands.DEFAULT_LINGER if linger is None else linger,
+            on_finished=finished,
         )
     finally:
         display.close()
     ctx.exit(result.exit_code)
+
+
+def _launcher(engine: str, address: str | None, workers: int) -> RayLauncher | None:
+    """The launcher of ``--engine`` (None: processes of this host); Ray is connected to (or
+    started) here, before anything runs, and only when it will run workers."""
+    if engine != "ray":
+        if address is not None:
+            raise click.UsageError("--address is for --engine ray: the Ray cluster the workers run on")
+        return None
+    if workers == 1:
+        raise click.UsageError("--engine ray runs the workers of --workers N: give N above 1")
+    return RayLauncher(address)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Run partitions of a run with --workers (started by it).")

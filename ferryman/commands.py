@@ -161,7 +161,8 @@ def run(
         verify_sample: once the run completed, verify it with this sample (see :func:`verify`).
         workers: processes that run migrations in key-range partitions (see
             :meth:`MigrationService.run`); 1: this process alone.
-        launcher: where the workers run (default: processes of this host).
+        launcher: where the workers run (default: processes of this host; Ray tasks:
+            :class:`ferryman.ray.RayLauncher`).
         observers: more RunObservers (the CLI adds its progress display here).
         echo: receives the lines a person watching the run wants to see.
         linger: with ``serve``, seconds to keep serving the final status once the run is over

@@ -288,7 +288,7 @@ class MigrationService:
         this process coordinates. A migration that cannot (see
         :func:`~ferryman.partitioned.partition_refusal`) runs in this process, and the log says why.
         ``launcher`` starts the workers elsewhere (default: processes of this host, see
-        :mod:`ferryman.launchers`).
+        :mod:`ferryman.launchers`; Ray tasks: :class:`ferryman.ray.RayLauncher`).
         """
         check_max_failures(max_failures)
         check_attempts(max_tries, retry_delay)

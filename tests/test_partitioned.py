@@ -23,13 +23,16 @@ pytestmark = pytest.mark.postgres
 REPO = Path(__file__).resolve().parents[1]
 ROWS = 20_000
 FAILING = 1_000
-"""Records whose id is a multiple of this fail until the file ``fixed`` exists."""
+"""Records whose id is a multiple of this fail until the file ``fixed`` exists (a file ``slow``
+makes the run last some seconds more)."""
 
 TARGET = '''\
 import os
+import time
 from ferryman import SqlStore, migration
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+SLOW = os.path.exists(os.path.join(HERE, "slow"))  # a run that lasts long enough to act during it
 
 stores = [SqlStore("src", "sqlite:///" + os.path.join(HERE, "src.db"), "items"),
           SqlStore("dst", {dest_url!r}, "items"),
@@ -41,6 +44,8 @@ class CopyItems:
     def transform(self, aggregates, record):
         if record["id"] % {failing} == 0 and not os.path.exists(os.path.join(HERE, "fixed")):
             raise ValueError("not fixed yet")
+        if SLOW and record["id"] % 100 == 0:
+            time.sleep(0.01)
         return [{{"id": record["id"], "name": record["name"]}}]
 
 
@@ -48,10 +53,10 @@ migrations = [CopyItems]
 '''
 
 
-def make_target(directory: Path, dest_url: str, dest: str = "dst") -> None:
+def make_target(directory: Path, dest_url: str, dest: str = "dst", rows: int = ROWS) -> None:
     with sqlite3.connect(directory / "src.db") as db:
         db.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        db.executemany("INSERT INTO items VALUES (?, ?)", ((i, f"item {i}") for i in range(1, ROWS + 1)))
+        db.executemany("INSERT INTO items VALUES (?, ?)", ((i, f"item {i}") for i in range(1, rows + 1)))
     db.close()
     with sqlite3.connect(directory / "local.db") as db:
         db.execute("CREATE TABLE items (id INTEGER NOT NULL, name TEXT NOT NULL)")
