@@ -16,6 +16,7 @@ from typing import Any
 from .declare import MigrationSpec
 from .errors import LeaseLostError, LedgerBusyError, LedgerWriteError, PlanError, StopRequested
 from .events import Observers
+from .pipeline.interpreter import tuned_for_pipeline
 from .progress.sqlite.parts import SETTLED, PartitionLedger, PartitionSet
 from .progress.sqlite.reader import SqliteReader
 from .progress.sqlite.writer import SqliteLedger, parts_directory
@@ -111,7 +112,8 @@ def _run_one(runner: MigrationRunner, ledger: PartitionLedger, stop: StopFlag, r
     report = runner.report
     run = RunResult([report])
     try:
-        runner.run()
+        with tuned_for_pipeline():  # as a run in one process is
+            runner.run()
     except (StopRequested, KeyboardInterrupt) as exc:
         stop.request(str(exc) or type(exc).__name__)
     except (LeaseLostError, LedgerWriteError) as exc:
