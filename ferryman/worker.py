@@ -64,7 +64,11 @@ def run_partitions(service: MigrationService, progress: str, key: str, stop: Sto
                 if not still_open:
                     break  # the coordinator that split it is gone, another one folded it
                 ledger = PartitionLedger(parts.ledger_path(index), reader, main.uid)
-                claimed = _claim(ledger, report, index)
+                try:
+                    claimed = _claim(ledger, report, index)
+                except BaseException:
+                    ledger.close()
+                    raise
             try:
                 if claimed:
                     result.partitions.append(index)
