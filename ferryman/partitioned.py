@@ -24,7 +24,7 @@ from typing import Any
 from .declare import MigrationSpec
 from .launchers import ProcessLauncher, WorkerHandle, WorkerLauncher
 from .progress.ledger import Ledger
-from .progress.sqlite.parts import PartitionSet
+from .progress.sqlite.parts import PartitionSet, PartitionView
 from .progress.sqlite.writer import SqliteLedger, parts_directory
 from .runner import MigrationRunner
 from .stores.base import Store
@@ -96,15 +96,15 @@ class PartitionedRunner(MigrationRunner):
         parts.save_retried(sorted(self._retried, key=repr))
         base = {name: getattr(self.report, name) for name in COUNTERS}
         try:
-            unsettled = self._supervise(len(ranges), lambda: self._add_up(len(ranges), base))
-            self._add_up(len(ranges), base)
+            unsettled = self._supervise(len(ranges), lambda views: self._add_up(views, base))
+            self._add_up([parts.view(i) for i in range(len(ranges))], base)
         finally:
             self._fold_partitions()
         if unsettled and not self.stop.requested:
             self._fatal(f"partition(s) {', '.join(map(str, unsettled))} of {len(ranges)} did not finish: their "
                         "workers failed (see the messages above); run again to go on")
 
-    def _supervise(self, count: int, refresh: Callable[[], None]) -> list[int]:
+    def _supervise(self, count: int, refresh: Callable[[list[PartitionView]], None]) -> list[int]:
         """Keep up to ``workers`` workers running while partitions are left that no live worker
         holds: a worker killed is replaced, one of an earlier coordinator still at work is waited
         for. Workers failing over and over are not: at most RESTARTS_WITHOUT_PROGRESS per worker
@@ -115,7 +115,8 @@ class PartitionedRunner(MigrationRunner):
         forwarded = False
         while True:
             time.sleep(POLL_INTERVAL)
-            refresh()
+            views = [self.parts.view(i) for i in range(count)]
+            refresh(views)
             self.observer.page_done(self.report)
             self.checkpoint(urgent=False)
             if self.stop.requested and not forwarded:
@@ -129,12 +130,12 @@ class PartitionedRunner(MigrationRunner):
                 log.warning("%s: a worker ended with exit code %s", self.spec.name, failed[0])
                 in_a_row = 1 if self.report.read > read_at_failure else in_a_row + 1
                 read_at_failure = self.report.read
-            left = self._unsettled(count)
+            left = [i for i, view in enumerate(views) if not view.settled]
             if self.stop.requested or not left or in_a_row > RESTARTS_WITHOUT_PROGRESS * self.workers:
                 if not procs:
-                    return left
+                    return [i for i in range(count) if not self.parts.view(i).settled]
                 continue
-            free = [i for i in left if not self.parts.held(i)]
+            free = [i for i in left if not views[i].held]
             for _ in range(min(len(free), self.workers - len(procs))):
                 log.info("%s: starting a worker for partition(s) %s", self.spec.name, ", ".join(map(str, free)))
                 procs.append(self._spawn())
@@ -142,15 +143,12 @@ class PartitionedRunner(MigrationRunner):
     def _spawn(self) -> WorkerHandle:
         return self.launcher.start(self.target, self.main.path, self.spec.identity)
 
-    def _unsettled(self, count: int) -> list[int]:
-        return [i for i in range(count) if not self.parts.settled(i)]
-
-    def _add_up(self, count: int, base: dict[str, int]) -> None:
+    def _add_up(self, views: list[PartitionView], base: dict[str, int]) -> None:
         """The report's counters: this process's, plus every partition's."""
         totals = dict(base)
         last_error = None
-        for i in range(count):
-            report = self.parts.report(i)
+        for view in views:
+            report = view.report()
             if report is not None:
                 for name in COUNTERS:
                     totals[name] += int(report.get(name) or 0)
@@ -177,7 +175,7 @@ class PartitionedRunner(MigrationRunner):
         key, dest = self.spec.identity, self.stores[self.spec.dest]
         owners = []
         for i in indexes:
-            if self.parts.outcome(i) is None:  # its worker died: fence it off, fold its journal
+            if self.parts.view(i).outcome is None:  # its worker died: fence it off, fold its journal
                 self.parts.take_over(i, self.main, key, dest)
             fatal, owner = self.parts.merge_into(self.main, key, i)
             if fatal and not self.report.fatal_error:
@@ -192,7 +190,7 @@ class PartitionedRunner(MigrationRunner):
     def _wait_for_holders(self, indexes: list[int]) -> None:
         """Wait while live workers hold some of the partitions (they end their range, then exit)."""
         said = False
-        while any(self.parts.held(i) for i in indexes):
+        while any(self.parts.view(i).held for i in indexes):
             if not said:
                 log.warning("%s: waiting for the workers of an earlier run still at its partitions",
                             self.spec.name)

@@ -215,9 +215,6 @@ class MemoryLedger(Ledger):
         if completed:
             self._progress.finish_migration(identity)
 
-    def completed(self, key: str) -> bool:
-        return key in self._progress.metadata.completed
-
     def succeeded_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
         entry = self._progress.migrations.get(identity)
         if entry is None or not entry.succeeded:

@@ -108,6 +108,8 @@ class _Replay:
         self.source, self.dest, self.stores = stores[spec.source], stores[spec.dest], stores
         self.transformer = Transformer(spec, instance, stores)
         self.handle_duplicate = getattr(instance, "handle_duplicate", None)
+        self.unique_keys = self.dest.unique_keys() if self.handle_duplicate is not None else []
+        """What an output may clash on besides its key (read once: it walks the schema)."""
         self.hook = getattr(instance, "verify", None)
         self.ignore = frozenset(getattr(instance, "verify_ignore", ()))
 
@@ -191,8 +193,9 @@ class _Replay:
                 continue
             new_keys = self.dest.ids_of(replaced)
             unseen = [k for k in new_keys if k not in stored]
-            for k, row in zip(self.dest.ids_of(rows := self.dest.get_many(unseen)), rows):
-                stored.setdefault(k, []).append(row)
+            if unseen:
+                for k, row in zip(self.dest.ids_of(rows := self.dest.get_many(unseen)), rows):
+                    stored.setdefault(k, []).append(row)
             if self._all_stored(replaced, new_keys, stored):
                 self.result.settled += 1
                 return replaced, new_keys
@@ -211,7 +214,7 @@ class _Replay:
             values = dest.key_filter_value(key)
             yield DuplicateDataError(f"{dest.name}: duplicate key {describe_values(dest.key_fields, values)}",
                                      [output], columns=dest.key_fields, values=tuple(map(str, values)))
-        for name, fields in dest.unique_keys():
+        for name, fields in self.unique_keys:
             values = tuple(output.get(f) for f in fields)
             if any(v is None for v in values):
                 continue  # NULLs clash with nothing

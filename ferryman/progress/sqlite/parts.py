@@ -26,15 +26,19 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from itertools import islice, pairwise
 from typing import Any
 
 from ...report import RunResult
 from ...stores.base import Store
 from ...types import RecordId
+from ..lease import Holder
+from ..model import Action
+from ..reader import RunRecord
 from ..storage import save_text_atomically
 from .codec import as_id, decode_id, encode_id, encode_ids
-from .reader import LOOKUP_CHUNK, SqliteReader
+from .reader import SqliteReader
 from .writer import SqliteLedger, parts_directory
 
 MERGE_CHUNK = 10_000
@@ -65,14 +69,22 @@ class PartitionLedger(SqliteLedger):
         super().__init__(path)
         self.journal_owner = f"{main_uid}/{self.uid}"
         self.main = main
-        self._main_tables: dict[str, bool] = {}
+        self._main_succeeded: dict[str, int | None] = {}
+        self._main_ignored: dict[str, set[RecordId]] = {}
 
     def succeeded_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
         """Done by earlier runs: merged into the main ledger."""
-        return self._in_main(identity, ids, "succeeded")
+        mid = self._main_done(identity)
+        if mid is None:
+            return set()
+        return {decode_id(k) for k in self.main._present("succeeded", mid, list(map(encode_id, ids)))}
 
     def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
-        return self._in_main(identity, ids, "failed", "IGNORE")
+        ignored = self._main_ignored.get(identity)
+        if ignored is None:  # read once: the main ledger does not change while workers run
+            ignored = self._main_ignored[identity] = {
+                f.id for f in self.main.iter_failed(identity) if f.action is Action.IGNORE}
+        return {i for i in ids if i in ignored} if ignored else set()
 
     def done_before(self, identity: str, ids: Sequence[RecordId]) -> tuple[set[RecordId], set[RecordId]]:
         """What earlier attempts at this partition in this run recorded (a worker that died),
@@ -90,28 +102,68 @@ class PartitionLedger(SqliteLedger):
         from the main ledger), not this attempt's."""
         return []
 
-    def _in_main(self, identity: str, ids: Sequence[RecordId], table: str, action: str | None = None) -> set[RecordId]:
-        """Which of ``ids`` the main ledger's ``table`` holds (of ``action``), asked only when
-        it holds any for the migration (it does not change while workers run)."""
-        mid = self.main.migration_id(identity)
-        if mid is None or not self._main_holds(table, mid):
-            return set()
-        keys = [encode_id(i) for i in ids]
-        found: set[RecordId] = set()
-        where = "" if action is None else " AND action = ?"
-        for start in range(0, len(keys), LOOKUP_CHUNK):
-            chunk = keys[start:start + LOOKUP_CHUNK]
-            found.update(decode_id(rid) for (rid,) in self.main.conn.execute(
-                f"SELECT rid FROM {table} WHERE migration = ? AND rid IN ({','.join('?' * len(chunk))}){where}",
-                (mid, *chunk, *([] if action is None else [action]))))
-        return found
+    def _main_done(self, identity: str) -> int | None:
+        """The migration's row in the main ledger when it holds successes for it, else None
+        (asked once: the main ledger does not change while workers run)."""
+        if identity not in self._main_succeeded:
+            mid = self.main.migration_id(identity)
+            has_any = mid is not None and self.main.conn.execute(
+                "SELECT 1 FROM succeeded WHERE migration = ? LIMIT 1", (mid,)).fetchone() is not None
+            self._main_succeeded[identity] = mid if has_any else None
+        return self._main_succeeded[identity]
 
-    def _main_holds(self, table: str, mid: int) -> bool:
-        held = self._main_tables.get(table)
-        if held is None:
-            held = self._main_tables[table] = self.main.conn.execute(
-                f"SELECT 1 FROM {table} WHERE migration = ? LIMIT 1", (mid,)).fetchone() is not None
-        return held
+
+@dataclass
+class PartitionView:
+    """One partition as one read of its ledger found it."""
+
+    runs: list[RunRecord]
+    """Newest first."""
+    holder: Holder | None
+    reports: list[dict[str, Any]]
+    """Every attempt's report as of its last checkpoint."""
+
+    @property
+    def outcome(self) -> str | None:
+        """How the newest attempt ended (None: none yet, or it is running, or it died)."""
+        return self.runs[0].outcome if self.runs else None
+
+    @property
+    def settled(self) -> bool:
+        """Whether the partition ended its range in this round (completed or failed)."""
+        return self.outcome in SETTLED
+
+    @property
+    def held(self) -> bool:
+        """Whether a live worker (of this run or of one before it) holds the partition."""
+        return self.holder is not None and self.holder.alive()
+
+    def report(self) -> dict[str, Any] | None:
+        """The partition's report: the attempt that got furthest counts every record of the
+        range it met (what earlier attempts did among them), so its counters are the
+        partition's; the outputs written and records retried add up over the attempts."""
+        if not self.reports:
+            return None
+        furthest = max(self.reports, key=_read).copy()
+        for name in ADDED_UP:
+            furthest[name] = sum(int(r.get(name) or 0) for r in self.reports)
+        return furthest
+
+    def state(self) -> dict[str, Any]:
+        """What :func:`partition_status` shows of the partition."""
+        held, report = self.held, self.report() or {}
+        newest = self.runs[0] if self.runs else None
+        rate = 0.0
+        if newest is not None:
+            elapsed = (newest.ended_at or time.time()) - newest.started_at
+            rate = round(float(report.get("read") or 0) / elapsed, 3) if elapsed > 0 else 0.0
+        return {
+            "state": "running" if held else (newest.outcome or "died") if newest else "pending",
+            "attempts": len(self.runs),
+            "holder": f"pid {self.holder.pid} on {self.holder.host}" if held and self.holder else None,
+            "rate": rate,
+            **{name: int(report.get(name) or 0) for name in SHOWN_COUNTS},
+        }
 
 
 class PartitionSet:
@@ -184,76 +236,20 @@ class PartitionSet:
     def ledger_path(self, index: int) -> str:
         return os.path.join(self.directory, f"{index}.db")
 
-    def settled(self, index: int) -> bool:
-        """Whether partition ``index`` ended its range in this round (completed or failed)."""
-        outcome = self.outcome(index)
-        return outcome in SETTLED
-
-    def held(self, index: int) -> bool:
-        """Whether a live worker (of this run or of one before it) holds partition ``index``."""
+    def view(self, index: int) -> PartitionView:
+        """Partition ``index`` as its ledger says now, read once (its runs, holder, reports)."""
         reader = self._reader(index)
         if reader is None:
-            return False
-        try:
-            holder = reader.holder()
-        finally:
-            reader.close()
-        return holder is not None and holder.alive()
-
-    def state(self, index: int) -> dict[str, Any]:
-        """What :func:`partition_status` shows of partition ``index``."""
-        state: dict[str, Any] = {"state": "pending", "attempts": 0, "holder": None, "rate": 0.0,
-                                 **dict.fromkeys(SHOWN_COUNTS, 0)}
-        reader = self._reader(index)
-        if reader is None:
-            return state
+            return PartitionView([], None, [])
         try:
             runs = reader.runs()
-            holder = reader.holder()
-        finally:
-            reader.close()
-        alive = holder is not None and holder.alive()
-        report = self.report(index) or {}
-        state.update({name: int(report.get(name) or 0) for name in SHOWN_COUNTS})
-        newest = runs[0] if runs else None
-        state["attempts"] = len(runs)
-        state["state"] = "running" if alive else (newest.outcome or "died") if newest else "pending"
-        state["holder"] = f"pid {holder.pid} on {holder.host}" if alive and holder is not None else None
-        if newest is not None:
-            elapsed = (newest.ended_at or time.time()) - newest.started_at
-            state["rate"] = round(float(report.get("read") or 0) / elapsed, 3) if elapsed > 0 else 0.0
-        return state
-
-    def outcome(self, index: int) -> str | None:
-        """How the newest run of the partition ended (None: never ran, or running)."""
-        reader = self._reader(index)
-        if reader is None:
-            return None
-        try:
-            runs = reader.runs(limit=1)
-            return runs[0].outcome if runs else None
+            reports = [report for run in runs for report in reader.run_reports(run.id)]
+            return PartitionView(runs, reader.holder(), reports)
         finally:
             reader.close()
 
-    def report(self, index: int) -> dict[str, Any] | None:
-        """The partition's report: the attempt that got furthest counts every record of the
-        range it met (what earlier attempts did among them), so its counters are the
-        partition's; the outputs written and records retried add up over the attempts. As of
-        each attempt's last checkpoint."""
-        reader = self._reader(index)
-        if reader is None:
-            return None
-        try:
-            reports: list[dict[str, Any]] = [report for run in reader.runs()
-                                             for report in reader.run_reports(run.id)]
-        finally:
-            reader.close()
-        if not reports:
-            return None
-        furthest = max(reports, key=_read).copy()
-        for name in ADDED_UP:
-            furthest[name] = sum(int(r.get(name) or 0) for r in reports)
-        return furthest
+    def settled(self, index: int) -> bool:
+        return self.view(index).settled
 
     def existing(self) -> list[int]:
         """The partitions that have a ledger."""
@@ -352,7 +348,7 @@ def partition_status(path: str, migrations: dict[str, str]) -> list[dict[str, An
             continue
         for index, (after, upto) in enumerate(parts.ranges()):
             found.append({"migration": name, "index": index, "after": _shown(after), "upto": _shown(upto),
-                          **parts.state(index)})
+                          **parts.view(index).state()})
     return found
 
 

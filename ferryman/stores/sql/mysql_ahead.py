@@ -46,10 +46,12 @@ def execute_text(conn: Connection, statement: str) -> None:
 
 def can_send_ahead(conn: Connection) -> bool:
     """True when ``conn``'s session takes several statements in one query (PyMySQL's)."""
+    if conn.dialect.driver != "pymysql":
+        return False  # another driver: PyMySQL may not even be installed
     from pymysql.constants import CLIENT  # type: ignore[import-untyped]
 
     raw: Any = conn.connection.driver_connection
-    return conn.dialect.driver == "pymysql" and bool(getattr(raw, "client_flag", 0) & CLIENT.MULTI_STATEMENTS)
+    return bool(getattr(raw, "client_flag", 0) & CLIENT.MULTI_STATEMENTS)
 
 
 class QueryInFlight:

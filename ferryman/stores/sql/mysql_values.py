@@ -89,10 +89,10 @@ class InsertText:
         into it as it is, with no call per value."""
         slots, values = zip(*(_column_text(column, escape, backslashes) for column in columns))
         row = _ROW(_JOIN_VALUES(slots)).format
-        whole = f"{self.head}{','.join(map(row, *values))}{self.tail}"
+        rows = list(map(row, *values))
+        whole = f"{self.head}{','.join(rows)}{self.tail}"
         if len(whole) <= max_length and (whole.isascii() or len(whole.encode(encoding)) <= max_length):
             return [whole]  # the usual case: one statement
-        rows = list(map(row, *(_column_text(column, escape, backslashes)[1] for column in columns)))
 
         def size(text: str) -> int:
             return len(text.encode(encoding))
