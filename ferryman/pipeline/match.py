@@ -405,9 +405,8 @@ class Matcher:
                 raise
             except Exception as exc:
                 self._alone.setdefault((match.label, fields), set()).update(by_values)
-                error = StoreError(f"{match.label}: the matches of {len(by_values)} filters, read together, "
-                                   f"could not be read ({describe_error(exc)}); a retry reads them one by one")
-                error.__cause__ = exc
+                error = _unreadable(f"{match.label}: the matches of {len(by_values)} filters, read together, could "
+                                    f"not be read ({describe_error(exc)}); a retry reads them one by one", exc)
                 reducer.unreadable([g for g in members if g.count or g.ended], error)  # partly reduced
                 rest.extend(g for g in members if not (g.count or g.ended))
         return rest
@@ -422,10 +421,15 @@ class Matcher:
         except StoreUnusableError:
             raise
         except Exception as exc:  # the matching store could not be read: retry these records
-            error = StoreError(f"{match.label}: the matches of filter {group.filter!r} could not be read: "
-                               f"{describe_error(exc)}")
-            error.__cause__ = exc
-            reducer.unreadable([group], error)
+            reducer.unreadable([group], _unreadable(
+                f"{match.label}: the matches of filter {group.filter!r} could not be read: {describe_error(exc)}", exc))
+
+
+def _unreadable(text: str, cause: Exception) -> StoreError:
+    """The error a record whose matches could not be read fails with (its cause kept)."""
+    error = StoreError(text)
+    error.__cause__ = cause
+    return error
 
 
 def _preload_key(match: Match) -> Hashable:

@@ -21,12 +21,14 @@ from datetime import time as time_of_day
 from decimal import Decimal
 from itertools import chain
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 from ..stores.base import Store, match_fields
 from ..stores.common import IN_TYPES
 from ..types import Record
+
+T = TypeVar("T")
 
 LOAD_PAGE = 10_000
 """Records per read while loading."""
@@ -137,15 +139,10 @@ class Preloaded:
         follow (at a million lookups in a table bigger than the CPU's caches, each hop is a
         cache miss)."""
         if name not in self._lookups:
-            found: dict[Hashable, list[Record]] = {}
-            try:
-                for record, handed in zip(self.records, self.handed):
-                    found.setdefault(record.get(name), []).append(handed)
-            except TypeError:  # an unhashable value: filters on it go to the store
-                self._lookups[name] = None
-            else:
+            found = _grouped([r.get(name) for r in self.records], self.handed)
+            if found is not None:
                 self._grew(INDEX_BYTES_PER_RECORD * len(self.records))
-                self._lookups[name] = found
+            self._lookups[name] = found
         return self._lookups[name]
 
     def _grew(self, size: int) -> None:
@@ -158,20 +155,12 @@ class Preloaded:
         tuple for several); None when a value cannot be a dict key."""
         if fields in self._indexes:
             return self._indexes[fields]
-        index: dict[Hashable, list[int]] | None = {}
-        assert index is not None
-        try:
-            if len(fields) == 1:
-                name = fields[0]
-                for position, record in enumerate(self.records):
-                    index.setdefault(record.get(name), []).append(position)
-            else:
-                for position, record in enumerate(self.records):
-                    index.setdefault(tuple([record.get(n) for n in fields]), []).append(position)
-        except TypeError:  # an unhashable value (a JSON list, say): filters on it go to the store
-            index = None
-        else:
-            self._grew(INDEX_BYTES_PER_RECORD * len(self.records))
+        records = self.records
+        values: list[Hashable] = ([r.get(fields[0]) for r in records] if len(fields) == 1
+                                  else [tuple([r.get(n) for n in fields]) for r in records])
+        index = _grouped(values, range(len(records)))
+        if index is not None:
+            self._grew(INDEX_BYTES_PER_RECORD * len(records))
         self._indexes[fields] = index
         return index
 
@@ -236,3 +225,15 @@ def estimated_size(records: Sequence[Record], exact: bool = False) -> int:
 def record_size(record: Record) -> int:
     """Bytes a record takes: the dict and its values (shared values are counted each time)."""
     return sys.getsizeof(record) + sum(map(sys.getsizeof, record.values()))
+
+
+def _grouped(values: Sequence[Hashable], items: Iterable[T]) -> dict[Hashable, list[T]] | None:
+    """``items`` grouped by their ``values`` (in order); None when a value cannot be a dict key
+    (a JSON list, say): filters on that field go to the store."""
+    grouped: dict[Hashable, list[T]] = {}
+    try:
+        for value, item in zip(values, items):
+            grouped.setdefault(value, []).append(item)
+    except TypeError:
+        return None
+    return grouped
