@@ -97,9 +97,8 @@ class PartitionedRunner(MigrationRunner):
         base = {name: getattr(self.report, name) for name in COUNTERS}
         try:
             unsettled = self._supervise(len(ranges), lambda views: self._add_up(views, base))
-            self._add_up([parts.view(i) for i in range(len(ranges))], base)
-        finally:
-            self._fold_partitions()
+        finally:  # a forced stop too: the workers stop at a batch boundary, then all is folded
+            self._fold_partitions(base)
         if unsettled and not self.stop.requested:
             self._fatal(f"partition(s) {', '.join(map(str, unsettled))} of {len(ranges)} did not finish: their "
                         "workers failed (see the messages above); run again to go on")
@@ -111,6 +110,17 @@ class PartitionedRunner(MigrationRunner):
         in a row with no record read in between. Returns the partitions not settled at the end
         (a stop, or workers failing over and over)."""
         procs = [self._spawn() for _ in range(min(self.workers, count))]
+        try:
+            return self._keep_running(procs, count, refresh)
+        except BaseException:  # a second signal, say: the workers stop too, at a batch boundary
+            for proc in procs:
+                proc.interrupt()
+            raise
+
+    def _keep_running(self, procs: list[WorkerHandle], count: int,
+                      refresh: Callable[[list[PartitionView]], None]) -> list[int]:
+        """:meth:`_supervise`'s loop over ``procs``, the live workers (kept up to date in place,
+        so that whoever started them can stop them)."""
         in_a_row, read_at_failure = 0, -1
         forwarded = False
         while True:
@@ -125,7 +135,7 @@ class PartitionedRunner(MigrationRunner):
                 forwarded = True
             codes = [(p, p.poll()) for p in procs]
             failed = [code for _, code in codes if code not in (None, 0)]
-            procs = [p for p, code in codes if code is None]
+            procs[:] = [p for p, code in codes if code is None]
             if failed:
                 log.warning("%s: a worker ended with exit code %s", self.spec.name, failed[0])
                 in_a_row = 1 if self.report.read > read_at_failure else in_a_row + 1
@@ -158,8 +168,9 @@ class PartitionedRunner(MigrationRunner):
         if last_error:
             self.report.last_error = last_error
 
-    def _fold_partitions(self) -> None:
-        """Fold every partition's progress into the main ledger and remove the partitions.
+    def _fold_partitions(self, base: dict[str, int] | None = None) -> None:
+        """Fold every partition's progress into the main ledger and remove the partitions;
+        with ``base`` (this process's counters), the report's counters add theirs up first.
 
         Each partition's ledger is taken over first (after waiting for a live worker still at
         it, e.g. one of a coordinator killed before), which raises its fence in the destination
@@ -172,6 +183,8 @@ class PartitionedRunner(MigrationRunner):
             self.parts.remove()
             return
         self._wait_for_holders(indexes)
+        if base is not None:
+            self._add_up([self.parts.view(i) for i in indexes], base)
         key, dest = self.spec.identity, self.stores[self.spec.dest]
         owners = []
         for i in indexes:
@@ -192,8 +205,7 @@ class PartitionedRunner(MigrationRunner):
         said = False
         while any(self.parts.view(i).held for i in indexes):
             if not said:
-                log.warning("%s: waiting for the workers of an earlier run still at its partitions",
-                            self.spec.name)
+                log.warning("%s: waiting for the workers still at its partitions to stop", self.spec.name)
                 said = True
             time.sleep(POLL_INTERVAL)
 

@@ -178,3 +178,30 @@ def test_a_coordinator_killed_leaves_its_workers_to_the_next_run_which_folds_the
     migrated, already = (int(line.split(" - ")[1].split()[i].replace(",", "")) for i in (0, 4))
     assert migrated + already == ROWS and already > 0, line
     assert_every_row_once(directory, engine)
+
+
+def test_a_second_signal_to_the_coordinator_stops_its_workers_and_folds_what_they_did(setting):
+    directory, engine, processes = setting
+    first = start(directory, processes, workers=2)
+    poll_until(lambda: written(engine) > ROWS // 10, timeout=120, what="a tenth of the rows")
+    first.send_signal(signal.SIGINT)
+    time.sleep(0.2)
+    first.send_signal(signal.SIGINT)  # a supervisor that does not wait
+    out, _err = ended(directory, first, processes)
+    assert first.returncode == 130
+    assert not workers_of(directory)  # stopped with it, not left to finish their ranges
+    migrated = int(summary(out).split(" - ")[1].split()[0].replace(",", ""))
+    assert migrated == written(engine) < ROWS  # the counts say what the destination holds
+    ledger = SqliteLedger(directory / "ferryman-progress.db", read_only=True)
+    try:
+        (entry,) = ledger.progress().migrations.values()
+        assert len(entry.succeeded) == migrated  # folded into the ledger
+    finally:
+        ledger.close()
+
+    second = start(directory, processes, workers=2)
+    out, err = ended(directory, second, processes)
+    assert second.returncode == 0, err
+    assert summary(out).startswith(f"copy_items: completed - {ROWS - migrated:,} migrated, 0 failed, "
+                                   f"{migrated:,} already done")
+    assert_every_row_once(directory, engine)
