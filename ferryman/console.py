@@ -423,6 +423,37 @@ _STATUS_COLUMNS = [
 ]
 
 
+_PARTITION_COLUMNS = [
+    ("MIGRATION", ("migration",)),
+    ("PART", ("index",)),
+    ("AFTER", ("after",)),
+    ("UPTO", ("upto",)),
+    ("STATE", ("state",)),
+    ("TRIES", ("attempts",)),
+    ("READ", ("read",)),
+    ("WRITTEN", ("written",)),
+    ("FAILED", ("failed",)),
+    ("RATE/S", ("rate",)),
+    ("HOLDER", ("holder",)),
+]
+"""The partitions table of a run with workers: the key range ``(AFTER, UPTO]`` of each."""
+
+
+def _columns_table(columns: Sequence[tuple[str, tuple[str, ...]]], rows: Sequence[dict[str, Any]]) -> str:
+    """A table of ``rows`` in the ``columns`` (header, keys that may hold the value) some row has."""
+    shown_columns = [(h, keys) for h, keys in columns if any(k in r for r in rows for k in keys)]
+    table = [[next((r[k] for k in keys if k in r), None) for _, keys in shown_columns] for r in rows]
+    return format_table([h for h, _ in shown_columns], table)
+
+
+def _range_end(value: Any) -> str | None:
+    """A range's end as ``failed list`` shows ids (a composite key comes as a JSON list); None
+    for an open end (the first range starts, and the last ends, with the source)."""
+    if value is None:
+        return None
+    return shown(format_id(tuple(value) if isinstance(value, list) else value))
+
+
 def _migration_rows(progress: Any) -> list[dict[str, Any]]:
     if isinstance(progress, dict):
         for key in ("migrations", "steps", "progress"):
@@ -447,12 +478,16 @@ def format_status(snapshot: dict[str, Any]) -> str:
             f"status: {shown(result.get('status', '-'))}   step: {shown(result.get('step') or '-')}   "
             f"tries: {shown(result.get('try_count', '-'))}   last error: {shown(err_text)}"
         )
-    rows = _migration_rows(snapshot.get("progress"))
+    progress = snapshot.get("progress")
+    rows = _migration_rows(progress)
     if rows:
-        columns = [(h, keys) for h, keys in _STATUS_COLUMNS if any(k in r for r in rows for k in keys)]
-        table = [[next((r[k] for k in keys if k in r), None) for _, keys in columns] for r in rows]
-        lines.append(format_table([h for h, _ in columns], table))
-    elif not lines:
+        lines.append(_columns_table(_STATUS_COLUMNS, rows))
+    partitions = progress.get("partitions") if isinstance(progress, dict) else None
+    if isinstance(partitions, list) and partitions:
+        lines.append(_columns_table(_PARTITION_COLUMNS, [
+            {**p, "after": _range_end(p.get("after")), "upto": _range_end(p.get("upto"))}
+            for p in partitions if isinstance(p, dict)]))
+    if not lines:
         lines.append("no status to show")
     verification = snapshot.get("verification")
     if isinstance(verification, dict) and verification.get("ok") is not None:

@@ -436,3 +436,17 @@ def test_format_status_tolerates_missing_parts():
     wide = console.format_status({"progress": {"migrations": [{"name": "a", "read": 1234567, "rate": 2500.0}]}})
     assert wide.splitlines()[1].split() == ["a", "1,234,567", "2,500.0"]  # counts as the run's lines write them
     assert json.dumps(text)  # plain text
+
+
+def test_format_status_shows_partitions_with_their_ranges_as_ids():
+    text = console.format_status({"progress": {"migrations": [], "partitions": [
+        {"migration": "Lines", "index": 0, "after": None, "upto": [10248, "b c"], "state": "completed",
+         "attempts": 1, "read": 1500, "written": 1500, "failed": 0, "rate": 10.0, "holder": None},
+        {"migration": "Lines", "index": 1, "after": [10248, "b c"], "upto": 123456, "state": "running",
+         "attempts": 2, "read": 7, "written": 7, "failed": 0, "rate": 1.5, "holder": "pid 7 on h"}]}})
+    lines = text.splitlines()
+    assert lines[0].split() == ["MIGRATION", "PART", "AFTER", "UPTO", "STATE", "TRIES", "READ", "WRITTEN",
+                                "FAILED", "RATE/S", "HOLDER"]
+    assert lines[1].split()[:4] == ["Lines", "0", "-", '[10248,"b']  # the id as `failed list` types it
+    assert "123456" in lines[2] and "123,456" not in lines[2] and lines[2].endswith("pid 7 on h")
+    assert "1,500" in lines[1]  # counts keep their separators

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ferryman import Action, FailedRecord, MigrationReport, MigrationState, RunResult
+from ferryman import Action, FailedRecord, MigrationReport, MigrationState, RunResult, ledger_commands
+from ferryman.console import format_status
 from ferryman.progress.sqlite import SqliteLedger
 from ferryman.progress.sqlite.parts import PartitionLedger, PartitionSet, partition_status
 from ferryman.progress.sqlite.reader import SqliteReader
@@ -108,8 +109,13 @@ def test_the_status_shows_each_partition_pending_running_or_how_it_ended(main):
     running.begin_run([report()])
     try:
         rows = partition_status(main.path, {KEY: "copy_items", "other.Migration": "other"})
+        table = format_status(ledger_commands.status(progress=main.path)).splitlines()
     finally:
         running.close()
+    header = table.index(next(line for line in table if line.startswith("MIGRATION  PART")))
+    assert table[header].split()[:6] == ["MIGRATION", "PART", "AFTER", "UPTO", "STATE", "TRIES"]
+    assert [line.split()[1:6] for line in table[header + 1:header + 4]] == [
+        ["0", "-", "100", "completed", "1"], ["1", "100", "200", "running", "1"], ["2", "200", "-", "pending", "0"]]
     assert [(r["index"], r["after"], r["upto"], r["state"], r["attempts"], r["read"]) for r in rows] == [
         (0, None, 100, "completed", 1, 100), (1, 100, 200, "running", 1, 0), (2, 200, None, "pending", 0, 0)]
     assert rows[1]["holder"].startswith("pid ") and rows[0]["holder"] is None
