@@ -37,7 +37,7 @@ from .progress.ledger import Ledger, MemoryLedger
 from .progress.model import Action, FailedRecord, MigrationEntry, MigrationProgress
 from .report import MigrationReport, MigrationState, RunResult
 from .service import MigrationService, StoreRegistry
-from .stores import JournalEntry, MemoryStore, PendingWrite, SqlDatabase, SqlStore, Store, key_ranges
+from .stores import JournalEntry, MemoryStore, PendingWrite, ServerConnections, SqlDatabase, SqlStore, Store, key_ranges
 from .verify import MigrationVerification, VerificationResult
 
 __version__ = "0.1.0"
@@ -91,6 +91,7 @@ __all__ = [
     "Retry",
     "RunObserver",
     "RunResult",
+    "ServerConnections",
     "SqlDatabase",
     "SqlStore",
     "StopRequested",

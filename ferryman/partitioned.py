@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .declare import MigrationSpec
+from .errors import StoreError, one_line
 from .launchers import ProcessLauncher, WorkerHandle, WorkerLauncher
 from .progress.ledger import Ledger
 from .progress.sqlite.parts import PartitionSet, PartitionView
 from .progress.sqlite.writer import SqliteLedger, parts_directory
 from .runner import MigrationRunner
-from .stores.base import Store
+from .stores.base import ServerConnections, Store
 
 log = logging.getLogger("ferryman")
 
@@ -66,6 +67,36 @@ def partition_refusal(spec: MigrationSpec, stores: dict[str, Store] | Any, ledge
     return None
 
 
+def workers_the_servers_take(spec: MigrationSpec, stores: Mapping[str, Store], workers: int) -> int:
+    """``workers``, or fewer (at least one) when a database server of the migration's stores has
+    not the free connections they would open: each worker may hold one connection per store of
+    the migration on that server at once (its source's read, its lookups', its destination's
+    write). Says why in a warning when it gives fewer; a server that cannot be asked is skipped,
+    with a warning too."""
+    needs: dict[str, int] = {}
+    counts: dict[str, ServerConnections] = {}
+    for name in sorted({*spec.reads, spec.dest}):
+        try:
+            found = stores[name].server_connections()
+        except StoreError as exc:
+            log.warning("%s: could not count the connections of store %s's server (%s); its workers start "
+                        "unchecked", spec.name, name, one_line(exc))
+            continue
+        if found is not None:
+            needs[found.server] = needs.get(found.server, 0) + 1
+            counts[found.server] = found
+    allowed = workers
+    for server, need in needs.items():
+        found = counts[server]
+        fits = found.free // need
+        if fits < allowed:
+            allowed = max(fits, 1)
+            log.warning("%s: %d worker(s) instead of %d: %s has %d free connection(s) (%d in use of the %d it "
+                        "takes) and each worker may open %d; raise its max_connections for more",
+                        spec.name, allowed, workers, server, found.free, found.in_use, found.limit, need)
+    return allowed
+
+
 class PartitionedRunner(MigrationRunner):
     """A migration whose main pass ``workers`` processes run, one key range each at a time."""
 
@@ -85,6 +116,7 @@ class PartitionedRunner(MigrationRunner):
         self._retry_deferred()  # before any worker can meet these records in its range
         self._fold_partitions()  # left by a coordinator that died: this round starts afresh
         self.main.index_succeeded(self.spec.identity)  # what the workers look up
+        self.workers = workers_the_servers_take(self.spec, self.stores, self.workers)
         parts = self.parts
         parts.save_split(self.source.split(self.workers * PARTITIONS_PER_WORKER))
         ranges = parts.ranges()

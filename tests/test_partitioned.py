@@ -167,3 +167,22 @@ def test_a_worker_for_a_migration_the_target_lacks_is_refused_in_one_line(settin
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "ferryman: error: the target has no migration kept under 'nowhere.Missing' in ferryman-progress.db"]
+
+
+def test_workers_are_fewer_when_the_destination_server_lacks_connections(setting):
+    directory, engine = setting
+    (directory / "fixed").touch()
+    with (directory / "target.py").open("a") as target:  # the server has one connection to spare
+        target.write(
+            "from ferryman import ServerConnections\n"
+            "_asked = stores[1].server_connections\n"
+            "def _one_to_spare():\n"
+            "    found = _asked()\n"
+            "    return ServerConnections(found.server, found.in_use + 1, found.in_use)\n"
+            "stores[1].server_connections = _one_to_spare\n")
+    result = ferryman(directory, "run", "target.py", "--no-bar", "--workers", "3")
+    assert result.returncode == 0, result.stderr
+    assert "copy_items: 1 worker(s) instead of 3: postgresql://" in result.stderr
+    assert "has 1 free connection(s)" in result.stderr and "each worker may open 1" in result.stderr
+    assert summary(result).startswith(f"copy_items: completed - {ROWS:,} migrated, 0 failed")
+    assert dest_rows(engine) == (ROWS, ROWS)

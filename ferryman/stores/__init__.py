@@ -5,12 +5,13 @@
 
 from typing import Any
 
-from .base import JournalEntry, PendingWrite, Store, key_ranges
+from .base import JournalEntry, PendingWrite, ServerConnections, Store, key_ranges
 from .memory import MemoryStore
 from .sql import SqlDatabase, SqlStore
 
 __all__ = [
-    "JournalEntry", "MemoryStore", "MongoStore", "PendingWrite", "SqlDatabase", "SqlStore", "Store", "key_ranges",
+    "JournalEntry", "MemoryStore", "MongoStore", "PendingWrite", "ServerConnections", "SqlDatabase", "SqlStore",
+    "Store", "key_ranges",
 ]
 
 

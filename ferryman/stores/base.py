@@ -79,6 +79,23 @@ class JournalEntry:
     fence: int | None = None
 
 
+@dataclass(frozen=True)
+class ServerConnections:
+    """How many connections a database server takes and has open: what bounds the number of
+    workers that may run against it at once (each opens connections of its own)."""
+
+    server: str
+    """The server as messages name it (scheme, host and port: no user, password or database)."""
+    limit: int
+    """The connections it takes from ordinary users (``max_connections`` less those reserved)."""
+    in_use: int
+    """The connections open now, every user's."""
+
+    @property
+    def free(self) -> int:
+        return max(self.limit - self.in_use, 0)
+
+
 class PendingWrite:
     """A batch begun by :meth:`Store.begin_save_all`; :meth:`wait` ends it."""
 
@@ -233,6 +250,12 @@ class Store(ABC):
     def read_journal(self, migration: str | None = None) -> list[JournalEntry]:
         """Journal entries committed with earlier batches, oldest first; only ``migration``'s if given."""
         return []
+
+    def server_connections(self) -> ServerConnections | None:
+        """The connections of the server this store is on, asked now; None when there is no
+        server whose connections workers share (a file, memory) or it cannot tell. This default
+        returns None."""
+        return None
 
     def raise_fence(self, migration: str, epoch: int) -> None:
         """Refuse from now on the batches of ``migration`` whose journal entry's ``fence`` is

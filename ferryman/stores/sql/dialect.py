@@ -60,6 +60,11 @@ class SqlDialect:
         """Run on every new DBAPI connection of an engine ferryman builds."""
         return ()
 
+    def connection_counts(self, conn: Connection) -> tuple[int, int] | None:
+        """``(limit, in use)``: the connections the server takes from ordinary users, and those
+        open now (every user's); None when the database has no such limit or cannot tell."""
+        return None
+
     def write_statements(self, url: URL) -> tuple[str, ...]:
         """Run on a DBAPI connection before its first write, and never by one that only reads."""
         return ()

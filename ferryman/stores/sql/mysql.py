@@ -199,6 +199,13 @@ class MySQLDialect(SqlDialect):
     def adapt_table(self, table: Table, conn: Connection) -> None:
         adapt_table(table, conn)
 
+    def connection_counts(self, conn: Connection) -> tuple[int, int] | None:
+        """``max_connections`` and ``Threads_connected`` (a global status any user may read;
+        the process list shows others' sessions only to those with the PROCESS privilege)."""
+        limit = conn.exec_driver_sql("SELECT @@GLOBAL.max_connections").scalar_one()
+        connected = conn.exec_driver_sql("SHOW GLOBAL STATUS LIKE 'Threads_connected'").one()[1]
+        return int(limit), int(connected)
+
     def insert(self, conn: Connection, batch: InsertBatch) -> None:
         insert_mysql(conn, batch)
 

@@ -156,6 +156,13 @@ def engine_options(url: URL, options: dict[str, Any]) -> dict[str, Any]:
     return {"connect_args": connect_args}
 
 
+_CONNECTION_COUNTS = (
+    "SELECT current_setting('max_connections')::int"
+    " - current_setting('superuser_reserved_connections')::int"
+    " - COALESCE(NULLIF(current_setting('reserved_connections', true), '')::int, 0),"
+    " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')")
+
+
 class PostgreSQLDialect(SqlDialect):
     """PostgreSQL; the fast paths (COPY, pipelined pages, COMMIT sent with the journal entry) need
     psycopg 3, other drivers get plain SQLAlchemy."""
@@ -169,6 +176,12 @@ class PostgreSQLDialect(SqlDialect):
 
     def adapt_table(self, table: Table, conn: Connection) -> None:
         adapt_table(table, conn)
+
+    def connection_counts(self, conn: Connection) -> tuple[int, int] | None:
+        """``max_connections`` less the slots kept for superusers (and, from PostgreSQL 16, for
+        ``pg_use_reserved_connections``), and the client backends open now."""
+        row = conn.exec_driver_sql(_CONNECTION_COUNTS).one()
+        return int(row[0]), int(row[1])
 
     def key_bound(self, columns: Sequence[ColumnElement[Any]], values: Sequence[ColumnElement[Any]],
                   bound: Bound) -> ColumnElement[bool]:

@@ -31,7 +31,7 @@ from sqlalchemy.sql import ClauseElement
 from ...errors import FencedOffError, StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError
 from ...redact import mask_secrets
 from ...types import Filter, Record, RecordId
-from ..base import SAVED, JournalEntry, PendingWrite, Store, check_parts, keyset_pages, match_fields
+from ..base import SAVED, JournalEntry, PendingWrite, ServerConnections, Store, check_parts, keyset_pages, match_fields
 from ..common import OnConflict, check_fence, check_on_conflict, describe_values
 from .batch import FastPathRefused, InsertBatch, WriteInFlight
 from .clauses import Bound, bound_clause, bound_param, filter_clause, ids_clause
@@ -323,6 +323,16 @@ class SqlStore(Store):
         if cached:
             self._pages[shape] = query
         return query
+
+    def server_connections(self) -> ServerConnections | None:
+        """Asked of the server in one connection of this store's pool (None for SQLite)."""
+        with self._errors(), self.engine.connect() as conn:
+            counts = self.impl.connection_counts(conn)
+        if counts is None:
+            return None
+        url = self.url
+        server = f"{url.get_backend_name()}://{url.host or 'localhost'}" + (f":{url.port}" if url.port else "")
+        return ServerConnections(server, *counts)
 
     def split(self, parts: int) -> list[RecordId]:
         """Boundaries in the database's key order (its collation's for text), found by one
