@@ -303,10 +303,10 @@ class Matcher:
         compares these values as the store does; False when the page must go on as groups.
 
         What the group path does, without a group per value: each value's matches are one
-        dict lookup, handed to its records as one page (a copy of the records, shared by
-        them), the cardinality checked before the reduce when there are too many matches and
-        after it when too few; a value with more than a page of matches goes page by page
-        through a group."""
+        dict lookup, handed to its records as one page (a copy of the records, or the shared
+        read-only ones, in one list shared by them), the cardinality checked before the reduce
+        when there are too many matches and after it when too few; a value with more than a
+        page of matches goes page by page through a group."""
         match, name, members_of = reducer.match, keyed.name, keyed.members
         preload = self._preloads.get(_preload_key(match))
         if preload is None or name is None:
@@ -319,7 +319,7 @@ class Matcher:
             return False
         cardinality, batch_size = keyed.cardinality, match.batch_size
         low, most = cardinality.bounds
-        get, copy_of = by_value.get, table.copy_of
+        get, copy_of, hand_out, shared = by_value.get, table.copy_of, table.hand_out, table.shared
         for value, members in members_of.items():
             found: Sequence[Record] = get(value) or ()
             count = len(found)
@@ -327,14 +327,15 @@ class Matcher:
                 group = _Group({name: value}, ((name,), (value,)), cardinality)
                 group.members = members
                 for start in range(0, count, batch_size):
-                    if not reducer.take(group, list(map(copy_of, found[start:start + batch_size]))):
+                    if not reducer.take(group, hand_out(found[start:start + batch_size])):
                         break
                 reducer.finish([group])
             elif count > most:  # one page, already too many: no reduce
                 reducer.fail_cardinality(members, {name: value}, cardinality, count, early=True)
             else:
                 if count:
-                    reducer.reduce(members, [copy_of(found[0])] if count == 1 else list(map(copy_of, found)))
+                    reducer.reduce(members, list(found) if shared else [copy_of(found[0])] if count == 1
+                                   else list(map(copy_of, found)))
                 if count < low:
                     reducer.fail_cardinality(members, {name: value}, cardinality, count, early=False)
         return True
@@ -434,7 +435,8 @@ def _unreadable(text: str, cause: Exception) -> StoreError:
 
 def _preload_key(match: Match) -> Hashable:
     """Matches of one store that read it alike share its preload (Lookups of one store do)."""
-    return (match.store, match.columns, match.preload, match.preload_max_records, match.preload_max_mb)
+    return (match.store, match.columns, match.preload, match.preload_max_records, match.preload_max_mb,
+            match.read_only)
 
 
 def _iterator(items: Iterable[T]) -> Generator[T, None, None]:
@@ -508,7 +510,7 @@ class _Preload:
         match, store = self.match, self.store
         named = sorted({n for flt in filters if isinstance(flt, Mapping) for n in flt})
         try:
-            self.table = load(store, match.columns, named, match.preload_max_mb * 1e6)
+            self.table = load(store, match.columns, named, match.preload_max_mb * 1e6, match.read_only)
         except OverBudget as over:
             self._decline(spec, f"it outgrew the memory budget of {match.preload_max_mb:g} MB "
                                 f"(preload_max_mb) at {over.args[0]}")
