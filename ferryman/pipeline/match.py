@@ -150,14 +150,20 @@ class _Reducer:
 
     def reduce(self, members: list[int], page: list[Record]) -> None:
         """``reduce_from_*`` of ``page`` for each of ``members`` still alive."""
+        self.reduce_pages(((members, page),))
+
+    def reduce_pages(self, pages: Iterable[tuple[list[int], list[Record]]]) -> None:
+        """:meth:`reduce` of each ``(members, page)``, in one loop (a page of lookups by key
+        has about one page per record)."""
         reduce_from, retry, batch = self.reduce_from, self.match.retry, self.batch
         aggregates, failed = batch.aggregates, batch.failed
-        for p in members:
-            if p not in failed:
-                try:
-                    reduce_from(aggregates[p], page)
-                except Exception as exc:  # this record fails alone
-                    batch.fail(p, Phase.MATCH, exc, retry)
+        for members, page in pages:
+            for p in members:
+                if p not in failed:
+                    try:
+                        reduce_from(aggregates[p], page)
+                    except Exception as exc:  # this record fails alone
+                        batch.fail(p, Phase.MATCH, exc, retry)
 
     def finish(self, groups: Iterable[_Group]) -> None:
         """After the last page: a count the cardinality forbids fails the group."""
@@ -320,6 +326,7 @@ class Matcher:
         cardinality, batch_size = keyed.cardinality, match.batch_size
         low, most = cardinality.bounds
         get, copy_of, hand_out, shared = by_value.get, table.copy_of, table.hand_out, table.shared
+        pages: list[tuple[list[int], list[Record]]] = []  # reduced after the loop: each record is in one
         for value, members in members_of.items():
             found: Sequence[Record] = get(value) or ()
             count = len(found)
@@ -334,10 +341,11 @@ class Matcher:
                 reducer.fail_cardinality(members, {name: value}, cardinality, count, early=True)
             else:
                 if count:
-                    reducer.reduce(members, list(found) if shared else [copy_of(found[0])] if count == 1
-                                   else list(map(copy_of, found)))
+                    pages.append((members, list(found) if shared else [copy_of(found[0])] if count == 1
+                                  else list(map(copy_of, found))))
                 if count < low:
                     reducer.fail_cardinality(members, {name: value}, cardinality, count, early=False)
+        reducer.reduce_pages(pages)
         return True
 
     def _from_preload(self, preload: _Preload, table: Preloaded, reducer: _Reducer, shapes: _Shapes) -> _Shapes:
