@@ -260,6 +260,8 @@ class Matcher:
         match_with: Callable[..., Any] = match.hooks(self.instance)[0]
         fixed = match.fixed_cardinality
         keyed = _Keyed(fixed) if fixed is not None else None
+        name: str | None = None  # keyed's field, from its first filter on
+        by_value = {} if keyed is None else keyed.members
         groups: dict[Hashable, _Group] = {}
         records, aggregates = batch.records, batch.aggregates
         for p in alive:
@@ -280,15 +282,17 @@ class Matcher:
                 continue
             if keyed is not None:
                 if type(flt) is dict and len(flt) == 1:
-                    (name, value), = flt.items()
-                    if (type(value) is int or type(value) is str) and (name == keyed.name or keyed.name is None):
-                        keyed.name = name
-                        members = keyed.members.get(value)
+                    if name is None:
+                        name = next(iter(flt))
+                    value = flt.get(name, flt)  # flt itself when it names another field
+                    if type(value) is int or type(value) is str:
+                        members = by_value.get(value)
                         if members is None:
-                            keyed.members[value] = [p]
+                            by_value[value] = [p]
                         else:
                             members.append(p)
                         continue
+                keyed.name = name
                 groups, keyed = keyed.groups(), None
             if fixed is None:  # records with equal filters but other cardinalities: other groups
                 key: Hashable = (cardinality, filter_key(flt))
@@ -302,7 +306,10 @@ class Matcher:
             if group is None:
                 group = groups[key] = _Group(flt, _equality_shape(flt), fixed)
             group.members.append(p)
-        return keyed if keyed is not None else list(groups.values())
+        if keyed is None:
+            return list(groups.values())
+        keyed.name = name
+        return keyed
 
     def _keyed_from_preload(self, reducer: _Reducer, keyed: _Keyed) -> bool:
         """Answer a page of lookups by key from the preloaded store, if it has one that
