@@ -90,6 +90,14 @@ class Match:
     ``preload_max_mb``), False never, None when the store counts at most ``preload_max_records``
     records. How matching picks its path is described in ``ferryman/pipeline/match.py``.
 
+    ``read_only=True`` is the migration's promise that its ``reduce_from_*`` and ``transform``
+    never change a matched record: a preloaded store's records are then handed out as read-only
+    mappings made once per run and shared by every page, where by default each page gets fresh
+    copies (a reduce may change its batch, and that must not reach the records matched later).
+    Changing one then raises TypeError (the record fails) instead of corrupting later records;
+    ``dict(record)`` gives a copy to change or keep. Records with mutable values (a JSON list)
+    and records read page by page from the store are handed out as without it.
+
     ``cardinality`` may be a function of the source record giving its Cardinality, when how many
     matches a record needs depends on the record (an invoice line needs its discount only when it
     has a discount code).
@@ -104,6 +112,7 @@ class Match:
     preload: bool | None = None
     preload_max_records: int = PRELOAD_MAX_RECORDS
     preload_max_mb: float = PRELOAD_MAX_MB
+    read_only: bool = False
 
     def __post_init__(self) -> None:
         label = f"Match({self.store!r})"
@@ -128,6 +137,8 @@ class Match:
         if (not isinstance(self.preload_max_mb, (int, float)) or isinstance(self.preload_max_mb, bool)
                 or not self.preload_max_mb > 0):
             raise ValueError(f"{label}.preload_max_mb must be a number of MB > 0, got {self.preload_max_mb!r}")
+        if not isinstance(self.read_only, bool):
+            raise ValueError(f"{label}.read_only must be True or False, got {self.read_only!r}")
 
     @property
     def match_method(self) -> str:

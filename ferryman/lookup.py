@@ -25,7 +25,7 @@ from .types import Aggregates, Record
 
 Required = bool | Callable[[Record], bool]
 
-MATCH_OPTIONS = ("order", "retry", "columns", "preload", "preload_max_records", "preload_max_mb")
+MATCH_OPTIONS = ("order", "retry", "columns", "preload", "preload_max_records", "preload_max_mb", "read_only")
 """The options a Lookup passes on to its Match (``Match`` says what each does)."""
 
 
@@ -41,7 +41,7 @@ class Lookup:
         into: the aggregates key the record is put into.
         required: True, False, or a function of the source record saying whether it needs one.
         **options: ``order``, ``retry``, ``columns``, ``preload``, ``preload_max_records``,
-            ``preload_max_mb``, as for :class:`Match`.
+            ``preload_max_mb``, ``read_only``, as for :class:`Match`.
 
     Nothing is checked here: ``@migration`` reports every problem of its Lookups together with
     the class's others.

@@ -91,12 +91,14 @@ def test_match_speed_options_validate_themselves_and_show_in_repr():
     assert match.columns == ("price", "sku")  # a tuple, repeats dropped
     assert "columns=('price', 'sku'), preload=True, preload_max_records=100000, preload_max_mb=8" in repr(match)
     assert Match("prices").preload is None and Match("prices", columns="price").columns == ("price",)
+    assert Match("prices").read_only is False and "read_only=True" in repr(Match("prices", read_only=True))
     for options, message in [
         ({"columns": ()}, r"Match\('x'\).columns must be field names"),
         ({"columns": ["a", 3]}, "columns must be field names"),
         ({"preload": 1}, r"Match\('x'\).preload must be True, False or None \(automatic\), got 1"),
         ({"preload_max_records": 0}, "preload_max_records must be an int >= 1"),
         ({"preload_max_mb": -1}, "preload_max_mb must be a number of MB > 0, got -1"),
+        ({"read_only": 1}, r"Match\('x'\).read_only must be True or False, got 1"),
     ]:
         with pytest.raises(ValueError, match=message):
             Match("x", **options)

@@ -57,12 +57,13 @@ def make_database(url: str, tracks: dict[int, int | None], albums: dict[int, int
     return SqlDatabase(url)
 
 
-def chained_migration(preload: bool | None, track_required: bool) -> type:
+def chained_migration(preload: bool | None, track_required: bool, read_only: bool = False) -> type:
     @migration(source="lines", dest="out", load_retry=Retry(times=1, delay=0), match=[
-        Lookup("tracks", on={"TrackId": "track_id"}, into="track", required=track_required, preload=preload),
+        Lookup("tracks", on={"TrackId": "track_id"}, into="track", required=track_required, preload=preload,
+               read_only=read_only),
         Lookup("albums", on={"AlbumId": "track.AlbumId"}, into="album", preload=preload,
-               required=lambda line: bool(line["needs_album"])),
-        Lookup("artists", on={"ArtistId": "album.ArtistId"}, into="artist", preload=preload),
+               required=lambda line: bool(line["needs_album"]), read_only=read_only),
+        Lookup("artists", on={"ArtistId": "album.ArtistId"}, into="artist", preload=preload, read_only=read_only),
     ])
     class Lines:
         def transform(self, aggregates: dict[str, Any], record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -113,11 +114,12 @@ counter = itertools.count()
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tracks=st.dictionaries(st.integers(0, 5), KEYS), albums=st.dictionaries(st.integers(0, 5), KEYS),
        lines=st.lists(st.tuples(KEYS, st.booleans()), max_size=30), track_required=st.booleans(),
-       preload=st.sampled_from([True, False, None]))
-def test_chained_lookups_give_what_a_dict_join_gives(tmp_path, tracks, albums, lines, track_required, preload):
+       preload=st.sampled_from([True, False, None]), read_only=st.booleans())
+def test_chained_lookups_give_what_a_dict_join_gives(tmp_path, tracks, albums, lines, track_required, preload,
+                                                     read_only):
     numbered = [(i, t, n) for i, (t, n) in enumerate(lines, 1)]
     db = make_database(f"sqlite:///{tmp_path}/lookup{next(counter)}.db", tracks, albums, numbered)
-    rows, failed, _ = run(db, chained_migration(preload, track_required))
+    rows, failed, _ = run(db, chained_migration(preload, track_required, read_only))
     want_rows, want_failed = expected(tracks, albums, numbered, track_required)
     assert rows == want_rows
     assert set(failed) == want_failed

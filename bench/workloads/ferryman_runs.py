@@ -85,6 +85,16 @@ class LineTotals:
         return [dict(zip(LINE_TOTAL_FIELDS, row))]
 
 
+# The same with the promise that nothing changes a matched record (the reduces only read them):
+# the preloaded records are handed out as shared read-only mappings instead of copies.
+@migration(source="order_lines", dest="line_totals", match=[
+    Match("products", cardinality=Cardinality.EXACTLY_ONE, columns=("sku", "price"), read_only=True),
+    Match("price_history", columns=("price",), read_only=True),
+])
+class LineTotalsReadOnly(LineTotals):
+    pass
+
+
 LINE_TOTAL_FIELDS = ("id", "product_id", "sku", "quantity", "amount", "price_changes", "highest_price")
 
 
@@ -133,10 +143,19 @@ def area_stats(job: Job) -> Output:
     return _run(stores, AreaStats, job.ledger)
 
 
-def line_totals(job: Job) -> Output:
-    """W4 with the durable ledger; both matched stores are small enough to be preloaded."""
+def _line_stores(job: Job) -> list[Store]:
     stores: list[Store] = [
         _sqlite(name, job.source, name) for name in ("order_lines", "products", "price_history")
     ]
     stores.append(_sqlite("line_totals", job.dest, "line_totals"))
-    return _run(stores, LineTotals, job.ledger)
+    return stores
+
+
+def line_totals(job: Job) -> Output:
+    """W4 with the durable ledger; both matched stores are small enough to be preloaded."""
+    return _run(_line_stores(job), LineTotals, job.ledger)
+
+
+def line_totals_read_only(job: Job) -> Output:
+    """W4 with read-only Matches: the preloaded records are shared, not copied."""
+    return _run(_line_stores(job), LineTotalsReadOnly, job.ledger)

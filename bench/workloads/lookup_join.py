@@ -41,6 +41,8 @@ class LookupJoinWorkload(Workload):
     variants = (
         Variant("ferryman", "ferryman 2 Matches (durable ledger)",
                 "bench.workloads.ferryman_runs:line_totals", "ferryman"),
+        Variant("ferryman-read-only", "ferryman 2 read-only Matches (durable)",
+                "bench.workloads.ferryman_runs:line_totals_read_only", "ferryman"),
         Variant("per-lookup-loop", "hand-written loop, 2 lookups per line",
                 "bench.baselines.handwritten:line_totals_lookups", "hand-written"),
         Variant("dict-loop", "hand-written loop, products in a dict",

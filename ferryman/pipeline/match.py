@@ -150,14 +150,20 @@ class _Reducer:
 
     def reduce(self, members: list[int], page: list[Record]) -> None:
         """``reduce_from_*`` of ``page`` for each of ``members`` still alive."""
+        self.reduce_pages(((members, page),))
+
+    def reduce_pages(self, pages: Iterable[tuple[list[int], list[Record]]]) -> None:
+        """:meth:`reduce` of each ``(members, page)``, in one loop (a page of lookups by key
+        has about one page per record)."""
         reduce_from, retry, batch = self.reduce_from, self.match.retry, self.batch
         aggregates, failed = batch.aggregates, batch.failed
-        for p in members:
-            if p not in failed:
-                try:
-                    reduce_from(aggregates[p], page)
-                except Exception as exc:  # this record fails alone
-                    batch.fail(p, Phase.MATCH, exc, retry)
+        for members, page in pages:
+            for p in members:
+                if p not in failed:
+                    try:
+                        reduce_from(aggregates[p], page)
+                    except Exception as exc:  # this record fails alone
+                        batch.fail(p, Phase.MATCH, exc, retry)
 
     def finish(self, groups: Iterable[_Group]) -> None:
         """After the last page: a count the cardinality forbids fails the group."""
@@ -254,6 +260,8 @@ class Matcher:
         match_with: Callable[..., Any] = match.hooks(self.instance)[0]
         fixed = match.fixed_cardinality
         keyed = _Keyed(fixed) if fixed is not None else None
+        name: str | None = None  # keyed's field, from its first filter on
+        by_value = {} if keyed is None else keyed.members
         groups: dict[Hashable, _Group] = {}
         records, aggregates = batch.records, batch.aggregates
         for p in alive:
@@ -274,15 +282,17 @@ class Matcher:
                 continue
             if keyed is not None:
                 if type(flt) is dict and len(flt) == 1:
-                    (name, value), = flt.items()
-                    if (type(value) is int or type(value) is str) and (name == keyed.name or keyed.name is None):
-                        keyed.name = name
-                        members = keyed.members.get(value)
+                    if name is None:
+                        name = next(iter(flt))
+                    value = flt.get(name, flt)  # flt itself when it names another field
+                    if type(value) is int or type(value) is str:
+                        members = by_value.get(value)
                         if members is None:
-                            keyed.members[value] = [p]
+                            by_value[value] = [p]
                         else:
                             members.append(p)
                         continue
+                keyed.name = name
                 groups, keyed = keyed.groups(), None
             if fixed is None:  # records with equal filters but other cardinalities: other groups
                 key: Hashable = (cardinality, filter_key(flt))
@@ -296,17 +306,20 @@ class Matcher:
             if group is None:
                 group = groups[key] = _Group(flt, _equality_shape(flt), fixed)
             group.members.append(p)
-        return keyed if keyed is not None else list(groups.values())
+        if keyed is None:
+            return list(groups.values())
+        keyed.name = name
+        return keyed
 
     def _keyed_from_preload(self, reducer: _Reducer, keyed: _Keyed) -> bool:
         """Answer a page of lookups by key from the preloaded store, if it has one that
         compares these values as the store does; False when the page must go on as groups.
 
         What the group path does, without a group per value: each value's matches are one
-        dict lookup, handed to its records as one page (a copy of the records, shared by
-        them), the cardinality checked before the reduce when there are too many matches and
-        after it when too few; a value with more than a page of matches goes page by page
-        through a group."""
+        dict lookup, handed to its records as one page (a copy of the records, or the shared
+        read-only ones, in one list shared by them), the cardinality checked before the reduce
+        when there are too many matches and after it when too few; a value with more than a
+        page of matches goes page by page through a group."""
         match, name, members_of = reducer.match, keyed.name, keyed.members
         preload = self._preloads.get(_preload_key(match))
         if preload is None or name is None:
@@ -319,7 +332,8 @@ class Matcher:
             return False
         cardinality, batch_size = keyed.cardinality, match.batch_size
         low, most = cardinality.bounds
-        get, copy_of = by_value.get, table.copy_of
+        get, copy_of, hand_out, shared = by_value.get, table.copy_of, table.hand_out, table.shared
+        pages: list[tuple[list[int], list[Record]]] = []  # reduced after the loop: each record is in one
         for value, members in members_of.items():
             found: Sequence[Record] = get(value) or ()
             count = len(found)
@@ -327,16 +341,18 @@ class Matcher:
                 group = _Group({name: value}, ((name,), (value,)), cardinality)
                 group.members = members
                 for start in range(0, count, batch_size):
-                    if not reducer.take(group, list(map(copy_of, found[start:start + batch_size]))):
+                    if not reducer.take(group, hand_out(found[start:start + batch_size])):
                         break
                 reducer.finish([group])
             elif count > most:  # one page, already too many: no reduce
                 reducer.fail_cardinality(members, {name: value}, cardinality, count, early=True)
             else:
                 if count:
-                    reducer.reduce(members, [copy_of(found[0])] if count == 1 else list(map(copy_of, found)))
+                    pages.append((members, list(found) if shared else [copy_of(found[0])] if count == 1
+                                  else list(map(copy_of, found))))
                 if count < low:
                     reducer.fail_cardinality(members, {name: value}, cardinality, count, early=False)
+        reducer.reduce_pages(pages)
         return True
 
     def _from_preload(self, preload: _Preload, table: Preloaded, reducer: _Reducer, shapes: _Shapes) -> _Shapes:
@@ -434,7 +450,8 @@ def _unreadable(text: str, cause: Exception) -> StoreError:
 
 def _preload_key(match: Match) -> Hashable:
     """Matches of one store that read it alike share its preload (Lookups of one store do)."""
-    return (match.store, match.columns, match.preload, match.preload_max_records, match.preload_max_mb)
+    return (match.store, match.columns, match.preload, match.preload_max_records, match.preload_max_mb,
+            match.read_only)
 
 
 def _iterator(items: Iterable[T]) -> Generator[T, None, None]:
@@ -508,7 +525,7 @@ class _Preload:
         match, store = self.match, self.store
         named = sorted({n for flt in filters if isinstance(flt, Mapping) for n in flt})
         try:
-            self.table = load(store, match.columns, named, match.preload_max_mb * 1e6)
+            self.table = load(store, match.columns, named, match.preload_max_mb * 1e6, match.read_only)
         except OverBudget as over:
             self._decline(spec, f"it outgrew the memory budget of {match.preload_max_mb:g} MB "
                                 f"(preload_max_mb) at {over.args[0]}")

@@ -7,7 +7,10 @@ instead of a query (a page of such lookups by key reads the records by value,
 :meth:`Preloaded.lookup`). The pages it gives are those :meth:`Store.match_pages` would give (key
 order, ``batch_size`` records but the last), as long as the store compares the filters' values as
 Python does, which the caller checks with :meth:`Store.can_match_in`. Every record handed out is
-a copy, so a ``reduce_from_*`` that changes its batch cannot change what later records see.
+a copy, so a ``reduce_from_*`` that changes its batch cannot change what later records see;
+under ``Match(read_only=True)`` it is instead the loaded record itself, made read-only at load
+time (:class:`ReadOnlyRecord`: a change raises instead of reaching later records), as long as its
+values are immutable (else a change inside one would still reach them: those are copied).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from datetime import time as time_of_day
 from decimal import Decimal
 from itertools import chain
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 from uuid import UUID
 
 from ..stores.base import Store, match_fields
@@ -50,7 +53,7 @@ class Preloaded:
     """One store's records in key order, and indexes on the fields its filters name."""
 
     def __init__(self, store: Store, records: list[Record], fields: tuple[str, ...] | None,
-                 out: list[Record], size: int, seconds: float, flat: bool) -> None:
+                 out: list[Record], size: int, seconds: float, flat: bool, shared: bool = False) -> None:
         self.store = store
         self.records = records
         self.fields = fields
@@ -60,10 +63,14 @@ class Preloaded:
         self.reported: dict[str, float] | None = None
         """The run report's entry for this store, whose ``mb`` follows :attr:`bytes` as indexes are built."""
         self.seconds = seconds
+        self.shared = shared
+        """True when the records are handed out as they are in :attr:`handed`, read-only and
+        shared by every page (``Match.read_only``, where every value is immutable)."""
         self.copy_of: Callable[[Record], Record] = dict.copy if flat else copy.deepcopy
         """How a record is copied to be handed out (a shallow copy where its values are immutable)."""
         self.handed = out
-        """The records as they are handed out (copied): with the key and the Match's columns only."""
+        """The records as they are handed out (copied unless :attr:`shared`): with the key and
+        the Match's columns only."""
         self._indexes: dict[tuple[str, ...], dict[Hashable, list[int]] | None] = {}
         self._lookups: dict[str, dict[Hashable, list[Record]] | None] = {}
 
@@ -101,14 +108,19 @@ class Preloaded:
         return self.pages_at(self._positions(flt), batch_size)
 
     def pages_at(self, positions: Sequence[int], batch_size: int) -> Iterable[list[Record]]:
-        """Copies of the records at ``positions`` (ascending), in pages of ``batch_size``."""
-        records, copy_of = self.handed, self.copy_of
-        if len(positions) == 1:  # the usual lookup: one record
-            return [[copy_of(records[positions[0]])]]
+        """The records at ``positions`` (ascending) as handed out, in pages of ``batch_size``."""
+        records, hand_out = self.handed, self.hand_out
+        if len(positions) == 1 and not self.shared:  # the usual lookup: one record
+            return [[self.copy_of(records[positions[0]])]]
         if len(positions) <= batch_size:
-            return [list(map(copy_of, map(records.__getitem__, positions)))] if positions else []
-        return (list(map(copy_of, map(records.__getitem__, positions[start:start + batch_size])))
+            return [hand_out(map(records.__getitem__, positions))] if positions else []
+        return (hand_out(map(records.__getitem__, positions[start:start + batch_size]))
                 for start in range(0, len(positions), batch_size))
+
+    def hand_out(self, records: Iterable[Record]) -> list[Record]:
+        """A page of :attr:`handed` records as a reduce receives it: a new list (a reduce may
+        change its batch), of copies unless :attr:`shared`."""
+        return list(records) if self.shared else list(map(self.copy_of, records))
 
     def _positions(self, flt: Mapping[str, Any]) -> Sequence[int]:
         """Where the matches are in :attr:`records`, ascending (so in key order)."""
@@ -133,8 +145,8 @@ class Preloaded:
         return positions
 
     def lookup(self, name: str) -> dict[Hashable, list[Record]] | None:
-        """The records as handed out (before their copy) by their value of ``name``, in key
-        order; None when a value cannot be a dict key. What :meth:`index` is for a page's other
+        """The records as handed out (before their copy, unless :attr:`shared`) by their value
+        of ``name``, in key order; None when a value cannot be a dict key. What :meth:`index` is for a page's other
         filters, for lookups by key: one dict entry leads to the records, with no position to
         follow (at a million lookups in a table bigger than the CPU's caches, each hop is a
         cache miss)."""
@@ -165,6 +177,35 @@ class Preloaded:
         return index
 
 
+class ReadOnlyRecord(dict[str, Any]):
+    """A preloaded record shared by every page it is matched in (``Match(read_only=True)``): a
+    dict in every way a reader sees (fields, ``json.dumps``, ``dict(record)``, ``{**record}``,
+    ``isinstance(record, dict)``) whose changing methods raise TypeError, so that a reduce that
+    changes it by mistake fails its record instead of changing what later records see.
+
+    A dict subclass rather than a ``types.MappingProxyType`` over the dict: the reduce reads
+    the record itself, not a view that leads to it (one object less to fetch per matched record),
+    and it stays a dict for the code that receives it."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a record matched with Match(read_only=True) cannot be changed (every record matched "
+                        "after it would see the change); change a copy: dict(record)")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+    def __copy__(self) -> dict[str, Any]:
+        return dict(self)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> dict[str, Any]:
+        return copy.deepcopy(dict(self), memo)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ReadOnlyRecord, (dict(self),))
+
+
 def _projection(handed: tuple[str, ...]) -> Callable[[Record], Record]:
     """A record with the ``handed`` fields only (those it has)."""
     values_of = itemgetter(*handed)
@@ -183,10 +224,12 @@ class OverBudget(Exception):
     """The store did not fit in the memory budget; ``args[0]`` says how far loading got."""
 
 
-def load(store: Store, columns: Sequence[str] | None, filter_fields: Sequence[str], budget_bytes: float) -> Preloaded:
+def load(store: Store, columns: Sequence[str] | None, filter_fields: Sequence[str], budget_bytes: float,
+         shared: bool = False) -> Preloaded:
     """Read ``store`` once, in key order: whole records, or with ``columns`` only the key, the
     columns and the ``filter_fields`` the index needs (records are handed out with the key and
-    the columns, as ``Store.match_pages`` gives them).
+    the columns, as ``Store.match_pages`` gives them); ``shared``: as :class:`ReadOnlyRecord`
+    made now, shared by every page, where every value is immutable (:attr:`Preloaded.shared`).
 
     Raises:
         OverBudget: the records (with one index) outgrew ``budget_bytes``; what was read is dropped.
@@ -210,8 +253,12 @@ def load(store: Store, columns: Sequence[str] | None, filter_fields: Sequence[st
         size += estimated_size(out)
         if size > budget_bytes:
             raise OverBudget(f"{len(records):,} records read and their columns kept, about {size / 1e6:.1f} MB")
+    shared = shared and flat
+    if shared:  # the records themselves, made read-only (no copy is kept beside them)
+        frozen: list[Record] = list(map(ReadOnlyRecord, out))
+        records, out = (frozen, frozen) if out is records else (records, frozen)
     return Preloaded(store, records, fields, out, size - INDEX_BYTES_PER_RECORD * len(records),
-                     time.perf_counter() - started, flat)
+                     time.perf_counter() - started, flat, shared)
 
 
 def estimated_size(records: Sequence[Record], exact: bool = False) -> int:

@@ -73,6 +73,7 @@ def test_table_and_json_report_every_suite_and_target(report: tuple[dict, str]) 
     names = [t["name"] for t in document["targets"]]
     assert "W1 vs hand-written dict loop" in names and "W3 time vs W1 time" in names
     assert "W4 vs per-lookup loop" in names and "W4 vs dict-join loop" in names
+    assert "W4 read-only Matches vs per-lookup loop" in names and "W4 read-only Matches vs dict-join loop" in names
     by_name = {t["name"]: t for t in document["targets"]}
     assert by_name["W1 vs pandas"]["met"] is None  # libraries skipped: not measured, not failed
     assert document["meta"]["versions"]["ferryman"]

@@ -6,7 +6,8 @@ contract (``read_page``): :class:`ContractOnly` wraps a store and hides everythi
 itself with ``preload`` False, True and None; aggregates (every ``reduce_from_*`` batch, with its
 records' fields), outputs and failures must be identical, for random data and random filters
 (equality, "in" lists, composite, None values, ``{}``, a None filter) on MemoryStore, SQLite,
-PostgreSQL and MariaDB.
+PostgreSQL and MariaDB. With ``Match(read_only=True)`` (preloaded records shared, not copied) the
+same migration, less its reduce's change to the records, must give what it gives without.
 """
 
 from __future__ import annotations
@@ -97,13 +98,16 @@ def make_filter(record: dict[str, Any]) -> Any:
     }[record["kind"]]
 
 
-def make_migration(scenario: dict[str, Any], preload: bool | None) -> type:
+def make_migration(scenario: dict[str, Any], preload: bool | None, read_only: bool | None = None) -> type:
     """The migration under test: two Matches, the second (order 1) filtering on what the first
-    reduced; failures in match_with, reduce_from, and on the first attempt only (retried)."""
+    reduced; failures in match_with, reduce_from, and on the first attempt only (retried).
+    ``read_only`` None: the Matches are not read-only and the first reduce changes its batch;
+    True or False: the Matches' ``read_only``, and no reduce changes a record."""
     attempts: dict[int, int] = {}
+    shared = bool(read_only)
     first = Match("m", cardinality=scenario["cardinality"], batch_size=scenario["batch_size"],
-                  retry=FAST, columns=scenario["columns"], preload=preload)
-    second = Match("n", batch_size=2, order=1, retry=FAST, preload=preload)
+                  retry=FAST, columns=scenario["columns"], preload=preload, read_only=shared)
+    second = Match("n", batch_size=2, order=1, retry=FAST, preload=preload, read_only=shared)
 
     @migration(source="src", dest="dst", match=[second, first], load_retry=FAST, save_retry=FAST)
     class Matching:
@@ -122,8 +126,9 @@ def make_migration(scenario: dict[str, Any], preload: bool | None) -> type:
             aggregates["m"].append([sorted(r.items(), key=str) for r in batch])
             if any(r.get("v") in scenario["bad_v"] for r in batch):
                 raise RuntimeError(f"bad batch {[r['v'] for r in batch]}")
-            for r in batch:
-                r["v"] = None  # a reduce that changes its batch must not change what others get
+            if read_only is None:
+                for r in batch:
+                    r["v"] = None  # a reduce that changes its batch must not change what others get
 
         def match_with_n(self, record, aggregates, store):
             return {"a": len(aggregates["m"]) % 3}
@@ -138,7 +143,7 @@ def make_migration(scenario: dict[str, Any], preload: bool | None) -> type:
 
 
 def outcome(matched: dict[str, Store], scenario: dict[str, Any], preload: bool | None,
-            contract_only: bool = False) -> tuple[list[dict[str, Any]], dict[Any, str]]:
+            contract_only: bool = False, read_only: bool | None = None) -> tuple[list[dict[str, Any]], dict[Any, str]]:
     """The destination's records and the failures (id -> the error's last line) of one run."""
     stores: dict[str, Store] = dict(matched)
     if contract_only:
@@ -147,7 +152,7 @@ def outcome(matched: dict[str, Store], scenario: dict[str, Any], preload: bool |
     progress = MigrationProgress()
     service = MigrationService(
         [MemoryStore("src", records=scenario["sources"]), dst, *stores.values()],
-        [make_migration(scenario, preload)], checkpoint_interval=0,
+        [make_migration(scenario, preload, read_only)], checkpoint_interval=0,
     )
     result = service.run(progress)
     assert not [r.fatal_error for r in result.reports if r.fatal_error]
@@ -159,6 +164,14 @@ def assert_every_path_agrees(matched: dict[str, Store], scenario: dict[str, Any]
     expected = outcome(matched, scenario, preload=False, contract_only=True)
     for preload in (False, True, None):
         assert outcome(matched, scenario, preload) == expected, f"preload={preload}"
+
+
+def assert_read_only_agrees(matched: dict[str, Store], scenario: dict[str, Any]) -> None:
+    """Read-only Matches give what the same Matches give with copies, on every path."""
+    expected = outcome(matched, scenario, preload=False, contract_only=True, read_only=False)
+    for preload in (True, None, False):
+        assert outcome(matched, scenario, preload, read_only=False) == expected, f"preload={preload}"
+        assert outcome(matched, scenario, preload, read_only=True) == expected, f"read-only, preload={preload}"
 
 
 # --- the stores -----------------------------------------------------------------------------
@@ -259,6 +272,25 @@ def test_lookups_by_key_give_the_per_filter_result_on_servers(server_tables: Sql
     assert_every_path_agrees(server_tables.stores(scenario), scenario)
 
 
+@settings(max_examples=100, deadline=None, suppress_health_check=QUIET)
+@given(st.sampled_from([KINDS, ("key",), ("a",), ("key", "a")]).flatmap(scenarios))
+def test_read_only_matches_give_what_copies_give_on_memory(scenario: dict[str, Any]) -> None:
+    assert_read_only_agrees(memory_stores(scenario), scenario)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=QUIET)
+@given(scenario=st.sampled_from([KINDS, ("key",), ("a",)]).flatmap(scenarios))
+def test_read_only_matches_give_what_copies_give_on_sqlite(sqlite_tables: SqlTables, scenario: dict[str, Any]) -> None:
+    assert_read_only_agrees(sqlite_tables.stores(scenario), scenario)
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=QUIET)
+@given(scenario=st.sampled_from([KINDS, ("key",)]).flatmap(scenarios))
+def test_read_only_matches_give_what_copies_give_on_servers(server_tables: SqlTables,
+                                                            scenario: dict[str, Any]) -> None:
+    assert_read_only_agrees(server_tables.stores(scenario), scenario)
+
+
 # --- preloading -----------------------------------------------------------------------------
 
 
@@ -344,6 +376,71 @@ def test_preload_false_never_reads_the_whole_store_and_true_ignores_the_threshol
     assert run_prices(products, preload=False)[1].ok and products.loads == 0
     products = products_store()
     assert run_prices(products, preload=True, preload_max_records=1)[1].ok and products.loads == 1
+
+
+def shared_migration(change: Any, batch_size: int) -> tuple[type, list[dict[str, Any]]]:
+    """Lines each matching its product with a read-only Match; ``change(line, product)`` is
+    called in the reduce with the record it received, which is also kept in the list returned."""
+    received: list[dict[str, Any]] = []
+
+    @migration(source="lines", dest="dst", batch_size=batch_size, load_retry=FAST, save_retry=FAST,
+               match=[Match("products", cardinality=Cardinality.EXACTLY_ONE, read_only=True, retry=FAST)])
+    class Shared:
+        def start_reduction(self, record, aggregates):
+            aggregates["id"] = record["id"]
+
+        def match_with_products(self, record, aggregates, store):
+            return {"sku": f"p{record['product']}"}
+
+        def reduce_from_products(self, aggregates, batch):
+            received.append(batch[0])
+            aggregates["product"] = repr(dict(batch[0]))  # what it was before any change
+            change(aggregates["id"], batch[0])
+
+        def transform(self, aggregates, record):
+            return [{"id": record["id"], "product": aggregates["product"]}]
+
+    return Shared, received
+
+
+def run_shared(products: Store, change: Any,
+               batch_size: int = 10) -> tuple[Any, list[dict[str, Any]], MemoryStore, MigrationProgress]:
+    migration_class, received = shared_migration(change, batch_size)
+    lines = MemoryStore("lines", records=[{"id": i, "product": i % 7} for i in range(1, 101)])
+    dst, progress = MemoryStore("dst"), MigrationProgress()
+    result = MigrationService([lines, products, dst], [migration_class], checkpoint_interval=0).run(progress)
+    return result, received, dst, progress
+
+
+def test_a_read_only_match_shares_the_preloaded_records_and_a_change_fails_its_record_only():
+    def change(line: int, product: dict[str, Any]) -> None:
+        if line == 8:
+            product["price"] = 0.0
+
+    products = products_store()
+    result, received, dst, progress = run_shared(products, change)
+    assert products.loads == 1
+    assert len({id(r) for r in received}) == 7  # the same record for every line of a product, no copies
+    assert all(isinstance(r, dict) for r in received)
+    (failed,) = [f for _, f in progress.failed_records()]
+    assert failed.id == 8 and "TypeError: a record matched with Match(read_only=True) cannot be changed" in failed.cause
+    written = {r["id"]: eval(r["product"]) for r in dst.records()}
+    assert len(written) == 99 and 8 not in written and not result.ok
+    assert all(written[i]["price"] == (i % 7) * 1.5 for i in written)  # line 15, after line 8: unchanged
+
+
+def test_a_read_only_match_still_copies_records_holding_mutable_values():
+    """A read-only dict would not protect a list inside it: such records are copied as without
+    (one line per page: every line its own copy, as every page gets its own)."""
+    def change(line: int, product: dict[str, Any]) -> None:
+        product["tags"].append(line)
+        product["price"] = -1
+
+    products = CountingStore("products", records=[{"id": i, "sku": f"p{i}", "price": i * 1.5, "tags": ["t"]}
+                                                  for i in range(7)])
+    result, received, dst, _ = run_shared(products, change, batch_size=1)
+    assert result.ok and products.loads == 1 and len({id(r) for r in received}) == 100
+    assert all(eval(r["product"])["tags"] == ["t"] for r in dst.records())
 
 
 @pytest.fixture

@@ -11,8 +11,9 @@ written never depends on the path taken.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
@@ -72,6 +73,7 @@ class PageQuery:
         self.statement = statement
         self._dialect = dialect
         self._keys: list[str] = []
+        self._records = records_maker(())
         self._driver: DriverStatement | None = None
 
     @property
@@ -83,12 +85,12 @@ class PageQuery:
     def read(self, conn: Connection, values: Mapping[str, Any]) -> list[Record]:
         driver = self._driver
         if driver is not None:
-            keys = self._keys
-            return [dict(zip(keys, row)) for row in fetch_all(conn, driver, values, self._dialect)]
+            return self._records(fetch_all(conn, driver, values, self._dialect))
         result = conn.execute(self.statement, dict(values))
         if unprocessed(result):
             context = result.context
             self._keys = list(result.keys())
+            self._records = records_maker(tuple(self._keys))
             self._driver = DriverStatement.of(
                 context.compiled, context.statement, context.extracted_parameters  # type: ignore[arg-type]
             )
@@ -137,9 +139,29 @@ def as_dicts(result: CursorResult[Any]) -> list[Record]:
     per row of a page. Otherwise (MySQL's adapted types, JSON on SQLite, custom types) the rows go
     through SQLAlchemy as usual.
     """
-    keys = list(result.keys())
+    records = records_maker(tuple(result.keys()))
     if unprocessed(result):
         rows = result.cursor.fetchall()
         result.close()
-        return [dict(zip(keys, row)) for row in rows]
-    return [dict(zip(keys, row)) for row in result.all()]
+        return records(rows)
+    return records(result.all())
+
+
+@lru_cache(maxsize=256)
+def records_maker(fields: tuple[str, ...], at: tuple[int, ...] | None = None,
+                  ) -> Callable[[Iterable[Sequence[Any]]], list[Record]]:
+    """A function turning rows into records: ``{fields[j]: row[at[j]], ...}`` for each row
+    (``at`` None: the row's first values, in order), as ``dict(zip(fields, row))`` would.
+
+    Made once per shape as one list comprehension over a dict display, so that each record is
+    built by the interpreter's own dict-building instruction, without the zip object and tuple
+    iterator ``dict(zip(...))`` makes per row. The field names reach the code as the values of
+    its closure, never as source text; only the positions, ints, are written into it."""
+    positions = range(len(fields)) if at is None else [int(i) for i in at]
+    names = [f"f{j}" for j in range(len(fields))]
+    display = ", ".join(f"{name}: row[{i}]" for name, i in zip(names, positions))
+    source = f"def make({', '.join(names)}):\n    return lambda rows: [{{{display}}} for row in rows]\n"
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)  # the source is made above from positions only
+    made: Callable[[Iterable[Sequence[Any]]], list[Record]] = namespace["make"](*fields)
+    return made

@@ -37,7 +37,7 @@ from .batch import FastPathRefused, InsertBatch, WriteInFlight
 from .clauses import Bound, bound_clause, bound_param, filter_clause, ids_clause
 from .constraints import unique_keys
 from .dialects import check_upsert, dialect_for
-from .driver import DriverStatement, PageQuery, as_dicts, unprocessed
+from .driver import DriverStatement, PageQuery, as_dicts, records_maker, unprocessed
 from .driver_errors import classify, driver_error, error_detail, map_errors
 from .engines import acquire_engine, prepare_to_write, release_engine
 from .identity import sql_dataset
@@ -439,7 +439,7 @@ class SqlStore(Store):
                 return False
         elif kind is not int:
             return False
-        return all(type(v) is kind for v in values)
+        return list(map(type, values)).count(kind) == len(values)  # all exactly of that type, at C speed
 
     def count(self, filter: Filter | ClauseElement | None = None) -> int:
         query = select(func.count()).select_from(self.table).where(filter_clause(self.table, filter, self._label))
@@ -739,14 +739,8 @@ class _CopyWrite(PendingWrite):
 
 
 def _records_maker(keys: list[str], kept: Sequence[str]) -> Callable[[Iterable[Sequence[Any]]], list[Record]]:
-    """Turns rows of the columns ``keys`` into records of the fields ``kept`` (at C speed)."""
-    if keys[:len(kept)] == list(kept):  # the first columns (a match's, before its filter's): zip stops there
-        return lambda rows: list(map(dict, map(zip, repeat(kept), rows)))
-    if len(kept) == 1:
-        name, at = kept[0], keys.index(kept[0])
-        return lambda rows: [{name: row[at]} for row in rows]
-    values_of = itemgetter(*(keys.index(n) for n in kept))
-    return lambda rows: list(map(dict, map(zip, repeat(kept), map(values_of, rows))))
+    """Turns rows of the columns ``keys`` into records of the fields ``kept``."""
+    return records_maker(tuple(kept), tuple(keys.index(n) for n in kept))
 
 
 def _driver_chunks(conn: Connection, result: Any) -> Iterator[list[Any]]:
