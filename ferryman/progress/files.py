@@ -1,5 +1,6 @@
-"""Open the progress a path names: an SQLite ledger, or an mjg JSON file. The one place that
-tells the two apart (:func:`is_ledger_file`) and opens either.
+"""Open the progress a location names: an SQLite ledger, an mjg JSON file, or a PostgreSQL
+ledger (a ``postgresql://`` URL). The one place that tells them apart (:func:`is_ledger_file`,
+:func:`is_postgres_location`) and opens any of them.
 
 A ``.json`` path keeps mjg's model: the whole progress lives in memory and is rewritten to the
 file atomically at checkpoints (at most once per ``save_interval`` seconds), at the end of each
@@ -23,6 +24,8 @@ from ..stores.base import Store
 from ..types import RecordId
 from .ledger import Ledger, MemoryLedger
 from .model import Action, MigrationProgress
+from .postgres import PgLocation, PostgresLedger, PostgresReader, drop_ledger, is_postgres_location
+from .postgres.reader import ledger_exists
 from .reader import LedgerReader
 from .sqlite import LeaseFile, SqliteLedger, SqliteReader, is_ledger_file
 from .storage import checked_path
@@ -30,8 +33,8 @@ from .storage import checked_path
 log = logging.getLogger("ferryman")
 
 __all__ = [
-    "JsonFileLedger", "changing", "checked_location", "existing", "is_ledger_file", "load_json_progress",
-    "load_progress", "open_ledger", "open_reader", "reading",
+    "JsonFileLedger", "changing", "checked_location", "existing", "is_ledger_file", "is_postgres_location",
+    "load_json_progress", "load_progress", "location_exists", "open_ledger", "open_reader", "reading",
 ]
 
 
@@ -128,8 +131,11 @@ class JsonFileLedger(MemoryLedger):
 
 
 def open_ledger(path: str | os.PathLike[str], *, read_only: bool = False) -> Ledger:
-    """The ledger stored at ``path``: SQLite unless the path ends in ``.json``."""
+    """The ledger stored at ``path``: PostgreSQL for a ``postgresql://`` URL, else SQLite unless
+    the path ends in ``.json``."""
     path = checked_path(path)
+    if is_postgres_location(path):
+        return PostgresLedger(path, read_only=read_only)
     if is_ledger_file(path):
         return SqliteLedger(path, read_only=read_only)
     if read_only and not os.path.exists(path):
@@ -138,9 +144,18 @@ def open_ledger(path: str | os.PathLike[str], *, read_only: bool = False) -> Led
 
 
 def open_reader(path: str | os.PathLike[str]) -> LedgerReader:
-    """A read-only reader of the SQLite ledger at ``path``, cheap to open (no page is checked:
-    what the status server opens at every snapshot)."""
-    return SqliteReader.open(checked_path(path))
+    """A read-only reader of the SQLite or PostgreSQL ledger at ``path``, cheap to open (no page
+    is checked: what the status server opens at every snapshot)."""
+    path = checked_path(path)
+    if is_postgres_location(path):
+        return PostgresReader.open(path)
+    return SqliteReader.open(path)
+
+
+def location_exists(path: str | os.PathLike[str]) -> bool:
+    """Whether there is progress at ``path``: a file, or a ledger in the PostgreSQL schema."""
+    path = checked_path(path)
+    return ledger_exists(path) if is_postgres_location(path) else os.path.exists(path)
 
 
 def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
@@ -151,8 +166,11 @@ def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
 
 def remove_ledger(path: str | os.PathLike[str]) -> None:
     """Remove a ledger a command created and gave up before any work, and the files SQLite keeps
-    beside it: a failed start leaves nothing behind."""
+    beside it (a PostgreSQL ledger: its schema): a failed start leaves nothing behind."""
     path = os.fspath(path)
+    if is_postgres_location(path):
+        drop_ledger(path)
+        return
     for leftover in (path, path + "-wal", path + "-shm", path + "-journal"):
         if os.path.exists(leftover):
             os.remove(leftover)
@@ -173,8 +191,12 @@ def command_location(progress: str | os.PathLike[str] | None, *, own: bool) -> s
 
 def checked_location(path: str | os.PathLike[str]) -> str:
     """``path`` as a place where a progress file may be: not empty, in a directory that
-    exists, and not a directory itself (LedgerFileError otherwise)."""
+    exists, and not a directory itself; or a well-formed PostgreSQL ledger URL (LedgerFileError
+    otherwise)."""
     path = checked_path(path)
+    if is_postgres_location(path):
+        PgLocation.parse(path)
+        return path
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise LedgerFileError(f"cannot create progress ledger {path}: directory {parent} does not exist")
@@ -202,10 +224,11 @@ def changing(path: str | os.PathLike[str], doing: str) -> Iterator[Ledger]:
     so that no run starts meanwhile, and what changed is saved then."""
     path = existing(path)
     ledger: Ledger
-    if is_ledger_file(path):
-        ledger = SqliteLedger(path)
+    if is_postgres_location(path) or is_ledger_file(path):
+        durable = PostgresLedger(path) if is_postgres_location(path) else SqliteLedger(path)
+        ledger = durable
         try:
-            ledger.refuse_if_live(doing)
+            durable.refuse_if_live(doing)
         except BaseException:
             ledger.close()
             raise
@@ -222,8 +245,14 @@ def changing(path: str | os.PathLike[str], doing: str) -> Iterator[Ledger]:
 
 
 def existing(path: str | os.PathLike[str]) -> str:
-    """``path`` when a progress file is there (FileNotFoundError, LedgerFileError otherwise)."""
+    """``path`` when a progress file (or a PostgreSQL ledger) is there (FileNotFoundError,
+    LedgerFileError otherwise)."""
     path = checked_path(path)
+    if is_postgres_location(path):
+        if not ledger_exists(path):
+            location = PgLocation.parse(path)
+            raise FileNotFoundError(2, f"no progress ledger in schema {location.schema}", location.shown)
+        return path
     if os.path.isdir(path):
         raise LedgerFileError(f"{path} is a directory, not a progress file")
     if not os.path.exists(path):
