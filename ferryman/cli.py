@@ -125,8 +125,8 @@ def progress_option(required: bool, help: str) -> Callable[[F], F]:
     )
 
 
-LEDGER_HELP = ("Progress ledger: *.json = mjg JSON file, postgresql://USER@HOST/DB[?schema=NAME] = "
-               "PostgreSQL ledger, anything else = SQLite ledger.")
+LEDGER_HELP = ("Progress ledger: *.json = mjg JSON file, postgresql://USER@HOST/DB?schema=S = "
+               "PostgreSQL ledger, else SQLite.")
 
 
 def _expected(exc: BaseException) -> bool:

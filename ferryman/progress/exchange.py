@@ -16,13 +16,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import ijson  # type: ignore[import-untyped]
 
 from ..errors import InputError
 from ..types import RecordId
-from .files import checked_location, is_ledger_file, is_postgres_location, location_exists, reading, remove_ledger
+from .files import (
+    checked_location,
+    is_ledger_file,
+    is_postgres_location,
+    location_exists,
+    open_durable,
+    reading,
+    remove_ledger,
+)
 from .jsonfmt import Reader, iter_json, key_path, member_path
 from .jsonlimits import (
     MAX_DEPTH,
@@ -33,10 +41,12 @@ from .jsonlimits import (
     too_deep,
 )
 from .model import FailedRecord, MigrationProgress, ProgressMetadata
-from .postgres import PostgresLedger
 from .reader import LedgerReader
 from .sqlite import SqliteLedger
 from .storage import checked_path, save_chunks_atomically
+
+if TYPE_CHECKING:
+    from .postgres import PostgresLedger
 
 CHUNK = 10_000
 """Ids or failed records written to the ledger at a time (fewer when they hold much text)."""
@@ -98,7 +108,7 @@ def import_progress(progress: str | os.PathLike[str], source: str | os.PathLike[
         raise FileNotFoundError(2, "no such file", os.fspath(source))
     checked_location(path)
     created = not location_exists(path)
-    ledger = PostgresLedger(path) if database else SqliteLedger(path)
+    ledger = open_durable(path)
     try:
         ledger.refuse_if_live("import")
         import_json(source, ledger)

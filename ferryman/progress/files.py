@@ -17,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from ..errors import LedgerFileError, ProgressFormatError
 from ..report import MigrationReport, RunResult
@@ -24,11 +25,12 @@ from ..stores.base import Store
 from ..types import RecordId
 from .ledger import Ledger, MemoryLedger
 from .model import Action, MigrationProgress
-from .postgres import PgLocation, PostgresLedger, PostgresReader, drop_ledger, is_postgres_location
-from .postgres.reader import ledger_exists
 from .reader import LedgerReader
 from .sqlite import LeaseFile, SqliteLedger, SqliteReader, is_ledger_file
-from .storage import checked_path
+from .storage import checked_path, is_postgres_location
+
+if TYPE_CHECKING:
+    from .postgres import PostgresLedger
 
 log = logging.getLogger("ferryman")
 
@@ -135,6 +137,8 @@ def open_ledger(path: str | os.PathLike[str], *, read_only: bool = False) -> Led
     the path ends in ``.json``."""
     path = checked_path(path)
     if is_postgres_location(path):
+        from .postgres import PostgresLedger
+
         return PostgresLedger(path, read_only=read_only)
     if is_ledger_file(path):
         return SqliteLedger(path, read_only=read_only)
@@ -143,11 +147,22 @@ def open_ledger(path: str | os.PathLike[str], *, read_only: bool = False) -> Led
     return JsonFileLedger(path)
 
 
+def open_durable(path: str) -> SqliteLedger | PostgresLedger:
+    """The durable ledger at ``path`` (a PostgreSQL URL or an SQLite file), to write."""
+    if is_postgres_location(path):
+        from .postgres import PostgresLedger
+
+        return PostgresLedger(path)
+    return SqliteLedger(path)
+
+
 def open_reader(path: str | os.PathLike[str]) -> LedgerReader:
     """A read-only reader of the SQLite or PostgreSQL ledger at ``path``, cheap to open (no page
     is checked: what the status server opens at every snapshot)."""
     path = checked_path(path)
     if is_postgres_location(path):
+        from .postgres import PostgresReader
+
         return PostgresReader.open(path)
     return SqliteReader.open(path)
 
@@ -155,7 +170,11 @@ def open_reader(path: str | os.PathLike[str]) -> LedgerReader:
 def location_exists(path: str | os.PathLike[str]) -> bool:
     """Whether there is progress at ``path``: a file, or a ledger in the PostgreSQL schema."""
     path = checked_path(path)
-    return ledger_exists(path) if is_postgres_location(path) else os.path.exists(path)
+    if not is_postgres_location(path):
+        return os.path.exists(path)
+    from .postgres.reader import ledger_exists
+
+    return ledger_exists(path)
 
 
 def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
@@ -169,6 +188,8 @@ def remove_ledger(path: str | os.PathLike[str]) -> None:
     beside it (a PostgreSQL ledger: its schema): a failed start leaves nothing behind."""
     path = os.fspath(path)
     if is_postgres_location(path):
+        from .postgres import drop_ledger
+
         drop_ledger(path)
         return
     for leftover in (path, path + "-wal", path + "-shm", path + "-journal"):
@@ -195,6 +216,8 @@ def checked_location(path: str | os.PathLike[str]) -> str:
     otherwise)."""
     path = checked_path(path)
     if is_postgres_location(path):
+        from .postgres import PgLocation
+
         PgLocation.parse(path)
         return path
     parent = os.path.dirname(os.path.abspath(path))
@@ -225,7 +248,7 @@ def changing(path: str | os.PathLike[str], doing: str) -> Iterator[Ledger]:
     path = existing(path)
     ledger: Ledger
     if is_postgres_location(path) or is_ledger_file(path):
-        durable = PostgresLedger(path) if is_postgres_location(path) else SqliteLedger(path)
+        durable = open_durable(path)
         ledger = durable
         try:
             durable.refuse_if_live(doing)
@@ -249,7 +272,9 @@ def existing(path: str | os.PathLike[str]) -> str:
     LedgerFileError otherwise)."""
     path = checked_path(path)
     if is_postgres_location(path):
-        if not ledger_exists(path):
+        from .postgres import PgLocation
+
+        if not location_exists(path):
             location = PgLocation.parse(path)
             raise FileNotFoundError(2, f"no progress ledger in schema {location.schema}", location.shown)
         return path

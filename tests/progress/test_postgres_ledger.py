@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -193,3 +194,20 @@ def test_a_ledger_path_or_url_opens_the_right_kind(pg: ledgers.PostgresBackend, 
     assert isinstance(ledger, PostgresLedger)
     ledger.close()
     assert isinstance(open_ledger(tmp_path / "l.db"), SqliteLedger)
+
+
+def test_removing_a_ledger_a_command_gave_up_keeps_a_schema_made_beforehand(pg: ledgers.PostgresBackend) -> None:
+    from ferryman.progress.files import location_exists, remove_ledger
+
+    PostgresLedger(pg.location).close()
+    assert location_exists(pg.location)
+    remove_ledger(pg.location)
+    assert not location_exists(pg.location)
+    with closing(pg._conn()) as conn:
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (pg.schema,)).fetchone() is None
+    pg.execute(f"CREATE SCHEMA {pg.schema}")  # made for the ledger, with its grants
+    PostgresLedger(pg.location).close()
+    remove_ledger(pg.location)
+    assert not location_exists(pg.location) and pg.dump() == ""
+    with closing(pg._conn()) as conn:
+        assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (pg.schema,)).fetchone() == (1,)

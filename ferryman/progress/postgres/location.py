@@ -14,15 +14,12 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ...errors import LedgerFileError
 from ...redact import mask_secrets
+from ..storage import is_postgres_location
 
-SCHEMES = ("postgresql://", "postgres://")
+__all__ = ["DEFAULT_SCHEMA", "PgLocation", "is_postgres_location"]
+
 DEFAULT_SCHEMA = "ferryman"
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_$]{0,62}")
-
-
-def is_postgres_location(location: object) -> bool:
-    """True for a ``postgresql://`` or ``postgres://`` URL (a str; a path never is one)."""
-    return isinstance(location, str) and location.lower().startswith(SCHEMES)
 
 
 @dataclass(frozen=True)

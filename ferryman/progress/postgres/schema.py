@@ -157,11 +157,25 @@ def create(conn: psycopg.Connection[Any], location: PgLocation) -> None:
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (f"ferryman ledger {location.schema}",))
     if inspect_ledger(conn, location) is not None:
         return
+    made = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (location.schema,)).fetchone() is None
     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(location.schema)))
     for statement in TABLES.split(";"):
         conn.execute(statement)
-    conn.execute("INSERT INTO meta VALUES ('uid', %s), ('schema', %s), ('timestamp', %s)",
-                 (uuid.uuid4().hex, str(SCHEMA_VERSION), datetime.now().isoformat()))
+    conn.execute("INSERT INTO meta VALUES ('uid', %s), ('schema', %s), ('timestamp', %s), ('made_schema', %s)",
+                 (uuid.uuid4().hex, str(SCHEMA_VERSION), datetime.now().isoformat(), str(made).lower()))
+
+
+def drop(conn: psycopg.Connection[Any], location: PgLocation) -> None:
+    """Drop the ledger's tables, and its schema when the ledger made it (in the caller's
+    transaction): a schema made beforehand for the ledger stays, empty."""
+    if inspect_ledger(conn, location) is None:
+        return
+    row = conn.execute("SELECT value FROM meta WHERE key = 'made_schema'").fetchone()
+    if row is not None and row[0] == "true":
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(location.schema)))
+        return
+    for table in sorted(tables(conn, location.schema)):
+        conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier(location.schema, table)))
 
 
 def failed_columns(records: list[tuple[Any, ...]]) -> list[list[Any]]:

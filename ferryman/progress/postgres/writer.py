@@ -40,7 +40,7 @@ from .importer import LedgerImport
 from .lease import PgLease
 from .location import PgLocation
 from .reader import PostgresReader
-from .schema import NOW, SCHEMA_VERSION, UPSERT_FAILED, connect, create, failed_columns, inspect_ledger
+from .schema import NOW, SCHEMA_VERSION, UPSERT_FAILED, connect, create, drop, failed_columns, inspect_ledger
 
 log = logging.getLogger("ferryman")
 
@@ -410,20 +410,13 @@ class PostgresLedger(PostgresReader, DurableLedger):
 
 
 def drop_ledger(location: str | PgLocation) -> None:
-    """Drop the ledger's schema, whatever it holds: what a command created and gave up before
-    any work (the schema must hold a ferryman ledger, or nothing)."""
+    """Remove a ledger a command created and gave up before any work (see :func:`~.schema.drop`)."""
     location = PgLocation.parse(location) if isinstance(location, str) else location
     conn = connect(location, read_only=False)
     try:
         with conn.transaction():
-            if inspect_ledger(conn, location) is None and not _schema_exists(conn, location.schema):
-                return
-            conn.execute(psycopg.sql.SQL("DROP SCHEMA {} CASCADE").format(psycopg.sql.Identifier(location.schema)))
+            drop(conn, location)
     except psycopg.Error as exc:
         raise LedgerFileError(f"cannot remove progress ledger {location.shown}: {exc}") from exc
     finally:
         conn.close()
-
-
-def _schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
-    return conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone() is not None
