@@ -292,3 +292,30 @@ def test_the_server_and_a_reader_elsewhere_see_the_ledger_a_run_holds(setting: S
     _, err = first.communicate(timeout=300)
     assert first.returncode == 1, err
     assert os.path.exists(setting.directory / "at-gate")
+
+
+def test_a_run_whose_ledger_connection_is_cut_stops_and_the_next_resumes_exactly_once(setting: Setting) -> None:
+    """The server ends the ledger's sessions mid-run (a restart, a failover, an administrator):
+    the run stops in one line, and the next folds what the destination committed."""
+    first = setting.start_run()
+    poll_until(lambda: (setting.directory / "at-gate").exists() or first.poll() is not None, timeout=120,
+               what="the run to reach the gate")
+    assert first.poll() is None, first.communicate()
+    with setting.engine.connect() as conn:
+        cut = conn.exec_driver_sql(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = 'ferryman' "
+            "AND datname = current_database()").scalar_one()
+    assert cut >= 1
+    (setting.directory / "open-gate").touch()
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 1, err
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("ferryman: error: ") and "progress ledger postgresql://" in line, err
+    assert "a bug?" not in err
+    written = setting.counts()
+    assert written[0] == written[1] > 0  # what it wrote, once
+
+    last = setting.start_run()
+    _, err = last.communicate(timeout=300)
+    assert last.returncode == 1, err  # its failed records
+    setting.assert_every_good_id_once()
