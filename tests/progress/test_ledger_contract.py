@@ -567,3 +567,62 @@ def test_the_status_server_calls_a_stopped_run_running(ledger_backend: Backend) 
     assert LedgerStatusSource(ledger_backend.location).snapshot().status == "running"
     ledger.end_run(RunResult([]))
     ledger.close()
+
+
+# --- lineage, reset, verifications -----------------------------------------------------------------
+
+
+def test_a_second_destination_gets_a_key_of_its_own_and_inputs_are_kept(ledger_backend: Backend) -> None:
+    ledger = ledger_backend.open()
+    assert ledger.bind(MIGRATION, "db#orders") == MIGRATION
+    assert ledger.bind(MIGRATION, "db#orders") == MIGRATION  # the same destination: the same key
+    assert ledger.key_of(MIGRATION, "db#archive") == f"{MIGRATION}@db#archive"
+    assert ledger.bind(MIGRATION, "db#archive") == f"{MIGRATION}@db#archive"
+    ledger.begin_run([])
+    ledger.start_migration(MIGRATION)
+    ledger.record(MIGRATION, [1], [])
+    ledger.checkpoint()
+    ledger.record(MIGRATION, [2], [])  # the write count rises once a run
+    ledger.checkpoint()
+    assert ledger.inputs(MIGRATION) is None
+    ledger.note_inputs(MIGRATION, {"m.Other": 3})
+    ledger.end_run(RunResult([]))
+    ledger.close()
+    ledger = ledger_backend.open()
+    assert ledger.inputs(MIGRATION) == {"m.Other": 3}
+    assert ledger.lineage() == {MIGRATION: ("db#orders", 1), f"{MIGRATION}@db#archive": ("db#archive", 0)}
+    ledger.close()
+
+
+def test_forget_resets_a_migration_and_its_journal_entries(ledger_backend: Backend) -> None:
+    dest = MemoryStore("dst", key="n")
+    ledger = ledger_backend.open()
+    ledger.begin_run([])
+    ledger.start_migration(MIGRATION)
+    ledger.recover(MIGRATION, dest)
+    dest.save_all([{"n": 1}], journal=ledger.journal_for(MIGRATION, [1]))
+    ledger.record(MIGRATION, [1], failures([2]))
+    ledger.record_fatal(MIGRATION, "boom")
+    ledger.finish_migration(MIGRATION, completed=True)
+    ledger.end_run(RunResult([]))
+    assert ledger.completed(MIGRATION)
+    other = JournalEntry(f"another-ledger:{MIGRATION}", "[9]")
+    dest.save_all([{"n": 9}], journal=other)
+    ledger.forget(MIGRATION, dest)
+    assert [e.migration for e in dest.read_journal()] == [other.migration]  # another ledger's mark stays
+    ledger.forget(MIGRATION, dest, every_ledger=True)
+    assert dest.read_journal() == []
+    ledger.close()
+    with ledger_backend.reader() as reader:
+        assert list(reader.iter_succeeded(MIGRATION)) == [] and reader.failed_records(MIGRATION) == []
+        assert reader.fatal_errors() == [] and not reader.metadata().completed
+        assert [e["event"] for e in reader.events()][-2:] == ["migration.reset", "migration.reset"]
+
+
+def test_a_verification_is_kept_and_the_newest_read(ledger_backend: Backend) -> None:
+    ledger = ledger_backend.open()
+    ledger.record_verification({"ok": False, "checked": 3})
+    ledger.record_verification({"ok": True, "checked": 5})
+    ledger.close()
+    with ledger_backend.reader() as reader:
+        assert reader.verification() == {"ok": True, "checked": 5}
