@@ -211,3 +211,27 @@ def test_removing_a_ledger_a_command_gave_up_keeps_a_schema_made_beforehand(pg: 
     assert not location_exists(pg.location) and pg.dump() == ""
     with closing(pg._conn()) as conn:
         assert conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (pg.schema,)).fetchone() == (1,)
+
+
+def test_a_run_logs_one_row_per_page_and_the_next_start_folds_them(pg: ledgers.PostgresBackend) -> None:
+    def rows(table: str) -> int:
+        with closing(pg._conn()) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # type: ignore[index]
+
+    ledger = pg.open()
+    ledger.start_migration("m.A")
+    ledger.record("m.A", [1, 2, 3], [])
+    ledger.record("m.A", ["x", (4, "y")], [FailedRecord(9, "d", "c")])
+    ledger.checkpoint()
+    ledger.record("m.A", [], [FailedRecord(2, "d", "c")])  # a failure after its logged success wins
+    ledger.checkpoint()
+    assert (rows("succeeded_log"), rows("succeeded")) == (2, 0)
+    assert ledger.succeeded_among("m.A", [1, 2]) == set()  # this run's own are never asked for
+    ledger.close()
+    assert sorted(pg.succeeded("m.A"), key=repr) == sorted([1, 3, "x", (4, "y")], key=repr)
+    ledger = pg.open()
+    ledger.start_migration("m.A")  # folds the log
+    assert (rows("succeeded_log"), rows("succeeded")) == (0, 4)
+    assert ledger.succeeded_among("m.A", [1, 2, 3, (4, "y")]) == {1, 3, (4, "y")}
+    ledger.close()
+    assert sorted(pg.succeeded("m.A"), key=repr) == sorted([1, 3, "x", (4, "y")], key=repr)

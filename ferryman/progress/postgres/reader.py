@@ -20,7 +20,7 @@ from psycopg.pq import TransactionStatus
 
 from ...errors import LedgerFileError
 from ...types import RecordId
-from ..codec import decode_failed, decode_id
+from ..codec import array_ids, array_keys, decode_failed, decode_id
 from ..lease import Holder
 from ..model import FailedRecord, ProgressMetadata
 from ..reader import (
@@ -40,6 +40,8 @@ from .schema import connect, inspect_ledger
 
 PAGE = 10_000
 """Ids read per statement while iterating a migration's records."""
+LOG_PAGE = 16
+"""Rows of the log of successes (a page of ids each) read per statement."""
 
 _RUN_COLUMNS = "id, job, attempt, started_at, ended_at, outcome, pid, host, step, last_error"
 _FAILED_COLUMNS = "rid, description, cause, action, timestamp"
@@ -155,7 +157,16 @@ class PostgresReader(LedgerReader):
     # --- records --------------------------------------------------------------------------------
 
     def iter_succeeded(self, identity: str) -> Iterator[RecordId]:
-        """Every succeeded id once, a page of the primary key at a time."""
+        """Every succeeded id once: the per-id table a page of its key at a time, then the log
+        (less the ids failed since), a few rows at a time; in one snapshot on a reader's own
+        connection (a run's fold committed meanwhile cannot hide nor repeat ids)."""
+        if not self.conn.read_only:  # the writer: nobody else folds its log
+            yield from self._succeeded(identity)
+            return
+        with self.snapshot():
+            yield from self._succeeded(identity)
+
+    def _succeeded(self, identity: str) -> Iterator[RecordId]:
         mid = self.migration_id(identity)
         if mid is None:
             return
@@ -166,8 +177,24 @@ class PostgresReader(LedgerReader):
             for (rid,) in rows:
                 yield decode_id(rid)
             if len(rows) < PAGE:
-                return
+                break
             last = rows[-1][0]
+        has_failed = bool(self._rows("SELECT 1 FROM failed WHERE migration = %s LIMIT 1", (mid,)))
+        seq = 0
+        while True:
+            logged = self._rows("SELECT seq, ids FROM succeeded_log WHERE migration = %s AND seq > %s "
+                                "ORDER BY seq LIMIT %s", (mid, seq, LOG_PAGE))
+            for _, text in logged:
+                if has_failed:
+                    keys = array_keys(text)
+                    failed = set(self.present("failed", mid, keys))
+                    if failed:
+                        yield from (decode_id(k) for k in keys if k not in failed)
+                        continue
+                yield from array_ids(text)
+            if len(logged) < LOG_PAGE:
+                return
+            seq = logged[-1][0]
 
     def present(self, table: str, mid: int, keys: list[str]) -> list[str]:
         """Which of ``keys`` (encoded ids) ``table`` holds for the migration."""

@@ -41,6 +41,10 @@ CREATE TABLE migration (
     report text, dest text, changes integer NOT NULL DEFAULT 0, inputs text
 );
 CREATE TABLE succeeded (migration bigint NOT NULL, rid text NOT NULL, PRIMARY KEY (migration, rid));
+CREATE TABLE succeeded_log (
+    seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, migration bigint NOT NULL, ids text NOT NULL
+);
+CREATE INDEX succeeded_log_migration ON succeeded_log (migration, seq);
 CREATE TABLE failed (
     migration bigint NOT NULL, rid text NOT NULL, seq bigint GENERATED ALWAYS AS IDENTITY,
     description text NOT NULL, cause text NOT NULL, action text NOT NULL, timestamp text NOT NULL,
@@ -57,10 +61,14 @@ CREATE TABLE run (
 CREATE TABLE event (seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, body text NOT NULL);
 CREATE TABLE verification (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, ok boolean NOT NULL, body text NOT NULL)
 """
-"""Ids are stored as their JSON text (:mod:`ferryman.progress.codec`), so types survive; a
-failed record's ``seq`` orders failures (the first failure first), kept on an upsert."""
+"""Ids are stored as their JSON text (:mod:`ferryman.progress.codec`), so types survive. A run
+appends each page's succeeded ids as one row of ``succeeded_log`` (the JSON array of their
+texts, the page's journal entry's text); ``succeeded`` holds them one row each, indexed, for
+lookups: a migration's log is folded into it when a run starts it again (as in the SQLite
+ledger, an id failed after it was logged is left out: its failed entry is newer). A failed
+record's ``seq`` orders failures (the first failure first), kept on an upsert."""
 
-LEDGER_TABLES = frozenset({"meta", "lease", "lease_epoch", "migration", "succeeded", "failed",
+LEDGER_TABLES = frozenset({"meta", "lease", "lease_epoch", "migration", "succeeded", "succeeded_log", "failed",
                            "fatal_error", "run", "event", "verification"})
 
 UPSERT_FAILED = (

@@ -1,11 +1,14 @@
 """The durable ledger in PostgreSQL: progress in a schema of a database server, that survives
 ``kill -9`` of the run and is readable from any host that reaches the server.
 
-A checkpoint is one transaction: each page's succeeded ids go in with one statement (an array
-of their texts, unnested into ``succeeded``; a page repeats nothing but ``ON CONFLICT DO
-NOTHING`` keeps each id once whatever happens), each page's failures with another. The commit
-waits for the server's disk (``synchronous_commit``): once a checkpoint returned, its pages
-survive a crash of the run and of the server.
+A checkpoint is one transaction. As in the SQLite ledger, a run appends each page's succeeded
+ids as ONE row of ``succeeded_log`` (the JSON array of their ids, the page's journal entry's
+text): an indexed row per id made the ledger's commits most of a run's time. The per-id table
+``succeeded`` is the lookup index (is this id done?), needed only for what earlier runs did:
+:meth:`PostgresLedger.start_migration` first folds the migration's log into it, in one
+transaction, a chunk of ids in memory at a time. An id's success is in one of the two tables;
+every reader sees both. The commit waits for the server's disk (``synchronous_commit``): once a
+checkpoint returned, its pages survive a crash of the run and of the server.
 
 Every transaction a run writes starts by locking the lease row (:mod:`.lease`): a run that lost
 the lease writes nothing more. Exactly once is the journal's, as for the SQLite ledger
@@ -39,10 +42,13 @@ from ..model import Action, FailedRecord, MigrationProgress
 from .importer import LedgerImport
 from .lease import PgLease
 from .location import PgLocation
-from .reader import PostgresReader
+from .reader import LOG_PAGE, PostgresReader
 from .schema import NOW, SCHEMA_VERSION, UPSERT_FAILED, connect, create, drop, failed_columns, inspect_ledger
 
 log = logging.getLogger("ferryman")
+
+FOLD_CHUNK = 50_000
+"""Ids held in memory at a time while folding a migration's log into ``succeeded``."""
 
 
 class PostgresLedger(PostgresReader, DurableLedger):
@@ -182,6 +188,7 @@ class PostgresLedger(PostgresReader, DurableLedger):
             if self.run_id is not None:
                 name = next((r.name for r in self._reports if r.identity == identity), identity)
                 self.conn.execute("UPDATE run SET step = %s WHERE id = %s", (name, self.run_id))
+            self._fold(mid)
         if self._any("succeeded", mid):
             self._maybe_done.add(mid)
         if self._any("failed", mid):
@@ -218,7 +225,9 @@ class PostgresLedger(PostgresReader, DurableLedger):
         """Queue the page for the next commit."""
         mid = self._mid(identity)
         if succeeded:
-            self._ops.append(("s", mid, array_keys(self._journaled_text(identity, succeeded) or encode_ids(succeeded))))
+            text = self._journaled_text(identity, succeeded) or encode_ids(succeeded)
+            # Only a migration with failed entries pays for per-id keys (to delete those entries).
+            self._ops.append(("s", mid, (text, array_keys(text) if mid in self._has_failed else None)))
         self._journaled.clear()
         if failed:
             self._ops.append(("f", mid, [failed_fields(f) for f in failed]))
@@ -237,10 +246,10 @@ class PostgresLedger(PostgresReader, DurableLedger):
             changed = set()
             for kind, mid, rows in ops:
                 if kind == "s":
-                    if mid in self._has_failed:  # a success clears the record's failure
-                        self.conn.execute("DELETE FROM failed WHERE migration = %s AND rid = ANY(%s)", (mid, rows))
-                    self.conn.execute("INSERT INTO succeeded SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
-                                      (mid, rows))
+                    text, keys = rows
+                    if keys is not None:  # a success clears the record's failure
+                        self.conn.execute("DELETE FROM failed WHERE migration = %s AND rid = ANY(%s)", (mid, keys))
+                    self.conn.execute("INSERT INTO succeeded_log (migration, ids) VALUES (%s, %s)", (mid, text))
                     changed.add(mid)
                 else:
                     columns = failed_columns(rows)
@@ -251,8 +260,39 @@ class PostgresLedger(PostgresReader, DurableLedger):
             if self.lease is not None:
                 self._write_reports()
 
+    def _fold(self, mid: int) -> int:
+        """Move the migration's ``succeeded_log`` rows into ``succeeded``; how many ids.
+
+        Runs inside the caller's transaction, FOLD_CHUNK ids in memory at a time. ON CONFLICT
+        DO NOTHING keeps an id once whatever the log repeats; an id failed after it was logged
+        (its failed entry is newer: a success deletes the entry) is left out, as per id.
+        """
+        last, folded = 0, 0
+        keys: list[str] = []
+        while True:
+            logged = self.conn.execute("SELECT seq, ids FROM succeeded_log WHERE migration = %s AND seq > %s "
+                                       "ORDER BY seq LIMIT %s", (mid, last, LOG_PAGE)).fetchall()
+            for _, text in logged:
+                keys += array_keys(text)
+            if logged:
+                last = logged[-1][0]
+            if len(keys) >= FOLD_CHUNK or (keys and len(logged) < LOG_PAGE):
+                self.conn.execute("INSERT INTO succeeded SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
+                                  (mid, keys))
+                folded += len(keys)
+                keys = []
+            if len(logged) < LOG_PAGE:
+                break
+        if last:
+            self.conn.execute("DELETE FROM succeeded_log WHERE migration = %s AND seq <= %s", (mid, last))
+            if mid in self._has_failed:
+                self.conn.execute("DELETE FROM succeeded s USING failed f WHERE s.migration = %s "
+                                  "AND f.migration = s.migration AND f.rid = s.rid", (mid,))
+        return folded
+
     def _fold_journal(self, mid: int, keys: list[str]) -> int:
         with self._tx():
+            self._fold(mid)  # normally done by start_migration; so that no id is in both tables
             if mid in self._has_failed:
                 self.conn.execute("DELETE FROM failed WHERE migration = %s AND rid = ANY(%s)", (mid, keys))
             added = self.conn.execute("INSERT INTO succeeded SELECT %s, unnest(%s::text[]) ON CONFLICT DO NOTHING",
@@ -273,7 +313,7 @@ class PostgresLedger(PostgresReader, DurableLedger):
 
     def _has_progress(self, key: str) -> bool:
         mid = self.migration_id(key)
-        return mid is not None and (self._any("succeeded", mid) or self._any("failed", mid))
+        return mid is not None and any(self._any(table, mid) for table in ("succeeded", "succeeded_log", "failed"))
 
     # --- lineage ------------------------------------------------------------------------------
 
@@ -318,7 +358,7 @@ class PostgresLedger(PostgresReader, DurableLedger):
         with self._tx():
             if self.lease is None:  # a run resets its own
                 self.refuse_if_live("reset a migration")
-            for table in ("succeeded", "failed"):
+            for table in ("succeeded", "succeeded_log", "failed"):
                 self.conn.execute(f"DELETE FROM {table} WHERE migration = %s", (mid,))
             self.conn.execute("DELETE FROM fatal_error WHERE migration = %s", (key,))
             self.conn.execute("UPDATE migration SET in_progress = false, completed = false, report = NULL, "
@@ -381,7 +421,7 @@ class PostgresLedger(PostgresReader, DurableLedger):
         """Replace the whole content in one transaction (refused while a run holds the lease)."""
         with self._tx():
             self.refuse_if_live()
-            self.conn.execute("TRUNCATE succeeded, failed, fatal_error, migration")
+            self.conn.execute("TRUNCATE succeeded, succeeded_log, failed, fatal_error, migration")
             for cache in (self._ids, self._maybe_done, self._has_failed, self._ignored):
                 cache.clear()  # keyed by migration ids, which the new content may reuse
             load = LedgerImport(self)
