@@ -319,3 +319,18 @@ def test_a_run_whose_ledger_connection_is_cut_stops_and_the_next_resumes_exactly
     _, err = last.communicate(timeout=300)
     assert last.returncode == 1, err  # its failed records
     setting.assert_every_good_id_once()
+
+
+def test_run_serve_answers_from_the_postgresql_ledger(setting: Setting) -> None:
+    port = helpers.free_port()
+    first = setting.start_run("--serve", f"127.0.0.1:{port}", "--linger", "0")
+    poll_until(lambda: (setting.directory / "at-gate").exists() or first.poll() is not None, timeout=120,
+               what="the run to reach the gate")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/migrate/result", timeout=10) as answer:
+        assert json.loads(answer.read())["status"] == "running"
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/migrate/events?limit=2", timeout=10) as answer:
+        assert [e["event"] for e in json.loads(answer.read())["events"]] == ["run.started", "migration.started"]
+    (setting.directory / "open-gate").touch()
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 1, err  # its failed records
+    setting.assert_every_good_id_once()
