@@ -13,6 +13,7 @@ import logging
 import time
 from abc import abstractmethod
 from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
 from ..errors import LeaseLostError, LedgerMismatchError, StoreError
@@ -24,6 +25,7 @@ from ..stores.base import JournalEntry, Store
 from ..types import RecordId
 from .codec import as_id, encode_id, encode_ids
 from .ledger import Ledger
+from .model import MigrationProgress
 
 log = logging.getLogger("ferryman")
 
@@ -94,12 +96,33 @@ class DurableLedger(Ledger):
         """Whether the ledger holds any succeeded or failed id of the migration."""
 
     @abstractmethod
+    def replacing(self) -> AbstractContextManager[Any]:
+        """Replace the whole content in one transaction (refused while a run holds the lease):
+        the importer it yields takes the new content in pieces."""
+
+    @abstractmethod
     def _dest_of(self, key: str) -> str | None:
         """The destination dataset the migration ``key`` is bound to."""
 
     @abstractmethod
     def _set_dest(self, key: str, dest: str) -> None:
         """Bind the migration ``key`` to ``dest`` (made when missing)."""
+
+    # --- what the ledger holds -----------------------------------------------------------------
+
+    def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
+        """From the migration's IGNORE marks read when it started (a run changes none)."""
+        ignored = self._ignored.get(self._mid(identity))
+        return {i for i in ids if i in ignored} if ignored else set()
+
+    def import_progress(self, progress: MigrationProgress) -> None:
+        """Replace this ledger's content with ``progress``."""
+        with self.replacing() as load:
+            load.metadata(progress.metadata)
+            for identity, entry in progress.migrations.items():
+                load.succeeded(identity, entry.succeeded)
+                load.failed(identity, entry.failed.values())
+            load.fatal_errors(progress.fatal_errors)
 
     # --- the lease ---------------------------------------------------------------------------
 

@@ -235,3 +235,28 @@ def test_a_run_logs_one_row_per_page_and_the_next_start_folds_them(pg: ledgers.P
     assert ledger.succeeded_among("m.A", [1, 2, 3, (4, "y")]) == {1, 3, (4, "y")}
     ledger.close()
     assert sorted(pg.succeeded("m.A"), key=repr) == sorted([1, 3, "x", (4, "y")], key=repr)
+
+
+def test_a_holder_paused_inside_a_transaction_is_cut_off_by_the_server(pg: ledgers.PostgresBackend,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its lock on the lease row would otherwise keep any other run from taking the lease."""
+    from ferryman import LedgerWriteError
+    from ferryman.progress.lease import Process
+    from ferryman.progress.postgres import schema
+
+    monkeypatch.setattr(schema, "IDLE_IN_TRANSACTION", "1s")
+    ledger = pg.open()
+    ledger.begin_run([])
+    with pytest.raises(LedgerWriteError, match="cannot write progress ledger"), \
+            ledger._tx():  # type: ignore[attr-defined]
+        time.sleep(1.5)  # paused inside a ledger transaction, the lease row locked
+        started = time.monotonic()
+        thief = pg.take_lease(Process(7, "elsewhere.example", None), stale_after=0.0)
+        assert time.monotonic() - started < 5  # not held off by the paused transaction
+        ledger.conn.execute("INSERT INTO fatal_error (text) VALUES ('late')")  # type: ignore[attr-defined]
+    with pytest.raises(LedgerWriteError):  # its session is gone: nothing more can be written
+        ledger.close()
+    holder = pg.holder()
+    assert holder is not None and holder.owner == thief.owner
+    with pg.reader() as reader:
+        assert reader.fatal_errors() == []

@@ -47,6 +47,9 @@ from .schema import NOW, SCHEMA_VERSION, UPSERT_FAILED, connect, create, drop, f
 
 log = logging.getLogger("ferryman")
 
+LOST = (psycopg.OperationalError, psycopg.InternalError)
+"""What a write meets when the server or its session is gone (shut down, restarted, the
+connection cut, the session ended for idling in a transaction): the ledger cannot be written."""
 FOLD_CHUNK = 50_000
 """Ids held in memory at a time while folding a migration's log into ``succeeded``."""
 
@@ -99,7 +102,7 @@ class PostgresLedger(PostgresReader, DurableLedger):
                 if self.lease is not None:
                     self.lease.assert_held(self.conn, lock=True)
                 yield
-        except psycopg.OperationalError as exc:
+        except LOST as exc:
             raise LedgerWriteError(f"cannot write progress ledger {self.path}: {exc}") from exc
 
     def _mid(self, identity: str) -> int:
@@ -176,7 +179,7 @@ class PostgresLedger(PostgresReader, DurableLedger):
         if self.lease is not None:
             try:
                 self.lease.assert_held(self.conn)
-            except psycopg.OperationalError as exc:
+            except LOST as exc:
                 raise LedgerWriteError(f"cannot read progress ledger {self.path}: {exc}") from exc
 
     # --- the Ledger interface ---------------------------------------------------------------
@@ -211,10 +214,6 @@ class PostgresLedger(PostgresReader, DurableLedger):
         if any(kind == "f" and m == mid for kind, m, _ in self._ops):
             self._flush()  # a pending failure takes its id out of ``succeeded``
         return {decode_id(k) for k in self.present("succeeded", mid, list(map(encode_id, ids)))}
-
-    def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
-        ignored = self._ignored.get(self._mid(identity))
-        return {i for i in ids if i in ignored} if ignored else set()
 
     def retry_ids(self, identity: str) -> list[RecordId]:
         self._flush()
@@ -427,15 +426,6 @@ class PostgresLedger(PostgresReader, DurableLedger):
             load = LedgerImport(self)
             yield load
             load.finish()
-
-    def import_progress(self, progress: MigrationProgress) -> None:
-        """Replace this ledger's content with ``progress``."""
-        with self.replacing() as load:
-            load.metadata(progress.metadata)
-            for identity, entry in progress.migrations.items():
-                load.succeeded(identity, entry.succeeded)
-                load.failed(identity, entry.failed.values())
-            load.fatal_errors(progress.fatal_errors)
 
     def close(self) -> None:
         """Write what is pending (unless the lease was lost), release the lease, close."""

@@ -308,10 +308,6 @@ class SqliteLedger(SqliteReader, DurableLedger):
             self._flush()  # a pending failure takes its id out of ``succeeded``
         return {decode_id(k) for k in self._present("succeeded", mid, list(map(encode_id, ids)))}
 
-    def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
-        ignored = self._ignored.get(self._mid(identity))
-        return {i for i in ids if i in ignored} if ignored else set()
-
     def retry_ids(self, identity: str) -> list[RecordId]:
         self._flush()
         return [decode_id(r[0]) for r in self.conn.execute(
@@ -559,15 +555,6 @@ class SqliteLedger(SqliteReader, DurableLedger):
             load = LedgerImport(self)
             yield load
             load.finish()
-
-    def import_progress(self, progress: MigrationProgress) -> None:
-        """Replace this ledger's content with ``progress``."""
-        with self.replacing() as load:
-            load.metadata(progress.metadata)
-            for identity, entry in progress.migrations.items():
-                load.succeeded(identity, entry.succeeded)
-                load.failed(identity, entry.failed.values())
-            load.fatal_errors(progress.fatal_errors)
 
     def close(self) -> None:
         """Write what is pending (unless the lease was lost), release the lease, close."""
