@@ -260,3 +260,24 @@ def test_a_holder_paused_inside_a_transaction_is_cut_off_by_the_server(pg: ledge
     assert holder is not None and holder.owner == thief.owner
     with pg.reader() as reader:
         assert reader.fatal_errors() == []
+
+
+def test_a_role_that_may_only_read_reads_and_one_that_may_not_create_is_told(pg: ledgers.PostgresBackend) -> None:
+    role = f"r_{pg.schema}"
+    pg.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        as_role = pg.location.replace("://postgres@", f"://{role}@", 1)
+        with pytest.raises(LedgerFileError, match=rf"^cannot create progress ledger .*{role}@.* \(schema {pg.schema}\): "
+                                                  "permission denied"):
+            PostgresLedger(as_role)
+        a_ledger = pg.open()
+        a_ledger.record("m.A", [1, 2], [FailedRecord(3, "d", "c")])
+        a_ledger.close()
+        pg.execute(f"GRANT USAGE ON SCHEMA {pg.schema} TO {role}")
+        pg.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {pg.schema} TO {role}")
+        with open_reader(as_role) as reader:  # ferryman status, serve, failed list, export
+            assert sorted(reader.iter_succeeded("m.A")) == [1, 2]
+            assert reader.failed_counts() == {"m.A": {"RETRY": 1}} and reader.holder() is None
+    finally:
+        pg.execute(f"DROP OWNED BY {role}")
+        pg.execute(f"DROP ROLE {role}")

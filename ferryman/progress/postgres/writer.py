@@ -76,11 +76,15 @@ class PostgresLedger(PostgresReader, DurableLedger):
         try:
             with self._reading_of(location.shown):
                 version = inspect_ledger(conn, location)
-                if version is None and read_only:
-                    raise FileNotFoundError(2, "no progress ledger in schema " + location.schema, location.shown)
-                if version != SCHEMA_VERSION and not read_only:
+            if version is None and read_only:
+                raise FileNotFoundError(2, "no progress ledger in schema " + location.schema, location.shown)
+            if version != SCHEMA_VERSION and not read_only:
+                try:
                     with conn.transaction():
                         create(conn, location)
+                except psycopg.Error as exc:  # no right to create the schema, say
+                    raise LedgerFileError(f"cannot create progress ledger {location.shown} "
+                                          f"(schema {location.schema}): {exc}") from exc
             super().__init__(conn, location, exists=True)
             self.uid = self._meta("uid")
         except BaseException:
