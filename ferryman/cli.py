@@ -120,12 +120,13 @@ verbose_option = click.option(
 
 def progress_option(required: bool, help: str) -> Callable[[F], F]:
     return click.option(
-        "--progress", "progress", metavar="PATH", required=required,
+        "--progress", "progress", metavar="PATH|URL", required=required,
         type=click.Path(dir_okay=False), help=help,
     )
 
 
-LEDGER_HELP = "Progress ledger: *.json = mjg JSON file, anything else = SQLite ledger."
+LEDGER_HELP = ("Progress ledger: *.json = mjg JSON file, postgresql://USER@HOST/DB?schema=S = "
+               "PostgreSQL ledger, else SQLite.")
 
 
 def _expected(exc: BaseException) -> bool:

@@ -31,7 +31,9 @@ from .progress.files import (
     DEFAULT_PROGRESS,
     checked_location,
     command_location,
+    is_postgres_location,
     load_progress,
+    location_exists,
     open_ledger,
     remove_ledger,
 )
@@ -82,7 +84,7 @@ def reset(
     """
     service = _service_of(target)
     path = _ledger_path(service, progress)
-    if path is not None and not os.path.exists(path) and not forget_other_ledgers:
+    if path is not None and not _exists(path) and not forget_other_ledgers:
         raise InputError(f"no progress ledger at {path}: nothing to reset (give the ledger's --progress; "
                          "to start over with a new ledger on purpose, add --forget-other-ledgers)")
     ledger = service.ledger if path is None else _open_ledger(path)
@@ -217,7 +219,7 @@ def _dry_run(service: MigrationService, progress: str | os.PathLike[str] | None,
     if progress is not None or service.ledger is None:
         with nothing_done():
             path = checked_path(progress if progress is not None else DEFAULT_PROGRESS)
-            existing = load_progress(path) if os.path.exists(path) else None
+            existing = load_progress(path) if location_exists(path) else None
     service.check_stores(only)
     echo("dry run: reading and transforming, saving nothing")
     return service.dry_run(existing, only=only, max_failures=max_failures)
@@ -233,7 +235,7 @@ def _run(
     # An existing progress is opened (and so checked) before the stores are touched; a new one
     # is created only once the stores answered, so a failed start leaves no file behind.
     path = _ledger_path(service, progress)
-    ledger = service.ledger if path is None else (_open_ledger(path) if os.path.exists(path) else None)
+    ledger = service.ledger if path is None else (_open_ledger(path) if _exists(path) else None)
     created = ledger is None
     server = None
     try:
@@ -242,7 +244,8 @@ def _run(
             assert path is not None
             ledger = _open_ledger(path)
         own = "" if path else " (the service's own)"
-        echo(f"progress ledger: {path or getattr(ledger, 'path', None) or type(ledger).__name__}{own}")
+        shown = getattr(ledger, "path", None) or path or type(ledger).__name__
+        echo(f"progress ledger: {shown}{own}")
         if address is not None:
             from .server.live import LiveServer
 
@@ -313,6 +316,12 @@ def _open_ledger(path: str) -> Ledger:
         return open_ledger(path)
 
 
+def _exists(path: str) -> bool:
+    """Whether there is progress at ``path`` (an unreachable database: nothing was done)."""
+    with nothing_done():
+        return location_exists(path)
+
+
 # --- worker --------------------------------------------------------------------------------------
 
 
@@ -327,6 +336,9 @@ def work(target: str | Target | MigrationService, *, progress: str | os.PathLike
     service = _service_of(target)
     with nothing_done():
         path = checked_location(progress)
+    if is_postgres_location(path):
+        raise InputError("a worker runs the partitions of a run with workers, which need an SQLite "
+                         "progress ledger; this one is in PostgreSQL")
     if not os.path.exists(path):
         raise InputError(f"no progress ledger at {path}: a worker runs the partitions of a run with workers")
     stop = StopFlag()
@@ -357,7 +369,7 @@ def verify(
         check_sample(sample)
         service.select(only)
     path = _ledger_path(service, progress)
-    if path is not None and not os.path.exists(path):
+    if path is not None and not _exists(path):
         raise InputError(f"no progress ledger at {path}: nothing to verify (run the migrations first, "
                          "or give --progress)")
     ledger = service.ledger if path is None else _open_ledger(path)

@@ -14,7 +14,7 @@ from typing import Any
 from .errors import InputError
 from .progress.exchange import export_progress, import_progress
 from .progress.failed import FailedRecords, FailedRow
-from .progress.files import checked_location, existing
+from .progress.files import checked_location, existing, location_exists
 from .progress.model import Action
 from .server.address import DEFAULT_HOST, DEFAULT_PORT, check_port_free
 from .types import RecordId
@@ -85,7 +85,7 @@ def serve(progress: str | os.PathLike[str], host: str = DEFAULT_HOST, port: int 
     actions = Actions(path, token) if allow_actions else None
     check_port_free(host, port)  # before the source opens the ledger
     app = create_app(LedgerStatusSource(path), actions)
-    waiting = "" if os.path.exists(path) else (
+    waiting = "" if location_exists(path) else (
         f"; there is no progress ledger at {path} yet: its status is 'pending' until a run starts on it "
         "(a mistyped path stays pending)")
 

@@ -1,4 +1,4 @@
-"""mjg JSON in and out of the SQLite ledger, in memory bounded by a chunk, not the progress;
+"""mjg JSON in and out of a durable ledger (SQLite or PostgreSQL), in memory bounded by a chunk, not the progress;
 ``ferryman progress export`` and ``import`` as functions (:func:`export_progress`,
 :func:`import_progress`), and what they moved (:class:`ProgressCounts`).
 
@@ -16,13 +16,21 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 import ijson  # type: ignore[import-untyped]
 
 from ..errors import InputError
 from ..types import RecordId
-from .files import checked_location, is_ledger_file, reading, remove_ledger
+from .files import (
+    checked_location,
+    is_ledger_file,
+    is_postgres_location,
+    location_exists,
+    open_durable,
+    reading,
+    remove_ledger,
+)
 from .jsonfmt import Reader, iter_json, key_path, member_path
 from .jsonlimits import (
     MAX_DEPTH,
@@ -36,6 +44,9 @@ from .model import FailedRecord, MigrationProgress, ProgressMetadata
 from .reader import LedgerReader
 from .sqlite import SqliteLedger
 from .storage import checked_path, save_chunks_atomically
+
+if TYPE_CHECKING:
+    from .postgres import PostgresLedger
 
 CHUNK = 10_000
 """Ids or failed records written to the ledger at a time (fewer when they hold much text)."""
@@ -82,20 +93,22 @@ def export_progress(progress: str | os.PathLike[str], out: str | os.PathLike[str
 
 
 def import_progress(progress: str | os.PathLike[str], source: str | os.PathLike[str]) -> ProgressCounts:
-    """Replace the SQLite ledger at ``progress`` with the mjg JSON in ``source``, all or nothing.
+    """Replace the SQLite or PostgreSQL ledger at ``progress`` with the mjg JSON in ``source``,
+    all or nothing.
 
     The ledger is created when missing (and removed again if the import fails). Refused while a
     live run holds it; a malformed file changes nothing.
     """
     path = checked_path(progress)
-    if path.lower().endswith(".json") or (os.path.exists(path) and not is_ledger_file(path)):
+    database = is_postgres_location(path)
+    if not database and (path.lower().endswith(".json") or (os.path.exists(path) and not is_ledger_file(path))):
         raise InputError(f"{path} is a JSON progress file; import goes into an SQLite ledger (e.g. "
                          "progress.db); a JSON file can simply be copied")
     if not os.path.isfile(source):
         raise FileNotFoundError(2, "no such file", os.fspath(source))
     checked_location(path)
-    created = not os.path.exists(path)
-    ledger = SqliteLedger(path)
+    created = not location_exists(path)
+    ledger = open_durable(path)
     try:
         ledger.refuse_if_live("import")
         import_json(source, ledger)
@@ -118,7 +131,7 @@ def export_json(ledger: LedgerReader, path: str | os.PathLike[str]) -> None:
     save_chunks_atomically(path, iter_json(ledger.metadata(), entries, ledger.fatal_errors()))
 
 
-def import_json(path: str | os.PathLike[str], ledger: SqliteLedger) -> None:
+def import_json(path: str | os.PathLike[str], ledger: SqliteLedger | PostgresLedger) -> None:
     """Replace the ledger's content with the mjg JSON file at ``path``; all or nothing."""
     source = os.fspath(path)
     with open(source, "rb") as fh, ledger.replacing() as load:

@@ -1,5 +1,6 @@
-"""Open the progress a path names: an SQLite ledger, or an mjg JSON file. The one place that
-tells the two apart (:func:`is_ledger_file`) and opens either.
+"""Open the progress a location names: an SQLite ledger, an mjg JSON file, or a PostgreSQL
+ledger (a ``postgresql://`` URL). The one place that tells them apart (:func:`is_ledger_file`,
+:func:`is_postgres_location`) and opens any of them.
 
 A ``.json`` path keeps mjg's model: the whole progress lives in memory and is rewritten to the
 file atomically at checkpoints (at most once per ``save_interval`` seconds), at the end of each
@@ -16,6 +17,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from ..errors import LedgerFileError, ProgressFormatError
 from ..report import MigrationReport, RunResult
@@ -25,13 +27,16 @@ from .ledger import Ledger, MemoryLedger
 from .model import Action, MigrationProgress
 from .reader import LedgerReader
 from .sqlite import LeaseFile, SqliteLedger, SqliteReader, is_ledger_file
-from .storage import checked_path
+from .storage import checked_path, is_postgres_location
+
+if TYPE_CHECKING:
+    from .postgres import PostgresLedger
 
 log = logging.getLogger("ferryman")
 
 __all__ = [
-    "JsonFileLedger", "changing", "checked_location", "existing", "is_ledger_file", "load_json_progress",
-    "load_progress", "open_ledger", "open_reader", "reading",
+    "JsonFileLedger", "changing", "checked_location", "existing", "is_ledger_file", "is_postgres_location",
+    "load_json_progress", "load_progress", "location_exists", "open_ledger", "open_reader", "reading",
 ]
 
 
@@ -128,8 +133,13 @@ class JsonFileLedger(MemoryLedger):
 
 
 def open_ledger(path: str | os.PathLike[str], *, read_only: bool = False) -> Ledger:
-    """The ledger stored at ``path``: SQLite unless the path ends in ``.json``."""
+    """The ledger stored at ``path``: PostgreSQL for a ``postgresql://`` URL, else SQLite unless
+    the path ends in ``.json``."""
     path = checked_path(path)
+    if is_postgres_location(path):
+        from .postgres import PostgresLedger
+
+        return PostgresLedger(path, read_only=read_only)
     if is_ledger_file(path):
         return SqliteLedger(path, read_only=read_only)
     if read_only and not os.path.exists(path):
@@ -137,10 +147,34 @@ def open_ledger(path: str | os.PathLike[str], *, read_only: bool = False) -> Led
     return JsonFileLedger(path)
 
 
+def open_durable(path: str) -> SqliteLedger | PostgresLedger:
+    """The durable ledger at ``path`` (a PostgreSQL URL or an SQLite file), to write."""
+    if is_postgres_location(path):
+        from .postgres import PostgresLedger
+
+        return PostgresLedger(path)
+    return SqliteLedger(path)
+
+
 def open_reader(path: str | os.PathLike[str]) -> LedgerReader:
-    """A read-only reader of the SQLite ledger at ``path``, cheap to open (no page is checked:
-    what the status server opens at every snapshot)."""
-    return SqliteReader.open(checked_path(path))
+    """A read-only reader of the SQLite or PostgreSQL ledger at ``path``, cheap to open (no page
+    is checked: what the status server opens at every snapshot)."""
+    path = checked_path(path)
+    if is_postgres_location(path):
+        from .postgres import PostgresReader
+
+        return PostgresReader.open(path)
+    return SqliteReader.open(path)
+
+
+def location_exists(path: str | os.PathLike[str]) -> bool:
+    """Whether there is progress at ``path``: a file, or a ledger in the PostgreSQL schema."""
+    path = checked_path(path)
+    if not is_postgres_location(path):
+        return os.path.exists(path)
+    from .postgres.reader import ledger_exists
+
+    return ledger_exists(path)
 
 
 def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
@@ -151,8 +185,13 @@ def load_progress(path: str | os.PathLike[str]) -> MigrationProgress:
 
 def remove_ledger(path: str | os.PathLike[str]) -> None:
     """Remove a ledger a command created and gave up before any work, and the files SQLite keeps
-    beside it: a failed start leaves nothing behind."""
+    beside it (a PostgreSQL ledger: its schema): a failed start leaves nothing behind."""
     path = os.fspath(path)
+    if is_postgres_location(path):
+        from .postgres import drop_ledger
+
+        drop_ledger(path)
+        return
     for leftover in (path, path + "-wal", path + "-shm", path + "-journal"):
         if os.path.exists(leftover):
             os.remove(leftover)
@@ -173,8 +212,14 @@ def command_location(progress: str | os.PathLike[str] | None, *, own: bool) -> s
 
 def checked_location(path: str | os.PathLike[str]) -> str:
     """``path`` as a place where a progress file may be: not empty, in a directory that
-    exists, and not a directory itself (LedgerFileError otherwise)."""
+    exists, and not a directory itself; or a well-formed PostgreSQL ledger URL (LedgerFileError
+    otherwise)."""
     path = checked_path(path)
+    if is_postgres_location(path):
+        from .postgres import PgLocation
+
+        PgLocation.parse(path)
+        return path
     parent = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(parent):
         raise LedgerFileError(f"cannot create progress ledger {path}: directory {parent} does not exist")
@@ -202,10 +247,11 @@ def changing(path: str | os.PathLike[str], doing: str) -> Iterator[Ledger]:
     so that no run starts meanwhile, and what changed is saved then."""
     path = existing(path)
     ledger: Ledger
-    if is_ledger_file(path):
-        ledger = SqliteLedger(path)
+    if is_postgres_location(path) or is_ledger_file(path):
+        durable = open_durable(path)
+        ledger = durable
         try:
-            ledger.refuse_if_live(doing)
+            durable.refuse_if_live(doing)
         except BaseException:
             ledger.close()
             raise
@@ -222,8 +268,16 @@ def changing(path: str | os.PathLike[str], doing: str) -> Iterator[Ledger]:
 
 
 def existing(path: str | os.PathLike[str]) -> str:
-    """``path`` when a progress file is there (FileNotFoundError, LedgerFileError otherwise)."""
+    """``path`` when a progress file (or a PostgreSQL ledger) is there (FileNotFoundError,
+    LedgerFileError otherwise)."""
     path = checked_path(path)
+    if is_postgres_location(path):
+        from .postgres import PgLocation
+
+        if not location_exists(path):
+            location = PgLocation.parse(path)
+            raise FileNotFoundError(2, f"no progress ledger in schema {location.schema}", location.shown)
+        return path
     if os.path.isdir(path):
         raise LedgerFileError(f"{path} is a directory, not a progress file")
     if not os.path.exists(path):

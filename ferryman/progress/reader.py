@@ -12,6 +12,7 @@ A reader never writes: not the progress, not the lease. Reads fail with
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from abc import ABC, abstractmethod
@@ -116,6 +117,36 @@ def search_failed(pairs: Iterable[tuple[str, FailedRecord]], names: dict[str, st
     rows = [(identity, record) for identity, record in pairs
             if identity in chosen and (needle is None or record.mentions(needle))]
     return FailedPage(len(rows), rows[offset:offset + limit])
+
+
+def stored_report(text: str | None) -> dict[str, Any] | None:
+    """A report as a ledger stores it (JSON); None when there is none (or it is not a report)."""
+    if not text:
+        return None
+    try:
+        report = json.loads(text)
+    except ValueError:
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def stored_reports(text: str | None) -> list[dict[str, Any]]:
+    """A run's reports as a ledger stores them (a JSON array), each named as it is shown (a run
+    before second destinations were named apart named them alike)."""
+    reports: list[dict[str, Any]] = json.loads(text) if text else []
+    for report in reports:
+        name, identity = report.get("name"), report.get("identity")
+        if isinstance(name, str) and isinstance(identity, str):
+            report["name"] = keyed_name(name, identity)
+    return reports
+
+
+def counts_by_identity(rows: Iterable[tuple[str, str, int]]) -> dict[str, dict[str, int]]:
+    """``(identity, action, count)`` rows as :meth:`LedgerReader.failed_counts` gives them."""
+    counts: dict[str, dict[str, int]] = {}
+    for identity, action, n in rows:
+        counts.setdefault(identity, {})[action] = int(n)
+    return counts
 
 
 class LedgerReader(ABC):

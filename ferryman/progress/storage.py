@@ -26,6 +26,15 @@ def checked_path(path: str | os.PathLike[str]) -> str:
     return text
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_location(location: object) -> bool:
+    """True for a ``postgresql://`` or ``postgres://`` URL (a str; a path never is one): the
+    progress is a PostgreSQL ledger (:mod:`ferryman.progress.postgres`, imported only then)."""
+    return isinstance(location, str) and location.lower().startswith(POSTGRES_SCHEMES)
+
+
 def save_text_atomically(path: str | os.PathLike[str], text: str) -> None:
     """Replace the file at ``path`` with ``text`` (UTF-8) so that a crash leaves old or new.
 

@@ -1,10 +1,11 @@
 """Where the status server gets its snapshots: a progress ledger on disk, or a run in this process.
 
 :class:`LedgerStatusSource` backs ``ferryman serve --progress PATH``: a process of its own that
-watches an SQLite ledger across restarts of the runs, reading it through read-only connections
-(it never writes and never takes the lease). It also reads mjg ``.json`` progress files, which
-keep no run history: for those it can only say ``pending``, ``failed`` or ``migrated``, and
-``try_count`` is 0; live status across processes needs the SQLite ledger.
+watches an SQLite ledger (or a PostgreSQL one, from any host) across restarts of the runs,
+reading it through read-only connections (it never writes and never takes the lease). It also
+reads mjg ``.json`` progress files, which keep no run history: for those it can only say
+``pending``, ``failed`` or ``migrated``, and ``try_count`` is 0; live status across processes
+needs a ledger.
 
 :class:`LiveStatusSource` backs ``ferryman run --serve``: an observer of the one run in this
 process, live to the record.
@@ -21,7 +22,7 @@ from typing import Any, NamedTuple, Protocol
 
 from ..errors import FerrymanError
 from ..events import RunObserver
-from ..progress.files import is_ledger_file, load_json_progress, open_reader
+from ..progress.files import is_ledger_file, is_postgres_location, load_json_progress, open_reader
 from ..progress.ledger import Ledger
 from ..progress.model import Action, FailedRecord, display_name
 from ..progress.reader import LedgerReader, search_failed
@@ -116,6 +117,10 @@ def read_ledger(path: str) -> LedgerView:
 # --- the sources ---------------------------------------------------------------------------------
 
 
+DURABLE = ("sqlite", "postgres")
+"""The kinds of progress that are ledgers with a reader (not mjg JSON)."""
+
+
 class LedgerStatusSource:
     """The status of the progress at ``path``, read afresh at every snapshot.
 
@@ -131,7 +136,9 @@ class LedgerStatusSource:
         self._json_cache: tuple[tuple[int, int], StatusSnapshot] | None = None
         self._lock = threading.Lock()
         self._baseline = 0
-        if self._kind() == "sqlite":
+        self._watcher: LedgerReader | None = None
+        """A PostgreSQL ledger's reader kept for :meth:`version` (asked at every request)."""
+        if self._kind() in DURABLE:
             view = self._view()
             if view.runs:
                 self._baseline = view.runs[0]["id"]
@@ -139,16 +146,37 @@ class LedgerStatusSource:
                     self._seen_running.add(view.runs[0]["id"])
 
     def _kind(self) -> str:
+        if is_postgres_location(self.path):
+            return "postgres"
         if os.path.exists(self.path) and os.path.getsize(self.path) == 0:
             return "empty"  # an SQLite file being created: no header yet
         return "sqlite" if is_ledger_file(self.path) else "json"
 
     def version(self) -> Hashable:
-        """The state of the file and of its write-ahead log: every commit changes one of them."""
-        return _file_state(self.path), _file_state(self.path + "-wal")
+        """The state of the file and of its write-ahead log: every commit changes one of them.
+        Of a PostgreSQL ledger: its newest run, how it ended, and who holds the lease."""
+        if self._kind() != "postgres":
+            return _file_state(self.path), _file_state(self.path + "-wal")
+        with self._lock:
+            try:
+                if self._watcher is None:
+                    self._watcher = open_reader(self.path)
+                runs = self._watcher.runs(1)
+                holder = self._watcher.holder()
+            except FerrymanError:
+                if self._watcher is not None:
+                    self._watcher.close()
+                    self._watcher = None
+                return None  # the snapshot says why
+        run = runs[0] if runs else None
+        return (run.id, run.outcome) if run else None, holder.owner if holder else None
+
+    def _there(self) -> bool:
+        """Whether there is progress to read (a PostgreSQL schema without a ledger reads as empty)."""
+        return self._kind() == "postgres" or os.path.exists(self.path)
 
     def _view(self) -> LedgerView:
-        return read_ledger(self.path) if os.path.exists(self.path) else LedgerView()
+        return read_ledger(self.path) if self._there() else LedgerView()
 
     def snapshot(self) -> StatusSnapshot:
         kind = self._kind()
@@ -174,7 +202,7 @@ class LedgerStatusSource:
         """The failed records a search chose: through the ledger's reader, or from an mjg JSON
         file read whole (it keeps no order of failure: newest first by timestamp)."""
         kind = self._kind()
-        if kind == "sqlite" and os.path.exists(self.path):
+        if kind in DURABLE and self._there():
             with open_reader(self.path) as reader:
                 return reader_page(reader, query)
         if kind == "json" and os.path.exists(self.path):
@@ -188,13 +216,13 @@ class LedgerStatusSource:
 
     def events(self, after: int, limit: int) -> list[dict[str, Any]]:
         """From the ledger (mjg JSON progress keeps no events)."""
-        if self._kind() != "sqlite" or not os.path.exists(self.path):
+        if self._kind() not in DURABLE or not self._there():
             return []
         with open_reader(self.path) as reader:
             return reader.events(after, limit)
 
     def verification(self) -> dict[str, Any] | None:
-        if self._kind() != "sqlite" or not os.path.exists(self.path):
+        if self._kind() not in DURABLE or not self._there():
             return None
         with open_reader(self.path) as reader:
             return reader.verification()

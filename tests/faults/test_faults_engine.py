@@ -276,7 +276,7 @@ class _SignalInsideCommit(_Connection):
 
 
 def test_a_second_ctrl_c_inside_a_ledger_commit_loses_and_doubles_nothing(tmp_path, monkeypatch):
-    monkeypatch.setattr("ferryman.progress.sqlite.writer.FLUSH_INTERVAL", 0)  # a commit per page
+    monkeypatch.setattr("ferryman.progress.durable.FLUSH_INTERVAL", 0)  # a commit per page
     result, fault, _ = _fault_then_resume(tmp_path, 3_000, _SignalInsideCommit,  # in the 4th page's commit
                                           lambda conn, pages: setattr(conn, "armed", pages == 3))
     assert fault.fired == 1

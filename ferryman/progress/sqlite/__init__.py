@@ -2,7 +2,6 @@
 
 - :mod:`.schema`: the tables, their version, upgrades of older files, and the checks that refuse
   a file this code must not touch;
-- :mod:`.codec`: record ids as the ledger stores them;
 - :mod:`.lease`: the lease row (one run at a time), under the rules of
   :mod:`ferryman.progress.lease`;
 - :mod:`.reader`: :class:`SqliteReader`, the read API (:class:`~ferryman.progress.reader.LedgerReader`)
@@ -11,7 +10,7 @@
 - :mod:`.importer`: imported progress written in one transaction.
 """
 
-from .codec import decode_id, encode_id, encode_ids
+from ..codec import decode_id, encode_id, encode_ids
 from .lease import Lease, LeaseFile, current_holder
 from .reader import SqliteReader
 from .schema import FAILED_INDEX, SCHEMA_VERSION, is_ledger_file

@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from ...types import RecordId
+from ..codec import encode_id, failed_row
 from ..model import FailedRecord, ProgressMetadata
-from .codec import encode_id, failed_row
 from .schema import IMPORT_FAILED, inserted
 
 if TYPE_CHECKING:

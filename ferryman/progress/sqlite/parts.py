@@ -33,11 +33,11 @@ from typing import Any
 from ...report import RunResult
 from ...stores.base import Store
 from ...types import RecordId
+from ..codec import as_id, decode_id, encode_id, encode_ids
 from ..lease import Holder
 from ..model import Action
 from ..reader import RunRecord
 from ..storage import save_text_atomically
-from .codec import as_id, decode_id, encode_id, encode_ids
 from .reader import SqliteReader
 from .writer import SqliteLedger, parts_directory
 

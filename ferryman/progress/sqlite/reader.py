@@ -23,17 +23,20 @@ from ...errors import LedgerFileError
 from ...ids import format_id
 from ...sampling import reservoir
 from ...types import RecordId
+from ..codec import array_ids, array_keys, decode_failed, decode_id
 from ..lease import Holder
-from ..model import Action, FailedRecord, ProgressMetadata, keyed_name
+from ..model import FailedRecord, ProgressMetadata
 from ..reader import (
     EVENTS_PAGE,
     FailedPage,
     LedgerReader,
     MigrationRecord,
     RunRecord,
+    counts_by_identity,
     select_migrations,
+    stored_report,
+    stored_reports,
 )
-from .codec import array_ids, array_keys, decode_id
 from .lease import current_holder
 from .schema import LEDGER_TABLES, columns, connect, inspect_ledger, tables
 
@@ -108,12 +111,7 @@ class SqliteReader(LedgerReader):
             return []
         with self._reading():
             row = self.conn.execute("SELECT reports FROM run WHERE id = ?", (run_id,)).fetchone()
-        reports: list[dict[str, Any]] = json.loads(row[0]) if row is not None and row[0] else []
-        for report in reports:  # a run before second destinations were named apart named them alike
-            name, identity = report.get("name"), report.get("identity")
-            if isinstance(name, str) and isinstance(identity, str):
-                report["name"] = keyed_name(name, identity)
-        return reports
+        return stored_reports(None if row is None else row[0])
 
     def holder(self) -> Holder | None:
         if "lease" not in self._tables:
@@ -132,7 +130,7 @@ class SqliteReader(LedgerReader):
         with self._reading():
             rows = self.conn.execute(f"SELECT identity, in_progress, completed, report, {dest}, {changes} "
                                      "FROM migration ORDER BY id").fetchall()
-        return [MigrationRecord(i, bool(p), bool(c), _report(r), d, n) for i, p, c, r, d, n in rows]
+        return [MigrationRecord(i, bool(p), bool(c), stored_report(r), d, n) for i, p, c, r, d, n in rows]
 
     def identities(self) -> list[str]:
         if "migration" not in self._tables:
@@ -237,7 +235,7 @@ class SqliteReader(LedgerReader):
                 "SELECT rid, description, cause, action, timestamp FROM failed "
                 "WHERE migration = ? ORDER BY seq", (mid,)
             ):
-                yield _failed_record(rid, d, c, a, t)
+                yield decode_failed(rid, d, c, a, t)
 
     def newest_failed(self, limit: int) -> list[tuple[str, FailedRecord]]:
         if "failed" not in self._tables:
@@ -247,7 +245,7 @@ class SqliteReader(LedgerReader):
                 "SELECT m.identity, f.rid, f.description, f.cause, f.action, f.timestamp "
                 "FROM failed f JOIN migration m ON m.id = f.migration ORDER BY f.seq DESC LIMIT ?",
                 (limit,)).fetchall()
-        return [(identity, _failed_record(*row)) for identity, *row in rows]
+        return [(identity, decode_failed(*row)) for identity, *row in rows]
 
     def failed_page(self, *, migration: str | None = None, text: str | None = None,
                     offset: int = 0, limit: int = 50) -> FailedPage:
@@ -277,14 +275,14 @@ class SqliteReader(LedgerReader):
                 rows = self.conn.execute(
                     f"SELECT migration, rid, description, cause, action, timestamp FROM failed{where} "
                     "ORDER BY seq DESC LIMIT ? OFFSET ?", (*params, limit, offset)).fetchall()
-                return FailedPage(total, [(identity_of[mid], _failed_record(*row)) for mid, *row in rows])
+                return FailedPage(total, [(identity_of[mid], decode_failed(*row)) for mid, *row in rows])
             keys = self.conn.execute(f"SELECT migration, rid FROM failed{where} ORDER BY seq DESC",
                                      params).fetchall()
             page = []
             for mid, rid in keys[offset:offset + limit]:
                 row = self.conn.execute("SELECT rid, description, cause, action, timestamp FROM failed "
                                         "WHERE migration = ? AND rid = ?", (mid, rid)).fetchone()
-                page.append((identity_of[mid], _failed_record(*row)))
+                page.append((identity_of[mid], decode_failed(*row)))
         return FailedPage(len(keys), page)
 
     def failed_counts(self) -> dict[str, dict[str, int]]:
@@ -295,7 +293,7 @@ class SqliteReader(LedgerReader):
         if "failed_count" not in self._tables:
             return self.count_failed()
         with self._reading():
-            return _by_identity(self.conn.execute(
+            return counts_by_identity(self.conn.execute(
                 "SELECT m.identity, c.action, c.n FROM failed_count c JOIN migration m "
                 "ON m.id = c.migration WHERE c.n > 0"))
 
@@ -304,7 +302,7 @@ class SqliteReader(LedgerReader):
         if "failed" not in self._tables:
             return {}
         with self._reading():
-            return _by_identity(self.conn.execute(
+            return counts_by_identity(self.conn.execute(
                 "SELECT m.identity, f.action, count(*) FROM failed f JOIN migration m "
                 "ON m.id = f.migration GROUP BY m.identity, f.action"))
 
@@ -356,20 +354,6 @@ class SqliteReader(LedgerReader):
         self.conn.close()
 
 
-def _report(text: str | None) -> dict[str, Any] | None:
-    """A stored report; None when there is none (or it is not a report)."""
-    if not text:
-        return None
-    try:
-        report = json.loads(text)
-    except ValueError:
-        return None
-    return report if isinstance(report, dict) else None
-
-
-def _failed_record(rid: str, description: str, cause: str, action: str, timestamp: str) -> FailedRecord:
-    return FailedRecord(decode_id(rid), description, cause, Action(action), datetime.fromisoformat(timestamp))
-
 
 def _mentions(needle: str, rid: str, description: str, cause: str) -> bool:
     """:func:`~..model.mentions` of a stored failed record; an int id (a stored id that is
@@ -378,10 +362,3 @@ def _mentions(needle: str, rid: str, description: str, cause: str) -> bool:
         return True
     shown = rid if rid[0] not in '"[' else format_id(decode_id(rid))
     return needle in shown.casefold()
-
-
-def _by_identity(rows: Any) -> dict[str, dict[str, int]]:
-    counts: dict[str, dict[str, int]] = {}
-    for identity, action, n in rows:
-        counts.setdefault(identity, {})[action] = n
-    return counts

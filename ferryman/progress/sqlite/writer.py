@@ -36,17 +36,17 @@ from contextlib import contextmanager
 from itertools import repeat
 from typing import Any
 
-from ...errors import LeaseLostError, LedgerFileError, LedgerMismatchError, LedgerWriteError, StoreError
+from ...errors import LedgerFileError, LedgerWriteError
 from ...redact import mask_secrets
 from ...report import MigrationReport, RunResult
 from ...report import last_error as run_last_error
-from ...signals import critical
-from ...stores.base import JournalEntry, Store
+from ...stores.base import Store
 from ...types import RecordId
-from ..ledger import Ledger, marked_event, new_event
+from ..codec import array_keys, decode_id, encode_id, encode_ids, failed_row
+from ..durable import DurableLedger, Op, dead_run_error, next_run, reports_json, run_outcome
+from ..ledger import marked_event, new_event
 from ..model import Action, FailedRecord, MigrationProgress
 from ..storage import checked_path
-from .codec import array_keys, as_id, decode_id, encode_id, encode_ids, failed_row
 from .importer import LedgerImport
 from .lease import Lease
 from .reader import LOOKUP_CHUNK, SqliteReader
@@ -65,21 +65,13 @@ from .schema import (
 
 log = logging.getLogger("ferryman")
 
-FLUSH_INTERVAL = 0.5
-"""Seconds between ledger commits when the destination journals its batches."""
-JOURNAL_CLEANUP_EVERY = 32
-"""Ledger commits between two deletions of journal rows the ledger already holds."""
 FOLD_CHUNK = 50_000
 """Ids held in memory at a time while folding a migration's log into ``succeeded``."""
-JOURNALED_KEPT = 64
-"""Journal payloads kept for :meth:`SqliteLedger.record` to reuse (a page has a few batches)."""
 
 
-class SqliteLedger(SqliteReader, Ledger):
+class SqliteLedger(SqliteReader, DurableLedger):
     """Progress in an SQLite file; one run at a time holds its lease. It reads as a
     :class:`~.reader.SqliteReader` too (what is committed)."""
-
-    journals = True
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False,
                  journal_owner: str | None = None) -> None:
@@ -117,20 +109,7 @@ class SqliteLedger(SqliteReader, Ledger):
             raise LedgerFileError(f"cannot open progress ledger {self.path}: {exc}") from exc
         self.run_id: int | None = None
         self._ids: dict[str, int] = {}
-        self._ops: list[tuple[str, int, Any]] = []
-        self._maybe_done: set[int] = set()
-        """Migrations whose earlier runs left succeeded ids (a fresh one needs no lookups)."""
-        self._has_failed: set[int] = set()
-        """Migrations that may have failed entries (only their successes delete failed rows)."""
-        self._ignored: dict[int, set[RecordId]] = {}
-        self._dests: dict[str, Store] = {}
-        self._last_flush = time.monotonic()
-        self._flushes = 0
-        self._changed: set[int] = set()
-        """Migrations whose write count this run already raised (once a run each)."""
-        self._journaled: list[tuple[str, Sequence[RecordId], str]] = []
-        """Recent journal payloads (identity, ids, text): record() reuses them, not re-encodes."""
-        self._reports: Sequence[MigrationReport] = ()
+        self._init_queue()
 
     # --- schema and small helpers ---------------------------------------------------------
 
@@ -222,9 +201,6 @@ class SqliteLedger(SqliteReader, Ledger):
         self._seq += 1
         return self._seq
 
-    def journal_key(self, identity: str) -> str:
-        return f"{self.journal_owner}:{identity}"
-
     # --- runs and the lease ------------------------------------------------------------------
 
     def begin_run(self, reports: Sequence[MigrationReport]) -> None:
@@ -238,17 +214,10 @@ class SqliteLedger(SqliteReader, Ledger):
             if dead is not None:
                 self.conn.execute(
                     "UPDATE run SET outcome = 'died', ended_at = ?, last_error = ? WHERE outcome IS NULL",
-                    (now, f"process {dead.pid} on {dead.host} died without finishing"),
+                    (now, dead_run_error(dead.pid, dead.host)),
                 )
-            last = self.conn.execute(
-                "SELECT job, attempt, outcome FROM run ORDER BY id DESC LIMIT 1"
-            ).fetchone()
-            if last is None:
-                job, attempt = 1, 1
-            elif last[2] == "completed":
-                job, attempt = last[0] + 1, 1
-            else:
-                job, attempt = last[0], last[1] + 1
+            job, attempt = next_run(self.conn.execute(
+                "SELECT job, attempt, outcome FROM run ORDER BY id DESC LIMIT 1").fetchone())
             self.run_id = inserted(self.conn.execute(
                 "INSERT INTO run (job, attempt, started_at, pid, host) VALUES (?, ?, ?, ?, ?)",
                 (job, attempt, now, os.getpid(), socket.gethostname()),
@@ -266,16 +235,11 @@ class SqliteLedger(SqliteReader, Ledger):
         try:
             self._flush()
             if self.run_id is not None:
-                outcome = "completed" if result.ok else ("interrupted" if result.interrupted else "failed")
-                last_error = run_last_error(result.reports)
-                if result.callback_errors:
-                    last_error = mask_secrets(result.callback_errors[-1])  # a user's callback, any text
-                if result.ledger_error:
-                    last_error = result.ledger_error
+                outcome, last_error = run_outcome(result)
                 with self._tx():
                     self.conn.execute(
                         "UPDATE run SET ended_at = ?, outcome = ?, last_error = ?, reports = ? WHERE id = ?",
-                        (time.time(), outcome, last_error, _reports_json(result.reports), self.run_id),
+                        (time.time(), outcome, last_error, reports_json(result.reports), self.run_id),
                     )
         finally:
             self._release()
@@ -288,10 +252,6 @@ class SqliteLedger(SqliteReader, Ledger):
                 lease.release(self.conn)
             except sqlite3.Error as exc:  # the heartbeat has stopped: the lease goes stale
                 log.warning("could not release the lease of %s: %s", self.path, exc)
-
-    def _lost(self) -> bool:
-        """Whether this ledger's run lost its lease, now or before it ended."""
-        return self.lost_lease is not None or (self.lease is not None and self.lease.lost is not None)
 
     def assert_held(self) -> None:
         """Raise LeaseLostError when this run's lease was taken over (one indexed SELECT)."""
@@ -348,10 +308,6 @@ class SqliteLedger(SqliteReader, Ledger):
             self._flush()  # a pending failure takes its id out of ``succeeded``
         return {decode_id(k) for k in self._present("succeeded", mid, list(map(encode_id, ids)))}
 
-    def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
-        ignored = self._ignored.get(self._mid(identity))
-        return {i for i in ids if i in ignored} if ignored else set()
-
     def retry_ids(self, identity: str) -> list[RecordId]:
         self._flush()
         return [decode_id(r[0]) for r in self.conn.execute(
@@ -382,58 +338,9 @@ class SqliteLedger(SqliteReader, Ledger):
             self.conn.execute("INSERT INTO fatal_error (migration, text) VALUES (?, ?)",
                               (identity, mask_secrets(text)))
 
-    def journal_for(self, identity: str, ids: Sequence[RecordId]) -> JournalEntry | None:
-        """The batch's input ids as a JSON array (ids keep their JSON types), fenced by the held
-        lease's epoch: once a run that took the lease over raised the migration's fence, the
-        destination refuses the batch (no lease held: no fence)."""
-        text = encode_ids(ids)
-        if len(self._journaled) >= JOURNALED_KEPT:
-            del self._journaled[:JOURNALED_KEPT // 2]
-        self._journaled.append((identity, list(ids), text))  # a copy: the caller may reuse its list
-        fence = None if self.lease is None else self.lease.epoch
-        return JournalEntry(self.journal_key(identity), text, fence=fence)
-
-    def _journaled_text(self, identity: str, ids: Sequence[RecordId]) -> str | None:
-        """The log text of ``ids`` joined from the journal entries of their batches, if the
-        page's successes are exactly those batches in order (the usual case): no second
-        encoding. None otherwise; the caller encodes then."""
-        if not self._journaled:
-            return None
-        if not isinstance(ids, list):
-            ids = list(ids)
-        parts: list[str] = []
-        pos, total = 0, len(ids)
-        for owner, batch, text in self._journaled:
-            end = pos + len(batch)
-            if owner == identity and end <= total and ids[pos:end] == batch:
-                parts.append(text[1:-1])
-                pos = end
-                if pos == total:
-                    return "[" + ",".join(parts) + "]"
-        return None
-
-    def recover(self, identity: str, dest: Store) -> int:
-        """Fold the journal's entries into ``succeeded`` directly, so lookups see them.
-
-        A run holding the lease first raises the migration's fence in the destination to its
-        epoch: a run whose lease it took over (paused, say, with a batch on its way) can commit
-        nothing more, and what it did commit is in the journal read next.
-
-        The journal repeats ids the ledger may hold already (it is cleaned only now and then):
-        per-id INSERT OR IGNORE keeps each once. Rare and small; not worth the log.
-        """
-        if not dest.supports_journal:
-            return 0
-        self._dests[identity] = dest
-        key = self.journal_key(identity)
-        if self.lease is not None:
-            dest.raise_fence(key, self.lease.epoch)
-        entries = dest.read_journal(key)
-        if not entries:
-            return 0
-        keys = [encode_id(as_id(v)) for e in entries for v in json.loads(e.payload)]
-        mid = self._mid(identity)
-        self._flush()
+    def _fold_journal(self, mid: int, keys: list[str]) -> int:
+        """Per-id INSERT OR IGNORE into ``succeeded`` (recovered ids are rare and few: not
+        worth the log), after folding the log so that no id is in both tables."""
         with self._tx():
             self._fold(mid)  # normally done by start_migration; so that no id is in both tables
             params = list(zip(repeat(mid), keys))
@@ -442,46 +349,11 @@ class SqliteLedger(SqliteReader, Ledger):
             added = self.conn.executemany("INSERT OR IGNORE INTO succeeded VALUES (?, ?)", params).rowcount
             if added > 0:  # a batch a crash left unrecorded, not the mark already recorded
                 self._count_changes({mid})
-        self._maybe_done.add(mid)
-        self._delete_journal(dest, key)
-        return len(keys)
-
-    def checkpoint(self, urgent: bool = True) -> None:
-        if urgent or time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
-            self._flush()
+        return added
 
     # --- writing -------------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        """Commit everything recorded so far in one transaction."""
-        if self.read_only:
-            return
-        ops = self._ops
-        self._last_flush = time.monotonic()
-        if not ops and self.lease is None:
-            return  # no run holds the ledger: no run row nor reports to bring up to date
-        # The pages stay queued until their commit succeeded (a full disk keeps them for the
-        # next try); a second Ctrl-C waits for the commit and its bookkeeping, so they are
-        # neither forgotten nor written twice.
-        with critical():
-            try:
-                self._commit(ops)
-            except LeaseLostError:
-                self._ops = []  # never this run's to write: the run that took over folds their journal
-                raise
-            self._ops = []
-        if ops:
-            if log.isEnabledFor(logging.INFO):
-                pages = sum(kind == "s" for kind, _, _ in ops)
-                failed = sum(len(rows) for kind, _, rows in ops if kind == "f")
-                log.info("checkpoint: %d page(s) of migrated records and %d failed record(s) committed to %s",
-                         pages, failed, self.path)
-            self._flushes += 1
-            if self._flushes % JOURNAL_CLEANUP_EVERY == 0:
-                for identity in list(self._dests):
-                    self._clean_journal(identity)
-
-    def _commit(self, ops: list[tuple[str, int, Any]]) -> None:
+    def _commit(self, ops: list[Op]) -> None:
         """The queued pages and failures, the write counts and the reports, in one transaction."""
         with self._tx():
             changed = set()
@@ -556,43 +428,7 @@ class SqliteLedger(SqliteReader, Ledger):
         if self.run_id is not None:
             last_error = run_last_error(self._reports)
             self.conn.execute("UPDATE run SET last_error = ?, reports = ? WHERE id = ?",
-                              (last_error, _reports_json(self._reports), self.run_id))
-
-    def _clean_journal(self, identity: str) -> None:
-        """Drop journal rows the ledger now holds; if the store is down, try again later
-        (the rows stay correct to fold back, only the journal grows meanwhile)."""
-        dest = self._dests.get(identity)
-        if dest is not None:
-            try:
-                self._delete_journal(dest, self.journal_key(identity))
-            except StoreError as exc:
-                log.warning("could not clean the journal of %s yet: %s", dest.name, exc)
-
-    def _delete_journal(self, dest: Store, key: str) -> None:
-        """Delete journal rows the ledger holds, all but the newest: it stays as this ledger's
-        mark on the destination (see :meth:`check_destination`; folding it back again changes
-        nothing). Never after the lease was lost: the run that took it over writes its own
-        batches' rows under the same key and needs them."""
-        self.assert_held()
-        dest.delete_journal(key, keep_last=True)
-
-    def check_destination(self, key: str, dest: Store) -> None:
-        """Refuse a migration this ledger knows nothing of whose destination holds another
-        ledger's mark for it: what that ledger recorded as done would be written again."""
-        if not dest.supports_journal or self._has_progress(key):
-            return
-        try:
-            entries = dest.read_journal()
-        except StoreError:
-            return  # the migration's own journal recovery retries it, and fails it if it must
-        others = {ledger_of(e.migration) for e in entries if e.migration.partition(":")[2] == key} - {self.uid}
-        if others:
-            name = key.rsplit(".", 1)[-1]
-            raise LedgerMismatchError(
-                f"destination {dest.name!r} holds what migration {name} wrote under another progress "
-                f"ledger (id {sorted(others)[0][:12]}), and progress ledger {self.path} has no progress "
-                f"for it: this run would write it all again. Run with that ledger's --progress (by "
-                f"default ferryman-progress.db in the current directory)")
+                              (last_error, reports_json(self._reports), self.run_id))
 
     def _has_progress(self, key: str) -> bool:
         row = self.conn.execute("SELECT id FROM migration WHERE identity = ?", (key,)).fetchone()
@@ -609,20 +445,6 @@ class SqliteLedger(SqliteReader, Ledger):
             self.conn.execute("UPDATE migration SET changes = changes + 1 WHERE id = ?", (mid,))
         self._changed |= mids
 
-    def bind(self, identity: str, dest: str) -> str:
-        """The key a migration's progress is kept under (see :meth:`Ledger.bind`)."""
-        current = self._dest_of(identity)
-        key = identity if current in (None, dest) else derived_key(identity, dest)
-        if self._dest_of(key) != dest:
-            with self._tx():
-                self.conn.execute("INSERT OR IGNORE INTO migration (identity) VALUES (?)", (key,))
-                self.conn.execute("UPDATE migration SET dest = ? WHERE identity = ?", (dest, key))
-        return key
-
-    def key_of(self, identity: str, dest: str) -> str:
-        current = self._dest_of(identity)
-        return identity if current in (None, dest) else derived_key(identity, dest)
-
     def completed(self, key: str) -> bool:
         row = self.conn.execute("SELECT completed FROM migration WHERE identity = ?", (key,)).fetchone()
         return bool(row and row[0])
@@ -630,6 +452,11 @@ class SqliteLedger(SqliteReader, Ledger):
     def _dest_of(self, key: str) -> str | None:
         row = self.conn.execute("SELECT dest FROM migration WHERE identity = ?", (key,)).fetchone()
         return None if row is None or row[0] is None else str(row[0])
+
+    def _set_dest(self, key: str, dest: str) -> None:
+        with self._tx():
+            self.conn.execute("INSERT OR IGNORE INTO migration (identity) VALUES (?)", (key,))
+            self.conn.execute("UPDATE migration SET dest = ? WHERE identity = ?", (dest, key))
 
     def lineage(self) -> dict[str, tuple[str | None, int]]:
         """Every migration's destination dataset and write count, by key."""
@@ -667,12 +494,7 @@ class SqliteLedger(SqliteReader, Ledger):
             cache.discard(mid)
         self._ignored.pop(mid, None)
         shutil.rmtree(parts_directory(self.path, key), ignore_errors=True)
-        if dest is not None and dest.supports_journal:
-            self.assert_held()
-            keys = {e.migration for e in dest.read_journal() if e.migration.partition(":")[2] == key
-                    and (every_ledger or ledger_of(e.migration) == self.uid)}  # its partitions' too
-            for entry_key in keys | {self.journal_key(key)}:
-                dest.delete_journal(entry_key)
+        self._forget_journal(key, dest, every_ledger)
 
     # --- the whole progress, failed records' actions, the whole content -----------------------
 
@@ -734,15 +556,6 @@ class SqliteLedger(SqliteReader, Ledger):
             yield load
             load.finish()
 
-    def import_progress(self, progress: MigrationProgress) -> None:
-        """Replace this ledger's content with ``progress``."""
-        with self.replacing() as load:
-            load.metadata(progress.metadata)
-            for identity, entry in progress.migrations.items():
-                load.succeeded(identity, entry.succeeded)
-                load.failed(identity, entry.failed.values())
-            load.fatal_errors(progress.fatal_errors)
-
     def close(self) -> None:
         """Write what is pending (unless the lease was lost), release the lease, close."""
         try:
@@ -770,18 +583,3 @@ def parts_directory(path: str, key: str) -> str:
     workers runs it (beside the ledger at ``path``; merged into it, then removed)."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return os.path.join(path + PARTS_SUFFIX, digest)
-
-
-def ledger_of(journal_key: str) -> str:
-    """The uid of the ledger that wrote a journal entry under ``journal_key`` (its partitions'
-    entries included)."""
-    return journal_key.partition(":")[0].partition("/")[0]
-
-
-def derived_key(identity: str, dest: str) -> str:
-    """The key of a migration class's progress for a second destination: ``identity@dest``."""
-    return f"{identity}@{dest}"
-
-
-def _reports_json(reports: Sequence[MigrationReport]) -> str:
-    return json.dumps([r.to_dict() for r in reports])

@@ -30,7 +30,6 @@ from ferryman import (
 from ferryman.progress.files import JsonFileLedger
 from ferryman.progress.lease import Holder, Process
 from ferryman.progress.sqlite import LeaseFile, SqliteLedger
-from ferryman.server import LedgerStatusSource
 
 MIGRATION = "m.Copy"
 
@@ -42,90 +41,6 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
-
-
-def test_epochs_grow_with_every_acquisition_releases_included(tmp_path: Path) -> None:
-    epochs = []
-    for _ in range(3):
-        ledger = SqliteLedger(tmp_path / "l.db")
-        ledger.begin_run([])
-        assert ledger.lease is not None
-        epochs.append(ledger.lease.epoch)
-        ledger.end_run(RunResult([]))
-        ledger.close()
-    assert epochs == [1, 2, 3]
-
-
-def test_a_live_process_on_this_host_keeps_its_lease_however_old_its_heartbeat(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    SqliteLedger(path).close()
-    ledger_files.take_lease(path, Process.current())
-    ledger_files.age_heartbeat(path, 3600)  # as if this process had been stopped for an hour
-    second = SqliteLedger(path)
-    with pytest.raises(LedgerBusyError, match=f"in use by pid {os.getpid()} on {socket.gethostname()} "
-                                              f"since .* seems stopped .* kill -CONT {os.getpid()}"):
-        second.begin_run([])
-    with pytest.raises(LedgerBusyError):  # importing is refused as well
-        second.import_progress(MigrationProgress())
-    second.close()
-
-
-@pytest.mark.parametrize("who", ["dead pid", "reused pid"])
-def test_a_dead_holder_on_this_host_is_taken_over(tmp_path: Path, who: str) -> None:
-    path = tmp_path / "l.db"
-    SqliteLedger(path).close()
-    me = Process.current()
-    gone = Process(dead_pid(), me.host, "boot:1") if who == "dead pid" else Process(me.pid, me.host, "boot:1")
-    ledger_files.take_lease(path, gone)
-    ledger = SqliteLedger(path)
-    ledger.begin_run([])
-    assert ledger.lease is not None and ledger.lease.previous is not None
-    assert ledger.lease.previous.pid == gone.pid and ledger.lease.epoch == 2
-    ledger.end_run(RunResult([]))
-    ledger.close()
-
-
-def test_a_run_that_lost_its_lease_writes_nothing_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FERRYMAN_LEASE_STALE_AFTER", "0.4")  # a heartbeat every 0.1 s
-    path = tmp_path / "l.db"
-    ledger = SqliteLedger(path)
-    ledger.begin_run([])
-    ledger.start_migration(MIGRATION)
-    ledger.record(MIGRATION, [1, 2], [])
-    ledger.checkpoint()
-    ledger.assert_held()
-    # another host that finds this run's heartbeat stale (its own limit) takes the lease over
-    other = ledger_files.take_lease(path, Process(4242, "elsewhere.example", None), stale_after=0.0)
-    before = ledger_files.dump(path)
-    assert ledger.lease is not None
-    poll_until(lambda: ledger.lease.lost, what="the heartbeat to notice")
-    with pytest.raises(LeaseLostError, match=r"lost the lease of progress ledger .*l\.db: pid 4242 on "
-                                             r"elsewhere\.example since .* took it over"):
-        ledger.assert_held()
-    ledger.record(MIGRATION, [3], [FailedRecord(4, "d", "c", Action.RETRY)])
-    with pytest.raises(LeaseLostError):
-        ledger.checkpoint()
-    with pytest.raises(LeaseLostError):
-        ledger.record_fatal(MIGRATION, "boom")
-    with pytest.raises(LeaseLostError):
-        ledger.end_run(RunResult([]))
-    ledger.close()
-    assert ledger_files.dump(path) == before  # neither progress nor a run outcome
-    holder = ledger_files.holder(path)
-    assert holder is not None and holder.owner == other.owner
-
-
-def test_assert_held_asks_the_file_even_when_the_heartbeat_saw_nothing(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    ledger = SqliteLedger(path)
-    ledger.begin_run([])
-    assert ledger.lease is not None
-    ledger.lease.stop_heartbeat()  # a process resuming from a pause: its heartbeat has not run
-    ledger_files.take_lease(path, Process(4242, "elsewhere.example", None), stale_after=0.0)
-    assert ledger.lease.lost is None
-    with pytest.raises(LeaseLostError):
-        ledger.assert_held()
-    ledger.close()
 
 
 def test_the_heartbeat_survives_a_locked_ledger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -146,19 +61,6 @@ def test_the_heartbeat_survives_a_locked_ledger(tmp_path: Path, monkeypatch: pyt
     poll_until(lambda: (holder := ledger.holder()) is not None and holder.heartbeat > unlocked_at,
                what="a heartbeat after the lock")
     ledger.assert_held()
-    ledger.end_run(RunResult([]))
-    ledger.close()
-
-
-def test_the_status_server_calls_a_stopped_run_running(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    ledger = SqliteLedger(path)
-    ledger.begin_run([])
-    assert ledger.lease is not None
-    ledger.lease.stop_heartbeat()
-    ledger_files.age_heartbeat(path, 3600)
-    assert LedgerStatusSource(path).snapshot().status == "running"
-    assert ledger.live_holder() is not None
     ledger.end_run(RunResult([]))
     ledger.close()
 

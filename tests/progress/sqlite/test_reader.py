@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import sqlite3
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import ledger_files
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from ferryman import (
     Action,
     FailedRecord,
-    LedgerBusyError,
     LedgerFileError,
-    MigrationProgress,
 )
-from ferryman.progress.reader import LedgerReader
 from ferryman.progress.sqlite import SqliteLedger, SqliteReader
 from ferryman.report import MigrationReport, MigrationState, RunResult
 
@@ -53,96 +47,6 @@ def a_run(path: Path, identity: str, *, ok: bool, fatal: str | None = None) -> N
     ledger.close()
 
 
-def test_it_reads_runs_migrations_records_and_errors(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    a_run(path, "shop.CopyOrders", ok=False, fatal="Traceback...\nOSError: disk gone")
-    a_run(path, "shop.CopyOrders", ok=True)
-    with SqliteReader.open(str(path)) as reader:
-        assert isinstance(reader, LedgerReader)
-        runs = reader.runs()
-        assert [(r.job, r.attempt, r.outcome) for r in runs] == [(1, 2, "completed"), (1, 1, "failed")]
-        assert reader.runs(1) == runs[:1] and runs[0].step == "copyorders"
-        assert [r["state"] for r in reader.run_reports(runs[0].id)] == ["completed"]
-        (migration,) = reader.migrations()
-        assert (migration.identity, migration.name, migration.completed, migration.dest) == (
-            "shop.CopyOrders", "copyorders", True, None)
-        assert reader.names() == {"shop.CopyOrders": "copyorders"}
-        assert sorted(reader.iter_succeeded("shop.CopyOrders")) == [1, 2, 3]
-        assert reader.failed_records("shop.CopyOrders") == []  # the second run migrated them
-        assert reader.fatal_count() == 1 and reader.fatal_errors(1) == ["Traceback...\nOSError: disk gone"]
-        assert reader.holder() is None and reader.live_holder() is None
-        assert list(reader.iter_succeeded("shop.Unknown")) == [] and reader.failed_records("shop.Unknown") == []
-
-
-def test_the_newest_failures_and_the_counts_without_reading_every_record(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    ledger = SqliteLedger(path)
-    ledger.record("m.A", [], failures(range(1, 31)))
-    ledger.record("m.B", [], failures([100, 101]))
-    ledger.checkpoint()
-    ledger.set_action("m.A", range(1, 6), Action.IGNORE)
-    ledger.close()
-    with ledger_files.reader(path) as reader:
-        newest = reader.newest_failed(3)
-        assert [(identity, record.id) for identity, record in newest] == [("m.B", 101), ("m.B", 100), ("m.A", 30)]
-        assert newest[0][1] == failures([101])[0]  # the record whole: description, cause, time
-        assert reader.failed_counts() == reader.count_failed() == {
-            "m.A": {"RETRY": 25, "IGNORE": 5}, "m.B": {"RETRY": 2}}
-
-
-OPS = st.lists(st.tuples(st.sampled_from(["fail", "succeed", "ignore"]), st.sampled_from(["m.A", "m.B"]),
-                         st.lists(st.integers(1, 12), max_size=5)), max_size=15)
-
-
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(ops=OPS)
-def test_what_it_reads_is_what_was_recorded(tmp_path_factory: pytest.TempPathFactory,
-                                            ops: list[tuple[str, str, list[int]]]) -> None:
-    path = tmp_path_factory.mktemp("read") / "l.db"
-    ledger = SqliteLedger(path)
-    expected = MigrationProgress()
-    logged: set[tuple[str, int]] = set()  # a run records an id succeeded once, as the runner does
-    for kind, identity, ids in ops:
-        unique = list(dict.fromkeys(ids))
-        if kind == "succeed":
-            unique = [i for i in unique if (identity, i) not in logged]
-            logged.update((identity, i) for i in unique)
-        if kind == "fail":
-            records = failures(unique)
-            ledger.record(identity, [], records)
-            expected.entry(identity).mark_failed(records)
-        elif kind == "succeed":
-            ledger.record(identity, unique, [])
-            expected.entry(identity).mark_succeeded(unique)
-        else:
-            ledger.checkpoint()
-            ledger.set_action(identity, unique, Action.IGNORE)
-            expected.set_action(identity, unique, Action.IGNORE)
-        ledger.checkpoint()
-    ledger.close()
-    with ledger_files.reader(path) as reader:
-        for identity, entry in expected.migrations.items():
-            assert sorted(reader.iter_succeeded(identity)) == sorted(entry.succeeded)
-            assert {f.id: f.action for f in reader.failed_records(identity)} == {
-                i: f.action for i, f in entry.failed.items()}
-        counted = {i: {a.value: n for a in Action if (n := sum(f.action is a for f in e.failed.values()))}
-                   for i, e in expected.migrations.items() if e.failed}
-        assert reader.failed_counts() == counted
-        everything = reader.progress().migrations
-        assert {i: set(e.succeeded) for i, e in everything.items() if e.succeeded} == {
-            i: set(e.succeeded) for i, e in expected.migrations.items() if e.succeeded}
-
-
-def test_a_snapshot_is_one_state_of_the_ledger(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    a_run(path, "m.A", ok=False)
-    with ledger_files.reader(path) as reader:
-        with reader.snapshot():
-            before = reader.runs()
-            a_run(path, "m.A", ok=True)  # another process's run, committed meanwhile
-            assert reader.runs() == before
-        assert len(reader.runs()) == len(before) + 1
-
 
 def test_reading_never_writes_and_takes_no_lease(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
@@ -155,23 +59,6 @@ def test_reading_never_writes_and_takes_no_lease(tmp_path: Path) -> None:
         assert other.runs() == reader.runs() and other.conn is not reader.conn
         other.close()
     assert digest(path) == before
-
-
-def test_it_refuses_to_change_what_a_live_run_holds(tmp_path: Path) -> None:
-    path = tmp_path / "l.db"
-    run = SqliteLedger(path)
-    run.begin_run([])
-    try:
-        with ledger_files.reader(path) as reader:
-            holder = reader.live_holder()
-            assert holder is not None and holder.pid == os.getpid()
-            with pytest.raises(LedgerBusyError, match=r"^cannot export: progress ledger .*l\.db is in use by pid"):
-                reader.refuse_if_live("export")
-    finally:
-        run.end_run(RunResult([]))
-        run.close()
-    with ledger_files.reader(path) as reader:
-        reader.refuse_if_live("export")  # released: nothing to refuse
 
 
 def test_an_older_file_reads_as_it_is(tmp_path: Path) -> None:

@@ -19,16 +19,12 @@ import sqlalchemy as sa
 from helpers import poll_until
 
 from ferryman import (
-    Action,
     FailedRecord,
-    FencedOffError,
-    LedgerBusyError,
     LedgerFileError,
     MemoryStore,
     MigrationProgress,
     MigrationService,
     Retry,
-    RunResult,
     SqlStore,
     migration,
 )
@@ -117,48 +113,6 @@ def sql_service(tmp_path: Path, n: int = 50) -> MigrationService:
     return MigrationService(stores, [Copy], ledger=tmp_path / "run.db", checkpoint_interval=0)
 
 
-def test_a_batch_saved_but_not_recorded_is_folded_back_from_the_journal(tmp_path: Path) -> None:
-    service = sql_service(tmp_path)
-    ledger = service.ledger
-    assert isinstance(ledger, SqliteLedger)
-    identity = service.plan()[0]
-    dst = service.stores["dst"]
-    # what a crash leaves: outputs committed with their journal entry, the ledger never told
-    dst.save_all([{"id": i, "name": f"ROW {i}", "n": i} for i in (1, 2, 3)],
-                 journal=ledger.journal_for(identity, [1, 2, 3]))
-    result = service.run()
-    assert result.ok, result.summary()
-    assert result.reports[0].skipped == 3 and result.reports[0].succeeded == 47
-    assert len(dst_rows(f"sqlite:///{tmp_path}/dst.db")) == 50
-    # cleaned, but for the newest entry: the ledger's mark on the destination
-    assert [e.payload for e in dst.read_journal(ledger.journal_key(identity))] == ["[41,42,43,44,45,46,47,48,49,50]"]
-    ledger.close()
-    assert succeeded_ids(tmp_path / "run.db") == list(range(1, 51))
-
-
-def test_runs_and_attempts_are_recorded(tmp_path: Path) -> None:
-    service = sql_service(tmp_path, n=5)
-    calls = {"fail": True}
-
-    @migration(source="src", dest="dst", save_retry=Retry(times=0, delay=0))
-    class Flaky:
-        def transform(self, aggregates: Aggregates, record: Record) -> list[Record]:
-            if calls["fail"]:
-                raise RuntimeError("not yet")
-            return [{"id": record["id"], "name": record["name"], "n": 0}]
-
-    service = MigrationService(list(service.stores.values()), [Flaky],
-                               ledger=tmp_path / "runs.db", checkpoint_interval=0)
-    assert not service.run().ok
-    assert not service.run().ok
-    calls["fail"] = False
-    assert service.run().ok
-    assert service.ledger is not None
-    service.ledger.close()
-    runs = [(r.job, r.attempt, r.outcome, r.last_error is not None) for r in ledger_files.runs(tmp_path / "runs.db")]
-    assert runs == [(1, 1, "failed", True), (1, 2, "failed", True), (1, 3, "completed", False)]
-
-
 def test_a_second_run_is_refused_while_the_first_is_alive_and_recovers_after_a_kill(tmp_path: Path) -> None:
     make_source(tmp_path, 20_000)
     holder = start_job(tmp_path, batch=16, delay=0.005)  # 100 s: the second job finds it alive
@@ -182,50 +136,6 @@ def test_a_second_run_is_refused_while_the_first_is_alive_and_recovers_after_a_k
     assert len(dst_rows(f"sqlite:///{tmp_path}/dst.db")) == 20_000
     outcomes = [r.outcome for r in ledger_files.runs(tmp_path / "run.db")]
     assert outcomes[0] == "died" and outcomes[-1] == "completed"
-
-
-def test_lease_is_exclusive_in_process(tmp_path: Path) -> None:
-    first = SqliteLedger(tmp_path / "l.db")
-    first.begin_run([])
-    second = SqliteLedger(tmp_path / "l.db")
-    with pytest.raises(LedgerBusyError, match=f"in use by pid {os.getpid()}"):
-        second.begin_run([])
-    first.end_run(RunResult([]))
-    second.begin_run([])  # released: now it is free
-    second.end_run(RunResult([]))
-
-
-def test_progress_round_trip_through_json(tmp_path: Path) -> None:
-    progress = MigrationProgress()
-    entry = progress.entry("m.One")
-    entry.mark_succeeded([1, 2**70, "x", ("a", 1)])
-    entry.mark_failed([FailedRecord(5, "src(id=5)", "boom"), FailedRecord("k", "d", "c", Action.IGNORE)])
-    progress.record_fatal("trace")
-    progress.start_migration("m.One")
-    ledger = SqliteLedger(tmp_path / "l.db")
-    ledger.import_progress(progress)
-    back = ledger.progress()
-    assert back.migrations == progress.migrations or (
-        set(back.migrations["m.One"].succeeded) == set(entry.succeeded)
-        and back.migrations["m.One"].failed == entry.failed)
-    assert back.fatal_errors == ["trace"]
-    assert back.metadata.in_progress == ["m.One"]
-    assert ledger.set_action("m.One", [5], Action.IGNORE) == 1
-    assert ledger.progress().migrations["m.One"].failed[5].action is Action.IGNORE
-
-
-def test_memory_store_destination_records_every_page(tmp_path: Path) -> None:
-    src = MemoryStore("src", records=[{"id": i, "name": str(i), "n": i} for i in range(30)])
-    dst = MemoryStore("dst")
-    service = MigrationService([src, dst], [Copy], ledger=tmp_path / "m.db", checkpoint_interval=0)
-    assert service.run().ok
-    assert len(dst.records()) == 30
-    ledger = service.ledger
-    assert isinstance(ledger, SqliteLedger)
-    assert [e.payload for e in dst.read_journal(ledger.journal_key(service.plan()[0]))] == [
-        "[20,21,22,23,24,25,26,27,28,29]"]  # cleaned, but for the ledger's mark on the destination
-    ledger.close()
-    assert succeeded_ids(tmp_path / "m.db") == list(range(30))
 
 
 def test_an_unreadable_journal_is_fatal_not_a_guess(tmp_path: Path) -> None:
@@ -252,15 +162,13 @@ def test_an_unreadable_journal_is_fatal_not_a_guess(tmp_path: Path) -> None:
 
 # --- successes logged one row per page, folded into the per-id table on resume ----------------
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from ferryman.progress.exchange import export_json
 from ferryman.progress.sqlite import encode_id, encode_ids
 
 MIGRATION = "m.Copy"
-Pending = list[tuple[list[RecordId], list[RecordId]]]
-"""Pages recorded and not committed yet: (succeeded ids, failed ids)."""
 
 
 def rows(path: Path, table: str) -> int:
@@ -394,46 +302,6 @@ def test_record_reuses_the_journal_text_only_when_it_is_the_same_ids(tmp_path: P
     ledger.close()
 
 
-def test_journal_entries_carry_the_lease_epoch_and_the_next_holder_fences_the_older_ones_off(
-        tmp_path: Path) -> None:
-    """A run's entries carry its lease's epoch; a run that takes the lease raises the fence to
-    its own epoch before it reads the journal: what the old holder committed is folded back,
-    and a batch of the old holder still on its way is refused."""
-    calls: list[str] = []
-
-    class Recording(MemoryStore):
-        def raise_fence(self, migration: str, epoch: int) -> None:
-            calls.append(f"raise {epoch}")
-            super().raise_fence(migration, epoch)
-
-        def read_journal(self, migration: str | None = None) -> list[JournalEntry]:
-            calls.append("read")
-            return super().read_journal(migration)
-
-    dest = Recording("dst", key="n")
-    old = SqliteLedger(tmp_path / "l.db")
-    entry = old.journal_for(MIGRATION, [1])
-    assert entry is not None and entry.fence is None  # no lease held: nothing to fence
-    old.begin_run([])
-    old.start_migration(MIGRATION)
-    assert old.lease is not None
-    committed, late = old.journal_for(MIGRATION, [1]), old.journal_for(MIGRATION, [2])
-    assert committed is not None and late is not None and committed.fence == late.fence == old.lease.epoch
-    dest.save_all([{"n": 1}], journal=committed)
-    old.close()
-
-    new = SqliteLedger(tmp_path / "l.db")
-    new.begin_run([])
-    new.start_migration(MIGRATION)
-    assert new.lease is not None and new.lease.epoch > committed.fence
-    assert new.recover(MIGRATION, dest) == 1  # the old holder's committed batch
-    assert calls[:2] == [f"raise {new.lease.epoch}", "read"]
-    with pytest.raises(FencedOffError):
-        dest.save_all([{"n": 2}], journal=late)
-    assert dest.records() == [{"n": 1}]
-    new.close()
-
-
 _key_part = st.one_of(
     st.integers(min_value=-(2**70), max_value=2**70),
     st.text(st.characters(exclude_categories=["Cs"]), max_size=6),  # quotes, \, controls, unicode
@@ -445,84 +313,3 @@ _record_id = st.one_of(_key_part, st.tuples(_key_part), st.tuples(_key_part, _ke
 def test_encode_ids_writes_what_encode_id_writes(ids: list[RecordId]) -> None:
     assert encode_ids(ids) == "[" + ",".join(map(encode_id, ids)) + "]"
     assert encode_ids(tuple(ids)) == encode_ids(iter(ids)) == encode_ids(ids)
-
-
-_page = st.lists(st.tuples(st.integers(0, 24), st.booleans()), max_size=8)  # (id index, migrated?)
-_run = st.tuples(st.lists(st.tuples(_page, st.booleans()), max_size=6), st.booleans())  # (pages, killed?)
-
-
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(universe=st.lists(_record_id, min_size=25, max_size=25, unique_by=encode_id), runs=st.lists(_run, max_size=5))
-def test_runs_kills_and_resumes_never_lose_nor_repeat_a_success(
-        tmp_path_factory: pytest.TempPathFactory, universe: list[RecordId],
-        runs: list[tuple[list[tuple[list[tuple[int, bool]], bool]], bool]]) -> None:
-    """Runs as the runner does them: each id once per run, what the ledger says is done
-    skipped, successes journaled; a killed run loses what it did not commit, but its journal."""
-    path = tmp_path_factory.mktemp("ledger") / "l.db"
-    dest = MemoryStore("dst")
-    succeeded: dict[str, RecordId] = {}  # what the ledger must hold, by canonical text
-    failed: set[str] = set()
-
-    def check(ledger: SqliteLedger) -> None:
-        got = list(ledger.iter_succeeded(MIGRATION))
-        assert keys(got) == sorted(succeeded)  # each id once, types intact
-        assert keys(f.id for f in ledger.iter_failed(MIGRATION)) == sorted(failed)
-        assert keys(ledger.progress().migrations[MIGRATION].succeeded) == sorted(succeeded)
-
-    for pages, killed in [*runs, ([], False)]:  # a last run that only resumes
-        ledger = SqliteLedger(path)
-        ledger.start_migration(MIGRATION)
-        ledger.recover(MIGRATION, dest)
-        done_before = set(succeeded)
-        seen: set[str] = set()
-        pending: Pending = []
-        for page, commit in pages:
-            ids = list({encode_id(universe[i]): universe[i] for i, _ in page if encode_id(universe[i]) not in seen}.values())
-            seen.update(map(encode_id, ids))
-            done = ledger.succeeded_among(MIGRATION, ids)
-            assert keys(done) == sorted(k for k in map(encode_id, ids) if k in done_before)
-            commit_if_flushed(ledger, pending, succeeded, failed)  # a lookup commits failures first
-            outcome = {encode_id(universe[i]): ok for i, ok in page}
-            todo = [i for i in ids if i not in done]
-            ok = [i for i in todo if outcome[encode_id(i)]]
-            bad = [FailedRecord(i, "d", "c") for i in todo if not outcome[encode_id(i)]]
-            if ok:
-                dest.save_all([], journal=ledger.journal_for(MIGRATION, ok))
-            ledger.record(MIGRATION, ok, bad)
-            pending.append((ok, [f.id for f in bad]))
-            if commit:
-                ledger.checkpoint()
-                commit_if_flushed(ledger, pending, succeeded, failed)
-        if killed:  # what was not committed is lost; the journal keeps the saved batches
-            ledger._ops.clear()
-            ledger.conn.close()
-            for ok_ids, _ in pending:
-                apply(succeeded, failed, ok_ids, [])
-        else:
-            ledger.finish_migration(MIGRATION, completed=False)
-            for ok_ids, bad_ids in pending:
-                apply(succeeded, failed, ok_ids, bad_ids)
-            check(ledger)
-            ledger.close()
-            reader = SqliteLedger(path, read_only=True)
-            check(reader)
-            reader.close()
-    assert rows(path, "succeeded_log") == 0  # the last start folded all
-
-
-def commit_if_flushed(ledger: SqliteLedger, pending: Pending, succeeded: dict[str, RecordId],
-                      failed: set[str]) -> None:
-    if not ledger._ops:
-        for ok_ids, bad_ids in pending:
-            apply(succeeded, failed, ok_ids, bad_ids)
-        pending.clear()
-
-
-def apply(succeeded: dict[str, RecordId], failed: set[str], ok_ids: list[RecordId],
-          bad_ids: list[RecordId]) -> None:
-    for i in ok_ids:
-        succeeded[encode_id(i)] = i
-        failed.discard(encode_id(i))
-    for i in bad_ids:
-        succeeded.pop(encode_id(i), None)
-        failed.add(encode_id(i))

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from datetime import datetime
 from json.encoder import encode_basestring as _json_string
 from typing import Any
 
-from ...types import RecordId
-from ..model import Action, FailedRecord
+from ..types import RecordId
+from .model import Action, FailedRecord
 
 _PLAIN_TYPES = {int, str, tuple}
 _ARRAY_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -73,7 +74,18 @@ def as_id(value: Any) -> RecordId:
     return tuple(value) if isinstance(value, list) else value
 
 
+def failed_fields(record: FailedRecord) -> tuple[str, str, str, str, str]:
+    """A failed record as stored: ``(rid, description, cause, action, timestamp)``."""
+    return (encode_id(record.id), record.description, record.cause, Action(record.action).value,
+            record.timestamp.isoformat())
+
+
 def failed_row(mid: int, seq: int, record: FailedRecord) -> tuple[Any, ...]:
-    """A failed record as a row of ``failed``, of the migration with row id ``mid``."""
-    return (mid, encode_id(record.id), seq, record.description, record.cause,
-            Action(record.action).value, record.timestamp.isoformat())
+    """A failed record as a row of the SQLite ledger's ``failed``, of the migration with row id ``mid``."""
+    rid, *rest = failed_fields(record)
+    return (mid, rid, seq, *rest)
+
+
+def decode_failed(rid: str, description: str, cause: str, action: str, timestamp: str) -> FailedRecord:
+    """A stored failed record (the columns of :func:`failed_row` after ``seq``) back as one."""
+    return FailedRecord(decode_id(rid), description, cause, Action(action), datetime.fromisoformat(timestamp))

@@ -1,0 +1,325 @@
+"""What a durable ledger does the same whatever database keeps it: journal entries and their
+recovery, the queue of pages committed at checkpoints, the run's outcome, the keys a second
+destination gets. :class:`DurableLedger` holds that logic; the SQLite ledger
+(:mod:`ferryman.progress.sqlite`) and the PostgreSQL ledger (:mod:`ferryman.progress.postgres`)
+each supply the statements (``_commit``, ``_fold_journal``, ``_has_progress``, ``_dest_of``,
+``_set_dest``) and the lease.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from abc import abstractmethod
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
+
+from ..errors import LeaseLostError, LedgerMismatchError, StoreError
+from ..redact import mask_secrets
+from ..report import MigrationReport, RunResult
+from ..report import last_error as run_last_error
+from ..signals import critical
+from ..stores.base import JournalEntry, Store
+from ..types import RecordId
+from .codec import as_id, encode_id, encode_ids
+from .ledger import Ledger
+from .model import MigrationProgress
+
+log = logging.getLogger("ferryman")
+
+FLUSH_INTERVAL = 0.5
+"""Seconds between ledger commits when the destination journals its batches."""
+JOURNAL_CLEANUP_EVERY = 32
+"""Ledger commits between two deletions of journal rows the ledger already holds."""
+JOURNALED_KEPT = 64
+"""Journal payloads kept for ``record`` to reuse (a page has a few batches)."""
+
+Op = tuple[str, int, Any]
+"""A page queued for the next commit: ``("s", migration row id, successes)`` or
+``("f", migration row id, failed rows)``."""
+
+
+class HeldLease(Protocol):
+    """What the shared logic asks of a lease: its epoch, and why it was lost (None: held)."""
+
+    epoch: int
+    lost: str | None
+
+
+class DurableLedger(Ledger):
+    """The logic both durable ledgers share (see the module docstring)."""
+
+    journals = True
+    path: str
+    uid: str
+    journal_owner: str
+    read_only: bool
+    lease: HeldLease | None
+    lost_lease: str | None
+
+    def _init_queue(self) -> None:
+        """The state of a ledger open for a run (called by the subclass's ``__init__``)."""
+        self._ops: list[Op] = []
+        self._maybe_done: set[int] = set()
+        """Migrations whose earlier runs left succeeded ids (a fresh one needs no lookups)."""
+        self._has_failed: set[int] = set()
+        """Migrations that may have failed entries (only their successes delete failed rows)."""
+        self._ignored: dict[int, set[RecordId]] = {}
+        self._dests: dict[str, Store] = {}
+        self._last_flush = time.monotonic()
+        self._flushes = 0
+        self._changed: set[int] = set()
+        """Migrations whose write count this run already raised (once a run each)."""
+        self._journaled: list[tuple[str, Sequence[RecordId], str]] = []
+        """Recent journal payloads (identity, ids, text): record() reuses them, not re-encodes."""
+        self._reports: Sequence[MigrationReport] = ()
+
+    # --- what each database does in its own SQL ----------------------------------------------
+
+    @abstractmethod
+    def _mid(self, identity: str) -> int:
+        """The migration's row id, made on first use."""
+
+    @abstractmethod
+    def _commit(self, ops: list[Op]) -> None:
+        """The queued pages and failures, the write counts and the reports, in one transaction."""
+
+    @abstractmethod
+    def _fold_journal(self, mid: int, keys: list[str]) -> int:
+        """Record these encoded ids succeeded (their failed entries deleted), in a transaction;
+        how many were not recorded before."""
+
+    @abstractmethod
+    def _has_progress(self, key: str) -> bool:
+        """Whether the ledger holds any succeeded or failed id of the migration."""
+
+    @abstractmethod
+    def replacing(self) -> AbstractContextManager[Any]:
+        """Replace the whole content in one transaction (refused while a run holds the lease):
+        the importer it yields takes the new content in pieces."""
+
+    @abstractmethod
+    def _dest_of(self, key: str) -> str | None:
+        """The destination dataset the migration ``key`` is bound to."""
+
+    @abstractmethod
+    def _set_dest(self, key: str, dest: str) -> None:
+        """Bind the migration ``key`` to ``dest`` (made when missing)."""
+
+    # --- what the ledger holds -----------------------------------------------------------------
+
+    def ignored_among(self, identity: str, ids: Sequence[RecordId]) -> set[RecordId]:
+        """From the migration's IGNORE marks read when it started (a run changes none)."""
+        ignored = self._ignored.get(self._mid(identity))
+        return {i for i in ids if i in ignored} if ignored else set()
+
+    def import_progress(self, progress: MigrationProgress) -> None:
+        """Replace this ledger's content with ``progress``."""
+        with self.replacing() as load:
+            load.metadata(progress.metadata)
+            for identity, entry in progress.migrations.items():
+                load.succeeded(identity, entry.succeeded)
+                load.failed(identity, entry.failed.values())
+            load.fatal_errors(progress.fatal_errors)
+
+    # --- the lease ---------------------------------------------------------------------------
+
+    def _lost(self) -> bool:
+        """Whether this ledger's run lost its lease, now or before it ended."""
+        return self.lost_lease is not None or (self.lease is not None and self.lease.lost is not None)
+
+    # --- journal entries ---------------------------------------------------------------------
+
+    def journal_key(self, identity: str) -> str:
+        return f"{self.journal_owner}:{identity}"
+
+    def journal_for(self, identity: str, ids: Sequence[RecordId]) -> JournalEntry | None:
+        """The batch's input ids as a JSON array (ids keep their JSON types), fenced by the held
+        lease's epoch: once a run that took the lease over raised the migration's fence, the
+        destination refuses the batch (no lease held: no fence)."""
+        text = encode_ids(ids)
+        if len(self._journaled) >= JOURNALED_KEPT:
+            del self._journaled[:JOURNALED_KEPT // 2]
+        self._journaled.append((identity, list(ids), text))  # a copy: the caller may reuse its list
+        fence = None if self.lease is None else self.lease.epoch
+        return JournalEntry(self.journal_key(identity), text, fence=fence)
+
+    def _journaled_text(self, identity: str, ids: Sequence[RecordId]) -> str | None:
+        """The JSON array of ``ids`` joined from the journal entries of their batches, if the
+        page's successes are exactly those batches in order (the usual case): no second
+        encoding. None otherwise; the caller encodes then."""
+        if not self._journaled:
+            return None
+        if not isinstance(ids, list):
+            ids = list(ids)
+        parts: list[str] = []
+        pos, total = 0, len(ids)
+        for owner, batch, text in self._journaled:
+            end = pos + len(batch)
+            if owner == identity and end <= total and ids[pos:end] == batch:
+                parts.append(text[1:-1])
+                pos = end
+                if pos == total:
+                    return "[" + ",".join(parts) + "]"
+        return None
+
+    def recover(self, identity: str, dest: Store) -> int:
+        """Fold the journal's entries into the ledger, so lookups see them.
+
+        A run holding the lease first raises the migration's fence in the destination to its
+        epoch: a run whose lease it took over (paused, say, with a batch on its way) can commit
+        nothing more, and what it did commit is in the journal read next. The journal repeats
+        ids the ledger may hold already (it is cleaned only now and then): each is kept once.
+        """
+        if not dest.supports_journal:
+            return 0
+        self._dests[identity] = dest
+        key = self.journal_key(identity)
+        if self.lease is not None:
+            dest.raise_fence(key, self.lease.epoch)
+        entries = dest.read_journal(key)
+        if not entries:
+            return 0
+        keys = [encode_id(as_id(v)) for e in entries for v in json.loads(e.payload)]
+        mid = self._mid(identity)
+        self._flush()
+        self._fold_journal(mid, keys)
+        self._maybe_done.add(mid)
+        self._delete_journal(dest, key)
+        return len(keys)
+
+    def _clean_journal(self, identity: str) -> None:
+        """Drop journal rows the ledger now holds; if the store is down, try again later
+        (the rows stay correct to fold back, only the journal grows meanwhile)."""
+        dest = self._dests.get(identity)
+        if dest is not None:
+            try:
+                self._delete_journal(dest, self.journal_key(identity))
+            except StoreError as exc:
+                log.warning("could not clean the journal of %s yet: %s", dest.name, exc)
+
+    def _delete_journal(self, dest: Store, key: str) -> None:
+        """Delete journal rows the ledger holds, all but the newest: it stays as this ledger's
+        mark on the destination (see :meth:`check_destination`; folding it back again changes
+        nothing). Never after the lease was lost: the run that took it over writes its own
+        batches' rows under the same key and needs them."""
+        self.assert_held()
+        dest.delete_journal(key, keep_last=True)
+
+    def check_destination(self, key: str, dest: Store) -> None:
+        """Refuse a migration this ledger knows nothing of whose destination holds another
+        ledger's mark for it: what that ledger recorded as done would be written again."""
+        if not dest.supports_journal or self._has_progress(key):
+            return
+        try:
+            entries = dest.read_journal()
+        except StoreError:
+            return  # the migration's own journal recovery retries it, and fails it if it must
+        others = {ledger_of(e.migration) for e in entries if e.migration.partition(":")[2] == key} - {self.uid}
+        if others:
+            name = key.rsplit(".", 1)[-1]
+            raise LedgerMismatchError(
+                f"destination {dest.name!r} holds what migration {name} wrote under another progress "
+                f"ledger (id {sorted(others)[0][:12]}), and progress ledger {self.path} has no progress "
+                f"for it: this run would write it all again. Run with that ledger's --progress (by "
+                f"default ferryman-progress.db in the current directory)")
+
+    def _forget_journal(self, key: str, dest: Store | None, every_ledger: bool) -> None:
+        """Delete this ledger's journal entries for migration ``key`` in ``dest`` (its
+        partitions' too), and with ``every_ledger`` every other ledger's."""
+        if dest is not None and dest.supports_journal:
+            self.assert_held()
+            keys = {e.migration for e in dest.read_journal() if e.migration.partition(":")[2] == key
+                    and (every_ledger or ledger_of(e.migration) == self.uid)}
+            for entry_key in keys | {self.journal_key(key)}:
+                dest.delete_journal(entry_key)
+
+    # --- the queue of pages ------------------------------------------------------------------
+
+    def checkpoint(self, urgent: bool = True) -> None:
+        if urgent or time.monotonic() - self._last_flush >= FLUSH_INTERVAL:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Commit everything recorded so far in one transaction."""
+        if self.read_only:
+            return
+        ops = self._ops
+        self._last_flush = time.monotonic()
+        if not ops and self.lease is None:
+            return  # no run holds the ledger: no run row nor reports to bring up to date
+        # The pages stay queued until their commit succeeded (a full disk keeps them for the
+        # next try); a second Ctrl-C waits for the commit and its bookkeeping, so they are
+        # neither forgotten nor written twice.
+        with critical():
+            try:
+                self._commit(ops)
+            except LeaseLostError:
+                self._ops = []  # never this run's to write: the run that took over folds their journal
+                raise
+            self._ops = []
+        if ops:
+            if log.isEnabledFor(logging.INFO):
+                pages = sum(kind == "s" for kind, _, _ in ops)
+                failed = sum(len(rows) for kind, _, rows in ops if kind == "f")
+                log.info("checkpoint: %d page(s) of migrated records and %d failed record(s) committed to %s",
+                         pages, failed, self.path)
+            self._flushes += 1
+            if self._flushes % JOURNAL_CLEANUP_EVERY == 0:
+                for identity in list(self._dests):
+                    self._clean_journal(identity)
+
+    # --- lineage ------------------------------------------------------------------------------
+
+    def bind(self, identity: str, dest: str) -> str:
+        """The key a migration's progress is kept under (see :meth:`Ledger.bind`)."""
+        key = self.key_of(identity, dest)
+        if self._dest_of(key) != dest:
+            self._set_dest(key, dest)
+        return key
+
+    def key_of(self, identity: str, dest: str) -> str:
+        current = self._dest_of(identity)
+        return identity if current in (None, dest) else derived_key(identity, dest)
+
+
+def ledger_of(journal_key: str) -> str:
+    """The uid of the ledger that wrote a journal entry under ``journal_key`` (its partitions'
+    entries included)."""
+    return journal_key.partition(":")[0].partition("/")[0]
+
+
+def derived_key(identity: str, dest: str) -> str:
+    """The key of a migration class's progress for a second destination: ``identity@dest``."""
+    return f"{identity}@{dest}"
+
+
+def reports_json(reports: Sequence[MigrationReport]) -> str:
+    return json.dumps([r.to_dict() for r in reports])
+
+
+def run_outcome(result: RunResult) -> tuple[str, str | None]:
+    """How a run ended, as the ledger records it: its outcome and its last error."""
+    outcome = "completed" if result.ok else ("interrupted" if result.interrupted else "failed")
+    last_error = run_last_error(result.reports)
+    if result.callback_errors:
+        last_error = mask_secrets(result.callback_errors[-1])  # a user's callback, any text
+    if result.ledger_error:
+        last_error = result.ledger_error
+    return outcome, last_error
+
+
+def next_run(last: tuple[int, int, str | None] | None) -> tuple[int, int]:
+    """The job and attempt of a run after the ``last`` one (job, attempt, outcome): a job is
+    the runs up to one that completes."""
+    if last is None:
+        return 1, 1
+    job, attempt, outcome = last
+    return (job + 1, 1) if outcome == "completed" else (job, attempt + 1)
+
+
+def dead_run_error(pid: int, host: str) -> str:
+    """The last error of a run whose process died holding the lease."""
+    return f"process {pid} on {host} died without finishing"
