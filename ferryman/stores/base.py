@@ -58,7 +58,7 @@ from ..defaults import DEFAULT_BATCH_SIZE
 from ..ids import normalize_id
 from ..types import Filter, Record, RecordId
 
-_PLAIN_ID_TYPES = frozenset({int, str})
+PLAIN_ID_TYPES = frozenset({int, str})
 """Key value types that are ids as they are (bool is not: it becomes an int)."""
 
 
@@ -170,7 +170,7 @@ class Store(ABC):
                 ids = list(map(itemgetter(self.key_fields[0]), records))
             except KeyError:
                 ids = None  # id_of names the field
-            if ids is not None and set(map(type, ids)) <= _PLAIN_ID_TYPES:
+            if ids is not None and set(map(type, ids)) <= PLAIN_ID_TYPES:
                 return ids
         return [self.id_of(r) for r in records]
 
