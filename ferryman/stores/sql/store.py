@@ -665,6 +665,13 @@ class SqlStore(Store):
             names = table.info["ferryman_columns"] = frozenset(table.c.keys())
         return names
 
+    def key_clashes(self, records: list[Record]) -> list[Record] | None:
+        """One lookup of the batch's keys (the one that explains a duplicate); None when
+        upserting (a clash on the key is no error) or for a batch too large to look up."""
+        if self.on_conflict != "error" or len(records) > EXPLAIN_DUPLICATES_UP_TO:
+            return None
+        return self._explain_duplicate(records)[1]
+
     def _explain_duplicate(self, rows: list[Record]) -> tuple[str, list[Record]]:
         """Which records clash on the key: repeated in the batch, or already stored.
 

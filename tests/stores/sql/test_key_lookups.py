@@ -9,6 +9,7 @@ with the plain SQLAlchemy query on random tables, on SQLite, PostgreSQL and Mari
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -101,6 +102,20 @@ def test_the_stored_ids_of_a_range_are_those_the_lookup_by_ids_finds(
     store = tables.store("ints", list(range(SPACE + 1)) if dense else stored)
     expected = {store.id_of(r) for r in through_sqlalchemy(store, ids, store._key_columns())}
     assert store._stored_ids(ids) == expected
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=QUIET)
+@given(stored=st.lists(st.integers(0, 60), max_size=30, unique=True),
+       batch=st.lists(st.integers(0, 60), min_size=1, max_size=80))
+def test_the_clashes_named_are_the_records_stored_or_repeated_in_their_order(
+    tables: Tables, stored: list[int], batch: list[int]
+) -> None:
+    store = tables.store("ints", stored)
+    records = [{"id": i, "v": "new"} for i in batch]
+    counts = Counter(batch)
+    named = store.key_clashes(records)
+    assert named is not None
+    assert [id(r) for r in named] == [id(r) for r in records if r["id"] in stored or counts[r["id"]] > 1]
 
 
 @settings(max_examples=200, deadline=None)
