@@ -25,6 +25,9 @@ long one."""
 _USERINFO = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s\"']*:)[^@?#\s\"']*(@)")
 """``scheme://user:password@``: the password runs to the first ``@`` (SQLAlchemy allows ``/`` in it;
 an ``@``, ``?`` or ``#`` in a password must be written ``%40``, ``%3F``, ``%23``)."""
+_USERINFO_HINT = re.compile(r"://[^:/?#@\s\"']*:[^@?#\s\"']*@")
+"""The part of every match of :data:`_USERINFO` from ``://`` on: a URL without a password (a
+store's label) has none, and it is found from each ``://`` alone."""
 
 _PARAMETER = re.compile(
     rf"((?<![A-Za-z0-9_.-])(?:{_SECRET_NAME})\s*=\s*)"
@@ -41,28 +44,35 @@ _QUOTED_MEMBER = re.compile(
 """``'password': 'value'`` in the repr of a dict of connection arguments, or in JSON (which stays
 JSON: a quoted value stays quoted)."""
 
-
-_NAME_PARTS = ("pass", "pwd", "secret", "token", "key")
-"""Every name :data:`_SECRET_NAME` matches holds one of these, case folded (``casefold`` maps
-what the regular expressions' IGNORECASE matches, the long s and the Kelvin sign too)."""
+_NAME_END = "(?:password|passwd|secret|token|key|pwd|pass)"
+"""How every name :data:`_SECRET_NAME` matches ends, case folded: ``casefold`` maps every letter
+here as the expressions' IGNORECASE matches it (the long s and the Kelvin sign too); not the
+``i`` of ``api``, which the dotted capital I matches but folds to two characters, so an API
+key's name is found by its ``key``."""
+_PARAMETER_HINT = re.compile(rf"{_NAME_END}\s*=")
+_QUOTED_MEMBER_HINT = re.compile(rf"""{_NAME_END}['"]\s*:""")
+"""What every match of :data:`_PARAMETER` and of :data:`_QUOTED_MEMBER` holds, searched for in
+the case folded text: the end of a credential's name and what follows it. Most text has none
+(a traceback), and these find that in one plain pass, where the expressions themselves try
+every word with IGNORECASE."""
 
 
 def mask_secrets(text: str) -> str:
     """``text`` with the password of every URL and the value of every credential parameter
     replaced by ``***``; everything else is kept as it is.
 
-    The expressions only run on text that holds what they need to match (``://``; a credential's
-    name): most text is a traceback or a message without either, and every failed record's
-    cause passes through here."""
+    The expressions only run on text that holds what they need to match (a URL with a
+    password; a credential's name and its ``=`` or ``:``): most text is a traceback or a
+    message without either, and every failed record's cause passes through here."""
     if "=" not in text and "@" not in text and ":" not in text:
         return text
-    if "://" in text:
+    if "://" in text and _USERINFO_HINT.search(text):
         text = _USERINFO.sub(rf"\g<1>{MASK}\g<2>", text)
-    folded = text.casefold()
-    if not any(map(folded.__contains__, _NAME_PARTS)):
-        return text
-    text = _PARAMETER.sub(rf"\g<1>{MASK}", text)
-    return _QUOTED_MEMBER.sub(_mask_member, text)
+    if _PARAMETER_HINT.search(text.casefold()):
+        text = _PARAMETER.sub(rf"\g<1>{MASK}", text)
+    if _QUOTED_MEMBER_HINT.search(text.casefold()):
+        text = _QUOTED_MEMBER.sub(_mask_member, text)
+    return text
 
 
 def _mask_member(match: re.Match[str]) -> str:

@@ -227,7 +227,7 @@ class MigrationRunner:
         done = self.ledger.succeeded_among(self.spec.identity, ids)
         ignored = self.ledger.ignored_among(self.spec.identity, ids)
         retried, deferred = self._retried, self._deferred
-        again = {i for i in ids if i in retried or i in deferred} if main_pass and (retried or deferred) else set()
+        again = retried.intersection(ids) | (deferred.keys() & ids) if main_pass and (retried or deferred) else set()
         if main_pass:
             report.read += len(records) - len(again)
             report.skipped += len(done - again)

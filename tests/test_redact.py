@@ -20,6 +20,7 @@ def every_expression(text: str) -> str:
 PIECES = st.sampled_from([
     "password", "PassWD", "pa\u017f\u017f", "pwd", "db_secret", "TOKEN", "api-key", "api_\u212aey", "user",
     "=", " = ", ":", "://", "@", "'", '"', "&", "?", " ", "x", "postgresql", "Traceback", "\n", "s3cr3t",
+    "ap\u0130_key", "AP\u0131KEY", "KEY", "\u00df", "\t", "#", "/",
 ])
 
 
@@ -33,3 +34,12 @@ def test_names_matched_only_through_case_folding_are_masked() -> None:
     # the long s and the Kelvin sign match "s" and "k" when the expressions ignore case
     assert mask_secrets("pa\u017f\u017fword=hunter2 host=db") == f"pa\u017f\u017fword={MASK} host=db"
     assert mask_secrets("api_\u212aey=abc") == f"api_\u212aey={MASK}"
+    # so do both capital I's, the dotted one though it folds to two characters
+    assert mask_secrets("ap\u0130_key=abc 'AP\u0131KEY': 'x'") == f"ap\u0130_key={MASK} 'AP\u0131KEY': '{MASK}'"
+
+
+def test_a_url_without_a_password_and_a_long_traceback_are_kept_as_they_are() -> None:
+    label = "store 'dst' (sqlite:////tmp/dst.db, table dst): duplicate key (id)=(3)"
+    text = f"Traceback (most recent call last):\n  File \"/x/api_keys.py\", line 3, in f\n{label}"
+    assert mask_secrets(text) == text == every_expression(text)
+    assert mask_secrets("postgresql://u:pw@db/x") == f"postgresql://u:{MASK}@db/x"

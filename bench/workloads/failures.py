@@ -1,10 +1,11 @@
 """W3 failures: W1 where 1% of the records fail in ``transform`` and 0.1% hit a duplicate.
 
-Ids with ``id % 100 == 7`` raise ValueError in transform; ids with ``id % 1000 == 3`` are already
-in the destination (different content), so their save hits the primary key and
-``handle_duplicate`` returns None. A batch holding one of them fails as a whole and is split in
-halves until the culprit stands alone, so this measures failure isolation (bisection) and the
-failed-records ledger. The check asks the ledger for exactly the expected failed ids.
+Ids with ``id % 100 == 7`` raise ValueError in transform (and again in the retry pass after the
+main pass); ids with ``id % 1000 == 3`` are already in the destination (different content), so
+their save hits the primary key and ``handle_duplicate`` returns None. The first batch holding
+one fails and the store names its culprit; from then on each batch's keys are looked up before
+it is saved and the culprits saved alone. So this measures failure isolation, the retry pass and
+the failed-records ledger. The check asks the ledger for exactly the expected failed ids.
 """
 
 from __future__ import annotations

@@ -28,6 +28,12 @@ the drivers' errors to these classes):
   lone record whose connection was dropped fails with ``save_retry`` (a connection killed by
   an operator is not its fault); any other error fails it for good.
 
+After a duplicate the store named, the engine asks the store which records of each next batch
+clash on the key (``Store.key_clashes``, one lookup) before saving it, and saves those alone
+and the others together at once: a destination where duplicates are common (a re-run after its
+ledger was lost) then costs a lookup per batch, not a failed save, a rollback and a second save.
+It stops asking after :data:`CLASH_CHECKS` batches in a row without a clash.
+
 Saving overlaps with the next page: :meth:`Saver.start` begins an attempt's batches (see
 :class:`~.work.Attempt`) with ``Store.begin_save_all``, one after the other, and returns while
 the last may still be on its way (PostgreSQL commits a COPY on its own), so the runner reads,
@@ -40,7 +46,7 @@ GIL at every row a driver hands over.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -67,6 +73,11 @@ Batch = tuple[Positions, list[Record]]
 """One ``save_all``: its records' positions and their outputs."""
 
 JournalFor = Callable[[list[RecordId]], JournalEntry | None]
+
+CLASH_CHECKS = 8
+"""Batches looked up before they are saved after a duplicate the store named, or after a lookup
+that found a clash: enough to bridge the batches between scattered duplicates, few enough that
+a migration whose duplicates ended soon stops paying for lookups."""
 
 
 class Saver:
@@ -96,6 +107,8 @@ class Saver:
         self.saves = 0
         """Batches saved one at a time (the parts of a failed batch, replacements): counted for
         the log."""
+        self._clash_checks = 0
+        """How many more batches to look up before saving them (see :data:`CLASH_CHECKS`)."""
 
     @property
     def journaled(self) -> bool:
@@ -108,16 +121,23 @@ class Saver:
         Each batch waits for the one before (a store takes one write at a time); the last one may
         still be on its way when this returns."""
         batches, nothing_to_write = self._batches(attempt)
-        pending = PendingSave(attempt, batches)
+        pending = PendingSave(attempt)
         pending.succeeded += nothing_to_write  # no outputs: migrated as it is
-        for positions, outputs in batches:
-            if self.should_stop():
-                break  # the batches not begun have no outcome: left untouched
-            pending.settle_write()
-            if pending.unusable:
-                break  # no batch can be saved: :meth:`finish` raises the error
-            self.before_write()
-            pending.write = self._begin_batch(outputs, self._journal(_picked(attempt.ids, positions)))
+        for batch in batches:
+            if self._clash_checks:
+                pending.settle_write()  # the batch before is in the store when this one's keys are looked up
+                parts = self._clashes_apart(attempt, batch)
+            else:
+                parts = [batch]
+            for positions, outputs in parts:
+                if self.should_stop():
+                    return pending  # the batches not begun have no outcome: left untouched
+                pending.settle_write()
+                if pending.unusable:
+                    return pending  # no batch can be saved: :meth:`finish` raises the error
+                self.before_write()
+                pending.batches.append((positions, outputs))
+                pending.write = self._begin_batch(outputs, self._journal(_picked(attempt.ids, positions)))
         return pending
 
     def finish(self, pending: PendingSave) -> None:
@@ -136,6 +156,8 @@ class Saver:
                 self.written += len(outputs)
                 pending.succeeded += _picked(ids, positions)
                 continue
+            if isinstance(error, DuplicateDataError) and error.records:
+                self._clash_checks = CLASH_CHECKS
             works = [pending.attempt.work(p) for p in positions]
             splits = _splits(works, error)
             if splits:
@@ -174,6 +196,27 @@ class Saver:
         if positions:
             batches.append((positions, outputs))
         return batches, nothing
+
+    def _clashes_apart(self, attempt: Attempt, batch: Batch) -> list[Batch]:
+        """The batch as it is, or, when the store names records of it that clash on the key,
+        the others together and each named one alone, as :func:`_parts` splits a batch that
+        failed on them (so each named record meets its duplicate, and ``handle_duplicate``,
+        alone)."""
+        positions, outputs = batch
+        if len(positions) < 2:
+            return [batch]
+        try:
+            named = self.dest.key_clashes(outputs)
+        except Exception:  # a shortcut only: the save meets what the lookup could not do
+            named = None
+        culprit = _culprits([attempt.outputs[p] for p in positions], named) if named else []
+        if not any(culprit):
+            self._clash_checks = 0 if named is None else self._clash_checks - 1
+            return [batch]
+        self._clash_checks = CLASH_CHECKS
+        rest = [p for p, c in zip(positions, culprit) if not c]
+        alone: list[Batch] = [([p], list(attempt.outputs[p])) for p, c in zip(positions, culprit) if c]
+        return ([(rest, [o for p in rest for o in attempt.outputs[p]])] if rest else []) + alone
 
     @staticmethod
     def _outputs(works: list[Work]) -> list[Record]:
@@ -273,9 +316,10 @@ class PendingSave:
 
     __slots__ = ("attempt", "batches", "failed", "outcomes", "succeeded", "write")
 
-    def __init__(self, attempt: Attempt, batches: list[Batch]) -> None:
+    def __init__(self, attempt: Attempt) -> None:
         self.attempt = attempt
-        self.batches = batches
+        self.batches: list[Batch] = []
+        """The batches begun, in order."""
         self.outcomes: list[Exception | None] = []
         """Of each batch begun, in order: None (saved) or its error."""
         self.write: PendingWrite | Exception | None = None
@@ -312,13 +356,21 @@ def _parts(works: list[Work], error: Exception) -> list[list[Work]]:
     objects it was given), the others together and each named one alone (two saves, and one per
     culprit, instead of halving ~log2(n) times); otherwise in halves."""
     if isinstance(error, DuplicateDataError) and error.records:
-        named = {id(record) for record in error.records}
-        culprit = [any(id(o) in named for o in w.outputs) for w in works]
+        culprit = _culprits([w.outputs for w in works], error.records)
         if any(culprit):
             rest = [w for w, c in zip(works, culprit) if not c]
             return ([rest] if rest else []) + [[w] for w, c in zip(works, culprit) if c]
     half = len(works) // 2
     return [works[:half], works[half:]]
+
+
+def _culprits(outputs_of: list[Sequence[Record]], named: Sequence[Record]) -> list[bool]:
+    """For each record (given by its outputs), whether the store named one of its outputs (by
+    the very object it was given)."""
+    ids = {id(record) for record in named}
+    if set(map(len, outputs_of)) == {1}:  # one output each (the usual case): at C speed
+        return list(map(ids.__contains__, map(id, map(_FIRST, outputs_of))))
+    return [any(id(o) in ids for o in outputs) for outputs in outputs_of]
 
 
 def _outcome(write: PendingWrite) -> Exception | None:

@@ -55,13 +55,19 @@ class Work:
         self.shared = shared
 
     def forget_traceback(self) -> None:
-        """Drop the error's tracebacks (and its causes') once they are text: their frames hold
-        the page's records in a reference cycle that only a garbage collection would free."""
-        error, seen = self.error, set()
-        while error is not None and id(error) not in seen:
+        """Drop the tracebacks of the error and of every error chained to it, causes and
+        contexts alike, once they are text: their frames hold the page's records in a reference
+        cycle that only a garbage collection would free. (A store's duplicate keeps the driver's
+        error as its cause and the SQLAlchemy error wrapping it as its context: both.)"""
+        pending: list[BaseException | None] = [self.error]
+        seen: set[int] = set()
+        while pending:
+            error = pending.pop()
+            if error is None or id(error) in seen:
+                continue
             seen.add(id(error))
             error.__traceback__ = None
-            error = error.__cause__ or error.__context__
+            pending += [error.__cause__, error.__context__]
 
     def cause(self) -> str:
         """The failure's traceback text, as stored in the progress (mjg stored Java's)."""

@@ -13,7 +13,9 @@ Rules:
   ferryman then saves one input record's outputs at a time.
 * **Duplicates.** A unique-key violation raises :class:`~ferryman.errors.DuplicateDataError` with
   the driver's error as ``__cause__`` (``raise DuplicateDataError(...) from exc``). Other integrity
-  errors (NOT NULL, foreign keys) are not duplicates.
+  errors (NOT NULL, foreign keys) are not duplicates. A store that can name the records of a
+  batch that clash on its key before saving it says so in :meth:`Store.key_clashes`; after a
+  duplicate, the engine asks it before the next batches and saves those records alone.
 * **Transient vs terminal.** Raise :class:`~ferryman.errors.TransientStoreError` for failures a
   retry can fix (lost connection), :class:`~ferryman.errors.TerminalStoreError` for the others.
 * **Saving ahead.** :meth:`Store.begin_save_all` may send a batch and return before it is
@@ -58,7 +60,7 @@ from ..defaults import DEFAULT_BATCH_SIZE
 from ..ids import normalize_id
 from ..types import Filter, Record, RecordId
 
-_PLAIN_ID_TYPES = frozenset({int, str})
+PLAIN_ID_TYPES = frozenset({int, str})
 """Key value types that are ids as they are (bool is not: it becomes an int)."""
 
 
@@ -187,7 +189,7 @@ class Store(ABC):
                 ids = list(map(itemgetter(self.key_fields[0]), records))
             except KeyError:
                 ids = None  # id_of names the field
-            if ids is not None and set(map(type, ids)) <= _PLAIN_ID_TYPES:
+            if ids is not None and set(map(type, ids)) <= PLAIN_ID_TYPES:
                 return ids
         return [self.id_of(r) for r in records]
 
@@ -225,6 +227,16 @@ class Store(ABC):
         else:
             self.save_all(records, journal=journal)
         return SAVED
+
+    def key_clashes(self, records: list[Record]) -> list[Record] | None:
+        """Of a batch about to be saved, the records whose key is stored already or repeated
+        among them (the very objects given, in their order): those the save would fail on as
+        duplicates of the key. None when the store cannot tell (this default).
+
+        It only saves work: the engine saves the records named alone, so a record named wrongly
+        (its stored row deleted meanwhile, say) is saved all the same, and one left out fails
+        its batch as it would have anyway."""
+        return None
 
     def can_match_in(self, field: str, values: Sequence[Any]) -> bool:
         """True when ``read_page({field: values}, ...)`` returns exactly the records whose

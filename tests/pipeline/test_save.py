@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 import threading
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
@@ -342,6 +343,101 @@ def test_a_duplicate_the_store_names_costs_two_saves_and_one_per_culprit(sqlite_
     assert stored[5] == 0 and stored[40] == 0 and all(stored[i] == i for i in range(10) if i != 5)  # first copies
     assert result.reports[0].succeeded == 88
     dst.close()
+
+
+def test_after_a_named_duplicate_the_next_batches_are_looked_up_and_their_clashes_saved_alone(sqlite_url):
+    """No batch after the first one fails on a duplicate of its key: each is looked up first."""
+    engine = create_engine(sqlite_url)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE dst (id INTEGER PRIMARY KEY, copy INTEGER NOT NULL)"))
+        conn.execute(text("INSERT INTO dst VALUES (5, 0), (25, 0), (26, 0), (47, 0)"))
+    engine.dispose()
+    sizes: list[int] = []
+
+    class Counted(SqlStore):
+        def begin_save_all(self, records, *, journal=None):
+            sizes.append(len(records))
+            return super().begin_save_all(records, journal=journal)
+
+    @migration(source="src", dest="dst", batch_size=10, save_batch_size=10, save_retry=Retry(times=0, delay=0))
+    class CopyAll:
+        def transform(self, aggregates, record):
+            return [{"id": record["id"], "copy": record["id"]}]
+
+    dst = Counted("dst", sqlite_url, "dst")
+    src = MemoryStore("src", records=[{"id": i} for i in range(50)])
+    progress = MigrationProgress()
+    result = MigrationService([src, dst], [CopyAll], checkpoint_interval=0).run(progress)
+    assert sorted(f.id for _, f in progress.failed_records()) == [5, 25, 26, 47]
+    assert all("duplicate key" in f.cause for _, f in progress.failed_records())
+    # the first batch fails, then its rest and its culprit; the others are split before saving
+    assert sizes == [10, 9, 1, 10, 8, 1, 1, 10, 9, 1]
+    assert result.reports[0].succeeded == 46
+    dst.close()
+
+
+@pytest.fixture(params=["sqlite_url", "postgres_url", "mysql_url"])
+def dst_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue(request.param)
+    return url
+
+
+QUIET = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=QUIET)
+@given(
+    n=st.integers(1, 120),
+    batch=st.integers(1, 40),
+    save_batch=st.integers(2, 25),
+    repeat_every=st.integers(30, 200),
+    stored=st.sets(st.integers(0, 130), max_size=25),
+    bad=st.sets(st.integers(0, 119), max_size=5),
+)
+def test_saving_a_batch_s_clashes_apart_ends_as_finding_them_by_a_failed_save(
+    dst_url, n, batch, save_batch, repeat_every, stored, bad
+):
+    """Outputs whose keys repeat (ids past ``repeat_every``), keys already stored, NOT NULL
+    violations (``bad``), and every answer of ``handle_duplicate``: the same records saved,
+    failed (with the same error) and written, whether the store looks batches up or not."""
+
+    @migration(source="src", dest="dst", batch_size=batch, save_batch_size=save_batch,
+               save_retry=Retry(times=0, delay=0))
+    class CopyAll:
+        def transform(self, aggregates, record):
+            i = record["id"]
+            return [{"id": i % repeat_every, "copy": None if i in bad else i}]
+
+        def handle_duplicate(self, error, record, outputs, source, dest, registry):
+            i = record["id"]
+            return [None, [], [{"id": 1000 + i, "copy": i}]][i % 3]
+
+    def run(looks_up: bool):
+        engine = create_engine(dst_url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS dst"))
+            conn.execute(text("CREATE TABLE dst (id INTEGER PRIMARY KEY, copy INTEGER NOT NULL)"))
+            for i in sorted(stored):
+                conn.execute(text("INSERT INTO dst VALUES (:i, -1)"), {"i": i})
+        engine.dispose()
+
+        class Store(SqlStore):
+            def key_clashes(self, records):
+                return super().key_clashes(records) if looks_up else None
+
+        dst = Store("dst", dst_url, "dst")
+        src = MemoryStore("src", records=[{"id": i} for i in range(n)])
+        progress = MigrationProgress()
+        try:
+            report = MigrationService([src, dst], [CopyAll], checkpoint_interval=0).run(progress).reports[0]
+            rows = sorted((r["id"], r["copy"]) for page in dst.scan(batch_size=1000) for r in page)
+        finally:
+            dst.close()
+        entry = progress.entry(report.identity)
+        failed = {f.id: f.cause.splitlines()[-1] for f in entry.failed.values()}
+        return rows, sorted(entry.succeeded), failed, (report.succeeded, report.failed, report.written)
+
+    assert run(looks_up=True) == run(looks_up=False)
 
 
 def test_a_failure_found_by_splitting_is_stored_without_the_splits_chained_onto_it(sqlite_url):

@@ -75,3 +75,68 @@ def test_records_without_matching_go_by_column_exactly_as_one_work_each(
     for i, behaviour in enumerate(behaviours):
         if behaviour in ("raise", "dict", "stop"):
             assert i in failed
+
+
+def settled_by_every_output(spec: Any, outputs: list[Any], raised: dict[int, Exception]) -> dict[int, Any]:
+    """What ``_settled`` did before it looked only at the suspects: every output, one by one."""
+    from ferryman.pipeline.transform import _checked
+
+    errors: dict[int, Any] = {}
+    low, high = spec.cardinality.bounds
+    for position, out in enumerate(outputs):
+        error = raised.get(position)
+        retry = spec.save_retry
+        if error is None and (type(out) is not list or not low <= len(out) <= high):
+            try:
+                out = _checked(spec, out)
+            except Exception as exc:  # noqa: BLE001 - what the engine catches: a generator that raised
+                error = exc
+            else:
+                if isinstance(out, Exception):
+                    error, retry = out, None
+                else:
+                    outputs[position] = out
+        if error is not None:
+            errors[position] = (error, retry)
+    return errors
+
+
+def failing_generator() -> Any:
+    yield {"id": 1}
+    raise KeyError("inside")
+
+
+OUTPUTS = {
+    "none": lambda: None, "empty": list, "one": lambda: [{"id": 1}], "two": lambda: [{"id": 1}, {"id": 2}],
+    "tuple": lambda: ({"id": 1},), "dict": lambda: {"id": 1}, "text": lambda: "ab",
+    "generator": lambda: (r for r in [{"id": 1}]), "failing": failing_generator, "number": lambda: 3,
+}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    kinds=st.lists(st.sampled_from(sorted(OUTPUTS)), max_size=30),
+    raised=st.sets(st.integers(0, 29)),
+    cardinality=st.sampled_from(list(Cardinality)),
+)
+def test_settling_looks_at_the_suspects_only_and_ends_as_looking_at_every_output(
+    kinds: list[str], raised: set[int], cardinality: Cardinality
+) -> None:
+    from ferryman.declare import spec_of
+    from ferryman.pipeline.transform import _settled
+
+    @migration(source="src", dest="dst", cardinality=cardinality)
+    class Any_:
+        def transform(self, aggregates: Any, record: Any) -> Any:
+            return []
+
+    spec = spec_of(Any_)
+    errors = {p: ValueError(f"raised {p}") for p in raised if p < len(kinds)}
+    fast_outputs = [OUTPUTS[k]() for k in kinds]
+    slow_outputs = [OUTPUTS[k]() for k in kinds]
+    fast = _settled(spec, fast_outputs, errors)
+    slow = settled_by_every_output(spec, slow_outputs, errors)
+    shown = [(p, type(e).__name__, str(e), retry) for p, (e, retry) in sorted(fast.items())]
+    assert shown == [(p, type(e).__name__, str(e), retry) for p, (e, retry) in sorted(slow.items())]
+    assert [o if isinstance(o, list) else type(o) for o in fast_outputs] == \
+        [o if isinstance(o, list) else type(o) for o in slow_outputs]

@@ -109,3 +109,28 @@ def test_the_known_frames_are_bounded(monkeypatch: Any) -> None:
     for depth in range(6):
         format_error(caught(depth, "x", "plain"))
         assert len(work._formatted_frames) <= 3
+
+
+def test_forgetting_a_failure_s_traceback_drops_those_of_its_cause_and_of_its_context() -> None:
+    """A store's duplicate: raised from the driver's error, in the handler of SQLAlchemy's."""
+
+    def store_save() -> None:
+        try:
+            try:
+                raise KeyError("the driver's error")
+            except KeyError as driver:
+                raise RuntimeError("SQLAlchemy's wrapper") from driver
+        except RuntimeError as wrapper:
+            raise ValueError("the duplicate") from wrapper.__cause__
+
+    w = Work({"id": 1}, 1)
+    try:
+        store_save()
+    except ValueError as exc:
+        w.fail(Phase.SAVE, exc, None)
+    error = w.error
+    assert error is not None and error.__cause__ is not None and error.__context__ is not None
+    assert error.__cause__ is not error.__context__
+    w.forget_traceback()
+    chained = [error, error.__cause__, error.__context__, error.__context__.__cause__]
+    assert [e.__traceback__ for e in chained if e is not None] == [None] * 4

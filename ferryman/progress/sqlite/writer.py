@@ -67,6 +67,9 @@ log = logging.getLogger("ferryman")
 
 FOLD_CHUNK = 50_000
 """Ids held in memory at a time while folding a migration's log into ``succeeded``."""
+FAILED_KEYS_KEPT = 100_000
+"""Failed ids of a migration a ledger keeps in memory so that a success deletes only those
+entries (:attr:`SqliteLedger._failed_keys`); past that it deletes a success's ids whatever."""
 
 
 class SqliteLedger(SqliteReader, DurableLedger):
@@ -110,6 +113,11 @@ class SqliteLedger(SqliteReader, DurableLedger):
         self.run_id: int | None = None
         self._ids: dict[str, int] = {}
         self._init_queue()
+        self._failed_keys: dict[int, set[str]] = {}
+        """Of migrations that had no failed entry when this ledger started them, the encoded
+        ids of the entries it recorded since (up to :data:`FAILED_KEYS_KEPT`): their successes
+        delete only those, not a statement of every id of every page. The lease keeps every
+        other writer out meanwhile."""
 
     # --- schema and small helpers ---------------------------------------------------------
 
@@ -274,6 +282,8 @@ class SqliteLedger(SqliteReader, DurableLedger):
             self._maybe_done.add(mid)
         if self.conn.execute("SELECT 1 FROM failed WHERE migration = ? LIMIT 1", (mid,)).fetchone():
             self._has_failed.add(mid)
+        elif mid not in self._has_failed:  # no entry stored nor queued: this ledger will know them all
+            self._failed_keys[mid] = set()
         self._ignored[mid] = {
             decode_id(r[0]) for r in self.conn.execute(
                 "SELECT rid FROM failed WHERE migration = ? AND action = 'IGNORE'", (mid,))
@@ -321,16 +331,33 @@ class SqliteLedger(SqliteReader, DurableLedger):
             self.record_encoded(identity, self._journaled_text(identity, succeeded) or encode_ids(succeeded))
         self._journaled.clear()
         if failed:
-            self._ops.append(("f", mid, [failed_row(mid, self.next_seq(), f) for f in failed]))
+            rows = [failed_row(mid, self.next_seq(), f) for f in failed]
+            self._ops.append(("f", mid, rows))
             self._has_failed.add(mid)
+            known = self._failed_keys.get(mid)
+            if known is not None:
+                known.update(row[1] for row in rows)
+                if len(known) > FAILED_KEYS_KEPT:
+                    del self._failed_keys[mid]
 
     def record_encoded(self, identity: str, text: str) -> None:
         """Queue successes given as the JSON array of their ids (another ledger's log: no
         decoding and encoding again)."""
         mid = self._mid(identity)
-        # Only a migration with failed entries pays for per-id keys (to delete those entries).
-        keys = array_keys(text) if mid in self._has_failed else None
-        self._ops.append(("s", mid, (text, keys)))
+        self._ops.append(("s", mid, (text, self._failures_cleared(mid, text))))
+
+    def _failures_cleared(self, mid: int, text: str) -> list[str] | None:
+        """The encoded ids, of the successes ``text`` holds, whose failed entries they delete;
+        None for none. Only a migration with failed entries pays for per-id keys."""
+        if mid not in self._has_failed:
+            return None
+        keys = array_keys(text)
+        known = self._failed_keys.get(mid)
+        if known is None:
+            return keys
+        cleared = known.intersection(keys)
+        known -= cleared
+        return list(cleared) or None
 
     def record_fatal(self, identity: str, text: str) -> None:
         self._flush()
@@ -493,6 +520,7 @@ class SqliteLedger(SqliteReader, DurableLedger):
         for cache in (self._maybe_done, self._has_failed):
             cache.discard(mid)
         self._ignored.pop(mid, None)
+        self._failed_keys[mid] = set()  # the migration's entries are gone, none is queued
         shutil.rmtree(parts_directory(self.path, key), ignore_errors=True)
         self._forget_journal(key, dest, every_ledger)
 
@@ -549,7 +577,7 @@ class SqliteLedger(SqliteReader, DurableLedger):
             self.refuse_if_live()
             for table in ("succeeded", "succeeded_log", "failed", "fatal_error", "migration"):
                 self.conn.execute(f"DELETE FROM {table}")
-            for cache in (self._ids, self._maybe_done, self._has_failed, self._ignored):
+            for cache in (self._ids, self._maybe_done, self._has_failed, self._ignored, self._failed_keys):
                 cache.clear()  # keyed by migration ids, which the new content may reuse
             shutil.rmtree(self.path + PARTS_SUFFIX, ignore_errors=True)  # unmerged partitions' progress
             load = LedgerImport(self)

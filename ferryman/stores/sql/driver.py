@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
@@ -56,10 +56,26 @@ class DriverStatement:
         return cls.of(statement.compile(dialect=conn.dialect))  # type: ignore[attr-defined]
 
     def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        compiled, names = self.compiled, self._names
+        positional = compiled.positiontup if compiled.positional else None
+        if names is not None and names <= values.keys():  # every parameter given: nothing to add
+            return tuple(values[name] for name in positional) if positional else {n: values[n] for n in names}
         # Adds the statement's own literals (e.g. SQLite's OFFSET 0).
-        merged = self.compiled.construct_params(dict(values), extracted_parameters=self.extracted)
-        order = self.compiled.positiontup
-        return tuple(merged[name] for name in order) if self.compiled.positional and order else merged
+        merged = compiled.construct_params(dict(values), extracted_parameters=self.extracted)
+        return tuple(merged[name] for name in positional) if positional else merged
+
+    @cached_property
+    def _names(self) -> frozenset[str] | None:
+        """The statement's parameter names, if each is its bind's key: values given for all of
+        them are then the parameters as they are, what SQLAlchemy's ``construct_params`` gives
+        after a walk over every bind (the bulk of the cost of a lookup of a batch's ids)."""
+        compiled = self.compiled
+        if getattr(compiled, "_collect_params", False):
+            return None
+        names = compiled.bind_names
+        if any(bind.key != name for bind, name in names.items()):
+            return None
+        return frozenset(names.values())
 
 
 class PageQuery:

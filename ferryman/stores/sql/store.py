@@ -7,7 +7,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from functools import cached_property, partial
+from functools import cache, cached_property, partial
 from itertools import chain, groupby, islice, repeat
 from operator import eq, itemgetter, methodcaller
 from typing import Any
@@ -27,11 +27,22 @@ from sqlalchemy import (
 )
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.elements import BindParameter
 
 from ...errors import FencedOffError, StoreError, StoreUnusableError, TerminalStoreError, TransientStoreError
 from ...redact import mask_secrets
 from ...types import Filter, Record, RecordId
-from ..base import SAVED, JournalEntry, PendingWrite, ServerConnections, Store, check_parts, keyset_pages, match_fields
+from ..base import (
+    PLAIN_ID_TYPES,
+    SAVED,
+    JournalEntry,
+    PendingWrite,
+    ServerConnections,
+    Store,
+    check_parts,
+    keyset_pages,
+    match_fields,
+)
 from ..common import OnConflict, check_fence, check_on_conflict, describe_values
 from .batch import FastPathRefused, InsertBatch, WriteInFlight
 from .clauses import Bound, bound_clause, bound_param, filter_clause, ids_clause
@@ -59,7 +70,7 @@ keys, after which the engine saves the rest at once instead of halving the batch
 
 log = logging.getLogger("ferryman")
 
-IDS_PER_QUERY = 500
+IDS_PER_QUERY = 512
 """``get_many`` asks for at most this many ids per SELECT, far below every driver's parameter limit."""
 
 VALUES_PER_QUERY = 1000
@@ -152,6 +163,8 @@ class SqlStore(Store):
         self._journal_ready = False
         self._in_doubt: set[tuple[str, str]] = set()  # journal entries whose commit was cut off
         self._pages: dict[tuple[bool, bool], PageQuery] = {}  # unfiltered page SELECTs, by their bounds
+        self._lookups: dict[tuple[tuple[str, ...], int], PageQuery] = {}  # by columns and number of ids
+        self._key_range: PageQuery | None = None
         if self._table is not None and self.key_given:
             self._check_key(self._table)
         # Building the engine now reports a missing driver or a bad option at once; it does not connect.
@@ -413,14 +426,37 @@ class SqlStore(Store):
 
     def _rows_of(self, ids: Sequence[RecordId], selected: list[ColumnElement[Any]]) -> list[Record]:
         """The ``selected`` columns of the stored rows with these ids, in no order."""
-        wanted = list(dict.fromkeys(self._key_values(i) for i in ids))
         columns = self._key_columns()
+        single = len(columns) == 1
+        if single and set(map(type, ids)) <= PLAIN_ID_TYPES:  # ids as they are: no tuple made for each
+            wanted: list[Any] = list(dict.fromkeys(ids))
+        else:
+            wanted = list(dict.fromkeys(self._key_values(i) for i in ids))
+            if single:
+                wanted = [key for (key,) in wanted]
         records: list[Record] = []
         with self._errors(), self.engine.connect() as conn:
             for start in range(0, len(wanted), IDS_PER_QUERY):
-                query = select(*selected).where(ids_clause(columns, wanted[start : start + IDS_PER_QUERY]))
-                records.extend(as_dicts(conn.execute(query)))
+                chunk = wanted[start : start + IDS_PER_QUERY]
+                if single:
+                    records.extend(self._lookup_rows(conn, selected, chunk))
+                else:
+                    records.extend(as_dicts(conn.execute(select(*selected).where(ids_clause(columns, chunk)))))
         return records
+
+    def _lookup_rows(self, conn: Connection, selected: list[ColumnElement[Any]], keys: list[Any]) -> list[Record]:
+        """The rows whose one-column key is in ``keys``, by a SELECT made once per store, columns
+        and power of two of ids (the last id repeated up to it): where its values and columns
+        need no SQLAlchemy processing the driver runs it, so a lookup costs no compilation of an
+        ``IN`` list (a duplicate's explanation, the retry pass's records)."""
+        size = 1 << (len(keys) - 1).bit_length()
+        shape = (tuple(c.name for c in selected), size)
+        query = self._lookups.get(shape)
+        if query is None:
+            wanted: list[BindParameter[Any]] = [bindparam(name) for name in _lookup_names(size)]
+            query = self._lookups[shape] = PageQuery(select(*selected).where(self._key_columns()[0].in_(wanted)),
+                                                     self.impl)
+        return query.read(conn, dict(zip(_lookup_names(size), chain(keys, repeat(keys[-1])))))
 
     def can_match_in(self, field: str, values: Sequence[Any]) -> bool:
         """Integer columns always compare like Python; text columns where the dialect says so
@@ -640,6 +676,13 @@ class SqlStore(Store):
             names = table.info["ferryman_columns"] = frozenset(table.c.keys())
         return names
 
+    def key_clashes(self, records: list[Record]) -> list[Record] | None:
+        """One lookup of the batch's keys (the one that explains a duplicate); None when
+        upserting (a clash on the key is no error) or for a batch too large to look up."""
+        if self.on_conflict != "error" or len(records) > EXPLAIN_DUPLICATES_UP_TO:
+            return None
+        return self._explain_duplicate(records)[1]
+
     def _explain_duplicate(self, rows: list[Record]) -> tuple[str, list[Record]]:
         """Which records clash on the key: repeated in the batch, or already stored.
 
@@ -648,17 +691,49 @@ class SqlStore(Store):
         """
         if self.on_conflict != "error":
             return "", []
-        ids = [_id_or_none(self, row) for row in rows]
-        counts = Counter(i for i in ids if i is not None)
-        try:  # the key columns only: which ids are stored, not what they hold
-            stored = set(map(self.id_of, self._rows_of(list(counts), self._key_columns())))
+        try:
+            ids: list[RecordId | None] = list(self.ids_of(rows))
+        except (KeyError, ValueError):  # a row without its key (the database assigns it)
+            ids = [_id_or_none(self, row) for row in rows]
+        given = [i for i in ids if i is not None]
+        distinct = list(dict.fromkeys(given))
+        try:
+            clash = self._stored_ids(distinct)
         except StoreError:
-            stored = set()
-        clashing = [(i, row) for i, row in zip(ids, rows) if i is not None and (counts[i] > 1 or i in stored)]
-        if not clashing:
+            clash = set()
+        if len(distinct) < len(given):
+            clash |= {i for i, n in Counter(given).items() if n > 1}
+        if not clash:
             return "", []
+        clashing = [(i, row) for i, row in zip(ids, rows) if i in clash]
         first_id = clashing[0][0]
         return describe_values(self.key_fields, self._key_values(first_id)), [row for _, row in clashing]
+
+    def _stored_ids(self, ids: list[RecordId]) -> set[RecordId]:
+        """Which of these distinct ids the table holds (as the table gives them), from its key
+        columns only.
+
+        Integers of an integer key are looked up as the range from the least to the greatest:
+        one index seek where the table holds few rows in that range (a batch of a copy into a
+        table it fills), where an ``IN`` list seeks every id. A range holding more than twice as
+        many rows as there are ids is looked up id by id after all."""
+        key = self.key_fields[0]
+        if len(self.key_fields) == 1 and ids and type(ids[0]) is int and self.can_match_in(key, ids):
+            limit = 2 * len(ids)
+            with self._errors(), self.engine.connect() as conn:
+                rows = self._key_range_query().read(conn, {"low": min(ids), "high": max(ids), "limit": limit})
+            if len(rows) < limit:
+                wanted = set(ids)
+                return {i for i in map(self.id_of, rows) if i in wanted}
+        return set(map(self.id_of, self._rows_of(ids, self._key_columns())))
+
+    def _key_range_query(self) -> PageQuery:
+        """The stored keys from ``low`` to ``high`` (a one-column key), at most ``limit`` of them."""
+        if self._key_range is None:
+            (column,) = self._key_columns()
+            statement = select(column).where(column >= bindparam("low"), column <= bindparam("high"))
+            self._key_range = PageQuery(statement.limit(bindparam("limit")), self.impl)
+        return self._key_range
 
     # --- journal --------------------------------------------------------------------------
 
@@ -753,6 +828,12 @@ def _driver_chunks(conn: Connection, result: Any) -> Iterator[list[Any]]:
         raise driver_error(conn, exc, str(result.context.statement)) from exc
     finally:
         result.close()
+
+
+@cache
+def _lookup_names(size: int) -> tuple[str, ...]:
+    """The names of the ids bound in a lookup of ``size`` ids (:meth:`SqlStore._lookup_rows`)."""
+    return tuple(f"id_{i}" for i in range(size))
 
 
 def _id_or_none(store: Store, record: Record) -> RecordId | None:

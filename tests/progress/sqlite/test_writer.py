@@ -162,7 +162,7 @@ def test_an_unreadable_journal_is_fatal_not_a_guess(tmp_path: Path) -> None:
 
 # --- successes logged one row per page, folded into the per-id table on resume ----------------
 
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ferryman.progress.exchange import export_json
@@ -313,3 +313,46 @@ _record_id = st.one_of(_key_part, st.tuples(_key_part), st.tuples(_key_part, _ke
 def test_encode_ids_writes_what_encode_id_writes(ids: list[RecordId]) -> None:
     assert encode_ids(ids) == "[" + ",".join(map(encode_id, ids)) + "]"
     assert encode_ids(tuple(ids)) == encode_ids(iter(ids)) == encode_ids(ids)
+
+
+_outcomes = st.lists(st.lists(st.tuples(st.integers(0, 15), st.booleans()), max_size=6), max_size=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(sessions=st.lists(_outcomes, min_size=1, max_size=3), cap=st.integers(0, 6))
+def test_a_success_deletes_the_failed_entries_it_must_whether_the_ledger_knows_them_or_not(
+        tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch,
+        sessions: list[list[list[tuple[int, bool]]]], cap: int) -> None:
+    """A ledger that knows the failed entries of a migration it started without any deletes
+    only those when a page succeeds; the same pages, recorded by a ledger that deletes every
+    succeeded id (as it does after ``FAILED_KEYS_KEPT`` entries), leave the same content."""
+    from ferryman.progress.sqlite import writer
+
+    directory = tmp_path_factory.mktemp("ledgers")
+    contents: dict[str, list[tuple[list[str], list[str]]]] = {}
+    for variant in ("knows", "capped", "deletes every id"):
+        path = directory / f"{variant}.db"
+        monkeypatch.setattr(writer, "FAILED_KEYS_KEPT", cap if variant == "capped" else 100_000)
+        contents[variant] = []
+        for pages in sessions:
+            ledger = SqliteLedger(path)
+            ledger.start_migration(MIGRATION)
+            if variant == "deletes every id":
+                ledger._failed_keys.clear()
+            for page in pages:
+                outcome = dict(page)  # one outcome per id and page
+                ledger.record(MIGRATION, [i for i, ok in outcome.items() if ok],
+                              [FailedRecord(i, "d", "c") for i, ok in outcome.items() if not ok])
+                if len(page) % 2:
+                    ledger.checkpoint()
+            ledger.close()
+            reader = SqliteLedger(path, read_only=True)
+            contents[variant].append((keys(reader.iter_succeeded(MIGRATION)),
+                                      keys(f.id for f in reader.iter_failed(MIGRATION))))
+            reader.close()
+    assert contents["knows"] == contents["capped"] == contents["deletes every id"]
+    last: dict[int, bool] = {}
+    for pages, (_, failed) in zip(sessions, contents["knows"]):
+        for page in pages:
+            last.update(dict(page))
+        assert failed == keys(i for i, ok in last.items() if not ok)  # failed last, and only those
