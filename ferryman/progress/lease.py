@@ -16,19 +16,37 @@ SQLite file). The rules live in :func:`holder_alive` and nowhere else:
   The epoch is what a destination would compare to refuse the writes of an older holder.
 
 A dead holder's lease is taken over by the next run by itself: no manual repair.
+
+:class:`HeartbeatLease` is what a holder does the same on every ledger (its token and epoch, the
+heartbeat thread, the note of a loss); each ledger's lease module keeps the row in its database.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import socket
+import threading
 import time
+import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from ..errors import FerrymanError, LedgerBusyError
+
+log = logging.getLogger("ferryman")
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Closable)
+"""The connection a lease's heartbeat keeps (sqlite3's, psycopg's)."""
 
 STALE_AFTER = 20.0
 """Seconds without a heartbeat after which a holder on another host counts as dead."""
@@ -151,3 +169,92 @@ def busy_error(path: str, holder: Holder, doing: str | None = None) -> LedgerBus
         advice = (f"that process seems stopped (Ctrl-Z, SIGSTOP, a paused machine): resume it "
                   f"(fg, kill -CONT {holder.pid}) or end it")
     return LedgerBusyError(f"{prefix}progress ledger {path} is in use by {holder.describe()}; {advice}")
+
+
+HEARTBEAT_INTERVAL = 2.0
+"""Seconds between two heartbeats (shorter when the stale limit is short)."""
+
+
+class HeartbeatLease(ABC, Generic[C]):
+    """What a lease's holder does the same whatever database keeps the lease row: its token,
+    epoch and state, the note of a loss, and the heartbeat thread on a connection of its own
+    (``C``). Each ledger's lease supplies that connection and the row's statements."""
+
+    beat_errors: tuple[type[BaseException], ...] = ()
+    """What a failing beat raises: tried again at the next beat."""
+
+    def __init__(self, name: str, me: Process | None = None) -> None:
+        self.name = name
+        """The progress the messages name."""
+        self.me = me if me is not None else Process.current()
+        self.owner = uuid.uuid4().hex
+        self.epoch = 0
+        self.stale_after = stale_limit()
+        self.previous: Holder | None = None
+        """The dead holder this lease was taken over from, if any."""
+        self.lost: str | None = None
+        """Why this lease was lost (noted by the heartbeat or a check); None while held."""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @abstractmethod
+    def _beat_connection(self, interval: float) -> C:
+        """A connection for the heartbeat alone."""
+
+    @abstractmethod
+    def _beat_on(self, conn: C) -> bool:
+        """Refresh the row's heartbeat if it still names this owner and epoch (False: it did not)."""
+
+    @abstractmethod
+    def _holder_on(self, conn: C) -> Holder | None:
+        """Whoever the row names now (None: no row)."""
+
+    @staticmethod
+    def _usable(conn: C) -> bool:
+        """Whether the heartbeat's connection may serve the next beat after a failure."""
+        return True
+
+    def _note_lost(self, holder: Holder | None) -> None:
+        by = f"{holder.describe()} took it over" if holder is not None else "its lease row was removed"
+        self.lost = (f"this run lost the lease of progress ledger {self.name}: {by}; it stopped and "
+                     "wrote nothing more (was this process paused for long?)")
+        self._stop.set()
+
+    def start_heartbeat(self) -> None:
+        interval = min(HEARTBEAT_INTERVAL, self.stale_after / 4)
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._beat, args=(interval,), name="ferryman-lease",
+                                        daemon=True)
+        self._thread.start()
+
+    def _beat(self, interval: float) -> None:
+        """Refresh the heartbeat until released or lost. A failing beat (a locked file, a
+        server away, a row locked by a long write) is tried again at the next one; a warning
+        says so once the failures last long enough for another host to think this run dead."""
+        conn: C | None = None
+        failing_since: float | None = None
+        warned = False
+        while not self._stop.wait(interval):
+            try:
+                if conn is None:
+                    conn = self._beat_connection(interval)
+                if not self._beat_on(conn):
+                    self._note_lost(self._holder_on(conn))
+                failing_since, warned = None, False
+            except self.beat_errors as exc:
+                if conn is not None and not self._usable(conn):
+                    conn = None
+                now = time.monotonic()
+                failing_since = now if failing_since is None else failing_since
+                if not warned and now - failing_since >= self.stale_after / 2:
+                    log.warning("the lease heartbeat on %s has failed for %.0f s, still trying: %s",
+                                self.name, now - failing_since, exc)
+                    warned = True
+        if conn is not None:
+            conn.close()
+
+    def stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None

@@ -12,23 +12,15 @@ another owner and writes nothing (:class:`~ferryman.errors.LeaseLostError`).
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-import uuid
 from typing import Any
 
 import psycopg
 
 from ...errors import LeaseLostError, LedgerFileError
-from ..lease import Holder, Process, busy_error, holder_alive, stale_limit
+from ..lease import HeartbeatLease, Holder, Process, busy_error, holder_alive
 from .location import PgLocation
 from .schema import NOW, connect
-
-log = logging.getLogger("ferryman")
-
-HEARTBEAT_INTERVAL = 2.0
-"""Seconds between two heartbeats (shorter when the stale limit is short)."""
 
 
 def current_holder(conn: psycopg.Connection[Any]) -> Holder | None:
@@ -43,24 +35,16 @@ def current_holder(conn: psycopg.Connection[Any]) -> Holder | None:
     return Holder(owner, pid, host, acquired_at + shift, heartbeat + shift, epoch, started)
 
 
-class PgLease:
+class PgLease(HeartbeatLease["psycopg.Connection[Any]"]):
     """The lease of the ledger at ``location``, taken by ``me`` (this process unless told
     otherwise). :meth:`acquire` runs in the caller's transaction, so that the run's first rows
-    go with it."""
+    go with it. The heartbeat's connection waits for a row lock at most one beat."""
+
+    beat_errors = (psycopg.Error, LedgerFileError)
 
     def __init__(self, location: PgLocation, me: Process | None = None) -> None:
+        super().__init__(location.shown, me)
         self.location = location
-        self.name = location.shown
-        self.me = me if me is not None else Process.current()
-        self.owner = uuid.uuid4().hex
-        self.epoch = 0
-        self.stale_after = stale_limit()
-        self.previous: Holder | None = None
-        """The dead holder this lease was taken over from, if any."""
-        self.lost: str | None = None
-        """Why this lease was lost (noted by the heartbeat or a check); None while held."""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def refuse_if_held(self, conn: psycopg.Connection[Any], doing: str | None = None) -> Holder | None:
         """Raise LedgerBusyError while a live run holds the lease; else the dead holder, if any."""
@@ -103,54 +87,22 @@ class PgLease:
         if self.lost is not None:
             raise LeaseLostError(self.lost)
 
-    def _note_lost(self, holder: Holder | None) -> None:
-        by = f"{holder.describe()} took it over" if holder is not None else "its lease row was removed"
-        self.lost = (f"this run lost the lease of progress ledger {self.name}: {by}; it stopped and "
-                     "wrote nothing more (was this process paused for long?)")
-        self._stop.set()
+    def _beat_connection(self, interval: float) -> psycopg.Connection[Any]:
+        conn = connect(self.location, read_only=False)
+        conn.execute(f"SET lock_timeout TO {max(1, int(interval * 1000))}")
+        return conn
 
-    def start_heartbeat(self) -> None:
-        interval = min(HEARTBEAT_INTERVAL, self.stale_after / 4)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._beat, args=(interval,), name="ferryman-lease",
-                                        daemon=True)
-        self._thread.start()
+    def _beat_on(self, conn: psycopg.Connection[Any]) -> bool:
+        beat = conn.execute(f"UPDATE lease SET heartbeat = {NOW} WHERE singleton = 1 AND owner = %s AND epoch = %s",
+                            (self.owner, self.epoch))
+        return beat.rowcount == 1
 
-    def _beat(self, interval: float) -> None:
-        """Refresh the heartbeat until released or lost, on a connection of its own; a failing
-        beat (server away, row locked by a long write) is tried again at the next one, and a
-        warning says so once the failures last long enough for another host to think this
-        run dead."""
-        conn: psycopg.Connection[Any] | None = None
-        failing_since: float | None = None
-        warned = False
-        while not self._stop.wait(interval):
-            try:
-                if conn is None:
-                    conn = connect(self.location, read_only=False)
-                    conn.execute(f"SET lock_timeout TO {max(1, int(interval * 1000))}")
-                beat = conn.execute(f"UPDATE lease SET heartbeat = {NOW} "
-                                    "WHERE singleton = 1 AND owner = %s AND epoch = %s", (self.owner, self.epoch))
-                if beat.rowcount == 0:
-                    self._note_lost(current_holder(conn))
-                failing_since, warned = None, False
-            except (psycopg.Error, LedgerFileError) as exc:
-                if conn is not None and conn.closed:
-                    conn = None
-                now = time.monotonic()
-                failing_since = now if failing_since is None else failing_since
-                if not warned and now - failing_since >= self.stale_after / 2:
-                    log.warning("the lease heartbeat on %s has failed for %.0f s, still trying: %s",
-                                self.name, now - failing_since, exc)
-                    warned = True
-        if conn is not None:
-            conn.close()
+    def _holder_on(self, conn: psycopg.Connection[Any]) -> Holder | None:
+        return current_holder(conn)
 
-    def stop_heartbeat(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+    @staticmethod
+    def _usable(conn: psycopg.Connection[Any]) -> bool:
+        return not conn.closed
 
     def release(self, conn: psycopg.Connection[Any]) -> None:
         """Stop the heartbeat and give the lease back (a lost lease is not ours to touch)."""

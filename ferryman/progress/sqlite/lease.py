@@ -7,21 +7,13 @@ file (:class:`LeaseFile`). Who counts as alive is decided by the rules of
 
 from __future__ import annotations
 
-import logging
 import sqlite3
-import threading
 import time
-import uuid
 from typing import Any
 
 from ...errors import LeaseLostError, LedgerFileError
-from ..lease import Holder, Process, busy_error, holder_alive, stale_limit
+from ..lease import HeartbeatLease, Holder, Process, busy_error, holder_alive
 from .schema import LEASE_SCHEMA, create, upgrade_lease
-
-log = logging.getLogger("ferryman")
-
-HEARTBEAT_INTERVAL = 2.0
-"""Seconds between two heartbeats (shorter when the stale limit is short)."""
 
 
 def current_holder(conn: sqlite3.Connection) -> Holder | None:
@@ -38,27 +30,19 @@ def current_holder(conn: sqlite3.Connection) -> Holder | None:
                   values["heartbeat"], values.get("epoch") or 0, values.get("started"))
 
 
-class Lease:
+class Lease(HeartbeatLease[sqlite3.Connection]):
     """The lease of the file at ``path``, taken by ``me`` (this process unless told otherwise).
 
     :meth:`acquire` runs in the caller's ``BEGIN IMMEDIATE`` transaction, so that the ledger's
-    own writes go with it; :meth:`assert_held` is the check before each write.
+    own writes go with it; :meth:`assert_held` is the check before each write. The name the
+    messages give is ``path`` unless told (a JSON file's lease is in a file beside it).
     """
 
+    beat_errors = (sqlite3.Error,)
+
     def __init__(self, path: str, me: Process | None = None, name: str | None = None) -> None:
+        super().__init__(path if name is None else name, me)
         self.path = path
-        self.name = path if name is None else name
-        """The progress file the messages name (a JSON file's lease is in a file beside it)."""
-        self.me = me if me is not None else Process.current()
-        self.owner = uuid.uuid4().hex
-        self.epoch = 0
-        self.stale_after = stale_limit()
-        self.previous: Holder | None = None
-        """The dead holder this lease was taken over from, if any."""
-        self.lost: str | None = None
-        """Why this lease was lost (noted by the heartbeat or a check); None while held."""
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def refuse_if_held(self, conn: sqlite3.Connection, doing: str | None = None) -> Holder | None:
         """Raise LedgerBusyError (saying what could not be done: ``doing``, or start a run)
@@ -101,53 +85,16 @@ class Lease:
         if self.lost is not None:
             raise LeaseLostError(self.lost)
 
-    def _note_lost(self, holder: Holder | None) -> None:
-        by = f"{holder.describe()} took it over" if holder is not None else "its lease row was removed"
-        self.lost = (f"this run lost the lease of progress ledger {self.name}: {by}; it stopped and "
-                     "wrote nothing more (was this process paused for long?)")
-        self._stop.set()
+    def _beat_connection(self, interval: float) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=interval, isolation_level=None)
 
-    def start_heartbeat(self) -> None:
-        interval = min(HEARTBEAT_INTERVAL, self.stale_after / 4)
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._beat, args=(interval,), name="ferryman-lease",
-                                        daemon=True)
-        self._thread.start()
+    def _beat_on(self, conn: sqlite3.Connection) -> bool:
+        beat = conn.execute("UPDATE lease SET heartbeat = ? WHERE singleton = 1 AND owner = ? AND epoch = ?",
+                            (time.time(), self.owner, self.epoch))
+        return beat.rowcount == 1
 
-    def _beat(self, interval: float) -> None:
-        """Refresh the heartbeat until released or lost.
-
-        A locked or busy file is tried again at the next beat; a warning says so once the
-        failures last long enough for another host to think this run dead.
-        """
-        conn: sqlite3.Connection | None = None
-        failing_since: float | None = None
-        warned = False
-        while not self._stop.wait(interval):
-            try:
-                if conn is None:
-                    conn = sqlite3.connect(self.path, timeout=interval, isolation_level=None)
-                beat = conn.execute(
-                    "UPDATE lease SET heartbeat = ? WHERE singleton = 1 AND owner = ? AND epoch = ?",
-                    (time.time(), self.owner, self.epoch))
-                if beat.rowcount == 0:
-                    self._note_lost(current_holder(conn))
-                failing_since, warned = None, False
-            except sqlite3.Error as exc:
-                now = time.monotonic()
-                failing_since = now if failing_since is None else failing_since
-                if not warned and now - failing_since >= self.stale_after / 2:
-                    log.warning("the lease heartbeat on %s has failed for %.0f s, still trying: %s",
-                                self.name, now - failing_since, exc)
-                    warned = True
-        if conn is not None:
-            conn.close()
-
-    def stop_heartbeat(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-            self._thread = None
+    def _holder_on(self, conn: sqlite3.Connection) -> Holder | None:
+        return current_holder(conn)
 
     def release(self, conn: sqlite3.Connection) -> None:
         """Stop the heartbeat and give the lease back (a lost lease is not ours to touch)."""
