@@ -12,21 +12,26 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import ledger_files
 import psycopg
+import sqlalchemy as sa
 from psycopg import sql
 from sqlalchemy.engine import make_url
 
+from ferryman import Action, FailedRecord, RunResult
 from ferryman.progress.durable import DurableLedger
 from ferryman.progress.lease import Holder, Process
+from ferryman.progress.ledger import Ledger
 from ferryman.progress.postgres import PgLease, PgLocation, PostgresLedger, PostgresReader
 from ferryman.progress.reader import LedgerReader
 from ferryman.progress.sqlite import SqliteLedger, SqliteReader
+from ferryman.report import MigrationReport, MigrationState
 
 
 class Backend:
@@ -150,3 +155,43 @@ def backends(kind: str, tmp_path: Path, server_url: str | None) -> Iterator[Back
 def env_with_repo() -> dict[str, str]:
     repo = Path(__file__).resolve().parents[1]
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+
+
+# --- runs and sources the ledger tests share --------------------------------------------------
+
+WHEN = datetime(2024, 6, 1, 3, 0)
+
+
+def failures(ids: Iterable[int], start: datetime = WHEN) -> list[FailedRecord]:
+    return [FailedRecord(i, f"items(id={i})", f"ValueError: bad {i}", Action.RETRY, start + timedelta(seconds=i))
+            for i in ids]
+
+
+def a_run(open_ledger: Callable[[], Ledger], identity: str, *, ok: bool, fatal: str | None = None) -> None:
+    """One run as the service records it, on the ledger ``open_ledger`` opens: its report, its
+    failures, its outcome."""
+    ledger = open_ledger()
+    report = MigrationReport(identity, identity.rsplit(".", 1)[-1].lower(), "src", "dst")
+    report.state = MigrationState.COMPLETED if ok else MigrationState.FAILED
+    ledger.begin_run([report])
+    ledger.start_migration(identity)
+    ids = [1, 2, 3] if ok else [1, 2]  # 3 fails, until a run migrates it
+    done = ledger.succeeded_among(identity, ids)  # as the runner does: each id once
+    ledger.record(identity, [i for i in ids if i not in done], [] if ok else failures([3]))
+    if fatal:
+        ledger.record_fatal(identity, fatal)
+    ledger.finish_migration(identity, completed=ok)
+    ledger.end_run(RunResult([report]))
+    ledger.close()
+
+
+def make_source(directory: Path, n: int) -> None:
+    """``src.db`` with ``n`` rows in table src, and an empty table dst in ``dst.db``."""
+    for name in ("src", "dst"):
+        engine = sa.create_engine(f"sqlite:///{directory}/{name}.db")
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n INTEGER)")
+            if name == "src":
+                conn.execute(sa.text("INSERT INTO src VALUES (:id, :name, :n)"),
+                             [{"id": i, "name": f"row {i}", "n": i} for i in range(1, n + 1)])
+        engine.dispose()

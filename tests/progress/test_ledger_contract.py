@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable, Iterable
-from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import sqlalchemy as sa
 from helpers import poll_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ledgers import Backend
+from ledgers import Backend, a_run, failures, make_source
 
 from ferryman import (
     Action,
@@ -40,47 +39,23 @@ from ferryman.progress.codec import encode_id
 from ferryman.progress.durable import DurableLedger
 from ferryman.progress.lease import Process
 from ferryman.progress.reader import LedgerReader
-from ferryman.report import MigrationReport, MigrationState
 from ferryman.server import LedgerStatusSource
 from ferryman.stores.base import JournalEntry
 from ferryman.types import Aggregates, Record, RecordId
 
 MIGRATION = "m.Copy"
-WHEN = datetime(2024, 6, 1, 3, 0)
-
-
-def failures(ids: Iterable[int], start: datetime = WHEN) -> list[FailedRecord]:
-    return [FailedRecord(i, f"items(id={i})", f"ValueError: bad {i}", Action.RETRY, start + timedelta(seconds=i))
-            for i in ids]
 
 
 def keys(ids: Iterable[RecordId]) -> list[str]:
     return sorted(map(encode_id, ids))
 
 
-def a_run(backend: Backend, identity: str, *, ok: bool, fatal: str | None = None) -> None:
-    """One run as the service records it: its report, its failures, its outcome."""
-    ledger = backend.open()
-    report = MigrationReport(identity, identity.rsplit(".", 1)[-1].lower(), "src", "dst")
-    report.state = MigrationState.COMPLETED if ok else MigrationState.FAILED
-    ledger.begin_run([report])
-    ledger.start_migration(identity)
-    ids = [1, 2, 3] if ok else [1, 2]  # 3 fails, until a run migrates it
-    done = ledger.succeeded_among(identity, ids)  # as the runner does: each id once
-    ledger.record(identity, [i for i in ids if i not in done], [] if ok else failures([3]))
-    if fatal:
-        ledger.record_fatal(identity, fatal)
-    ledger.finish_migration(identity, completed=ok)
-    ledger.end_run(RunResult([report]))
-    ledger.close()
-
-
 # --- what a reader reads ------------------------------------------------------------------------
 
 
 def test_it_reads_runs_migrations_records_and_errors(ledger_backend: Backend) -> None:
-    a_run(ledger_backend, "shop.CopyOrders", ok=False, fatal="Traceback...\nOSError: disk gone")
-    a_run(ledger_backend, "shop.CopyOrders", ok=True)
+    a_run(ledger_backend.open, "shop.CopyOrders", ok=False, fatal="Traceback...\nOSError: disk gone")
+    a_run(ledger_backend.open, "shop.CopyOrders", ok=True)
     with ledger_backend.reader() as reader:
         assert isinstance(reader, LedgerReader)
         runs = reader.runs()
@@ -163,17 +138,17 @@ def test_what_it_reads_is_what_was_recorded(ledger_factory: Callable[[], Backend
 
 
 def test_a_snapshot_is_one_state_of_the_ledger(ledger_backend: Backend) -> None:
-    a_run(ledger_backend, "m.A", ok=False)
+    a_run(ledger_backend.open, "m.A", ok=False)
     with ledger_backend.reader() as reader:
         with reader.snapshot():
             before = reader.runs()
-            a_run(ledger_backend, "m.A", ok=True)  # another process's run, committed meanwhile
+            a_run(ledger_backend.open, "m.A", ok=True)  # another process's run, committed meanwhile
             assert reader.runs() == before
         assert len(reader.runs()) == len(before) + 1
 
 
 def test_reading_never_writes_and_takes_no_lease(ledger_backend: Backend) -> None:
-    a_run(ledger_backend, "m.A", ok=False)
+    a_run(ledger_backend.open, "m.A", ok=False)
     before = ledger_backend.dump()
     with ledger_backend.reader() as reader:
         reader.progress()
@@ -201,18 +176,6 @@ def test_it_refuses_to_change_what_a_live_run_holds(ledger_backend: Backend) -> 
 
 
 # --- what a run writes ----------------------------------------------------------------------------
-
-
-def make_source(directory: Path, n: int) -> None:
-    """``src.db`` with ``n`` rows in table src, and an empty table dst in ``dst.db``."""
-    for name in ("src", "dst"):
-        engine = sa.create_engine(f"sqlite:///{directory}/{name}.db")
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n INTEGER)")
-            if name == "src":
-                conn.execute(sa.text("INSERT INTO src VALUES (:id, :name, :n)"),
-                             [{"id": i, "name": f"row {i}", "n": i} for i in range(1, n + 1)])
-        engine.dispose()
 
 
 def dst_count(url: str) -> int:

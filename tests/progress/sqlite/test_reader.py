@@ -4,53 +4,25 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from datetime import datetime, timedelta
 from pathlib import Path
 
 import ledger_files
 import pytest
+from ledgers import a_run
 
 from ferryman import (
-    Action,
-    FailedRecord,
     LedgerFileError,
 )
 from ferryman.progress.sqlite import SqliteLedger, SqliteReader
-from ferryman.report import MigrationReport, MigrationState, RunResult
-
-WHEN = datetime(2024, 6, 1, 3, 0)
 
 
 def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def failures(ids: range | list[int], start: datetime = WHEN) -> list[FailedRecord]:
-    return [FailedRecord(i, f"items(id={i})", f"ValueError: bad {i}", Action.RETRY, start + timedelta(seconds=i))
-            for i in ids]
-
-
-def a_run(path: Path, identity: str, *, ok: bool, fatal: str | None = None) -> None:
-    """One run as the service records it: its report, its failures, its outcome."""
-    ledger = SqliteLedger(path)
-    report = MigrationReport(identity, identity.rsplit(".", 1)[-1].lower(), "src", "dst")
-    report.state = MigrationState.COMPLETED if ok else MigrationState.FAILED
-    ledger.begin_run([report])
-    ledger.start_migration(identity)
-    ids = [1, 2, 3] if ok else [1, 2]  # 3 fails, until a run migrates it
-    done = ledger.succeeded_among(identity, ids)  # as the runner does: each id once
-    ledger.record(identity, [i for i in ids if i not in done], [] if ok else failures([3]))
-    if fatal:
-        ledger.record_fatal(identity, fatal)
-    ledger.finish_migration(identity, completed=ok)
-    ledger.end_run(RunResult([report]))
-    ledger.close()
-
-
-
 def test_reading_never_writes_and_takes_no_lease(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
-    a_run(path, "m.A", ok=False)
+    a_run(lambda: SqliteLedger(path), "m.A", ok=False)
     before = digest(path)
     with ledger_files.reader(path) as reader:
         reader.progress()

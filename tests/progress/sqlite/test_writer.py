@@ -17,6 +17,7 @@ import ledger_files
 import pytest
 import sqlalchemy as sa
 from helpers import poll_until
+from ledgers import make_source
 
 from ferryman import (
     FailedRecord,
@@ -33,18 +34,6 @@ from ferryman.stores.base import JournalEntry
 from ferryman.types import Aggregates, Record, RecordId
 
 JOB = Path(__file__).with_name("chaos_job.py")
-
-
-def make_source(directory: Path, n: int) -> None:
-    """``src.db`` with ``n`` rows in table src, and an empty table dst in ``dst.db``."""
-    for name in ("src", "dst"):
-        engine = sa.create_engine(f"sqlite:///{directory}/{name}.db")
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"CREATE TABLE {name} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, n INTEGER)")
-            if name == "src":
-                conn.execute(sa.text("INSERT INTO src VALUES (:id, :name, :n)"),
-                             [{"id": i, "name": f"row {i}", "n": i} for i in range(1, n + 1)])
-        engine.dispose()
 
 
 def dst_rows(url: str) -> list[tuple[Any, ...]]:
