@@ -195,3 +195,38 @@ def make_source(directory: Path, n: int) -> None:
                 conn.execute(sa.text("INSERT INTO src VALUES (:id, :name, :n)"),
                              [{"id": i, "name": f"row {i}", "n": i} for i in range(1, n + 1)])
         engine.dispose()
+
+
+GATED_TARGET = '''\
+import os, time
+from ferryman import SqlStore, migration
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+stores = [SqlStore("src", "sqlite:///" + os.path.join(HERE, "src.db"), "items"),
+          SqlStore("dst", {dest_url!r}, "items")]
+
+
+@migration(source="src", dest="dst", batch_size=250, name="copy_items")
+class CopyItems:
+    def transform(self, aggregates, record):
+        if record["id"] % 50 == 0:
+            time.sleep(0.01)  # slow enough to be killed or paused mid-run
+        if record["id"] == {gate_at}:
+            open(os.path.join(HERE, "at-gate"), "w").close()
+            while not os.path.exists(os.path.join(HERE, "open-gate")):
+                time.sleep(0.01)
+        if {fail_every} and record["id"] % {fail_every} == 0:
+            raise ValueError("no good: " + str(record["id"]))
+        return [{{"id": record["id"], "name": record["name"]}}]
+
+
+migrations = [CopyItems]
+'''
+"""A TARGET copying table items of ``src.db`` beside it into ``dest_url``, slowly enough to act
+during the run; the record ``gate_at`` waits at a gate (the file ``at-gate`` appears, the file
+``open-gate`` lets it go); with ``fail_every``, the records whose id is a multiple of it fail."""
+
+
+def gated_target(dest_url: str, gate_at: int, fail_every: int = 0) -> str:
+    return GATED_TARGET.format(dest_url=dest_url, gate_at=gate_at, fail_every=fail_every)

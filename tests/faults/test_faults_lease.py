@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import ledger_files
+import ledgers
 import pytest
 import sqlalchemy as sa
 from helpers import poll_until
@@ -33,32 +34,6 @@ ROWS = 20_000
 GATE_AT = 5_000
 """The record whose transform waits at the gate (``at-gate`` appears; ``open-gate`` lets it go)."""
 HOST = socket.gethostname()
-
-TARGET = '''\
-import os, time
-from ferryman import SqlStore, migration
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-stores = [SqlStore("src", "sqlite:///" + os.path.join(HERE, "src.db"), "items"),
-          SqlStore("dst", {dest_url!r}, "items")]
-
-
-@migration(source="src", dest="dst", batch_size=250, name="copy_items")
-class CopyItems:
-    def transform(self, aggregates, record):
-        if record["id"] % 50 == 0:
-            time.sleep(0.01)  # slow enough to be paused mid-run
-        if record["id"] == {gate_at}:
-            open(os.path.join(HERE, "at-gate"), "w").close()
-            while not os.path.exists(os.path.join(HERE, "open-gate")):
-                time.sleep(0.01)
-        return [{{"id": record["id"], "name": record["name"]}}]
-
-
-migrations = [CopyItems]
-'''
-
 
 # --- the setting ------------------------------------------------------------------------------
 
@@ -75,7 +50,7 @@ def setting(tmp_path, postgres_url, monkeypatch):
     engine = sa.create_engine(postgres_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")  # no key
-    (tmp_path / "lease_target.py").write_text(TARGET.format(dest_url=postgres_url, gate_at=GATE_AT))
+    (tmp_path / "lease_target.py").write_text(ledgers.gated_target(postgres_url, GATE_AT))
     MigrationProgress().save(tmp_path / "in.json")  # for `progress import`
     processes: list[subprocess.Popen[str]] = []
     yield tmp_path, engine, processes

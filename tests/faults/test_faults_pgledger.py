@@ -32,33 +32,8 @@ STALE_AFTER = 2.0
 ROWS = 20_000
 GATE_AT = 5_000
 
-TARGET = '''\
-import os, time
-from ferryman import SqlStore, migration
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-
-stores = [SqlStore("src", "sqlite:///" + os.path.join(HERE, "src.db"), "items"),
-          SqlStore("dst", {dest_url!r}, "items")]
-
-
-@migration(source="src", dest="dst", batch_size=250, name="copy_items")
-class CopyItems:
-    def transform(self, aggregates, record):
-        if record["id"] % 50 == 0:
-            time.sleep(0.01)  # slow enough to be killed or paused mid-run
-        if record["id"] == {gate_at}:
-            open(os.path.join(HERE, "at-gate"), "w").close()
-            while not os.path.exists(os.path.join(HERE, "open-gate")):
-                time.sleep(0.01)
-        if record["id"] % 997 == 0:
-            raise ValueError("no good: " + str(record["id"]))
-        return [{{"id": record["id"], "name": record["name"]}}]
-
-
-migrations = [CopyItems]
-'''
-BAD = [i for i in range(1, ROWS + 1) if i % 997 == 0]
+FAIL_EVERY = 997
+BAD = [i for i in range(1, ROWS + 1) if i % FAIL_EVERY == 0]
 
 
 class Setting:
@@ -121,7 +96,7 @@ def setting(tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch):
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")  # no key
     engine.dispose()
-    (tmp_path / "target.py").write_text(TARGET.format(dest_url=postgres_url, gate_at=GATE_AT))
+    (tmp_path / "target.py").write_text(ledgers.gated_target(postgres_url, GATE_AT, fail_every=FAIL_EVERY))
     made = Setting(tmp_path, postgres_url)
     yield made
     for proc in made.processes:  # a stopped process would keep its database sessions forever
