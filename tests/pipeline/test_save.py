@@ -18,6 +18,7 @@ from ferryman import (
     MigrationService,
     PendingWrite,
     Retry,
+    RunResult,
     SqlStore,
     StoreUnusableError,
     TerminalStoreError,
@@ -313,12 +314,15 @@ def test_an_outage_fails_the_whole_batch_for_a_later_retry_without_splitting_it(
     assert result.reports[0].retried == 4
 
 
-def test_a_duplicate_the_store_names_costs_two_saves_and_one_per_culprit(sqlite_url):
-    """The others of the batch are saved together, each named record alone: no halving."""
-    engine = create_engine(sqlite_url)
+def copy_over_stored_keys(url: str, stored: list[int], records: int, batch_size: int, repeat_after: int
+                          ) -> tuple[list[int], MigrationProgress, RunResult, dict[int, int]]:
+    """Copy ids ``0..records-1`` (as ``id % repeat_after``) into a table holding ``stored`` keys
+    already, in batches of ``batch_size``: the sizes of the batches begun, the progress, the
+    result and the table's rows (id -> copy)."""
+    engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(text("CREATE TABLE dst (id INTEGER PRIMARY KEY, copy INTEGER NOT NULL)"))
-        conn.execute(text("INSERT INTO dst VALUES (5, 0), (40, 0)"))
+        conn.execute(text("INSERT INTO dst VALUES (:id, 0)"), [{"id": k} for k in stored])
     engine.dispose()
     sizes: list[int] = []
 
@@ -327,53 +331,41 @@ def test_a_duplicate_the_store_names_costs_two_saves_and_one_per_culprit(sqlite_
             sizes.append(len(records))
             return super().begin_save_all(records, journal=journal)
 
-    @migration(source="src", dest="dst", batch_size=100, save_batch_size=100, save_retry=Retry(times=0, delay=0))
+    @migration(source="src", dest="dst", batch_size=batch_size, save_batch_size=batch_size,
+               save_retry=Retry(times=0, delay=0))
     class CopyAll:
         def transform(self, aggregates, record):
-            return [{"id": record["id"] % 90, "copy": record["id"]}]  # 90..99 repeat 0..9
+            return [{"id": record["id"] % repeat_after, "copy": record["id"]}]
 
-    dst = Counted("dst", sqlite_url, "dst")
-    src = MemoryStore("src", records=[{"id": i} for i in range(100)])
+    dst = Counted("dst", url, "dst")
+    src = MemoryStore("src", records=[{"id": i} for i in range(records)])
     progress = MigrationProgress()
-    result = MigrationService([src, dst], [CopyAll], checkpoint_interval=0).run(progress)
+    try:
+        result = MigrationService([src, dst], [CopyAll], checkpoint_interval=0).run(progress)
+        rows = {r["id"]: r["copy"] for page in dst.scan(batch_size=1000) for r in page}
+    finally:
+        dst.close()
+    return sizes, progress, result, rows
+
+
+def test_a_duplicate_the_store_names_costs_two_saves_and_one_per_culprit(sqlite_url):
+    """The others of the batch are saved together, each named record alone: no halving."""
+    sizes, progress, result, stored = copy_over_stored_keys(sqlite_url, [5, 40], 100, 100, repeat_after=90)
     failed = sorted(f.id for _, f in progress.failed_records())
     assert failed == [5, 40, *range(90, 100)]  # stored keys, then the later copy of each repeat
     assert sizes == [100, 79, *[1] * 21]  # not 100, 50, 50, 25, ...: the rest at once, the 21 named alone
-    stored = {r["id"]: r["copy"] for page in dst.scan(batch_size=1000) for r in page}
     assert stored[5] == 0 and stored[40] == 0 and all(stored[i] == i for i in range(10) if i != 5)  # first copies
     assert result.reports[0].succeeded == 88
-    dst.close()
 
 
 def test_after_a_named_duplicate_the_next_batches_are_looked_up_and_their_clashes_saved_alone(sqlite_url):
     """No batch after the first one fails on a duplicate of its key: each is looked up first."""
-    engine = create_engine(sqlite_url)
-    with engine.begin() as conn:
-        conn.execute(text("CREATE TABLE dst (id INTEGER PRIMARY KEY, copy INTEGER NOT NULL)"))
-        conn.execute(text("INSERT INTO dst VALUES (5, 0), (25, 0), (26, 0), (47, 0)"))
-    engine.dispose()
-    sizes: list[int] = []
-
-    class Counted(SqlStore):
-        def begin_save_all(self, records, *, journal=None):
-            sizes.append(len(records))
-            return super().begin_save_all(records, journal=journal)
-
-    @migration(source="src", dest="dst", batch_size=10, save_batch_size=10, save_retry=Retry(times=0, delay=0))
-    class CopyAll:
-        def transform(self, aggregates, record):
-            return [{"id": record["id"], "copy": record["id"]}]
-
-    dst = Counted("dst", sqlite_url, "dst")
-    src = MemoryStore("src", records=[{"id": i} for i in range(50)])
-    progress = MigrationProgress()
-    result = MigrationService([src, dst], [CopyAll], checkpoint_interval=0).run(progress)
+    sizes, progress, result, _ = copy_over_stored_keys(sqlite_url, [5, 25, 26, 47], 50, 10, repeat_after=50)
     assert sorted(f.id for _, f in progress.failed_records()) == [5, 25, 26, 47]
     assert all("duplicate key" in f.cause for _, f in progress.failed_records())
     # the first batch fails, then its rest and its culprit; the others are split before saving
     assert sizes == [10, 9, 1, 10, 8, 1, 1, 10, 9, 1]
     assert result.reports[0].succeeded == 46
-    dst.close()
 
 
 @pytest.fixture(params=["sqlite_url", "postgres_url", "mysql_url"])
