@@ -10,10 +10,12 @@ exit code 2) or another :class:`~ferryman.errors.FerrymanError` (each says its e
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
@@ -47,6 +49,8 @@ from .signals import StopFlag, stop_on_signals, stops_interrupt
 from .target import Target, load_target
 from .verify import VerificationResult, check_sample
 from .worker import WorkerResult, run_partitions
+
+log = logging.getLogger("ferryman")
 
 DEFAULT_LINGER = 300.0
 """``ferryman run --serve``: seconds the server keeps serving the final status after the run."""
@@ -190,18 +194,35 @@ def run(
         })
     with stops_interrupt():  # until the run handles them itself
         service = _service_of(target)
-        service.select(only)
-        address = parse_host_port(serve) if isinstance(serve, str) else serve
-        with service.observed_by([*observers, RetryLines(echo)]):
-            if not dry_run:
-                options = dict(max_tries=max_tries, retry_delay=retry_delay, max_failures=max_failures,
-                               timeout=seconds, events=events, notify=notify, verify_sample=verify_sample,
-                               workers=workers, launcher=launcher)
-                return _run(service, progress, only, address, options, echo, linger, on_finished)
-            result = _dry_run(service, progress, only, max_failures, echo)
-            if on_finished is not None:
-                on_finished(result)
-            return result
+        with closing_stores(service):
+            service.select(only)
+            address = parse_host_port(serve) if isinstance(serve, str) else serve
+            with service.observed_by([*observers, RetryLines(echo)]):
+                if not dry_run:
+                    options = dict(max_tries=max_tries, retry_delay=retry_delay, max_failures=max_failures,
+                                   timeout=seconds, events=events, notify=notify, verify_sample=verify_sample,
+                                   workers=workers, launcher=launcher)
+                    return _run(service, progress, only, address, options, echo, linger, on_finished)
+                result = _dry_run(service, progress, only, max_failures, echo)
+                if on_finished is not None:
+                    on_finished(result)
+                return result
+
+
+@contextmanager
+def closing_stores(service: MigrationService) -> Iterator[None]:
+    """Close the stores of ``service`` once the block ends: the command loaded them, and a
+    store's connections closed before the process exits leave its database as a program that
+    closes them would (an SQLite destination's WAL folded back into its file), whatever order
+    the interpreter's exit would tear them down in."""
+    try:
+        yield
+    finally:
+        for store in service.stores.values():
+            try:
+                store.close()
+            except (FerrymanError, SQLAlchemyError, OSError) as exc:  # the run's own result or error stands
+                log.warning("could not close store %s: %s", store.name, one_line(exc))
 
 
 def _refuse_beside_dry_run(given: dict[str, bool]) -> None:
@@ -342,7 +363,7 @@ def work(target: str | Target | MigrationService, *, progress: str | os.PathLike
     if not os.path.exists(path):
         raise InputError(f"no progress ledger at {path}: a worker runs the partitions of a run with workers")
     stop = StopFlag()
-    with stop_on_signals(stop):
+    with stop_on_signals(stop), closing_stores(service):
         try:
             return run_partitions(service, path, migration, stop)
         except PlanError as exc:

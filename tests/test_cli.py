@@ -717,3 +717,12 @@ def test_one_class_run_into_two_destinations_on_one_ledger_is_two_migrations_by_
                        (json.dumps([{**r, "name": "Copy"} for r in json.loads(reports)]), run_id))
     table = command("status", "--progress", "p.db").stdout.splitlines()
     assert sorted(line.split()[0] for line in table[2:] if line.startswith("Copy")) == ["Copy", other], table
+
+
+def test_a_run_closes_its_stores_so_an_sqlite_destination_is_left_whole(tmp_path):
+    """No -wal or -shm file beside the destination once the command is over: its connections
+    were closed (and the WAL folded back) by the run, not left to the interpreter's exit."""
+    target = write_target(tmp_path)
+    assert ferryman("run", target, "--progress", "p.db", "--only", "copy_items", cwd=tmp_path).returncode == 0
+    assert not [name for name in os.listdir(tmp_path) if name.startswith("dst.db-")]
+    assert dst_ids(tmp_path) == list(range(1, 31))
