@@ -146,7 +146,7 @@ def test_workers_killed_at_random_moments_leave_every_row_once(setting):
     kills = 0
     while kills < KILLS and run.poll() is None:
         before = written(engine)
-        time.sleep(rng.uniform(0.1, 0.4))
+        time.sleep(rng.uniform(0.05, 0.2))
         # a worker that wrote nothing since the last kill may still be starting: killing
         # only those would test the give-up rule, not the recovery
         if written(engine) == before:
