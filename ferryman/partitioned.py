@@ -73,8 +73,7 @@ def workers_the_servers_take(spec: MigrationSpec, stores: Mapping[str, Store], w
     the migration on that server at once (its source's read, its lookups', its destination's
     write). Says why in a warning when it gives fewer; a server that cannot be asked is skipped,
     with a warning too."""
-    needs: dict[str, int] = {}
-    counts: dict[str, ServerConnections] = {}
+    servers: dict[str, tuple[ServerConnections, int]] = {}  # what each server has, and its stores here
     for name in sorted({*spec.reads, spec.dest}):
         try:
             found = stores[name].server_connections()
@@ -83,11 +82,9 @@ def workers_the_servers_take(spec: MigrationSpec, stores: Mapping[str, Store], w
                         "unchecked", spec.name, name, one_line(exc))
             continue
         if found is not None:
-            needs[found.server] = needs.get(found.server, 0) + 1
-            counts[found.server] = found
+            servers[found.server] = (found, servers.get(found.server, (found, 0))[1] + 1)
     allowed = workers
-    for server, need in needs.items():
-        found = counts[server]
+    for server, (found, need) in servers.items():
         fits = found.free // need
         if fits < allowed:
             allowed = max(fits, 1)
@@ -215,12 +212,13 @@ class PartitionedRunner(MigrationRunner):
             self.parts.remove()
             return
         self._wait_for_holders(indexes)
+        views = {i: self.parts.view(i) for i in indexes}  # no worker holds one any more: they stay so
         if base is not None:
-            self._add_up([self.parts.view(i) for i in indexes], base)
+            self._add_up(list(views.values()), base)
         key, dest = self.spec.identity, self.stores[self.spec.dest]
         owners = []
         for i in indexes:
-            if self.parts.view(i).outcome is None:  # its worker died: fence it off, fold its journal
+            if views[i].outcome is None:  # its worker died: fence it off, fold its journal
                 self.parts.take_over(i, self.main, key, dest)
             fatal, owner = self.parts.merge_into(self.main, key, i)
             if fatal and not self.report.fatal_error:

@@ -48,7 +48,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from ..declare import MigrationSpec
 from ..errors import (
@@ -73,6 +73,8 @@ Batch = tuple[Positions, list[Record]]
 """One ``save_all``: its records' positions and their outputs."""
 
 JournalFor = Callable[[list[RecordId]], JournalEntry | None]
+
+T = TypeVar("T")
 
 CLASH_CHECKS = 8
 """Batches looked up before they are saved after a duplicate the store named, or after a lookup
@@ -214,9 +216,7 @@ class Saver:
             self._clash_checks = 0 if named is None else self._clash_checks - 1
             return [batch]
         self._clash_checks = CLASH_CHECKS
-        rest = [p for p, c in zip(positions, culprit) if not c]
-        alone: list[Batch] = [([p], list(attempt.outputs[p])) for p, c in zip(positions, culprit) if c]
-        return ([(rest, [o for p in rest for o in attempt.outputs[p]])] if rest else []) + alone
+        return [(part, [o for p in part for o in attempt.outputs[p]]) for part in _apart(positions, culprit)]
 
     @staticmethod
     def _outputs(works: list[Work]) -> list[Record]:
@@ -358,10 +358,15 @@ def _parts(works: list[Work], error: Exception) -> list[list[Work]]:
     if isinstance(error, DuplicateDataError) and error.records:
         culprit = _culprits([w.outputs for w in works], error.records)
         if any(culprit):
-            rest = [w for w, c in zip(works, culprit) if not c]
-            return ([rest] if rest else []) + [[w] for w, c in zip(works, culprit) if c]
+            return _apart(works, culprit)
     half = len(works) // 2
     return [works[:half], works[half:]]
+
+
+def _apart(items: Sequence[T], culprit: list[bool]) -> list[list[T]]:
+    """The items not marked culprit together (when there are any), then each culprit alone."""
+    rest = [item for item, c in zip(items, culprit) if not c]
+    return ([rest] if rest else []) + [[item] for item, c in zip(items, culprit) if c]
 
 
 def _culprits(outputs_of: list[Sequence[Record]], named: Sequence[Record]) -> list[bool]:

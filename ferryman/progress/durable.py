@@ -14,7 +14,7 @@ import time
 from abc import abstractmethod
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from typing import Any
 
 from ..errors import LeaseLostError, LedgerMismatchError, StoreError
 from ..redact import mask_secrets
@@ -24,7 +24,8 @@ from ..signals import critical
 from ..stores.base import JournalEntry, Store
 from ..types import RecordId
 from .codec import as_id, encode_id, encode_ids
-from .ledger import Ledger
+from .lease import HeartbeatLease
+from .ledger import Ledger, new_event
 from .model import MigrationProgress
 
 log = logging.getLogger("ferryman")
@@ -41,13 +42,6 @@ Op = tuple[str, int, Any]
 ``("f", migration row id, failed rows)``."""
 
 
-class HeldLease(Protocol):
-    """What the shared logic asks of a lease: its epoch, and why it was lost (None: held)."""
-
-    epoch: int
-    lost: str | None
-
-
 class DurableLedger(Ledger):
     """The logic both durable ledgers share (see the module docstring)."""
 
@@ -56,8 +50,12 @@ class DurableLedger(Ledger):
     uid: str
     journal_owner: str
     read_only: bool
-    lease: HeldLease | None
+    conn: Any
+    run_id: int | None
+    lease: HeartbeatLease[Any] | None
     lost_lease: str | None
+    lease_errors: tuple[type[Exception], ...] = ()
+    """What giving the lease back may raise (the database's errors): said, not raised."""
 
     def _init_queue(self) -> None:
         """The state of a ledger open for a run (called by the subclass's ``__init__``)."""
@@ -81,6 +79,43 @@ class DurableLedger(Ledger):
     @abstractmethod
     def _mid(self, identity: str) -> int:
         """The migration's row id, made on first use."""
+
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[None]:
+        """One write transaction, which first checks the run still holds its lease."""
+
+    @abstractmethod
+    def _new_lease(self) -> HeartbeatLease[Any]:
+        """A lease for a run on this ledger; LedgerBusyError while a live run holds it."""
+
+    @abstractmethod
+    def _record_run_start(self, lease: Any) -> int:
+        """In a write transaction: take ``lease``, end as died the runs its dead holder left
+        unfinished, record a new run (:func:`next_run`); its id."""
+
+    @abstractmethod
+    def _record_run_end(self, outcome: str, last_error: str | None, reports: str) -> None:
+        """In a write transaction: how :attr:`run_id` ended."""
+
+    @abstractmethod
+    def _delete_progress(self, mid: int, key: str) -> None:
+        """In a write transaction: the migration's succeeded ids, failed records, fatal errors
+        and report deleted, and its row marked neither in progress nor completed."""
+
+    def _forgot(self, mid: int, key: str) -> None:
+        """What else the ledger keeps of a migration it forgot, forgotten (nothing here)."""
+
+    @abstractmethod
+    def refuse_if_live(self, doing: str | None = None) -> None:
+        """Raise LedgerBusyError while a live run holds the lease (the reader's)."""
+
+    @abstractmethod
+    def _insert_event(self, body: str) -> int:
+        """An event row (its JSON ``body``); its sequence number."""
+
+    @abstractmethod
+    def _insert_verification(self, ok: bool, body: str) -> None:
+        """A verification's row (its JSON ``body``)."""
 
     @abstractmethod
     def _commit(self, ops: list[Op]) -> None:
@@ -124,7 +159,91 @@ class DurableLedger(Ledger):
                 load.failed(identity, entry.failed.values())
             load.fatal_errors(progress.fatal_errors)
 
-    # --- the lease ---------------------------------------------------------------------------
+    def forget(self, key: str, dest: Store | None = None, *, every_ledger: bool = False) -> None:
+        """Forget everything about a migration's progress (refused while a live run holds the
+        ledger; a run resets its own); its destination journal's entries too, so none is folded
+        back later. Another ledger's entries are its mark, which keeps a run on a ledger that
+        knows nothing of the migration from writing it all again: they go only with
+        ``every_ledger``."""
+        mid = self._mid(key)
+        self._flush()
+        name = self.names().get(key, key)
+        with self._tx():
+            if self.lease is None:
+                self.refuse_if_live("reset a migration")
+            self._delete_progress(mid, key)
+            self._append_event(new_event("migration.reset", migration=name, identity=key))
+        for cache in (self._maybe_done, self._has_failed):
+            cache.discard(mid)
+        self._ignored.pop(mid, None)
+        self._forgot(mid, key)
+        self._forget_journal(key, dest, every_ledger)
+
+    def close(self) -> None:
+        """Write what is pending (unless the lease was lost), release the lease, close."""
+        try:
+            if self.lease is None or self.lease.lost is None:
+                self._flush()
+        finally:
+            try:
+                self._release()
+            finally:
+                self.conn.close()
+
+    # --- the event log and verifications -------------------------------------------------------
+
+    def record_event(self, event: dict[str, Any]) -> int | None:
+        """Append an event, in a transaction of its own; nothing once the run lost its lease
+        (the ledger is the new holder's)."""
+        if self.read_only or self._lost():
+            return None
+        with self._tx():
+            return self._append_event(event)
+
+    def _append_event(self, event: dict[str, Any]) -> int:
+        """:meth:`record_event` in the caller's transaction."""
+        return self._insert_event(json.dumps({k: v for k, v in event.items() if k != "seq"}, default=str))
+
+    def record_verification(self, result: dict[str, Any]) -> None:
+        if self.read_only or self._lost():
+            return
+        with self._tx():
+            self._insert_verification(bool(result.get("ok")), json.dumps(result, default=str))
+
+    # --- runs and the lease ------------------------------------------------------------------
+
+    def begin_run(self, reports: Sequence[MigrationReport]) -> None:
+        """Take the lease (or raise LedgerBusyError) and record a new run."""
+        lease = self._new_lease()
+        with self._tx():
+            self.run_id = self._record_run_start(lease)
+        self.lease, self.lost_lease = lease, None
+        self._reports = reports
+        self._changed.clear()
+        lease.start_heartbeat()
+
+    def end_run(self, result: RunResult) -> None:
+        """Record how the run ended and release the lease. A run that lost the lease writes
+        nothing (its outcome must not land over the new holder's) and raises LeaseLostError; a
+        ledger that cannot be written releases the lease all the same (the next run then finds
+        the outcome missing and says so)."""
+        try:
+            self._flush()
+            if self.run_id is not None:
+                outcome, last_error = run_outcome(result)
+                with self._tx():
+                    self._record_run_end(outcome, last_error, reports_json(result.reports))
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        lease, self.lease = self.lease, None
+        if lease is not None:
+            self.lost_lease = lease.lost
+            try:
+                lease.release(self.conn)
+            except self.lease_errors as exc:  # the heartbeat has stopped: the lease goes stale
+                log.warning("could not release the lease of %s: %s", self.path, exc)
 
     def _lost(self) -> bool:
         """Whether this ledger's run lost its lease, now or before it ended."""

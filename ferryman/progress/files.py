@@ -27,7 +27,7 @@ from .ledger import Ledger, MemoryLedger
 from .model import Action, MigrationProgress
 from .reader import LedgerReader
 from .sqlite import LeaseFile, SqliteLedger, SqliteReader, is_ledger_file
-from .storage import checked_path, is_postgres_location
+from .storage import checked_path, is_postgres_location, read_errors_named
 
 if TYPE_CHECKING:
     from .postgres import PostgresLedger
@@ -234,7 +234,7 @@ def reading(path: str | os.PathLike[str]) -> Iterator[Ledger]:
     path = existing(path)
     ledger = open_ledger(path, read_only=True)
     try:
-        with _named_damage(path):
+        with read_errors_named(path, sqlite3.DatabaseError):  # a damaged ledger found on the way
             yield ledger
     finally:
         ledger.close()
@@ -259,7 +259,7 @@ def changing(path: str | os.PathLike[str], doing: str) -> Iterator[Ledger]:
         ledger = JsonFileLedger(path)  # a malformed file is refused before any lock is made
         ledger.hold(doing)
     try:
-        with _named_damage(path):
+        with read_errors_named(path, sqlite3.DatabaseError):  # a damaged ledger found on the way
             yield ledger
         if isinstance(ledger, JsonFileLedger) and ledger.unsaved:
             ledger.save()
@@ -283,12 +283,3 @@ def existing(path: str | os.PathLike[str]) -> str:
     if not os.path.exists(path):
         raise FileNotFoundError(2, "no progress file", path)
     return path
-
-
-@contextmanager
-def _named_damage(path: str) -> Iterator[None]:
-    """A damaged ledger found on the way is named in one line."""
-    try:
-        yield
-    except sqlite3.DatabaseError as exc:
-        raise LedgerFileError(f"cannot read progress ledger {path}: {exc}") from exc

@@ -209,6 +209,10 @@ class HeartbeatLease(ABC, Generic[C]):
     def _holder_on(self, conn: C) -> Holder | None:
         """Whoever the row names now (None: no row)."""
 
+    @abstractmethod
+    def release(self, conn: C) -> None:
+        """Stop the heartbeat and give the lease back (a lost lease is not ours to touch)."""
+
     @staticmethod
     def _usable(conn: C) -> bool:
         """Whether the heartbeat's connection may serve the next beat after a failure."""

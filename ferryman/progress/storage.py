@@ -11,7 +11,7 @@ import contextlib
 import os
 import secrets
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 from ..errors import LedgerFileError, ProgressFormatError
 
@@ -24,6 +24,16 @@ def checked_path(path: str | os.PathLike[str]) -> str:
         raise LedgerFileError("the progress ledger path is empty (an unset shell variable?): "
                               "name a file, e.g. progress.db")
     return text
+
+
+@contextlib.contextmanager
+def read_errors_named(location: str, errors: type[Exception] | tuple[type[Exception], ...]) -> Iterator[None]:
+    """The database's ``errors`` met reading the ledger at ``location`` (a damaged file, a
+    server gone) as one line naming it (:class:`LedgerFileError`)."""
+    try:
+        yield
+    except errors as exc:
+        raise LedgerFileError(f"cannot read progress ledger {location}: {exc}") from exc
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ...types import RecordId
 from ..codec import encode_id, failed_fields
 from ..model import FailedRecord, ProgressMetadata
-from .schema import failed_columns
+from .schema import failed_columns, migration_row
 
 if TYPE_CHECKING:
     from .writer import PostgresLedger
@@ -63,11 +63,7 @@ class LedgerImport:
         self.conn.execute("INSERT INTO fatal_error (migration, text) SELECT NULL, unnest(%s::text[])", (list(texts),))
 
     def _migration(self, identity: str) -> int:
-        self.conn.execute("INSERT INTO migration (identity) VALUES (%s) ON CONFLICT (identity) DO NOTHING",
-                          (identity,))
-        row = self.conn.execute("SELECT id FROM migration WHERE identity = %s", (identity,)).fetchone()
-        assert row is not None
-        return int(row[0])
+        return migration_row(self.conn, identity)
 
     def finish(self) -> None:
         metadata = self._metadata

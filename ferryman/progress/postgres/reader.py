@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -34,6 +34,7 @@ from ..reader import (
     stored_report,
     stored_reports,
 )
+from ..storage import read_errors_named
 from .lease import current_holder
 from .location import PgLocation
 from .schema import connect, inspect_ledger
@@ -68,23 +69,15 @@ class PostgresReader(LedgerReader):
         location = PgLocation.parse(location) if isinstance(location, str) else location
         conn = connect(location, read_only=True)
         try:
-            with cls._reading_of(location.shown):
+            with read_errors_named(location.shown, psycopg.Error):
                 exists = inspect_ledger(conn, location) is not None
             return cls(conn, location, exists)
         except BaseException:
             conn.close()
             raise
 
-    @staticmethod
-    @contextmanager
-    def _reading_of(shown: str) -> Iterator[None]:
-        try:
-            yield
-        except psycopg.Error as exc:
-            raise LedgerFileError(f"cannot read progress ledger {shown}: {exc}") from exc
-
-    def _reading(self) -> Any:
-        return self._reading_of(self.path)
+    def _reading(self) -> AbstractContextManager[None]:
+        return read_errors_named(self.path, psycopg.Error)
 
     def _rows(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._reading():

@@ -191,3 +191,11 @@ def failed_columns(records: list[tuple[Any, ...]]) -> list[list[Any]]:
     :data:`UPSERT_FAILED`, the last row of an id kept (one statement cannot change a row twice)."""
     last = {row[0]: row for row in records}
     return [list(column) for column in zip(*last.values())] if last else [[], [], [], [], []]
+
+
+def migration_row(conn: psycopg.Connection[Any], identity: str) -> int:
+    """The id of the migration row of ``identity``, made when missing."""
+    conn.execute("INSERT INTO migration (identity) VALUES (%s) ON CONFLICT (identity) DO NOTHING", (identity,))
+    row = conn.execute("SELECT id FROM migration WHERE identity = %s", (identity,)).fetchone()
+    assert row is not None
+    return int(row[0])

@@ -25,25 +25,33 @@ import os
 import socket
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import psycopg
 
 from ...errors import LedgerFileError, LedgerWriteError
 from ...redact import mask_secrets
-from ...report import MigrationReport, RunResult
 from ...report import last_error as run_last_error
-from ...stores.base import Store
 from ...types import RecordId
 from ..codec import array_keys, decode_id, encode_id, encode_ids, failed_fields
-from ..durable import DurableLedger, Op, dead_run_error, next_run, reports_json, run_outcome
-from ..ledger import marked_event, new_event
+from ..durable import DurableLedger, Op, dead_run_error, next_run, reports_json
+from ..ledger import marked_event
 from ..model import Action, FailedRecord, MigrationProgress
+from ..storage import read_errors_named
 from .importer import LedgerImport
 from .lease import PgLease
 from .location import PgLocation
 from .reader import LOG_PAGE, PostgresReader
-from .schema import NOW, SCHEMA_VERSION, UPSERT_FAILED, connect, create, drop, failed_columns, inspect_ledger
+from .schema import (
+    NOW,
+    SCHEMA_VERSION,
+    UPSERT_FAILED,
+    connect,
+    create,
+    drop,
+    failed_columns,
+    inspect_ledger,
+    migration_row,
+)
 
 log = logging.getLogger("ferryman")
 
@@ -74,7 +82,7 @@ class PostgresLedger(PostgresReader, DurableLedger):
         """Why this ledger's run lost its lease, kept after the run: it then writes nothing more."""
         conn = connect(location, read_only=read_only)
         try:
-            with self._reading_of(location.shown):
+            with read_errors_named(location.shown, psycopg.Error):
                 version = inspect_ledger(conn, location)
             if version is None and read_only:
                 raise FileNotFoundError(2, "no progress ledger in schema " + location.schema, location.shown)
@@ -115,68 +123,42 @@ class PostgresLedger(PostgresReader, DurableLedger):
             mid = self.migration_id(identity)
             if mid is None:
                 with self._tx():
-                    mid = self._insert_migration(identity)
+                    mid = migration_row(self.conn, identity)
             elif self._any("failed", mid):
                 self._has_failed.add(mid)
             self._ids[identity] = mid
         return mid
-
-    def _insert_migration(self, identity: str) -> int:
-        self.conn.execute("INSERT INTO migration (identity) VALUES (%s) ON CONFLICT (identity) DO NOTHING",
-                          (identity,))
-        row = self.conn.execute("SELECT id FROM migration WHERE identity = %s", (identity,)).fetchone()
-        assert row is not None
-        return int(row[0])
 
     def _any(self, table: str, mid: int) -> bool:
         return bool(self._rows(f"SELECT 1 FROM {table} WHERE migration = %s LIMIT 1", (mid,)))
 
     # --- runs and the lease ------------------------------------------------------------------
 
-    def begin_run(self, reports: Sequence[MigrationReport]) -> None:
-        """Take the lease (or raise LedgerBusyError) and record a new run."""
+    lease_errors = (psycopg.Error,)
+
+    def _new_lease(self) -> PgLease:
         lease = PgLease(self.location)
         with self._reading():
             lease.refuse_if_held(self.conn)
-        with self._tx():
-            lease.acquire(self.conn)
-            dead = lease.previous
-            if dead is not None:
-                self.conn.execute(f"UPDATE run SET outcome = 'died', ended_at = {NOW}, last_error = %s "
-                                  "WHERE outcome IS NULL", (dead_run_error(dead.pid, dead.host),))
-            job, attempt = next_run(self.conn.execute(
-                "SELECT job, attempt, outcome FROM run ORDER BY id DESC LIMIT 1").fetchone())
-            row = self.conn.execute(
-                f"INSERT INTO run (job, attempt, started_at, pid, host) VALUES (%s, %s, {NOW}, %s, %s) RETURNING id",
-                (job, attempt, os.getpid(), socket.gethostname())).fetchone()
-            assert row is not None
-            self.run_id = int(row[0])
-        self.lease, self.lost_lease = lease, None
-        self._reports = reports
-        self._changed.clear()
-        lease.start_heartbeat()
+        return lease
 
-    def end_run(self, result: RunResult) -> None:
-        """Record how the run ended and release the lease (see ``SqliteLedger.end_run``)."""
-        try:
-            self._flush()
-            if self.run_id is not None:
-                outcome, last_error = run_outcome(result)
-                with self._tx():
-                    self.conn.execute(
-                        f"UPDATE run SET ended_at = {NOW}, outcome = %s, last_error = %s, reports = %s WHERE id = %s",
-                        (outcome, last_error, reports_json(result.reports), self.run_id))
-        finally:
-            self._release()
+    def _record_run_start(self, lease: PgLease) -> int:
+        lease.acquire(self.conn)
+        dead = lease.previous
+        if dead is not None:
+            self.conn.execute(f"UPDATE run SET outcome = 'died', ended_at = {NOW}, last_error = %s "
+                              "WHERE outcome IS NULL", (dead_run_error(dead.pid, dead.host),))
+        job, attempt = next_run(self.conn.execute("SELECT job, attempt, outcome FROM run ORDER BY id DESC LIMIT 1")
+                                .fetchone())
+        row = self.conn.execute(
+            f"INSERT INTO run (job, attempt, started_at, pid, host) VALUES (%s, %s, {NOW}, %s, %s) RETURNING id",
+            (job, attempt, os.getpid(), socket.gethostname())).fetchone()
+        assert row is not None
+        return int(row[0])
 
-    def _release(self) -> None:
-        lease, self.lease = self.lease, None
-        if lease is not None:
-            self.lost_lease = lease.lost
-            try:
-                lease.release(self.conn)
-            except psycopg.Error as exc:  # the heartbeat has stopped: the lease goes stale
-                log.warning("could not release the lease of %s: %s", self.path, exc)
+    def _record_run_end(self, outcome: str, last_error: str | None, reports: str) -> None:
+        self.conn.execute(f"UPDATE run SET ended_at = {NOW}, outcome = %s, last_error = %s, reports = %s WHERE id = %s",
+                          (outcome, last_error, reports, self.run_id))
 
     def assert_held(self) -> None:
         """Raise LeaseLostError when this run's lease was taken over (one primary-key SELECT)."""
@@ -333,7 +315,7 @@ class PostgresLedger(PostgresReader, DurableLedger):
 
     def _set_dest(self, key: str, dest: str) -> None:
         with self._tx():
-            self._insert_migration(key)
+            migration_row(self.conn, key)
             self.conn.execute("UPDATE migration SET dest = %s WHERE identity = %s", (dest, key))
 
     def completed(self, key: str) -> bool:
@@ -353,24 +335,12 @@ class PostgresLedger(PostgresReader, DurableLedger):
             self.conn.execute("UPDATE migration SET inputs = %s WHERE id = %s",
                               (json.dumps(inputs, sort_keys=True), self._mid(key)))
 
-    def forget(self, key: str, dest: Store | None = None, *, every_ledger: bool = False) -> None:
-        """Forget everything about a migration's progress (see ``SqliteLedger.forget``)."""
-        mid = self._mid(key)
-        self._flush()
-        name = self.names().get(key, key)
-        with self._tx():
-            if self.lease is None:  # a run resets its own
-                self.refuse_if_live("reset a migration")
-            for table in ("succeeded", "succeeded_log", "failed"):
-                self.conn.execute(f"DELETE FROM {table} WHERE migration = %s", (mid,))
-            self.conn.execute("DELETE FROM fatal_error WHERE migration = %s", (key,))
-            self.conn.execute("UPDATE migration SET in_progress = false, completed = false, report = NULL, "
-                              "inputs = NULL WHERE id = %s", (mid,))
-            self._append_event(new_event("migration.reset", migration=name, identity=key))
-        for cache in (self._maybe_done, self._has_failed):
-            cache.discard(mid)
-        self._ignored.pop(mid, None)
-        self._forget_journal(key, dest, every_ledger)
+    def _delete_progress(self, mid: int, key: str) -> None:
+        for table in ("succeeded", "succeeded_log", "failed"):
+            self.conn.execute(f"DELETE FROM {table} WHERE migration = %s", (mid,))
+        self.conn.execute("DELETE FROM fatal_error WHERE migration = %s", (key,))
+        self.conn.execute("UPDATE migration SET in_progress = false, completed = false, report = NULL, "
+                          "inputs = NULL WHERE id = %s", (mid,))
 
     # --- the whole progress, failed records' actions, the whole content -----------------------
 
@@ -398,26 +368,13 @@ class PostgresLedger(PostgresReader, DurableLedger):
 
     # --- the event log and verifications -------------------------------------------------------
 
-    def record_event(self, event: dict[str, Any]) -> int | None:
-        """Append an event, in a transaction of its own; nothing once the run lost its lease."""
-        if self.read_only or self._lost():
-            return None
-        with self._tx():
-            return self._append_event(event)
-
-    def _append_event(self, event: dict[str, Any]) -> int:
-        body = {k: v for k, v in event.items() if k != "seq"}
-        row = self.conn.execute("INSERT INTO event (body) VALUES (%s) RETURNING seq",
-                                (json.dumps(body, default=str),)).fetchone()
+    def _insert_event(self, body: str) -> int:
+        row = self.conn.execute("INSERT INTO event (body) VALUES (%s) RETURNING seq", (body,)).fetchone()
         assert row is not None
         return int(row[0])
 
-    def record_verification(self, result: dict[str, Any]) -> None:
-        if self.read_only or self._lost():
-            return
-        with self._tx():
-            self.conn.execute("INSERT INTO verification (ok, body) VALUES (%s, %s)",
-                              (bool(result.get("ok")), json.dumps(result, default=str)))
+    def _insert_verification(self, ok: bool, body: str) -> None:
+        self.conn.execute("INSERT INTO verification (ok, body) VALUES (%s, %s)", (ok, body))
 
     @contextmanager
     def replacing(self) -> Iterator[LedgerImport]:
@@ -431,16 +388,7 @@ class PostgresLedger(PostgresReader, DurableLedger):
             yield load
             load.finish()
 
-    def close(self) -> None:
-        """Write what is pending (unless the lease was lost), release the lease, close."""
-        try:
-            if self.lease is None or self.lease.lost is None:
-                self._flush()
-        finally:
-            try:
-                self._release()
-            finally:
-                self.conn.close()
+    close = DurableLedger.close  # not the reader's, which comes first
 
 
 def drop_ledger(location: str | PgLocation) -> None:

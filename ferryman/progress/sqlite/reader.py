@@ -13,7 +13,7 @@ import json
 import random
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from itertools import chain
 from operator import itemgetter
@@ -37,6 +37,7 @@ from ..reader import (
     stored_report,
     stored_reports,
 )
+from ..storage import read_errors_named
 from .lease import current_holder
 from .schema import LEDGER_TABLES, columns, connect, inspect_ledger, tables
 
@@ -76,12 +77,8 @@ class SqliteReader(LedgerReader):
             conn.close()
             raise
 
-    @contextmanager
-    def _reading(self) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.DatabaseError as exc:
-            raise LedgerFileError(f"cannot read progress ledger {self.path}: {exc}") from exc
+    def _reading(self) -> AbstractContextManager[None]:
+        return read_errors_named(self.path, sqlite3.DatabaseError)
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:

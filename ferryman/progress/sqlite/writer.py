@@ -34,17 +34,14 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import repeat
-from typing import Any
 
 from ...errors import LedgerFileError, LedgerWriteError
 from ...redact import mask_secrets
-from ...report import MigrationReport, RunResult
 from ...report import last_error as run_last_error
-from ...stores.base import Store
 from ...types import RecordId
 from ..codec import array_keys, decode_id, encode_id, encode_ids, failed_row
-from ..durable import DurableLedger, Op, dead_run_error, next_run, reports_json, run_outcome
-from ..ledger import marked_event, new_event
+from ..durable import DurableLedger, Op, dead_run_error, next_run, reports_json
+from ..ledger import marked_event
 from ..model import Action, FailedRecord, MigrationProgress
 from ..storage import checked_path
 from .importer import LedgerImport
@@ -211,55 +208,29 @@ class SqliteLedger(SqliteReader, DurableLedger):
 
     # --- runs and the lease ------------------------------------------------------------------
 
-    def begin_run(self, reports: Sequence[MigrationReport]) -> None:
-        """Take the lease (or raise LedgerBusyError) and record a new run."""
+    lease_errors = (sqlite3.Error,)
+
+    def _new_lease(self) -> Lease:
         lease = Lease(self.path)
-        lease.refuse_if_held(self.conn)
+        lease.refuse_if_held(self.conn)  # before the write transaction: a stopped holder may hold the file
+        return lease
+
+    def _record_run_start(self, lease: Lease) -> int:
         now = time.time()
-        with self._tx():
-            lease.acquire(self.conn)
-            dead = lease.previous
-            if dead is not None:
-                self.conn.execute(
-                    "UPDATE run SET outcome = 'died', ended_at = ?, last_error = ? WHERE outcome IS NULL",
-                    (now, dead_run_error(dead.pid, dead.host)),
-                )
-            job, attempt = next_run(self.conn.execute(
-                "SELECT job, attempt, outcome FROM run ORDER BY id DESC LIMIT 1").fetchone())
-            self.run_id = inserted(self.conn.execute(
-                "INSERT INTO run (job, attempt, started_at, pid, host) VALUES (?, ?, ?, ?, ?)",
-                (job, attempt, now, os.getpid(), socket.gethostname()),
-            ))
-        self.lease, self.lost_lease = lease, None
-        self._reports = reports
-        self._changed.clear()
-        lease.start_heartbeat()
+        lease.acquire(self.conn)
+        dead = lease.previous
+        if dead is not None:
+            self.conn.execute("UPDATE run SET outcome = 'died', ended_at = ?, last_error = ? WHERE outcome IS NULL",
+                              (now, dead_run_error(dead.pid, dead.host)))
+        job, attempt = next_run(self.conn.execute("SELECT job, attempt, outcome FROM run ORDER BY id DESC LIMIT 1")
+                                .fetchone())
+        return inserted(self.conn.execute(
+            "INSERT INTO run (job, attempt, started_at, pid, host) VALUES (?, ?, ?, ?, ?)",
+            (job, attempt, now, os.getpid(), socket.gethostname())))
 
-    def end_run(self, result: RunResult) -> None:
-        """Record how the run ended and release the lease. A run that lost the lease writes
-        nothing (its outcome must not land over the new holder's) and raises LeaseLostError; a
-        ledger that cannot be written releases the lease all the same (the next run then finds
-        the outcome missing and says so)."""
-        try:
-            self._flush()
-            if self.run_id is not None:
-                outcome, last_error = run_outcome(result)
-                with self._tx():
-                    self.conn.execute(
-                        "UPDATE run SET ended_at = ?, outcome = ?, last_error = ?, reports = ? WHERE id = ?",
-                        (time.time(), outcome, last_error, reports_json(result.reports), self.run_id),
-                    )
-        finally:
-            self._release()
-
-    def _release(self) -> None:
-        lease, self.lease = self.lease, None
-        if lease is not None:
-            self.lost_lease = lease.lost
-            try:
-                lease.release(self.conn)
-            except sqlite3.Error as exc:  # the heartbeat has stopped: the lease goes stale
-                log.warning("could not release the lease of %s: %s", self.path, exc)
+    def _record_run_end(self, outcome: str, last_error: str | None, reports: str) -> None:
+        self.conn.execute("UPDATE run SET ended_at = ?, outcome = ?, last_error = ?, reports = ? WHERE id = ?",
+                          (time.time(), outcome, last_error, reports, self.run_id))
 
     def assert_held(self) -> None:
         """Raise LeaseLostError when this run's lease was taken over (one indexed SELECT)."""
@@ -500,29 +471,16 @@ class SqliteLedger(SqliteReader, DurableLedger):
             self.conn.execute("UPDATE migration SET inputs = ? WHERE id = ?",
                               (json.dumps(inputs, sort_keys=True), self._mid(key)))
 
-    def forget(self, key: str, dest: Store | None = None, *, every_ledger: bool = False) -> None:
-        """Forget everything about a migration's progress (refused while a live run holds the
-        ledger); its destination journal's entries too, so none is folded back later. Another
-        ledger's entries are its mark, which keeps a run on a ledger that knows nothing of the
-        migration from writing it all again: they go only with ``every_ledger``."""
-        mid = self._mid(key)
-        self._flush()
-        name = self.names().get(key, key)
-        with self._tx():
-            if self.lease is None:  # a run resets its own
-                self.refuse_if_live("reset a migration")
-            for table in ("succeeded", "succeeded_log", "failed"):
-                self.conn.execute(f"DELETE FROM {table} WHERE migration = ?", (mid,))
-            self.conn.execute("DELETE FROM fatal_error WHERE migration = ?", (key,))
-            self.conn.execute("UPDATE migration SET in_progress = 0, completed = 0, report = NULL, "
-                              "inputs = NULL WHERE id = ?", (mid,))
-            self._append_event(new_event("migration.reset", migration=name, identity=key))
-        for cache in (self._maybe_done, self._has_failed):
-            cache.discard(mid)
-        self._ignored.pop(mid, None)
+    def _delete_progress(self, mid: int, key: str) -> None:
+        for table in ("succeeded", "succeeded_log", "failed"):
+            self.conn.execute(f"DELETE FROM {table} WHERE migration = ?", (mid,))
+        self.conn.execute("DELETE FROM fatal_error WHERE migration = ?", (key,))
+        self.conn.execute("UPDATE migration SET in_progress = 0, completed = 0, report = NULL, "
+                          "inputs = NULL WHERE id = ?", (mid,))
+
+    def _forgot(self, mid: int, key: str) -> None:
         self._failed_keys[mid] = set()  # the migration's entries are gone, none is queued
         shutil.rmtree(parts_directory(self.path, key), ignore_errors=True)
-        self._forget_journal(key, dest, every_ledger)
 
     # --- the whole progress, failed records' actions, the whole content -----------------------
 
@@ -551,24 +509,11 @@ class SqliteLedger(SqliteReader, DurableLedger):
 
     # --- the event log and verifications -------------------------------------------------------
 
-    def record_event(self, event: dict[str, Any]) -> int | None:
-        """Append an event to the ``event`` table, in a transaction of its own; nothing once
-        the run lost its lease (the ledger is the new holder's)."""
-        if self.read_only or self._lost():
-            return None
-        with self._tx():
-            return self._append_event(event)
+    def _insert_event(self, body: str) -> int:
+        return inserted(self.conn.execute("INSERT INTO event (body) VALUES (?)", (body,)))
 
-    def _append_event(self, event: dict[str, Any]) -> int:
-        body = {k: v for k, v in event.items() if k != "seq"}
-        return inserted(self.conn.execute("INSERT INTO event (body) VALUES (?)", (json.dumps(body, default=str),)))
-
-    def record_verification(self, result: dict[str, Any]) -> None:
-        if self.read_only or self._lost():
-            return
-        with self._tx():
-            self.conn.execute("INSERT INTO verification (ok, body) VALUES (?, ?)",
-                              (int(bool(result.get("ok"))), json.dumps(result, default=str)))
+    def _insert_verification(self, ok: bool, body: str) -> None:
+        self.conn.execute("INSERT INTO verification (ok, body) VALUES (?, ?)", (int(ok), body))
 
     @contextmanager
     def replacing(self) -> Iterator[LedgerImport]:
@@ -584,16 +529,7 @@ class SqliteLedger(SqliteReader, DurableLedger):
             yield load
             load.finish()
 
-    def close(self) -> None:
-        """Write what is pending (unless the lease was lost), release the lease, close."""
-        try:
-            if self.lease is None or self.lease.lost is None:
-                self._flush()
-        finally:
-            try:
-                self._release()
-            finally:
-                self.conn.close()
+    close = DurableLedger.close  # not the reader's, which comes first
 
 
 _NOT_INT64 = "SELECT 1 FROM json_each(?) WHERE typeof(value) != 'integer' LIMIT 1"
