@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -25,8 +25,8 @@ from ..stores.base import JournalEntry, Store
 from ..types import RecordId
 from .codec import as_id, encode_id, encode_ids
 from .lease import HeartbeatLease
-from .ledger import Ledger, new_event
-from .model import MigrationProgress
+from .ledger import Ledger, marked_event, new_event
+from .model import Action, MigrationProgress
 
 log = logging.getLogger("ferryman")
 
@@ -110,6 +110,11 @@ class DurableLedger(Ledger):
         """Raise LedgerBusyError while a live run holds the lease (the reader's)."""
 
     @abstractmethod
+    def _set_actions(self, mid: int, ids: Iterable[RecordId] | None, action: Action) -> int:
+        """In a write transaction: ``action`` for the migration's failed records with these ids
+        (all of them when None); how many changed."""
+
+    @abstractmethod
     def _insert_event(self, body: str) -> int:
         """An event row (its JSON ``body``); its sequence number."""
 
@@ -178,6 +183,17 @@ class DurableLedger(Ledger):
         self._ignored.pop(mid, None)
         self._forgot(mid, key)
         self._forget_journal(key, dest, every_ledger)
+
+    def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:
+        """Set the action of failed records (all of the migration's when ``ids`` is None); the
+        event log says so, in the same transaction."""
+        mid = self._mid(identity)
+        name = self.names().get(identity, identity)
+        with self._tx():
+            changed = self._set_actions(mid, ids, action)
+            if changed:
+                self._append_event(marked_event(name, action, changed))
+            return changed
 
     def close(self) -> None:
         """Write what is pending (unless the lease was lost), release the lease, close."""

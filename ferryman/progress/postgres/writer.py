@@ -34,7 +34,6 @@ from ...report import last_error as run_last_error
 from ...types import RecordId
 from ..codec import array_keys, decode_id, encode_id, encode_ids, failed_fields
 from ..durable import DurableLedger, Op, dead_run_error, next_run, reports_json
-from ..ledger import marked_event
 from ..model import Action, FailedRecord, MigrationProgress
 from ..storage import read_errors_named
 from .importer import LedgerImport
@@ -349,22 +348,13 @@ class PostgresLedger(PostgresReader, DurableLedger):
         self._flush()
         return super().progress()
 
-    def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:
-        """Set the action of failed records (all of the migration's when ``ids`` is None); the
-        event log says so, in the same transaction."""
-        mid = self._mid(identity)
-        name = self.names().get(identity, identity)
-        with self._tx():
-            if ids is None:
-                changed = self.conn.execute("UPDATE failed SET action = %s WHERE migration = %s AND action != %s",
-                                            (action.value, mid, action.value)).rowcount
-            else:
-                changed = self.conn.execute(
-                    "UPDATE failed SET action = %s WHERE migration = %s AND rid = ANY(%s) AND action != %s",
-                    (action.value, mid, list({encode_id(i): None for i in ids}), action.value)).rowcount
-            if changed:
-                self._append_event(marked_event(name, action, changed))
-            return changed
+    def _set_actions(self, mid: int, ids: Iterable[RecordId] | None, action: Action) -> int:
+        if ids is None:
+            return self.conn.execute("UPDATE failed SET action = %s WHERE migration = %s AND action != %s",
+                                     (action.value, mid, action.value)).rowcount
+        return self.conn.execute(
+            "UPDATE failed SET action = %s WHERE migration = %s AND rid = ANY(%s) AND action != %s",
+            (action.value, mid, list({encode_id(i): None for i in ids}), action.value)).rowcount
 
     # --- the event log and verifications -------------------------------------------------------
 

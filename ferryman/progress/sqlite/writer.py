@@ -41,7 +41,6 @@ from ...report import last_error as run_last_error
 from ...types import RecordId
 from ..codec import array_keys, decode_id, encode_id, encode_ids, failed_row
 from ..durable import DurableLedger, Op, dead_run_error, next_run, reports_json
-from ..ledger import marked_event
 from ..model import Action, FailedRecord, MigrationProgress
 from ..storage import checked_path
 from .importer import LedgerImport
@@ -489,23 +488,12 @@ class SqliteLedger(SqliteReader, DurableLedger):
         self._flush()
         return super().progress()
 
-    def set_action(self, identity: str, ids: Iterable[RecordId] | None, action: Action) -> int:
-        """Set the action of failed records (all of the migration's when ``ids`` is None); the
-        event log says so, in the same transaction."""
-        mid = self._mid(identity)
-        name = self.names().get(identity, identity)
-        with self._tx():
-            if ids is None:
-                changed = self.conn.execute(
-                    "UPDATE failed SET action = ? WHERE migration = ? AND action != ?",
-                    (action.value, mid, action.value)).rowcount
-            else:
-                changed = sum(self.conn.execute(
-                    "UPDATE failed SET action = ? WHERE migration = ? AND rid = ? AND action != ?",
-                    (action.value, mid, encode_id(i), action.value)).rowcount for i in ids)
-            if changed:
-                self._append_event(marked_event(name, action, changed))
-            return changed
+    def _set_actions(self, mid: int, ids: Iterable[RecordId] | None, action: Action) -> int:
+        if ids is None:
+            return int(self.conn.execute("UPDATE failed SET action = ? WHERE migration = ? AND action != ?",
+                                         (action.value, mid, action.value)).rowcount)
+        return sum(self.conn.execute("UPDATE failed SET action = ? WHERE migration = ? AND rid = ? AND action != ?",
+                                     (action.value, mid, encode_id(i), action.value)).rowcount for i in ids)
 
     # --- the event log and verifications -------------------------------------------------------
 
