@@ -29,11 +29,11 @@ from .events import RunObserver
 from .launchers import WorkerLauncher
 from .ledger_commands import Echo, quiet
 from .notify import check_url
+from .progress.durable import DurableLedger
 from .progress.files import (
     DEFAULT_PROGRESS,
     checked_location,
     command_location,
-    is_postgres_location,
     load_progress,
     location_exists,
     open_ledger,
@@ -42,6 +42,7 @@ from .progress.files import (
 from .progress.ledger import Ledger
 from .progress.reader import LedgerReader
 from .progress.storage import checked_path
+from .redact import mask_secrets
 from .report import RunResult
 from .server.address import check_port_free, parse_host_port
 from .service import DEFAULT_RETRY_DELAY, MigrationService, check_attempts
@@ -357,17 +358,21 @@ def work(target: str | Target | MigrationService, *, progress: str | os.PathLike
     service = _service_of(target)
     with nothing_done():
         path = checked_location(progress)
-    if is_postgres_location(path):
-        raise InputError("a worker runs the partitions of a run with workers, which need an SQLite "
-                         "progress ledger; this one is in PostgreSQL")
-    if not os.path.exists(path):
-        raise InputError(f"no progress ledger at {path}: a worker runs the partitions of a run with workers")
+    with nothing_done():
+        main = open_ledger(path, read_only=True) if _exists(path) else None
+    if not isinstance(main, DurableLedger):  # none, or an mjg JSON file
+        if main is not None:
+            main.close()
+        raise InputError(f"no progress ledger at {mask_secrets(path)}: a worker runs the partitions of a run "
+                         "with workers")
     stop = StopFlag()
-    with stop_on_signals(stop), closing_stores(service):
-        try:
-            return run_partitions(service, path, migration, stop)
-        except PlanError as exc:
-            raise InputError(one_line(exc)) from exc
+    try:
+        with stop_on_signals(stop), closing_stores(service):
+            return run_partitions(service, main, migration, stop)
+    except PlanError as exc:
+        raise InputError(one_line(exc)) from exc
+    finally:
+        main.close()
 
 
 # --- verify --------------------------------------------------------------------------------------

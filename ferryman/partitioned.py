@@ -24,9 +24,10 @@ from typing import Any
 from .declare import MigrationSpec
 from .errors import StoreError, one_line
 from .launchers import ProcessLauncher, WorkerHandle, WorkerLauncher
+from .progress.durable import DurableLedger
 from .progress.ledger import Ledger
-from .progress.sqlite.parts import PartitionSet, PartitionView
-from .progress.sqlite.writer import SqliteLedger, parts_directory
+from .progress.partitions import PartitionSet, PartitionView
+from .progress.reader import LedgerReader
 from .runner import MigrationRunner
 from .stores.base import ServerConnections, Store
 
@@ -49,13 +50,14 @@ def partition_refusal(spec: MigrationSpec, stores: dict[str, Store] | Any, ledge
 
     Workers are other processes: they must reach the same data (``Store.shared``), write the
     destination at once (``Store.concurrent_writes``) with a journal (what makes a re-run
-    partition exactly once), share the ledger's directory and import the same TARGET."""
+    partition exactly once), reach the ledger (an SQLite file of this host, or a PostgreSQL
+    ledger from any host) and import the same TARGET."""
     if not spec.partition:
         return "it is declared with partition=False"
     if target is None:
         return "workers need a TARGET to import (run it from the command line, or set service.target)"
-    if not isinstance(ledger, SqliteLedger):
-        return "workers need an SQLite progress ledger"
+    if partitions_of(ledger, spec.identity) is None:
+        return "workers need an SQLite or PostgreSQL progress ledger"
     unshared = sorted(name for name in {*spec.reads, spec.dest} if not stores[name].shared)
     if unshared:
         return f"store(s) {', '.join(unshared)} cannot be opened by another process"
@@ -94,6 +96,13 @@ def workers_the_servers_take(spec: MigrationSpec, stores: Mapping[str, Store], w
     return allowed
 
 
+def partitions_of(ledger: Ledger, key: str) -> PartitionSet | None:
+    """Where ``ledger`` keeps the partitions of migration ``key`` (None: it keeps none)."""
+    if isinstance(ledger, DurableLedger) and isinstance(ledger, LedgerReader):
+        return ledger.partitions(key)
+    return None
+
+
 class PartitionedRunner(MigrationRunner):
     """A migration whose main pass ``workers`` processes run, one key range each at a time."""
 
@@ -103,13 +112,17 @@ class PartitionedRunner(MigrationRunner):
         self.workers = workers
         self.target = target
         self.launcher = launcher if launcher is not None else ProcessLauncher()
-        ledger = self.ledger
-        assert isinstance(ledger, SqliteLedger)  # partition_refusal said so
-        self.main = ledger
-        self.parts = PartitionSet(parts_directory(ledger.path, self.spec.identity))
+        ledger, parts = self.ledger, partitions_of(self.ledger, self.spec.identity)
+        assert isinstance(ledger, DurableLedger) and isinstance(ledger, LedgerReader) and parts is not None
+        self.main, self.address = ledger, ledger.address  # partition_refusal said so
+        self.parts = parts
 
     def _main_pass(self) -> None:
         """Split the source, run the partitions in workers, fold them into the main ledger."""
+        with self.parts:  # its connection, if any, closed at the end
+            self._partitioned_pass()
+
+    def _partitioned_pass(self) -> None:
         self._retry_deferred()  # before any worker can meet these records in its range
         self._fold_partitions()  # left by a coordinator that died: this round starts afresh
         self.main.index_succeeded(self.spec.identity)  # what the workers look up
@@ -180,7 +193,7 @@ class PartitionedRunner(MigrationRunner):
                 procs.append(self._spawn())
 
     def _spawn(self) -> WorkerHandle:
-        return self.launcher.start(self.target, self.main.path, self.spec.identity)
+        return self.launcher.start(self.target, self.address, self.spec.identity)
 
     def _add_up(self, views: list[PartitionView], base: dict[str, int]) -> None:
         """The report's counters: this process's, plus every partition's."""

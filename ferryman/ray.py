@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 from . import commands
 from .errors import FerrymanError, InputError, one_line
+from .progress.storage import is_postgres_location
 from .target import is_file_target
 
 if TYPE_CHECKING:
@@ -133,4 +134,5 @@ class RayLauncher:
         """Submit one worker's task (``max_calls=1``: a fresh Ray worker process each, as a
         worker process of this host is a fresh interpreter)."""
         path = os.path.abspath(target) if is_file_target(target) else target
-        return RayTask(self.task.remote(path, os.path.abspath(progress), key))
+        ledger = progress if is_postgres_location(progress) else os.path.abspath(progress)
+        return RayTask(self.task.remote(path, ledger, key))

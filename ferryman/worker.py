@@ -16,10 +16,10 @@ from typing import Any
 from .declare import MigrationSpec
 from .errors import LeaseLostError, LedgerBusyError, LedgerWriteError, PlanError, StopRequested
 from .events import Observers
+from .partitioned import partitions_of
 from .pipeline.interpreter import tuned_for_pipeline
-from .progress.sqlite.parts import SETTLED, PartitionLedger, PartitionSet
-from .progress.sqlite.reader import SqliteReader
-from .progress.sqlite.writer import SqliteLedger, parts_directory
+from .progress.durable import DurableLedger
+from .progress.partitions import SETTLED, PartitionLookups
 from .report import MigrationReport, MigrationState, RunResult
 from .runner import MigrationRunner
 from .service import MigrationService
@@ -41,19 +41,18 @@ class WorkerResult:
         return 130 if self.interrupted else 1 if self.ledger_error else 0
 
 
-def run_partitions(service: MigrationService, progress: str, key: str, stop: StopFlag) -> WorkerResult:
-    """Run the partitions of migration ``key`` (its key in the ledger at ``progress``) that
-    no other worker holds, until none is left or ``stop`` is requested."""
-    main = SqliteLedger(progress, read_only=True)
-    try:
-        spec, instance = _migration_of(service, main, key)
-        parts = PartitionSet(parts_directory(main.path, key))
+def run_partitions(service: MigrationService, main: DurableLedger, key: str, stop: StopFlag) -> WorkerResult:
+    """Run the partitions of migration ``key`` (its key in ``main``, the main ledger, open read
+    only) that no other worker holds, until none is left or ``stop`` is requested."""
+    spec, instance = _migration_of(service, main, key)
+    parts = partitions_of(main, key)
+    assert parts is not None  # every durable ledger keeps partitions
+    with parts:
         handled = parts.retried()
         round_id = parts.round()
         result = WorkerResult([])
         if round_id is None:
             return result  # no run with workers is at this migration
-        reader = SqliteReader(main.conn, main.path)
         for index, key_range in enumerate(parts.ranges()):
             if stop.requested or result.ledger_error:
                 break
@@ -63,7 +62,7 @@ def run_partitions(service: MigrationService, progress: str, key: str, stop: Sto
             with parts.claiming(round_id) as still_open:
                 if not still_open:
                     break  # the coordinator that split it is gone, another one folded it
-                ledger = PartitionLedger(parts.ledger_path(index), reader, main.uid)
+                ledger = parts.ledger(index, main)
                 try:
                     claimed = _claim(ledger, report, index)
                 except BaseException:
@@ -81,11 +80,9 @@ def run_partitions(service: MigrationService, progress: str, key: str, stop: Sto
                 ledger.close()
         result.interrupted = stop.reason
         return result
-    finally:
-        main.close()
 
 
-def _migration_of(service: MigrationService, main: SqliteLedger, key: str) -> tuple[MigrationSpec, Any]:
+def _migration_of(service: MigrationService, main: DurableLedger, key: str) -> tuple[MigrationSpec, Any]:
     """The migration the ledger keeps under ``key`` (its spec carrying that key), and its instance."""
     instances = dict(zip(service.plan(), service.migrations))
     for step in service.select(None):
@@ -94,7 +91,7 @@ def _migration_of(service: MigrationService, main: SqliteLedger, key: str) -> tu
     raise PlanError(f"the target has no migration kept under {key!r} in {main.path}", [key])
 
 
-def _claim(ledger: PartitionLedger, report: MigrationReport, index: int) -> bool:
+def _claim(ledger: PartitionLookups, report: MigrationReport, index: int) -> bool:
     """Take the partition's lease; False when a live worker holds it, or when the run before
     this one settled it meanwhile (then this run is recorded as settling it again, empty)."""
     try:
@@ -110,7 +107,7 @@ def _claim(ledger: PartitionLedger, report: MigrationReport, index: int) -> bool
     return True
 
 
-def _run_one(runner: MigrationRunner, ledger: PartitionLedger, stop: StopFlag, result: WorkerResult) -> None:
+def _run_one(runner: MigrationRunner, ledger: PartitionLookups, stop: StopFlag, result: WorkerResult) -> None:
     """Run the claimed partition to its end and record how it ended (a stop or a lost lease
     ends it early: the next worker or run resumes it)."""
     report = runner.report

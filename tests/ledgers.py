@@ -136,7 +136,9 @@ class PostgresBackend(Backend):
 
     def drop(self) -> None:
         with closing(psycopg.connect(self.server, autocommit=True)) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(self.schema)))
+            for (schema,) in conn.execute("SELECT nspname FROM pg_namespace WHERE nspname = %s "
+                                          "OR starts_with(nspname, %s)", (self.schema, self.schema + "_p_")).fetchall():
+                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def backends(kind: str, tmp_path: Path, server_url: str | None) -> Iterator[Backend]:

@@ -115,6 +115,26 @@ class DurableLedger(Ledger):
         (all of them when None); how many changed."""
 
     @abstractmethod
+    def record_encoded(self, identity: str, text: str) -> None:
+        """Queue successes given as the JSON array of their ids (another ledger's log: no
+        decoding and encoding again)."""
+
+    @abstractmethod
+    def _fold(self, mid: int) -> int:
+        """In a write transaction: the migration's log of successes moved into the per-id
+        table; how many ids."""
+
+    def index_succeeded(self, identity: str) -> None:
+        """Fold the successes logged since the migration started into the per-id table, which
+        lookups read: for those made by other processes (partitions' workers) reading this
+        ledger, after successes were merged into it."""
+        mid = self._mid(identity)
+        self._flush()
+        with self._tx():
+            if self._fold(mid):
+                self._maybe_done.add(mid)
+
+    @abstractmethod
     def _insert_event(self, body: str) -> int:
         """An event row (its JSON ``body``); its sequence number."""
 

@@ -19,7 +19,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from ..errors import InputError
 from ..sampling import reservoir
@@ -33,6 +33,9 @@ from .model import (
     display_name,
     keyed_name,
 )
+
+if TYPE_CHECKING:
+    from .partitions import PartitionSet
 
 EVENTS_PAGE = 500
 """Events a read of the event log returns at most (``GET /migrate/events`` pages with ``after``)."""
@@ -154,6 +157,8 @@ class LedgerReader(ABC):
 
     path: str
     """Where the ledger is, as messages name it."""
+    address: str
+    """Where the ledger is, as another process opens it (``path`` may hide a password)."""
 
     @abstractmethod
     def snapshot(self) -> AbstractContextManager[None]:
@@ -279,6 +284,32 @@ class LedgerReader(ABC):
                 entry.failed = {f.id: f for f in self.iter_failed(identity)}
                 migrations[identity] = entry
             return MigrationProgress(self.metadata(), migrations, self.fatal_errors())
+
+    # --- what partitions of a run with workers read of it ------------------------------------
+
+    @abstractmethod
+    def ledger_uid(self) -> str:
+        """The ledger's own id (in the journal keys of its runs' batches)."""
+
+    @abstractmethod
+    def present(self, table: str, mid: int, keys: list[str]) -> Iterable[str]:
+        """Which of ``keys`` (encoded ids) ``table`` (``succeeded`` or ``failed``) holds for
+        the migration of row id ``mid``."""
+
+    @abstractmethod
+    def has_rows(self, table: str, mid: int) -> bool:
+        """Whether ``table`` holds anything of the migration of row id ``mid``."""
+
+    @abstractmethod
+    def logged_texts(self, identity: str, chunk: int) -> Iterator[str]:
+        """The migration's succeeded ids as JSON arrays (of at most ``chunk`` ids for those
+        stored one per row; the log's as logged), undecoded: for a migration without failed
+        records, which nothing then needs to leave out."""
+
+    def partitions(self, key: str) -> PartitionSet | None:
+        """The partitions of migration ``key`` a run with workers keeps beside this ledger
+        (None: this kind of ledger keeps none)."""
+        return None
 
     # --- connections ----------------------------------------------------------------------------
 

@@ -25,9 +25,8 @@ from ..events import RunObserver
 from ..progress.files import is_ledger_file, is_postgres_location, load_json_progress, open_reader
 from ..progress.ledger import Ledger
 from ..progress.model import Action, FailedRecord, display_name
+from ..progress.partitions import partition_status
 from ..progress.reader import LedgerReader, search_failed
-from ..progress.sqlite.parts import partition_status
-from ..progress.sqlite.reader import SqliteReader
 from ..report import MigrationReport, RunResult, last_error
 from .failed import FailedQuery, page_body
 from .status import (
@@ -100,8 +99,7 @@ def read_view(reader: LedgerReader) -> LedgerView:
                                for identity, record in reader.newest_failed(FAILED_RECORDS_SHOWN)]
         view.fatal_count = reader.fatal_count()
         view.last_fatal = next(iter(reader.fatal_errors(1)), None)
-    if isinstance(reader, SqliteReader):  # partitions keep their progress beside the ledger
-        view.partitions = partition_status(reader.path, names)
+    view.partitions = partition_status(reader, names)
     return view
 
 

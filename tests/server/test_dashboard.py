@@ -17,9 +17,6 @@ from chromium import Chromium
 from ferryman import MemoryStore, MigrationService, Retry, migration
 from ferryman.progress.reader import FailedPage
 from ferryman.progress.sqlite import SqliteLedger
-from ferryman.progress.sqlite.parts import PartitionLedger, PartitionSet
-from ferryman.progress.sqlite.reader import SqliteReader
-from ferryman.progress.sqlite.writer import parts_directory
 from ferryman.server import BackgroundServer, LedgerStatusSource, LiveStatusSource, create_app
 from ferryman.server.failed import FailedQuery, page_body
 from ferryman.server.status import StatusSnapshot
@@ -395,9 +392,9 @@ def test_the_partitions_of_a_run_with_workers_show_as_a_grid_by_state(browser, t
     main = SqliteLedger(tmp_path / "run.db")
     main.begin_run([])
     main.start_migration(key)
-    parts = PartitionSet(parts_directory(main.path, key))
+    parts = main.partitions(key)
     parts.save_split([100, 200])
-    running = PartitionLedger(parts.ledger_path(1), SqliteReader(main.conn, main.path), main.uid)
+    running = parts.ledger(1, main)
     try:
         running.begin_run([])
         with BackgroundServer(create_app(LedgerStatusSource(tmp_path / "run.db"))) as server:

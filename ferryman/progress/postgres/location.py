@@ -32,6 +32,11 @@ class PgLocation:
     shown: str
     """The URL as messages show it, its password masked."""
 
+    @property
+    def url(self) -> str:
+        """The URL that names this ledger again (its password included)."""
+        return f"{self.conninfo}{'&' if '?' in self.conninfo else '?'}schema={self.schema}"
+
     @classmethod
     def parse(cls, url: str) -> PgLocation:
         """Raises :class:`LedgerFileError` for a URL that names no database or a schema name

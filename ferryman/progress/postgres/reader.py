@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -39,6 +39,9 @@ from .lease import current_holder
 from .location import PgLocation
 from .schema import connect, inspect_ledger
 
+if TYPE_CHECKING:
+    from .parts import PgPartitionSet
+
 PAGE = 10_000
 """Ids read per statement while iterating a migration's records."""
 LOG_PAGE = 16
@@ -55,6 +58,8 @@ class PostgresReader(LedgerReader):
         self.conn = conn
         self.location = location
         self.path = location.shown
+        self.address = location.url
+        """What another process opens this ledger with (its password included)."""
         self.exists = exists
         """False for a schema without a ledger (yet): everything reads as empty."""
 
@@ -267,6 +272,35 @@ class PostgresReader(LedgerReader):
         rows = self._rows("SELECT body FROM verification ORDER BY id DESC LIMIT 1")
         found: dict[str, Any] | None = json.loads(rows[0][0]) if rows else None
         return found
+
+    # --- what partitions of a run with workers read of it ------------------------------------
+
+    def ledger_uid(self) -> str:
+        return self._meta("uid")
+
+    def has_rows(self, table: str, mid: int) -> bool:
+        return bool(self._rows(f"SELECT 1 FROM {table} WHERE migration = %s LIMIT 1", (mid,)))
+
+    def logged_texts(self, identity: str, chunk: int) -> Iterator[str]:
+        mid = self.migration_id(identity)
+        if mid is None:
+            return
+        last = ""
+        while rows := self._rows("SELECT rid FROM succeeded WHERE migration = %s AND rid > %s ORDER BY rid LIMIT %s",
+                                 (mid, last, chunk)):
+            yield "[" + ",".join(rid for (rid,) in rows) + "]"
+            last = rows[-1][0]
+        seq = 0
+        while logged := self._rows("SELECT seq, ids FROM succeeded_log WHERE migration = %s AND seq > %s "
+                                   "ORDER BY seq LIMIT %s", (mid, seq, LOG_PAGE)):
+            yield from (text for _, text in logged)
+            seq = logged[-1][0]
+
+    def partitions(self, key: str) -> PgPartitionSet:
+        """Kept in schemas beside the ledger's (:mod:`.parts`), which workers on any host reach."""
+        from .parts import PgPartitionSet
+
+        return PgPartitionSet(self.location, key)
 
     # --- connections ----------------------------------------------------------------------------
 

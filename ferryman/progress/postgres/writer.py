@@ -123,13 +123,10 @@ class PostgresLedger(PostgresReader, DurableLedger):
             if mid is None:
                 with self._tx():
                     mid = migration_row(self.conn, identity)
-            elif self._any("failed", mid):
+            elif self.has_rows("failed", mid):
                 self._has_failed.add(mid)
             self._ids[identity] = mid
         return mid
-
-    def _any(self, table: str, mid: int) -> bool:
-        return bool(self._rows(f"SELECT 1 FROM {table} WHERE migration = %s LIMIT 1", (mid,)))
 
     # --- runs and the lease ------------------------------------------------------------------
 
@@ -177,9 +174,9 @@ class PostgresLedger(PostgresReader, DurableLedger):
                 name = next((r.name for r in self._reports if r.identity == identity), identity)
                 self.conn.execute("UPDATE run SET step = %s WHERE id = %s", (name, self.run_id))
             self._fold(mid)
-        if self._any("succeeded", mid):
+        if self.has_rows("succeeded", mid):
             self._maybe_done.add(mid)
-        if self._any("failed", mid):
+        if self.has_rows("failed", mid):
             self._has_failed.add(mid)
         self._ignored[mid] = {decode_id(r[0]) for r in self._rows(
             "SELECT rid FROM failed WHERE migration = %s AND action = 'IGNORE'", (mid,))}
@@ -209,13 +206,16 @@ class PostgresLedger(PostgresReader, DurableLedger):
         """Queue the page for the next commit."""
         mid = self._mid(identity)
         if succeeded:
-            text = self._journaled_text(identity, succeeded) or encode_ids(succeeded)
-            # Only a migration with failed entries pays for per-id keys (to delete those entries).
-            self._ops.append(("s", mid, (text, array_keys(text) if mid in self._has_failed else None)))
+            self.record_encoded(identity, self._journaled_text(identity, succeeded) or encode_ids(succeeded))
         self._journaled.clear()
         if failed:
             self._ops.append(("f", mid, [failed_fields(f) for f in failed]))
             self._has_failed.add(mid)
+
+    def record_encoded(self, identity: str, text: str) -> None:
+        mid = self._mid(identity)
+        # Only a migration with failed entries pays for per-id keys (to delete those entries).
+        self._ops.append(("s", mid, (text, array_keys(text) if mid in self._has_failed else None)))
 
     def record_fatal(self, identity: str, text: str) -> None:
         self._flush()
@@ -297,7 +297,7 @@ class PostgresLedger(PostgresReader, DurableLedger):
 
     def _has_progress(self, key: str) -> bool:
         mid = self.migration_id(key)
-        return mid is not None and any(self._any(table, mid) for table in ("succeeded", "succeeded_log", "failed"))
+        return mid is not None and any(self.has_rows(table, mid) for table in ("succeeded", "succeeded_log", "failed"))
 
     # --- lineage ------------------------------------------------------------------------------
 
@@ -341,6 +341,10 @@ class PostgresLedger(PostgresReader, DurableLedger):
         self.conn.execute("UPDATE migration SET in_progress = false, completed = false, report = NULL, "
                           "inputs = NULL WHERE id = %s", (mid,))
 
+    def _forgot(self, mid: int, key: str) -> None:
+        with self.partitions(key) as parts:
+            parts.remove()
+
     # --- the whole progress, failed records' actions, the whole content -----------------------
 
     def progress(self) -> MigrationProgress:
@@ -372,6 +376,9 @@ class PostgresLedger(PostgresReader, DurableLedger):
         with self._tx():
             self.refuse_if_live()
             self.conn.execute("TRUNCATE succeeded, succeeded_log, failed, fatal_error, migration")
+            from .parts import drop_every_partition  # which builds on this module
+
+            drop_every_partition(self.conn, self.location.schema)  # unmerged partitions' progress
             for cache in (self._ids, self._maybe_done, self._has_failed, self._ignored):
                 cache.clear()  # keyed by migration ids, which the new content may reuse
             load = LedgerImport(self)

@@ -15,9 +15,9 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from itertools import chain
+from itertools import chain, islice
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import LedgerFileError
 from ...ids import format_id
@@ -41,6 +41,9 @@ from ..storage import read_errors_named
 from .lease import current_holder
 from .schema import LEDGER_TABLES, columns, connect, inspect_ledger, tables
 
+if TYPE_CHECKING:
+    from .parts import SqlitePartitionSet
+
 LOOKUP_CHUNK = 500
 """Ids per ``rid IN (...)`` statement (SQLite allows 32766 parameters; 500 is plenty)."""
 
@@ -53,6 +56,8 @@ class SqliteReader(LedgerReader):
     def __init__(self, conn: sqlite3.Connection, path: str) -> None:
         self.conn = conn
         self.path = path
+        self.address = path
+        """What another process opens this ledger with."""
         conn.create_function("ferryman_mentions", 4, _mentions, deterministic=True)
         with self._reading():
             self._tables = tables(conn)
@@ -191,7 +196,7 @@ class SqliteReader(LedgerReader):
                     continue
                 if has_failed:
                     keys = array_keys(text)
-                    failed = set(self._present("failed", mid, keys))
+                    failed = set(self.present("failed", mid, keys))
                     if failed:
                         yield from (decode_id(k) for k in keys if k not in failed)
                         continue
@@ -214,8 +219,7 @@ class SqliteReader(LedgerReader):
             keys, total = reservoir(chain(table, logged), k, rng)
         return [decode_id(key) for key in keys], total
 
-    def _present(self, table: str, mid: int, keys: list[str]) -> Iterator[str]:
-        """Which of ``keys`` (encoded ids) ``table`` holds for the migration."""
+    def present(self, table: str, mid: int, keys: list[str]) -> Iterator[str]:
         for start in range(0, len(keys), LOOKUP_CHUNK):
             chunk = keys[start:start + LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
@@ -341,6 +345,32 @@ class SqliteReader(LedgerReader):
         with self._reading():
             return {table: int(self.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
                     for table in sorted(self._tables & LEDGER_TABLES)}
+
+    # --- what partitions of a run with workers read of it ------------------------------------
+
+    def ledger_uid(self) -> str:
+        return self._meta("uid")
+
+    def has_rows(self, table: str, mid: int) -> bool:
+        return self.conn.execute(f"SELECT 1 FROM {table} WHERE migration = ? LIMIT 1", (mid,)).fetchone() is not None
+
+    def logged_texts(self, identity: str, chunk: int) -> Iterator[str]:
+        mid = self.migration_id(identity)
+        if mid is None:
+            return
+        rows = (rid for (rid,) in self.conn.execute("SELECT rid FROM succeeded WHERE migration = ?", (mid,)))
+        while ids := list(islice(rows, chunk)):
+            yield "[" + ",".join(ids) + "]"
+        if self._has_log:
+            for (text,) in self.conn.execute("SELECT ids FROM succeeded_log WHERE migration = ? ORDER BY seq",
+                                             (mid,)):
+                yield text
+
+    def partitions(self, key: str) -> SqlitePartitionSet:
+        """Kept in a directory beside the ledger's file (:mod:`.parts`)."""
+        from .parts import SqlitePartitionSet, parts_directory
+
+        return SqlitePartitionSet(parts_directory(self.path, key))
 
     # --- connections ----------------------------------------------------------------------------
 

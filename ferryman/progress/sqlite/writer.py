@@ -23,7 +23,6 @@ so a record is never written twice nor lost. Journal rows are deleted once the l
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -259,16 +258,6 @@ class SqliteLedger(SqliteReader, DurableLedger):
                 "SELECT rid FROM failed WHERE migration = ? AND action = 'IGNORE'", (mid,))
         }
 
-    def index_succeeded(self, identity: str) -> None:
-        """Fold the successes logged since the migration started into the per-id table, which
-        lookups read: for those made by other processes (partitions' workers) reading this
-        ledger, after successes were merged into it."""
-        mid = self._mid(identity)
-        self._flush()
-        with self._tx():
-            if self._fold(mid):
-                self._maybe_done.add(mid)
-
     def finish_migration(self, identity: str, completed: bool) -> None:
         self._flush()  # raises when it cannot commit: then the journal must stay as it is
         self._clean_journal(identity)
@@ -286,7 +275,7 @@ class SqliteLedger(SqliteReader, DurableLedger):
             return set()
         if any(kind == "f" and m == mid for kind, m, _ in self._ops):
             self._flush()  # a pending failure takes its id out of ``succeeded``
-        return {decode_id(k) for k in self._present("succeeded", mid, list(map(encode_id, ids)))}
+        return {decode_id(k) for k in self.present("succeeded", mid, list(map(encode_id, ids)))}
 
     def retry_ids(self, identity: str) -> list[RecordId]:
         self._flush()
@@ -311,8 +300,6 @@ class SqliteLedger(SqliteReader, DurableLedger):
                     del self._failed_keys[mid]
 
     def record_encoded(self, identity: str, text: str) -> None:
-        """Queue successes given as the JSON array of their ids (another ledger's log: no
-        decoding and encoding again)."""
         mid = self._mid(identity)
         self._ops.append(("s", mid, (text, self._failures_cleared(mid, text))))
 
@@ -479,7 +466,7 @@ class SqliteLedger(SqliteReader, DurableLedger):
 
     def _forgot(self, mid: int, key: str) -> None:
         self._failed_keys[mid] = set()  # the migration's entries are gone, none is queued
-        shutil.rmtree(parts_directory(self.path, key), ignore_errors=True)
+        self.partitions(key).remove()
 
     # --- the whole progress, failed records' actions, the whole content -----------------------
 
@@ -528,10 +515,4 @@ _FOLD_INT64 = "INSERT OR IGNORE INTO succeeded SELECT ?1, CAST(value AS TEXT) FR
 
 
 PARTS_SUFFIX = ".parts"
-
-
-def parts_directory(path: str, key: str) -> str:
-    """Where the partitions of migration ``key`` keep their progress while a run with several
-    workers runs it (beside the ledger at ``path``; merged into it, then removed)."""
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return os.path.join(path + PARTS_SUFFIX, digest)
+"""Beside the ledger's file, the directory of the partitions of runs with workers (:mod:`.parts`)."""
