@@ -32,6 +32,7 @@ from .declare import check_max_failures
 from .defaults import DEFAULT_VERIFY_SAMPLE
 from .errors import DRIVER_MODULES, FerrymanError, InputError, StopRequested, one_line
 from .ids import parse_id
+from .launchers import ExternalWorkers, WorkerLauncher
 from .progress.files import DEFAULT_PROGRESS
 from .progress.model import Action
 from .ray import RayLauncher
@@ -283,9 +284,10 @@ def _duration(text: str | None, option: str) -> float | None:
                    "when the verification passed too.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, metavar="N",
               help="Run each migration that allows it in key-range partitions, N worker processes at once.")
-@click.option("--engine", type=click.Choice(["process", "ray"]), default="process", show_default=True,
-              help="Where --workers run: processes of this host, or Ray tasks (needs ferryman[ray]; the "
-                   "nodes must share the progress ledger's file system).")
+@click.option("--engine", type=click.Choice(["process", "ray", "external"]), default="process", show_default=True,
+              help="Where --workers run: processes of this host; Ray tasks (needs ferryman[ray]; with an SQLite "
+                   "ledger the nodes must share its file system); or `ferryman worker` processes started "
+                   "elsewhere, which the run waits for (needs a PostgreSQL --progress to span hosts).")
 @click.option("--address", metavar="ADDR",
               help="With --engine ray: the Ray cluster ('auto': the one this node belongs to). Default: "
                    "RAY_ADDRESS, else a local Ray started for this run.")
@@ -351,31 +353,46 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
     ctx.exit(result.exit_code)
 
 
-def _launcher(engine: str, address: str | None, workers: int) -> RayLauncher | None:
+def _launcher(engine: str, address: str | None, workers: int) -> WorkerLauncher | None:
     """The launcher of ``--engine`` (None: processes of this host); Ray is connected to (or
     started) here, before anything runs, and only when it will run workers."""
-    if engine != "ray":
-        if address is not None:
-            raise click.UsageError("--address is for --engine ray: the Ray cluster the workers run on")
+    if engine != "ray" and address is not None:
+        raise click.UsageError("--address is for --engine ray: the Ray cluster the workers run on")
+    if engine == "process":
         return None
     if workers == 1:
-        raise click.UsageError("--engine ray runs the workers of --workers N: give N above 1")
-    return RayLauncher(address)
+        raise click.UsageError(f"--engine {engine} runs the workers of --workers N: give N above 1")
+    return RayLauncher(address) if engine == "ray" else ExternalWorkers()
 
 
-@cli.command(context_settings=CONTEXT, short_help="Run partitions of a run with --workers (started by it).")
+@cli.command(context_settings=CONTEXT, short_help="Run partitions of a run with --workers.")
 @click.argument("target")
 @progress_option(required=True, help="The progress ledger of the run with --workers.")
-@click.option("--migration", required=True, metavar="KEY", help="The migration's key in the ledger (its identity).")
-def worker(target: str, progress: str, migration: str) -> None:
-    """Run partitions of MIGRATION that a run of TARGET with --workers split, until none is left.
+@click.option("--migration", metavar="KEY",
+              help="Only the partitions of this migration (its key in the ledger), then end. Default: those "
+                   "of every migration the run splits, until the run is over.")
+@click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
+              help="Without --migration: how long to wait for the run to start (a worker started beside it).")
+def worker(target: str, progress: str, migration: str | None, wait: float) -> None:
+    """Run partitions of a run of TARGET with --workers, until none is left for this worker.
 
-    `ferryman run --workers N` starts its workers with this command; one more started by hand
-    on the same host joins in. Exit codes: 0 no partition left for it; 1 it lost a partition's
-    lease (another worker took it over) or could not write its ledger; 130 interrupted.
+    `ferryman run --workers N` starts its workers with this command. More can join from any
+    host that reaches the progress ledger (a PostgreSQL ledger: any host; an SQLite one: this
+    host): each imports TARGET itself, claims a partition no live worker holds, runs it, takes
+    the next. With `ferryman run --workers N --engine external`, the run starts none and waits
+    for workers started elsewhere (a Kubernetes Job, say).
+
+    \b
+    Example (one per machine or pod, as many as wanted):
+      ferryman worker migrations.py --progress 'postgresql://ferry@db/ops?schema=ferryman' --wait 300
+
+    Exit codes: 0 no partition left for it; 1 it lost a partition's lease (another worker took
+    it over) or could not write its ledger; 130 interrupted.
     """
-    ctx = click.get_current_context()
-    ctx.exit(commands.work(target, progress=progress, migration=migration).exit_code)
+    result = commands.work(target, progress=progress, migration=migration, wait=wait)
+    if result.ledger_error:  # its partition goes to another worker, or to the next run
+        click.echo(f"ferryman: error: {console.shown(result.ledger_error.splitlines()[0])}", err=True)
+    click.get_current_context().exit(result.exit_code)
 
 
 @cli.command(context_settings=CONTEXT, short_help="Show the run order of TARGET, and why.")

@@ -14,6 +14,7 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -49,7 +50,7 @@ from .service import DEFAULT_RETRY_DELAY, MigrationService, check_attempts
 from .signals import StopFlag, stop_on_signals, stops_interrupt
 from .target import Target, load_target
 from .verify import VerificationResult, check_sample
-from .worker import WorkerResult, run_partitions
+from .worker import WorkerResult, run_partitions, serve_run
 
 log = logging.getLogger("ferryman")
 
@@ -347,10 +348,18 @@ def _exists(path: str) -> bool:
 # --- worker --------------------------------------------------------------------------------------
 
 
-def work(target: str | Target | MigrationService, *, progress: str | os.PathLike[str], migration: str) -> WorkerResult:
+LEDGER_LOOK_AGAIN = 1.0
+"""Seconds between two looks for the ledger of a run, for a worker started before it."""
+
+
+def work(target: str | Target | MigrationService, *, progress: str | os.PathLike[str], migration: str | None = None,
+         wait: float = 0.0) -> WorkerResult:
     """Run, as one worker, the partitions of ``migration`` (its key in the ledger) that a run
     with workers split and no other live worker holds (see :mod:`ferryman.worker`); the
-    coordinator starts workers itself, one may also be started by hand on the same host.
+    coordinator starts workers itself, more may be started by hand where the ledger is reached
+    (every host for a PostgreSQL ledger). With no ``migration``: the partitions of each
+    migration of the target a run with workers splits, while that run goes on (waiting up to
+    ``wait`` seconds for it to start).
 
     Raises:
         InputError: nothing was done: no such ledger, or the target has no such migration.
@@ -358,6 +367,9 @@ def work(target: str | Target | MigrationService, *, progress: str | os.PathLike
     service = _service_of(target)
     with nothing_done():
         path = checked_location(progress)
+    give_up = time.monotonic() + wait
+    while not _exists(path) and time.monotonic() < give_up:  # a worker started before its run's ledger
+        time.sleep(LEDGER_LOOK_AGAIN)
     with nothing_done():
         main = open_ledger(path, read_only=True) if _exists(path) else None
     if not isinstance(main, DurableLedger):  # none, or an mjg JSON file
@@ -368,6 +380,8 @@ def work(target: str | Target | MigrationService, *, progress: str | os.PathLike
     stop = StopFlag()
     try:
         with stop_on_signals(stop), closing_stores(service):
+            if migration is None:
+                return serve_run(service, main, stop, wait)
             return run_partitions(service, main, migration, stop)
     except PlanError as exc:
         raise InputError(one_line(exc)) from exc

@@ -30,6 +30,9 @@ class WorkerHandle(Protocol):
 class WorkerLauncher(Protocol):
     """Starts workers for :class:`~ferryman.partitioned.PartitionedRunner`."""
 
+    starts_workers: bool
+    """False: workers are started by something else (``ferryman worker``), and only waited for."""
+
     def start(self, target: str, progress: str, key: str) -> WorkerHandle:
         """Start one worker of migration ``key`` of ``target``, whose ledger is at ``progress``."""
 
@@ -56,5 +59,18 @@ class LocalProcess:
 class ProcessLauncher:
     """Workers as processes of this host: what ``ferryman run --workers N`` uses."""
 
+    starts_workers = True
+
     def start(self, target: str, progress: str, key: str) -> WorkerHandle:
         return LocalProcess(worker_command(target, progress, key))
+
+
+class ExternalWorkers:
+    """Workers started by something else: ``ferryman worker`` processes on any host that
+    reaches the ledger (a Kubernetes Job, a batch scheduler, a shell). The run splits the
+    migration, waits for them to run its partitions and folds them, as with workers it starts."""
+
+    starts_workers = False
+
+    def start(self, target: str, progress: str, key: str) -> WorkerHandle:
+        raise AssertionError("external workers are started by something else")

@@ -151,7 +151,11 @@ class PartitionedRunner(MigrationRunner):
         for. Workers failing over and over are not: at most RESTARTS_WITHOUT_PROGRESS per worker
         in a row with no record read in between. Returns the partitions not settled at the end
         (a stop, or workers failing over and over)."""
-        procs = [self._spawn() for _ in range(min(self.workers, count))]
+        starting = min(self.workers, count) if self.launcher.starts_workers else 0
+        procs = [self._spawn() for _ in range(starting)]
+        if not starting:
+            log.warning("%s: waiting for workers to run its %d partitions: ferryman worker %s --progress '%s'",
+                        self.spec.name, count, self.target, self.main.path)
         try:
             return self._keep_running(procs, count, refresh)
         except BaseException:  # a second signal, say: the workers stop too, at a batch boundary
@@ -187,7 +191,7 @@ class PartitionedRunner(MigrationRunner):
                 if not procs:
                     return [i for i in range(count) if not self.parts.view(i).settled]
                 continue
-            free = [i for i in left if not views[i].held]
+            free = [i for i in left if not views[i].held] if self.launcher.starts_workers else []
             for _ in range(min(len(free), self.workers - len(procs))):
                 log.info("%s: starting a worker for partition(s) %s", self.spec.name, ", ".join(map(str, free)))
                 procs.append(self._spawn())

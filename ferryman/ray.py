@@ -118,6 +118,8 @@ class RayLauncher:
     :class:`InputError` before anything ran (once Ray gives up: it keeps trying an address that
     does not answer for minutes, saying so on stderr). Never shuts a cluster down."""
 
+    starts_workers = True
+
     def __init__(self, address: str | None = None) -> None:
         import_ray()
         import ray

@@ -1,15 +1,20 @@
-"""A worker of a run with several workers: it claims partitions of one migration and runs them.
+"""A worker of a run with several workers: it claims partitions of migrations and runs them.
 
 The coordinator (``ferryman run --workers N``, see :mod:`ferryman.partitioned`) starts workers
 as ``python -m ferryman worker TARGET --progress LEDGER --migration KEY``. A worker imports the
 TARGET itself, then takes the partitions of the migration one after the other: a partition
 whose ledger's lease another live worker holds is left to it, one already settled is skipped.
 It ends when no partition is left for it.
+
+A worker started by something else with no migration named (:func:`serve_run`: a pod of a
+Kubernetes Job, say, beside a run with ``--engine external``) serves the whole run: the
+partitions of each migration the run splits, until the run is over.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,6 +25,7 @@ from .partitioned import partitions_of
 from .pipeline.interpreter import tuned_for_pipeline
 from .progress.durable import DurableLedger
 from .progress.partitions import SETTLED, PartitionLookups
+from .progress.reader import LedgerReader
 from .report import MigrationReport, MigrationState, RunResult
 from .runner import MigrationRunner
 from .service import MigrationService
@@ -80,6 +86,37 @@ def run_partitions(service: MigrationService, main: DurableLedger, key: str, sto
                 ledger.close()
         result.interrupted = stop.reason
         return result
+
+
+LOOK_AGAIN = 1.0
+"""Seconds between two looks for partitions, for a worker that serves a whole run."""
+
+
+def serve_run(service: MigrationService, main: DurableLedger, stop: StopFlag, wait: float) -> WorkerResult:
+    """Run the partitions of every migration of the target that a run with workers splits,
+    for as long as a live run holds ``main`` (the main ledger, open read only): the migrations
+    one after the other, as the run splits them. Waits up to ``wait`` seconds for a run to
+    hold the ledger (a worker started beside its run); ends once none does (or on ``stop``)."""
+    assert isinstance(main, LedgerReader)  # every durable ledger reads too
+    result = WorkerResult([])
+    give_up = time.monotonic() + wait
+    keys = [main.key_of(step.spec.identity, step.writes) for step in service.select(None)]
+    while not stop.requested and not result.ledger_error:
+        running = main.live_holder() is not None
+        if running:  # once the run it waited for is over, it is done
+            give_up = 0.0
+        ran = False
+        for key in keys:
+            done = run_partitions(service, main, key, stop)
+            ran = ran or bool(done.partitions)
+            result.partitions += done.partitions
+            result.ledger_error = result.ledger_error or done.ledger_error
+        if not running and not ran and time.monotonic() >= give_up:
+            break
+        if not ran:
+            stop.wait(LOOK_AGAIN)
+    result.interrupted = stop.reason
+    return result
 
 
 def _migration_of(service: MigrationService, main: DurableLedger, key: str) -> tuple[MigrationSpec, Any]:

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
-from ferryman.progress.sqlite import SqliteLedger
+from ferryman.progress.files import open_ledger
 
 pytestmark = pytest.mark.postgres
 
@@ -64,13 +65,24 @@ def make_target(directory: Path, dest_url: str, dest: str = "dst", rows: int = R
     (directory / "target.py").write_text(TARGET.format(dest_url=dest_url, dest=dest, failing=FAILING))
 
 
-@pytest.fixture
-def setting(tmp_path: Path, postgres_url: str):
+LEDGERS = ["sqlite", "postgresql"]
+"""The progress ledger: the default SQLite file beside the target, or a schema of the
+destination's PostgreSQL database (what workers on other hosts reach)."""
+
+
+@pytest.fixture(params=LEDGERS)
+def setting(request, tmp_path: Path, postgres_url: str):
+    """The target's directory, the destination's engine and the run's ``--progress``."""
     engine = sa.create_engine(postgres_url)
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")  # no key
     make_target(tmp_path, postgres_url)
-    yield tmp_path, engine
+    if request.param == "sqlite":
+        progress = "ferryman-progress.db"
+    else:
+        server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        progress = f"{server}?schema=ledger"
+    yield tmp_path, engine, progress
     engine.dispose()
 
 
@@ -80,12 +92,19 @@ def ferryman(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=300)
 
 
-def run(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return ferryman(directory, "run", "target.py", "--no-bar", "--workers", "2", *args)
+def run(directory: Path, *args: str, progress: str = "ferryman-progress.db") -> subprocess.CompletedProcess[str]:
+    return ferryman(directory, "run", "target.py", "--no-bar", "--workers", "2", "--progress", progress, *args)
 
 
 def summary(result: subprocess.CompletedProcess[str]) -> str:
     return next(line for line in result.stdout.splitlines() if line.startswith("copy_items: "))
+
+
+def partition_schemas(engine: sa.Engine) -> list[str]:
+    """The schemas a PostgreSQL ledger keeps partitions in (none once a run folded them)."""
+    with engine.connect() as conn:
+        return [name for (name,) in conn.exec_driver_sql(
+            "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, 'ledger_p_')")]
 
 
 def dest_rows(engine: sa.Engine) -> tuple[int, int]:
@@ -94,9 +113,9 @@ def dest_rows(engine: sa.Engine) -> tuple[int, int]:
     return rows, distinct
 
 
-def ledger_counts(directory: Path) -> tuple[int, list[tuple[int, str]]]:
+def ledger_counts(directory: Path, progress: str = "ferryman-progress.db") -> tuple[int, list[tuple[int, str]]]:
     """(succeeded ids, failed records as (id, action)) in the run's ledger."""
-    ledger = SqliteLedger(directory / "ferryman-progress.db", read_only=True)
+    ledger = open_ledger(progress if "://" in progress else str(directory / progress), read_only=True)
     try:
         progress = ledger.progress()
         (entry,) = progress.migrations.values()
@@ -106,45 +125,46 @@ def ledger_counts(directory: Path) -> tuple[int, list[tuple[int, str]]]:
 
 
 def test_workers_migrate_every_record_once_and_the_ledger_and_counts_say_so(setting):
-    directory, engine = setting
+    directory, engine, progress = setting
     (directory / "fixed").touch()
-    first = run(directory)
+    first = run(directory, progress=progress)
     assert first.returncode == 0, first.stderr
     assert summary(first) == (f"copy_items: completed - {ROWS:,} migrated, 0 failed, 0 already done, "
                               f"0 ignored, {ROWS:,} written")
     assert dest_rows(engine) == (ROWS, ROWS)
-    assert ledger_counts(directory) == (ROWS, [])
+    assert ledger_counts(directory, progress) == (ROWS, [])
     assert not (directory / "ferryman-progress.db.parts").exists()  # folded into the ledger
+    assert partition_schemas(engine) == []
 
-    again = run(directory)
+    again = run(directory, progress=progress)
     assert again.returncode == 0, again.stderr
     assert summary(again).startswith(f"copy_items: completed - 0 migrated, 0 failed, {ROWS:,} already done")
     assert dest_rows(engine) == (ROWS, ROWS)
 
 
 def test_failed_records_are_kept_fixed_and_retried_or_ignored_as_in_one_process(setting):
-    directory, engine = setting
+    directory, engine, progress = setting
     failing = ROWS // FAILING
-    first = run(directory)
+    first = run(directory, progress=progress)
     assert first.returncode == 1
     assert summary(first).startswith(f"copy_items: failed - {ROWS - failing:,} migrated, {failing} failed")
-    succeeded, failed = ledger_counts(directory)
+    succeeded, failed = ledger_counts(directory, progress)
     assert (succeeded, len(failed)) == (ROWS - failing, failing)
     assert {action for _, action in failed} == {"RETRY"}
-    listed = ferryman(directory, "failed", "list", "--progress", "ferryman-progress.db", "--json")
+    listed = ferryman(directory, "failed", "list", "--progress", progress, "--json")
     assert listed.returncode == 0, listed.stderr
     assert len(json.loads(listed.stdout)) == failing
 
-    ignored = ferryman(directory, "failed", "ignore", "--progress", "ferryman-progress.db",
+    ignored = ferryman(directory, "failed", "ignore", "--progress", progress,
                        "--migration", "copy_items", str(FAILING))
     assert ignored.returncode == 0, ignored.stderr
     (directory / "fixed").touch()
-    second = run(directory)
+    second = run(directory, progress=progress)
     assert second.returncode == 0, second.stderr  # the retry pass ran the others, now fixed
     assert summary(second) == (f"copy_items: completed - {failing - 1} migrated, 0 failed, "
                                f"{ROWS - failing:,} already done, 1 ignored, {failing - 1} written")
     assert dest_rows(engine) == (ROWS - 1, ROWS - 1)
-    assert ledger_counts(directory) == (ROWS - 1, [(FAILING, "IGNORE")])
+    assert ledger_counts(directory, progress) == (ROWS - 1, [(FAILING, "IGNORE")])
 
 
 def test_a_destination_taking_one_writer_runs_in_one_process_and_says_why(tmp_path, postgres_url):
@@ -159,7 +179,7 @@ def test_a_destination_taking_one_writer_runs_in_one_process_and_says_why(tmp_pa
 
 
 def test_a_worker_for_a_migration_the_target_lacks_is_refused_in_one_line(setting):
-    directory, _ = setting
+    directory, _, _ = setting
     (directory / "fixed").touch()
     assert run(directory).returncode == 0
     result = ferryman(directory, "worker", "target.py", "--progress", "ferryman-progress.db",
@@ -170,7 +190,7 @@ def test_a_worker_for_a_migration_the_target_lacks_is_refused_in_one_line(settin
 
 
 def test_workers_are_fewer_when_the_destination_server_lacks_connections(setting):
-    directory, engine = setting
+    directory, engine, _ = setting
     (directory / "fixed").touch()
     with (directory / "target.py").open("a") as target:  # the server has one connection to spare
         target.write(
@@ -186,3 +206,51 @@ def test_workers_are_fewer_when_the_destination_server_lacks_connections(setting
     assert "has 1 free connection(s)" in result.stderr and "each worker may open 1" in result.stderr
     assert summary(result).startswith(f"copy_items: completed - {ROWS:,} migrated, 0 failed")
     assert dest_rows(engine) == (ROWS, ROWS)
+
+
+def test_workers_started_elsewhere_run_the_partitions_of_a_run_that_waits_for_them(tmp_path, postgres_url):
+    """``--engine external`` with a PostgreSQL ledger: the run splits and waits; ``ferryman
+    worker`` processes started by something else, in another directory, with no migration
+    named, claim the partitions (started before the run, or as it starts: they wait for it) and
+    end with it."""
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")
+    make_target(tmp_path, postgres_url)
+    (tmp_path / "fixed").touch()
+    (tmp_path / "slow").touch()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    progress = f"{server}?schema=ledger"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+    def worker(*args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "ferryman", "worker", str(tmp_path / "target.py"),
+                                 "--progress", progress, *args], cwd=elsewhere, env=env, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    early = worker("--wait", "120")
+    try:
+        coordinator = subprocess.Popen(
+            [sys.executable, "-m", "ferryman", "run", "target.py", "--no-bar", "--workers", "2",
+             "--engine", "external", "--progress", progress], cwd=tmp_path, env=env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        late = worker("--wait", "120")
+        out, err = coordinator.communicate(timeout=240)
+        assert coordinator.returncode == 0, err
+        assert "copy_items: waiting for workers to run its 8 partitions: ferryman worker target.py" in err
+        assert summary(subprocess.CompletedProcess([], 0, out, err)) == (
+            f"copy_items: completed - {ROWS:,} migrated, 0 failed, 0 already done, 0 ignored, {ROWS:,} written")
+        for proc in (early, late):
+            _, worker_err = proc.communicate(timeout=60)
+            assert proc.returncode == 0, worker_err
+    finally:
+        for proc in (early, late):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert dest_rows(engine) == (ROWS, ROWS)
+    assert ledger_counts(tmp_path, progress) == (ROWS, [])
+    assert partition_schemas(engine) == []
+    engine.dispose()

@@ -166,21 +166,22 @@ def test_run_status_failed_export_import_and_serve_on_a_postgresql_ledger(settin
     serve.communicate(timeout=30)
 
 
-def test_what_cannot_use_a_postgresql_ledger_says_so_in_one_line(setting: Setting) -> None:
+def test_what_cannot_use_a_postgresql_ledger_says_so_in_one_line_and_workers_can(setting: Setting) -> None:
     nowhere = setting.ferryman("status", "--progress", setting.progress)
     assert nowhere.returncode == 2 and "no progress ledger in schema ledger" in one_error_line(nowhere.stderr)
     unreachable = setting.ferryman("run", "target.py", "--progress", "postgresql://me:pw@127.0.0.1:1/db", "--no-bar")
     line = one_error_line(unreachable.stderr)
     assert unreachable.returncode == 2 and "cannot reach progress ledger" in line and "pw" not in line
     worker = setting.ferryman("worker", "target.py", "--progress", setting.progress, "--migration", "x")
-    assert worker.returncode == 2 and "need an SQLite progress ledger" in one_error_line(worker.stderr)
+    assert worker.returncode == 2 and "no progress ledger at postgresql://" in one_error_line(worker.stderr)
     assert setting.counts() == (0, 0)
     (setting.directory / "open-gate").touch()
     workers = setting.ferryman("run", "target.py", "--progress", setting.progress, "--no-bar", "--workers", "2")
-    assert workers.returncode == 1, workers.stderr  # in one process: its failed records
-    assert workers.stderr.splitlines()[0] == (
-        "ferryman: warning: copy_items runs in one process: workers need an SQLite progress ledger")
+    assert workers.returncode == 1, workers.stderr  # its failed records
+    assert "runs in one process" not in workers.stderr  # in partitions, kept in the ledger's database
     setting.assert_every_good_id_once()
+    stray = setting.ferryman("worker", "target.py", "--progress", setting.progress, "--migration", "x")
+    assert stray.returncode == 2 and "the target has no migration kept under 'x'" in one_error_line(stray.stderr)
 
 
 # --- hard kills ------------------------------------------------------------------------------------

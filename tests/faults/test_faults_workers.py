@@ -15,13 +15,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from helpers import poll_until
+from sqlalchemy.engine import make_url
 
-from ferryman.progress.sqlite import SqliteLedger
+from ferryman.progress.files import open_ledger
 
 pytestmark = pytest.mark.postgres
 
@@ -49,10 +51,24 @@ migrations = [CopyItems]
 '''
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+SOURCES = ["sqlite", "postgres"]
+WITH_LEDGERS = [*SOURCES, "postgres-ledger"]
+"""``postgres-ledger``: the source a table beside the destination, and the progress ledger a
+schema of that database (the ledger that workers on other hosts reach)."""
+
+
+@dataclass
+class Setting:
+    directory: Path
+    engine: sa.Engine
+    processes: list[subprocess.Popen[str]]
+    progress: str
+
+
+@pytest.fixture(params=SOURCES)
 def setting(request, tmp_path: Path, postgres_url: str):
-    """The target's directory and the destination's engine; the source is an SQLite file or a
-    table beside the destination."""
+    """The target's directory, the destination's engine, the processes started and the run's
+    ``--progress``; the source is an SQLite file or a table beside the destination."""
     engine = sa.create_engine(postgres_url)
     rows = ((i, f"item {i}") for i in range(1, ROWS + 1))
     with engine.begin() as conn:
@@ -70,7 +86,12 @@ def setting(request, tmp_path: Path, postgres_url: str):
             conn.exec_driver_sql(f"INSERT INTO src_items SELECT i, 'item ' || i FROM generate_series(1, {ROWS}) i")
     (tmp_path / "target.py").write_text(TARGET.format(source_url=source_url, dest_url=postgres_url))
     processes: list[subprocess.Popen[str]] = []
-    yield tmp_path, engine, processes
+    if request.param == "postgres-ledger":
+        server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        progress = f"{server}?schema=ledger"
+    else:
+        progress = str(tmp_path / "ferryman-progress.db")
+    yield Setting(tmp_path, engine, processes, progress)
     for proc in processes:
         if proc.poll() is None:
             proc.kill()
@@ -80,23 +101,24 @@ def setting(request, tmp_path: Path, postgres_url: str):
     engine.dispose()
 
 
-def start(directory: Path, processes: list[subprocess.Popen[str]], workers: int) -> subprocess.Popen[str]:
+def start(setting: Setting, workers: int) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    directory, processes = setting.directory, setting.processes
     n = len(processes)
     # files, not pipes: workers inherit them, and a pipe would stay open as long as they live
     with open(directory / f"out{n}.txt", "w") as out, open(directory / f"err{n}.txt", "w") as err:
         proc = subprocess.Popen([sys.executable, "-m", "ferryman", "run", "target.py", "--no-bar", "--workers",
-                                 str(workers)], cwd=directory, env=env, stdout=out, stderr=err, text=True,
+                                 str(workers), "--progress", setting.progress], cwd=directory, env=env, stdout=out, stderr=err, text=True,
                                 start_new_session=True)
     processes.append(proc)
     return proc
 
 
-def ended(directory: Path, proc: subprocess.Popen[str], processes: list[subprocess.Popen[str]]) -> tuple[str, str]:
+def ended(setting: Setting, proc: subprocess.Popen[str]) -> tuple[str, str]:
     """Wait for a run started by :func:`start`; its output and error output."""
     proc.wait(timeout=600)
-    n = processes.index(proc)
-    return (directory / f"out{n}.txt").read_text(), (directory / f"err{n}.txt").read_text()
+    n = setting.processes.index(proc)
+    return (setting.directory / f"out{n}.txt").read_text(), (setting.directory / f"err{n}.txt").read_text()
 
 
 def workers_of(directory: Path) -> list[int]:
@@ -120,28 +142,38 @@ def written(engine: sa.Engine) -> int:
         return int(conn.exec_driver_sql("SELECT count(*) FROM items").scalar_one())
 
 
-def assert_every_row_once(directory: Path, engine: sa.Engine) -> None:
+def succeeded(setting: Setting) -> int:
+    """The succeeded ids in the run's ledger (none failed)."""
+    ledger = open_ledger(setting.progress, read_only=True)
+    try:
+        (entry,) = ledger.progress().migrations.values()
+        assert len(entry.failed) == 0
+        return len(entry.succeeded)
+    finally:
+        ledger.close()
+
+
+def assert_every_row_once(setting: Setting) -> None:
+    directory, engine = setting.directory, setting.engine
     with engine.connect() as conn:
         twice = conn.exec_driver_sql("SELECT id FROM items GROUP BY id HAVING count(*) > 1 LIMIT 5").all()
         rows, low, high = conn.exec_driver_sql("SELECT count(*), min(id), max(id) FROM items").one()
         wrong = conn.exec_driver_sql("SELECT count(*) FROM items WHERE name <> 'ITEM ' || id").scalar_one()
+        parts = conn.exec_driver_sql("SELECT count(*) FROM pg_namespace WHERE starts_with(nspname, 'ledger_p_')")
     assert (twice, rows, low, high, wrong) == ([], ROWS, 1, ROWS, 0)
-    ledger = SqliteLedger(directory / "ferryman-progress.db", read_only=True)
-    try:
-        (entry,) = ledger.progress().migrations.values()
-        assert (len(entry.succeeded), len(entry.failed)) == (ROWS, 0)
-    finally:
-        ledger.close()
+    assert succeeded(setting) == ROWS
     assert not (directory / "ferryman-progress.db.parts").exists()
+    assert parts.scalar_one() == 0  # a PostgreSQL ledger's partitions folded too
 
 
 def summary(stdout: str) -> str:
     return next(line for line in stdout.splitlines() if line.startswith("copy_items: "))
 
 
+@pytest.mark.parametrize("setting", WITH_LEDGERS, indirect=True)
 def test_workers_killed_at_random_moments_leave_every_row_once(setting):
-    directory, engine, processes = setting
-    run = start(directory, processes, workers=3)
+    directory, engine = setting.directory, setting.engine
+    run = start(setting, workers=3)
     rng = random.Random(20261207)
     kills = 0
     while kills < KILLS and run.poll() is None:
@@ -155,53 +187,88 @@ def test_workers_killed_at_random_moments_leave_every_row_once(setting):
         if pids:
             os.kill(rng.choice(pids), signal.SIGKILL)
             kills += 1
-    out, err = ended(directory, run, processes)
+    out, err = ended(setting, run)
     assert kills == KILLS, f"the run ended before every kill: make it longer\n{out}\n{err}"
     assert run.returncode == 0, err
     assert "a worker ended with exit code -9" in err
     assert summary(out).startswith(f"copy_items: completed - {ROWS:,} migrated, 0 failed, 0 already done")
-    assert_every_row_once(directory, engine)
+    assert_every_row_once(setting)
 
 
+@pytest.mark.parametrize("setting", WITH_LEDGERS, indirect=True)
 def test_a_coordinator_killed_leaves_its_workers_to_the_next_run_which_folds_them(setting):
-    directory, engine, processes = setting
-    first = start(directory, processes, workers=2)
+    directory, engine = setting.directory, setting.engine
+    first = start(setting, workers=2)
     poll_until(lambda: written(engine) > ROWS // 4, timeout=120, what="a quarter of the rows")
     first.kill()  # the coordinator alone: its workers go on, orphaned
     first.wait(timeout=60)
     assert workers_of(directory)
 
-    second = start(directory, processes, workers=2)
-    out, err = ended(directory, second, processes)
+    second = start(setting, workers=2)
+    out, err = ended(setting, second)
     assert second.returncode == 0, err
     line = summary(out)
     migrated, already = (int(line.split(" - ")[1].split()[i].replace(",", "")) for i in (0, 4))
     assert migrated + already == ROWS and already > 0, line
-    assert_every_row_once(directory, engine)
+    assert_every_row_once(setting)
 
 
 def test_a_second_signal_to_the_coordinator_stops_its_workers_and_folds_what_they_did(setting):
-    directory, engine, processes = setting
-    first = start(directory, processes, workers=2)
+    directory, engine = setting.directory, setting.engine
+    first = start(setting, workers=2)
     poll_until(lambda: written(engine) > ROWS // 10, timeout=120, what="a tenth of the rows")
     first.send_signal(signal.SIGINT)
     time.sleep(0.2)
     first.send_signal(signal.SIGINT)  # a supervisor that does not wait
-    out, _err = ended(directory, first, processes)
+    out, _err = ended(setting, first)
     assert first.returncode == 130
     assert not workers_of(directory)  # stopped with it, not left to finish their ranges
     migrated = int(summary(out).split(" - ")[1].split()[0].replace(",", ""))
     assert migrated == written(engine) < ROWS  # the counts say what the destination holds
-    ledger = SqliteLedger(directory / "ferryman-progress.db", read_only=True)
-    try:
-        (entry,) = ledger.progress().migrations.values()
-        assert len(entry.succeeded) == migrated  # folded into the ledger
-    finally:
-        ledger.close()
+    assert succeeded(setting) == migrated  # folded into the ledger
 
-    second = start(directory, processes, workers=2)
-    out, err = ended(directory, second, processes)
+    second = start(setting, workers=2)
+    out, err = ended(setting, second)
     assert second.returncode == 0, err
     assert summary(out).startswith(f"copy_items: completed - {ROWS - migrated:,} migrated, 0 failed, "
                                    f"{migrated:,} already done")
-    assert_every_row_once(directory, engine)
+    assert_every_row_once(setting)
+
+
+@pytest.mark.parametrize("setting", ["postgres-ledger"], indirect=True)
+def test_a_worker_paused_past_its_lease_on_another_host_is_taken_over_and_fenced_off(setting):
+    """A worker of another host (its own UTS namespace) SIGSTOPped in the middle of a partition
+    of a run with ``--engine external``: once its heartbeat is stale, a worker here takes the
+    partition over; SIGCONTed, the paused one writes nothing more and stops. Every row once, no
+    false failed record."""
+    directory, engine = setting.directory, setting.engine
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "FERRYMAN_LEASE_STALE_AFTER": "4"}
+    worker = [sys.executable, "-m", "ferryman", "worker", "target.py", "--progress", setting.progress, "--wait", "60"]
+
+    def spawn(name: str, command: list[str]) -> subprocess.Popen[str]:
+        with open(directory / f"{name}.out", "w") as out, open(directory / f"{name}.err", "w") as err:
+            proc = subprocess.Popen(command, cwd=directory, env=env, stdout=out, stderr=err, text=True,
+                                    start_new_session=True)
+        setting.processes.append(proc)
+        return proc
+
+    coordinator = spawn("run", [sys.executable, "-m", "ferryman", "run", "target.py", "--no-bar", "--workers", "2",
+                                "--engine", "external", "--progress", setting.progress])
+    paused = spawn("paused", ["unshare", "--uts", "sh", "-c", 'hostname elsewhere.example && exec "$@"', "-",
+                              *worker])
+    poll_until(lambda: written(engine) > 5_000, timeout=120, what="the first worker to write")
+    paused.send_signal(signal.SIGSTOP)
+    at_pause = written(engine)
+    time.sleep(6)  # past the stale limit: its heartbeat, on the database's clock, is old
+    here = spawn("here", worker)
+    poll_until(lambda: written(engine) > at_pause + 30_000 or here.poll() is not None, timeout=120,
+               what="the worker here to take over")
+    paused.send_signal(signal.SIGCONT)
+    assert paused.wait(timeout=120) == 1
+    assert "lease" in (directory / "paused.err").read_text()
+    assert here.wait(timeout=300) == 0, (directory / "here.err").read_text()
+    assert coordinator.wait(timeout=300) == 0, (directory / "run.err").read_text()
+    out = (directory / "run.out").read_text()
+    assert summary(out).startswith(f"copy_items: completed - {ROWS:,} migrated, 0 failed, 0 already done")
+    assert_every_row_once(setting)
