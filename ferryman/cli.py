@@ -249,8 +249,8 @@ def _duration(text: str | None, option: str) -> float | None:
 
 @cli.command(context_settings=CONTEXT, short_help="Run the migrations of TARGET (resumes).")
 @click.argument("target")
-@progress_option(False, f"{LEDGER_HELP} Default: the service's own ledger, else "
-                        f"./{DEFAULT_PROGRESS}.")
+@progress_option(False, f"{LEDGER_HELP} Default: {DEFAULT_PROGRESS} in the working directory, "
+                        "or the service's own ledger when it has one.")
 @click.option("--only", multiple=True, metavar="NAME", help="Run only this migration (name or identity); repeatable.")
 @click.option("--serve", metavar="HOST:PORT",
               help="Serve the status API and dashboard during the run, e.g. 127.0.0.1:8765.")

@@ -61,12 +61,15 @@ class PgPartitionLedger(PartitionLookups, PostgresLedger):
 
 
 class PgPartitionSet(PartitionSet):
-    """The partitions of migration ``key`` of the ledger at ``location``; one connection of
-    its own, opened when first needed and closed by :meth:`release`."""
+    """The partitions of migration ``key`` of the ledger at ``location``. The split is read on
+    ``ledger_conn`` (the ledger's connection: a status read that finds no round opens
+    nothing); everything else on a connection of its own, opened when first needed and closed
+    by :meth:`release`."""
 
-    def __init__(self, location: PgLocation, key: str) -> None:
+    def __init__(self, location: PgLocation, key: str, ledger_conn: psycopg.Connection[Any]) -> None:
         self.location = location
         self.schema = parts_schema(location.schema, key)
+        self._ledger_conn = ledger_conn
         self._conn: psycopg.Connection[Any] | None = None
 
     def _connection(self) -> psycopg.Connection[Any]:
@@ -87,7 +90,7 @@ class PgPartitionSet(PartitionSet):
 
     def _read(self, name: str) -> Any:
         with read_errors_named(self.location.shown, psycopg.Error):
-            conn = self._connection()
+            conn = self._ledger_conn
             if not self._has_documents(conn):
                 return None
             row = conn.execute(sql.SQL("SELECT body FROM {} WHERE name = %s").format(self._documents()),

@@ -300,7 +300,7 @@ class PostgresReader(LedgerReader):
         """Kept in schemas beside the ledger's (:mod:`.parts`), which workers on any host reach."""
         from .parts import PgPartitionSet
 
-        return PgPartitionSet(self.location, key)
+        return PgPartitionSet(self.location, key, self.conn)
 
     # --- connections ----------------------------------------------------------------------------
 
