@@ -34,8 +34,20 @@ def test_both_worker_counts_copy_every_row_and_the_ratio_is_reported(postgres_se
     runs = [line for line in lines if line.startswith("  run ")]
     assert len(runs) == 4 and all(line.endswith("  ok") for line in runs), runs
     assert sum("workers' CPU" in line for line in runs) == 2, runs  # the two --workers 2 runs
-    ratios = [line for line in lines if "workers 2 / workers 1:" in line]
+    ratios = [line for line in lines if "workers 2 (process, sqlite ledger) / workers 1:" in line]
     assert [line.split()[0] for line in ratios] == ["sqlite-to-pg", "pg-to-pg"], proc.stdout
+
+
+def test_the_workers_may_keep_their_progress_in_a_postgresql_ledger(postgres_server_url: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.workers", "--rows", str(ROWS), "--reps", "1", "--work-us", "2",
+         "--only", "pg-to-pg", "--ledger", "postgresql", "--url", postgres_server_url],
+        cwd=REPO, capture_output=True, text=True, timeout=600, check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    runs = [line for line in proc.stdout.splitlines() if line.startswith("  run ")]
+    assert len(runs) == 2 and all(line.endswith("  ok") for line in runs), runs
+    assert "pg-to-pg     workers 2 (process, postgresql ledger) / workers 1:" in proc.stdout, proc.stdout
 
 
 def test_the_check_refuses_a_duplicate_and_a_changed_row(postgres_url: str, tmp_path: Path) -> None:
