@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import commands
 from .errors import FerrymanError, InputError, one_line
@@ -65,6 +65,14 @@ def import_ray() -> None:
     except ImportError as exc:
         raise InputError(f"--engine ray needs Ray, which is not installed here ({one_line(exc)}): "
                          "pip install 'ferryman[ray]'") from exc
+
+
+def _local_only(address: str | None) -> dict[str, Any]:
+    """``ray.init``'s settings for a Ray started for this run alone (none to join a cluster):
+    no dashboard, which would end with the run and takes a core's share while it lasts."""
+    if address is None and not os.environ.get("RAY_ADDRESS"):
+        return {"include_dashboard": False}
+    return {}
 
 
 class RayTask:
@@ -126,7 +134,7 @@ class RayLauncher:
 
         if not ray.is_initialized():
             try:
-                ray.init(address=address, logging_level=logging.WARNING)
+                ray.init(address=address, logging_level=logging.WARNING, **_local_only(address))
             except Exception as exc:  # whatever Ray raises, nothing was done yet
                 raise InputError(f"cannot connect to Ray at {address or 'a local instance'}: "
                                  f"{one_line(exc)}") from exc
