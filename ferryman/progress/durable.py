@@ -216,9 +216,10 @@ class DurableLedger(Ledger):
             return changed
 
     def close(self) -> None:
-        """Write what is pending (unless the lease was lost), release the lease, close."""
+        """Write what is pending (unless the lease or the connection was lost), release the
+        lease, close."""
         try:
-            if self.lease is None or self.lease.lost is None:
+            if not self._cut_off():
                 self._flush()
         finally:
             try:
@@ -231,7 +232,7 @@ class DurableLedger(Ledger):
     def record_event(self, event: dict[str, Any]) -> int | None:
         """Append an event, in a transaction of its own; nothing once the run lost its lease
         (the ledger is the new holder's)."""
-        if self.read_only or self._lost():
+        if self.read_only or self._cut_off():
             return None
         with self._tx():
             return self._append_event(event)
@@ -241,7 +242,7 @@ class DurableLedger(Ledger):
         return self._insert_event(json.dumps({k: v for k, v in event.items() if k != "seq"}, default=str))
 
     def record_verification(self, result: dict[str, Any]) -> None:
-        if self.read_only or self._lost():
+        if self.read_only or self._cut_off():
             return
         with self._tx():
             self._insert_verification(bool(result.get("ok")), json.dumps(result, default=str))
@@ -276,6 +277,9 @@ class DurableLedger(Ledger):
         lease, self.lease = self.lease, None
         if lease is not None:
             self.lost_lease = lease.lost
+            if self._connection_lost():  # said when the write failed: the lease goes stale
+                lease.stop_heartbeat()
+                return
             try:
                 lease.release(self.conn)
             except self.lease_errors as exc:  # the heartbeat has stopped: the lease goes stale
@@ -284,6 +288,15 @@ class DurableLedger(Ledger):
     def _lost(self) -> bool:
         """Whether this ledger's run lost its lease, now or before it ended."""
         return self.lost_lease is not None or (self.lease is not None and self.lease.lost is not None)
+
+    def _connection_lost(self) -> bool:
+        """Whether the ledger's connection is gone for good (a server that ended the session):
+        nothing can be written on it any more, and the write that met it said so."""
+        return False
+
+    def _cut_off(self) -> bool:
+        """Whether nothing more may (a lost lease) or can (a lost connection) be written."""
+        return self._lost() or self._connection_lost()
 
     # --- journal entries ---------------------------------------------------------------------
 

@@ -254,8 +254,7 @@ def test_a_holder_paused_inside_a_transaction_is_cut_off_by_the_server(pg: ledge
         thief = pg.take_lease(Process(7, "elsewhere.example", None), stale_after=0.0)
         assert time.monotonic() - started < 5  # not held off by the paused transaction
         ledger.conn.execute("INSERT INTO fatal_error (text) VALUES ('late')")  # type: ignore[attr-defined]
-    with pytest.raises(LedgerWriteError):  # its session is gone: nothing more can be written
-        ledger.close()
+    ledger.close()  # its session is gone: nothing more is written, and the failed write said so
     holder = pg.holder()
     assert holder is not None and holder.owner == thief.owner
     with pg.reader() as reader:

@@ -156,6 +156,9 @@ class PostgresLedger(PostgresReader, DurableLedger):
         self.conn.execute(f"UPDATE run SET ended_at = {NOW}, outcome = %s, last_error = %s, reports = %s WHERE id = %s",
                           (outcome, last_error, reports, self.run_id))
 
+    def _connection_lost(self) -> bool:
+        return bool(self.conn.closed)
+
     def assert_held(self) -> None:
         """Raise LeaseLostError when this run's lease was taken over (one primary-key SELECT)."""
         if self.lease is not None:
