@@ -52,9 +52,10 @@ migrations = [CopyItems]
 
 
 SOURCES = ["sqlite", "postgres"]
-WITH_LEDGERS = [*SOURCES, "postgres-ledger"]
-"""``postgres-ledger``: the source a table beside the destination, and the progress ledger a
-schema of that database (the ledger that workers on other hosts reach)."""
+PG_LEDGER = "+pg-ledger"
+WITH_LEDGERS = [*SOURCES, "postgres" + PG_LEDGER]
+"""A source with ``+pg-ledger``: the progress ledger is a schema of the destination's database
+(the ledger that workers on other hosts reach), not an SQLite file."""
 
 
 @dataclass
@@ -73,7 +74,7 @@ def setting(request, tmp_path: Path, postgres_url: str):
     rows = ((i, f"item {i}") for i in range(1, ROWS + 1))
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")  # no key
-    if request.param == "sqlite":
+    if request.param.startswith("sqlite"):
         source_url = "sqlite:///" + str(tmp_path / "src.db")
         with sqlite3.connect(tmp_path / "src.db") as db:
             db.execute("CREATE TABLE src_items (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
@@ -86,7 +87,7 @@ def setting(request, tmp_path: Path, postgres_url: str):
             conn.exec_driver_sql(f"INSERT INTO src_items SELECT i, 'item ' || i FROM generate_series(1, {ROWS}) i")
     (tmp_path / "target.py").write_text(TARGET.format(source_url=source_url, dest_url=postgres_url))
     processes: list[subprocess.Popen[str]] = []
-    if request.param == "postgres-ledger":
+    if request.param.endswith(PG_LEDGER):
         server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
         progress = f"{server}?schema=ledger"
     else:
@@ -235,7 +236,7 @@ def test_a_second_signal_to_the_coordinator_stops_its_workers_and_folds_what_the
     assert_every_row_once(setting)
 
 
-@pytest.mark.parametrize("setting", ["postgres-ledger"], indirect=True)
+@pytest.mark.parametrize("setting", [source + PG_LEDGER for source in SOURCES], indirect=True)
 def test_a_worker_paused_past_its_lease_on_another_host_is_taken_over_and_fenced_off(setting):
     """A worker of another host (its own UTS namespace) SIGSTOPped in the middle of a partition
     of a run with ``--engine external``: once its heartbeat is stale, a worker here takes the
