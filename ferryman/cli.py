@@ -372,7 +372,8 @@ def _launcher(engine: str, address: str | None, workers: int) -> WorkerLauncher 
               help="Only the partitions of this migration (its key in the ledger), then end. Default: those "
                    "of every migration the run splits, until the run is over.")
 @click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
-              help="Without --migration: how long to wait for the run to start (a worker started beside it).")
+              help="How long to wait for the run to start (its ledger to appear, and without --migration "
+                   "its coordinator): for a worker started beside it.")
 def worker(target: str, progress: str, migration: str | None, wait: float) -> None:
     """Run partitions of a run of TARGET with --workers, until none is left for this worker.
 
