@@ -16,6 +16,19 @@ import sys
 from collections.abc import Sequence
 from typing import Protocol
 
+INTERRUPTED = 130
+"""A worker's exit code once stopped by a signal (the code of ``ferryman worker`` interrupted)."""
+
+
+def how_it_ended(code: int) -> str:
+    """A worker's end as a message says it: ``ended with exit code 1``, ``was killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"ended with exit code {code}"
+
 
 class WorkerHandle(Protocol):
     """A started worker."""
@@ -43,10 +56,12 @@ def worker_command(target: str, progress: str, key: str) -> Sequence[str]:
 
 
 class LocalProcess:
-    """A worker in a process of this host (never forked: a new interpreter)."""
+    """A worker in a process of this host (never forked: a new interpreter), in a session of
+    its own: a Ctrl-C at the terminal reaches the coordinator alone, which passes it on once
+    (the workers would otherwise get it twice, and take the second as "stop at once")."""
 
     def __init__(self, command: Sequence[str]) -> None:
-        self.process = subprocess.Popen(command)
+        self.process = subprocess.Popen(command, start_new_session=True)
 
     def poll(self) -> int | None:
         return self.process.poll()

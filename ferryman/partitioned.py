@@ -23,7 +23,7 @@ from typing import Any
 
 from .declare import MigrationSpec
 from .errors import StoreError, one_line
-from .launchers import ProcessLauncher, WorkerHandle, WorkerLauncher
+from .launchers import INTERRUPTED, ProcessLauncher, WorkerHandle, WorkerLauncher, how_it_ended
 from .progress.durable import DurableLedger
 from .progress.ledger import Ledger
 from .progress.partitions import PartitionSet, PartitionView
@@ -176,14 +176,15 @@ class PartitionedRunner(MigrationRunner):
             self.observer.page_done(self.report)
             self.checkpoint(urgent=False)
             if self.stop.requested and not forwarded:
-                for proc in procs:  # a signal the terminal sent them too is harmless: one stop
+                for proc in procs:  # in sessions of their own, they hear of a Ctrl-C from here alone
                     proc.interrupt()
                 forwarded = True
             codes = [(p, p.poll()) for p in procs]
-            failed = [code for _, code in codes if code not in (None, 0)]
+            stopped = (None, 0, INTERRUPTED) if self.stop.requested else (None, 0)
+            failed = [code for _, code in codes if code is not None and code not in stopped]
             procs[:] = [p for p, code in codes if code is None]
             if failed:
-                log.warning("%s: a worker ended with exit code %s", self.spec.name, failed[0])
+                log.warning("%s: a worker %s", self.spec.name, how_it_ended(failed[0]))
                 in_a_row = 1 if self.report.read > read_at_failure else in_a_row + 1
                 read_at_failure = self.report.read
             left = [i for i, view in enumerate(views) if not view.settled]

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import commands
 from .errors import FerrymanError, InputError, one_line
+from .launchers import INTERRUPTED
 from .progress.storage import is_postgres_location
 from .target import is_file_target
 
@@ -38,9 +39,6 @@ TASK_RETRIES = 1
 """Times Ray runs a worker's task again when its process or node died. Once covers a node lost
 at once, without the coordinator noticing; a worker that fails again is the coordinator's to
 count and replace (it gives up on workers failing over and over, which Ray would not)."""
-
-INTERRUPTED = 130
-"""A worker's exit code once stopped (the code of ``ferryman worker`` stopped by a signal)."""
 
 
 def run_worker(target: str, progress: str, key: str) -> int:

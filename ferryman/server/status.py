@@ -5,7 +5,8 @@ A :class:`StatusSnapshot` holds everything the routes render. The sources
 they can be read in one place:
 
 - ``pending``: no run has ever started on this progress;
-- ``running``: a run is active and its process is alive;
+- ``running``: a run is active and its process is alive (or, its coordinator killed, workers of
+  it still hold partitions);
 - ``completed``: the run this server watched finished with nothing left to do;
 - ``migrated``: the progress shows a successful completion by a run this server did not watch;
 - ``failed``: the last run ended with failed records or a fatal error, was interrupted, or its
@@ -260,11 +261,14 @@ def died_message(run: dict[str, Any]) -> str:
 
 
 def run_is_alive(view: LedgerView) -> bool:
-    """True while the newest run has no outcome and the lease holder's process is alive."""
+    """True while the newest run has no outcome and the lease holder's process is alive, or
+    live workers hold partitions of it (its coordinator killed, they go on)."""
     run = view.last_run
-    if run is None or run["outcome"] is not None or view.holder is None:
+    if run is None or run["outcome"] is not None:
         return False
-    return view.holder.alive(time.time())
+    if view.holder is not None and view.holder.alive(time.time()):
+        return True
+    return any(p.get("state") == "running" for p in view.partitions)
 
 
 def fix_dead_runs(view: LedgerView, alive: bool) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from helpers import poll_until
 from sqlalchemy.engine import make_url
 
 from ferryman.progress.files import open_ledger
+from ferryman.server import LedgerStatusSource
 
 pytestmark = pytest.mark.postgres
 
@@ -191,7 +192,7 @@ def test_workers_killed_at_random_moments_leave_every_row_once(setting):
     out, err = ended(setting, run)
     assert kills == KILLS, f"the run ended before every kill: make it longer\n{out}\n{err}"
     assert run.returncode == 0, err
-    assert "a worker ended with exit code -9" in err
+    assert "a worker was killed by SIGKILL" in err
     assert summary(out).startswith(f"copy_items: completed - {ROWS:,} migrated, 0 failed, 0 already done")
     assert_every_row_once(setting)
 
@@ -204,6 +205,8 @@ def test_a_coordinator_killed_leaves_its_workers_to_the_next_run_which_folds_the
     first.kill()  # the coordinator alone: its workers go on, orphaned
     first.wait(timeout=60)
     assert workers_of(directory)
+    snapshot = LedgerStatusSource(setting.progress).snapshot()  # its workers are at it
+    assert (snapshot.status, snapshot.last_err) == ("running", None), snapshot.last_err
 
     second = start(setting, workers=2)
     out, err = ended(setting, second)
@@ -272,4 +275,25 @@ def test_a_worker_paused_past_its_lease_on_another_host_is_taken_over_and_fenced
     assert coordinator.wait(timeout=300) == 0, (directory / "run.err").read_text()
     out = (directory / "run.out").read_text()
     assert summary(out).startswith(f"copy_items: completed - {ROWS:,} migrated, 0 failed, 0 already done")
+    assert_every_row_once(setting)
+
+
+def test_a_ctrl_c_at_the_terminal_stops_the_workers_once_at_a_batch_boundary(setting):
+    """The terminal sends SIGINT to the whole foreground process group: the workers, in sessions
+    of their own, hear of it once, from the coordinator, and stop at a batch boundary."""
+    engine = setting.engine
+    first = start(setting, workers=2)
+    poll_until(lambda: written(engine) > ROWS // 10, timeout=120, what="a tenth of the rows")
+    workers = workers_of(setting.directory)
+    assert workers and all(os.getpgid(pid) != first.pid for pid in workers)  # out of the terminal's reach
+    os.killpg(first.pid, signal.SIGINT)  # its own group (start_new_session): as a terminal does
+    out, err = ended(setting, first)
+    assert first.returncode == 130, err
+    assert "SIGINT again" not in err and "exit code" not in err, err  # one stop, no worker failed
+    migrated = int(summary(out).split(" - ")[1].split()[0].replace(",", ""))
+    assert migrated == written(engine) == succeeded(setting) < ROWS  # each stopped at a batch boundary
+
+    second = start(setting, workers=2)
+    out, err = ended(setting, second)
+    assert second.returncode == 0, err
     assert_every_row_once(setting)
