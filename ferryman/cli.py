@@ -368,9 +368,9 @@ def _launcher(engine: str, address: str | None, workers: int) -> WorkerLauncher 
 @cli.command(context_settings=CONTEXT, short_help="Run partitions of a run with --workers.")
 @click.argument("target")
 @progress_option(required=True, help="The progress ledger of the run with --workers.")
-@click.option("--migration", metavar="KEY",
-              help="Only the partitions of this migration (its key in the ledger), then end. Default: those "
-                   "of every migration the run splits, until the run is over.")
+@click.option("--migration", metavar="NAME",
+              help="Only the partitions of this migration (its name, identity or key in the ledger), then end. "
+                   "Default: those of every migration the run splits, until the run is over.")
 @click.option("--wait", type=click.FloatRange(min=0), default=0, show_default=True, metavar="SECONDS",
               help="How long to wait for the run to start (its ledger to appear, and without --migration "
                    "its coordinator): for a worker started beside it.")

@@ -169,10 +169,17 @@ class PartitionedRunner(MigrationRunner):
         so that whoever started them can stop them)."""
         in_a_row, read_at_failure = 0, -1
         forwarded = False
+        idle_since, read_before = time.monotonic(), self.report.read
         while True:
             time.sleep(POLL_INTERVAL)
             views = [self.parts.view(i) for i in range(count)]
             refresh(views)
+            if any(view.held for view in views) or self.report.read != read_before:
+                idle_since, read_before = time.monotonic(), self.report.read
+            elif not self.launcher.starts_workers and time.monotonic() - idle_since >= REMIND_AFTER:
+                log.warning("%s: still waiting: no worker holds any of its partitions (ferryman worker %s "
+                            "--progress '%s')", self.spec.name, self.target, self.main.path)
+                idle_since = time.monotonic()
             self.observer.page_done(self.report)
             self.checkpoint(urgent=False)
             if self.stop.requested and not forwarded:
@@ -257,6 +264,9 @@ class PartitionedRunner(MigrationRunner):
                 said = True
             time.sleep(POLL_INTERVAL)
 
+
+REMIND_AFTER = 60.0
+"""Seconds a run whose workers are started elsewhere waits with none at work before it says so again."""
 
 RESTARTS_WITHOUT_PROGRESS = 3
 """Workers (per worker allowed) that may fail in a row, no record read in between, before the

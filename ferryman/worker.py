@@ -49,9 +49,9 @@ class WorkerResult:
 
 def run_partitions(service: MigrationService, main: DurableLedger, key: str, stop: StopFlag) -> WorkerResult:
     """Run the partitions of migration ``key`` (its key in ``main``, the main ledger, open read
-    only) that no other worker holds, until none is left or ``stop`` is requested."""
+    only, or its name) that no other worker holds, until none is left or ``stop`` is requested."""
     spec, instance = _migration_of(service, main, key)
-    parts = partitions_of(main, key)
+    parts = partitions_of(main, spec.identity)
     assert parts is not None  # every durable ledger keeps partitions
     with parts:
         handled = parts.retried()
@@ -120,12 +120,14 @@ def serve_run(service: MigrationService, main: DurableLedger, stop: StopFlag, wa
 
 
 def _migration_of(service: MigrationService, main: DurableLedger, key: str) -> tuple[MigrationSpec, Any]:
-    """The migration the ledger keeps under ``key`` (its spec carrying that key), and its instance."""
+    """The migration the ledger keeps under ``key`` (its spec carrying that key), and its
+    instance; ``key`` may also be the migration's name or identity, as other commands take."""
     instances = dict(zip(service.plan(), service.migrations))
     for step in service.select(None):
-        if main.key_of(step.spec.identity, step.writes) == key:
-            return replace(step.spec, identity=key), instances[step.spec.identity]
-    raise PlanError(f"the target has no migration kept under {key!r} in {main.path}", [key])
+        kept_under = main.key_of(step.spec.identity, step.writes)
+        if key in (kept_under, step.spec.identity, step.spec.name):
+            return replace(step.spec, identity=kept_under), instances[step.spec.identity]
+    raise PlanError(f"the target has no migration {key!r} (a name, an identity or its key in {main.path})", [key])
 
 
 def _claim(ledger: PartitionLookups, report: MigrationReport, index: int) -> bool:

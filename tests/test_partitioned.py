@@ -179,14 +179,16 @@ def test_a_destination_taking_one_writer_runs_in_one_process_and_says_why(tmp_pa
 
 
 def test_a_worker_for_a_migration_the_target_lacks_is_refused_in_one_line(setting):
-    directory, _, _ = setting
+    directory, _, progress = setting
     (directory / "fixed").touch()
-    assert run(directory).returncode == 0
-    result = ferryman(directory, "worker", "target.py", "--progress", "ferryman-progress.db",
-                      "--migration", "nowhere.Missing")
+    assert run(directory, progress=progress).returncode == 0
+    result = ferryman(directory, "worker", "target.py", "--progress", progress, "--migration", "nowhere.Missing")
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        "ferryman: error: the target has no migration kept under 'nowhere.Missing' in ferryman-progress.db"]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("ferryman: error: the target has no migration 'nowhere.Missing' (a name, an identity "
+                           "or its key in "), line
+    by_name = ferryman(directory, "worker", "target.py", "--progress", progress, "--migration", "copy_items")
+    assert (by_name.returncode, by_name.stderr) == (0, "")  # its name will do; no run has partitions now
 
 
 def test_workers_are_fewer_when_the_destination_server_lacks_connections(setting):
@@ -253,4 +255,43 @@ def test_workers_started_elsewhere_run_the_partitions_of_a_run_that_waits_for_th
     assert dest_rows(engine) == (ROWS, ROWS)
     assert ledger_counts(tmp_path, progress) == (ROWS, [])
     assert partition_schemas(engine) == []
+    engine.dispose()
+
+
+def test_a_run_whose_workers_are_started_elsewhere_says_again_while_none_is_at_work(
+        tmp_path, postgres_url, monkeypatch, caplog):
+    """In process (the library's call): with ``ExternalWorkers`` the run starts no worker, says
+    so, says it again while none holds a partition, and ends once a worker started later ran
+    them all."""
+    import logging
+    import threading
+
+    from ferryman import commands, partitioned
+    from ferryman.launchers import ExternalWorkers
+
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")
+    make_target(tmp_path, postgres_url)
+    (tmp_path / "fixed").touch()
+    server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    progress = f"{server}?schema=ledger"
+    monkeypatch.setattr(partitioned, "REMIND_AFTER", 0.5)
+    monkeypatch.chdir(tmp_path)
+    late: list[subprocess.CompletedProcess[str]] = []
+    starter = threading.Timer(3.0, lambda: late.append(ferryman(tmp_path, "worker", "target.py", "--progress",
+                                                                progress, "--wait", "30")))
+    starter.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="ferryman"):
+            result = commands.run(str(tmp_path / "target.py"), progress=progress, workers=2,
+                                  launcher=ExternalWorkers())
+    finally:
+        starter.join()
+    assert result.ok, result.summary()
+    assert late and late[0].returncode == 0, late[0].stderr if late else "no worker"
+    waits = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert waits[0].startswith("copy_items: waiting for workers to run its 8 partitions: ferryman worker ")
+    assert any(w.startswith("copy_items: still waiting: no worker holds any of its partitions") for w in waits)
+    assert dest_rows(engine) == (ROWS, ROWS)
     engine.dispose()
