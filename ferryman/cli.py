@@ -338,7 +338,8 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
         if result.exit_code == 1 and not dry_run:
             records_failed = any(r.failed for r in result.reports)
             if records_failed or any(r.fatal_error for r in result.reports):
-                say(console.next_steps_after_failures(target, progress or DEFAULT_PROGRESS, records_failed))
+                say(console.next_steps_after_failures(target, progress or DEFAULT_PROGRESS, records_failed,
+                                                      _worker_options(workers, engine, address)))
 
     try:
         result = commands.run(
@@ -351,6 +352,18 @@ def run(target: str, progress: str | None, only: tuple[str, ...], serve: str | N
     finally:
         display.close()
     ctx.exit(result.exit_code)
+
+
+def _worker_options(workers: int, engine: str, address: str | None) -> list[str]:
+    """The options of a run with workers, as the next run is given them again."""
+    if workers == 1:
+        return []
+    options = ["--workers", str(workers)]
+    if engine != "process":
+        options += ["--engine", engine]
+    if address is not None:
+        options += ["--address", address]
+    return options
 
 
 def _launcher(engine: str, address: str | None, workers: int) -> WorkerLauncher | None:
@@ -624,7 +637,7 @@ _SET_HELP = """{doc}
 Choose records by ID (ints as ints, other text as strings, composite ids as JSON arrays
 such as '[1,"a"]'; put `--` before ids starting with '-'), or --all, or --grep TEXT.
 An id that failed in several migrations needs --migration. Refused while a run holds the
-progress (an SQLite ledger or a .json file).
+progress (whatever its kind).
 
 \b
 Examples:

@@ -116,15 +116,18 @@ def command_name() -> str:
     return shlex.quote(script)
 
 
-def next_steps_after_failures(target: str, progress: str, records_failed: bool = True) -> str:
+def next_steps_after_failures(target: str, progress: str, records_failed: bool = True,
+                              run_options: Sequence[str] = ()) -> str:
     """What to do after a run that did not complete: the three commands that matter when records
-    failed; when none did (a fatal error stopped a migration), fix it and run again."""
+    failed; when none did (a fatal error stopped a migration), fix it and run again (with
+    ``run_options``, the run's own: its workers, say)."""
     ferryman, target, progress = command_name(), shlex.quote(target), shlex.quote(progress)
     steps = [
         (f"{ferryman} failed list --progress {progress}", "what failed, and why"),
         (f"{ferryman} failed ignore|retry --progress {progress} ID ...", "or --all, --grep TEXT"),
     ] if records_failed else []
-    steps.append((f"{ferryman} run {target} --progress {progress}", "resumes: only what is left"))
+    again = "".join(f" {shlex.quote(option)}" for option in run_options)
+    steps.append((f"{ferryman} run {target} --progress {progress}{again}", "resumes: only what is left"))
     width = max(len(command) for command, _ in steps)
     head = "next:" if records_failed else "next: fix the fatal error above, then run again:"
     return "\n".join([head, *(f"  {command.ljust(width)}   # {why}" for command, why in steps)])

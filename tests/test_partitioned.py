@@ -148,6 +148,8 @@ def test_failed_records_are_kept_fixed_and_retried_or_ignored_as_in_one_process(
     first = run(directory, progress=progress)
     assert first.returncode == 1
     assert summary(first).startswith(f"copy_items: failed - {ROWS - failing:,} migrated, {failing} failed")
+    resume = next(line for line in first.stdout.splitlines() if line.endswith("# resumes: only what is left"))
+    assert resume.split("#")[0].rstrip().endswith(" --workers 2"), resume  # the next run as this one ran
     succeeded, failed = ledger_counts(directory, progress)
     assert (succeeded, len(failed)) == (ROWS - failing, failing)
     assert {action for _, action in failed} == {"RETRY"}
