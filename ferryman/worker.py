@@ -14,12 +14,15 @@ partitions of each migration the run splits, until the run is over.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import Any
 
 from .declare import MigrationSpec
-from .errors import LeaseLostError, LedgerBusyError, LedgerWriteError, PlanError, StopRequested
+from .errors import FerrymanError, LeaseLostError, LedgerBusyError, LedgerWriteError, PlanError, StopRequested
 from .events import Observers
 from .partitioned import partitions_of
 from .pipeline.interpreter import tuned_for_pipeline
@@ -77,15 +80,55 @@ def run_partitions(service: MigrationService, main: DurableLedger, key: str, sto
             try:
                 if claimed:
                     result.partitions.append(index)
-                    runner = MigrationRunner(
-                        spec, instance, service.stores, ledger, report, Observers(), stop,
-                        lambda force=False, urgent=True, ledger=ledger: ledger.checkpoint(urgent=urgent or force),
-                        key_range=key_range, handled=handled)
-                    _run_one(runner, ledger, stop, result)
+                    with _partition_stop(stop, lambda: parts.round() == round_id) as partition_stop:
+                        runner = MigrationRunner(
+                            spec, instance, service.stores, ledger, report, Observers(), partition_stop,
+                            lambda force=False, urgent=True, ledger=ledger: ledger.checkpoint(urgent=urgent or force),
+                            key_range=key_range, handled=handled)
+                        _run_one(runner, ledger, partition_stop, result)
             finally:
                 ledger.close()
         result.interrupted = stop.reason
         return result
+
+
+ROUND_LOOKS = 2.0
+"""Seconds between two looks, while a worker runs a partition, at whether its round is still open."""
+STOP_LOOKS = 0.2
+"""Seconds between two looks at the worker's own stop (a signal) while it runs a partition."""
+
+
+@contextmanager
+def _partition_stop(stop: StopFlag, round_open: Callable[[], bool]) -> Iterator[StopFlag]:
+    """The stop of one partition's run: requested when ``stop`` is (a signal to this worker),
+    or once its round is closed (the run that split it stopped, or ended: a worker that run did
+    not start, and so cannot signal, then stops at a batch boundary too, saving its progress)."""
+    partition = StopFlag()
+    done = threading.Event()
+
+    def watch() -> None:
+        looked = time.monotonic()
+        while not done.wait(STOP_LOOKS):
+            if stop.requested:
+                partition.request(stop.reason or "stop")
+                return
+            if time.monotonic() - looked >= ROUND_LOOKS:
+                looked = time.monotonic()
+                try:
+                    closed = not round_open()
+                except FerrymanError:  # the ledger cannot be read now: its writes will say so
+                    continue
+                if closed:
+                    partition.request("the run with workers stopped")
+                    return
+
+    watcher = threading.Thread(target=watch, name="ferryman-round-watch", daemon=True)
+    watcher.start()
+    try:
+        yield partition
+    finally:
+        done.set()
+        watcher.join()
 
 
 LOOK_AGAIN = 1.0

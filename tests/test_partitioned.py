@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from helpers import poll_until
 from sqlalchemy.engine import make_url
 
 from ferryman.progress.files import open_ledger
@@ -296,4 +299,55 @@ def test_a_run_whose_workers_are_started_elsewhere_says_again_while_none_is_at_w
     assert waits[0].startswith("copy_items: waiting for workers to run its 8 partitions: ferryman worker ")
     assert any(w.startswith("copy_items: still waiting: no worker holds any of its partitions") for w in waits)
     assert dest_rows(engine) == (ROWS, ROWS)
+    engine.dispose()
+
+
+def test_a_stop_of_a_run_stops_the_workers_it_did_not_start_at_a_batch_boundary(tmp_path, postgres_url):
+    """The coordinator of ``--engine external`` cannot signal its workers: once it closes the
+    round (a Ctrl-C), each stops its partition at a batch boundary within seconds (not at its
+    end), saving its progress, and ends with the run (exit 0); the next run goes on from there,
+    exactly once."""
+    rows = 200_000
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")
+    make_target(tmp_path, postgres_url, rows=rows)
+    with (tmp_path / "target.py").open("a") as target:  # 0.5 ms a record: 12 s a partition of 25,000
+        target.write("_transform = CopyItems.transform\n"
+                     "def _slower(self, aggregates, record):\n"
+                     "    time.sleep(0.0005)\n"
+                     "    return _transform(self, aggregates, record)\n"
+                     "if SLOW:\n"
+                     "    CopyItems.transform = _slower\n")
+    (tmp_path / "fixed").touch()
+    (tmp_path / "slow").touch()
+    server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    progress = f"{server}?schema=ledger"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    coordinator = subprocess.Popen(
+        [sys.executable, "-m", "ferryman", "run", "target.py", "--no-bar", "--workers", "2", "--engine", "external",
+         "--progress", progress], cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    worker = subprocess.Popen([sys.executable, "-m", "ferryman", "worker", "target.py", "--progress", progress,
+                               "--wait", "60"], cwd=tmp_path, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        poll_until(lambda: dest_rows(engine)[0] > 2_000, timeout=120, what="the worker to write")
+        coordinator.send_signal(signal.SIGINT)
+        stopped = time.monotonic()
+        _, err = coordinator.communicate(timeout=120)
+        assert coordinator.returncode == 130, err
+        assert time.monotonic() - stopped < 7, err  # not the ~10 s left of the worker's partition
+        _, worker_err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, worker_err
+    finally:
+        for proc in (coordinator, worker):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    done = ledger_counts(tmp_path, progress)[0]
+    assert dest_rows(engine) == (done, done) and 0 < done < rows  # what it wrote, recorded once
+    (tmp_path / "slow").unlink()
+    again = run(tmp_path, progress=progress)
+    assert again.returncode == 0, again.stderr
+    assert dest_rows(engine) == (rows, rows)
     engine.dispose()
