@@ -80,13 +80,23 @@ def setting(request, tmp_path: Path, postgres_url: str):
     with engine.begin() as conn:
         conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")  # no key
     make_target(tmp_path, postgres_url)
-    if request.param == "sqlite":
-        progress = "ferryman-progress.db"
-    else:
-        server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
-        progress = f"{server}?schema=ledger"
+    progress = "ferryman-progress.db" if request.param == "sqlite" else pg_ledger(postgres_url)
     yield tmp_path, engine, progress
     engine.dispose()
+
+
+def pg_ledger(postgres_url: str) -> str:
+    """A PostgreSQL ledger in schema ``ledger`` of the test's database."""
+    server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    return f"{server}?schema=ledger"
+
+
+def stop_all(*procs: subprocess.Popen[str]) -> None:
+    """Kill what still runs of ``procs`` (a test that failed half-way)."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def ferryman(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -228,8 +238,7 @@ def test_workers_started_elsewhere_run_the_partitions_of_a_run_that_waits_for_th
     (tmp_path / "slow").touch()
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    progress = f"{server}?schema=ledger"
+    progress = pg_ledger(postgres_url)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
 
     def worker(*args: str) -> subprocess.Popen[str]:
@@ -253,10 +262,7 @@ def test_workers_started_elsewhere_run_the_partitions_of_a_run_that_waits_for_th
             _, worker_err = proc.communicate(timeout=60)
             assert proc.returncode == 0, worker_err
     finally:
-        for proc in (early, late):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop_all(early, late)
     assert dest_rows(engine) == (ROWS, ROWS)
     assert ledger_counts(tmp_path, progress) == (ROWS, [])
     assert partition_schemas(engine) == []
@@ -279,8 +285,7 @@ def test_a_run_whose_workers_are_started_elsewhere_says_again_while_none_is_at_w
         conn.exec_driver_sql("CREATE TABLE items (id BIGINT NOT NULL, name TEXT NOT NULL)")
     make_target(tmp_path, postgres_url)
     (tmp_path / "fixed").touch()
-    server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    progress = f"{server}?schema=ledger"
+    progress = pg_ledger(postgres_url)
     monkeypatch.setattr(partitioned, "REMIND_AFTER", 0.5)
     monkeypatch.chdir(tmp_path)
     late: list[subprocess.CompletedProcess[str]] = []
@@ -321,8 +326,7 @@ def test_a_stop_of_a_run_stops_the_workers_it_did_not_start_at_a_batch_boundary(
                      "    CopyItems.transform = _slower\n")
     (tmp_path / "fixed").touch()
     (tmp_path / "slow").touch()
-    server = make_url(postgres_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    progress = f"{server}?schema=ledger"
+    progress = pg_ledger(postgres_url)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     coordinator = subprocess.Popen(
         [sys.executable, "-m", "ferryman", "run", "target.py", "--no-bar", "--workers", "2", "--engine", "external",
@@ -340,10 +344,7 @@ def test_a_stop_of_a_run_stops_the_workers_it_did_not_start_at_a_batch_boundary(
         _, worker_err = worker.communicate(timeout=60)
         assert worker.returncode == 0, worker_err
     finally:
-        for proc in (coordinator, worker):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+        stop_all(coordinator, worker)
     done = ledger_counts(tmp_path, progress)[0]
     assert dest_rows(engine) == (done, done) and 0 < done < rows  # what it wrote, recorded once
     (tmp_path / "slow").unlink()
