@@ -368,10 +368,10 @@ def work(target: str | Target | MigrationService, *, progress: str | os.PathLike
     with nothing_done():
         path = checked_location(progress)
     give_up = time.monotonic() + wait
-    while not _exists(path) and time.monotonic() < give_up:  # a worker started before its run's ledger
+    while not (found := _exists(path)) and time.monotonic() < give_up:  # started before its run's ledger
         time.sleep(LEDGER_LOOK_AGAIN)
     with nothing_done():
-        main = open_ledger(path, read_only=True) if _exists(path) else None
+        main = open_ledger(path, read_only=True) if found else None
     if not isinstance(main, DurableLedger):  # none, or an mjg JSON file
         if main is not None:
             main.close()

@@ -27,11 +27,11 @@ import json
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from itertools import islice, pairwise
-from typing import Any, Protocol, Self
+from typing import Any, Self
 
 from ..report import RunResult
 from ..stores.base import Store
@@ -39,7 +39,7 @@ from ..types import RecordId
 from .codec import as_id, decode_id, encode_id, encode_ids
 from .durable import DurableLedger
 from .lease import Holder
-from .model import Action, FailedRecord
+from .model import Action
 from .reader import LedgerReader, RunRecord
 
 MERGE_CHUNK = 10_000
@@ -58,27 +58,15 @@ ADDED_UP = ("written", "retried")
 KeyRange = tuple[RecordId | None, RecordId | None]
 
 
-class MainLedger(Protocol):
-    """What a partition ledger reads of the main ledger (read only: merges write it)."""
-
-    def migration_id(self, identity: str) -> int | None: ...
-
-    def present(self, table: str, mid: int, keys: list[str]) -> Iterable[str]: ...
-
-    def has_rows(self, table: str, mid: int) -> bool: ...
-
-    def iter_failed(self, identity: str) -> Iterator[FailedRecord]: ...
-
-
 class PartitionLookups(LedgerReader, DurableLedger):
     """What a partition's ledger answers differently from a main ledger: what earlier runs did
     is looked up in the main ledger (``main``, where merges put it); what earlier attempts at
     this partition did, in its own. Mixed in before a ledger class (a reader and a durable
 ledger), whose ``__init__`` then calls :meth:`_join`."""
 
-    main: MainLedger
+    main: LedgerReader
 
-    def _join(self, main: MainLedger, main_uid: str) -> None:
+    def _join(self, main: LedgerReader, main_uid: str) -> None:
         self.journal_owner = f"{main_uid}/{self.uid}"
         self.main = main
         self._main_succeeded: dict[str, int | None] = {}

@@ -292,6 +292,10 @@ class LedgerReader(ABC):
         """The ledger's own id (in the journal keys of its runs' batches)."""
 
     @abstractmethod
+    def migration_id(self, identity: str) -> int | None:
+        """The row id of a migration, None when the ledger does not know it."""
+
+    @abstractmethod
     def present(self, table: str, mid: int, keys: list[str]) -> Iterable[str]:
         """Which of ``keys`` (encoded ids) ``table`` (``succeeded`` or ``failed``) holds for
         the migration of row id ``mid``."""
