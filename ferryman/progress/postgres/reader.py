@@ -168,30 +168,32 @@ class PostgresReader(LedgerReader):
         mid = self.migration_id(identity)
         if mid is None:
             return
+        for keys in self._id_pages(mid, PAGE):
+            yield from map(decode_id, keys)
+        has_failed = self.has_rows("failed", mid)
+        for text in self._logged(mid):
+            if has_failed:
+                keys = array_keys(text)
+                failed = set(self.present("failed", mid, keys))
+                if failed:
+                    yield from (decode_id(k) for k in keys if k not in failed)
+                    continue
+            yield from array_ids(text)
+
+    def _id_pages(self, mid: int, size: int) -> Iterator[list[str]]:
+        """The migration's per-id successes (encoded), ``size`` at a time along the key."""
         last = ""
-        while True:
-            rows = self._rows("SELECT rid FROM succeeded WHERE migration = %s AND rid > %s ORDER BY rid LIMIT %s",
-                              (mid, last, PAGE))
-            for (rid,) in rows:
-                yield decode_id(rid)
-            if len(rows) < PAGE:
-                break
+        while rows := self._rows("SELECT rid FROM succeeded WHERE migration = %s AND rid > %s ORDER BY rid LIMIT %s",
+                                 (mid, last, size)):
+            yield [rid for (rid,) in rows]
             last = rows[-1][0]
-        has_failed = bool(self._rows("SELECT 1 FROM failed WHERE migration = %s LIMIT 1", (mid,)))
+
+    def _logged(self, mid: int) -> Iterator[str]:
+        """The migration's log of successes, its rows' JSON arrays in order, a few rows a statement."""
         seq = 0
-        while True:
-            logged = self._rows("SELECT seq, ids FROM succeeded_log WHERE migration = %s AND seq > %s "
-                                "ORDER BY seq LIMIT %s", (mid, seq, LOG_PAGE))
-            for _, text in logged:
-                if has_failed:
-                    keys = array_keys(text)
-                    failed = set(self.present("failed", mid, keys))
-                    if failed:
-                        yield from (decode_id(k) for k in keys if k not in failed)
-                        continue
-                yield from array_ids(text)
-            if len(logged) < LOG_PAGE:
-                return
+        while logged := self._rows("SELECT seq, ids FROM succeeded_log WHERE migration = %s AND seq > %s "
+                                   "ORDER BY seq LIMIT %s", (mid, seq, LOG_PAGE)):
+            yield from (text for _, text in logged)
             seq = logged[-1][0]
 
     def present(self, table: str, mid: int, keys: list[str]) -> list[str]:
@@ -285,16 +287,9 @@ class PostgresReader(LedgerReader):
         mid = self.migration_id(identity)
         if mid is None:
             return
-        last = ""
-        while rows := self._rows("SELECT rid FROM succeeded WHERE migration = %s AND rid > %s ORDER BY rid LIMIT %s",
-                                 (mid, last, chunk)):
-            yield "[" + ",".join(rid for (rid,) in rows) + "]"
-            last = rows[-1][0]
-        seq = 0
-        while logged := self._rows("SELECT seq, ids FROM succeeded_log WHERE migration = %s AND seq > %s "
-                                   "ORDER BY seq LIMIT %s", (mid, seq, LOG_PAGE)):
-            yield from (text for _, text in logged)
-            seq = logged[-1][0]
+        for keys in self._id_pages(mid, chunk):
+            yield "[" + ",".join(keys) + "]"
+        yield from self._logged(mid)
 
     def partitions(self, key: str) -> PgPartitionSet:
         """Kept in schemas beside the ledger's (:mod:`.parts`), which workers on any host reach."""
