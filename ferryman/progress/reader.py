@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 from ..errors import InputError
 from ..sampling import reservoir
 from ..types import RecordId
+from .codec import array_ids, array_keys, decode_id
 from .lease import Holder, busy_error
 from .model import (
     FailedRecord,
@@ -299,6 +300,16 @@ class LedgerReader(ABC):
     def present(self, table: str, mid: int, keys: list[str]) -> Iterable[str]:
         """Which of ``keys`` (encoded ids) ``table`` (``succeeded`` or ``failed``) holds for
         the migration of row id ``mid``."""
+
+    def logged_ids(self, mid: int, text: str, has_failed: bool) -> Iterable[RecordId]:
+        """The ids of one logged page of successes (its JSON array ``text``) less those failed
+        since; ``has_failed``: whether the migration has failed records at all (else no lookup)."""
+        if has_failed:
+            keys = array_keys(text)
+            failed = set(self.present("failed", mid, keys))
+            if failed:
+                return (decode_id(k) for k in keys if k not in failed)
+        return array_ids(text)
 
     @abstractmethod
     def has_rows(self, table: str, mid: int) -> bool:

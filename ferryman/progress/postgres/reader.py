@@ -20,7 +20,7 @@ from psycopg.pq import TransactionStatus
 
 from ...errors import LedgerFileError
 from ...types import RecordId
-from ..codec import array_ids, array_keys, decode_failed, decode_id
+from ..codec import decode_failed, decode_id
 from ..lease import Holder
 from ..model import FailedRecord, ProgressMetadata
 from ..reader import (
@@ -172,13 +172,7 @@ class PostgresReader(LedgerReader):
             yield from map(decode_id, keys)
         has_failed = self.has_rows("failed", mid)
         for text in self._logged(mid):
-            if has_failed:
-                keys = array_keys(text)
-                failed = set(self.present("failed", mid, keys))
-                if failed:
-                    yield from (decode_id(k) for k in keys if k not in failed)
-                    continue
-            yield from array_ids(text)
+            yield from self.logged_ids(mid, text, has_failed)
 
     def _id_pages(self, mid: int, size: int) -> Iterator[list[str]]:
         """The migration's per-id successes (encoded), ``size`` at a time along the key."""

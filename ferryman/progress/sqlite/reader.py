@@ -23,7 +23,7 @@ from ...errors import LedgerFileError
 from ...ids import format_id
 from ...sampling import reservoir
 from ...types import RecordId
-from ..codec import array_ids, array_keys, decode_failed, decode_id
+from ..codec import array_keys, decode_failed, decode_id
 from ..lease import Holder
 from ..model import FailedRecord, ProgressMetadata
 from ..reader import (
@@ -194,13 +194,7 @@ class SqliteReader(LedgerReader):
                 if not logged:
                     yield decode_id(text)
                     continue
-                if has_failed:
-                    keys = array_keys(text)
-                    failed = set(self.present("failed", mid, keys))
-                    if failed:
-                        yield from (decode_id(k) for k in keys if k not in failed)
-                        continue
-                yield from array_ids(text)
+                yield from self.logged_ids(mid, text, has_failed)
 
     def sample_succeeded(self, identity: str, k: int, rng: random.Random) -> tuple[list[RecordId], int]:
         """The reservoir runs over the ids' stored texts and decodes only the ``k`` it keeps
